@@ -1,0 +1,14 @@
+//! DICOM wire types for Radguard.
+//!
+//! This crate does no I/O. It knows the shapes of what crosses a DICOM link:
+//! - [`types`]: AE titles, UIDs, DIMSE command fields and statuses, validated once.
+//! - [`pdu`]: PDU framing (header check against the negotiated maximum before any allocation),
+//!   P-DATA-TF PDV splitting without copies, and association PDUs via dicom-ul.
+//! - [`dimse`]: DIMSE command sets: decode, validate, encode responses.
+//! - [`assembler`]: the per-direction message view: command sets reassembled whole, data sets
+//!   passed through as chunks.
+#![forbid(unsafe_code)]
+
+pub mod types;
+
+pub use types::{AeTitle, CommandField, FieldError, Operation, Uid};
