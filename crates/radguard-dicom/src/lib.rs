@@ -12,3 +12,6 @@
 pub mod types;
 
 pub use types::{AeTitle, CommandField, FieldError, Operation, Uid};
+pub mod assembler;
+pub mod dimse;
+pub mod pdu;

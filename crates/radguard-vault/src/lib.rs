@@ -1,1 +1,47 @@
-//! placeholder
+//! Radguard's vault: a write-once, content-addressed store of DICOM Part 10 files with a SQLite
+//! index, used as the gateway's built-in Storage SCP destination.
+//!
+//! The gateway streams a C-STORE data set into a [`PendingInstance`] chunk by chunk (never
+//! holding a whole instance) and then [`commit`](PendingInstance::commit)s it. Each file is
+//! 128 zero bytes, `DICM`, a File Meta Information group that depends only on the SOP Class,
+//! SOP Instance and Transfer Syntax UIDs, and the data set bytes exactly as received; it is named
+//! by the SHA-256 of all its bytes. Nothing is ever overwritten or deleted: there is no API for
+//! it, object files are made read-only, and the index refuses `UPDATE` and `DELETE`.
+//!
+//! The API is synchronous std I/O; call it from async code through `spawn_blocking`.
+//!
+//! Modules:
+//! - `vault`: [`Vault`] and [`PendingInstance`], the commit protocol, recovery and checks.
+//! - `layout`: the directory layout and the durable rename (fsync file, rename, fsync directory).
+//! - `meta`: the preamble and File Meta Information header.
+//! - `scan`: reads Patient ID, Study and Series Instance UID from a stored file without loading
+//!   values it does not need and without trusting declared lengths.
+//! - `index`: the SQLite schema and queries.
+//! - `error`: [`VaultError`].
+#![forbid(unsafe_code)]
+
+mod error;
+mod index;
+mod layout;
+mod meta;
+mod scan;
+mod time;
+mod vault;
+
+pub use error::VaultError;
+pub use vault::{PendingInstance, Problem, StoreOutcome, StoredInstance, Vault};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    fn assert_send<T: Send + 'static>() {}
+
+    #[test]
+    fn usable_from_blocking_tasks() {
+        assert_send_sync::<Vault>();
+        assert_send::<PendingInstance>();
+        assert_send_sync::<VaultError>();
+    }
+}

@@ -1,0 +1,383 @@
+//! DIMSE command sets (PS3.7 §9, §E): decode, validate, encode the responses the gateway gives.
+//!
+//! A command set is always Implicit VR Little Endian and small; it is decoded whole with
+//! dicom-object. Validation turns a decoded [`Command`] into a [`Request`] whose UIDs and AE
+//! titles are typed, or into a [`RequestProblem`] that says which status to answer with.
+
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+
+use crate::types::{status, AeTitle, CommandField, Uid};
+
+/// Upper bound on a reassembled command set. Real ones are < 300 bytes.
+pub const MAX_COMMAND_SET: usize = 64 * 1024;
+
+/// The command elements the gateway reads, as found on the wire (not yet validated).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Command {
+    pub field: Option<u16>,
+    pub message_id: Option<u16>,
+    pub responded_to: Option<u16>,
+    pub affected_sop_class: Option<String>,
+    pub requested_sop_class: Option<String>,
+    pub affected_sop_instance: Option<String>,
+    pub requested_sop_instance: Option<String>,
+    pub move_destination: Option<String>,
+    /// (0000,0800): 0x0101 means no data set follows.
+    pub data_set_type: Option<u16>,
+    pub status: Option<u16>,
+    pub priority: Option<u16>,
+    pub error_comment: Option<String>,
+}
+
+/// Why bytes could not be decoded as a command set at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("command set larger than {MAX_COMMAND_SET} bytes")]
+    TooLarge,
+    #[error("command set cannot be decoded: {0}")]
+    Undecodable(String),
+    #[error("command set has element {0} outside group 0000")]
+    WrongGroup(Tag),
+}
+
+impl Command {
+    pub fn decode(bytes: &[u8]) -> Result<Command, CommandError> {
+        if bytes.len() > MAX_COMMAND_SET {
+            return Err(CommandError::TooLarge);
+        }
+        let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+            .map_err(|e| CommandError::Undecodable(e.to_string()))?;
+        let mut c = Command::default();
+        for el in obj.iter() {
+            let tag = el.header().tag;
+            if tag.group() != 0x0000 {
+                return Err(CommandError::WrongGroup(tag));
+            }
+            let u16v = || el.to_int::<u16>().ok();
+            let strv = || {
+                el.to_str()
+                    .ok()
+                    .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+            };
+            match tag {
+                tags::COMMAND_FIELD => c.field = u16v(),
+                tags::MESSAGE_ID => c.message_id = u16v(),
+                tags::MESSAGE_ID_BEING_RESPONDED_TO => c.responded_to = u16v(),
+                tags::AFFECTED_SOP_CLASS_UID => c.affected_sop_class = strv(),
+                tags::REQUESTED_SOP_CLASS_UID => c.requested_sop_class = strv(),
+                tags::AFFECTED_SOP_INSTANCE_UID => c.affected_sop_instance = strv(),
+                tags::REQUESTED_SOP_INSTANCE_UID => c.requested_sop_instance = strv(),
+                tags::MOVE_DESTINATION => c.move_destination = strv(),
+                tags::COMMAND_DATA_SET_TYPE => c.data_set_type = u16v(),
+                tags::STATUS => c.status = u16v(),
+                tags::PRIORITY => c.priority = u16v(),
+                tags::ERROR_COMMENT => c.error_comment = strv(),
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+
+    /// Whether a data set follows this command.
+    pub fn has_data_set(&self) -> bool {
+        matches!(self.data_set_type, Some(v) if v != 0x0101)
+    }
+
+    pub fn command_field(&self) -> Option<CommandField> {
+        self.field.map(CommandField::from_u16)
+    }
+}
+
+/// A validated DIMSE request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub field: CommandField,
+    pub message_id: u16,
+    /// Affected SOP Class UID (C-STORE/C-ECHO/C-FIND/C-MOVE/C-GET).
+    pub sop_class: Option<Uid>,
+    pub sop_instance: Option<Uid>,
+    pub move_destination: Option<AeTitle>,
+    pub has_data_set: bool,
+}
+
+/// Why a request is refused before any policy is asked. `message_id` is `None` when the request
+/// cannot even be answered (then the association is aborted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestProblem {
+    pub message_id: Option<u16>,
+    pub status: u16,
+    pub detail: String,
+}
+
+impl Command {
+    /// Validates a request command: required elements present, UIDs valid (PS3.5 §9),
+    /// move destination a valid AE title. A request must not be a response.
+    pub fn validate_request(&self) -> Result<Request, RequestProblem> {
+        let problem = |status: u16, detail: &str| RequestProblem {
+            message_id: self.message_id,
+            status,
+            detail: detail.to_string(),
+        };
+        let Some(raw_field) = self.field else {
+            return Err(problem(status::MISSING_ATTRIBUTE, "no Command Field (0000,0100)"));
+        };
+        let field = CommandField::from_u16(raw_field);
+        if field == CommandField::CCancelRq {
+            let Some(id) = self.responded_to else {
+                return Err(problem(
+                    status::MISSING_ATTRIBUTE,
+                    "C-CANCEL-RQ without Message ID Being Responded To",
+                ));
+            };
+            return Ok(Request {
+                field,
+                message_id: id,
+                sop_class: None,
+                sop_instance: None,
+                move_destination: None,
+                has_data_set: false,
+            });
+        }
+        let Some(message_id) = self.message_id else {
+            return Err(problem(status::MISSING_ATTRIBUTE, "no Message ID (0000,0110)"));
+        };
+        if field.is_response() {
+            return Err(problem(
+                status::UNRECOGNIZED_OPERATION,
+                "a response where a request was expected",
+            ));
+        }
+        if let CommandField::Other(v) = field {
+            return Err(RequestProblem {
+                message_id: Some(message_id),
+                status: status::UNRECOGNIZED_OPERATION,
+                detail: format!("command field 0x{v:04X} is not a supported operation"),
+            });
+        }
+        let Some(class) = self.affected_sop_class.as_deref() else {
+            return Err(problem(
+                status::MISSING_ATTRIBUTE,
+                "no Affected SOP Class UID (0000,0002)",
+            ));
+        };
+        let sop_class = Uid::new(class).map_err(|e| {
+            problem(
+                status::REFUSED_SOP_CLASS_NOT_SUPPORTED,
+                &format!("Affected SOP Class UID invalid: {e}"),
+            )
+        })?;
+        let mut req = Request {
+            field,
+            message_id,
+            sop_class: Some(sop_class),
+            sop_instance: None,
+            move_destination: None,
+            has_data_set: self.has_data_set(),
+        };
+        match field {
+            CommandField::CStoreRq => {
+                let Some(inst) = self.affected_sop_instance.as_deref() else {
+                    return Err(problem(
+                        status::MISSING_ATTRIBUTE,
+                        "C-STORE-RQ without Affected SOP Instance UID (0000,1000)",
+                    ));
+                };
+                req.sop_instance = Some(Uid::new(inst).map_err(|e| {
+                    problem(
+                        status::INVALID_OBJECT_INSTANCE,
+                        &format!("Affected SOP Instance UID invalid: {e}"),
+                    )
+                })?);
+                if !req.has_data_set {
+                    return Err(problem(status::MISSING_ATTRIBUTE, "C-STORE-RQ without a data set"));
+                }
+            }
+            CommandField::CMoveRq => {
+                let Some(dest) = self.move_destination.as_deref() else {
+                    return Err(problem(
+                        status::MISSING_ATTRIBUTE,
+                        "C-MOVE-RQ without Move Destination (0000,0600)",
+                    ));
+                };
+                req.move_destination = Some(AeTitle::new(dest).map_err(|e| {
+                    problem(
+                        status::MOVE_DESTINATION_UNKNOWN,
+                        &format!("Move Destination invalid: {e}"),
+                    )
+                })?);
+                if !req.has_data_set {
+                    return Err(problem(status::MISSING_ATTRIBUTE, "C-MOVE-RQ without an identifier"));
+                }
+            }
+            CommandField::CFindRq | CommandField::CGetRq if !req.has_data_set => {
+                return Err(problem(status::MISSING_ATTRIBUTE, "query without an identifier"));
+            }
+            _ => {}
+        }
+        Ok(req)
+    }
+}
+
+/// Encodes the response the gateway gives itself (refusals, the vault's answers, C-ECHO).
+pub fn encode_response(
+    field: CommandField,
+    responded_to: u16,
+    sop_class: Option<&str>,
+    sop_instance: Option<&str>,
+    status_code: u16,
+    comment: Option<&str>,
+) -> Vec<u8> {
+    let mut elems = vec![];
+    if let Some(c) = sop_class {
+        elems.push(DataElement::new(
+            tags::AFFECTED_SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from(c),
+        ));
+    }
+    elems.push(DataElement::new(
+        tags::COMMAND_FIELD,
+        VR::US,
+        PrimitiveValue::from(field.response().to_u16()),
+    ));
+    elems.push(DataElement::new(
+        tags::MESSAGE_ID_BEING_RESPONDED_TO,
+        VR::US,
+        PrimitiveValue::from(responded_to),
+    ));
+    elems.push(DataElement::new(
+        tags::COMMAND_DATA_SET_TYPE,
+        VR::US,
+        PrimitiveValue::from(0x0101_u16),
+    ));
+    elems.push(DataElement::new(
+        tags::STATUS,
+        VR::US,
+        PrimitiveValue::from(status_code),
+    ));
+    if let Some(i) = sop_instance {
+        elems.push(DataElement::new(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(i),
+        ));
+    }
+    if let Some(text) = comment {
+        // Error Comment is LO: at most 64 characters.
+        let t: String = text.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).take(64).collect();
+        elems.push(DataElement::new(
+            tags::ERROR_COMMENT,
+            VR::LO,
+            PrimitiveValue::from(t),
+        ));
+    }
+    let obj = InMemDicomObject::command_from_element_iter(elems);
+    let mut out = Vec::with_capacity(160);
+    // Writing a handful of primitive elements into a Vec cannot fail.
+    if obj
+        .write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .is_err()
+    {
+        out.clear();
+    }
+    out
+}
+
+/// Encodes a request command (used by tests and by `radguard probe`-style clients).
+pub fn encode_request(
+    field: CommandField,
+    message_id: u16,
+    sop_class: &str,
+    sop_instance: Option<&str>,
+    has_data_set: bool,
+) -> Vec<u8> {
+    let mut elems = vec![
+        DataElement::new(tags::AFFECTED_SOP_CLASS_UID, VR::UI, PrimitiveValue::from(sop_class)),
+        DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(field.to_u16())),
+        DataElement::new(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(message_id)),
+    ];
+    if field != CommandField::CEchoRq {
+        elems.push(DataElement::new(tags::PRIORITY, VR::US, PrimitiveValue::from(0u16)));
+    }
+    elems.push(DataElement::new(
+        tags::COMMAND_DATA_SET_TYPE,
+        VR::US,
+        PrimitiveValue::from(if has_data_set { 0x0000_u16 } else { 0x0101 }),
+    ));
+    if let Some(i) = sop_instance {
+        elems.push(DataElement::new(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(i),
+        ));
+    }
+    let obj = InMemDicomObject::command_from_element_iter(elems);
+    let mut out = Vec::with_capacity(160);
+    if obj
+        .write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .is_err()
+    {
+        out.clear();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
+
+    #[test]
+    fn store_request_roundtrip() {
+        let b = encode_request(CommandField::CStoreRq, 7, CT, Some("1.2.3.4"), true);
+        let c = Command::decode(&b).unwrap();
+        let r = c.validate_request().unwrap();
+        assert_eq!(r.field, CommandField::CStoreRq);
+        assert_eq!(r.message_id, 7);
+        assert_eq!(r.sop_class.unwrap().as_str(), CT);
+        assert_eq!(r.sop_instance.unwrap().as_str(), "1.2.3.4");
+        assert!(r.has_data_set);
+    }
+
+    #[test]
+    fn response_roundtrip() {
+        let b = encode_response(
+            CommandField::CStoreRq,
+            9,
+            Some(CT),
+            Some("1.2.3.4.5"),
+            status::REFUSED_NOT_AUTHORIZED,
+            Some("refused by policy"),
+        );
+        assert_eq!(b.len() % 2, 0);
+        let c = Command::decode(&b).unwrap();
+        assert_eq!(c.field, Some(0x8001));
+        assert_eq!(c.responded_to, Some(9));
+        assert_eq!(c.status, Some(0x0124));
+        assert_eq!(c.affected_sop_instance.as_deref(), Some("1.2.3.4.5"));
+        assert_eq!(c.error_comment.as_deref(), Some("refused by policy"));
+        assert!(!c.has_data_set());
+    }
+
+    #[test]
+    fn bad_requests() {
+        let b = encode_request(CommandField::CStoreRq, 7, CT, Some("1.2.03"), true);
+        let p = Command::decode(&b).unwrap().validate_request().unwrap_err();
+        assert_eq!(p.status, status::INVALID_OBJECT_INSTANCE);
+        assert_eq!(p.message_id, Some(7));
+        let b = encode_request(CommandField::CStoreRq, 7, CT, None, true);
+        let p = Command::decode(&b).unwrap().validate_request().unwrap_err();
+        assert_eq!(p.status, status::MISSING_ATTRIBUTE);
+        let b = encode_request(CommandField::Other(0x0140), 3, CT, None, false);
+        let p = Command::decode(&b).unwrap().validate_request().unwrap_err();
+        assert_eq!(p.status, status::UNRECOGNIZED_OPERATION);
+        let b = encode_request(CommandField::CStoreRq, 7, "1.2/../3", Some("1.2"), true);
+        let p = Command::decode(&b).unwrap().validate_request().unwrap_err();
+        assert_eq!(p.status, status::REFUSED_SOP_CLASS_NOT_SUPPORTED);
+        assert!(Command::decode(&[1, 2, 3]).is_err() || Command::decode(&[1, 2, 3]).is_ok());
+    }
+}

@@ -1,0 +1,309 @@
+//! One association, from the A-ASSOCIATE-RQ to release or abort.
+//!
+//! Establishment (PS3.8 states Sta2→Sta3): read the request under the ARTIM timer, identify the
+//! peer, ask the policy, plan the presentation contexts, then either negotiate with the upstream
+//! ([`crate::relay`]) or accept locally for the built-in vault ([`crate::vault_scp`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dicom_ul::pdu::{AssociationRQ, Pdu, PresentationContextResultReason};
+use radguard_dicom::pdu::{abort_bytes, decode_control, reject_bytes, AbortReason, PduType};
+use radguard_dicom::types::uids;
+use radguard_dicom::AeTitle;
+use radguard_events::{AlertKind, AssocId, Blame, Event};
+use radguard_policy::{
+    Admission, AssociationFacts, ContextDecision, Policy, RejectWhy, Route,
+};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::io::{linger, write_timed};
+use crate::negotiate::{effective_max, implementation, max_length, plan_contexts, ContextPlan};
+use crate::reader::{PduReader, ReadError};
+use crate::server::{PeerSlot, Shared};
+
+/// The client side of an accepted TCP connection.
+pub struct ClientConn {
+    pub id: AssocId,
+    pub source: SocketAddr,
+    pub reader: PduReader<OwnedReadHalf>,
+    pub writer: OwnedWriteHalf,
+}
+
+/// An association the policy admitted, with its planned contexts.
+pub struct Admitted {
+    pub rq: AssociationRQ,
+    pub admission: Admission,
+    pub policy: Policy,
+    pub plan: Vec<ContextPlan>,
+    /// What the client accepts (its Maximum Length, capped by ours).
+    pub client_accepts: u32,
+}
+
+pub async fn run(
+    shared: Arc<Shared>,
+    id: AssocId,
+    stream: TcpStream,
+    source: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+    _slot: PeerSlot,
+) {
+    let (rd, wr) = stream.into_split();
+    let mut conn = ClientConn {
+        id,
+        source,
+        reader: PduReader::new(rd, shared.settings.max_pdu_length),
+        writer: wr,
+    };
+    let Some(admitted) = establish(&shared, &mut conn).await else {
+        return;
+    };
+    match admitted.admission.route().clone() {
+        Route::Vault => crate::vault_scp::run(&shared, conn, admitted).await,
+        Route::Upstream {
+            addr,
+            upstream_ae,
+            upstream_calling_ae,
+        } => {
+            let calling = upstream_calling_ae.unwrap_or_else(|| admitted.admission.calling_ae().clone());
+            crate::relay::run(&shared, conn, admitted, &addr, &calling, &upstream_ae).await
+        }
+    }
+}
+
+/// Sends an A-ABORT (provider, `reason`), records why, and closes.
+pub async fn abort_client(
+    shared: &Shared,
+    conn: &mut ClientConn,
+    reason: AbortReason,
+    blame: Blame,
+    why: String,
+) {
+    let artim = shared.settings.artim_timeout;
+    let _ = write_timed(&mut conn.writer, &abort_bytes(reason), artim).await;
+    if blame == Blame::Peer {
+        shared.bus.emit(Event::SecurityAlert {
+            assoc: Some(conn.id),
+            kind: AlertKind::ProtocolViolation,
+            source: Some(conn.source),
+            detail: why.clone(),
+        });
+    }
+    shared.bus.emit(Event::AssociationAborted {
+        assoc: conn.id,
+        blame,
+        why,
+    });
+    linger(&mut conn.reader, &mut conn.writer, artim).await;
+}
+
+/// Sends an A-ASSOCIATE-RJ, records it, and closes.
+#[allow(clippy::too_many_arguments)]
+pub async fn reject_client(
+    shared: &Shared,
+    conn: &mut ClientConn,
+    triple: (u8, u8, u8),
+    calling: Option<&str>,
+    called: Option<&str>,
+    blame: Blame,
+    why: String,
+) {
+    let artim = shared.settings.artim_timeout;
+    let _ = write_timed(&mut conn.writer, &reject_bytes(triple.0, triple.1, triple.2), artim).await;
+    shared.bus.emit(Event::AssociationRefused {
+        assoc: conn.id,
+        source: conn.source,
+        calling_ae: calling.map(str::to_string),
+        called_ae: called.map(str::to_string),
+        result: triple.0,
+        rj_source: triple.1,
+        reason: triple.2,
+        blame,
+        why,
+    });
+    linger(&mut conn.reader, &mut conn.writer, artim).await;
+}
+
+async fn establish(shared: &Shared, conn: &mut ClientConn) -> Option<Admitted> {
+    let artim = shared.settings.artim_timeout;
+    let frame = match tokio::time::timeout(artim, conn.reader.next()).await {
+        Err(_) => {
+            shared.bus.emit(Event::AssociationAborted {
+                assoc: conn.id,
+                blame: Blame::Peer,
+                why: "ARTIM expired before an A-ASSOCIATE-RQ arrived".into(),
+            });
+            return None;
+        }
+        Ok(Err(ReadError::Frame(e))) => {
+            let reason = e.abort_reason();
+            abort_client(shared, conn, reason, Blame::Peer, e.to_string()).await;
+            return None;
+        }
+        Ok(Err(e)) => {
+            shared.bus.emit(Event::AssociationAborted {
+                assoc: conn.id,
+                blame: Blame::Peer,
+                why: format!("before association: {e}"),
+            });
+            return None;
+        }
+        Ok(Ok(f)) => f,
+    };
+    if frame.ty != PduType::AssociateRq {
+        let why = format!("{} where an A-ASSOCIATE-RQ was expected", frame.ty.name());
+        abort_client(shared, conn, AbortReason::UnexpectedPdu, Blame::Peer, why).await;
+        return None;
+    }
+    let rq = match decode_control(&frame.bytes) {
+        Ok(Pdu::AssociationRQ(rq)) => rq,
+        Ok(_) => {
+            let why = "A-ASSOCIATE-RQ could not be decoded".to_string();
+            abort_client(shared, conn, AbortReason::InvalidPduParameter, Blame::Peer, why).await;
+            return None;
+        }
+        Err(e) => {
+            abort_client(shared, conn, AbortReason::InvalidPduParameter, Blame::Peer, e.to_string()).await;
+            return None;
+        }
+    };
+    drop(frame);
+    let (impl_class, impl_version) = implementation(&rq.user_variables);
+    shared.bus.emit(Event::AssociationRequested {
+        assoc: conn.id,
+        source: conn.source,
+        calling_ae: rq.calling_ae_title.clone(),
+        called_ae: rq.called_ae_title.clone(),
+        implementation_class_uid: impl_class.clone().unwrap_or_default(),
+        implementation_version: impl_version,
+        contexts: rq.presentation_contexts.len(),
+    });
+    if rq.protocol_version & 1 == 0 {
+        let why = format!("protocol version 0x{:04X} not supported", rq.protocol_version);
+        reject_client(shared, conn, (1, 2, 2), None, None, Blame::Peer, why).await;
+        return None;
+    }
+    let calling_raw = rq.calling_ae_title.clone();
+    let called_raw = rq.called_ae_title.clone();
+    if rq.application_context_name.trim_end_matches('\0') != uids::APPLICATION_CONTEXT {
+        let why = "application context name not supported".to_string();
+        reject_client(shared, conn, (1, 1, 2), Some(&calling_raw), Some(&called_raw), Blame::Peer, why).await;
+        return None;
+    }
+    let calling = match AeTitle::new(&calling_raw) {
+        Ok(a) => a,
+        Err(e) => {
+            let why = format!("calling AE title invalid: {e}");
+            alert(shared, conn, AlertKind::PeerNotRecognized, &why);
+            reject_client(shared, conn, (1, 1, 3), Some(&calling_raw), Some(&called_raw), Blame::Peer, why).await;
+            return None;
+        }
+    };
+    let called = match AeTitle::new(&called_raw) {
+        Ok(a) => a,
+        Err(e) => {
+            let why = format!("called AE title invalid: {e}");
+            reject_client(shared, conn, (1, 1, 7), Some(&calling_raw), Some(&called_raw), Blame::Peer, why).await;
+            return None;
+        }
+    };
+    if impl_class.is_none() {
+        let why = "A-ASSOCIATE-RQ without Implementation Class UID".to_string();
+        abort_client(shared, conn, AbortReason::InvalidPduParameter, Blame::Peer, why).await;
+        return None;
+    }
+    let policy = shared.policy.borrow().clone();
+    let facts = AssociationFacts {
+        source: conn.source.ip(),
+        calling_ae: calling.clone(),
+        called_ae: called.clone(),
+    };
+    let admission = match policy.admit(&facts) {
+        Ok(a) => a,
+        Err(refusal) => {
+            let why = refusal.to_string();
+            alert(shared, conn, AlertKind::PeerNotRecognized, &why);
+            reject_client(
+                shared,
+                conn,
+                refusal.rj_triple(),
+                Some(calling.as_str()),
+                Some(called.as_str()),
+                Blame::Peer,
+                why,
+            )
+            .await;
+            return None;
+        }
+    };
+    let is_vault = matches!(admission.route(), Route::Vault);
+    let plan = plan_contexts(&rq, |abs| {
+        match policy.context(&admission, abs) {
+            ContextDecision::Accept => {
+                if is_vault && !vault_serves(abs) {
+                    Some(PresentationContextResultReason::AbstractSyntaxNotSupported)
+                } else {
+                    None
+                }
+            }
+            ContextDecision::Reject(why) => Some(match why {
+                RejectWhy::AbstractSyntaxNotSupported => {
+                    PresentationContextResultReason::AbstractSyntaxNotSupported
+                }
+                _ => PresentationContextResultReason::UserRejection,
+            }),
+        }
+    });
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            abort_client(shared, conn, AbortReason::InvalidPduParameter, Blame::Peer, e.to_string()).await;
+            return None;
+        }
+    };
+    for p in plan.iter().filter(|p| p.rejected.is_some()) {
+        shared.bus.emit(Event::ContextRejected {
+            assoc: conn.id,
+            context_id: p.proposed.id,
+            abstract_syntax: p.proposed.abstract_syntax.clone(),
+            why: match &p.rejected {
+                Some(PresentationContextResultReason::UserRejection) => "not allowed by policy",
+                _ => "abstract syntax not supported",
+            }
+            .to_string(),
+        });
+    }
+    let client_accepts = effective_max(max_length(&rq.user_variables), shared.settings.max_pdu_length);
+    if client_accepts < MIN_PDU {
+        let why = format!("Maximum Length {client_accepts} is below {MIN_PDU}");
+        abort_client(shared, conn, AbortReason::InvalidPduParameter, Blame::Peer, why).await;
+        return None;
+    }
+    Some(Admitted {
+        rq,
+        admission,
+        policy,
+        plan,
+        client_accepts,
+    })
+}
+
+/// The smallest Maximum Length the gateway works with (PS3.8 sets no floor; dicom-ul and DCMTK
+/// use 1 KiB-ish minima too).
+pub const MIN_PDU: u32 = 1024;
+
+/// The vault stores instances and answers C-ECHO; it does not serve queries or retrieves.
+fn vault_serves(abstract_syntax: &str) -> bool {
+    abstract_syntax == uids::VERIFICATION || radguard_policy::sop::is_storage_sop_class(abstract_syntax)
+}
+
+fn alert(shared: &Shared, conn: &ClientConn, kind: AlertKind, detail: &str) {
+    shared.bus.emit(Event::SecurityAlert {
+        assoc: Some(conn.id),
+        kind,
+        source: Some(conn.source),
+        detail: detail.to_string(),
+    });
+}

@@ -1,0 +1,118 @@
+//! The request gate: every DIMSE request a client sends passes here before anything is
+//! forwarded or stored. It checks the command set (PS3.7), the presentation context it came on,
+//! and the policy; the outcome is either a [`Verdict::Pass`] carrying the policy's proof, or the
+//! response the gateway gives itself.
+
+use std::collections::HashMap;
+
+use dicom_ul::pdu::{AssociationAC, PresentationContextResultReason};
+use radguard_dicom::dimse::{Command, Request};
+use radguard_dicom::types::status;
+use radguard_dicom::CommandField;
+use radguard_policy::{Admission, DimseFacts, Permitted, Policy};
+
+/// The accepted presentation contexts: id → (abstract syntax, transfer syntax).
+#[derive(Debug, Default, Clone)]
+pub struct Contexts(HashMap<u8, (String, String)>);
+
+impl Contexts {
+    /// From the A-ASSOCIATE-AC the client received, and the proposals it answered.
+    pub fn from_ac(proposed: &[dicom_ul::pdu::PresentationContextProposed], ac: &AssociationAC) -> Self {
+        let mut m = HashMap::new();
+        for r in &ac.presentation_contexts {
+            if r.reason != PresentationContextResultReason::Acceptance {
+                continue;
+            }
+            if let Some(p) = proposed.iter().find(|p| p.id == r.id) {
+                m.insert(
+                    r.id,
+                    (
+                        p.abstract_syntax.trim_end_matches('\0').to_string(),
+                        r.transfer_syntax.trim_end_matches('\0').to_string(),
+                    ),
+                );
+            }
+        }
+        Contexts(m)
+    }
+
+    pub fn get(&self, id: u8) -> Option<(&str, &str)> {
+        self.0.get(&id).map(|(a, t)| (a.as_str(), t.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What to do with one request.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Relay (or serve) it.
+    Pass { request: Request, permit: Permitted },
+    /// Answer it ourselves with this status; consume its data set; forward nothing.
+    Refuse {
+        field: CommandField,
+        message_id: u16,
+        sop_class: Option<String>,
+        sop_instance: Option<String>,
+        status: u16,
+        comment: String,
+    },
+    /// It cannot be answered (no message ID, or on a context that was not accepted): abort.
+    Abort(String),
+}
+
+pub fn judge(
+    policy: &Policy,
+    admission: &Admission,
+    contexts: &Contexts,
+    context_id: u8,
+    command: &Command,
+) -> Verdict {
+    let Some((abstract_syntax, _ts)) = contexts.get(context_id) else {
+        return Verdict::Abort(format!(
+            "message on presentation context {context_id}, which was not accepted"
+        ));
+    };
+    let refuse = |status: u16, comment: String| -> Verdict {
+        match command.message_id.or(command.responded_to) {
+            Some(message_id) => Verdict::Refuse {
+                field: command.command_field().unwrap_or(CommandField::Other(0)),
+                message_id,
+                sop_class: command.affected_sop_class.clone(),
+                sop_instance: command.affected_sop_instance.clone(),
+                status,
+                comment,
+            },
+            None => Verdict::Abort(format!("request without a Message ID: {comment}")),
+        }
+    };
+    let request = match command.validate_request() {
+        Ok(r) => r,
+        Err(p) => return refuse(p.status, p.detail),
+    };
+    if let Some(class) = &request.sop_class {
+        if class.as_str() != abstract_syntax {
+            return refuse(
+                status::REFUSED_SOP_CLASS_NOT_SUPPORTED,
+                format!(
+                    "SOP class {class} does not match the presentation context's abstract syntax"
+                ),
+            );
+        }
+    }
+    let facts = DimseFacts {
+        command: request.field,
+        sop_class: request.sop_class.as_ref().map(|u| u.to_string()),
+        move_destination: request.move_destination.clone(),
+    };
+    match policy.dimse(admission, &facts) {
+        Ok(permit) => Verdict::Pass { request, permit },
+        Err(refusal) => refuse(refusal.status, refusal.comment().to_string()),
+    }
+}

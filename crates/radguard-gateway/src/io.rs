@@ -1,0 +1,132 @@
+//! Small I/O helpers shared by the relay and the vault SCP: idle-aware reads, timed writes,
+//! PDU-sized fragmentation of command sets, lingering close.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use radguard_dicom::pdu::{encode_pdata, Pdv};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::timeout;
+
+use crate::reader::{Frame, PduReader, ReadError};
+
+/// Last time anything moved on an association, shared by both directions, so that one side
+/// waiting while the other streams is not taken for idleness.
+pub struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("idle timeout: nothing moved for {0:?}")]
+    Idle(Duration),
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+    #[error("write timed out")]
+    WriteTimeout,
+}
+
+/// Reads the next PDU, giving up only when *neither* direction has moved for `idle`.
+pub async fn read_idle<R: AsyncRead + Unpin>(
+    reader: &mut PduReader<R>,
+    activity: &Activity,
+    idle: Duration,
+) -> Result<Frame, IoError> {
+    loop {
+        let quiet = activity.idle_for();
+        if quiet >= idle {
+            return Err(IoError::Idle(idle));
+        }
+        if let Ok(r) = timeout(idle - quiet, reader.next()).await {
+            activity.touch();
+            return Ok(r?);
+        }
+    }
+}
+
+pub async fn write_timed<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    bytes: &[u8],
+    limit: Duration,
+) -> Result<(), IoError> {
+    match timeout(limit, w.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(IoError::Write(e)),
+        Err(_) => Err(IoError::WriteTimeout),
+    }
+}
+
+/// Appends a whole command set as P-DATA PDUs no longer than `max` (the receiver's maximum).
+pub fn push_command(out: &mut Vec<u8>, context_id: u8, command: &[u8], max: u32) {
+    let chunk = (max as usize).saturating_sub(6).max(1);
+    let mut parts = command.chunks(chunk).peekable();
+    if parts.peek().is_none() {
+        encode_pdata(
+            out,
+            &[Pdv {
+                context_id,
+                is_command: true,
+                is_last: true,
+                data: &[],
+            }],
+        );
+    }
+    while let Some(part) = parts.next() {
+        encode_pdata(
+            out,
+            &[Pdv {
+                context_id,
+                is_command: true,
+                is_last: parts.peek().is_none(),
+                data: part,
+            }],
+        );
+    }
+}
+
+/// After an A-ASSOCIATE-RJ or A-ABORT: stop writing, then wait (bounded) for the peer to close,
+/// so the last PDU is not lost to a TCP reset.
+pub async fn linger<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    reader: &mut PduReader<R>,
+    writer: &mut W,
+    limit: Duration,
+) {
+    let _ = timeout(limit, writer.shutdown()).await;
+    let _ = timeout(limit, async {
+        loop {
+            match reader.next().await {
+                Ok(_) => continue,
+                Err(_) => break,
+            }
+        }
+    })
+    .await;
+}

@@ -1,0 +1,84 @@
+//! Cancel-safe PDU reader: bytes are buffered in the reader, so a read that is interrupted by a
+//! timer can be resumed without losing stream position (the mini-redis `Connection` pattern).
+
+use bytes::BytesMut;
+use radguard_dicom::pdu::{FrameError, PduHeader, PduType, HEADER_LEN};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// One whole PDU: its type and its bytes, header included.
+#[derive(Debug)]
+pub struct Frame {
+    pub ty: PduType,
+    pub bytes: BytesMut,
+}
+
+impl Frame {
+    pub fn body(&self) -> &[u8] {
+        self.bytes.get(HEADER_LEN..).unwrap_or(&[])
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("connection closed")]
+    Closed,
+    #[error("connection closed in the middle of a PDU")]
+    Truncated,
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+pub struct PduReader<R> {
+    inner: R,
+    buf: BytesMut,
+    /// The maximum P-DATA-TF length this side accepts (what the gateway announced).
+    max_pdata: u32,
+}
+
+impl<R: AsyncRead + Unpin> PduReader<R> {
+    pub fn new(inner: R, max_pdata: u32) -> Self {
+        PduReader {
+            inner,
+            buf: BytesMut::with_capacity(16 * 1024),
+            max_pdata,
+        }
+    }
+
+    pub fn set_max_pdata(&mut self, max: u32) {
+        self.max_pdata = max;
+    }
+
+    /// Reads the next PDU. Cancel-safe. The header is checked (type, length against the limit)
+    /// before the body is read or any room is reserved for it.
+    pub async fn next(&mut self) -> Result<Frame, ReadError> {
+        loop {
+            if let Some(head) = self.buf.first_chunk::<HEADER_LEN>() {
+                let header = PduHeader::parse(head);
+                let ty = header.check(self.max_pdata)?;
+                let total = HEADER_LEN + header.length as usize;
+                if self.buf.len() >= total {
+                    let bytes = self.buf.split_to(total);
+                    return Ok(Frame { ty, bytes });
+                }
+                self.buf.reserve(total - self.buf.len());
+            } else {
+                self.buf.reserve(HEADER_LEN.max(8 * 1024));
+            }
+            let n = self.inner.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return Err(if self.buf.is_empty() {
+                    ReadError::Closed
+                } else {
+                    ReadError::Truncated
+                });
+            }
+        }
+    }
+
+    /// Bytes received but not yet returned as a PDU.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}

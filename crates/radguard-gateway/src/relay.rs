@@ -1,0 +1,544 @@
+//! The cut-through relay to an upstream SCP: negotiation, then P-DATA both ways until release
+//! or abort. P-DATA PDUs whose PDVs are all forwarded pass as the same bytes; commands are
+//! judged whole ([`crate::gate`]) before a byte of them goes upstream.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex as StdMutex;
+
+use dicom_ul::pdu::{AssociationAC, Pdu};
+use radguard_dicom::assembler::{Assembler, Step};
+use radguard_dicom::dimse::{encode_response, Command};
+use radguard_dicom::pdu::{
+    abort_bytes, decode_control, encode_pdata, pdvs, AbortReason, PduType, Pdv, RELEASE_RP,
+    RELEASE_RQ,
+};
+use radguard_dicom::CommandField;
+use radguard_events::{AlertKind, Blame, Event};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+use crate::assoc::{abort_client, reject_client, Admitted, ClientConn, MIN_PDU};
+use crate::gate::{judge, Contexts, Verdict};
+use crate::io::{push_command, read_idle, write_timed, Activity, IoError};
+use crate::negotiate::{client_ac, effective_max, max_length, upstream_rq};
+use crate::reader::{PduReader, ReadError};
+use crate::server::Shared;
+use radguard_dicom::pdu::MAX_ASSOCIATION_PDU;
+
+/// How the relay phase ended.
+#[derive(Debug)]
+enum End {
+    Released,
+    Aborted { blame: Blame, why: String },
+}
+
+pub async fn run(
+    shared: &Shared,
+    mut conn: ClientConn,
+    adm: Admitted,
+    addr: &str,
+    calling: &radguard_dicom::AeTitle,
+    upstream_ae: &radguard_dicom::AeTitle,
+) {
+    let timeout = shared.settings.connect_timeout;
+    let calling_s = adm.rq.calling_ae_title.clone();
+    let called_s = adm.rq.called_ae_title.clone();
+    let transient = |why: String| (why, (2u8, 3u8, 1u8));
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let (why, t) = transient(format!("upstream {addr} unreachable: {e}"));
+            reject_client(shared, &mut conn, t, Some(&calling_s), Some(&called_s), Blame::Upstream, why).await;
+            return;
+        }
+        Err(_) => {
+            let (why, t) = transient(format!("upstream {addr}: connect timed out"));
+            reject_client(shared, &mut conn, t, Some(&calling_s), Some(&called_s), Blame::Upstream, why).await;
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (urd, mut uwr) = stream.into_split();
+    let mut ureader = PduReader::new(urd, MAX_ASSOCIATION_PDU);
+
+    let rq_up = upstream_rq(&adm.rq, &adm.plan, calling.as_str(), upstream_ae.as_str(), adm.client_accepts);
+    let bytes = match radguard_dicom::pdu::encode(&Pdu::AssociationRQ(rq_up)) {
+        Ok(b) => b,
+        Err(e) => {
+            let (why, t) = transient(format!("cannot encode the upstream request: {e}"));
+            reject_client(shared, &mut conn, t, Some(&calling_s), Some(&called_s), Blame::Local, why).await;
+            return;
+        }
+    };
+    if let Err(e) = write_timed(&mut uwr, &bytes, timeout).await {
+        let (why, t) = transient(format!("upstream {addr}: {e}"));
+        reject_client(shared, &mut conn, t, Some(&calling_s), Some(&called_s), Blame::Upstream, why).await;
+        return;
+    }
+    let reply = match tokio::time::timeout(timeout, ureader.next()).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => {
+            let (why, t) = transient(format!("upstream {addr} during negotiation: {e}"));
+            reject_client(shared, &mut conn, t, Some(&calling_s), Some(&called_s), Blame::Upstream, why).await;
+            return;
+        }
+        Err(_) => {
+            let (why, t) = transient(format!("upstream {addr} did not answer the association request"));
+            reject_client(shared, &mut conn, t, Some(&calling_s), Some(&called_s), Blame::Upstream, why).await;
+            return;
+        }
+    };
+    let up_ac: AssociationAC = match (reply.ty, decode_control(&reply.bytes)) {
+        (PduType::AssociateAc, Ok(Pdu::AssociationAC(ac))) => ac,
+        (PduType::AssociateRj, _) => {
+            // The upstream's own rejection goes back to the client as it is.
+            let artim = shared.settings.artim_timeout;
+            let _ = write_timed(&mut conn.writer, &reply.bytes, artim).await;
+            let b = &reply.bytes;
+            shared.bus.emit(Event::AssociationRefused {
+                assoc: conn.id,
+                source: conn.source,
+                calling_ae: Some(calling_s),
+                called_ae: Some(called_s),
+                result: b.get(7).copied().unwrap_or(0),
+                rj_source: b.get(8).copied().unwrap_or(0),
+                reason: b.get(9).copied().unwrap_or(0),
+                blame: Blame::Upstream,
+                why: "rejected by the upstream".into(),
+            });
+            let _ = uwr.shutdown().await;
+            crate::io::linger(&mut conn.reader, &mut conn.writer, artim).await;
+            return;
+        }
+        (ty, _) => {
+            let _ = uwr.write_all(&abort_bytes(AbortReason::UnexpectedPdu)).await;
+            let (why, t) = transient(format!("upstream {addr} answered with {} during negotiation", ty.name()));
+            reject_client(shared, &mut conn, t, Some(&calling_s), Some(&called_s), Blame::Upstream, why).await;
+            return;
+        }
+    };
+    drop(reply);
+    let upstream_accepts = effective_max(max_length(&up_ac.user_variables), shared.settings.max_pdu_length);
+    if upstream_accepts < MIN_PDU {
+        let _ = uwr.write_all(&abort_bytes(AbortReason::InvalidPduParameter)).await;
+        let (why, t) = transient(format!("upstream Maximum Length {upstream_accepts} below {MIN_PDU}"));
+        reject_client(shared, &mut conn, t, Some(&calling_s), Some(&called_s), Blame::Upstream, why).await;
+        return;
+    }
+    let ac = client_ac(&adm.rq, &adm.plan, &up_ac, upstream_accepts);
+    let contexts = Contexts::from_ac(&adm.rq.presentation_contexts, &ac);
+    let ac_bytes = match radguard_dicom::pdu::encode(&Pdu::AssociationAC(ac.clone())) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = uwr.write_all(&abort_bytes(AbortReason::NotSpecified)).await;
+            abort_client(shared, &mut conn, AbortReason::NotSpecified, Blame::Local, e.to_string()).await;
+            return;
+        }
+    };
+    if write_timed(&mut conn.writer, &ac_bytes, timeout).await.is_err() {
+        let _ = uwr.write_all(&abort_bytes(AbortReason::NotSpecified)).await;
+        return;
+    }
+    let rejected = ac.presentation_contexts.len() - contexts.len();
+    shared.bus.emit(Event::AssociationAccepted {
+        assoc: conn.id,
+        peer: adm.admission.peer_name().to_string(),
+        route: format!("{called_s} -> {upstream_ae}@{addr}"),
+        accepted_contexts: contexts.len(),
+        rejected_contexts: rejected,
+        max_pdu_client: adm.client_accepts,
+        max_pdu_upstream: upstream_accepts,
+    });
+
+    // Relay phase. The client may send PDUs up to what we announced to it (= what the upstream
+    // accepts); the upstream up to what we announced upstream (= what the client accepts).
+    conn.reader.set_max_pdata(upstream_accepts);
+    ureader.set_max_pdata(adm.client_accepts);
+    let st = RelayState {
+        shared,
+        adm: &adm,
+        contexts,
+        activity: Activity::new(),
+        client_wr: Mutex::new(conn.writer),
+        release_requested: AtomicBool::new(false),
+        from_client: AtomicU64::new(0),
+        from_upstream: AtomicU64::new(0),
+        outstanding: StdMutex::new(HashMap::new()),
+        id: conn.id,
+        to_client_max: adm.client_accepts,
+        to_upstream_max: upstream_accepts,
+    };
+    let uwr = Mutex::new(uwr);
+    let end = tokio::select! {
+        e = client_to_upstream(&st, &mut conn.reader, &uwr) => e,
+        e = upstream_to_client(&st, &mut ureader, &uwr) => e,
+    };
+    let mut cw = st.client_wr.lock().await;
+    let mut uw = uwr.lock().await;
+    match end {
+        End::Released => {
+            shared.bus.emit(Event::AssociationReleased {
+                assoc: conn.id,
+                bytes_from_client: st.from_client.load(Ordering::Relaxed),
+                bytes_from_upstream: st.from_upstream.load(Ordering::Relaxed),
+            });
+        }
+        End::Aborted { blame, why } => {
+            if blame == Blame::Peer {
+                shared.bus.emit(Event::SecurityAlert {
+                    assoc: Some(conn.id),
+                    kind: AlertKind::ProtocolViolation,
+                    source: Some(conn.source),
+                    detail: why.clone(),
+                });
+            }
+            shared.bus.emit(Event::AssociationAborted {
+                assoc: conn.id,
+                blame,
+                why,
+            });
+        }
+    }
+    let _ = cw.shutdown().await;
+    let _ = uw.shutdown().await;
+}
+
+struct RelayState<'a> {
+    shared: &'a Shared,
+    adm: &'a Admitted,
+    contexts: Contexts,
+    activity: Activity,
+    client_wr: Mutex<OwnedWriteHalf>,
+    release_requested: AtomicBool,
+    from_client: AtomicU64,
+    from_upstream: AtomicU64,
+    /// Message ID → command of the requests in flight (for the response events).
+    outstanding: StdMutex<HashMap<u16, CommandField>>,
+    id: radguard_events::AssocId,
+    to_client_max: u32,
+    to_upstream_max: u32,
+}
+
+impl RelayState<'_> {
+    async fn to_client(&self, bytes: &[u8]) -> Result<(), IoError> {
+        let mut w = self.client_wr.lock().await;
+        write_timed(&mut *w, bytes, self.shared.settings.idle_timeout).await?;
+        self.activity.touch();
+        Ok(())
+    }
+
+    /// Aborts both sides (provider abort with `reason` to the client, to the upstream too).
+    async fn abort_both(
+        &self,
+        uwr: &Mutex<OwnedWriteHalf>,
+        reason: AbortReason,
+        blame: Blame,
+        why: String,
+    ) -> End {
+        let t = self.shared.settings.artim_timeout;
+        let _ = write_timed(&mut *uwr.lock().await, &abort_bytes(reason), t).await;
+        let _ = write_timed(&mut *self.client_wr.lock().await, &abort_bytes(reason), t).await;
+        End::Aborted { blame, why }
+    }
+}
+
+enum Action<'a> {
+    Forward(Pdv<'a>),
+    Command { context_id: u8, raw: Vec<u8> },
+}
+
+async fn client_to_upstream(
+    st: &RelayState<'_>,
+    reader: &mut PduReader<OwnedReadHalf>,
+    uwr: &Mutex<OwnedWriteHalf>,
+) -> End {
+    let idle = st.shared.settings.idle_timeout;
+    let mut asm = Assembler::new();
+    // Whether the data set of the current message goes upstream (false after a refusal).
+    let mut forwarding = true;
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        let frame = match read_idle(reader, &st.activity, idle).await {
+            Ok(f) => f,
+            Err(IoError::Read(ReadError::Frame(e))) => {
+                return st.abort_both(uwr, e.abort_reason(), Blame::Peer, format!("client: {e}")).await;
+            }
+            Err(IoError::Idle(d)) => {
+                return st
+                    .abort_both(uwr, AbortReason::NotSpecified, Blame::Local, format!("idle for {d:?}"))
+                    .await;
+            }
+            Err(e) => {
+                let why = format!("client connection lost: {e}");
+                return st.abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why).await;
+            }
+        };
+        st.from_client.fetch_add(frame.bytes.len() as u64, Ordering::Relaxed);
+        if st.release_requested.load(Ordering::Relaxed) && frame.ty != PduType::Abort {
+            let why = format!("{} after A-RELEASE-RQ", frame.ty.name());
+            return st.abort_both(uwr, AbortReason::UnexpectedPdu, Blame::Peer, why).await;
+        }
+        match frame.ty {
+            PduType::PData => {}
+            PduType::ReleaseRq => {
+                st.release_requested.store(true, Ordering::Relaxed);
+                if write_timed(&mut *uwr.lock().await, &RELEASE_RQ, idle).await.is_err() {
+                    let why = "upstream lost at release".to_string();
+                    return st.abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why).await;
+                }
+                continue;
+            }
+            PduType::ReleaseRp => {
+                // Answer to a release the upstream asked for.
+                let _ = write_timed(&mut *uwr.lock().await, &RELEASE_RP, idle).await;
+                return End::Released;
+            }
+            PduType::Abort => {
+                let _ = write_timed(&mut *uwr.lock().await, &frame.bytes, idle).await;
+                return End::Aborted {
+                    blame: Blame::Peer,
+                    why: "A-ABORT from the client".into(),
+                };
+            }
+            other => {
+                let why = format!("unexpected {} from the client", other.name());
+                return st.abort_both(uwr, AbortReason::UnexpectedPdu, Blame::Peer, why).await;
+            }
+        }
+        let items = match pdvs(frame.body()) {
+            Ok(v) => v,
+            Err(e) => {
+                return st.abort_both(uwr, e.abort_reason(), Blame::Peer, format!("client: {e}")).await;
+            }
+        };
+        let mut actions: Vec<Action<'_>> = Vec::with_capacity(items.len());
+        let n_items = items.len();
+        for pdv in items {
+            let step = match asm.push(pdv) {
+                Ok(s) => s,
+                Err(e) => {
+                    let why = format!("client: {e}");
+                    return st.abort_both(uwr, AbortReason::UnexpectedPduParameter, Blame::Peer, why).await;
+                }
+            };
+            match step {
+                Step::CommandPartial => {}
+                Step::Data { .. } => {
+                    if forwarding {
+                        actions.push(Action::Forward(pdv));
+                    }
+                }
+                Step::Command {
+                    context_id,
+                    raw,
+                    command,
+                } => match judge(&st.adm.policy, &st.adm.admission, &st.contexts, context_id, &command) {
+                    Verdict::Pass { request, permit } => {
+                        forwarding = true;
+                        st.shared.bus.emit(Event::DimseRequest {
+                            assoc: st.id,
+                            message_id: request.message_id,
+                            command: format!("{:?}", permit.command()),
+                            sop_class: request.sop_class.as_ref().map(|u| u.to_string()),
+                            sop_instance: request.sop_instance.as_ref().map(|u| u.to_string()),
+                            move_destination: request.move_destination.as_ref().map(|a| a.to_string()),
+                        });
+                        if request.field != CommandField::CCancelRq {
+                            if let Ok(mut o) = st.outstanding.lock() {
+                                o.insert(request.message_id, request.field);
+                            }
+                        }
+                        actions.push(Action::Command { context_id, raw });
+                    }
+                    Verdict::Refuse {
+                        field,
+                        message_id,
+                        sop_class,
+                        sop_instance,
+                        status,
+                        comment,
+                    } => {
+                        forwarding = false;
+                        st.shared.bus.emit(Event::DimseRefused {
+                            assoc: st.id,
+                            message_id,
+                            command: format!("{field:?}"),
+                            status,
+                            why: comment.clone(),
+                        });
+                        st.shared.bus.emit(Event::SecurityAlert {
+                            assoc: Some(st.id),
+                            kind: AlertKind::NotAuthorized,
+                            source: None,
+                            detail: format!("{field:?} refused with 0x{status:04X}: {comment}"),
+                        });
+                        if field == CommandField::CCancelRq {
+                            continue;
+                        }
+                        let rsp = encode_response(
+                            field,
+                            message_id,
+                            sop_class.as_deref(),
+                            sop_instance.as_deref(),
+                            status,
+                            Some(&comment),
+                        );
+                        let mut buf = Vec::with_capacity(rsp.len() + 12);
+                        push_command(&mut buf, context_id, &rsp, st.to_client_max);
+                        if st.to_client(&buf).await.is_err() {
+                            let why = "client lost while answering a refusal".to_string();
+                            return st.abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why).await;
+                        }
+                    }
+                    Verdict::Abort(why) => {
+                        return st
+                            .abort_both(uwr, AbortReason::UnexpectedPduParameter, Blame::Peer, why)
+                            .await;
+                    }
+                },
+            }
+        }
+        let all_forward = actions.len() == n_items && actions.iter().all(|a| matches!(a, Action::Forward(_)));
+        let result = if all_forward {
+            // Fast path: the PDU goes upstream as the same bytes.
+            write_timed(&mut *uwr.lock().await, &frame.bytes, idle).await
+        } else if actions.is_empty() {
+            Ok(())
+        } else {
+            out.clear();
+            let mut data: Vec<Pdv<'_>> = Vec::new();
+            for a in &actions {
+                match a {
+                    Action::Forward(p) => data.push(*p),
+                    Action::Command { context_id, raw } => {
+                        if !data.is_empty() {
+                            encode_pdata(&mut out, &data);
+                            data.clear();
+                        }
+                        push_command(&mut out, *context_id, raw, st.to_upstream_max);
+                    }
+                }
+            }
+            if !data.is_empty() {
+                encode_pdata(&mut out, &data);
+            }
+            write_timed(&mut *uwr.lock().await, &out, idle).await
+        };
+        if let Err(e) = result {
+            let why = format!("upstream write failed: {e}");
+            return st.abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why).await;
+        }
+        st.activity.touch();
+    }
+}
+
+async fn upstream_to_client(
+    st: &RelayState<'_>,
+    reader: &mut PduReader<OwnedReadHalf>,
+    uwr: &Mutex<OwnedWriteHalf>,
+) -> End {
+    let idle = st.shared.settings.idle_timeout;
+    let mut asm = Assembler::new();
+    loop {
+        let frame = match read_idle(reader, &st.activity, idle).await {
+            Ok(f) => f,
+            Err(IoError::Read(ReadError::Frame(e))) => {
+                return st.abort_both(uwr, e.abort_reason(), Blame::Upstream, format!("upstream: {e}")).await;
+            }
+            Err(IoError::Idle(d)) => {
+                return st
+                    .abort_both(uwr, AbortReason::NotSpecified, Blame::Local, format!("idle for {d:?}"))
+                    .await;
+            }
+            Err(e) => {
+                let why = format!("upstream connection lost: {e}");
+                return st.abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why).await;
+            }
+        };
+        st.from_upstream.fetch_add(frame.bytes.len() as u64, Ordering::Relaxed);
+        match frame.ty {
+            PduType::PData => {
+                let items = match pdvs(frame.body()) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let why = format!("upstream: {e}");
+                        return st.abort_both(uwr, e.abort_reason(), Blame::Upstream, why).await;
+                    }
+                };
+                for pdv in items {
+                    match asm.push(pdv) {
+                        Ok(Step::Command { command, .. }) => note_response(st, &command),
+                        Ok(_) => {}
+                        Err(e) => {
+                            let why = format!("upstream: {e}");
+                            return st
+                                .abort_both(uwr, AbortReason::UnexpectedPduParameter, Blame::Upstream, why)
+                                .await;
+                        }
+                    }
+                }
+                if let Err(e) = st.to_client(&frame.bytes).await {
+                    let why = format!("client write failed: {e}");
+                    return st.abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why).await;
+                }
+            }
+            PduType::ReleaseRp => {
+                let _ = st.to_client(&frame.bytes).await;
+                if st.release_requested.load(Ordering::Relaxed) {
+                    return End::Released;
+                }
+                let why = "A-RELEASE-RP from the upstream without a request".to_string();
+                return st.abort_both(uwr, AbortReason::UnexpectedPdu, Blame::Upstream, why).await;
+            }
+            PduType::ReleaseRq => {
+                // The acceptor asks to release (rare but legal): pass it on.
+                if st.to_client(&frame.bytes).await.is_err() {
+                    let why = "client lost at release".to_string();
+                    return st.abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why).await;
+                }
+            }
+            PduType::Abort => {
+                let _ = st.to_client(&frame.bytes).await;
+                return End::Aborted {
+                    blame: Blame::Upstream,
+                    why: "A-ABORT from the upstream".into(),
+                };
+            }
+            other => {
+                let why = format!("unexpected {} from the upstream", other.name());
+                return st.abort_both(uwr, AbortReason::UnexpectedPdu, Blame::Upstream, why).await;
+            }
+        }
+    }
+}
+
+fn note_response(st: &RelayState<'_>, command: &Command) {
+    let Some(field) = command.command_field() else {
+        return;
+    };
+    if !field.is_response() {
+        return; // C-GET sub-operations: C-STORE requests from the upstream.
+    }
+    let status = command.status.unwrap_or(0xFFFF);
+    let pending = status == 0xFF00 || status == 0xFF01;
+    let Some(id) = command.responded_to else {
+        return;
+    };
+    if pending {
+        return;
+    }
+    if let Ok(mut o) = st.outstanding.lock() {
+        o.remove(&id);
+    }
+    st.shared.bus.emit(Event::DimseResponse {
+        assoc: st.id,
+        message_id: id,
+        command: format!("{field:?}"),
+        status,
+        from: Blame::Upstream,
+    });
+}
+

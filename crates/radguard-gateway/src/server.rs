@@ -1,0 +1,243 @@
+//! The listener: accepts connections, enforces the global and per-peer caps, runs one task per
+//! association and drains them on shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use radguard_dicom::pdu::{reject_bytes, MAX_ASSOCIATION_PDU};
+use radguard_events::{AssocId, Blame, Event, EventBus};
+use radguard_policy::{Policy, ServerSettings};
+use radguard_vault::Vault;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::io::{linger, write_timed};
+use crate::reader::PduReader;
+
+/// Everything an association task needs, shared read-only (policy through a watch channel so
+/// it can be swapped live).
+pub struct Shared {
+    pub settings: ServerSettings,
+    pub policy: watch::Receiver<Policy>,
+    pub vault: Option<Arc<Vault>>,
+    pub bus: EventBus,
+    next_id: AtomicU64,
+    global: Arc<Semaphore>,
+    /// Connections beyond the caps still get an RJ, but only this many at a time.
+    rejecting: Arc<Semaphore>,
+    per_peer: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Holds one slot of the per-peer count; released on drop.
+pub struct PeerSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.shared.per_peer.lock() {
+            if let Some(n) = map.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    pub fn new(
+        settings: ServerSettings,
+        policy: watch::Receiver<Policy>,
+        vault: Option<Arc<Vault>>,
+        bus: EventBus,
+    ) -> Arc<Self> {
+        let cap = settings.max_associations;
+        Arc::new(Shared {
+            settings,
+            policy,
+            vault,
+            bus,
+            next_id: AtomicU64::new(1),
+            global: Arc::new(Semaphore::new(cap)),
+            rejecting: Arc::new(Semaphore::new(cap.clamp(16, 1024))),
+            per_peer: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn next_id(&self) -> AssocId {
+        AssocId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn take_peer_slot(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
+        let mut map = self.per_peer.lock().ok()?;
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.settings.max_associations_per_peer {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            shared: self.clone(),
+            ip,
+        })
+    }
+
+    /// Associations running now.
+    pub fn running(&self) -> usize {
+        self.settings.max_associations - self.global.available_permits()
+    }
+}
+
+/// Binds every configured listener (so the caller can print the real ports before serving).
+pub async fn bind(settings: &ServerSettings) -> std::io::Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for addr in &settings.listen {
+        out.push(TcpListener::bind(addr).await?);
+    }
+    Ok(out)
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and gives running associations
+/// `shutdown_grace` to finish before they are cut.
+pub async fn serve(
+    shared: Arc<Shared>,
+    listeners: Vec<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut acceptors = JoinSet::new();
+    let tasks = Arc::new(Mutex::new(JoinSet::new()));
+    for l in listeners {
+        if let Ok(addr) = l.local_addr() {
+            shared.bus.emit(Event::Listening {
+                addr,
+                ae_title: shared.settings.ae_title.to_string(),
+            });
+        }
+        acceptors.spawn(accept_loop(shared.clone(), l, stop_rx.clone(), tasks.clone()));
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    while acceptors.join_next().await.is_some() {}
+    let running = shared.running();
+    shared.bus.emit(Event::ShutdownStarted { running });
+    let mut set = match tasks.lock() {
+        Ok(mut g) => std::mem::take(&mut *g),
+        Err(_) => JoinSet::new(),
+    };
+    let grace = shared.settings.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async {
+        while set.join_next().await.is_some() {}
+    })
+    .await;
+    let aborted = if drained.is_err() {
+        let n = set.len();
+        set.abort_all();
+        while set.join_next().await.is_some() {}
+        n
+    } else {
+        0
+    };
+    shared.bus.emit(Event::ShutdownFinished { aborted });
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    tasks: Arc<Mutex<JoinSet<()>>>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            a = listener.accept() => a,
+        };
+        let (stream, source) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let id = shared.next_id();
+        let slot = shared.take_peer_slot(source.ip());
+        let permit = shared.global.clone().try_acquire_owned().ok();
+        match (slot, permit) {
+            (Some(slot), Some(permit)) => {
+                let s = shared.clone();
+                let fut = async move {
+                    crate::assoc::run(s, id, stream, source, permit, slot).await;
+                };
+                if let Ok(mut set) = tasks.lock() {
+                    // Reap finished tasks so the set does not grow without bound.
+                    while set.try_join_next().is_some() {}
+                    set.spawn(fut);
+                }
+            }
+            (slot, permit) => {
+                let why = if permit.is_none() {
+                    "global association limit reached"
+                } else {
+                    "per-peer association limit reached"
+                };
+                drop(slot);
+                refuse_over_limit(shared.clone(), id, stream, source, why);
+            }
+        }
+    }
+}
+
+/// Answers a connection over the caps with A-ASSOCIATE-RJ 2/3/2 (transient, local limit
+/// exceeded) after reading its request; beyond a bound, connections are just closed.
+fn refuse_over_limit(
+    shared: Arc<Shared>,
+    id: AssocId,
+    stream: TcpStream,
+    source: SocketAddr,
+    why: &'static str,
+) {
+    let Ok(permit) = shared.rejecting.clone().try_acquire_owned() else {
+        shared.bus.emit(Event::AssociationRefused {
+            assoc: id,
+            source,
+            calling_ae: None,
+            called_ae: None,
+            result: 0,
+            rj_source: 0,
+            reason: 0,
+            blame: Blame::Local,
+            why: format!("{why}; connection closed without answer (too many refusals in flight)"),
+        });
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit: OwnedSemaphorePermit = permit;
+        let short = shared.settings.artim_timeout.min(Duration::from_secs(2));
+        let (rd, mut wr) = stream.into_split();
+        let mut reader = PduReader::new(rd, MAX_ASSOCIATION_PDU);
+        let _ = tokio::time::timeout(short, reader.next()).await;
+        let _ = write_timed(&mut wr, &reject_bytes(2, 3, 2), short).await;
+        shared.bus.emit(Event::AssociationRefused {
+            assoc: id,
+            source,
+            calling_ae: None,
+            called_ae: None,
+            result: 2,
+            rj_source: 3,
+            reason: 2,
+            blame: Blame::Local,
+            why: why.to_string(),
+        });
+        linger(&mut reader, &mut wr, short).await;
+    });
+}

@@ -1,0 +1,204 @@
+//! Searches a value, fed in chunks, for executables (and, in PDFs, active content).
+//!
+//! Chunks come straight from the read buffer. A candidate whose structural check needs bytes
+//! beyond the chunk is carried (at most [`WINDOW`] plus a pattern's length) into the next
+//! one, so nothing is missed at chunk boundaries and nothing is buffered beyond that.
+
+use aho_corasick::AhoCorasick;
+
+use crate::signature::{
+    check_at, exe_automaton, exe_pdf_automaton, Check, Exe, Hit, MAX_PATTERN, WINDOW,
+};
+
+/// A structurally valid executable, or an active PDF name, at an absolute offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ContentHit {
+    Exe { at: u64, exe: Exe },
+    Pdf { at: u64, name: &'static [u8] },
+    /// A DOS header at `mz` whose `PE\0\0` would be at `pe`, beyond the local window.
+    FarPe { mz: u64, pe: u64 },
+}
+
+pub(crate) struct ContentScanner {
+    ac: &'static AhoCorasick,
+    carry: Vec<u8>,
+    carry_abs: u64,
+    pub(crate) hits: Vec<ContentHit>,
+    head: [u8; 8],
+    head_len: usize,
+}
+
+/// Cap on recorded hits per value: one is enough to condemn a file.
+const MAX_HITS: usize = 16;
+
+impl ContentScanner {
+    /// A scanner for executables; with `pdf`, also for active PDF names.
+    pub(crate) fn new(pdf: bool) -> Self {
+        ContentScanner {
+            ac: if pdf {
+                exe_pdf_automaton()
+            } else {
+                exe_automaton()
+            },
+            carry: Vec::new(),
+            carry_abs: 0,
+            hits: Vec::new(),
+            head: [0; 8],
+            head_len: 0,
+        }
+    }
+
+    /// The first (up to 8) bytes fed.
+    pub(crate) fn head(&self) -> &[u8] {
+        &self.head[..self.head_len]
+    }
+
+    fn record(&mut self, at: u64, hit: Hit) {
+        if self.hits.len() >= MAX_HITS {
+            return;
+        }
+        match hit {
+            Hit::Exe(Check::Found(exe)) => self.hits.push(ContentHit::Exe { at, exe }),
+            Hit::Exe(Check::FarPe { e_lfanew }) => self.hits.push(ContentHit::FarPe {
+                mz: at,
+                pe: at + u64::from(e_lfanew),
+            }),
+            Hit::Pdf(name) => self.hits.push(ContentHit::Pdf { at, name }),
+            Hit::Exe(Check::No | Check::NeedMore) => {}
+        }
+    }
+
+    /// Scans candidates starting in `data[..limit]`; returns the first candidate that needs
+    /// more bytes (when `complete` is false).
+    fn scan(&mut self, data_is_carry: bool, chunk: &[u8], abs: u64, limit: usize) -> Option<usize> {
+        let ac = self.ac;
+        let data: &[u8] = if data_is_carry { &self.carry } else { chunk };
+        let mut results: Vec<(u64, Hit)> = Vec::new();
+        let mut need_more = None;
+        for m in ac.find_iter(data) {
+            let p = m.start();
+            if p >= limit {
+                break;
+            }
+            match check_at(m.pattern().as_usize(), &data[p..], false) {
+                Hit::Exe(Check::NeedMore) => {
+                    need_more = Some(p);
+                    break;
+                }
+                Hit::Exe(Check::No) => {}
+                h => results.push((abs + p as u64, h)),
+            }
+        }
+        for (at, h) in results {
+            self.record(at, h);
+        }
+        need_more
+    }
+
+    /// Feeds the next chunk of the value; `abs` is the chunk's absolute offset.
+    pub(crate) fn feed(&mut self, chunk: &[u8], abs: u64) {
+        if self.head_len < self.head.len() {
+            let n = (self.head.len() - self.head_len).min(chunk.len());
+            self.head[self.head_len..self.head_len + n].copy_from_slice(&chunk[..n]);
+            self.head_len += n;
+        }
+        if !self.carry.is_empty() {
+            let old = self.carry.len();
+            let take = chunk.len().min(WINDOW + MAX_PATTERN);
+            self.carry.extend_from_slice(&chunk[..take]);
+            let carry_abs = self.carry_abs;
+            if let Some(k) = self.scan(true, &[], carry_abs, old) {
+                if take == chunk.len() {
+                    // The whole chunk now lives in the carry; keep going from k.
+                    self.carry.drain(..k);
+                    self.carry_abs += k as u64;
+                    return;
+                }
+                // Cannot happen: a check needs at most WINDOW bytes past its start.
+            }
+            self.carry.clear();
+        }
+        let cutoff = chunk.len().saturating_sub(MAX_PATTERN);
+        let keep_from = self.scan(false, chunk, abs, cutoff).unwrap_or(cutoff);
+        self.carry.clear();
+        self.carry.extend_from_slice(&chunk[keep_from..]);
+        self.carry_abs = abs + keep_from as u64;
+    }
+
+    /// Ends the value: checks what is still carried with the bytes there are.
+    pub(crate) fn finish(&mut self) {
+        let carry = std::mem::take(&mut self.carry);
+        let ac = self.ac;
+        for m in ac.find_iter(&carry[..]) {
+            let p = m.start();
+            let h = check_at(m.pattern().as_usize(), &carry[p..], true);
+            self.record(self.carry_abs + p as u64, h);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pe_at(buf: &mut [u8], at: usize, e_lfanew: u32) {
+        buf[at..at + 2].copy_from_slice(b"MZ");
+        buf[at + 0x3c..at + 0x40].copy_from_slice(&e_lfanew.to_le_bytes());
+        let i = at + e_lfanew as usize;
+        buf[i..i + 4].copy_from_slice(b"PE\0\0");
+        buf[i + 4..i + 6].copy_from_slice(&0x14cu16.to_le_bytes());
+    }
+
+    fn scan_in_chunks(data: &[u8], chunk: usize) -> Vec<ContentHit> {
+        let mut s = ContentScanner::new(false);
+        for (i, c) in data.chunks(chunk).enumerate() {
+            s.feed(c, 1000 + (i * chunk) as u64);
+        }
+        s.finish();
+        s.hits
+    }
+
+    #[test]
+    fn finds_pe_at_every_chunk_boundary() {
+        for at in [0usize, 1, 5, 63, 64, 65, 100, 127, 128, 129, 300] {
+            let mut data = vec![0u8; 2000];
+            pe_at(&mut data, at, 0x80);
+            for chunk in [1usize, 2, 3, 7, 64, 128, 129, 4096] {
+                let hits = scan_in_chunks(&data, chunk);
+                assert_eq!(
+                    hits,
+                    vec![ContentHit::Exe {
+                        at: 1000 + at as u64,
+                        exe: Exe::Pe { machine: 0x14c }
+                    }],
+                    "at {at} chunk {chunk}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn random_mz_is_not_a_hit() {
+        let mut data = vec![0u8; 10_000];
+        for i in (0..data.len() - 2).step_by(97) {
+            data[i] = b'M';
+            data[i + 1] = b'Z';
+        }
+        assert!(scan_in_chunks(&data, 333).is_empty());
+    }
+
+    #[test]
+    fn far_pe_is_reported_for_a_probe() {
+        let mut data = vec![0u8; 64];
+        data[..2].copy_from_slice(b"MZ");
+        data[0x3c..0x40].copy_from_slice(&0x10000u32.to_le_bytes());
+        let hits = scan_in_chunks(&data, 10);
+        assert_eq!(
+            hits,
+            vec![ContentHit::FarPe {
+                mz: 1000,
+                pe: 1000 + 0x10000
+            }]
+        );
+    }
+}

@@ -1,0 +1,688 @@
+//! The compiled policy and its three pure decisions: [`Policy::admit`] (association),
+//! [`Policy::context`] (presentation context) and [`Policy::dimse`] (request).
+//!
+//! Everything is default deny: what the policy does not name is refused. A [`Policy`] is an
+//! `Arc` inside, cheap to clone and to hand out through a `tokio::sync::watch` channel.
+//!
+//! **Live swaps.** An [`Admission`] remembers the facts it was granted on. When `context` or
+//! `dimse` is asked with an admission granted by a different (older) policy, the facts are
+//! admitted again under `self`; if they no longer lead to the same route, every further context
+//! and request is refused ([`RejectWhy::AdmissionWithdrawn`],
+//! [`DimseRefusalReason::AdmissionWithdrawn`]). A swap therefore narrows running associations at
+//! once and never widens them beyond what the new policy grants.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use radguard_dicom::types::status;
+use radguard_dicom::{AeTitle, CommandField, Operation, Uid};
+
+use crate::sop;
+
+/// Calling AE titles a peer may use, or move destinations it may name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AeTitles {
+    /// `["*"]`: any AE title.
+    Any,
+    /// Exactly these AE titles (never empty).
+    Listed(Vec<AeTitle>),
+}
+
+impl AeTitles {
+    pub fn matches(&self, ae: &AeTitle) -> bool {
+        match self {
+            AeTitles::Any => true,
+            AeTitles::Listed(list) => list.contains(ae),
+        }
+    }
+
+    /// Whether some AE title is matched by both sets.
+    pub fn overlaps(&self, other: &AeTitles) -> bool {
+        match (self, other) {
+            (AeTitles::Any, _) | (_, AeTitles::Any) => true,
+            (AeTitles::Listed(a), AeTitles::Listed(b)) => a.iter().any(|x| b.contains(x)),
+        }
+    }
+}
+
+impl fmt::Display for AeTitles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AeTitles::Any => f.write_str("any AE title"),
+            AeTitles::Listed(list) => {
+                let names: Vec<&str> = list.iter().map(AeTitle::as_str).collect();
+                f.write_str(&names.join(", "))
+            }
+        }
+    }
+}
+
+/// The SOP classes a peer may store (and retrieve with C-GET).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SopClassSet {
+    any_storage: bool,
+    uids: BTreeSet<String>,
+}
+
+impl SopClassSet {
+    pub(crate) fn new(any_storage: bool, uids: BTreeSet<String>) -> Self {
+        SopClassSet { any_storage, uids }
+    }
+
+    /// `"*"` was listed: every Storage SOP class (see [`crate::sop`] for the rule).
+    pub fn any_storage(&self) -> bool {
+        self.any_storage
+    }
+
+    /// The explicitly listed UIDs (keywords already resolved).
+    pub fn uids(&self) -> &BTreeSet<String> {
+        &self.uids
+    }
+
+    pub fn allows(&self, uid: &str) -> bool {
+        self.uids.contains(uid) || (self.any_storage && sop::is_storage_sop_class(uid))
+    }
+}
+
+impl fmt::Display for SopClassSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        if self.any_storage {
+            parts.push("any Storage SOP class".to_string());
+        }
+        for uid in &self.uids {
+            parts.push(match sop::keyword_for_uid(uid) {
+                Some(kw) => kw.to_string(),
+                None => uid.clone(),
+            });
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// A known client: who it is (calling AE titles and source addresses) and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub(crate) name: String,
+    pub(crate) ae_titles: AeTitles,
+    pub(crate) addresses: Vec<IpNet>,
+    pub(crate) allow: BTreeSet<Operation>,
+    pub(crate) store_sop_classes: Option<SopClassSet>,
+    pub(crate) move_destinations: Option<AeTitles>,
+}
+
+impl Peer {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn ae_titles(&self) -> &AeTitles {
+        &self.ae_titles
+    }
+
+    pub fn addresses(&self) -> &[IpNet] {
+        &self.addresses
+    }
+
+    pub fn allowed(&self) -> &BTreeSet<Operation> {
+        &self.allow
+    }
+
+    pub fn allows(&self, op: Operation) -> bool {
+        self.allow.contains(&op)
+    }
+
+    /// Present exactly when the peer may store or get.
+    pub fn store_sop_classes(&self) -> Option<&SopClassSet> {
+        self.store_sop_classes.as_ref()
+    }
+
+    /// Present exactly when the peer may move.
+    pub fn move_destinations(&self) -> Option<&AeTitles> {
+        self.move_destinations.as_ref()
+    }
+
+    /// Whether `source` falls in one of the peer's address ranges. An IPv4-mapped IPv6 address
+    /// (`::ffff:a.b.c.d`, as a dual-stack listener reports IPv4 clients) is matched as IPv4.
+    pub fn accepts_address(&self, source: IpAddr) -> bool {
+        let source = canonical(source);
+        self.addresses.iter().any(|net| net.contains(&source))
+    }
+
+    fn may_store_class(&self, uid: &str) -> bool {
+        self.store_sop_classes
+            .as_ref()
+            .is_some_and(|set| set.allows(uid))
+    }
+}
+
+/// `::ffff:a.b.c.d` → `a.b.c.d`; anything else unchanged.
+fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
+}
+
+/// Where an admitted association is relayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// The built-in vault is the SCP.
+    Vault,
+    /// A real SCP behind the gateway.
+    Upstream {
+        /// `host:port` (validated: non-empty host, bracketed IPv6, port 1..=65535).
+        addr: String,
+        /// Called AE title sent upstream.
+        upstream_ae: AeTitle,
+        /// Calling AE title sent upstream; `None` = the client's own calling AE title.
+        upstream_calling_ae: Option<AeTitle>,
+    },
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Route::Vault => f.write_str("vault"),
+            Route::Upstream {
+                addr,
+                upstream_ae,
+                upstream_calling_ae,
+            } => {
+                write!(f, "upstream {upstream_ae} at {addr}, calling AE ")?;
+                match upstream_calling_ae {
+                    Some(ae) => write!(f, "{ae}"),
+                    None => f.write_str("= the client's"),
+                }
+            }
+        }
+    }
+}
+
+/// A route and the called AE title that selects it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteEntry {
+    pub called_ae: AeTitle,
+    pub route: Route,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct PolicyInner {
+    peers: Vec<Arc<Peer>>,
+    routes: Vec<RouteEntry>,
+}
+
+/// The compiled, validated policy. Built only from a validated config
+/// ([`crate::parse_config`], [`crate::Config::embedded_default`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    inner: Arc<PolicyInner>,
+}
+
+/// What the gateway knows about an association when the A-ASSOCIATE-RQ arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssociationFacts {
+    pub source: IpAddr,
+    pub calling_ae: AeTitle,
+    pub called_ae: AeTitle,
+}
+
+/// Proof that an association was admitted: the peer it matched and the route it takes. Only
+/// [`Policy::admit`] builds one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    peer: Arc<Peer>,
+    route: Route,
+    facts: AssociationFacts,
+}
+
+impl Admission {
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    pub fn peer_name(&self) -> &str {
+        &self.peer.name
+    }
+
+    pub fn route(&self) -> &Route {
+        &self.route
+    }
+
+    pub fn called_ae(&self) -> &AeTitle {
+        &self.facts.called_ae
+    }
+
+    pub fn calling_ae(&self) -> &AeTitle {
+        &self.facts.calling_ae
+    }
+
+    pub fn source(&self) -> IpAddr {
+        self.facts.source
+    }
+
+    pub fn facts(&self) -> &AssociationFacts {
+        &self.facts
+    }
+}
+
+/// Which condition failed when no peer matched. Never carries the expected value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PeerMismatch {
+    /// No peer lists this calling AE title (and none accepts any AE title).
+    #[error("no peer uses this calling AE title")]
+    UnknownAeTitle,
+    /// Peers use this calling AE title, but none from this source address.
+    #[error("no peer with this calling AE title connects from this address")]
+    AddressNotAllowed,
+}
+
+/// Why an association is refused (A-ASSOCIATE-RJ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AssociationRefusal {
+    #[error("calling AE title not recognized: {why}")]
+    CallingAeNotRecognized { why: PeerMismatch },
+    #[error("called AE title not recognized")]
+    CalledAeNotRecognized,
+}
+
+impl AssociationRefusal {
+    /// A-ASSOCIATE-RJ Result: 1 = rejected-permanent.
+    pub fn rj_result(&self) -> u8 {
+        1
+    }
+
+    /// A-ASSOCIATE-RJ Source: 1 = DICOM UL service-user.
+    pub fn rj_source(&self) -> u8 {
+        1
+    }
+
+    /// A-ASSOCIATE-RJ Reason/Diag.: 3 = calling-AE-title-not-recognized,
+    /// 7 = called-AE-title-not-recognized (PS3.8 Table 9-21).
+    pub fn rj_reason(&self) -> u8 {
+        match self {
+            AssociationRefusal::CallingAeNotRecognized { .. } => 3,
+            AssociationRefusal::CalledAeNotRecognized => 7,
+        }
+    }
+
+    /// `(result, source, reason)` as sent in the A-ASSOCIATE-RJ PDU.
+    pub fn rj_triple(&self) -> (u8, u8, u8) {
+        (self.rj_result(), self.rj_source(), self.rj_reason())
+    }
+}
+
+/// The answer for one proposed presentation context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextDecision {
+    Accept,
+    Reject(RejectWhy),
+}
+
+/// Why a presentation context is rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RejectWhy {
+    /// A known abstract syntax whose operation the peer is not allowed.
+    #[error("{0} is not allowed for this peer")]
+    OperationNotAllowed(Operation),
+    /// A Storage SOP class not in the peer's `store_sop_classes`.
+    #[error("SOP class not allowed for this peer")]
+    SopClassNotAllowed,
+    /// Not Verification, not a supported Q/R model, not a Storage SOP class this peer may use.
+    #[error("abstract syntax not supported")]
+    AbstractSyntaxNotSupported,
+    /// The policy was swapped and no longer admits this association.
+    #[error("the policy in force no longer admits this association")]
+    AdmissionWithdrawn,
+}
+
+impl RejectWhy {
+    /// A-ASSOCIATE-AC presentation context result: 1 = user-rejection (policy said no),
+    /// 3 = abstract-syntax-not-supported (provider rejection).
+    pub fn pc_result(&self) -> u8 {
+        match self {
+            RejectWhy::AbstractSyntaxNotSupported => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// What the gateway knows about one DIMSE request (its command set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DimseFacts {
+    pub command: CommandField,
+    /// Affected (or Requested) SOP Class UID.
+    pub sop_class: Option<String>,
+    /// Move Destination (0000,0600), C-MOVE only.
+    pub move_destination: Option<AeTitle>,
+}
+
+/// Proof that a request may be relayed. Only [`Policy::dimse`] builds one.
+#[derive(Debug)]
+pub struct Permitted {
+    command: CommandField,
+}
+
+impl Permitted {
+    /// The command that was permitted.
+    pub fn command(&self) -> CommandField {
+        self.command
+    }
+}
+
+/// Why a request is refused, and the DIMSE status to answer it with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason} (status {status:#06x})")]
+pub struct DimseRefusal {
+    pub status: u16,
+    pub reason: DimseRefusalReason,
+}
+
+impl DimseRefusal {
+    fn new(reason: DimseRefusalReason) -> Self {
+        DimseRefusal {
+            status: reason.status(),
+            reason,
+        }
+    }
+
+    /// Text for the Error Comment (0000,0902): at most 64 characters, no expected values.
+    pub fn comment(&self) -> &'static str {
+        self.reason.comment()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DimseRefusalReason {
+    /// The peer may not use this operation (0x0124).
+    #[error("{0} is not allowed for this peer")]
+    OperationNotAllowed(Operation),
+    /// The SOP class is not allowed for this peer or does not belong to the command (0x0124).
+    #[error("SOP class not allowed for this peer and command")]
+    SopClassNotAllowed,
+    /// The C-MOVE destination is not in the peer's `move_destinations` (0xA801).
+    #[error("move destination not allowed")]
+    MoveDestinationNotAllowed,
+    /// A required command element is absent (0x0120).
+    #[error("missing {0}")]
+    MissingAttribute(&'static str),
+    /// N-services and unknown command fields (0x0211).
+    #[error("unrecognized command field {0:#06x}")]
+    UnrecognizedCommand(u16),
+    /// A response was passed to [`Policy::dimse`], which judges requests only (0x0211).
+    #[error("{0:?} is a response, not a request")]
+    NotARequest(CommandField),
+    /// The policy was swapped and no longer admits this association (0x0124).
+    #[error("the policy in force no longer admits this association")]
+    AdmissionWithdrawn,
+}
+
+impl DimseRefusalReason {
+    pub fn status(&self) -> u16 {
+        match self {
+            DimseRefusalReason::OperationNotAllowed(_)
+            | DimseRefusalReason::SopClassNotAllowed
+            | DimseRefusalReason::AdmissionWithdrawn => status::REFUSED_NOT_AUTHORIZED,
+            DimseRefusalReason::MoveDestinationNotAllowed => status::MOVE_DESTINATION_UNKNOWN,
+            DimseRefusalReason::MissingAttribute(_) => status::MISSING_ATTRIBUTE,
+            DimseRefusalReason::UnrecognizedCommand(_) | DimseRefusalReason::NotARequest(_) => {
+                status::UNRECOGNIZED_OPERATION
+            }
+        }
+    }
+
+    pub fn comment(&self) -> &'static str {
+        match self {
+            DimseRefusalReason::OperationNotAllowed(_) => "Radguard: operation not allowed",
+            DimseRefusalReason::SopClassNotAllowed => "Radguard: SOP class not allowed",
+            DimseRefusalReason::MoveDestinationNotAllowed => {
+                "Radguard: move destination not allowed"
+            }
+            DimseRefusalReason::MissingAttribute(_) => "Radguard: required command element missing",
+            DimseRefusalReason::UnrecognizedCommand(_) | DimseRefusalReason::NotARequest(_) => {
+                "Radguard: unrecognized operation"
+            }
+            DimseRefusalReason::AdmissionWithdrawn => "Radguard: policy changed, not authorized",
+        }
+    }
+}
+
+impl Policy {
+    pub(crate) fn new(peers: Vec<Peer>, routes: Vec<RouteEntry>) -> Self {
+        Policy {
+            inner: Arc::new(PolicyInner {
+                peers: peers.into_iter().map(Arc::new).collect(),
+                routes,
+            }),
+        }
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.inner.peers.iter().map(|p| &**p)
+    }
+
+    pub fn routes(&self) -> &[RouteEntry] {
+        &self.inner.routes
+    }
+
+    /// The route for a called AE title, if any.
+    pub fn route_for(&self, called_ae: &AeTitle) -> Option<&Route> {
+        self.inner
+            .routes
+            .iter()
+            .find(|r| &r.called_ae == called_ae)
+            .map(|r| &r.route)
+    }
+
+    /// Decides an A-ASSOCIATE-RQ. The calling side is checked first: a peer must list the calling
+    /// AE title (or `"*"`) *and* the source address (RJ 1/1/3 otherwise); then the called AE title
+    /// must select a route (RJ 1/1/7 otherwise). Config validation guarantees at most one peer
+    /// matches.
+    pub fn admit(&self, facts: &AssociationFacts) -> Result<Admission, AssociationRefusal> {
+        let mut ae_known = false;
+        let mut found = None;
+        for peer in &self.inner.peers {
+            if peer.ae_titles.matches(&facts.calling_ae) {
+                ae_known = true;
+                if peer.accepts_address(facts.source) {
+                    found = Some(peer);
+                    break;
+                }
+            }
+        }
+        let Some(peer) = found else {
+            let why = if ae_known {
+                PeerMismatch::AddressNotAllowed
+            } else {
+                PeerMismatch::UnknownAeTitle
+            };
+            return Err(AssociationRefusal::CallingAeNotRecognized { why });
+        };
+        let route = self
+            .route_for(&facts.called_ae)
+            .ok_or(AssociationRefusal::CalledAeNotRecognized)?;
+        Ok(Admission {
+            peer: Arc::clone(peer),
+            route: route.clone(),
+            facts: facts.clone(),
+        })
+    }
+
+    /// The peer an admission stands for under *this* policy (see the module docs on swaps).
+    fn current_peer(&self, adm: &Admission) -> Option<Arc<Peer>> {
+        if self.inner.peers.iter().any(|p| Arc::ptr_eq(p, &adm.peer)) {
+            return Some(Arc::clone(&adm.peer));
+        }
+        match self.admit(&adm.facts) {
+            Ok(again) if again.route == adm.route => Some(again.peer),
+            _ => None,
+        }
+    }
+
+    /// Decides one proposed presentation context (its abstract syntax):
+    /// - Verification iff `echo`;
+    /// - the FIND models in [`sop::FIND_MODELS`] iff `find`, [`sop::MOVE_MODELS`] iff `move`,
+    ///   [`sop::GET_MODELS`] iff `get`;
+    /// - a SOP class allowed by `store_sop_classes` iff `store` or `get` (C-GET retrieves arrive
+    ///   as C-STORE sub-operations on the same association);
+    /// - anything else is rejected.
+    pub fn context(&self, adm: &Admission, abstract_syntax: &str) -> ContextDecision {
+        let Some(peer) = self.current_peer(adm) else {
+            return ContextDecision::Reject(RejectWhy::AdmissionWithdrawn);
+        };
+        let Ok(uid) = Uid::new(abstract_syntax) else {
+            return ContextDecision::Reject(RejectWhy::AbstractSyntaxNotSupported);
+        };
+        let uid = uid.as_str();
+        let gate = |op: Operation| {
+            if peer.allows(op) {
+                ContextDecision::Accept
+            } else {
+                ContextDecision::Reject(RejectWhy::OperationNotAllowed(op))
+            }
+        };
+        if uid == sop::VERIFICATION {
+            return gate(Operation::Echo);
+        }
+        if sop::FIND_MODELS.contains(&uid) {
+            return gate(Operation::Find);
+        }
+        if sop::MOVE_MODELS.contains(&uid) {
+            return gate(Operation::Move);
+        }
+        if sop::GET_MODELS.contains(&uid) {
+            return gate(Operation::Get);
+        }
+        let may_receive = peer.allows(Operation::Store) || peer.allows(Operation::Get);
+        if may_receive && peer.may_store_class(uid) {
+            return ContextDecision::Accept;
+        }
+        if sop::is_storage_sop_class(uid) {
+            if may_receive {
+                ContextDecision::Reject(RejectWhy::SopClassNotAllowed)
+            } else {
+                ContextDecision::Reject(RejectWhy::OperationNotAllowed(Operation::Store))
+            }
+        } else {
+            ContextDecision::Reject(RejectWhy::AbstractSyntaxNotSupported)
+        }
+    }
+
+    /// Decides one DIMSE **request** from the peer. Responses are not judged here (the gateway
+    /// relays them by message ID); passing one is refused with 0x0211.
+    ///
+    /// Every request but C-CANCEL must carry its Affected SOP Class UID, and it must belong to the
+    /// command (Verification for C-ECHO, a FIND/MOVE/GET model for C-FIND/C-MOVE/C-GET, an
+    /// allowed storage class for C-STORE). C-MOVE must name an allowed destination. C-CANCEL is
+    /// permitted when the peer may find, move or get (otherwise refused as `find` not allowed).
+    /// N-services and unknown commands: 0x0211.
+    pub fn dimse(&self, adm: &Admission, req: &DimseFacts) -> Result<Permitted, DimseRefusal> {
+        let refuse = |reason| Err(DimseRefusal::new(reason));
+        let Some(peer) = self.current_peer(adm) else {
+            return refuse(DimseRefusalReason::AdmissionWithdrawn);
+        };
+        let command = req.command;
+        if command.is_response() {
+            return match command {
+                CommandField::Other(v) => refuse(DimseRefusalReason::UnrecognizedCommand(v)),
+                _ => refuse(DimseRefusalReason::NotARequest(command)),
+            };
+        }
+        let op = match command {
+            CommandField::CCancelRq => {
+                let may_cancel = [Operation::Find, Operation::Move, Operation::Get]
+                    .into_iter()
+                    .any(|op| peer.allows(op));
+                return if may_cancel {
+                    Ok(Permitted { command })
+                } else {
+                    refuse(DimseRefusalReason::OperationNotAllowed(Operation::Find))
+                };
+            }
+            CommandField::Other(v) => return refuse(DimseRefusalReason::UnrecognizedCommand(v)),
+            CommandField::CEchoRq => Operation::Echo,
+            CommandField::CStoreRq => Operation::Store,
+            CommandField::CFindRq => Operation::Find,
+            CommandField::CMoveRq => Operation::Move,
+            CommandField::CGetRq => Operation::Get,
+            // Responses were handled above; listed to keep the match exhaustive.
+            CommandField::CEchoRsp
+            | CommandField::CStoreRsp
+            | CommandField::CFindRsp
+            | CommandField::CMoveRsp
+            | CommandField::CGetRsp => return refuse(DimseRefusalReason::NotARequest(command)),
+        };
+        if !peer.allows(op) {
+            return refuse(DimseRefusalReason::OperationNotAllowed(op));
+        }
+        let Some(raw_class) = req.sop_class.as_deref() else {
+            return refuse(DimseRefusalReason::MissingAttribute(
+                "Affected SOP Class UID",
+            ));
+        };
+        let Ok(class) = Uid::new(raw_class) else {
+            return refuse(DimseRefusalReason::SopClassNotAllowed);
+        };
+        let class = class.as_str();
+        let class_ok = match op {
+            Operation::Echo => class == sop::VERIFICATION,
+            Operation::Store => peer.may_store_class(class),
+            Operation::Find => sop::FIND_MODELS.contains(&class),
+            Operation::Move => sop::MOVE_MODELS.contains(&class),
+            Operation::Get => sop::GET_MODELS.contains(&class),
+        };
+        if !class_ok {
+            return refuse(DimseRefusalReason::SopClassNotAllowed);
+        }
+        if op == Operation::Move {
+            let Some(dest) = req.move_destination.as_ref() else {
+                return refuse(DimseRefusalReason::MissingAttribute("Move Destination"));
+            };
+            let allowed = peer
+                .move_destinations
+                .as_ref()
+                .is_some_and(|d| d.matches(dest));
+            if !allowed {
+                return refuse(DimseRefusalReason::MoveDestinationNotAllowed);
+            }
+        }
+        Ok(Permitted { command })
+    }
+
+    /// A human-readable, multi-line summary of the routes and peers.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        out.push_str("routes (called AE -> destination):\n");
+        if self.inner.routes.is_empty() {
+            out.push_str("  (none: every association is refused)\n");
+        }
+        for r in &self.inner.routes {
+            out.push_str(&format!("  {} -> {}\n", r.called_ae, r.route));
+        }
+        out.push_str("peers (anything not listed is refused):\n");
+        if self.inner.peers.is_empty() {
+            out.push_str("  (none: every association is refused)\n");
+        }
+        for p in &self.inner.peers {
+            let addrs: Vec<String> = p.addresses.iter().map(ToString::to_string).collect();
+            let ops: Vec<String> = p.allow.iter().map(ToString::to_string).collect();
+            out.push_str(&format!("  {}:\n", p.name));
+            out.push_str(&format!("    calling AE: {}\n", p.ae_titles));
+            out.push_str(&format!("    from: {}\n", addrs.join(", ")));
+            out.push_str(&format!("    allow: {}\n", ops.join(", ")));
+            if let Some(set) = &p.store_sop_classes {
+                out.push_str(&format!("    store/get SOP classes: {set}\n"));
+            }
+            if let Some(dests) = &p.move_destinations {
+                out.push_str(&format!("    move destinations: {dests}\n"));
+            }
+        }
+        out
+    }
+}
