@@ -148,10 +148,19 @@ mod tests {
 
     #[test]
     fn fragmented_store() {
-        let cmd = encode_request(CommandField::CStoreRq, 1, "1.2.840.10008.5.1.4.1.1.2", Some("1.2.3"), true);
+        let cmd = encode_request(
+            CommandField::CStoreRq,
+            1,
+            "1.2.840.10008.5.1.4.1.1.2",
+            Some("1.2.3"),
+            true,
+        );
         let (a, b) = cmd.split_at(10);
         let mut asm = Assembler::new();
-        assert_eq!(asm.push(pdv(1, true, false, a)).unwrap(), Step::CommandPartial);
+        assert_eq!(
+            asm.push(pdv(1, true, false, a)).unwrap(),
+            Step::CommandPartial
+        );
         match asm.push(pdv(1, true, true, b)).unwrap() {
             Step::Command { raw, command, .. } => {
                 assert_eq!(raw, cmd);
@@ -159,37 +168,64 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(asm.push(pdv(1, false, false, b"xx")).unwrap(), Step::Data { is_last: false, .. }));
+        assert!(matches!(
+            asm.push(pdv(1, false, false, b"xx")).unwrap(),
+            Step::Data { is_last: false, .. }
+        ));
         assert_eq!(
             asm.push(pdv(3, false, true, b"yy")),
-            Err(AssemblyError::ContextSwitch { expected: 1, got: 3 })
+            Err(AssemblyError::ContextSwitch {
+                expected: 1,
+                got: 3
+            })
         );
-        assert!(matches!(asm.push(pdv(1, false, true, b"yy")).unwrap(), Step::Data { is_last: true, .. }));
+        assert!(matches!(
+            asm.push(pdv(1, false, true, b"yy")).unwrap(),
+            Step::Data { is_last: true, .. }
+        ));
         assert!(asm.is_idle());
-        assert_eq!(asm.push(pdv(1, false, true, b"zz")), Err(AssemblyError::UnexpectedData));
+        assert_eq!(
+            asm.push(pdv(1, false, true, b"zz")),
+            Err(AssemblyError::UnexpectedData)
+        );
     }
 
     #[test]
     fn echo_has_no_data() {
         let cmd = encode_request(CommandField::CEchoRq, 1, "1.2.840.10008.1.1", None, false);
         let mut asm = Assembler::new();
-        assert!(matches!(asm.push(pdv(1, true, true, &cmd)).unwrap(), Step::Command { .. }));
+        assert!(matches!(
+            asm.push(pdv(1, true, true, &cmd)).unwrap(),
+            Step::Command { .. }
+        ));
         assert!(asm.is_idle());
     }
 
     #[test]
     fn command_during_data_is_an_error() {
-        let cmd = encode_request(CommandField::CStoreRq, 1, "1.2.840.10008.5.1.4.1.1.2", Some("1.2.3"), true);
+        let cmd = encode_request(
+            CommandField::CStoreRq,
+            1,
+            "1.2.840.10008.5.1.4.1.1.2",
+            Some("1.2.3"),
+            true,
+        );
         let mut asm = Assembler::new();
         asm.push(pdv(1, true, true, &cmd)).unwrap();
-        assert_eq!(asm.push(pdv(1, true, true, &cmd)), Err(AssemblyError::UnexpectedCommand));
+        assert_eq!(
+            asm.push(pdv(1, true, true, &cmd)),
+            Err(AssemblyError::UnexpectedCommand)
+        );
     }
 
     #[test]
     fn oversized_command() {
         let big = vec![0u8; 40_000];
         let mut asm = Assembler::new();
-        assert_eq!(asm.push(pdv(1, true, false, &big)).unwrap(), Step::CommandPartial);
+        assert_eq!(
+            asm.push(pdv(1, true, false, &big)).unwrap(),
+            Step::CommandPartial
+        );
         assert!(asm.push(pdv(1, true, false, &big)).is_err());
     }
 }

@@ -48,8 +48,9 @@ impl Command {
         if bytes.len() > MAX_COMMAND_SET {
             return Err(CommandError::TooLarge);
         }
-        let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-            .map_err(|e| CommandError::Undecodable(e.to_string()))?;
+        let obj =
+            InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+                .map_err(|e| CommandError::Undecodable(e.to_string()))?;
         let mut c = Command::default();
         for el in obj.iter() {
             let tag = el.header().tag;
@@ -122,7 +123,10 @@ impl Command {
             detail: detail.to_string(),
         };
         let Some(raw_field) = self.field else {
-            return Err(problem(status::MISSING_ATTRIBUTE, "no Command Field (0000,0100)"));
+            return Err(problem(
+                status::MISSING_ATTRIBUTE,
+                "no Command Field (0000,0100)",
+            ));
         };
         let field = CommandField::from_u16(raw_field);
         if field == CommandField::CCancelRq {
@@ -142,7 +146,10 @@ impl Command {
             });
         }
         let Some(message_id) = self.message_id else {
-            return Err(problem(status::MISSING_ATTRIBUTE, "no Message ID (0000,0110)"));
+            return Err(problem(
+                status::MISSING_ATTRIBUTE,
+                "no Message ID (0000,0110)",
+            ));
         };
         if field.is_response() {
             return Err(problem(
@@ -192,7 +199,10 @@ impl Command {
                     )
                 })?);
                 if !req.has_data_set {
-                    return Err(problem(status::MISSING_ATTRIBUTE, "C-STORE-RQ without a data set"));
+                    return Err(problem(
+                        status::MISSING_ATTRIBUTE,
+                        "C-STORE-RQ without a data set",
+                    ));
                 }
             }
             CommandField::CMoveRq => {
@@ -209,11 +219,17 @@ impl Command {
                     )
                 })?);
                 if !req.has_data_set {
-                    return Err(problem(status::MISSING_ATTRIBUTE, "C-MOVE-RQ without an identifier"));
+                    return Err(problem(
+                        status::MISSING_ATTRIBUTE,
+                        "C-MOVE-RQ without an identifier",
+                    ));
                 }
             }
             CommandField::CFindRq | CommandField::CGetRq if !req.has_data_set => {
-                return Err(problem(status::MISSING_ATTRIBUTE, "query without an identifier"));
+                return Err(problem(
+                    status::MISSING_ATTRIBUTE,
+                    "query without an identifier",
+                ));
             }
             _ => {}
         }
@@ -267,7 +283,11 @@ pub fn encode_response(
     }
     if let Some(text) = comment {
         // Error Comment is LO: at most 64 characters.
-        let t: String = text.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).take(64).collect();
+        let t: String = text
+            .chars()
+            .filter(|c| c.is_ascii() && !c.is_ascii_control())
+            .take(64)
+            .collect();
         elems.push(DataElement::new(
             tags::ERROR_COMMENT,
             VR::LO,
@@ -295,12 +315,24 @@ pub fn encode_request(
     has_data_set: bool,
 ) -> Vec<u8> {
     let mut elems = vec![
-        DataElement::new(tags::AFFECTED_SOP_CLASS_UID, VR::UI, PrimitiveValue::from(sop_class)),
-        DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(field.to_u16())),
+        DataElement::new(
+            tags::AFFECTED_SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from(sop_class),
+        ),
+        DataElement::new(
+            tags::COMMAND_FIELD,
+            VR::US,
+            PrimitiveValue::from(field.to_u16()),
+        ),
         DataElement::new(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(message_id)),
     ];
     if field != CommandField::CEchoRq {
-        elems.push(DataElement::new(tags::PRIORITY, VR::US, PrimitiveValue::from(0u16)));
+        elems.push(DataElement::new(
+            tags::PRIORITY,
+            VR::US,
+            PrimitiveValue::from(0u16),
+        ));
     }
     elems.push(DataElement::new(
         tags::COMMAND_DATA_SET_TYPE,

@@ -155,7 +155,9 @@ pub fn pdvs(body: &[u8]) -> Result<Vec<Pdv<'_>>, FrameError> {
             return Err(malformed_pdata("even presentation context ID"));
         }
         if control & 0xFC != 0 {
-            return Err(malformed_pdata("reserved bits set in the message control header"));
+            return Err(malformed_pdata(
+                "reserved bits set in the message control header",
+            ));
         }
         out.push(Pdv {
             context_id,

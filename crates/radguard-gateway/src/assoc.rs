@@ -12,9 +12,7 @@ use radguard_dicom::pdu::{abort_bytes, decode_control, reject_bytes, AbortReason
 use radguard_dicom::types::uids;
 use radguard_dicom::AeTitle;
 use radguard_events::{AlertKind, AssocId, Blame, Event};
-use radguard_policy::{
-    Admission, AssociationFacts, ContextDecision, Policy, RejectWhy, Route,
-};
+use radguard_policy::{Admission, AssociationFacts, ContextDecision, Policy, RejectWhy, Route};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -67,7 +65,8 @@ pub async fn run(
             upstream_ae,
             upstream_calling_ae,
         } => {
-            let calling = upstream_calling_ae.unwrap_or_else(|| admitted.admission.calling_ae().clone());
+            let calling =
+                upstream_calling_ae.unwrap_or_else(|| admitted.admission.calling_ae().clone());
             crate::relay::run(&shared, conn, admitted, &addr, &calling, &upstream_ae).await
         }
     }
@@ -111,7 +110,12 @@ pub async fn reject_client(
     why: String,
 ) {
     let artim = shared.settings.artim_timeout;
-    let _ = write_timed(&mut conn.writer, &reject_bytes(triple.0, triple.1, triple.2), artim).await;
+    let _ = write_timed(
+        &mut conn.writer,
+        &reject_bytes(triple.0, triple.1, triple.2),
+        artim,
+    )
+    .await;
     shared.bus.emit(Event::AssociationRefused {
         assoc: conn.id,
         source: conn.source,
@@ -161,11 +165,25 @@ async fn establish(shared: &Shared, conn: &mut ClientConn) -> Option<Admitted> {
         Ok(Pdu::AssociationRQ(rq)) => rq,
         Ok(_) => {
             let why = "A-ASSOCIATE-RQ could not be decoded".to_string();
-            abort_client(shared, conn, AbortReason::InvalidPduParameter, Blame::Peer, why).await;
+            abort_client(
+                shared,
+                conn,
+                AbortReason::InvalidPduParameter,
+                Blame::Peer,
+                why,
+            )
+            .await;
             return None;
         }
         Err(e) => {
-            abort_client(shared, conn, AbortReason::InvalidPduParameter, Blame::Peer, e.to_string()).await;
+            abort_client(
+                shared,
+                conn,
+                AbortReason::InvalidPduParameter,
+                Blame::Peer,
+                e.to_string(),
+            )
+            .await;
             return None;
         }
     };
@@ -181,7 +199,10 @@ async fn establish(shared: &Shared, conn: &mut ClientConn) -> Option<Admitted> {
         contexts: rq.presentation_contexts.len(),
     });
     if rq.protocol_version & 1 == 0 {
-        let why = format!("protocol version 0x{:04X} not supported", rq.protocol_version);
+        let why = format!(
+            "protocol version 0x{:04X} not supported",
+            rq.protocol_version
+        );
         reject_client(shared, conn, (1, 2, 2), None, None, Blame::Peer, why).await;
         return None;
     }
@@ -189,7 +210,16 @@ async fn establish(shared: &Shared, conn: &mut ClientConn) -> Option<Admitted> {
     let called_raw = rq.called_ae_title.clone();
     if rq.application_context_name.trim_end_matches('\0') != uids::APPLICATION_CONTEXT {
         let why = "application context name not supported".to_string();
-        reject_client(shared, conn, (1, 1, 2), Some(&calling_raw), Some(&called_raw), Blame::Peer, why).await;
+        reject_client(
+            shared,
+            conn,
+            (1, 1, 2),
+            Some(&calling_raw),
+            Some(&called_raw),
+            Blame::Peer,
+            why,
+        )
+        .await;
         return None;
     }
     let calling = match AeTitle::new(&calling_raw) {
@@ -197,7 +227,16 @@ async fn establish(shared: &Shared, conn: &mut ClientConn) -> Option<Admitted> {
         Err(e) => {
             let why = format!("calling AE title invalid: {e}");
             alert(shared, conn, AlertKind::PeerNotRecognized, &why);
-            reject_client(shared, conn, (1, 1, 3), Some(&calling_raw), Some(&called_raw), Blame::Peer, why).await;
+            reject_client(
+                shared,
+                conn,
+                (1, 1, 3),
+                Some(&calling_raw),
+                Some(&called_raw),
+                Blame::Peer,
+                why,
+            )
+            .await;
             return None;
         }
     };
@@ -205,13 +244,29 @@ async fn establish(shared: &Shared, conn: &mut ClientConn) -> Option<Admitted> {
         Ok(a) => a,
         Err(e) => {
             let why = format!("called AE title invalid: {e}");
-            reject_client(shared, conn, (1, 1, 7), Some(&calling_raw), Some(&called_raw), Blame::Peer, why).await;
+            reject_client(
+                shared,
+                conn,
+                (1, 1, 7),
+                Some(&calling_raw),
+                Some(&called_raw),
+                Blame::Peer,
+                why,
+            )
+            .await;
             return None;
         }
     };
     if impl_class.is_none() {
         let why = "A-ASSOCIATE-RQ without Implementation Class UID".to_string();
-        abort_client(shared, conn, AbortReason::InvalidPduParameter, Blame::Peer, why).await;
+        abort_client(
+            shared,
+            conn,
+            AbortReason::InvalidPduParameter,
+            Blame::Peer,
+            why,
+        )
+        .await;
         return None;
     }
     let policy = shared.policy.borrow().clone();
@@ -239,27 +294,32 @@ async fn establish(shared: &Shared, conn: &mut ClientConn) -> Option<Admitted> {
         }
     };
     let is_vault = matches!(admission.route(), Route::Vault);
-    let plan = plan_contexts(&rq, |abs| {
-        match policy.context(&admission, abs) {
-            ContextDecision::Accept => {
-                if is_vault && !vault_serves(abs) {
-                    Some(PresentationContextResultReason::AbstractSyntaxNotSupported)
-                } else {
-                    None
-                }
+    let plan = plan_contexts(&rq, |abs| match policy.context(&admission, abs) {
+        ContextDecision::Accept => {
+            if is_vault && !vault_serves(abs) {
+                Some(PresentationContextResultReason::AbstractSyntaxNotSupported)
+            } else {
+                None
             }
-            ContextDecision::Reject(why) => Some(match why {
-                RejectWhy::AbstractSyntaxNotSupported => {
-                    PresentationContextResultReason::AbstractSyntaxNotSupported
-                }
-                _ => PresentationContextResultReason::UserRejection,
-            }),
         }
+        ContextDecision::Reject(why) => Some(match why {
+            RejectWhy::AbstractSyntaxNotSupported => {
+                PresentationContextResultReason::AbstractSyntaxNotSupported
+            }
+            _ => PresentationContextResultReason::UserRejection,
+        }),
     });
     let plan = match plan {
         Ok(p) => p,
         Err(e) => {
-            abort_client(shared, conn, AbortReason::InvalidPduParameter, Blame::Peer, e.to_string()).await;
+            abort_client(
+                shared,
+                conn,
+                AbortReason::InvalidPduParameter,
+                Blame::Peer,
+                e.to_string(),
+            )
+            .await;
             return None;
         }
     };
@@ -275,10 +335,20 @@ async fn establish(shared: &Shared, conn: &mut ClientConn) -> Option<Admitted> {
             .to_string(),
         });
     }
-    let client_accepts = effective_max(max_length(&rq.user_variables), shared.settings.max_pdu_length);
+    let client_accepts = effective_max(
+        max_length(&rq.user_variables),
+        shared.settings.max_pdu_length,
+    );
     if client_accepts < MIN_PDU {
         let why = format!("Maximum Length {client_accepts} is below {MIN_PDU}");
-        abort_client(shared, conn, AbortReason::InvalidPduParameter, Blame::Peer, why).await;
+        abort_client(
+            shared,
+            conn,
+            AbortReason::InvalidPduParameter,
+            Blame::Peer,
+            why,
+        )
+        .await;
         return None;
     }
     Some(Admitted {
@@ -296,7 +366,8 @@ pub const MIN_PDU: u32 = 1024;
 
 /// The vault stores instances and answers C-ECHO; it does not serve queries or retrieves.
 fn vault_serves(abstract_syntax: &str) -> bool {
-    abstract_syntax == uids::VERIFICATION || radguard_policy::sop::is_storage_sop_class(abstract_syntax)
+    abstract_syntax == uids::VERIFICATION
+        || radguard_policy::sop::is_storage_sop_class(abstract_syntax)
 }
 
 fn alert(shared: &Shared, conn: &ClientConn, kind: AlertKind, detail: &str) {

@@ -17,7 +17,10 @@ pub struct Contexts(HashMap<u8, (String, String)>);
 
 impl Contexts {
     /// From the A-ASSOCIATE-AC the client received, and the proposals it answered.
-    pub fn from_ac(proposed: &[dicom_ul::pdu::PresentationContextProposed], ac: &AssociationAC) -> Self {
+    pub fn from_ac(
+        proposed: &[dicom_ul::pdu::PresentationContextProposed],
+        ac: &AssociationAC,
+    ) -> Self {
         let mut m = HashMap::new();
         for r in &ac.presentation_contexts {
             if r.reason != PresentationContextResultReason::Acceptance {

@@ -120,13 +120,5 @@ pub async fn linger<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     limit: Duration,
 ) {
     let _ = timeout(limit, writer.shutdown()).await;
-    let _ = timeout(limit, async {
-        loop {
-            match reader.next().await {
-                Ok(_) => continue,
-                Err(_) => break,
-            }
-        }
-    })
-    .await;
+    let _ = timeout(limit, async { while reader.next().await.is_ok() {} }).await;
 }

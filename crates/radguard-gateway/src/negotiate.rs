@@ -105,7 +105,10 @@ pub fn upstream_rq(
         .filter(|p| p.rejected.is_none())
         .map(|p| p.proposed.clone())
         .collect();
-    let syntaxes: HashSet<&str> = forwarded.iter().map(|p| p.abstract_syntax.as_str()).collect();
+    let syntaxes: HashSet<&str> = forwarded
+        .iter()
+        .map(|p| p.abstract_syntax.as_str())
+        .collect();
     let mut vars = vec![UserVariableItem::MaxLength(client_accepts)];
     for v in &rq.user_variables {
         match v {
@@ -147,7 +150,12 @@ pub fn client_ac(
     let results = plan
         .iter()
         .map(|p| {
-            let first_ts = p.proposed.transfer_syntaxes.first().cloned().unwrap_or_default();
+            let first_ts = p
+                .proposed
+                .transfer_syntaxes
+                .first()
+                .cloned()
+                .unwrap_or_default();
             match &p.rejected {
                 Some(reason) => PresentationContextResult {
                     id: p.proposed.id,
@@ -203,7 +211,12 @@ pub fn local_ac(
     let results = plan
         .iter()
         .map(|p| {
-            let first_ts = p.proposed.transfer_syntaxes.first().cloned().unwrap_or_default();
+            let first_ts = p
+                .proposed
+                .transfer_syntaxes
+                .first()
+                .cloned()
+                .unwrap_or_default();
             match &p.rejected {
                 Some(reason) => PresentationContextResult {
                     id: p.proposed.id,
@@ -256,7 +269,10 @@ mod tests {
                 .map(|(id, a)| PresentationContextProposed {
                     id: *id,
                     abstract_syntax: a.to_string(),
-                    transfer_syntaxes: vec![uids::EXPLICIT_VR_LE.into(), uids::IMPLICIT_VR_LE.into()],
+                    transfer_syntaxes: vec![
+                        uids::EXPLICIT_VR_LE.into(),
+                        uids::IMPLICIT_VR_LE.into(),
+                    ],
                 })
                 .collect(),
             user_variables: vec![
@@ -281,7 +297,10 @@ mod tests {
         assert_eq!(up.presentation_contexts.len(), 1);
         assert_eq!(up.called_ae_title, "ARCHIVE");
         assert_eq!(max_length(&up.user_variables), Some(65536));
-        assert!(!up.user_variables.iter().any(|v| matches!(v, UserVariableItem::Unknown(..))));
+        assert!(!up
+            .user_variables
+            .iter()
+            .any(|v| matches!(v, UserVariableItem::Unknown(..))));
         let ac = AssociationAC {
             protocol_version: 1,
             calling_ae_title: "SCU".into(),
@@ -298,20 +317,32 @@ mod tests {
         let c = client_ac(&r, &plan, &ac, up_max);
         assert_eq!(c.called_ae_title, "PACS");
         assert_eq!(c.presentation_contexts.len(), 2);
-        assert_eq!(c.presentation_contexts[0].reason, PresentationContextResultReason::Acceptance);
-        assert_eq!(c.presentation_contexts[1].reason, PresentationContextResultReason::UserRejection);
+        assert_eq!(
+            c.presentation_contexts[0].reason,
+            PresentationContextResultReason::Acceptance
+        );
+        assert_eq!(
+            c.presentation_contexts[1].reason,
+            PresentationContextResultReason::UserRejection
+        );
         assert_eq!(max_length(&c.user_variables), Some(16384));
     }
 
     #[test]
     fn malformed_proposals() {
-        assert_eq!(plan_contexts(&rq(&[]), allow_echo), Err(RequestError::NoContexts));
+        assert_eq!(
+            plan_contexts(&rq(&[]), allow_echo),
+            Err(RequestError::NoContexts)
+        );
         assert_eq!(
             plan_contexts(&rq(&[(2, uids::VERIFICATION)]), allow_echo),
             Err(RequestError::BadContextId(2))
         );
         assert_eq!(
-            plan_contexts(&rq(&[(1, uids::VERIFICATION), (1, uids::VERIFICATION)]), allow_echo),
+            plan_contexts(
+                &rq(&[(1, uids::VERIFICATION), (1, uids::VERIFICATION)]),
+                allow_echo
+            ),
             Err(RequestError::DuplicateContextId(1))
         );
     }

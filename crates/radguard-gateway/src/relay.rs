@@ -51,12 +51,30 @@ pub async fn run(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let (why, t) = transient(format!("upstream {addr} unreachable: {e}"));
-            reject_client(shared, &mut conn, t, Some(&calling_s), Some(&called_s), Blame::Upstream, why).await;
+            reject_client(
+                shared,
+                &mut conn,
+                t,
+                Some(&calling_s),
+                Some(&called_s),
+                Blame::Upstream,
+                why,
+            )
+            .await;
             return;
         }
         Err(_) => {
             let (why, t) = transient(format!("upstream {addr}: connect timed out"));
-            reject_client(shared, &mut conn, t, Some(&calling_s), Some(&called_s), Blame::Upstream, why).await;
+            reject_client(
+                shared,
+                &mut conn,
+                t,
+                Some(&calling_s),
+                Some(&called_s),
+                Blame::Upstream,
+                why,
+            )
+            .await;
             return;
         }
     };
@@ -64,30 +82,74 @@ pub async fn run(
     let (urd, mut uwr) = stream.into_split();
     let mut ureader = PduReader::new(urd, MAX_ASSOCIATION_PDU);
 
-    let rq_up = upstream_rq(&adm.rq, &adm.plan, calling.as_str(), upstream_ae.as_str(), adm.client_accepts);
+    let rq_up = upstream_rq(
+        &adm.rq,
+        &adm.plan,
+        calling.as_str(),
+        upstream_ae.as_str(),
+        adm.client_accepts,
+    );
     let bytes = match radguard_dicom::pdu::encode(&Pdu::AssociationRQ(rq_up)) {
         Ok(b) => b,
         Err(e) => {
             let (why, t) = transient(format!("cannot encode the upstream request: {e}"));
-            reject_client(shared, &mut conn, t, Some(&calling_s), Some(&called_s), Blame::Local, why).await;
+            reject_client(
+                shared,
+                &mut conn,
+                t,
+                Some(&calling_s),
+                Some(&called_s),
+                Blame::Local,
+                why,
+            )
+            .await;
             return;
         }
     };
     if let Err(e) = write_timed(&mut uwr, &bytes, timeout).await {
         let (why, t) = transient(format!("upstream {addr}: {e}"));
-        reject_client(shared, &mut conn, t, Some(&calling_s), Some(&called_s), Blame::Upstream, why).await;
+        reject_client(
+            shared,
+            &mut conn,
+            t,
+            Some(&calling_s),
+            Some(&called_s),
+            Blame::Upstream,
+            why,
+        )
+        .await;
         return;
     }
     let reply = match tokio::time::timeout(timeout, ureader.next()).await {
         Ok(Ok(f)) => f,
         Ok(Err(e)) => {
             let (why, t) = transient(format!("upstream {addr} during negotiation: {e}"));
-            reject_client(shared, &mut conn, t, Some(&calling_s), Some(&called_s), Blame::Upstream, why).await;
+            reject_client(
+                shared,
+                &mut conn,
+                t,
+                Some(&calling_s),
+                Some(&called_s),
+                Blame::Upstream,
+                why,
+            )
+            .await;
             return;
         }
         Err(_) => {
-            let (why, t) = transient(format!("upstream {addr} did not answer the association request"));
-            reject_client(shared, &mut conn, t, Some(&calling_s), Some(&called_s), Blame::Upstream, why).await;
+            let (why, t) = transient(format!(
+                "upstream {addr} did not answer the association request"
+            ));
+            reject_client(
+                shared,
+                &mut conn,
+                t,
+                Some(&calling_s),
+                Some(&called_s),
+                Blame::Upstream,
+                why,
+            )
+            .await;
             return;
         }
     };
@@ -114,18 +176,48 @@ pub async fn run(
             return;
         }
         (ty, _) => {
-            let _ = uwr.write_all(&abort_bytes(AbortReason::UnexpectedPdu)).await;
-            let (why, t) = transient(format!("upstream {addr} answered with {} during negotiation", ty.name()));
-            reject_client(shared, &mut conn, t, Some(&calling_s), Some(&called_s), Blame::Upstream, why).await;
+            let _ = uwr
+                .write_all(&abort_bytes(AbortReason::UnexpectedPdu))
+                .await;
+            let (why, t) = transient(format!(
+                "upstream {addr} answered with {} during negotiation",
+                ty.name()
+            ));
+            reject_client(
+                shared,
+                &mut conn,
+                t,
+                Some(&calling_s),
+                Some(&called_s),
+                Blame::Upstream,
+                why,
+            )
+            .await;
             return;
         }
     };
     drop(reply);
-    let upstream_accepts = effective_max(max_length(&up_ac.user_variables), shared.settings.max_pdu_length);
+    let upstream_accepts = effective_max(
+        max_length(&up_ac.user_variables),
+        shared.settings.max_pdu_length,
+    );
     if upstream_accepts < MIN_PDU {
-        let _ = uwr.write_all(&abort_bytes(AbortReason::InvalidPduParameter)).await;
-        let (why, t) = transient(format!("upstream Maximum Length {upstream_accepts} below {MIN_PDU}"));
-        reject_client(shared, &mut conn, t, Some(&calling_s), Some(&called_s), Blame::Upstream, why).await;
+        let _ = uwr
+            .write_all(&abort_bytes(AbortReason::InvalidPduParameter))
+            .await;
+        let (why, t) = transient(format!(
+            "upstream Maximum Length {upstream_accepts} below {MIN_PDU}"
+        ));
+        reject_client(
+            shared,
+            &mut conn,
+            t,
+            Some(&calling_s),
+            Some(&called_s),
+            Blame::Upstream,
+            why,
+        )
+        .await;
         return;
     }
     let ac = client_ac(&adm.rq, &adm.plan, &up_ac, upstream_accepts);
@@ -134,11 +226,21 @@ pub async fn run(
         Ok(b) => b,
         Err(e) => {
             let _ = uwr.write_all(&abort_bytes(AbortReason::NotSpecified)).await;
-            abort_client(shared, &mut conn, AbortReason::NotSpecified, Blame::Local, e.to_string()).await;
+            abort_client(
+                shared,
+                &mut conn,
+                AbortReason::NotSpecified,
+                Blame::Local,
+                e.to_string(),
+            )
+            .await;
             return;
         }
     };
-    if write_timed(&mut conn.writer, &ac_bytes, timeout).await.is_err() {
+    if write_timed(&mut conn.writer, &ac_bytes, timeout)
+        .await
+        .is_err()
+    {
         let _ = uwr.write_all(&abort_bytes(AbortReason::NotSpecified)).await;
         return;
     }
@@ -264,30 +366,47 @@ async fn client_to_upstream(
         let frame = match read_idle(reader, &st.activity, idle).await {
             Ok(f) => f,
             Err(IoError::Read(ReadError::Frame(e))) => {
-                return st.abort_both(uwr, e.abort_reason(), Blame::Peer, format!("client: {e}")).await;
+                return st
+                    .abort_both(uwr, e.abort_reason(), Blame::Peer, format!("client: {e}"))
+                    .await;
             }
             Err(IoError::Idle(d)) => {
                 return st
-                    .abort_both(uwr, AbortReason::NotSpecified, Blame::Local, format!("idle for {d:?}"))
+                    .abort_both(
+                        uwr,
+                        AbortReason::NotSpecified,
+                        Blame::Local,
+                        format!("idle for {d:?}"),
+                    )
                     .await;
             }
             Err(e) => {
                 let why = format!("client connection lost: {e}");
-                return st.abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why).await;
+                return st
+                    .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
+                    .await;
             }
         };
-        st.from_client.fetch_add(frame.bytes.len() as u64, Ordering::Relaxed);
+        st.from_client
+            .fetch_add(frame.bytes.len() as u64, Ordering::Relaxed);
         if st.release_requested.load(Ordering::Relaxed) && frame.ty != PduType::Abort {
             let why = format!("{} after A-RELEASE-RQ", frame.ty.name());
-            return st.abort_both(uwr, AbortReason::UnexpectedPdu, Blame::Peer, why).await;
+            return st
+                .abort_both(uwr, AbortReason::UnexpectedPdu, Blame::Peer, why)
+                .await;
         }
         match frame.ty {
             PduType::PData => {}
             PduType::ReleaseRq => {
                 st.release_requested.store(true, Ordering::Relaxed);
-                if write_timed(&mut *uwr.lock().await, &RELEASE_RQ, idle).await.is_err() {
+                if write_timed(&mut *uwr.lock().await, &RELEASE_RQ, idle)
+                    .await
+                    .is_err()
+                {
                     let why = "upstream lost at release".to_string();
-                    return st.abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why).await;
+                    return st
+                        .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
+                        .await;
                 }
                 continue;
             }
@@ -305,13 +424,17 @@ async fn client_to_upstream(
             }
             other => {
                 let why = format!("unexpected {} from the client", other.name());
-                return st.abort_both(uwr, AbortReason::UnexpectedPdu, Blame::Peer, why).await;
+                return st
+                    .abort_both(uwr, AbortReason::UnexpectedPdu, Blame::Peer, why)
+                    .await;
             }
         }
         let items = match pdvs(frame.body()) {
             Ok(v) => v,
             Err(e) => {
-                return st.abort_both(uwr, e.abort_reason(), Blame::Peer, format!("client: {e}")).await;
+                return st
+                    .abort_both(uwr, e.abort_reason(), Blame::Peer, format!("client: {e}"))
+                    .await;
             }
         };
         let mut actions: Vec<Action<'_>> = Vec::with_capacity(items.len());
@@ -321,7 +444,9 @@ async fn client_to_upstream(
                 Ok(s) => s,
                 Err(e) => {
                     let why = format!("client: {e}");
-                    return st.abort_both(uwr, AbortReason::UnexpectedPduParameter, Blame::Peer, why).await;
+                    return st
+                        .abort_both(uwr, AbortReason::UnexpectedPduParameter, Blame::Peer, why)
+                        .await;
                 }
             };
             match step {
@@ -335,7 +460,13 @@ async fn client_to_upstream(
                     context_id,
                     raw,
                     command,
-                } => match judge(&st.adm.policy, &st.adm.admission, &st.contexts, context_id, &command) {
+                } => match judge(
+                    &st.adm.policy,
+                    &st.adm.admission,
+                    &st.contexts,
+                    context_id,
+                    &command,
+                ) {
                     Verdict::Pass { request, permit } => {
                         forwarding = true;
                         st.shared.bus.emit(Event::DimseRequest {
@@ -344,7 +475,10 @@ async fn client_to_upstream(
                             command: format!("{:?}", permit.command()),
                             sop_class: request.sop_class.as_ref().map(|u| u.to_string()),
                             sop_instance: request.sop_instance.as_ref().map(|u| u.to_string()),
-                            move_destination: request.move_destination.as_ref().map(|a| a.to_string()),
+                            move_destination: request
+                                .move_destination
+                                .as_ref()
+                                .map(|a| a.to_string()),
                         });
                         if request.field != CommandField::CCancelRq {
                             if let Ok(mut o) = st.outstanding.lock() {
@@ -390,7 +524,9 @@ async fn client_to_upstream(
                         push_command(&mut buf, context_id, &rsp, st.to_client_max);
                         if st.to_client(&buf).await.is_err() {
                             let why = "client lost while answering a refusal".to_string();
-                            return st.abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why).await;
+                            return st
+                                .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
+                                .await;
                         }
                     }
                     Verdict::Abort(why) => {
@@ -401,7 +537,8 @@ async fn client_to_upstream(
                 },
             }
         }
-        let all_forward = actions.len() == n_items && actions.iter().all(|a| matches!(a, Action::Forward(_)));
+        let all_forward =
+            actions.len() == n_items && actions.iter().all(|a| matches!(a, Action::Forward(_)));
         let result = if all_forward {
             // Fast path: the PDU goes upstream as the same bytes.
             write_timed(&mut *uwr.lock().await, &frame.bytes, idle).await
@@ -429,7 +566,9 @@ async fn client_to_upstream(
         };
         if let Err(e) = result {
             let why = format!("upstream write failed: {e}");
-            return st.abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why).await;
+            return st
+                .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
+                .await;
         }
         st.activity.touch();
     }
@@ -446,26 +585,43 @@ async fn upstream_to_client(
         let frame = match read_idle(reader, &st.activity, idle).await {
             Ok(f) => f,
             Err(IoError::Read(ReadError::Frame(e))) => {
-                return st.abort_both(uwr, e.abort_reason(), Blame::Upstream, format!("upstream: {e}")).await;
+                return st
+                    .abort_both(
+                        uwr,
+                        e.abort_reason(),
+                        Blame::Upstream,
+                        format!("upstream: {e}"),
+                    )
+                    .await;
             }
             Err(IoError::Idle(d)) => {
                 return st
-                    .abort_both(uwr, AbortReason::NotSpecified, Blame::Local, format!("idle for {d:?}"))
+                    .abort_both(
+                        uwr,
+                        AbortReason::NotSpecified,
+                        Blame::Local,
+                        format!("idle for {d:?}"),
+                    )
                     .await;
             }
             Err(e) => {
                 let why = format!("upstream connection lost: {e}");
-                return st.abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why).await;
+                return st
+                    .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
+                    .await;
             }
         };
-        st.from_upstream.fetch_add(frame.bytes.len() as u64, Ordering::Relaxed);
+        st.from_upstream
+            .fetch_add(frame.bytes.len() as u64, Ordering::Relaxed);
         match frame.ty {
             PduType::PData => {
                 let items = match pdvs(frame.body()) {
                     Ok(v) => v,
                     Err(e) => {
                         let why = format!("upstream: {e}");
-                        return st.abort_both(uwr, e.abort_reason(), Blame::Upstream, why).await;
+                        return st
+                            .abort_both(uwr, e.abort_reason(), Blame::Upstream, why)
+                            .await;
                     }
                 };
                 for pdv in items {
@@ -475,14 +631,21 @@ async fn upstream_to_client(
                         Err(e) => {
                             let why = format!("upstream: {e}");
                             return st
-                                .abort_both(uwr, AbortReason::UnexpectedPduParameter, Blame::Upstream, why)
+                                .abort_both(
+                                    uwr,
+                                    AbortReason::UnexpectedPduParameter,
+                                    Blame::Upstream,
+                                    why,
+                                )
                                 .await;
                         }
                     }
                 }
                 if let Err(e) = st.to_client(&frame.bytes).await {
                     let why = format!("client write failed: {e}");
-                    return st.abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why).await;
+                    return st
+                        .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
+                        .await;
                 }
             }
             PduType::ReleaseRp => {
@@ -491,13 +654,17 @@ async fn upstream_to_client(
                     return End::Released;
                 }
                 let why = "A-RELEASE-RP from the upstream without a request".to_string();
-                return st.abort_both(uwr, AbortReason::UnexpectedPdu, Blame::Upstream, why).await;
+                return st
+                    .abort_both(uwr, AbortReason::UnexpectedPdu, Blame::Upstream, why)
+                    .await;
             }
             PduType::ReleaseRq => {
                 // The acceptor asks to release (rare but legal): pass it on.
                 if st.to_client(&frame.bytes).await.is_err() {
                     let why = "client lost at release".to_string();
-                    return st.abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why).await;
+                    return st
+                        .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
+                        .await;
                 }
             }
             PduType::Abort => {
@@ -509,7 +676,9 @@ async fn upstream_to_client(
             }
             other => {
                 let why = format!("unexpected {} from the upstream", other.name());
-                return st.abort_both(uwr, AbortReason::UnexpectedPdu, Blame::Upstream, why).await;
+                return st
+                    .abort_both(uwr, AbortReason::UnexpectedPdu, Blame::Upstream, why)
+                    .await;
             }
         }
     }
@@ -541,4 +710,3 @@ fn note_response(st: &RelayState<'_>, command: &Command) {
         from: Blame::Upstream,
     });
 }
-

@@ -121,7 +121,12 @@ pub async fn serve(
                 ae_title: shared.settings.ae_title.to_string(),
             });
         }
-        acceptors.spawn(accept_loop(shared.clone(), l, stop_rx.clone(), tasks.clone()));
+        acceptors.spawn(accept_loop(
+            shared.clone(),
+            l,
+            stop_rx.clone(),
+            tasks.clone(),
+        ));
     }
     shutdown.await;
     let _ = stop_tx.send(true);
@@ -133,10 +138,8 @@ pub async fn serve(
         Err(_) => JoinSet::new(),
     };
     let grace = shared.settings.shutdown_grace;
-    let drained = tokio::time::timeout(grace, async {
-        while set.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(grace, async { while set.join_next().await.is_some() {} }).await;
     let aborted = if drained.is_err() {
         let n = set.len();
         set.abort_all();

@@ -2,8 +2,8 @@
 //! allowed contexts itself, answers C-ECHO, and streams each C-STORE data set into the vault,
 //! answering success only after the instance is on disk (fsynced and indexed).
 
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::pdu::Pdu;
 use radguard_dicom::assembler::{Assembler, Step};
 use radguard_dicom::dimse::encode_response;
@@ -35,12 +35,23 @@ struct Receiving {
 pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
     let Some(vault) = shared.vault.clone() else {
         let why = "route to the vault, but no vault is open".to_string();
-        abort_client(shared, &mut conn, AbortReason::NotSpecified, Blame::Local, why).await;
+        abort_client(
+            shared,
+            &mut conn,
+            AbortReason::NotSpecified,
+            Blame::Local,
+            why,
+        )
+        .await;
         return;
     };
     let max = shared.settings.max_pdu_length;
     let ac = local_ac(&adm.rq, &adm.plan, max, |abs, proposed| {
-        let known = |ts: &str| TransferSyntaxRegistry.get(ts.trim_end_matches('\0')).is_some();
+        let known = |ts: &str| {
+            TransferSyntaxRegistry
+                .get(ts.trim_end_matches('\0'))
+                .is_some()
+        };
         if abs == uids::VERIFICATION {
             return proposed
                 .iter()
@@ -54,7 +65,14 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
     let bytes = match radguard_dicom::pdu::encode(&Pdu::AssociationAC(ac.clone())) {
         Ok(b) => b,
         Err(e) => {
-            abort_client(shared, &mut conn, AbortReason::NotSpecified, Blame::Local, e.to_string()).await;
+            abort_client(
+                shared,
+                &mut conn,
+                AbortReason::NotSpecified,
+                Blame::Local,
+                e.to_string(),
+            )
+            .await;
             return;
         }
     };
@@ -75,19 +93,32 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
     let activity = Activity::new();
     let mut asm = Assembler::new();
     let mut receiving: Option<Receiving> = None;
-    let mut discarding = false;
     let mut from_client = 0u64;
     let calling_ae = adm.admission.calling_ae().to_string();
     loop {
         let frame = match read_idle(&mut conn.reader, &activity, idle).await {
             Ok(f) => f,
             Err(IoError::Read(ReadError::Frame(e))) => {
-                abort_client(shared, &mut conn, e.abort_reason(), Blame::Peer, e.to_string()).await;
+                abort_client(
+                    shared,
+                    &mut conn,
+                    e.abort_reason(),
+                    Blame::Peer,
+                    e.to_string(),
+                )
+                .await;
                 return;
             }
             Err(IoError::Idle(d)) => {
                 let why = format!("idle for {d:?}");
-                abort_client(shared, &mut conn, AbortReason::NotSpecified, Blame::Local, why).await;
+                abort_client(
+                    shared,
+                    &mut conn,
+                    AbortReason::NotSpecified,
+                    Blame::Local,
+                    why,
+                )
+                .await;
                 return;
             }
             Err(e) => {
@@ -122,14 +153,28 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
             }
             other => {
                 let why = format!("unexpected {} from the client", other.name());
-                abort_client(shared, &mut conn, AbortReason::UnexpectedPdu, Blame::Peer, why).await;
+                abort_client(
+                    shared,
+                    &mut conn,
+                    AbortReason::UnexpectedPdu,
+                    Blame::Peer,
+                    why,
+                )
+                .await;
                 return;
             }
         }
         let items = match pdvs(frame.body()) {
             Ok(v) => v,
             Err(e) => {
-                abort_client(shared, &mut conn, e.abort_reason(), Blame::Peer, e.to_string()).await;
+                abort_client(
+                    shared,
+                    &mut conn,
+                    e.abort_reason(),
+                    Blame::Peer,
+                    e.to_string(),
+                )
+                .await;
                 return;
             }
         };
@@ -138,7 +183,14 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
                 Ok(s) => s,
                 Err(e) => {
                     let why = e.to_string();
-                    abort_client(shared, &mut conn, AbortReason::UnexpectedPduParameter, Blame::Peer, why).await;
+                    abort_client(
+                        shared,
+                        &mut conn,
+                        AbortReason::UnexpectedPduParameter,
+                        Blame::Peer,
+                        why,
+                    )
+                    .await;
                     return;
                 }
             };
@@ -160,7 +212,6 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
                             let rsp = finish_store(shared, conn.id, r).await;
                             answer = Some(rsp);
                         }
-                        discarding = false;
                     }
                 }
                 Step::Command {
@@ -191,22 +242,32 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
                                 answer = Some((context_id, rsp));
                             }
                             CommandField::CStoreRq => {
-                                let ts = contexts.get(context_id).map(|(_, t)| t.to_string()).unwrap_or_default();
+                                let ts = contexts
+                                    .get(context_id)
+                                    .map(|(_, t)| t.to_string())
+                                    .unwrap_or_default();
                                 let mut r = Receiving {
                                     message_id: request.message_id,
                                     sop_class: class.clone().unwrap_or_default(),
-                                    sop_instance: request.sop_instance.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+                                    sop_instance: request
+                                        .sop_instance
+                                        .as_ref()
+                                        .map(|u| u.to_string())
+                                        .unwrap_or_default(),
                                     context_id,
                                     pending: None,
                                     error: None,
                                     bytes: 0,
                                 };
-                                match (request.sop_class.as_ref(), request.sop_instance.as_ref(), Uid::new(&ts)) {
-                                    (Some(c), Some(i), Ok(t)) => match vault.begin(c, i, &t, &calling_ae) {
+                                if let (Some(c), Some(i), Ok(t)) = (
+                                    request.sop_class.as_ref(),
+                                    request.sop_instance.as_ref(),
+                                    Uid::new(&ts),
+                                ) {
+                                    match vault.begin(c, i, &t, &calling_ae) {
                                         Ok(p) => r.pending = Some(p),
                                         Err(e) => r.error = Some(e),
-                                    },
-                                    _ => {}
+                                    }
                                 }
                                 receiving = Some(r);
                             }
@@ -220,7 +281,6 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
                                     status::REFUSED_SOP_CLASS_NOT_SUPPORTED,
                                     Some("Radguard vault: operation not supported"),
                                 );
-                                discarding = request.has_data_set;
                                 answer = Some((context_id, rsp));
                             }
                         }
@@ -246,7 +306,6 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
                             source: Some(conn.source),
                             detail: format!("{field:?} refused with 0x{status:04X}: {comment}"),
                         });
-                        discarding = command.has_data_set();
                         if field != CommandField::CCancelRq {
                             let rsp = encode_response(
                                 field,
@@ -260,12 +319,18 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
                         }
                     }
                     Verdict::Abort(why) => {
-                        abort_client(shared, &mut conn, AbortReason::UnexpectedPduParameter, Blame::Peer, why).await;
+                        abort_client(
+                            shared,
+                            &mut conn,
+                            AbortReason::UnexpectedPduParameter,
+                            Blame::Peer,
+                            why,
+                        )
+                        .await;
                         return;
                     }
                 },
             }
-            let _ = discarding;
             if let Some((ctx, rsp)) = answer {
                 let mut buf = Vec::with_capacity(rsp.len() + 12);
                 push_command(&mut buf, ctx, &rsp, adm.client_accepts);
@@ -302,10 +367,18 @@ async fn finish_store(
         )),
     };
     let (status_code, comment, sha, vo) = match &outcome {
-        Ok(o @ StoreOutcome::Stored(i)) => (o.dimse_status(), None, Some(i.sha256.clone()), VaultOutcome::Stored),
-        Ok(o @ StoreOutcome::DuplicateIdentical(i)) => {
-            (o.dimse_status(), None, Some(i.sha256.clone()), VaultOutcome::DuplicateIdentical)
-        }
+        Ok(o @ StoreOutcome::Stored(i)) => (
+            o.dimse_status(),
+            None,
+            Some(i.sha256.clone()),
+            VaultOutcome::Stored,
+        ),
+        Ok(o @ StoreOutcome::DuplicateIdentical(i)) => (
+            o.dimse_status(),
+            None,
+            Some(i.sha256.clone()),
+            VaultOutcome::DuplicateIdentical,
+        ),
         Ok(o @ StoreOutcome::Conflict { new_sha256, .. }) => {
             shared.bus.emit(Event::SecurityAlert {
                 assoc: Some(assoc),
@@ -323,7 +396,12 @@ async fn finish_store(
                 VaultOutcome::Conflict,
             )
         }
-        Err((code, e)) => (*code, Some(format!("Radguard vault: {e}")), None, VaultOutcome::Failed),
+        Err((code, e)) => (
+            *code,
+            Some(format!("Radguard vault: {e}")),
+            None,
+            VaultOutcome::Failed,
+        ),
     };
     shared.bus.emit(Event::InstanceStored {
         assoc,
