@@ -30,6 +30,9 @@ pub enum ReadError {
     Frame(#[from] FrameError),
 }
 
+/// How much room each read asks for: several PDUs per system call when the peer streams.
+const READ_CHUNK: usize = 256 * 1024;
+
 pub struct PduReader<R> {
     inner: R,
     buf: BytesMut,
@@ -62,9 +65,9 @@ impl<R: AsyncRead + Unpin> PduReader<R> {
                     let bytes = self.buf.split_to(total);
                     return Ok(Frame { ty, bytes });
                 }
-                self.buf.reserve(total - self.buf.len());
+                self.buf.reserve((total - self.buf.len()).max(READ_CHUNK));
             } else {
-                self.buf.reserve(HEADER_LEN.max(8 * 1024));
+                self.buf.reserve(READ_CHUNK);
             }
             let n = self.inner.read_buf(&mut self.buf).await?;
             if n == 0 {
@@ -75,6 +78,25 @@ impl<R: AsyncRead + Unpin> PduReader<R> {
                 });
             }
         }
+    }
+
+    /// Returns the next PDU if it is already wholly buffered (no I/O), so a caller can batch
+    /// several PDUs into one write.
+    pub fn try_next(&mut self) -> Option<Result<Frame, ReadError>> {
+        let head = self.buf.first_chunk::<HEADER_LEN>()?;
+        let header = PduHeader::parse(head);
+        let ty = match header.check(self.max_pdata) {
+            Ok(t) => t,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let total = HEADER_LEN + header.length as usize;
+        if self.buf.len() < total {
+            return None;
+        }
+        Some(Ok(Frame {
+            ty,
+            bytes: self.buf.split_to(total),
+        }))
     }
 
     /// Bytes received but not yet returned as a PDU.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex as StdMutex;
 
+use bytes::BytesMut;
 use dicom_ul::pdu::{AssociationAC, Pdu};
 use radguard_dicom::assembler::{Assembler, Step};
 use radguard_dicom::dimse::{encode_response, Command};
@@ -19,6 +20,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
+
+/// Pass-through PDUs are written upstream in batches of up to this many bytes.
+const BATCH_LIMIT: usize = 256 * 1024;
 
 use crate::assoc::{abort_client, reject_client, Admitted, ClientConn, MIN_PDU};
 use crate::gate::{judge, Contexts, Verdict};
@@ -362,8 +366,26 @@ async fn client_to_upstream(
     // Whether the data set of the current message goes upstream (false after a refusal).
     let mut forwarding = true;
     let mut out: Vec<u8> = Vec::new();
+    // PDUs that go upstream unchanged, batched while more are already buffered (contiguous
+    // slices of the read buffer: `unsplit` joins them without copying).
+    let mut batch: Option<BytesMut> = None;
     loop {
-        let frame = match read_idle(reader, &st.activity, idle).await {
+        let next = match reader.try_next() {
+            Some(r) => r.map_err(IoError::Read),
+            None => {
+                if let Some(b) = batch.take() {
+                    if let Err(e) = write_timed(&mut *uwr.lock().await, &b, idle).await {
+                        let why = format!("upstream write failed: {e}");
+                        return st
+                            .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
+                            .await;
+                    }
+                    st.activity.touch();
+                }
+                read_idle(reader, &st.activity, idle).await
+            }
+        };
+        let frame = match next {
             Ok(f) => f,
             Err(IoError::Read(ReadError::Frame(e))) => {
                 return st
@@ -539,13 +561,8 @@ async fn client_to_upstream(
         }
         let all_forward =
             actions.len() == n_items && actions.iter().all(|a| matches!(a, Action::Forward(_)));
-        let result = if all_forward {
-            // Fast path: the PDU goes upstream as the same bytes.
-            write_timed(&mut *uwr.lock().await, &frame.bytes, idle).await
-        } else if actions.is_empty() {
-            Ok(())
-        } else {
-            out.clear();
+        out.clear();
+        if !all_forward {
             let mut data: Vec<Pdv<'_>> = Vec::new();
             for a in &actions {
                 match a {
@@ -562,8 +579,26 @@ async fn client_to_upstream(
             if !data.is_empty() {
                 encode_pdata(&mut out, &data);
             }
-            write_timed(&mut *uwr.lock().await, &out, idle).await
-        };
+        }
+        drop(actions);
+        if all_forward {
+            // Fast path: the PDU goes upstream as the same bytes, batched with its neighbours.
+            match batch.as_mut() {
+                Some(b) => b.unsplit(frame.bytes),
+                None => batch = Some(frame.bytes),
+            }
+            if batch.as_ref().is_none_or(|b| b.len() < BATCH_LIMIT) {
+                continue;
+            }
+        }
+        // Anything batched goes first, then what this PDU became.
+        let mut result = Ok(());
+        if let Some(b) = batch.take() {
+            result = write_timed(&mut *uwr.lock().await, &b, idle).await;
+        }
+        if result.is_ok() && !out.is_empty() {
+            result = write_timed(&mut *uwr.lock().await, &out, idle).await;
+        }
         if let Err(e) = result {
             let why = format!("upstream write failed: {e}");
             return st
