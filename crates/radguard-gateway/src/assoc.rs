@@ -13,11 +13,10 @@ use radguard_dicom::types::uids;
 use radguard_dicom::AeTitle;
 use radguard_events::{AlertKind, AssocId, Blame, Event};
 use radguard_policy::{Admission, AssociationFacts, ContextDecision, Policy, RejectWhy, Route};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::io::{linger, write_timed};
+use crate::io::{linger, split_tcp, write_timed, BoxRead, BoxWrite};
 use crate::negotiate::{effective_max, implementation, max_length, plan_contexts, ContextPlan};
 use crate::reader::{PduReader, ReadError};
 use crate::server::{PeerSlot, Shared};
@@ -26,8 +25,8 @@ use crate::server::{PeerSlot, Shared};
 pub struct ClientConn {
     pub id: AssocId,
     pub source: SocketAddr,
-    pub reader: PduReader<OwnedReadHalf>,
-    pub writer: OwnedWriteHalf,
+    pub reader: PduReader<BoxRead>,
+    pub writer: BoxWrite,
 }
 
 /// An association the policy admitted, with its planned contexts.
@@ -48,7 +47,7 @@ pub async fn run(
     _permit: OwnedSemaphorePermit,
     _slot: PeerSlot,
 ) {
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = split_tcp(stream);
     let mut conn = ClientConn {
         id,
         source,

@@ -10,6 +10,17 @@ use tokio::time::timeout;
 
 use crate::reader::{Frame, PduReader, ReadError};
 
+/// The read half of a client or upstream connection, plain TCP or TLS.
+pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a client or upstream connection, plain TCP or TLS.
+pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Splits a plain TCP stream into boxed halves (no lock: tokio's owned halves).
+pub fn split_tcp(stream: tokio::net::TcpStream) -> (BoxRead, BoxWrite) {
+    let (r, w) = stream.into_split();
+    (Box::new(r), Box::new(w))
+}
+
 /// Last time anything moved on an association, shared by both directions, so that one side
 /// waiting while the other streams is not taken for idleness.
 pub struct Activity {

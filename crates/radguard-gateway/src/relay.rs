@@ -17,7 +17,6 @@ use radguard_dicom::pdu::{
 use radguard_dicom::CommandField;
 use radguard_events::{AlertKind, Blame, Event};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
@@ -26,7 +25,9 @@ const BATCH_LIMIT: usize = 256 * 1024;
 
 use crate::assoc::{abort_client, reject_client, Admitted, ClientConn, MIN_PDU};
 use crate::gate::{judge, Contexts, Verdict};
-use crate::io::{push_command, read_idle, write_timed, Activity, IoError};
+use crate::io::{
+    push_command, read_idle, split_tcp, write_timed, Activity, BoxRead, BoxWrite, IoError,
+};
 use crate::negotiate::{client_ac, effective_max, max_length, upstream_rq};
 use crate::reader::{PduReader, ReadError};
 use crate::server::Shared;
@@ -83,7 +84,7 @@ pub async fn run(
         }
     };
     let _ = stream.set_nodelay(true);
-    let (urd, mut uwr) = stream.into_split();
+    let (urd, mut uwr) = split_tcp(stream);
     let mut ureader = PduReader::new(urd, MAX_ASSOCIATION_PDU);
 
     let rq_up = upstream_rq(
@@ -317,7 +318,7 @@ struct RelayState<'a> {
     adm: &'a Admitted,
     contexts: Contexts,
     activity: Activity,
-    client_wr: Mutex<OwnedWriteHalf>,
+    client_wr: Mutex<BoxWrite>,
     release_requested: AtomicBool,
     from_client: AtomicU64,
     from_upstream: AtomicU64,
@@ -339,7 +340,7 @@ impl RelayState<'_> {
     /// Aborts both sides (provider abort with `reason` to the client, to the upstream too).
     async fn abort_both(
         &self,
-        uwr: &Mutex<OwnedWriteHalf>,
+        uwr: &Mutex<BoxWrite>,
         reason: AbortReason,
         blame: Blame,
         why: String,
@@ -358,8 +359,8 @@ enum Action<'a> {
 
 async fn client_to_upstream(
     st: &RelayState<'_>,
-    reader: &mut PduReader<OwnedReadHalf>,
-    uwr: &Mutex<OwnedWriteHalf>,
+    reader: &mut PduReader<BoxRead>,
+    uwr: &Mutex<BoxWrite>,
 ) -> End {
     let idle = st.shared.settings.idle_timeout;
     let mut asm = Assembler::new();
@@ -611,8 +612,8 @@ async fn client_to_upstream(
 
 async fn upstream_to_client(
     st: &RelayState<'_>,
-    reader: &mut PduReader<OwnedReadHalf>,
-    uwr: &Mutex<OwnedWriteHalf>,
+    reader: &mut PduReader<BoxRead>,
+    uwr: &Mutex<BoxWrite>,
 ) -> End {
     let idle = st.shared.settings.idle_timeout;
     let mut asm = Assembler::new();
