@@ -47,7 +47,14 @@ fi
 # ------------------------------------------- orthanc system service: off
 # The Debian package enables orthanc.service / the SysV script and may start it on
 # 0.0.0.0:4242 + :8042. The tests run their own instances; stop and disable it.
-orthanc_sys_pids() { pgrep -x Orthanc -u orthanc 2>/dev/null || true; }
+orthanc_sys_pids() {  # Orthanc processes of the service user (the tests run theirs as themselves)
+  local d
+  for d in /proc/[0-9]*; do
+    [[ "$(cat "$d/comm" 2>/dev/null)" == Orthanc ]] || continue
+    [[ "$(stat -c %U "$d" 2>/dev/null)" == orthanc ]] && echo "${d#/proc/}"
+  done
+  return 0
+}
 sys_orthanc_listening() {
   command -v ss >/dev/null || return 1
   ss -Hltnp 2>/dev/null | grep -E ':(4242|8042)\b' | grep -qi orthanc

@@ -3,8 +3,8 @@
 
 Usage:  .venv/bin/python tests/py/compare_dirs.py SENTDIR RECVDIR [--allow-extra]
 
-Files are matched by SOP Instance UID (both trees are searched recursively, file names do not
-matter). The data sets are compared element by element (compare.py; the file meta is ignored).
+Files are matched by SOP Instance UID (both trees are searched recursively for `*.dcm` files;
+hidden files are ignored; names do not matter). The data sets are compared element by element (compare.py; the file meta is ignored).
 Exit 0 when every sent instance was received identical and (unless --allow-extra) nothing
 else was received; otherwise exit 1 with one line per problem. Last line: a summary.
 """
@@ -24,7 +24,7 @@ def index(root: Path) -> tuple[dict[str, Path], list[str]]:
     found: dict[str, Path] = {}
     problems: list[str] = []
     for p in sorted(root.rglob("*")):
-        if not p.is_file() or p.name.startswith(".") or p.suffix in (".json", ".lock"):
+        if not p.is_file() or p.name.startswith(".") or p.suffix != ".dcm":
             continue
         try:
             ds = dcmread(p, stop_before_pixels=True, force=True)

@@ -29,6 +29,7 @@ Output (stdout, one JSON object; the exit status is 0 unless the arguments were 
   "identifiers": [{...}],         # find: the identifiers, keyword -> string
   "final": {...},                 # move: last response (status, completed, failed, warning)
   "aborted": false,               # the association ended with an A-ABORT / A-P-ABORT
+  "note": "...",                  # only when pynetdicom saw the close before a received RJ
   "released": true,
   "error": null | "text"
 }
@@ -46,7 +47,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom import sop_class as sc
-from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ
 
 UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
@@ -171,12 +172,15 @@ def main() -> int:
         ae.add_requested_context(uid, tss)
 
     # --- events: connection opened? A-ABORT PDU received?
-    state = {"connected": False}
+    state: dict = {"connected": False, "rj": None}
 
     def on_open(_event):
         state["connected"] = True
 
     def on_pdu(event):
+        if isinstance(event.pdu, A_ASSOCIATE_RJ):
+            state["rj"] = {"result": int(event.pdu.result), "source": int(event.pdu.source),
+                           "reason": int(event.pdu.reason_diagnostic)}
         if isinstance(event.pdu, A_ABORT_RQ):
             out["abort"] = {"source": int(event.pdu.source),
                             "reason": int(event.pdu.reason_diagnostic)}
@@ -191,21 +195,31 @@ def main() -> int:
         prim = assoc.acceptor.primitive
         out["rejection"] = {"result": int(prim.result), "source": int(prim.result_source),
                             "reason": int(prim.diagnostic)}
+    elif state["rj"] is not None:
+        # An A-ASSOCIATE-RJ arrived, but the acceptor closed the connection so promptly that
+        # pynetdicom processed the close first and reports an abort: report what was received.
+        out["association"] = "rejected"
+        out["rejection"] = state["rj"]
+        out["note"] = "A-ASSOCIATE-RJ received; pynetdicom saw the connection close first"
     elif not state["connected"]:
         out["association"] = "connect-failed"
     else:
         out["association"] = "aborted"
         out["aborted"] = True
 
+    # Reported whenever an A-ASSOCIATE-AC arrived, also when pynetdicom then aborts because it
+    # accepted no context (it does that itself: "No accepted presentation contexts").
+    for cx in assoc.accepted_contexts:
+        out["contexts"]["accepted"].append({
+            "id": cx.context_id, "abstract_syntax": str(cx.abstract_syntax),
+            "transfer_syntax": str(cx.transfer_syntax[0]), "result": cx.result})
+    for cx in assoc.rejected_contexts:
+        out["contexts"]["rejected"].append({
+            "id": cx.context_id, "abstract_syntax": str(cx.abstract_syntax),
+            "result": cx.result})
+    if out["contexts"]["rejected"] and not out["contexts"]["accepted"] and out["aborted"]:
+        out["note"] = "A-ASSOCIATE-AC with every context rejected; pynetdicom then aborted"
     if assoc.is_established:
-        for cx in assoc.accepted_contexts:
-            out["contexts"]["accepted"].append({
-                "id": cx.context_id, "abstract_syntax": str(cx.abstract_syntax),
-                "transfer_syntax": str(cx.transfer_syntax[0]), "result": cx.result})
-        for cx in assoc.rejected_contexts:
-            out["contexts"]["rejected"].append({
-                "id": cx.context_id, "abstract_syntax": str(cx.abstract_syntax),
-                "result": cx.result})
         if a.ready_file:
             Path(a.ready_file).write_text("established\n")
         try:
@@ -232,14 +246,15 @@ def run(a, assoc, out: dict, files) -> None:
         while assoc.is_established and time.monotonic() < deadline:
             time.sleep(0.05)
     elif a.command == "store":
+        gone = False  # no response once: the association is gone, send nothing more
         for f, ds, err in files:
             res = {"file": f, "sop_class_uid": None, "sop_instance_uid": None,
                    "status": None, "error": err}
             if ds is not None:
                 res["sop_class_uid"] = str(ds.SOPClassUID)
                 res["sop_instance_uid"] = str(ds.SOPInstanceUID)
-                if not assoc.is_established:
-                    res["error"] = "association no longer established"
+                if gone or not assoc.is_established or assoc.is_aborted or out["abort"]:
+                    res["error"] = "not sent: association no longer established"
                 else:
                     try:
                         res["status"] = status_of(assoc.send_c_store(ds))
@@ -249,6 +264,7 @@ def run(a, assoc, out: dict, files) -> None:
                         res["error"] = str(e)
                     if res["status"] is None and res["error"] is None:
                         res["error"] = "no response (association aborted or timed out)"
+                        gone = True
             out["results"].append(res)
             out["statuses"].append(res["status"])
     elif a.command == "find":

@@ -57,7 +57,12 @@ pub async fn run(
     let Some(admitted) = establish(&shared, &mut conn).await else {
         return;
     };
+    let nothing_to_forward = admitted.plan.iter().all(|p| p.rejected.is_some());
     match admitted.admission.route().clone() {
+        // Every context refused: answer the A-ASSOCIATE-AC ourselves, never bother the upstream.
+        Route::Vault | Route::Upstream { .. } if nothing_to_forward => {
+            crate::vault_scp::run(&shared, conn, admitted).await
+        }
         Route::Vault => crate::vault_scp::run(&shared, conn, admitted).await,
         Route::Upstream {
             addr,

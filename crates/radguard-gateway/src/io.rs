@@ -123,13 +123,14 @@ pub fn push_command(out: &mut Vec<u8>, context_id: u8, command: &[u8], max: u32)
     }
 }
 
-/// After an A-ASSOCIATE-RJ or A-ABORT: stop writing, then wait (bounded) for the peer to close,
-/// so the last PDU is not lost to a TCP reset.
+/// After an A-ASSOCIATE-RJ or A-ABORT (PS3.8 Sta13): wait, bounded by `limit` (ARTIM), for the
+/// peer to close the connection, so it reads the last PDU before it sees the close; then close.
 pub async fn linger<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     reader: &mut PduReader<R>,
     writer: &mut W,
     limit: Duration,
 ) {
-    let _ = timeout(limit, writer.shutdown()).await;
+    let _ = timeout(limit, writer.flush()).await;
     let _ = timeout(limit, async { while reader.next().await.is_ok() {} }).await;
+    let _ = timeout(limit, writer.shutdown()).await;
 }

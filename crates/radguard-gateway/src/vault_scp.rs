@@ -33,18 +33,7 @@ struct Receiving {
 }
 
 pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
-    let Some(vault) = shared.vault.clone() else {
-        let why = "route to the vault, but no vault is open".to_string();
-        abort_client(
-            shared,
-            &mut conn,
-            AbortReason::NotSpecified,
-            Blame::Local,
-            why,
-        )
-        .await;
-        return;
-    };
+    let vault = shared.vault.clone();
     let max = shared.settings.max_pdu_length;
     let ac = local_ac(&adm.rq, &adm.plan, max, |abs, proposed| {
         let known = |ts: &str| {
@@ -83,7 +72,14 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
     shared.bus.emit(Event::AssociationAccepted {
         assoc: conn.id,
         peer: adm.admission.peer_name().to_string(),
-        route: format!("{} -> vault", adm.rq.called_ae_title),
+        route: if contexts.is_empty() {
+            format!(
+                "{} -> (every context refused; answered locally)",
+                adm.rq.called_ae_title
+            )
+        } else {
+            format!("{} -> vault", adm.rq.called_ae_title)
+        },
         accepted_contexts: contexts.len(),
         rejected_contexts: ac.presentation_contexts.len() - contexts.len(),
         max_pdu_client: adm.client_accepts,
@@ -264,9 +260,10 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
                                     request.sop_instance.as_ref(),
                                     Uid::new(&ts),
                                 ) {
-                                    match vault.begin(c, i, &t, &calling_ae) {
-                                        Ok(p) => r.pending = Some(p),
-                                        Err(e) => r.error = Some(e),
+                                    match vault.as_ref().map(|v| v.begin(c, i, &t, &calling_ae)) {
+                                        Some(Ok(p)) => r.pending = Some(p),
+                                        Some(Err(e)) => r.error = Some(e),
+                                        None => {}
                                     }
                                 }
                                 receiving = Some(r);

@@ -15,8 +15,6 @@ use crate::signature::{
 pub(crate) enum ContentHit {
     Exe { at: u64, exe: Exe },
     Pdf { at: u64, name: &'static [u8] },
-    /// A DOS header at `mz` whose `PE\0\0` would be at `pe`, beyond the local window.
-    FarPe { mz: u64, pe: u64 },
 }
 
 pub(crate) struct ContentScanner {
@@ -26,10 +24,19 @@ pub(crate) struct ContentScanner {
     pub(crate) hits: Vec<ContentHit>,
     head: [u8; 8],
     head_len: usize,
+    /// DOS headers (at `.0`) whose `PE\0\0` should be at `.1`, beyond the local window:
+    /// checked when those bytes pass.
+    far: Vec<(u64, u64)>,
+    /// The last bytes of the previous chunk, for a `PE\0\0` that straddles two chunks.
+    tail: [u8; 8],
+    tail_len: usize,
+    tail_abs: u64,
 }
 
 /// Cap on recorded hits per value: one is enough to condemn a file.
 const MAX_HITS: usize = 16;
+/// Cap on distant `PE\0\0` checks pending per value.
+const MAX_FAR: usize = 64;
 
 impl ContentScanner {
     /// A scanner for executables; with `pdf`, also for active PDF names.
@@ -45,6 +52,10 @@ impl ContentScanner {
             hits: Vec::new(),
             head: [0; 8],
             head_len: 0,
+            far: Vec::new(),
+            tail: [0; 8],
+            tail_len: 0,
+            tail_abs: 0,
         }
     }
 
@@ -59,10 +70,11 @@ impl ContentScanner {
         }
         match hit {
             Hit::Exe(Check::Found(exe)) => self.hits.push(ContentHit::Exe { at, exe }),
-            Hit::Exe(Check::FarPe { e_lfanew }) => self.hits.push(ContentHit::FarPe {
-                mz: at,
-                pe: at + u64::from(e_lfanew),
-            }),
+            Hit::Exe(Check::FarPe { e_lfanew }) => {
+                if self.far.len() < MAX_FAR {
+                    self.far.push((at, at + u64::from(e_lfanew)));
+                }
+            }
             Hit::Pdf(name) => self.hits.push(ContentHit::Pdf { at, name }),
             Hit::Exe(Check::No | Check::NeedMore) => {}
         }
@@ -97,6 +109,61 @@ impl ContentScanner {
 
     /// Feeds the next chunk of the value; `abs` is the chunk's absolute offset.
     pub(crate) fn feed(&mut self, chunk: &[u8], abs: u64) {
+        self.feed_inner(chunk, abs);
+        self.resolve_far(chunk, abs);
+    }
+
+    /// Checks distant `PE\0\0` positions that this chunk completes.
+    fn resolve_far(&mut self, chunk: &[u8], abs: u64) {
+        let end = abs + chunk.len() as u64;
+        if !self.far.is_empty() {
+            let (tail, tail_abs, tail_len) = (self.tail, self.tail_abs, self.tail_len as u64);
+            let mut found = Vec::new();
+            self.far.retain(|&(mz, pe)| {
+                if pe + 6 > end {
+                    return true;
+                }
+                let mut b = [0u8; 6];
+                for (k, slot) in b.iter_mut().enumerate() {
+                    let a = pe + k as u64;
+                    *slot = if a >= abs {
+                        chunk[(a - abs) as usize]
+                    } else if a >= tail_abs && a < tail_abs + tail_len {
+                        tail[(a - tail_abs) as usize]
+                    } else {
+                        return false; // already gone (cannot happen for pe > mz + WINDOW)
+                    };
+                }
+                if let Some(machine) = crate::signature::is_pe_header(&b) {
+                    found.push((mz, machine));
+                }
+                false
+            });
+            for (mz, machine) in found {
+                if self.hits.len() < MAX_HITS {
+                    self.hits.push(ContentHit::Exe {
+                        at: mz,
+                        exe: Exe::Pe { machine },
+                    });
+                }
+            }
+        }
+        // Keep the last 8 bytes seen (joining with the old tail for tiny chunks).
+        let mut joined = [0u8; 16];
+        let old = self.tail_len.min(8);
+        joined[..old].copy_from_slice(&self.tail[..old]);
+        let take = chunk.len().min(8);
+        joined[old..old + take].copy_from_slice(&chunk[chunk.len() - take..]);
+        let total = old + take;
+        let keep = total.min(8);
+        let mut t = [0u8; 8];
+        t[..keep].copy_from_slice(&joined[total - keep..total]);
+        self.tail = t;
+        self.tail_len = keep;
+        self.tail_abs = end - keep as u64;
+    }
+
+    fn feed_inner(&mut self, chunk: &[u8], abs: u64) {
         if self.head_len < self.head.len() {
             let n = (self.head.len() - self.head_len).min(chunk.len());
             self.head[self.head_len..self.head_len + n].copy_from_slice(&chunk[..n]);
@@ -188,17 +255,22 @@ mod tests {
     }
 
     #[test]
-    fn far_pe_is_reported_for_a_probe() {
-        let mut data = vec![0u8; 64];
-        data[..2].copy_from_slice(b"MZ");
-        data[0x3c..0x40].copy_from_slice(&0x10000u32.to_le_bytes());
-        let hits = scan_in_chunks(&data, 10);
-        assert_eq!(
-            hits,
-            vec![ContentHit::FarPe {
-                mz: 1000,
-                pe: 1000 + 0x10000
-            }]
-        );
+    fn far_pe_is_checked_when_its_bytes_pass() {
+        for chunk in [3usize, 10, 4096, 70_000] {
+            let mut data = vec![0u8; 0x10100];
+            pe_at(&mut data, 5, 0x10000);
+            let hits = scan_in_chunks(&data, chunk);
+            assert_eq!(
+                hits,
+                vec![ContentHit::Exe {
+                    at: 1005,
+                    exe: Exe::Pe { machine: 0x14c }
+                }],
+                "chunk {chunk}"
+            );
+            // Pointing past the end: nothing.
+            let hits = scan_in_chunks(&data[..0x10000], chunk);
+            assert!(hits.is_empty());
+        }
     }
 }

@@ -198,6 +198,8 @@ pub struct DataSetFacts {
     pub sop_instance_uid: Option<String>,
     /// Whether the file is a DICOMDIR (Media Storage Directory Storage).
     pub is_dicomdir: bool,
+    /// Offset of the first data set byte after the meta group (Part 10 files).
+    pub dataset_start: Option<u64>,
     /// Number of bytes that belong to the Part 10 file (preamble, meta, data set); bytes past
     /// this are trailing data. For a Deflated data set: the compressed end.
     pub dataset_end: Option<u64>,

@@ -41,7 +41,9 @@ pub(crate) enum Check {
     NeedMore,
     /// A DOS header whose `e_lfanew` points further than the local window: the caller must
     /// look at `PE\0\0` at this distance from the `MZ`.
-    FarPe { e_lfanew: u32 },
+    FarPe {
+        e_lfanew: u32,
+    },
 }
 
 /// Distance within which a structural check is done on buffered bytes. A DOS header whose
@@ -50,8 +52,8 @@ pub(crate) const WINDOW: usize = 4096;
 
 /// Machine types a Windows loader knows (IMAGE_FILE_MACHINE_*).
 const PE_MACHINES: &[u16] = &[
-    0x014c, 0x8664, 0xaa64, 0x01c0, 0x01c2, 0x01c4, 0x0200, 0x0ebc, 0x0166, 0x0169, 0x01a2,
-    0x01a6, 0x01f0, 0x01f1, 0x5032, 0x5064, 0x5128, 0x6232, 0xa641, 0x0284, 0x9041,
+    0x014c, 0x8664, 0xaa64, 0x01c0, 0x01c2, 0x01c4, 0x0200, 0x0ebc, 0x0166, 0x0169, 0x01a2, 0x01a6,
+    0x01f0, 0x01f1, 0x5032, 0x5064, 0x5128, 0x6232, 0xa641, 0x0284, 0x9041,
 ];
 
 /// True when `bytes` (at least 6) are `PE\0\0` followed by a known machine type.
@@ -217,7 +219,12 @@ pub(crate) fn check_at(pattern: usize, data: &[u8], complete: bool) -> Hit {
         0 => Hit::Exe(check_pe(data, complete)),
         1 => Hit::Exe(check_elf(data, complete)),
         2..=5 => Hit::Exe(check_macho(data, complete)),
-        p => Hit::Pdf(PDF_PATTERNS.get(p - EXE_PATTERNS.len()).copied().unwrap_or(b"")),
+        p => Hit::Pdf(
+            PDF_PATTERNS
+                .get(p - EXE_PATTERNS.len())
+                .copied()
+                .unwrap_or(b""),
+        ),
     }
 }
 
@@ -226,7 +233,9 @@ pub(crate) fn check_at(pattern: usize, data: &[u8], complete: bool) -> Hit {
 pub(crate) enum PreambleKind {
     Zero,
     /// DOS header; `e_lfanew` given.
-    Mz { e_lfanew: u32 },
+    Mz {
+        e_lfanew: u32,
+    },
     Exe(Exe),
     /// An executable magic without a valid header behind it.
     BareMagic(&'static str),
@@ -298,7 +307,10 @@ mod tests {
         let mut bad = pe(0x80);
         bad[0x80] = b'X';
         assert_eq!(check_pe(&bad, true), Check::No);
-        assert!(matches!(check_pe(&pe(0x2000)[..0x40], false), Check::FarPe { .. }));
+        assert!(matches!(
+            check_pe(&pe(0x2000)[..0x40], false),
+            Check::FarPe { .. }
+        ));
     }
 
     #[test]
@@ -311,7 +323,10 @@ mod tests {
         elf[0x10] = 2;
         elf[0x12] = 0x3e;
         elf[0x14] = 1;
-        assert!(matches!(check_elf(&elf, true), Check::Found(Exe::Elf { .. })));
+        assert!(matches!(
+            check_elf(&elf, true),
+            Check::Found(Exe::Elf { .. })
+        ));
         elf[0x14] = 0;
         assert_eq!(check_elf(&elf, true), Check::No);
 
@@ -320,7 +335,10 @@ mod tests {
         m[4..8].copy_from_slice(&0x0100_000cu32.to_le_bytes());
         m[12..16].copy_from_slice(&2u32.to_le_bytes());
         m[16..20].copy_from_slice(&15u32.to_le_bytes());
-        assert!(matches!(check_macho(&m, true), Check::Found(Exe::MachO { .. })));
+        assert!(matches!(
+            check_macho(&m, true),
+            Check::Found(Exe::MachO { .. })
+        ));
         m[12..16].copy_from_slice(&99u32.to_le_bytes());
         assert_eq!(check_macho(&m, true), Check::No);
     }

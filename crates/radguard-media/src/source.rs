@@ -73,9 +73,13 @@ impl<R: Read> Source<R> {
         self.pos
     }
 
+    /// Absolute offset of `buf[idx]` (before `start` for history, after it for unread data).
     fn abs_of(&self, idx: usize) -> u64 {
-        // idx >= first; offsets before start are history.
-        self.pos - (self.start - idx) as u64
+        if idx >= self.start {
+            self.pos + (idx - self.start) as u64
+        } else {
+            self.pos - (self.start - idx) as u64
+        }
     }
 
     /// Reads more data, keeping up to `HISTORY` bytes before `start` and any unread bytes.
@@ -150,6 +154,11 @@ impl<R: Read> Source<R> {
         }
     }
 
+    /// Whether probes are still waiting for their bytes.
+    pub(crate) fn has_pending_probes(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Takes the probe results gathered so far.
     pub(crate) fn take_probe_results(&mut self) -> Vec<ProbeResult> {
         std::mem::take(&mut self.results)
@@ -195,11 +204,7 @@ impl<R: Read> Source<R> {
 
     /// Consumes up to `n` bytes, handing each contiguous piece to `f` with its absolute
     /// offset. Returns the number of bytes consumed (less than `n` at end of stream).
-    pub(crate) fn skip_with(
-        &mut self,
-        n: u64,
-        mut f: impl FnMut(&[u8], u64),
-    ) -> io::Result<u64> {
+    pub(crate) fn skip_with(&mut self, n: u64, mut f: impl FnMut(&[u8], u64)) -> io::Result<u64> {
         let mut left = n;
         while left > 0 {
             if self.start == self.end && self.refill()? == 0 {

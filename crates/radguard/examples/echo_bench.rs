@@ -35,7 +35,8 @@ fn one(addr: &str, rq: &[u8], echo: &[u8]) -> Result<(), String> {
     s.write_all(echo).map_err(|e| e.to_string())?;
     let rsp = read_pdu(&mut s).map_err(|e| e.to_string())?;
     let items = pdvs(rsp.get(6..).unwrap_or(&[])).map_err(|e| e.to_string())?;
-    let cmd = Command::decode(items.first().map(|p| p.data).unwrap_or(&[])).map_err(|e| e.to_string())?;
+    let cmd =
+        Command::decode(items.first().map(|p| p.data).unwrap_or(&[])).map_err(|e| e.to_string())?;
     if cmd.status != Some(0) {
         return Err(format!("echo status {:?}", cmd.status));
     }

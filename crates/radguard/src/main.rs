@@ -44,6 +44,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Json)]
         log_format: LogFormat,
     },
+    /// Scan DICOM files, folders and media (DICOMDIR) for malware and malformed content.
+    ///
+    /// Each file gets a verdict (clean, suspicious, malicious, not-dicom, malformed) with
+    /// findings; exit status 0 when everything is clean, 1 when anything is not, 2 on usage error.
+    Scan(radguard_media::cli::ScanArgs),
+    /// Rebuild DICOM files from their parsed content (content disarm and reconstruction).
+    ///
+    /// Writes new Part 10 files under --out (zeroed preamble, rebuilt meta header, no trailing
+    /// data); files that cannot be made safe go to OUT/quarantine/ with a reason file. Inputs are
+    /// never modified.
+    Sanitize(radguard_media::cli::SanitizeArgs),
     /// Check configuration files.
     Config {
         #[command(subcommand)]
@@ -86,6 +97,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Scan(args) => exit(radguard_media::cli::run_scan(args)),
+        Command::Sanitize(args) => exit(radguard_media::cli::run_sanitize(args)),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => match radguard_policy::load_file(&file) {
@@ -107,6 +120,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(2))
 }
 
 fn init_logs(format: LogFormat) {

@@ -1,0 +1,487 @@
+//! The `radguard scan` and `radguard sanitize` subcommands: clap arguments and runners that
+//! return the process exit status. The binary wires them in; all the work is in the library.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use crate::{
+    sanitize_file, scan_path, FileReport, SanitizeOptions, SanitizeOutcome, ScanOptions, Severity,
+    Verdict,
+};
+
+/// Exit status: everything clean (scan) or written (sanitize).
+pub const EXIT_OK: i32 = 0;
+/// Exit status: at least one file is not clean (scan) or was quarantined (sanitize).
+pub const EXIT_FINDINGS: i32 = 1;
+/// Exit status: bad arguments, a path that does not exist, an unusable output folder.
+pub const EXIT_USAGE: i32 = 2;
+
+/// Check DICOM files, folders and media (CD, DVD, USB stick with a DICOMDIR) for malware.
+///
+/// Each file gets a verdict: clean, suspicious, malformed, not-dicom or malicious, with
+/// findings (severity, byte offset, explanation). Looks for executables hidden in the
+/// 128-byte preamble (PE/DOS, ELF, Mach-O, #! scripts; ZIP, PDF; TIFF only with
+/// --allow-tiff) and inside element values, bytes after the data set, a bad meta header,
+/// impossible lengths, misplaced undefined lengths, deep nesting, pixel data of the wrong
+/// size, deflate bombs, and DICOMDIR paths that leave the media or name missing files.
+/// Files are only read, never changed.
+///
+/// Exit status: 0 all files clean, 1 at least one file is not clean (including not-dicom),
+/// 2 usage error.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScanArgs {
+    /// Files or folders to scan. Folders are walked recursively (symbolic links to folders
+    /// are not followed). Point it at the mounted CD to check a patient's disc.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// Print one JSON object per file on stdout (JSON Lines); the summary goes to stderr.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Number of files scanned in parallel [default: number of CPUs].
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Accept a TIFF header in the preamble (dual-personality whole-slide images) instead of
+    /// calling the file suspicious.
+    #[arg(long)]
+    pub allow_tiff: bool,
+
+    /// Deepest sequence nesting accepted.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_depth: usize,
+
+    /// Largest inflated size of a Deflated data set, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    pub max_inflated_mib: u64,
+
+    /// Largest inflated:compressed ratio of a Deflated data set (checked past 16 MiB).
+    #[arg(long, value_name = "RATIO", default_value_t = 200)]
+    pub max_inflate_ratio: u64,
+
+    /// List only files that are not clean (the summary is always printed).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+
+    /// Never show a progress bar (it is only shown when stderr is a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Rebuild DICOM files into clean copies (content disarm and reconstruction).
+///
+/// Each input is parsed and written anew into --out: preamble zeroed, meta header rebuilt
+/// from the data set, bytes after the data set dropped, private elements holding
+/// executables dropped, and optionally all private elements, overlays or encapsulated
+/// documents. Output files are named <SOP Instance UID>.dcm (after validating the UID) or
+/// <sha256>.dcm, never after the input's name, and are never written outside --out. Every
+/// output is scanned again and must be clean. What cannot be made safe is copied to
+/// <out>/quarantine/<sha256>.quarantined with a <sha256>.reason.txt. DICOMDIR files are
+/// skipped (they name the original files). Inputs are never modified.
+///
+/// Exit status: 0 everything written or skipped, 1 something quarantined, 2 usage or output
+/// folder error.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SanitizeArgs {
+    /// Files or folders to sanitize (folders recursively).
+    #[arg(required = true, value_name = "IN")]
+    pub inputs: Vec<PathBuf>,
+
+    /// Output folder; created if missing. Clean copies go here, the rest to DIR/quarantine/.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Print one JSON object per input on stdout (JSON Lines); the summary goes to stderr.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Number of files processed in parallel [default: number of CPUs].
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Accept a TIFF header in the input's preamble (it is zeroed in the output anyway).
+    #[arg(long)]
+    pub allow_tiff: bool,
+
+    /// Drop all private elements (odd groups) except blocks of --keep-private-creator.
+    #[arg(long)]
+    pub drop_private: bool,
+
+    /// With --drop-private: keep the private block of this Private Creator (repeatable),
+    /// e.g. --keep-private-creator "SIEMENS CSA HEADER".
+    #[arg(long, value_name = "CREATOR", requires = "drop_private")]
+    pub keep_private_creator: Vec<String>,
+
+    /// Drop overlay groups (6000-601E,xxxx): burnt-in annotations and overlay bitmaps.
+    #[arg(long)]
+    pub drop_overlays: bool,
+
+    /// Quarantine instances that carry an Encapsulated Document (PDF, CDA, STL...) instead
+    /// of importing them.
+    #[arg(long)]
+    pub drop_encapsulated_documents: bool,
+
+    /// Largest input file rebuilt, in MiB (rebuilding holds the file in memory).
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    pub max_input_mib: u64,
+
+    /// List only inputs that were not written as-is (the summary is always printed).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Expands files and folders into a sorted list of files; errors are reported as findings.
+fn collect(paths: &[PathBuf], skip_under: Option<&Path>) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if meta.is_dir() {
+            walk_dir(p, &mut out, skip_under);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>, skip_under: Option<&Path>) {
+    if let (Some(skip), Ok(canon)) = (skip_under, std::fs::canonicalize(dir)) {
+        if canon.starts_with(skip) {
+            return;
+        }
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        // Unreadable folders show up as an I/O finding when scanned as a file.
+        out.push(dir.to_path_buf());
+        return;
+    };
+    let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => walk_dir(&p, out, skip_under),
+            Ok(m) if m.file_type().is_symlink() => {
+                // Follow links to files, never links to folders (loops, escapes).
+                if std::fs::metadata(&p).is_ok_and(|t| t.is_file()) {
+                    out.push(p);
+                }
+            }
+            Ok(_) => out.push(p),
+            Err(_) => out.push(p),
+        }
+    }
+}
+
+fn progress(n: usize, hide: bool) -> ProgressBar {
+    if hide || n < 2 || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(n as u64);
+    if let Ok(style) =
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} files {msg}")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}
+
+fn pool(jobs: Option<usize>) -> Result<rayon::ThreadPool, String> {
+    let mut b = rayon::ThreadPoolBuilder::new();
+    if let Some(j) = jobs {
+        if j == 0 {
+            return Err("--jobs must be at least 1".into());
+        }
+        b = b.num_threads(j);
+    }
+    b.build()
+        .map_err(|e| format!("cannot start worker threads: {e}"))
+}
+
+fn human_bytes(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+fn print_report(out: &mut impl Write, r: &FileReport) -> std::io::Result<()> {
+    writeln!(out, "{:<11} {}", r.verdict.as_str(), r.path.display())?;
+    for f in &r.findings {
+        let off = f.offset.map(|o| format!(" @{o}")).unwrap_or_default();
+        writeln!(
+            out,
+            "    {:<8} {}{}: {}",
+            f.severity, f.code, off, f.message
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs `radguard scan`; returns the exit status.
+pub fn run_scan(args: ScanArgs) -> i32 {
+    let opts = ScanOptions {
+        allow_tiff_preamble: args.allow_tiff,
+        max_depth: args.max_depth,
+        max_inflated_bytes: args.max_inflated_mib.saturating_mul(1 << 20),
+        max_inflate_ratio: args.max_inflate_ratio,
+        ..ScanOptions::default()
+    };
+    let files = match collect(&args.paths, None) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("radguard scan: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let pool = match pool(args.jobs) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("radguard scan: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let started = Instant::now();
+    let pb = progress(files.len(), args.no_progress);
+    let reports: Vec<FileReport> = pool.install(|| {
+        files
+            .par_iter()
+            .map(|p| {
+                let r = scan_path(p, &opts);
+                pb.inc(1);
+                r
+            })
+            .collect()
+    });
+    pb.finish_and_clear();
+    let elapsed = started.elapsed();
+
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut counts: BTreeMap<Verdict, usize> = BTreeMap::new();
+    let mut bytes = 0u64;
+    for r in &reports {
+        *counts.entry(r.verdict).or_default() += 1;
+        bytes += r.facts.as_ref().map(|f| f.bytes_read).unwrap_or(0);
+        let res = if args.json {
+            serde_json::to_string(r)
+                .map_err(std::io::Error::other)
+                .and_then(|s| writeln!(out, "{s}"))
+        } else if args.quiet && r.verdict == Verdict::Clean {
+            Ok(())
+        } else {
+            print_report(&mut out, r)
+        };
+        if res.is_err() {
+            // stdout closed (e.g. piped into head): stop printing, keep the status.
+            break;
+        }
+    }
+    let _ = out.flush();
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 {
+        format!(", {}/s", human_bytes((bytes as f64 / secs) as u64))
+    } else {
+        String::new()
+    };
+    let parts: Vec<String> = [
+        Verdict::Clean,
+        Verdict::Suspicious,
+        Verdict::Malformed,
+        Verdict::NotDicom,
+        Verdict::Malicious,
+    ]
+    .iter()
+    .map(|v| format!("{} {}", counts.get(v).copied().unwrap_or(0), v))
+    .collect();
+    let summary = format!(
+        "scanned {} files ({}) in {:.2} s{}: {}",
+        reports.len(),
+        human_bytes(bytes),
+        secs,
+        rate,
+        parts.join(", ")
+    );
+    if args.json {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
+    let worst = reports.iter().any(|r| r.verdict != Verdict::Clean);
+    if worst {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    }
+}
+
+/// Runs `radguard sanitize`; returns the exit status.
+pub fn run_sanitize(args: SanitizeArgs) -> i32 {
+    let opts = SanitizeOptions {
+        scan: ScanOptions {
+            allow_tiff_preamble: args.allow_tiff,
+            ..ScanOptions::default()
+        },
+        drop_private: args.drop_private,
+        keep_private_creators: args.keep_private_creator.clone(),
+        drop_overlays: args.drop_overlays,
+        drop_encapsulated_documents: args.drop_encapsulated_documents,
+        max_input_bytes: args.max_input_mib.saturating_mul(1 << 20),
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.out) {
+        eprintln!(
+            "radguard sanitize: cannot create {}: {e}",
+            args.out.display()
+        );
+        return EXIT_USAGE;
+    }
+    let out_canon = std::fs::canonicalize(&args.out).ok();
+    let files = match collect(&args.inputs, out_canon.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("radguard sanitize: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let pool = match pool(args.jobs) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("radguard sanitize: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let pb = progress(files.len(), args.no_progress);
+    let results: Vec<(PathBuf, Result<SanitizeOutcome, String>)> = pool.install(|| {
+        files
+            .par_iter()
+            .map(|p| {
+                let r = sanitize_file(p, &args.out, &opts).map_err(|e| e.to_string());
+                pb.inc(1);
+                (p.clone(), r)
+            })
+            .collect()
+    });
+    pb.finish_and_clear();
+
+    let (mut written, mut dups, mut quarantined, mut skipped, mut errors) = (0, 0, 0, 0, 0);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for (input, r) in &results {
+        let line = match r {
+            Ok(o) => {
+                match o {
+                    SanitizeOutcome::Written { duplicate, .. } => {
+                        written += 1;
+                        if *duplicate {
+                            dups += 1;
+                        }
+                    }
+                    SanitizeOutcome::Quarantined { .. } => quarantined += 1,
+                    SanitizeOutcome::Skipped { .. } => skipped += 1,
+                }
+                if args.json {
+                    serde_json::to_string(o).unwrap_or_default()
+                } else {
+                    human_outcome(o, args.quiet)
+                }
+            }
+            Err(e) => {
+                errors += 1;
+                if args.json {
+                    serde_json::json!({"outcome": "error", "input": input, "error": e}).to_string()
+                } else {
+                    format!("error       {}: {e}", input.display())
+                }
+            }
+        };
+        if !line.is_empty() && writeln!(out, "{line}").is_err() {
+            break;
+        }
+    }
+    let _ = out.flush();
+    let summary = format!(
+        "sanitized {} files: {written} written ({dups} duplicates), {quarantined} quarantined, {skipped} skipped, {errors} errors; output in {}",
+        results.len(),
+        args.out.display()
+    );
+    if args.json {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
+    if errors > 0 {
+        EXIT_USAGE
+    } else if quarantined > 0 {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    }
+}
+
+fn human_outcome(o: &SanitizeOutcome, quiet: bool) -> String {
+    match o {
+        SanitizeOutcome::Written {
+            input,
+            output,
+            changes,
+            duplicate,
+            ..
+        } => {
+            if quiet && changes.is_empty() {
+                return String::new();
+            }
+            let mut s = format!(
+                "{:<11} {} -> {}",
+                if *duplicate { "duplicate" } else { "written" },
+                input.display(),
+                output.display()
+            );
+            for c in changes {
+                s.push_str(&format!("\n    {c}"));
+            }
+            s
+        }
+        SanitizeOutcome::Quarantined {
+            input,
+            copy,
+            reasons,
+            ..
+        } => {
+            let mut s = format!(
+                "{:<11} {} -> {}",
+                "quarantined",
+                input.display(),
+                copy.display()
+            );
+            for r in reasons {
+                s.push_str(&format!("\n    {r}"));
+            }
+            s
+        }
+        SanitizeOutcome::Skipped { input, reason } => {
+            format!("{:<11} {}: {reason}", "skipped", input.display())
+        }
+    }
+}
+
+/// The worst severity in a report, for callers that want a one-word summary.
+pub fn worst_severity(r: &FileReport) -> Option<Severity> {
+    r.findings.iter().map(|f| f.severity).max()
+}
