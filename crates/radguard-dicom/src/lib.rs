@@ -14,4 +14,5 @@ pub mod types;
 pub use types::{AeTitle, CommandField, FieldError, Operation, Uid};
 pub mod assembler;
 pub mod dimse;
+pub mod head;
 pub mod pdu;

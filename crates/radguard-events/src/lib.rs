@@ -60,6 +60,18 @@ pub enum AlertKind {
     InstanceConflict,
 }
 
+/// Whose images a request concerned: the identifying attributes from the head of its data set
+/// (C-STORE) or identifier (C-FIND/MOVE/GET). These are patient identifiers: they go to the audit
+/// store and to subscribers, never into the ordinary log lines ([`Event::for_log`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Subject {
+    pub patient_id: Option<String>,
+    pub patient_name: Option<String>,
+    pub study_uid: Option<String>,
+    pub series_uid: Option<String>,
+    pub accession_number: Option<String>,
+}
+
 /// Everything the gateway reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
@@ -124,10 +136,16 @@ pub enum Event {
         command: String,
         status: u16,
         from: Blame,
+        sop_class: Option<String>,
+        sop_instance: Option<String>,
+        /// Patient/study of the request (PHI: removed from log lines).
+        subject: Option<Subject>,
     },
     InstanceStored {
         assoc: AssocId,
         sop_instance: String,
+        /// Patient/study of the instance (PHI: removed from log lines).
+        subject: Option<Subject>,
         sha256: Option<String>,
         bytes: u64,
         outcome: VaultOutcome,
@@ -154,6 +172,29 @@ pub enum Event {
     ShutdownFinished {
         aborted: usize,
     },
+}
+
+impl Event {
+    /// The event as it may appear in an ordinary log line: patient identifiers removed.
+    pub fn for_log(&self) -> std::borrow::Cow<'_, Event> {
+        match self {
+            Event::DimseResponse {
+                subject: Some(_), ..
+            }
+            | Event::InstanceStored {
+                subject: Some(_), ..
+            } => {
+                let mut e = self.clone();
+                if let Event::DimseResponse { subject, .. }
+                | Event::InstanceStored { subject, .. } = &mut e
+                {
+                    *subject = None;
+                }
+                std::borrow::Cow::Owned(e)
+            }
+            _ => std::borrow::Cow::Borrowed(self),
+        }
+    }
 }
 
 /// An event with its time (milliseconds since the Unix epoch) and a sequence number.
@@ -198,7 +239,12 @@ impl EventBus {
                 .unwrap_or(0),
             event,
         };
-        match serde_json::to_string(&record) {
+        let log_view = EventRecord {
+            seq: record.seq,
+            time_ms: record.time_ms,
+            event: record.event.for_log().into_owned(),
+        };
+        match serde_json::to_string(&log_view) {
             Ok(json) => tracing::info!(target: "radguard::event", event = %json),
             Err(e) => tracing::error!(target: "radguard::event", "event not serialisable: {e}"),
         }
@@ -228,5 +274,24 @@ mod tests {
         let json = serde_json::to_value(&*b).unwrap();
         assert_eq!(json["event"], "shutdown-finished");
         assert_eq!(json["aborted"], 0);
+    }
+
+    #[test]
+    fn log_view_has_no_patient_identifiers() {
+        let e = Event::InstanceStored {
+            assoc: AssocId(1),
+            sop_instance: "1.2.3".into(),
+            subject: Some(Subject {
+                patient_id: Some("PID-SECRET".into()),
+                ..Default::default()
+            }),
+            sha256: None,
+            bytes: 1,
+            outcome: VaultOutcome::Stored,
+        };
+        let log = serde_json::to_string(&*e.for_log()).unwrap();
+        assert!(!log.contains("PID-SECRET"), "{log}");
+        let full = serde_json::to_string(&e).unwrap();
+        assert!(full.contains("PID-SECRET"));
     }
 }

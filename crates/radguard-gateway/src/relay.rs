@@ -10,12 +10,14 @@ use bytes::BytesMut;
 use dicom_ul::pdu::{AssociationAC, Pdu};
 use radguard_dicom::assembler::{Assembler, Step};
 use radguard_dicom::dimse::{encode_response, Command};
+use radguard_dicom::head::{HeadFacts, HeadSniffer};
 use radguard_dicom::pdu::{
     abort_bytes, decode_control, encode_pdata, pdvs, AbortReason, PduType, Pdv, RELEASE_RP,
     RELEASE_RQ,
 };
+use radguard_dicom::types::uids;
 use radguard_dicom::CommandField;
-use radguard_events::{AlertKind, Blame, Event};
+use radguard_events::{AlertKind, Blame, Event, Subject};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -323,7 +325,7 @@ struct RelayState<'a> {
     from_client: AtomicU64,
     from_upstream: AtomicU64,
     /// Message ID → command of the requests in flight (for the response events).
-    outstanding: StdMutex<HashMap<u16, CommandField>>,
+    outstanding: StdMutex<HashMap<u16, InFlight>>,
     id: radguard_events::AssocId,
     to_client_max: u32,
     to_upstream_max: u32,
@@ -352,6 +354,39 @@ impl RelayState<'_> {
     }
 }
 
+/// A request relayed upstream and not yet answered.
+struct InFlight {
+    sop_class: Option<String>,
+    sop_instance: Option<String>,
+    subject: Option<Subject>,
+}
+
+/// The data set of the request being relayed: its identifying head is sniffed on the way.
+struct Sniffing {
+    message_id: u16,
+    sniffer: Option<HeadSniffer>,
+}
+
+fn subject_of(f: HeadFacts) -> Subject {
+    Subject {
+        patient_id: f.patient_id,
+        patient_name: f.patient_name,
+        study_uid: f.study_uid,
+        series_uid: f.series_uid,
+        accession_number: f.accession_number,
+    }
+}
+
+/// Whether the head of a data set in this transfer syntax can be sniffed, and how.
+pub(crate) fn sniffer_for(ts: &str) -> Option<HeadSniffer> {
+    match ts {
+        uids::IMPLICIT_VR_LE => Some(HeadSniffer::new(false)),
+        // Big endian and deflated heads are not read; every other syntax is explicit VR LE.
+        "1.2.840.10008.1.2.2" | "1.2.840.10008.1.2.1.99" => None,
+        _ => Some(HeadSniffer::new(true)),
+    }
+}
+
 enum Action<'a> {
     Forward(Pdv<'a>),
     Command { context_id: u8, raw: Vec<u8> },
@@ -366,6 +401,7 @@ async fn client_to_upstream(
     let mut asm = Assembler::new();
     // Whether the data set of the current message goes upstream (false after a refusal).
     let mut forwarding = true;
+    let mut sniffing: Option<Sniffing> = None;
     let mut out: Vec<u8> = Vec::new();
     // PDUs that go upstream unchanged, batched while more are already buffered (contiguous
     // slices of the read buffer: `unsplit` joins them without copying).
@@ -474,9 +510,22 @@ async fn client_to_upstream(
             };
             match step {
                 Step::CommandPartial => {}
-                Step::Data { .. } => {
+                Step::Data { data, is_last, .. } => {
                     if forwarding {
                         actions.push(Action::Forward(pdv));
+                        if let Some(sn) = sniffing.as_mut() {
+                            let done = sn.sniffer.as_mut().is_none_or(|s| s.feed(data));
+                            if done || is_last {
+                                if let Some(sn) = sniffing.take() {
+                                    let facts = sn.sniffer.map(|s| subject_of(s.finish()));
+                                    if let Ok(mut o) = st.outstanding.lock() {
+                                        if let Some(f) = o.get_mut(&sn.message_id) {
+                                            f.subject = facts;
+                                        }
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
                 Step::Command {
@@ -505,9 +554,29 @@ async fn client_to_upstream(
                         });
                         if request.field != CommandField::CCancelRq {
                             if let Ok(mut o) = st.outstanding.lock() {
-                                o.insert(request.message_id, request.field);
+                                o.insert(
+                                    request.message_id,
+                                    InFlight {
+                                        sop_class: request
+                                            .sop_class
+                                            .as_ref()
+                                            .map(|u| u.to_string()),
+                                        sop_instance: request
+                                            .sop_instance
+                                            .as_ref()
+                                            .map(|u| u.to_string()),
+                                        subject: None,
+                                    },
+                                );
                             }
                         }
+                        sniffing = request.has_data_set.then(|| Sniffing {
+                            message_id: request.message_id,
+                            sniffer: st
+                                .contexts
+                                .get(context_id)
+                                .and_then(|(_, ts)| sniffer_for(ts)),
+                        });
                         actions.push(Action::Command { context_id, raw });
                     }
                     Verdict::Refuse {
@@ -735,14 +804,19 @@ fn note_response(st: &RelayState<'_>, command: &Command) {
     if pending {
         return;
     }
-    if let Ok(mut o) = st.outstanding.lock() {
-        o.remove(&id);
-    }
+    let flight = st.outstanding.lock().ok().and_then(|mut o| o.remove(&id));
+    let (sop_class, sop_instance, subject) = match flight {
+        Some(f) => (f.sop_class, f.sop_instance, f.subject),
+        None => (None, None, None),
+    };
     st.shared.bus.emit(Event::DimseResponse {
         assoc: st.id,
         message_id: id,
         command: format!("{field:?}"),
         status,
         from: Blame::Upstream,
+        sop_class: sop_class.or_else(|| command.affected_sop_class.clone()),
+        sop_instance: sop_instance.or_else(|| command.affected_sop_instance.clone()),
+        subject,
     });
 }

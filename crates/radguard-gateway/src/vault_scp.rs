@@ -363,6 +363,19 @@ async fn finish_store(
             "the instance could not be started".to_string(),
         )),
     };
+    let subject = match &outcome {
+        Ok(o) => {
+            let i = o.instance();
+            Some(radguard_events::Subject {
+                patient_id: i.patient_id.clone(),
+                patient_name: None,
+                study_uid: i.study_uid.clone(),
+                series_uid: i.series_uid.clone(),
+                accession_number: None,
+            })
+        }
+        Err(_) => None,
+    };
     let (status_code, comment, sha, vo) = match &outcome {
         Ok(o @ StoreOutcome::Stored(i)) => (
             o.dimse_status(),
@@ -403,6 +416,7 @@ async fn finish_store(
     shared.bus.emit(Event::InstanceStored {
         assoc,
         sop_instance: r.sop_instance.clone(),
+        subject: subject.clone(),
         sha256: sha,
         bytes: r.bytes,
         outcome: vo,
@@ -413,6 +427,9 @@ async fn finish_store(
         command: "CStoreRsp".into(),
         status: status_code,
         from: Blame::Local,
+        sop_class: Some(r.sop_class.clone()),
+        sop_instance: Some(r.sop_instance.clone()),
+        subject,
     });
     let rsp = encode_response(
         CommandField::CStoreRq,

@@ -886,11 +886,23 @@ impl Config {
         self
     }
     pub fn toml(&self) -> String {
-        let mut s = String::from(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nae_title = \"RADGUARD\"\n\
-             connect_timeout_secs = 5\nartim_timeout_secs = 10\nidle_timeout_secs = 60\n\
-             shutdown_grace_secs = 2\n",
-        );
+        // Defaults for tests; a `server(...)` line with the same key replaces the default.
+        let defaults = [
+            "listen = [\"127.0.0.1:0\"]",
+            "ae_title = \"RADGUARD\"",
+            "connect_timeout_secs = 5",
+            "artim_timeout_secs = 10",
+            "idle_timeout_secs = 60",
+            "shutdown_grace_secs = 2",
+        ];
+        let key = |l: &str| l.split('=').next().unwrap_or("").trim().to_string();
+        let mut s = String::from("[server]\n");
+        for d in defaults {
+            if !self.server.iter().any(|l| key(l) == key(d)) {
+                s.push_str(d);
+                s.push('\n');
+            }
+        }
         for l in &self.server {
             s.push_str(l);
             s.push('\n');
@@ -1039,6 +1051,17 @@ impl Radguard {
     /// Is the process still running?
     pub fn is_running(&mut self) -> bool {
         self.proc.exited().is_none()
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`, …).
+    pub fn signal(&self, signal: &str) {
+        self.proc.signal(signal)
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_until(timeout, || self.proc.exited().is_some());
+        self.proc.exited()
     }
 }
 
