@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -14,7 +14,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{from_toml_error, Collector, ConfigError, ConfigErrors};
-use crate::policy::{AeTitles, Peer, Policy, Route, RouteEntry, SopClassSet};
+use crate::identity::{
+    normalize_fingerprint, normalize_san, valid_username, JwtAlg, JwtKey, JwtSettings,
+    PeerIdentity, TlsRequirement, UserDirectory, UserIdentityRequirement,
+};
+use crate::policy::{AeTitles, Peer, Policy, Route, RouteEntry, SopClassSet, UpstreamTls};
 use crate::sop;
 
 /// The config `radguard serve` uses without `--config` (docs/config.md, "Embedded default").
@@ -45,7 +49,13 @@ pub struct Config {
 /// `[server]`: listeners, the gateway's AE title, caps and timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {
+    /// Plain DICOM listeners. Empty when only `tls_listen` is configured.
     pub listen: Vec<SocketAddr>,
+    /// DICOM TLS listeners (`tls_listen`; 2762 is the registered DICOM TLS port). Non-empty
+    /// exactly when `tls` is set.
+    pub tls_listen: Vec<SocketAddr>,
+    /// `[server.tls]`: the gateway's certificate and how clients are authenticated.
+    pub tls: Option<ServerTls>,
     pub ae_title: AeTitle,
     pub max_associations: usize,
     pub max_associations_per_peer: usize,
@@ -54,6 +64,36 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub shutdown_grace: Duration,
+}
+
+/// `[server.tls]`. Paths are resolved against the config file's directory and were readable
+/// when the config was loaded; the gateway builds the rustls configuration from them
+/// (`radguard_tls::server_config`) and refuses the config if that fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// The gateway's certificate chain (PEM, leaf first).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// CA certificates (PEM) client certificates must chain to; without it no client
+    /// certificate is requested.
+    pub client_ca: Option<PathBuf>,
+    /// Whether client certificates are requested: `None` without `client_ca`, otherwise
+    /// `Optional` (the default: the policy decides per peer) or `Required` (the handshake
+    /// itself refuses clients without a valid certificate).
+    pub client_auth: ClientCertMode,
+}
+
+/// `[server.tls] client_auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientCertMode {
+    /// No client certificate is requested (no `client_ca`).
+    #[default]
+    None,
+    /// Requested; a presented one must verify; clients may present none.
+    Optional,
+    /// Every TLS client must present one that verifies.
+    Required,
 }
 
 const DEFAULT_LISTEN: SocketAddr =
@@ -82,6 +122,8 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             listen: vec![DEFAULT_LISTEN],
+            tls_listen: Vec::new(),
+            tls: None,
             ae_title: default_ae_title(),
             max_associations: 64,
             max_associations_per_peer: 16,
@@ -111,7 +153,25 @@ impl Config {
         let s = &self.server;
         let listen: Vec<String> = s.listen.iter().map(ToString::to_string).collect();
         let mut out = String::new();
-        out.push_str(&format!("listen: {}\n", listen.join(", ")));
+        if listen.is_empty() {
+            out.push_str("listen: (no plain listener)\n");
+        } else {
+            out.push_str(&format!("listen: {}\n", listen.join(", ")));
+        }
+        if let Some(tls) = &s.tls {
+            let tls_listen: Vec<String> = s.tls_listen.iter().map(ToString::to_string).collect();
+            out.push_str(&format!(
+                "TLS listen: {} (certificate {}, client certificates {})\n",
+                tls_listen.join(", "),
+                tls.cert.display(),
+                match (&tls.client_ca, tls.client_auth) {
+                    (Some(ca), ClientCertMode::Required) =>
+                        format!("required, CA {}", ca.display()),
+                    (Some(ca), _) => format!("optional, CA {}", ca.display()),
+                    (None, _) => "not requested".to_string(),
+                }
+            ));
+        }
         out.push_str(&format!("gateway AE title: {}\n", s.ae_title));
         out.push_str(&format!(
             "limits: {} associations ({} per source address), PDU <= {} bytes\n",
@@ -130,11 +190,13 @@ impl Config {
 }
 
 /// Reads and validates a config file. A read error is reported as a [`ConfigErrors`] without
-/// a line.
+/// a line. Relative paths in the file (certificates, keys) are resolved against the file's
+/// directory.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     let origin = path.display().to_string();
+    let base = path.parent().unwrap_or(Path::new(""));
     match std::fs::read_to_string(path) {
-        Ok(src) => parse_config(&src, &origin),
+        Ok(src) => parse_config_in(&src, &origin, base),
         Err(e) => Err(ConfigErrors {
             errors: vec![ConfigError {
                 origin,
@@ -148,21 +210,42 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Parses and validates a config. `origin` names the source in errors (usually the file path).
-/// Syntax and type errors stop at the first one; every semantic error is reported.
+/// Syntax and type errors stop at the first one; every semantic error is reported. Relative
+/// paths are resolved against the current directory (see [`parse_config_in`]).
 pub fn parse_config(src: &str, origin: &str) -> Result<Config, ConfigErrors> {
+    parse_config_in(src, origin, Path::new(""))
+}
+
+/// [`parse_config`] with relative paths in the file resolved against `base_dir`.
+///
+/// Files the config names are read here: TLS certificate, key and CA files must be readable
+/// (their contents are checked by the gateway, which builds the TLS configurations), JWT public
+/// keys are read and parsed.
+pub fn parse_config_in(src: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let raw: RawConfig = toml::from_str(src).map_err(|e| ConfigErrors {
         errors: vec![from_toml_error(src, origin, &e)],
     })?;
     let mut cx = Collector::new(src, origin);
-    let server = validate_server(&mut cx, raw.server.as_ref());
-    let peers = validate_peers(&mut cx, &raw.peer);
-    let routes = validate_routes(&mut cx, &raw.route);
+    let server = validate_server(&mut cx, raw.server.as_ref(), base_dir);
+    let directory = validate_directory(&mut cx, &raw.user, raw.jwt.as_ref(), base_dir);
+    let context = PeerContext {
+        client_ca: raw.server.as_ref().is_some_and(|s| {
+            s.get_ref()
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.get_ref().client_ca.is_some())
+        }),
+        users: !raw.user.is_empty(),
+        jwt: raw.jwt.is_some(),
+    };
+    let peers = validate_peers(&mut cx, &raw.peer, &context);
+    let routes = validate_routes(&mut cx, &raw.route, base_dir);
     if cx.has_errors() {
         return Err(cx.finish());
     }
     Ok(Config {
         server,
-        policy: Policy::new(peers, routes),
+        policy: Policy::new(peers, routes, directory),
     })
 }
 
@@ -181,12 +264,17 @@ struct RawConfig {
     peer: Vec<Spanned<RawPeer>>,
     #[serde(default)]
     route: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    user: Vec<Spanned<RawUser>>,
+    jwt: Option<Spanned<RawJwt>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<StrList>,
+    tls_listen: Option<StrList>,
+    tls: Option<Spanned<RawServerTls>>,
     ae_title: Option<Str>,
     max_associations: Option<Int>,
     max_associations_per_peer: Option<Int>,
@@ -207,6 +295,12 @@ struct RawPeer {
     allow: Option<StrList>,
     store_sop_classes: Option<StrList>,
     move_destinations: Option<StrList>,
+    tls: Option<Str>,
+    cert_sha256: Option<StrList>,
+    cert_subject_cn: Option<StrList>,
+    cert_san: Option<StrList>,
+    user_identity: Option<Str>,
+    users: Option<StrList>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +311,49 @@ struct RawRoute {
     upstream: Option<Str>,
     upstream_ae: Option<Str>,
     upstream_calling_ae: Option<Str>,
+    tls: Option<Spanned<RawRouteTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerTls {
+    cert: Option<Str>,
+    key: Option<Str>,
+    client_ca: Option<Str>,
+    client_auth: Option<Str>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouteTls {
+    ca: Option<Str>,
+    server_name: Option<Str>,
+    client_cert: Option<Str>,
+    client_key: Option<Str>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: Option<Str>,
+    passcode_argon2: Option<Str>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    issuer: Option<Str>,
+    audience: Option<Str>,
+    leeway_secs: Option<Int>,
+    keys: Option<Spanned<Vec<Spanned<RawJwtKey>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwtKey {
+    kid: Option<Str>,
+    alg: Option<Str>,
+    public_key: Option<Str>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -328,7 +465,138 @@ fn ae_list(cx: &mut Collector<'_>, field: &str, list: &StrList) -> Option<AeTitl
     ok.then_some(AeTitles::Listed(out))
 }
 
-fn validate_server(cx: &mut Collector<'_>, raw: Option<&Spanned<RawServer>>) -> ServerSettings {
+/// A list of socket addresses, each distinct and not in `taken` (the other listener list).
+fn socket_list(
+    cx: &mut Collector<'_>,
+    field: &str,
+    list: &StrList,
+    taken: &[SocketAddr],
+) -> Vec<SocketAddr> {
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for (i, item) in list.get_ref().iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        match item.get_ref().parse::<SocketAddr>() {
+            Ok(a) if addrs.contains(&a) => {
+                cx.at(span(item), f, format!("duplicate listen address {a}"));
+            }
+            Ok(a) if taken.contains(&a) => {
+                cx.at(
+                    span(item),
+                    f,
+                    format!("{a} is also a plain listener (server.listen): a port is plain or TLS, not both"),
+                );
+            }
+            Ok(a) => addrs.push(a),
+            Err(_) => cx.at(
+                span(item),
+                f,
+                format!(
+                    "invalid socket address {:?} (expected IP:PORT, e.g. 127.0.0.1:11112 or [::1]:11112)",
+                    item.get_ref()
+                ),
+            ),
+        }
+    }
+    addrs
+}
+
+/// A path key: resolved against `base`, and readable (a regular file).
+fn readable_path(cx: &mut Collector<'_>, base: &Path, field: &str, v: &Str) -> Option<PathBuf> {
+    let raw = v.get_ref();
+    if raw.trim().is_empty() {
+        cx.at(span(v), field, "empty path");
+        return None;
+    }
+    let path = base.join(raw);
+    let problem = match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => Some("is a directory".to_string()),
+        Ok(_) => std::fs::File::open(&path).err().map(|e| e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    match problem {
+        None => Some(path),
+        Some(why) => {
+            cx.at(
+                span(v),
+                field,
+                format!("cannot read {}: {why}", path.display()),
+            );
+            None
+        }
+    }
+}
+
+fn validate_server_tls(
+    cx: &mut Collector<'_>,
+    raw: &Spanned<RawServerTls>,
+    base: &Path,
+) -> Option<ServerTls> {
+    let t = raw.get_ref();
+    let header = span(raw);
+    let need = |cx: &mut Collector<'_>, key: &str, v: &Option<Str>| match v {
+        None => {
+            cx.at(
+                header.clone(),
+                format!("server.tls.{key}"),
+                format!("missing required key `{key}`"),
+            );
+            None
+        }
+        Some(v) => readable_path(cx, base, &format!("server.tls.{key}"), v),
+    };
+    let cert = need(cx, "cert", &t.cert);
+    let key = need(cx, "key", &t.key);
+    let mut ok = true;
+    let client_ca = match &t.client_ca {
+        None => None,
+        Some(v) => {
+            let p = readable_path(cx, base, "server.tls.client_ca", v);
+            ok &= p.is_some();
+            p
+        }
+    };
+    let client_auth = match (&t.client_auth, &t.client_ca) {
+        (None, None) => ClientCertMode::None,
+        (None, Some(_)) => ClientCertMode::Optional,
+        (Some(v), None) => {
+            cx.at(
+                span(v),
+                "server.tls.client_auth",
+                "needs `client_ca` (the CA set client certificates are verified against)",
+            );
+            ok = false;
+            ClientCertMode::None
+        }
+        (Some(v), Some(_)) => match v.get_ref().as_str() {
+            "optional" => ClientCertMode::Optional,
+            "required" => ClientCertMode::Required,
+            other => {
+                cx.at(
+                    span(v),
+                    "server.tls.client_auth",
+                    format!("unknown value {other:?} (expected \"optional\" or \"required\")"),
+                );
+                ok = false;
+                ClientCertMode::None
+            }
+        },
+    };
+    match (cert, key, ok) {
+        (Some(cert), Some(key), true) => Some(ServerTls {
+            cert,
+            key,
+            client_ca,
+            client_auth,
+        }),
+        _ => None,
+    }
+}
+
+fn validate_server(
+    cx: &mut Collector<'_>,
+    raw: Option<&Spanned<RawServer>>,
+    base: &Path,
+) -> ServerSettings {
     let mut settings = ServerSettings::default();
     let Some(raw) = raw else {
         return settings;
@@ -336,32 +604,49 @@ fn validate_server(cx: &mut Collector<'_>, raw: Option<&Spanned<RawServer>>) -> 
     let s = raw.get_ref();
 
     if let Some(list) = &s.listen {
-        if list.get_ref().is_empty() {
+        settings.listen = socket_list(cx, "server.listen", list, &[]);
+    } else if s.tls_listen.is_some() {
+        // Only TLS listeners configured: no plain listener by default.
+        settings.listen.clear();
+    }
+    match (&s.tls_listen, &s.tls) {
+        (Some(list), tls) => {
+            if list.get_ref().is_empty() {
+                cx.at(
+                    span(list),
+                    "server.tls_listen",
+                    "must list at least one socket address (or leave tls_listen out)",
+                );
+            }
+            let listen = settings.listen.clone();
+            settings.tls_listen = socket_list(cx, "server.tls_listen", list, &listen);
+            match tls {
+                None => cx.at(
+                    span(list),
+                    "server.tls_listen",
+                    "needs a [server.tls] table with the gateway's `cert` and `key`",
+                ),
+                Some(t) => settings.tls = validate_server_tls(cx, t, base),
+            }
+        }
+        (None, Some(t)) => {
+            cx.at(
+                span(t),
+                "server.tls",
+                "[server.tls] without `tls_listen` in [server]: no listener would use it",
+            );
+            let _ = validate_server_tls(cx, t, base);
+        }
+        (None, None) => {}
+    }
+    if let Some(list) = &s.listen {
+        if list.get_ref().is_empty() && settings.tls_listen.is_empty() {
             cx.at(
                 span(list),
                 "server.listen",
-                "must list at least one socket address",
+                "must list at least one socket address (or configure tls_listen)",
             );
         }
-        let mut addrs: Vec<SocketAddr> = Vec::new();
-        for (i, item) in list.get_ref().iter().enumerate() {
-            let f = format!("server.listen[{i}]");
-            match item.get_ref().parse::<SocketAddr>() {
-                Ok(a) if addrs.contains(&a) => {
-                    cx.at(span(item), f, format!("duplicate listen address {a}"));
-                }
-                Ok(a) => addrs.push(a),
-                Err(_) => cx.at(
-                    span(item),
-                    f,
-                    format!(
-                        "invalid socket address {:?} (expected IP:PORT, e.g. 127.0.0.1:11112 or [::1]:11112)",
-                        item.get_ref()
-                    ),
-                ),
-            }
-        }
-        settings.listen = addrs;
     }
     if let Some(v) = &s.ae_title {
         if let Some(ae) = specific_ae(cx, "server.ae_title", v) {
@@ -475,7 +760,22 @@ struct CheckedPeer {
     name_span: Option<Range<usize>>,
 }
 
-fn validate_peers(cx: &mut Collector<'_>, raw: &[Spanned<RawPeer>]) -> Vec<Peer> {
+/// What the rest of the file offers that peer conditions depend on (judged on the raw file, so
+/// an error elsewhere does not cascade into the peers).
+struct PeerContext {
+    /// `[server.tls] client_ca` is set: client certificates can be verified.
+    client_ca: bool,
+    /// At least one `[[user]]`: type 2 identities can be verified.
+    users: bool,
+    /// `[jwt]` is set: type 5 identities can be verified.
+    jwt: bool,
+}
+
+fn validate_peers(
+    cx: &mut Collector<'_>,
+    raw: &[Spanned<RawPeer>],
+    context: &PeerContext,
+) -> Vec<Peer> {
     if raw.is_empty() {
         cx.at(
             None,
@@ -603,8 +903,10 @@ fn validate_peers(cx: &mut Collector<'_>, raw: &[Spanned<RawPeer>]) -> Vec<Peer>
             }
         }
 
-        if let (Some(name), Some(ae_titles), Some(addresses), Some(allow), true) =
-            (name, ae_titles, addresses, allow, conditional_ok)
+        let identity = validate_peer_identity(cx, &base, p, header.clone(), context);
+
+        if let (Some(name), Some(ae_titles), Some(addresses), Some(allow), true, Some(identity)) =
+            (name, ae_titles, addresses, allow, conditional_ok, identity)
         {
             checked.push(CheckedPeer {
                 peer: Peer {
@@ -614,6 +916,7 @@ fn validate_peers(cx: &mut Collector<'_>, raw: &[Spanned<RawPeer>]) -> Vec<Peer>
                     allow,
                     store_sop_classes,
                     move_destinations,
+                    identity,
                 },
                 index: i,
                 name_span: p.name.as_ref().map(|n| n.span()),
@@ -647,6 +950,495 @@ fn validate_peers(cx: &mut Collector<'_>, raw: &[Spanned<RawPeer>]) -> Vec<Peer>
         }
     }
     checked.into_iter().map(|c| c.peer).collect()
+}
+
+/// A non-empty list of strings, each turned into its compared form by `check` (or refused with
+/// its message), with no two equal after that.
+fn string_list(
+    cx: &mut Collector<'_>,
+    field: &str,
+    list: &StrList,
+    what: &str,
+    check: impl Fn(&str) -> Result<String, String>,
+) -> Option<Vec<String>> {
+    if list.get_ref().is_empty() {
+        cx.at(span(list), field, format!("must list at least one {what}"));
+        return None;
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut ok = true;
+    for (i, item) in list.get_ref().iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        match check(item.get_ref()) {
+            Ok(v) if out.contains(&v) => {
+                cx.at(
+                    span(item),
+                    f,
+                    format!("duplicate {what} {:?}", item.get_ref()),
+                );
+                ok = false;
+            }
+            Ok(v) => out.push(v),
+            Err(msg) => {
+                cx.at(span(item), f, msg);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+fn check_fingerprint(s: &str) -> Result<String, String> {
+    let n = normalize_fingerprint(s);
+    if n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "invalid SHA-256 fingerprint {s:?} (expected 64 hex digits, colons allowed; `radguard tls fingerprint CERT.pem` prints it)"
+        ))
+    }
+}
+
+fn check_text(what: &'static str) -> impl Fn(&str) -> Result<String, String> {
+    move |s: &str| {
+        if s.is_empty() || s.trim() != s || s.chars().any(char::is_control) {
+            Err(format!(
+                "invalid {what} {s:?} (must be non-empty, without surrounding spaces or control characters)"
+            ))
+        } else {
+            Ok(s.to_string())
+        }
+    }
+}
+
+fn check_san(s: &str) -> Result<String, String> {
+    check_text("subject alternative name")(s).map(|t| normalize_san(&t))
+}
+
+fn check_username(s: &str) -> Result<String, String> {
+    if valid_username(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "invalid user name {s:?} (1..=256 bytes, no surrounding spaces or control characters)"
+        ))
+    }
+}
+
+/// `tls`, `cert_*`, `user_identity` and `users` of one peer.
+fn validate_peer_identity(
+    cx: &mut Collector<'_>,
+    base: &str,
+    p: &RawPeer,
+    header: Option<Range<usize>>,
+    context: &PeerContext,
+) -> Option<PeerIdentity> {
+    let mut ok = true;
+    let mut list = |cx: &mut Collector<'_>,
+                    key: &str,
+                    v: &Option<StrList>,
+                    what: &str,
+                    check: &dyn Fn(&str) -> Result<String, String>|
+     -> Vec<String> {
+        match v {
+            None => Vec::new(),
+            Some(l) => match string_list(cx, &format!("{base}.{key}"), l, what, check) {
+                Some(out) => out,
+                None => {
+                    ok = false;
+                    Vec::new()
+                }
+            },
+        }
+    };
+    let cert_sha256 = list(
+        cx,
+        "cert_sha256",
+        &p.cert_sha256,
+        "fingerprint",
+        &check_fingerprint,
+    );
+    let cert_subject_cn = list(
+        cx,
+        "cert_subject_cn",
+        &p.cert_subject_cn,
+        "subject CN",
+        &check_text("subject CN"),
+    );
+    let cert_san = list(
+        cx,
+        "cert_san",
+        &p.cert_san,
+        "subject alternative name",
+        &check_san,
+    );
+    let users = match &p.users {
+        None => None,
+        Some(l) => {
+            let out = string_list(cx, &format!("{base}.users"), l, "user name", check_username);
+            ok &= out.is_some();
+            out
+        }
+    };
+
+    // The first cert_* key present, for error positions.
+    let first_cert_key = [
+        (&p.cert_sha256, "cert_sha256"),
+        (&p.cert_subject_cn, "cert_subject_cn"),
+        (&p.cert_san, "cert_san"),
+    ]
+    .into_iter()
+    .find_map(|(v, k)| v.as_ref().map(|l| (l.span(), k)));
+
+    let tls = match &p.tls {
+        None if first_cert_key.is_some() => TlsRequirement::Required,
+        None => TlsRequirement::Optional,
+        Some(v) => match (v.get_ref().as_str(), first_cert_key.clone()) {
+            ("required", _) => TlsRequirement::Required,
+            ("optional", None) => TlsRequirement::Optional,
+            ("optional", Some((_, key))) => {
+                cx.at(
+                    span(v),
+                    format!("{base}.tls"),
+                    format!("`{key}` needs a client certificate: use tls = \"required\" (implied by any cert_* key) or drop the cert_* keys"),
+                );
+                ok = false;
+                TlsRequirement::Optional
+            }
+            (other, _) => {
+                cx.at(
+                    span(v),
+                    format!("{base}.tls"),
+                    format!("unknown value {other:?} (expected \"required\" or \"optional\")"),
+                );
+                ok = false;
+                TlsRequirement::Optional
+            }
+        },
+    };
+    if tls == TlsRequirement::Required && !context.client_ca {
+        let (at, field) = match (&p.tls, first_cert_key) {
+            (Some(v), _) => (span(v), format!("{base}.tls")),
+            (None, Some((sp, key))) => (Some(sp), format!("{base}.{key}")),
+            (None, None) => (header.clone(), format!("{base}.tls")),
+        };
+        cx.at(
+            at,
+            field,
+            "a client certificate is required but no [server.tls] `client_ca` is configured to verify one (and a `tls_listen` to receive it)",
+        );
+        ok = false;
+    }
+
+    let user_identity = match &p.user_identity {
+        None => UserIdentityRequirement::Optional,
+        Some(v) => match v.get_ref().as_str() {
+            "optional" => UserIdentityRequirement::Optional,
+            "required" => {
+                if !context.users && !context.jwt {
+                    cx.at(
+                        span(v),
+                        format!("{base}.user_identity"),
+                        "\"required\" needs a [[user]] (type 2 passcodes) or [jwt] (type 5 tokens) to verify identities against",
+                    );
+                    ok = false;
+                }
+                UserIdentityRequirement::Required
+            }
+            "ignore" => UserIdentityRequirement::Ignore,
+            other => {
+                cx.at(
+                    span(v),
+                    format!("{base}.user_identity"),
+                    format!(
+                        "unknown value {other:?} (expected \"required\", \"optional\" or \"ignore\")"
+                    ),
+                );
+                ok = false;
+                UserIdentityRequirement::Optional
+            }
+        },
+    };
+    if let (Some(l), UserIdentityRequirement::Ignore) = (&p.users, user_identity) {
+        cx.at(
+            span(l),
+            format!("{base}.users"),
+            "not allowed with user_identity = \"ignore\" (an ignored identity names no user)",
+        );
+        ok = false;
+    }
+    ok.then_some(PeerIdentity {
+        tls,
+        cert_sha256,
+        cert_subject_cn,
+        cert_san,
+        user_identity,
+        users,
+    })
+}
+
+/// `[[user]]` and `[jwt]`.
+fn validate_directory(
+    cx: &mut Collector<'_>,
+    users: &[Spanned<RawUser>],
+    jwt: Option<&Spanned<RawJwt>>,
+    base_dir: &Path,
+) -> UserDirectory {
+    let mut dir = UserDirectory::default();
+    let mut first: HashMap<String, usize> = HashMap::new();
+    for (i, sp) in users.iter().enumerate() {
+        let u = sp.get_ref();
+        let base = format!("user[{i}]");
+        let name = match &u.name {
+            None => {
+                cx.at(
+                    span(sp),
+                    format!("{base}.name"),
+                    "missing required key `name`",
+                );
+                None
+            }
+            Some(n) => match check_username(n.get_ref()) {
+                Err(msg) => {
+                    cx.at(span(n), format!("{base}.name"), msg);
+                    None
+                }
+                Ok(name) => {
+                    if let Some(j) = first.get(&name) {
+                        cx.at(
+                            span(n),
+                            format!("{base}.name"),
+                            format!("duplicate user name {name:?} (also user[{j}])"),
+                        );
+                        None
+                    } else {
+                        first.insert(name.clone(), i);
+                        Some(name)
+                    }
+                }
+            },
+        };
+        let hash = match &u.passcode_argon2 {
+            None => {
+                cx.at(
+                    span(sp),
+                    format!("{base}.passcode_argon2"),
+                    "missing required key `passcode_argon2` (make one with `radguard passwd`)",
+                );
+                None
+            }
+            Some(h) => match check_argon2id(h.get_ref()) {
+                Ok(()) => Some(h.get_ref().clone()),
+                Err(msg) => {
+                    cx.at(span(h), format!("{base}.passcode_argon2"), msg);
+                    None
+                }
+            },
+        };
+        if let (Some(name), Some(hash)) = (name, hash) {
+            dir.users.insert(name, hash);
+        }
+    }
+    if let Some(j) = jwt {
+        dir.jwt = validate_jwt(cx, j, base_dir);
+    }
+    dir
+}
+
+/// A PHC string of an Argon2id hash with parameters argon2 accepts.
+fn check_argon2id(s: &str) -> Result<(), String> {
+    let hash = argon2::PasswordHash::new(s).map_err(|e| {
+        format!("not a PHC hash string ({e}); expected $argon2id$v=19$m=...,t=...,p=...$salt$hash from `radguard passwd`")
+    })?;
+    if hash.algorithm.as_str() != "argon2id" {
+        return Err(format!(
+            "{} hashes are not accepted: Argon2id only (`radguard passwd` makes one)",
+            hash.algorithm
+        ));
+    }
+    if hash.hash.is_none() || hash.salt.is_none() {
+        return Err("the hash string lacks its salt or hash part".into());
+    }
+    argon2::Params::try_from(&hash).map_err(|e| format!("invalid Argon2 parameters: {e}"))?;
+    Ok(())
+}
+
+const JWT_LEEWAY_SECS: (i64, RangeInclusive<i64>) = (60, 0..=300);
+
+fn validate_jwt(
+    cx: &mut Collector<'_>,
+    raw: &Spanned<RawJwt>,
+    base_dir: &Path,
+) -> Option<JwtSettings> {
+    let j = raw.get_ref();
+    let header = span(raw);
+    let mut ok = true;
+    let text = |cx: &mut Collector<'_>, key: &str, v: &Option<Str>| -> Option<String> {
+        match v {
+            None => {
+                cx.at(
+                    header.clone(),
+                    format!("jwt.{key}"),
+                    format!("missing required key `{key}`"),
+                );
+                None
+            }
+            Some(v) => match check_text(if key == "issuer" {
+                "issuer"
+            } else {
+                "audience"
+            })(v.get_ref())
+            {
+                Ok(s) => Some(s),
+                Err(msg) => {
+                    cx.at(span(v), format!("jwt.{key}"), msg);
+                    None
+                }
+            },
+        }
+    };
+    let issuer = text(cx, "issuer", &j.issuer);
+    let audience = text(cx, "audience", &j.audience);
+    let (d, r) = &JWT_LEEWAY_SECS;
+    let leeway = int_in(cx, "jwt.leeway_secs", j.leeway_secs.as_ref(), *d, r);
+    let mut keys: Vec<JwtKey> = Vec::new();
+    match &j.keys {
+        None => {
+            cx.at(
+                header.clone(),
+                "jwt.keys",
+                "missing required key `keys` (at least one { kid, alg, public_key })",
+            );
+            ok = false;
+        }
+        Some(list) if list.get_ref().is_empty() => {
+            cx.at(span(list), "jwt.keys", "must list at least one key");
+            ok = false;
+        }
+        Some(list) => {
+            for (i, sp) in list.get_ref().iter().enumerate() {
+                match validate_jwt_key(cx, i, sp, base_dir, &keys) {
+                    Some(k) => keys.push(k),
+                    None => ok = false,
+                }
+            }
+        }
+    }
+    match (issuer, audience, leeway, ok) {
+        (Some(issuer), Some(audience), Some(leeway), true) => Some(JwtSettings {
+            issuer,
+            audience,
+            leeway_secs: u64::try_from(leeway).unwrap_or(0),
+            keys,
+        }),
+        _ => None,
+    }
+}
+
+fn validate_jwt_key(
+    cx: &mut Collector<'_>,
+    i: usize,
+    sp: &Spanned<RawJwtKey>,
+    base_dir: &Path,
+    earlier: &[JwtKey],
+) -> Option<JwtKey> {
+    let k = sp.get_ref();
+    let base = format!("jwt.keys[{i}]");
+    let missing = |cx: &mut Collector<'_>, key: &str| {
+        cx.at(
+            span(sp),
+            format!("{base}.{key}"),
+            format!("missing required key `{key}`"),
+        );
+    };
+    let kid = match &k.kid {
+        None => {
+            missing(cx, "kid");
+            None
+        }
+        Some(v) => match check_text("key id")(v.get_ref()) {
+            Err(msg) => {
+                cx.at(span(v), format!("{base}.kid"), msg);
+                None
+            }
+            Ok(kid) if earlier.iter().any(|e| e.kid == kid) => {
+                cx.at(
+                    span(v),
+                    format!("{base}.kid"),
+                    format!("duplicate kid {kid:?}"),
+                );
+                None
+            }
+            Ok(kid) => Some(kid),
+        },
+    };
+    let alg = match &k.alg {
+        None => {
+            missing(cx, "alg");
+            None
+        }
+        Some(v) => match JwtAlg::parse(v.get_ref()) {
+            Some(a) => Some(a),
+            None => {
+                cx.at(
+                    span(v),
+                    format!("{base}.alg"),
+                    format!(
+                        "unsupported algorithm {:?} (expected \"ES256\", \"EdDSA\" or \"RS256\")",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let key = match &k.public_key {
+        None => {
+            missing(cx, "public_key");
+            None
+        }
+        Some(v) => {
+            let field = format!("{base}.public_key");
+            match (readable_path(cx, base_dir, &field, v), alg) {
+                (Some(path), Some(alg)) => match std::fs::read(&path) {
+                    Err(e) => {
+                        cx.at(
+                            span(v),
+                            field,
+                            format!("cannot read {}: {e}", path.display()),
+                        );
+                        None
+                    }
+                    Ok(pem) => match alg.decoding_key(&pem) {
+                        Ok(key) => Some((path, pem, key)),
+                        Err(e) => {
+                            cx.at(
+                                span(v),
+                                field,
+                                format!(
+                                    "{} is not a PEM {} public key: {e}",
+                                    path.display(),
+                                    alg.as_str()
+                                ),
+                            );
+                            None
+                        }
+                    },
+                },
+                _ => None,
+            }
+        }
+    };
+    match (kid, alg, key) {
+        (Some(kid), Some(alg), Some((path, pem, key))) => Some(JwtKey {
+            kid,
+            alg,
+            path,
+            pem,
+            key,
+        }),
+        _ => None,
+    }
 }
 
 fn validate_addresses(cx: &mut Collector<'_>, field: &str, list: &StrList) -> Option<Vec<IpNet>> {
@@ -845,7 +1637,110 @@ fn validate_host_port(s: &str) -> Result<(), String> {
     }
 }
 
-fn validate_routes(cx: &mut Collector<'_>, raw: &[Spanned<RawRoute>]) -> Vec<RouteEntry> {
+/// `tls = { ca, server_name, client_cert, client_key }` of an upstream route; `addr` is the
+/// route's `upstream` when valid (its host is the default server name).
+fn validate_route_tls(
+    cx: &mut Collector<'_>,
+    base: &str,
+    raw: &Spanned<RawRouteTls>,
+    addr: Option<&str>,
+    base_dir: &Path,
+) -> Option<UpstreamTls> {
+    let t = raw.get_ref();
+    let mut ok = true;
+    let ca = match &t.ca {
+        None => {
+            cx.at(
+                span(raw),
+                format!("{base}.tls.ca"),
+                "missing required key `ca` (the CA certificates the upstream's certificate must chain to)",
+            );
+            None
+        }
+        Some(v) => readable_path(cx, base_dir, &format!("{base}.tls.ca"), v),
+    };
+    let server_name = match (&t.server_name, addr) {
+        (Some(v), _) => {
+            let name = v.get_ref();
+            let bare = name
+                .strip_prefix('[')
+                .and_then(|n| n.strip_suffix(']'))
+                .unwrap_or(name);
+            if bare.parse::<IpAddr>().is_ok() || is_dns_name(bare) {
+                Some(bare.to_string())
+            } else {
+                cx.at(
+                    span(v),
+                    format!("{base}.tls.server_name"),
+                    format!("invalid server name {name:?} (expected a DNS name or an IP address)"),
+                );
+                None
+            }
+        }
+        (None, Some(addr)) => addr.rsplit_once(':').map(|(host, _)| {
+            host.strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host)
+                .to_string()
+        }),
+        (None, None) => None,
+    };
+    let mut file = |cx: &mut Collector<'_>, key: &str, v: &Option<Str>| match v {
+        None => None,
+        Some(v) => {
+            let p = readable_path(cx, base_dir, &format!("{base}.tls.{key}"), v);
+            ok &= p.is_some();
+            p
+        }
+    };
+    let client_cert = file(cx, "client_cert", &t.client_cert);
+    let client_key = file(cx, "client_key", &t.client_key);
+    match (&t.client_cert, &t.client_key) {
+        (Some(v), None) => {
+            cx.at(
+                span(v),
+                format!("{base}.tls.client_cert"),
+                "needs `client_key` (the certificate's private key)",
+            );
+            ok = false;
+        }
+        (None, Some(v)) => {
+            cx.at(
+                span(v),
+                format!("{base}.tls.client_key"),
+                "needs `client_cert` (the certificate for this key)",
+            );
+            ok = false;
+        }
+        _ => {}
+    }
+    match (ca, server_name, ok) {
+        (Some(ca), Some(server_name), true) => Some(UpstreamTls {
+            ca,
+            server_name,
+            client_cert,
+            client_key,
+        }),
+        _ => None,
+    }
+}
+
+fn is_dns_name(host: &str) -> bool {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    !host.is_empty() && host.len() <= 253 && host.split('.').all(label_ok)
+}
+
+fn validate_routes(
+    cx: &mut Collector<'_>,
+    raw: &[Spanned<RawRoute>],
+    base_dir: &Path,
+) -> Vec<RouteEntry> {
     if raw.is_empty() {
         cx.at(
             None,
@@ -961,8 +1856,31 @@ fn validate_routes(cx: &mut Collector<'_>, raw: &[Spanned<RawRoute>]) -> Vec<Rou
                 _ => None,
             }
         };
-        if let (Some(called_ae), Some(route)) = (called_ae, route) {
-            out.push(RouteEntry { called_ae, route });
+        let tls = match (&r.tls, &route) {
+            (None, _) => Some(None),
+            (Some(t), _) if vault => {
+                cx.at(
+                    span(t),
+                    format!("{base}.tls"),
+                    "only for upstream routes (the vault is inside the gateway)",
+                );
+                None
+            }
+            (Some(t), Some(Route::Upstream { addr, .. })) => {
+                validate_route_tls(cx, &base, t, Some(addr), base_dir).map(Some)
+            }
+            (Some(t), _) => {
+                // The route itself is invalid: still report the tls table's own problems.
+                let _ = validate_route_tls(cx, &base, t, None, base_dir);
+                None
+            }
+        };
+        if let (Some(called_ae), Some(route), Some(tls)) = (called_ae, route, tls) {
+            out.push(RouteEntry {
+                called_ae,
+                route,
+                tls,
+            });
         }
     }
     out

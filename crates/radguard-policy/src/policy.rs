@@ -14,12 +14,18 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use ipnet::IpNet;
 use radguard_dicom::types::status;
 use radguard_dicom::{AeTitle, CommandField, Operation, Uid};
 
+use crate::identity::{
+    AuthMethod, CertFacts, IdentityFacts, PeerIdentity, Rejection, UserDirectory,
+    UserIdentityRequirement, UserStatus,
+};
 use crate::sop;
 
 /// Calling AE titles a peer may use, or move destinations it may name.
@@ -112,6 +118,7 @@ pub struct Peer {
     pub(crate) allow: BTreeSet<Operation>,
     pub(crate) store_sop_classes: Option<SopClassSet>,
     pub(crate) move_destinations: Option<AeTitles>,
+    pub(crate) identity: PeerIdentity,
 }
 
 impl Peer {
@@ -143,6 +150,11 @@ impl Peer {
     /// Present exactly when the peer may move.
     pub fn move_destinations(&self) -> Option<&AeTitles> {
         self.move_destinations.as_ref()
+    }
+
+    /// Certificate and user identity conditions (all empty/optional for a plain peer).
+    pub fn identity(&self) -> &PeerIdentity {
+        &self.identity
     }
 
     /// Whether `source` falls in one of the peer's address ranges. An IPv4-mapped IPv6 address
@@ -210,12 +222,42 @@ impl fmt::Display for Route {
 pub struct RouteEntry {
     pub called_ae: AeTitle,
     pub route: Route,
+    /// TLS towards the upstream (`tls = { ... }` of the route); `None` = plain TCP. Never set
+    /// for [`Route::Vault`].
+    pub tls: Option<UpstreamTls>,
+}
+
+/// How the gateway connects to an upstream over TLS. Paths are resolved against the config
+/// file's directory and were readable when the config was loaded; the gateway builds the rustls
+/// configuration from them (`radguard_tls::client_config(&ca, client_cert_and_key())`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// CA certificates (PEM) the upstream's certificate must chain to.
+    pub ca: PathBuf,
+    /// The name the upstream's certificate must carry (DNS name or IP address; defaults to the
+    /// host of `upstream`).
+    pub server_name: String,
+    /// Client certificate chain (PEM) presented when the upstream asks for one.
+    pub client_cert: Option<PathBuf>,
+    /// Its private key (PEM). Present exactly when `client_cert` is.
+    pub client_key: Option<PathBuf>,
+}
+
+impl UpstreamTls {
+    /// `(certificate, key)` when a client certificate is configured.
+    pub fn client_cert_and_key(&self) -> Option<(&Path, &Path)> {
+        match (&self.client_cert, &self.client_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
 struct PolicyInner {
     peers: Vec<Arc<Peer>>,
     routes: Vec<RouteEntry>,
+    directory: UserDirectory,
 }
 
 /// The compiled, validated policy. Built only from a validated config
@@ -233,13 +275,17 @@ pub struct AssociationFacts {
     pub called_ae: AeTitle,
 }
 
-/// Proof that an association was admitted: the peer it matched and the route it takes. Only
-/// [`Policy::admit`] builds one.
+/// Proof that an association was admitted: the peer it matched, the route it takes and who the
+/// caller proved to be. Only [`Policy::admit`] / [`Policy::admit_with`] build one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admission {
     peer: Arc<Peer>,
     route: Route,
+    upstream_tls: Option<UpstreamTls>,
     facts: AssociationFacts,
+    client_cert: Option<CertFacts>,
+    user: UserStatus,
+    user_identity_response: bool,
 }
 
 impl Admission {
@@ -270,9 +316,41 @@ impl Admission {
     pub fn facts(&self) -> &AssociationFacts {
         &self.facts
     }
+
+    /// TLS settings for the upstream connection (`None`: plain TCP, or the vault).
+    pub fn upstream_tls(&self) -> Option<&UpstreamTls> {
+        self.upstream_tls.as_ref()
+    }
+
+    /// The verified client certificate the association was admitted with, if any.
+    pub fn client_cert(&self) -> Option<&CertFacts> {
+        self.client_cert.as_ref()
+    }
+
+    /// What the User Identity amounted to.
+    pub fn user(&self) -> &UserStatus {
+        &self.user
+    }
+
+    /// The authenticated user name (User Identity type 2 or 5 verified), for the audit trail.
+    pub fn authenticated_user(&self) -> Option<&str> {
+        self.user.authenticated_user()
+    }
+
+    /// `Some(server_response)` when the A-ASSOCIATE-AC must carry a User Identity sub-item
+    /// (item type 0x59) with that Server-response: the client asked for a positive response
+    /// and its type 2 identity was verified (the response is then empty, PS3.7 D.3.3.7.2).
+    /// `None`: send no such sub-item.
+    pub fn user_identity_response(&self) -> Option<&'static [u8]> {
+        self.user_identity_response.then_some(&[])
+    }
 }
 
-/// Which condition failed when no peer matched. Never carries the expected value.
+/// Which condition failed. Never carries the expected value (nor a presented secret).
+///
+/// The first two are decided before a peer is chosen; the others are the chosen peer's
+/// identity conditions, checked in this order: certificate presence, fingerprint, subject CN,
+/// SAN, then the User Identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PeerMismatch {
     /// No peer lists this calling AE title (and none accepts any AE title).
@@ -281,6 +359,55 @@ pub enum PeerMismatch {
     /// Peers use this calling AE title, but none from this source address.
     #[error("no peer with this calling AE title connects from this address")]
     AddressNotAllowed,
+    /// The peer requires TLS with a verified client certificate; none was presented (or the
+    /// connection is plain TCP).
+    #[error("the peer requires a client certificate and none was presented")]
+    CertificateRequired,
+    /// The certificate's SHA-256 fingerprint is not among the peer's `cert_sha256`.
+    #[error("client certificate fingerprint not accepted for this peer")]
+    CertificateFingerprintMismatch,
+    /// The certificate's subject CN is not among the peer's `cert_subject_cn`.
+    #[error("client certificate subject not accepted for this peer")]
+    CertificateSubjectMismatch,
+    /// None of the certificate's SANs is among the peer's `cert_san`.
+    #[error("client certificate subject alternative names not accepted for this peer")]
+    CertificateSanMismatch,
+    /// The peer requires an authenticated user (type 2 or 5); none was sent, or only a type 1
+    /// username (never authentication), or a type that is not verified (3, 4).
+    #[error("the peer requires an authenticated user identity")]
+    UserIdentityRequired,
+    /// A User Identity was sent and failed verification.
+    #[error("user identity rejected: {0}")]
+    UserIdentityRejected(Rejection),
+    /// The user (authenticated, or claimed with type 1) is not in the peer's `users`.
+    #[error("user not allowed for this peer")]
+    UserNotAllowed,
+}
+
+impl PeerMismatch {
+    /// A stable snake_case name of the failed condition, for events and metrics.
+    pub fn condition(&self) -> &'static str {
+        match self {
+            PeerMismatch::UnknownAeTitle => "calling_ae",
+            PeerMismatch::AddressNotAllowed => "address",
+            PeerMismatch::CertificateRequired => "certificate_required",
+            PeerMismatch::CertificateFingerprintMismatch => "cert_sha256",
+            PeerMismatch::CertificateSubjectMismatch => "cert_subject_cn",
+            PeerMismatch::CertificateSanMismatch => "cert_san",
+            PeerMismatch::UserIdentityRequired => "user_identity_required",
+            PeerMismatch::UserIdentityRejected(_) => "user_identity_rejected",
+            PeerMismatch::UserNotAllowed => "users",
+        }
+    }
+
+    /// Whether the condition concerns the caller's certificate or user identity (rather than
+    /// its AE title or address).
+    pub fn is_identity(&self) -> bool {
+        !matches!(
+            self,
+            PeerMismatch::UnknownAeTitle | PeerMismatch::AddressNotAllowed
+        )
+    }
 }
 
 /// Why an association is refused (A-ASSOCIATE-RJ).
@@ -454,11 +581,12 @@ impl DimseRefusalReason {
 }
 
 impl Policy {
-    pub(crate) fn new(peers: Vec<Peer>, routes: Vec<RouteEntry>) -> Self {
+    pub(crate) fn new(peers: Vec<Peer>, routes: Vec<RouteEntry>, directory: UserDirectory) -> Self {
         Policy {
             inner: Arc::new(PolicyInner {
                 peers: peers.into_iter().map(Arc::new).collect(),
                 routes,
+                directory,
             }),
         }
     }
@@ -473,56 +601,135 @@ impl Policy {
 
     /// The route for a called AE title, if any.
     pub fn route_for(&self, called_ae: &AeTitle) -> Option<&Route> {
-        self.inner
-            .routes
-            .iter()
-            .find(|r| &r.called_ae == called_ae)
-            .map(|r| &r.route)
+        self.route_entry(called_ae).map(|r| &r.route)
     }
 
-    /// Decides an A-ASSOCIATE-RQ. The calling side is checked first: a peer must list the calling
-    /// AE title (or `"*"`) *and* the source address (RJ 1/1/3 otherwise); then the called AE title
-    /// must select a route (RJ 1/1/7 otherwise). Config validation guarantees at most one peer
-    /// matches.
+    /// The route entry (route and upstream TLS) for a called AE title, if any.
+    pub fn route_entry(&self, called_ae: &AeTitle) -> Option<&RouteEntry> {
+        self.inner.routes.iter().find(|r| &r.called_ae == called_ae)
+    }
+
+    /// User names with a `[[user]]` (type 2 passcode) entry, sorted.
+    pub fn user_names(&self) -> impl Iterator<Item = &str> {
+        self.inner.directory.users.keys().map(String::as_str)
+    }
+
+    /// Whether `[jwt]` is configured (type 5 identities can be verified).
+    pub fn has_jwt(&self) -> bool {
+        self.inner.directory.jwt.is_some()
+    }
+
+    /// Decides an A-ASSOCIATE-RQ that arrived over plain TCP without a User Identity sub-item:
+    /// [`Policy::admit_with`] with `IdentityFacts::default()`. A peer that requires a
+    /// certificate or an authenticated user is refused.
     pub fn admit(&self, facts: &AssociationFacts) -> Result<Admission, AssociationRefusal> {
+        self.admit_with(facts, &IdentityFacts::default())
+    }
+
+    /// Decides an A-ASSOCIATE-RQ, identity included. In order:
+    /// 1. a peer must list the calling AE title (or `"*"`) *and* the source address (config
+    ///    validation guarantees at most one does);
+    /// 2. that peer's certificate conditions must hold for `identity.client_cert`;
+    /// 3. its User Identity conditions must hold: a type 2 or 5 identity that is sent is
+    ///    verified (Argon2id / JWT, slow on purpose: call this from a blocking task), type 1
+    ///    is only a claim;
+    /// 4. the called AE title must select a route.
+    ///
+    /// Steps 1–3 refuse with RJ 1/1/3 ([`AssociationRefusal::CallingAeNotRecognized`], naming
+    /// the failed condition), step 4 with RJ 1/1/7.
+    pub fn admit_with(
+        &self,
+        facts: &AssociationFacts,
+        identity: &IdentityFacts,
+    ) -> Result<Admission, AssociationRefusal> {
+        self.admit_at(facts, identity, SystemTime::now())
+    }
+
+    /// [`Policy::admit_with`] at a given time (JWT `exp` / `nbf`).
+    pub(crate) fn admit_at(
+        &self,
+        facts: &AssociationFacts,
+        identity: &IdentityFacts,
+        now: SystemTime,
+    ) -> Result<Admission, AssociationRefusal> {
+        let refuse = |why| AssociationRefusal::CallingAeNotRecognized { why };
+        let peer = self.match_peer(facts).map_err(refuse)?;
+        let id = &peer.identity;
+        id.check_cert(identity.client_cert.as_ref())
+            .map_err(refuse)?;
+        let (user, response) = if id.user_identity == UserIdentityRequirement::Ignore {
+            (UserStatus::None, false)
+        } else {
+            self.inner
+                .directory
+                .authenticate(identity.user.as_ref(), now)
+                .map_err(|r| refuse(PeerMismatch::UserIdentityRejected(r)))?
+        };
+        id.check_user(&user).map_err(refuse)?;
+        let entry = self
+            .route_entry(&facts.called_ae)
+            .ok_or(AssociationRefusal::CalledAeNotRecognized)?;
+        Ok(Admission {
+            peer: Arc::clone(peer),
+            route: entry.route.clone(),
+            upstream_tls: entry.tls.clone(),
+            facts: facts.clone(),
+            client_cert: identity.client_cert.clone(),
+            user,
+            user_identity_response: response,
+        })
+    }
+
+    /// The one peer whose AE titles and addresses match.
+    fn match_peer(&self, facts: &AssociationFacts) -> Result<&Arc<Peer>, PeerMismatch> {
         let mut ae_known = false;
-        let mut found = None;
         for peer in &self.inner.peers {
             if peer.ae_titles.matches(&facts.calling_ae) {
                 ae_known = true;
                 if peer.accepts_address(facts.source) {
-                    found = Some(peer);
-                    break;
+                    return Ok(peer);
                 }
             }
         }
-        let Some(peer) = found else {
-            let why = if ae_known {
-                PeerMismatch::AddressNotAllowed
-            } else {
-                PeerMismatch::UnknownAeTitle
-            };
-            return Err(AssociationRefusal::CallingAeNotRecognized { why });
-        };
-        let route = self
-            .route_for(&facts.called_ae)
-            .ok_or(AssociationRefusal::CalledAeNotRecognized)?;
-        Ok(Admission {
-            peer: Arc::clone(peer),
-            route: route.clone(),
-            facts: facts.clone(),
+        Err(if ae_known {
+            PeerMismatch::AddressNotAllowed
+        } else {
+            PeerMismatch::UnknownAeTitle
         })
     }
 
     /// The peer an admission stands for under *this* policy (see the module docs on swaps).
+    ///
+    /// Under a newer policy the admission is checked again without repeating authentication
+    /// (no passcode is kept): the same peer must match, its certificate conditions must hold
+    /// for the certificate admitted with, its user conditions for the user admitted with — and
+    /// a passcode user must still have a `[[user]]`, a JWT user still a `[jwt]` — and the called
+    /// AE must still select the same route with the same upstream TLS settings.
     fn current_peer(&self, adm: &Admission) -> Option<Arc<Peer>> {
         if self.inner.peers.iter().any(|p| Arc::ptr_eq(p, &adm.peer)) {
             return Some(Arc::clone(&adm.peer));
         }
-        match self.admit(&adm.facts) {
-            Ok(again) if again.route == adm.route => Some(again.peer),
-            _ => None,
+        let peer = self.match_peer(&adm.facts).ok()?;
+        peer.identity.check_cert(adm.client_cert.as_ref()).ok()?;
+        let ignored = peer.identity.user_identity == UserIdentityRequirement::Ignore;
+        let still_verifiable = ignored
+            || match &adm.user {
+                UserStatus::Authenticated {
+                    username,
+                    method: AuthMethod::Passcode,
+                } => self.inner.directory.users.contains_key(username),
+                UserStatus::Authenticated {
+                    method: AuthMethod::Jwt,
+                    ..
+                } => self.inner.directory.jwt.is_some(),
+                _ => true,
+            };
+        if !still_verifiable {
+            return None;
         }
+        peer.identity.check_user(&adm.user).ok()?;
+        let entry = self.route_entry(&adm.facts.called_ae)?;
+        (entry.route == adm.route && entry.tls == adm.upstream_tls).then(|| Arc::clone(peer))
     }
 
     /// Decides one proposed presentation context (its abstract syntax):
@@ -663,7 +870,19 @@ impl Policy {
             out.push_str("  (none: every association is refused)\n");
         }
         for r in &self.inner.routes {
-            out.push_str(&format!("  {} -> {}\n", r.called_ae, r.route));
+            out.push_str(&format!("  {} -> {}", r.called_ae, r.route));
+            if let Some(tls) = &r.tls {
+                out.push_str(&format!(
+                    ", over TLS (server name {}, CA {}{})",
+                    tls.server_name,
+                    tls.ca.display(),
+                    match &tls.client_cert {
+                        Some(c) => format!(", client certificate {}", c.display()),
+                        None => String::new(),
+                    }
+                ));
+            }
+            out.push('\n');
         }
         out.push_str("peers (anything not listed is refused):\n");
         if self.inner.peers.is_empty() {
@@ -682,6 +901,57 @@ impl Policy {
             if let Some(dests) = &p.move_destinations {
                 out.push_str(&format!("    move destinations: {dests}\n"));
             }
+            let id = &p.identity;
+            if id.tls == crate::TlsRequirement::Required {
+                let mut conds: Vec<String> = Vec::new();
+                if !id.cert_sha256.is_empty() {
+                    conds.push(format!("SHA-256 one of {} listed", id.cert_sha256.len()));
+                }
+                if !id.cert_subject_cn.is_empty() {
+                    conds.push(format!("CN in {}", id.cert_subject_cn.join(", ")));
+                }
+                if !id.cert_san.is_empty() {
+                    conds.push(format!("SAN in {}", id.cert_san.join(", ")));
+                }
+                out.push_str("    client certificate: required");
+                if !conds.is_empty() {
+                    out.push_str(&format!(" ({})", conds.join("; ")));
+                }
+                out.push('\n');
+            }
+            match id.user_identity {
+                UserIdentityRequirement::Optional if id.users.is_none() => {}
+                req => {
+                    let word = match req {
+                        UserIdentityRequirement::Ignore => "ignored",
+                        UserIdentityRequirement::Optional => "optional",
+                        UserIdentityRequirement::Required => "required (type 2 or 5)",
+                    };
+                    out.push_str(&format!("    user identity: {word}"));
+                    if let Some(users) = &id.users {
+                        out.push_str(&format!("; users {}", users.join(", ")));
+                    }
+                    out.push('\n');
+                }
+            }
+        }
+        let dir = &self.inner.directory;
+        if !dir.users.is_empty() {
+            let names: Vec<&str> = dir.users.keys().map(String::as_str).collect();
+            out.push_str(&format!("users with a passcode: {}\n", names.join(", ")));
+        }
+        if let Some(jwt) = &dir.jwt {
+            let kids: Vec<String> = jwt
+                .keys
+                .iter()
+                .map(|k| format!("{} ({})", k.kid, k.alg.as_str()))
+                .collect();
+            out.push_str(&format!(
+                "JWT: issuer {:?}, audience {:?}, keys {}\n",
+                jwt.issuer,
+                jwt.audience,
+                kids.join(", ")
+            ));
         }
         out
     }

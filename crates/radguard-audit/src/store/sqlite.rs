@@ -1,0 +1,317 @@
+//! The embedded store: one SQLite file, WAL, `synchronous=FULL` (a commit is on disk before the
+//! writer moves on).
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::sql::{self, to_i64, to_u64, Param};
+use super::{AuditStore, Filter, FoundRow};
+use crate::chain::{ChainHead, IndexColumns, SealedRecord, StoredRow};
+use crate::checkpoint::Checkpoint;
+use crate::error::{AuditError, Result};
+
+/// A SQLite audit store.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+pub(crate) fn hash_from_hex(s: &str) -> Result<[u8; 32]> {
+    hex::decode(s)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| AuditError::Store(format!("malformed hash {s:?}")))
+}
+
+pub(crate) fn sig_from_hex(s: &str) -> Result<[u8; 64]> {
+    hex::decode(s)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .ok_or_else(|| AuditError::Store(format!("malformed signature {s:?}")))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`; creates its folder too.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(AuditError::Store(format!(
+                "{}: could not switch to WAL (journal_mode={mode})",
+                path.display()
+            )));
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        for stmt in sql::SCHEMA {
+            conn.execute(stmt, [])?;
+        }
+        Ok(SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn to_value(p: &Param) -> rusqlite::types::Value {
+    match p {
+        Param::Int(i) => rusqlite::types::Value::Integer(*i),
+        Param::Text(t) => rusqlite::types::Value::Text(t.clone()),
+    }
+}
+
+impl AuditStore for SqliteStore {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    fn head(&mut self, node: &str) -> Result<Option<ChainHead>> {
+        let row: Option<(i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT seq, hash FROM audit_head WHERE node = ?1",
+                [node],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(seq, h)| {
+            Ok(ChainHead {
+                seq: to_u64(seq),
+                hash: hash_from_hex(&h)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn append(
+        &mut self,
+        node: &str,
+        expected: &ChainHead,
+        records: &[SealedRecord],
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT seq, hash FROM audit_head WHERE node = ?1",
+                [node],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (cur_seq, cur_hash) = match current {
+            Some((s, h)) => (to_u64(s), h),
+            None => (0, ChainHead::GENESIS.hash_hex()),
+        };
+        if cur_seq != expected.seq || cur_hash != expected.hash_hex() {
+            return Err(AuditError::HeadMoved {
+                node: node.to_string(),
+                expected: expected.seq,
+                found: cur_seq,
+            });
+        }
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO audit_record (node, seq, time_ms, kind, assoc, peer_ip, calling_ae, \
+                 peer_name, entry, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            let mut pat = tx.prepare_cached(
+                "INSERT OR IGNORE INTO audit_patient (node, seq, patient_id) VALUES (?1, ?2, ?3)",
+            )?;
+            for r in records {
+                let seq = to_i64(r.record.seq);
+                ins.execute(params![
+                    node,
+                    seq,
+                    r.index.time_ms,
+                    r.index.kind,
+                    r.index.assoc,
+                    r.index.peer_ip,
+                    r.index.calling_ae,
+                    r.index.peer_name,
+                    r.entry,
+                    hex::encode(r.hash),
+                ])?;
+                for p in &r.index.patients {
+                    pat.execute(params![node, seq, p])?;
+                }
+            }
+        }
+        if let Some(last) = records.last() {
+            tx.execute(
+                "INSERT INTO audit_head (node, seq, hash) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                params![node, to_i64(last.record.seq), hex::encode(last.hash)],
+            )?;
+        }
+        if let Some(cp) = checkpoint {
+            tx.execute(
+                "INSERT OR REPLACE INTO audit_checkpoint (node, seq, time_ms, hash, key_id, signature) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    cp.node,
+                    to_i64(cp.seq),
+                    cp.time_ms,
+                    hex::encode(cp.hash),
+                    cp.key_id,
+                    hex::encode(cp.signature)
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn read_after(&mut self, node: &str, after_seq: u64, limit: usize) -> Result<Vec<StoredRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, time_ms, kind, assoc, peer_ip, calling_ae, peer_name, entry, hash \
+             FROM audit_record WHERE node = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let mut rows: Vec<StoredRow> = stmt
+            .query_map(
+                params![node, to_i64(after_seq), to_i64(limit as u64)],
+                |r| {
+                    Ok(StoredRow {
+                        node: node.to_string(),
+                        seq: to_u64(r.get(0)?),
+                        entry: r.get(7)?,
+                        hash: r.get(8)?,
+                        index: IndexColumns {
+                            time_ms: r.get(1)?,
+                            kind: r.get(2)?,
+                            assoc: r.get(3)?,
+                            peer_ip: r.get(4)?,
+                            calling_ae: r.get(5)?,
+                            peer_name: r.get(6)?,
+                            patients: Vec::new(),
+                        },
+                    })
+                },
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+            let (lo, hi) = (to_i64(first.seq), to_i64(last.seq));
+            let mut ps = self.conn.prepare_cached(
+                "SELECT seq, patient_id FROM audit_patient WHERE node = ?1 AND seq >= ?2 \
+                 AND seq <= ?3 ORDER BY seq, patient_id",
+            )?;
+            let pats: Vec<(i64, String)> = ps
+                .query_map(params![node, lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            attach_patients(&mut rows, pats);
+        }
+        Ok(rows)
+    }
+
+    fn search(&mut self, filter: &Filter) -> Result<Vec<FoundRow>> {
+        let (sql, params) = sql::search_sql(filter, |n| format!("?{n}"));
+        let values: Vec<rusqlite::types::Value> = params.iter().map(to_value).collect();
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(values), |r| {
+                Ok(FoundRow {
+                    node: r.get(0)?,
+                    seq: to_u64(r.get(1)?),
+                    entry: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn nodes(&mut self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT node FROM audit_head UNION SELECT DISTINCT node FROM audit_record ORDER BY 1",
+        )?;
+        let nodes = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(nodes)
+    }
+
+    fn checkpoints(&mut self, node: &str) -> Result<Vec<Checkpoint>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT node, seq, time_ms, hash, key_id, signature FROM audit_checkpoint \
+             WHERE node = ?1 ORDER BY seq",
+        )?;
+        let raw: Vec<(String, i64, i64, String, String, String)> = stmt
+            .query_map([node], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        raw.into_iter()
+            .map(|(node, seq, time_ms, hash, key_id, sig)| {
+                Ok(Checkpoint {
+                    node,
+                    seq: to_u64(seq),
+                    hash: hash_from_hex(&hash)?,
+                    time_ms,
+                    key_id,
+                    signature: sig_from_hex(&sig)?,
+                })
+            })
+            .collect()
+    }
+
+    fn cursor(&mut self, node: &str, sink: &str) -> Result<u64> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM audit_cursor WHERE node = ?1 AND sink = ?2",
+                [node, sink],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(seq.map(to_u64).unwrap_or(0))
+    }
+
+    fn set_cursor(&mut self, node: &str, sink: &str, seq: u64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO audit_cursor (node, sink, seq) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (node, sink) DO UPDATE SET seq = excluded.seq",
+            params![node, sink, to_i64(seq)],
+        )?;
+        Ok(())
+    }
+}
+
+/// Distributes (seq, patient) pairs, sorted by seq, onto rows sorted by seq.
+pub(crate) fn attach_patients(rows: &mut [StoredRow], pats: Vec<(i64, String)>) {
+    let mut i = 0;
+    for (seq, pid) in pats {
+        let seq = to_u64(seq);
+        while i < rows.len() && rows[i].seq < seq {
+            i += 1;
+        }
+        match rows.get_mut(i) {
+            Some(row) if row.seq == seq => row.index.patients.push(pid),
+            Some(_) => {}
+            None => break,
+        }
+    }
+}

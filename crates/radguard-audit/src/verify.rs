@@ -1,0 +1,35 @@
+//! Verifying a stored chain: [`crate::chain::Verifier`] fed from a store in batches.
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::chain::{Verifier, VerifyReport};
+use crate::error::Result;
+use crate::store::AuditStore;
+
+/// Rows read per query while verifying.
+pub const VERIFY_BATCH: usize = 2000;
+
+/// Walks the chain of `node` from the first record and reports the first fault. With `key`,
+/// checkpoint signatures are checked too (without, checkpoints are still compared).
+pub fn verify_chain(
+    store: &mut dyn AuditStore,
+    node: &str,
+    key: Option<&VerifyingKey>,
+) -> Result<VerifyReport> {
+    let checkpoints = store.checkpoints(node)?;
+    let head = store.head(node)?;
+    let mut v = Verifier::new(node, checkpoints, key);
+    let mut after = 0;
+    loop {
+        let rows = store.read_after(node, after, VERIFY_BATCH)?;
+        let Some(last) = rows.last() else { break };
+        after = last.seq;
+        for r in &rows {
+            v.push(r);
+        }
+        if v.failed() {
+            break;
+        }
+    }
+    Ok(v.finish(head))
+}

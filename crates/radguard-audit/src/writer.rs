@@ -1,0 +1,462 @@
+//! The one task that owns the store: events in, sealed records out.
+//!
+//! [`AuditWriter::spawn`] subscribes nothing itself: give it a receiver from
+//! `EventBus::subscribe()` taken *before* the gateway starts emitting. The task maps events to
+//! records ([`crate::mapper::Mapper`]), seals them onto the chain and appends them in batches
+//! (one transaction each; the store call runs on the blocking pool while the task keeps
+//! receiving, so the broadcast buffer drains even during a slow commit). It signs a checkpoint
+//! every `checkpoint_every` records or `checkpoint_interval`, whichever comes first.
+//!
+//! The gateway never waits on it: emitting is a broadcast send. If the store cannot be written,
+//! the records stay queued (up to `max_pending`), the task retries with backoff, and
+//! [`AuditHandle::healthy`] turns false so the gateway can refuse new associations
+//! ([`FailurePolicy`]). If the task falls behind the bus by more than the bus capacity, the
+//! lost events are counted and recorded (`events-lost`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use radguard_events::EventRecord;
+use tokio::sync::{broadcast, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::chain::{seal_all, ChainHead, SealedRecord};
+use crate::checkpoint::{AuditKey, Checkpoint};
+use crate::error::{AuditError, Result};
+use crate::mapper::Mapper;
+use crate::record::{AuditEvent, AuditRecord};
+use crate::store::AuditStore;
+use crate::time::now_ms;
+
+/// What the gateway should do while the audit store cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Refuse new associations (A-ASSOCIATE-RJ, transient) rather than relay unaudited.
+    #[default]
+    Refuse,
+    /// Keep relaying; records queue in memory up to `max_pending` and are written when the
+    /// store returns (beyond that they are lost and counted).
+    Continue,
+}
+
+/// Writer settings.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// This gateway's chain name (unique among gateways sharing a store).
+    pub node: String,
+    /// Signs checkpoints when set.
+    pub key: Option<Arc<AuditKey>>,
+    /// Checkpoint after this many records...
+    pub checkpoint_every: u64,
+    /// ...or this long after the last checkpoint, if records were added.
+    pub checkpoint_interval: Duration,
+    /// Most records per transaction.
+    pub max_batch: usize,
+    /// Most records held in memory while the store is slow or down.
+    pub max_pending: usize,
+    /// Backoff between failed appends (doubling from `retry_min` to `retry_max`).
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    pub on_store_failure: FailurePolicy,
+}
+
+impl WriterOptions {
+    pub fn new(node: impl Into<String>) -> Self {
+        WriterOptions {
+            node: node.into(),
+            key: None,
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+            max_batch: 4096,
+            max_pending: 200_000,
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            on_store_failure: FailurePolicy::Refuse,
+        }
+    }
+}
+
+/// The writer's state, published on a watch channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// The last append (or the initial head read) succeeded.
+    pub store_ok: bool,
+    /// The last store error, if the store is failing.
+    pub last_error: Option<String>,
+    /// The chain head's seq after the last successful append.
+    pub head_seq: u64,
+    /// Records waiting to be written.
+    pub pending: usize,
+    /// Events lost (bus overrun or queue overflow).
+    pub lost_events: u64,
+    /// The writer has stopped (shutdown or failure).
+    pub stopped: bool,
+}
+
+/// What the writer did, returned by [`AuditHandle::shutdown`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    pub records: u64,
+    pub transactions: u64,
+    pub checkpoints: u64,
+    pub lost_events: u64,
+    pub head_seq: u64,
+}
+
+/// The gateway's handle on the writer.
+pub struct AuditHandle {
+    health: watch::Receiver<Health>,
+    policy: FailurePolicy,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<WriterStats>>,
+}
+
+impl AuditHandle {
+    /// Whether the store is being written (false while appends fail, or before the first
+    /// successful contact with the store).
+    pub fn healthy(&self) -> bool {
+        let h = self.health.borrow();
+        h.store_ok && !h.stopped
+    }
+
+    /// Whether the gateway should admit new associations: always under
+    /// [`FailurePolicy::Continue`], only while [`healthy`](Self::healthy) under `Refuse`.
+    pub fn admit_associations(&self) -> bool {
+        self.policy == FailurePolicy::Continue || self.healthy()
+    }
+
+    /// A watch on the writer's state (for the dashboard, and to wake exporters).
+    pub fn health(&self) -> watch::Receiver<Health> {
+        self.health.clone()
+    }
+
+    /// Writes everything received so far, signs a final checkpoint, and stops.
+    pub async fn shutdown(mut self) -> Result<WriterStats> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(AuditError::Task(e.to_string())),
+        }
+    }
+
+    /// Stops the task at once, mid-stream, without writing what is queued (tests use it to
+    /// simulate a crash; a store call already running on the blocking pool still completes or
+    /// rolls back as a whole).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+/// Spawns the writer task (needs a Tokio runtime).
+pub struct AuditWriter;
+
+type Job = JoinHandle<(Box<dyn AuditStore>, Result<()>)>;
+
+impl AuditWriter {
+    pub fn spawn(
+        store: Box<dyn AuditStore>,
+        rx: broadcast::Receiver<Arc<EventRecord>>,
+        options: WriterOptions,
+    ) -> AuditHandle {
+        let (health_tx, health_rx) = watch::channel(Health::default());
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let policy = options.on_store_failure;
+        let task = tokio::spawn(run(store, rx, options, health_tx, stop_rx));
+        AuditHandle {
+            health: health_rx,
+            policy,
+            shutdown: Some(stop_tx),
+            task,
+        }
+    }
+}
+
+struct Batch {
+    sealed: Vec<SealedRecord>,
+    head: ChainHead,
+    checkpoint: Option<Checkpoint>,
+}
+
+async fn blocking<T: Send + 'static>(
+    store: Box<dyn AuditStore>,
+    f: impl FnOnce(&mut dyn AuditStore) -> Result<T> + Send + 'static,
+) -> (Box<dyn AuditStore>, Result<T>) {
+    let h = tokio::task::spawn_blocking(move || {
+        let mut store = store;
+        let r = f(store.as_mut());
+        (store, r)
+    });
+    match h.await {
+        Ok(x) => x,
+        // The closure panicked: the store is gone with it.
+        Err(e) => panic!("audit store call panicked: {e}"),
+    }
+}
+
+async fn run(
+    store: Box<dyn AuditStore>,
+    mut rx: broadcast::Receiver<Arc<EventRecord>>,
+    opt: WriterOptions,
+    health: watch::Sender<Health>,
+    mut stop: oneshot::Receiver<()>,
+) -> Result<WriterStats> {
+    let node = opt.node.clone();
+    let mut stats = WriterStats::default();
+    let mut mapper = Mapper::default();
+    let mut queue: VecDeque<AuditRecord> = VecDeque::new();
+    let described = store.describe();
+
+    // The head: retried until the store answers (health stays false meanwhile).
+    let mut store = Some(store);
+    let mut backoff = opt.retry_min;
+    let mut head = loop {
+        let Some(s) = store.take() else {
+            return Err(AuditError::Task("store lost".into()));
+        };
+        let n = node.clone();
+        let (s, r) = blocking(s, move |s| s.head(&n)).await;
+        store = Some(s);
+        match r {
+            Ok(h) => break h.unwrap_or(ChainHead::GENESIS),
+            Err(e) => {
+                tracing::error!(target: "radguard::audit", error = %e, "audit store unavailable");
+                health.send_modify(|h| {
+                    h.store_ok = false;
+                    h.last_error = Some(e.to_string());
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = &mut stop => {
+                        health.send_modify(|h| h.stopped = true);
+                        return Err(e);
+                    }
+                }
+                backoff = (backoff * 2).min(opt.retry_max);
+            }
+        }
+    };
+    health.send_modify(|h| {
+        h.store_ok = true;
+        h.last_error = None;
+        h.head_seq = head.seq;
+    });
+    queue.push_back(AuditRecord::draft(
+        now_ms(),
+        None,
+        None,
+        AuditEvent::AuditStarted { store: described },
+    ));
+
+    let mut last_cp_seq = head.seq;
+    let mut last_cp_at = Instant::now();
+    let mut inflight: Option<(Job, usize, Batch)> = None;
+    let mut retry_at: Option<Instant> = None;
+    let mut backoff = opt.retry_min;
+    let mut stopping = false;
+    let mut rx_open = true;
+
+    loop {
+        // Start a write when idle and there is something to write.
+        if inflight.is_none() && retry_at.is_none_or(|t| Instant::now() >= t) {
+            let cp_due = opt.key.is_some()
+                && (head.seq + queue.len() as u64 > last_cp_seq)
+                && (last_cp_at.elapsed() >= opt.checkpoint_interval || stopping);
+            if !queue.is_empty() || (cp_due && head.seq > last_cp_seq) {
+                let mut n = queue.len().min(opt.max_batch.max(1));
+                if opt.key.is_some() {
+                    // End the batch where the next checkpoint is due, so checkpoints fall
+                    // exactly every `checkpoint_every` records.
+                    let until_cp =
+                        (last_cp_seq + opt.checkpoint_every.max(1)).saturating_sub(head.seq);
+                    if until_cp > 0 {
+                        n = n.min(usize::try_from(until_cp).unwrap_or(usize::MAX));
+                    }
+                }
+                let drafts: Vec<AuditRecord> = queue.iter().take(n).cloned().collect();
+                let (sealed, new_head) = seal_all(&node, &head, drafts)?;
+                let want_cp = opt.key.is_some()
+                    && new_head.seq > last_cp_seq
+                    && (new_head.seq - last_cp_seq >= opt.checkpoint_every
+                        || last_cp_at.elapsed() >= opt.checkpoint_interval
+                        || (stopping && n == queue.len()));
+                let checkpoint = if want_cp {
+                    opt.key.as_ref().map(|k| k.sign(&node, &new_head, now_ms()))
+                } else {
+                    None
+                };
+                let batch = Batch {
+                    sealed,
+                    head: new_head,
+                    checkpoint,
+                };
+                let Some(s) = store.take() else {
+                    return Err(AuditError::Task("store lost".into()));
+                };
+                let expected = head;
+                let n_node = node.clone();
+                let recs = batch.sealed.clone();
+                let cp = batch.checkpoint.clone();
+                let job = tokio::spawn(blocking(s, move |s| {
+                    s.append(&n_node, &expected, &recs, cp.as_ref())
+                }));
+                inflight = Some((job, n, batch));
+            }
+        }
+        if stopping && !rx_open && inflight.is_none() && queue.is_empty() {
+            break;
+        }
+        if stopping && !rx_open && inflight.is_none() && retry_at.is_some() {
+            // Shutting down while the store fails: give up on what is queued.
+            let e = health.borrow().last_error.clone().unwrap_or_default();
+            health.send_modify(|h| h.stopped = true);
+            return Err(AuditError::Store(format!(
+                "shutdown with {} records unwritten: {e}",
+                queue.len()
+            )));
+        }
+
+        let can_receive = rx_open && !stopping && queue.len() < opt.max_pending;
+        let sleep_until = retry_at.unwrap_or_else(|| {
+            if opt.key.is_some() && head.seq > last_cp_seq {
+                last_cp_at + opt.checkpoint_interval
+            } else {
+                Instant::now() + Duration::from_secs(3600)
+            }
+        });
+        tokio::select! {
+            biased;
+            res = async {
+                match inflight.as_mut() {
+                    Some((job, _, _)) => job.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some((_, n, batch)) = inflight.take() else { continue };
+                let (s, r) = match res {
+                    Ok(x) => x,
+                    Err(e) => return Err(AuditError::Task(e.to_string())),
+                };
+                store = Some(s);
+                match r {
+                    Ok(()) => {
+                        queue.drain(..n);
+                        head = batch.head;
+                        stats.records += n as u64;
+                        stats.transactions += 1;
+                        stats.head_seq = head.seq;
+                        if batch.checkpoint.is_some() {
+                            stats.checkpoints += 1;
+                            last_cp_seq = head.seq;
+                            last_cp_at = Instant::now();
+                        }
+                        retry_at = None;
+                        backoff = opt.retry_min;
+                        let pending = queue.len();
+                        health.send_modify(|h| {
+                            h.store_ok = true;
+                            h.last_error = None;
+                            h.head_seq = head.seq;
+                            h.pending = pending;
+                        });
+                    }
+                    Err(e) => {
+                        tracing::error!(target: "radguard::audit", error = %e, pending = queue.len(), "audit append failed");
+                        if let AuditError::HeadMoved { .. } = e {
+                            // Re-read the head: a write we gave up on may have committed.
+                            if let Some(s) = store.take() {
+                                let n2 = node.clone();
+                                let (s, h2) = blocking(s, move |s| s.head(&n2)).await;
+                                store = Some(s);
+                                if let Ok(h2) = h2 {
+                                    head = h2.unwrap_or(ChainHead::GENESIS);
+                                }
+                            }
+                        }
+                        let pending = queue.len();
+                        health.send_modify(|h| {
+                            h.store_ok = false;
+                            h.last_error = Some(e.to_string());
+                            h.pending = pending;
+                        });
+                        retry_at = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(opt.retry_max);
+                    }
+                }
+            }
+            _ = &mut stop, if !stopping => {
+                stopping = true;
+                // Take what is already on the bus, then close.
+                loop {
+                    match rx.try_recv() {
+                        Ok(ev) => queue.extend(mapper.map(&ev)),
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                            queue.push_back(lost(n, &mut stats));
+                        }
+                        Err(_) => break,
+                    }
+                }
+                rx_open = false;
+                queue.push_back(AuditRecord::draft(
+                    now_ms(),
+                    None,
+                    None,
+                    AuditEvent::AuditStopped { records: stats.records + queue.len() as u64 + 1 },
+                ));
+            }
+            r = rx.recv(), if can_receive => {
+                match r {
+                    Ok(ev) => {
+                        queue.extend(mapper.map(&ev));
+                        // Drain what else is ready, up to a batch.
+                        for _ in 0..opt.max_batch {
+                            match rx.try_recv() {
+                                Ok(ev) => queue.extend(mapper.map(&ev)),
+                                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                    queue.push_back(lost(n, &mut stats));
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::error!(target: "radguard::audit", lost = n, "audit writer fell behind the event bus");
+                        queue.push_back(lost(n, &mut stats));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        rx_open = false;
+                        stopping = true;
+                    }
+                }
+                let (pending, lost_events) = (queue.len(), stats.lost_events);
+                health.send_if_modified(|h| {
+                    let changed = h.pending != pending || h.lost_events != lost_events;
+                    h.pending = pending;
+                    h.lost_events = lost_events;
+                    changed
+                });
+            }
+            _ = tokio::time::sleep_until(sleep_until) => {
+                retry_at = retry_at.filter(|t| Instant::now() < *t);
+            }
+        }
+    }
+    health.send_modify(|h| {
+        h.stopped = true;
+        h.pending = 0;
+    });
+    if let Some(s) = store.take() {
+        // Closing a store may block (PostgreSQL): not on this runtime thread.
+        let _ = tokio::task::spawn_blocking(move || drop(s)).await;
+    }
+    Ok(stats)
+}
+
+fn lost(n: u64, stats: &mut WriterStats) -> AuditRecord {
+    stats.lost_events += n;
+    AuditRecord::draft(now_ms(), None, None, AuditEvent::EventsLost { count: n })
+}

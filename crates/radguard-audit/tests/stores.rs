@@ -1,0 +1,641 @@
+//! One suite, run against both stores: SQLite (a temp file) and PostgreSQL (a fresh schema on
+//! the server scripts/setup-radguard-audit.sh starts; the tests fail if it is not there).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{emit_assoc, sync, Backend};
+use radguard_audit::chain::{seal_all, ChainHead, Fault, SealedRecord, StoredRow};
+use radguard_audit::checkpoint::{AuditKey, Checkpoint};
+use radguard_audit::record::{AuditEvent, AuditRecord, PatientRef, Peer, RecordKind};
+use radguard_audit::store::{AuditStore, Filter, FoundRow};
+use radguard_audit::{verify_chain, AuditError, AuditWriter, WriterOptions};
+use radguard_events::EventBus;
+
+fn draft(t: i64, ip: &str, ae: &str, patient: Option<&str>, kind: u8) -> AuditRecord {
+    let peer = Some(Peer {
+        address: Some(format!("{ip}:4000")),
+        calling_ae: Some(ae.into()),
+        name: Some(format!("{ae}-name")),
+        ..Peer::default()
+    });
+    let event = match kind {
+        0 => AuditEvent::InstanceStored {
+            sop_instance: format!("1.2.{t}"),
+            sop_class: None,
+            study_uid: Some("1.2.3".into()),
+            patient: patient.map(|p| PatientRef {
+                id: p.into(),
+                name: None,
+            }),
+            sha256: None,
+            bytes: 10,
+            outcome: "stored".into(),
+        },
+        _ => AuditEvent::SecurityAlert {
+            alert: "not-authorized".into(),
+            detail: "x".into(),
+        },
+    };
+    AuditRecord::draft(t, Some(t as u64), peer, event)
+}
+
+fn key() -> (tempfile::TempDir, Arc<AuditKey>) {
+    let d = tempfile::tempdir().unwrap();
+    let k = AuditKey::load_or_create(&d.path().join("audit.key")).unwrap();
+    (d, Arc::new(k))
+}
+
+fn seqs(rows: &[FoundRow]) -> Vec<u64> {
+    rows.iter().map(|r| r.seq).collect()
+}
+
+// ------------------------------------------------------------------------- the suite
+
+fn append_read_head_and_cursor(b: Backend) {
+    let mut s = b.open();
+    assert_eq!(s.head("gw").unwrap(), None);
+    let drafts: Vec<_> = (0..10)
+        .map(|i| draft(1000 + i, "192.0.2.1", "CT", Some("P1"), 0))
+        .collect();
+    let (sealed, head) = seal_all("gw", &ChainHead::GENESIS, drafts).unwrap();
+    s.append("gw", &ChainHead::GENESIS, &sealed[..4], None)
+        .unwrap();
+    s.append("gw", &sealed[3].head(), &sealed[4..], None)
+        .unwrap();
+    assert_eq!(s.head("gw").unwrap(), Some(head));
+    // A stale writer is refused and nothing is written.
+    match s.append("gw", &sealed[3].head(), &sealed[4..], None) {
+        Err(AuditError::HeadMoved {
+            expected: 4,
+            found: 10,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    let rows = s.read_after("gw", 3, 4).unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![4, 5, 6, 7]
+    );
+    assert_eq!(rows[0].entry, sealed[3].entry);
+    assert_eq!(rows[0].index, sealed[3].index);
+    assert_eq!(rows[0].index.patients, vec!["P1".to_string()]);
+    assert_eq!(s.nodes().unwrap(), vec!["gw".to_string()]);
+    // Cursors are per node and sink, and survive reopening.
+    assert_eq!(s.cursor("gw", "syslog").unwrap(), 0);
+    s.set_cursor("gw", "syslog", 7).unwrap();
+    s.set_cursor("gw", "other", 2).unwrap();
+    drop(s);
+    let mut s = b.open();
+    assert_eq!(s.cursor("gw", "syslog").unwrap(), 7);
+    assert_eq!(s.cursor("gw", "other").unwrap(), 2);
+    assert!(sync(|| verify_chain(s.as_mut(), "gw", None).unwrap()).ok());
+}
+
+fn search_filters(b: Backend) {
+    let mut s = b.open();
+    let drafts = vec![
+        draft(1000, "192.0.2.1", "CT", Some("P1"), 0),
+        draft(2000, "192.0.2.2", "MR", Some("P2"), 0),
+        draft(3000, "192.0.2.1", "CT", None, 1),
+        draft(4000, "192.0.2.3", "US", Some("P1"), 0),
+    ];
+    let (sealed, _) = seal_all("gw", &ChainHead::GENESIS, drafts).unwrap();
+    s.append("gw", &ChainHead::GENESIS, &sealed, None).unwrap();
+    let other = vec![draft(2500, "192.0.2.9", "CT", Some("P1"), 0)];
+    let (sealed2, _) = seal_all("gw2", &ChainHead::GENESIS, other).unwrap();
+    s.append("gw2", &ChainHead::GENESIS, &sealed2, None)
+        .unwrap();
+    let f = |f: Filter| s_search(&mut s, f);
+    fn s_search(s: &mut Box<dyn AuditStore>, f: Filter) -> Vec<(String, u64)> {
+        s.search(&f)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.node, r.seq))
+            .collect()
+    }
+    let _ = f;
+    let gw = |v: &[u64]| v.iter().map(|q| ("gw".to_string(), *q)).collect::<Vec<_>>();
+    assert_eq!(
+        s_search(
+            &mut s,
+            Filter {
+                node: Some("gw".into()),
+                ..Filter::default()
+            }
+        ),
+        gw(&[1, 2, 3, 4])
+    );
+    assert_eq!(
+        s_search(
+            &mut s,
+            Filter {
+                node: Some("gw".into()),
+                since_ms: Some(2000),
+                until_ms: Some(4000),
+                ..Filter::default()
+            }
+        ),
+        gw(&[2, 3])
+    );
+    assert_eq!(
+        s_search(
+            &mut s,
+            Filter {
+                node: Some("gw".into()),
+                peer: Some("192.0.2.1".into()),
+                ..Filter::default()
+            }
+        ),
+        gw(&[1, 3])
+    );
+    assert_eq!(
+        s_search(
+            &mut s,
+            Filter {
+                node: Some("gw".into()),
+                peer: Some("MR".into()),
+                ..Filter::default()
+            }
+        ),
+        gw(&[2])
+    );
+    assert_eq!(
+        s_search(
+            &mut s,
+            Filter {
+                node: Some("gw".into()),
+                peer: Some("US-name".into()),
+                ..Filter::default()
+            }
+        ),
+        gw(&[4])
+    );
+    assert_eq!(
+        s_search(
+            &mut s,
+            Filter {
+                node: Some("gw".into()),
+                patient_id: Some("P1".into()),
+                ..Filter::default()
+            }
+        ),
+        gw(&[1, 4])
+    );
+    assert_eq!(
+        s_search(
+            &mut s,
+            Filter {
+                kinds: vec![RecordKind::SecurityAlert],
+                ..Filter::default()
+            }
+        ),
+        gw(&[3])
+    );
+    assert_eq!(
+        s_search(
+            &mut s,
+            Filter {
+                node: Some("gw".into()),
+                assoc: Some(2000),
+                ..Filter::default()
+            }
+        ),
+        gw(&[2])
+    );
+    assert_eq!(
+        s_search(
+            &mut s,
+            Filter {
+                node: Some("gw".into()),
+                after_seq: Some(2),
+                ..Filter::default()
+            }
+        ),
+        gw(&[3, 4])
+    );
+    assert_eq!(
+        s_search(
+            &mut s,
+            Filter {
+                node: Some("gw".into()),
+                limit: 2,
+                newest_first: true,
+                ..Filter::default()
+            }
+        ),
+        gw(&[4, 3])
+    );
+    // Across chains, by time.
+    assert_eq!(
+        s_search(
+            &mut s,
+            Filter {
+                patient_id: Some("P1".into()),
+                ..Filter::default()
+            }
+        ),
+        vec![
+            ("gw".to_string(), 1),
+            ("gw2".to_string(), 1),
+            ("gw".to_string(), 4)
+        ]
+    );
+    // Hostile filter values are data, not SQL.
+    assert!(s_search(
+        &mut s,
+        Filter {
+            peer: Some("' OR '1'='1".into()),
+            ..Filter::default()
+        }
+    )
+    .is_empty());
+    let mut nodes = s.nodes().unwrap();
+    nodes.sort();
+    assert_eq!(nodes, vec!["gw".to_string(), "gw2".to_string()]);
+    let found = s
+        .search(&Filter {
+            node: Some("gw".into()),
+            ..Filter::default()
+        })
+        .unwrap();
+    assert_eq!(seqs(&found), vec![1, 2, 3, 4]);
+}
+
+/// Writes `assocs` associations of `stores` C-STOREs through a real EventBus and the writer.
+async fn write_via_bus(
+    b: &Backend,
+    key: Option<Arc<AuditKey>>,
+    assocs: u64,
+    stores: u16,
+    every: u64,
+) -> u64 {
+    let bus = EventBus::new(4096);
+    let mut opt = WriterOptions::new("gw");
+    opt.key = key;
+    opt.checkpoint_every = every;
+    let h = AuditWriter::spawn(b.open(), bus.subscribe(), opt);
+    for id in 0..assocs {
+        emit_assoc(&bus, id, stores);
+        if id % 50 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let stats = h.shutdown().await.unwrap();
+    assert_eq!(stats.lost_events, 0);
+    stats.head_seq
+}
+
+async fn writer_records_bus_events_and_verifies(b: Backend) {
+    let (_kd, k) = key();
+    let head = write_via_bus(&b, Some(k.clone()), 40, 3, 50).await;
+    // Per association: requested, accepted, 3 x (request, response), transfer-begun,
+    // instances-transferred, released = 11; plus audit-started and audit-stopped.
+    assert_eq!(head, 40 * 11 + 2);
+    let mut s = b.open();
+    let rep = sync(|| verify_chain(s.as_mut(), "gw", Some(&k.verifying_key())).unwrap());
+    assert!(rep.ok(), "{:?}", rep.fault);
+    assert_eq!(rep.records, head);
+    let cps = sync(|| s.checkpoints("gw").unwrap());
+    assert!(cps.len() >= 2, "{} checkpoints", cps.len());
+    assert_eq!(
+        cps.last().unwrap().seq,
+        head,
+        "final checkpoint at shutdown"
+    );
+    assert!(rep.checkpoints_matched >= 2 && rep.signatures_checked);
+    let kinds = |k: RecordKind| s_count(&mut s, k);
+    fn s_count(s: &mut Box<dyn AuditStore>, k: RecordKind) -> usize {
+        s.search(&Filter {
+            kinds: vec![k],
+            ..Filter::default()
+        })
+        .unwrap()
+        .len()
+    }
+    let _ = kinds;
+    assert_eq!(
+        sync(|| s_count(&mut s, RecordKind::InstancesTransferred)),
+        40
+    );
+    assert_eq!(sync(|| s_count(&mut s, RecordKind::AuditStarted)), 1);
+    assert_eq!(sync(|| s_count(&mut s, RecordKind::AuditStopped)), 1);
+    let by_peer = sync(|| {
+        s.search(&Filter {
+            peer: Some("MOD3".into()),
+            kinds: vec![RecordKind::AssociationReleased],
+            ..Filter::default()
+        })
+        .unwrap()
+    });
+    assert_eq!(by_peer.len(), 40 / 7 + usize::from(40 % 7 > 3));
+    // A second writer continues the same chain.
+    let head2 = write_via_bus(&b, Some(k.clone()), 5, 1, 1000).await;
+    assert_eq!(head2, head + 5 * 7 + 2);
+    assert!(sync(|| verify_chain(b.open().as_mut(), "gw", Some(&k.verifying_key())).unwrap()).ok());
+}
+
+fn pick_byte(entry: &str) -> (usize, char) {
+    // A letter or digit well inside the entry, and something different to put there.
+    let (i, c) = entry
+        .char_indices()
+        .skip(entry.len() / 2)
+        .find(|(_, c)| c.is_ascii_alphanumeric())
+        .unwrap();
+    (i, if c == 'a' { 'b' } else { 'a' })
+}
+
+async fn changed_byte_fails_at_exactly_that_record(b: Backend) {
+    let (_kd, k) = key();
+    write_via_bus(&b, Some(k.clone()), 20, 2, 40).await;
+    for target in [1u64, 57, 100] {
+        let mut s = b.open();
+        let row = sync(|| s.read_after("gw", target - 1, 1).unwrap().remove(0));
+        let (i, c) = pick_byte(&row.entry);
+        b.exec(&format!(
+            "UPDATE audit_record SET entry = substr(entry, 1, {i}) || '{c}' || substr(entry, {}) WHERE node = 'gw' AND seq = {target}",
+            i + 2
+        ));
+        let changed = sync(|| s.read_after("gw", target - 1, 1).unwrap().remove(0));
+        assert_eq!(changed.entry.len(), row.entry.len());
+        assert_eq!(
+            changed
+                .entry
+                .bytes()
+                .zip(row.entry.bytes())
+                .filter(|(a, b)| a != b)
+                .count(),
+            1
+        );
+        let rep = sync(|| verify_chain(s.as_mut(), "gw", Some(&k.verifying_key())).unwrap());
+        match rep.fault {
+            Some(Fault::Altered { seq, .. }) => assert_eq!(seq, target),
+            other => panic!("byte changed in {target}: {other:?}"),
+        }
+        assert_eq!(rep.last_good_seq, target - 1);
+        // Put it back for the next round.
+        b.exec(&format!(
+            "UPDATE audit_record SET entry = '{}' WHERE node = 'gw' AND seq = {target}",
+            row.entry.replace('\'', "''")
+        ));
+        assert!(sync(|| verify_chain(s.as_mut(), "gw", None).unwrap()).ok());
+    }
+    // An indexed column changed (to hide a record from --peer searches).
+    b.exec("UPDATE audit_record SET peer_ip = '203.0.113.66' WHERE node = 'gw' AND seq = 33");
+    let rep = sync(|| verify_chain(b.open().as_mut(), "gw", None).unwrap());
+    assert!(
+        matches!(rep.fault, Some(Fault::Altered { seq: 33, .. })),
+        "{:?}",
+        rep.fault
+    );
+}
+
+async fn deleted_record_fails_at_exactly_that_record(b: Backend) {
+    let (_kd, k) = key();
+    let head = write_via_bus(&b, Some(k.clone()), 20, 2, 40).await;
+    b.exec("DELETE FROM audit_record WHERE node = 'gw' AND seq = 42");
+    let rep = sync(|| verify_chain(b.open().as_mut(), "gw", Some(&k.verifying_key())).unwrap());
+    assert!(
+        matches!(
+            rep.fault,
+            Some(Fault::Removed {
+                seq: 42,
+                count: 1,
+                ..
+            })
+        ),
+        "{:?}",
+        rep.fault
+    );
+    assert_eq!(rep.last_good_seq, 41);
+    // The newest records removed, head and checkpoints "fixed" to hide it: the signed
+    // checkpoint still names the truncation.
+    b.exec(&format!(
+        "DELETE FROM audit_record WHERE node = 'gw' AND seq > {}",
+        head - 3
+    ));
+    b.exec("DELETE FROM audit_head");
+    let (_kd2, k2) = key();
+    let _ = k2;
+    b.exec("UPDATE audit_record SET entry = entry WHERE seq = 1");
+    let rep = sync(|| verify_chain(b.open().as_mut(), "gw", Some(&k.verifying_key())).unwrap());
+    assert_eq!(
+        rep.fault.as_ref().map(Fault::seq),
+        Some(42),
+        "first fault first"
+    );
+}
+
+async fn truncated_tail_is_caught_by_checkpoint(b: Backend) {
+    let (_kd, k) = key();
+    let head = write_via_bus(&b, Some(k.clone()), 10, 1, 1000).await;
+    b.exec(&format!(
+        "DELETE FROM audit_record WHERE node = 'gw' AND seq > {}",
+        head - 3
+    ));
+    b.exec(&format!(
+        "UPDATE audit_head SET seq = {} WHERE node = 'gw'",
+        head - 3
+    ));
+    let rep = sync(|| verify_chain(b.open().as_mut(), "gw", Some(&k.verifying_key())).unwrap());
+    match rep.fault {
+        Some(Fault::Removed { seq, count: 3, .. }) => assert_eq!(seq, head - 2),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn crash_mid_stream_then_reopen_still_verifies(b: Backend) {
+    let (_kd, k) = key();
+    let bus = EventBus::new(65536);
+    let mut opt = WriterOptions::new("gw");
+    opt.key = Some(k.clone());
+    opt.checkpoint_every = 100;
+    opt.max_batch = 64;
+    let h = AuditWriter::spawn(b.open(), bus.subscribe(), opt.clone());
+    let mut health = h.health();
+    for id in 0..400 {
+        emit_assoc(&bus, id, 2);
+    }
+    // Let some batches land, then kill the writer in the middle of the stream.
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        health.wait_for(|h| h.head_seq > 200),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    h.abort();
+    let written = {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sync(|| b.open().head("gw").unwrap().unwrap().seq)
+    };
+    assert!(
+        written < 400 * 9,
+        "the crash came mid-stream ({written} written)"
+    );
+    assert!(sync(|| verify_chain(b.open().as_mut(), "gw", Some(&k.verifying_key())).unwrap()).ok());
+    // Restart: a new writer continues the chain.
+    let bus2 = EventBus::new(4096);
+    let h2 = AuditWriter::spawn(b.open(), bus2.subscribe(), opt);
+    for id in 1000..1010 {
+        emit_assoc(&bus2, id, 1);
+    }
+    let stats = h2.shutdown().await.unwrap();
+    assert!(stats.head_seq > written);
+    let rep = sync(|| verify_chain(b.open().as_mut(), "gw", Some(&k.verifying_key())).unwrap());
+    assert!(rep.ok(), "{:?}", rep.fault);
+    assert_eq!(rep.records, stats.head_seq);
+}
+
+/// A store whose appends fail while `down` is set.
+struct Flaky {
+    inner: Box<dyn AuditStore>,
+    down: Arc<AtomicBool>,
+}
+
+impl AuditStore for Flaky {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn head(&mut self, node: &str) -> radguard_audit::Result<Option<ChainHead>> {
+        self.inner.head(node)
+    }
+    fn append(
+        &mut self,
+        node: &str,
+        expected: &ChainHead,
+        records: &[SealedRecord],
+        cp: Option<&Checkpoint>,
+    ) -> radguard_audit::Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(AuditError::Store("disk full (simulated)".into()));
+        }
+        self.inner.append(node, expected, records, cp)
+    }
+    fn read_after(
+        &mut self,
+        node: &str,
+        after: u64,
+        limit: usize,
+    ) -> radguard_audit::Result<Vec<StoredRow>> {
+        self.inner.read_after(node, after, limit)
+    }
+    fn search(&mut self, f: &Filter) -> radguard_audit::Result<Vec<FoundRow>> {
+        self.inner.search(f)
+    }
+    fn nodes(&mut self) -> radguard_audit::Result<Vec<String>> {
+        self.inner.nodes()
+    }
+    fn checkpoints(&mut self, node: &str) -> radguard_audit::Result<Vec<Checkpoint>> {
+        self.inner.checkpoints(node)
+    }
+    fn cursor(&mut self, node: &str, sink: &str) -> radguard_audit::Result<u64> {
+        self.inner.cursor(node, sink)
+    }
+    fn set_cursor(&mut self, node: &str, sink: &str, seq: u64) -> radguard_audit::Result<()> {
+        self.inner.set_cursor(node, sink, seq)
+    }
+}
+
+async fn unwritable_store_turns_health_off_and_nothing_is_lost(b: Backend) {
+    let down = Arc::new(AtomicBool::new(false));
+    let bus = EventBus::new(4096);
+    let mut opt = WriterOptions::new("gw");
+    opt.retry_min = Duration::from_millis(20);
+    opt.retry_max = Duration::from_millis(50);
+    let h = AuditWriter::spawn(
+        Box::new(Flaky {
+            inner: b.open(),
+            down: down.clone(),
+        }),
+        bus.subscribe(),
+        opt,
+    );
+    let mut health = h.health();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        health.wait_for(|x| x.store_ok && x.head_seq >= 1),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(h.healthy() && h.admit_associations());
+    down.store(true, Ordering::SeqCst);
+    emit_assoc(&bus, 1, 1);
+    tokio::time::timeout(Duration::from_secs(10), health.wait_for(|x| !x.store_ok))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!h.healthy());
+    assert!(
+        !h.admit_associations(),
+        "default policy refuses new associations"
+    );
+    assert!(health
+        .borrow()
+        .last_error
+        .as_deref()
+        .unwrap_or_default()
+        .contains("disk full"));
+    emit_assoc(&bus, 2, 1);
+    down.store(false, Ordering::SeqCst);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        health.wait_for(|x| x.store_ok && x.pending == 0 && x.head_seq > 14),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(h.healthy());
+    let stats = h.shutdown().await.unwrap();
+    assert_eq!(stats.head_seq, 1 + 14 + 1);
+    assert!(sync(|| verify_chain(b.open().as_mut(), "gw", None).unwrap()).ok());
+}
+
+macro_rules! suite {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[test]
+            fn append_read_head_and_cursor() {
+                super::append_read_head_and_cursor($make("arhc"));
+            }
+            #[test]
+            fn search_filters() {
+                super::search_filters($make("search"));
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn writer_records_bus_events_and_verifies() {
+                super::writer_records_bus_events_and_verifies($make("writer")).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn changed_byte_fails_at_exactly_that_record() {
+                super::changed_byte_fails_at_exactly_that_record($make("byte")).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn deleted_record_fails_at_exactly_that_record() {
+                super::deleted_record_fails_at_exactly_that_record($make("delete")).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn truncated_tail_is_caught_by_checkpoint() {
+                super::truncated_tail_is_caught_by_checkpoint($make("trunc")).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn crash_mid_stream_then_reopen_still_verifies() {
+                super::crash_mid_stream_then_reopen_still_verifies($make("crash")).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn unwritable_store_turns_health_off_and_nothing_is_lost() {
+                super::unwritable_store_turns_health_off_and_nothing_is_lost($make("flaky")).await;
+            }
+        }
+    };
+}
+
+suite!(sqlite, |_name: &str| Backend::sqlite());
+suite!(postgres, |name: &str| Backend::pg(name));
