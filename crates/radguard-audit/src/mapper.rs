@@ -162,6 +162,19 @@ impl Mapper {
                     running: *running as u64,
                 },
             ),
+            Event::ConfigReloaded { ok, detail } => push(
+                &mut out,
+                None,
+                None,
+                AuditEvent::SecurityAlert {
+                    alert: if *ok {
+                        "security-configuration".into()
+                    } else {
+                        "security-configuration-refused".into()
+                    },
+                    detail: detail.clone(),
+                },
+            ),
             Event::ShutdownFinished { aborted } => push(
                 &mut out,
                 None,
@@ -178,9 +191,30 @@ impl Mapper {
                 implementation_class_uid,
                 implementation_version,
                 contexts,
+                tls,
+                user_identity,
             } => {
                 let ctx = self.ctx(assoc.0);
                 ctx.peer.address = Some(source.to_string());
+                ctx.peer.tls = tls.as_ref().map(|t| crate::record::TlsFacts {
+                    version: t.protocol.clone(),
+                    cipher_suite: t.cipher_suite.clone(),
+                    peer_subject: t.peer_subject.clone(),
+                    peer_cert_sha256: t.peer_cert_sha256.clone(),
+                });
+                ctx.peer.user = user_identity.as_ref().map(|u| crate::record::UserIdentity {
+                    kind: match u.kind {
+                        1 => "username",
+                        2 => "username-passcode",
+                        3 => "kerberos",
+                        4 => "saml",
+                        5 => "jwt",
+                        _ => "unknown",
+                    }
+                    .to_string(),
+                    user: u.user.clone().unwrap_or_default(),
+                    accepted: None,
+                });
                 ctx.peer.calling_ae = Some(calling_ae.clone());
                 ctx.peer.called_ae = Some(called_ae.clone());
                 let peer = ctx.peer.clone();
@@ -242,9 +276,16 @@ impl Mapper {
                 rejected_contexts,
                 max_pdu_client,
                 max_pdu_upstream,
+                authenticated_user,
             } => {
                 let ctx = self.ctx(assoc.0);
                 ctx.peer.name = Some(peer.clone());
+                if let Some(u) = ctx.peer.user.as_mut() {
+                    u.accepted = Some(authenticated_user.is_some());
+                    if let Some(name) = authenticated_user {
+                        u.user = name.clone();
+                    }
+                }
                 ctx.peer.route = Some(route.clone());
                 let p = ctx.peer.clone();
                 push(

@@ -72,6 +72,24 @@ pub struct Subject {
     pub accession_number: Option<String>,
 }
 
+/// The TLS session of a client connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TlsFacts {
+    pub protocol: String,
+    pub cipher_suite: String,
+    pub peer_subject: Option<String>,
+    pub peer_cert_sha256: Option<String>,
+}
+
+/// The User Identity a client presented (never its passcode or token).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UserIdentityInfo {
+    /// PS3.7 D.3.3.7 type: 1 username, 2 username + passcode, 3 Kerberos, 4 SAML, 5 JWT.
+    pub kind: u8,
+    /// The username for types 1 and 2.
+    pub user: Option<String>,
+}
+
 /// Everything the gateway reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
@@ -88,6 +106,10 @@ pub enum Event {
         implementation_class_uid: String,
         implementation_version: Option<String>,
         contexts: usize,
+        /// TLS session facts when the client connected to a TLS listener.
+        tls: Option<TlsFacts>,
+        /// The User Identity presented (removed from log lines).
+        user_identity: Option<UserIdentityInfo>,
     },
     AssociationRefused {
         assoc: AssocId,
@@ -108,6 +130,8 @@ pub enum Event {
         rejected_contexts: usize,
         max_pdu_client: u32,
         max_pdu_upstream: u32,
+        /// The user the policy authenticated (User Identity type 2 or 5), if any.
+        authenticated_user: Option<String>,
     },
     ContextRejected {
         assoc: AssocId,
@@ -165,6 +189,10 @@ pub enum Event {
         assoc: AssocId,
         blame: Blame,
         why: String,
+    },
+    ConfigReloaded {
+        ok: bool,
+        detail: String,
     },
     ShutdownStarted {
         running: usize,

@@ -7,12 +7,17 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use dicom_ul::pdu::{AssociationRQ, Pdu, PresentationContextResultReason};
+use dicom_ul::pdu::{
+    AssociationRQ, Pdu, PresentationContextResultReason, UserIdentityType, UserVariableItem,
+};
 use radguard_dicom::pdu::{abort_bytes, decode_control, reject_bytes, AbortReason, PduType};
 use radguard_dicom::types::uids;
 use radguard_dicom::AeTitle;
-use radguard_events::{AlertKind, AssocId, Blame, Event};
-use radguard_policy::{Admission, AssociationFacts, ContextDecision, Policy, RejectWhy, Route};
+use radguard_events::{AlertKind, AssocId, Blame, Event, TlsFacts, UserIdentityInfo};
+use radguard_policy::{
+    Admission, AssociationFacts, AssociationRefusal, CertFacts, ContextDecision, IdentityFacts,
+    Policy, RejectWhy, Route, UserIdentityClaim, UserIdentityKind,
+};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -27,6 +32,10 @@ pub struct ClientConn {
     pub source: SocketAddr,
     pub reader: PduReader<BoxRead>,
     pub writer: BoxWrite,
+    /// The verified client certificate (TLS listeners).
+    pub cert: Option<CertFacts>,
+    /// The TLS session, for the events (TLS listeners).
+    pub tls: Option<TlsFacts>,
 }
 
 /// An association the policy admitted, with its planned contexts.
@@ -37,22 +46,50 @@ pub struct Admitted {
     pub plan: Vec<ContextPlan>,
     /// What the client accepts (its Maximum Length, capped by ours).
     pub client_accepts: u32,
+    /// The User Identity server response to put in the A-ASSOCIATE-AC (item 0x59), if any.
+    pub user_identity_response: Option<Vec<u8>>,
 }
 
+impl Admitted {
+    /// The extra A-ASSOCIATE-AC user information items the gateway adds itself.
+    pub fn ac_items(&self) -> Vec<UserVariableItem> {
+        match &self.user_identity_response {
+            Some(r) => {
+                let mut v = (r.len() as u16).to_be_bytes().to_vec();
+                v.extend_from_slice(r);
+                vec![UserVariableItem::Unknown(0x59, v)]
+            }
+            None => vec![],
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     shared: Arc<Shared>,
     id: AssocId,
     stream: TcpStream,
     source: SocketAddr,
+    tls: bool,
     _permit: OwnedSemaphorePermit,
     _slot: PeerSlot,
 ) {
-    let (rd, wr) = split_tcp(stream);
+    let (rd, wr, cert, session) = if tls {
+        match tls_accept(&shared, id, stream, source).await {
+            Some(x) => x,
+            None => return,
+        }
+    } else {
+        let (rd, wr) = split_tcp(stream);
+        (rd, wr, None, None)
+    };
     let mut conn = ClientConn {
         id,
         source,
         reader: PduReader::new(rd, shared.settings.max_pdu_length),
         writer: wr,
+        cert,
+        tls: session,
     };
     let Some(admitted) = establish(&shared, &mut conn).await else {
         return;
@@ -74,6 +111,80 @@ pub async fn run(
             crate::relay::run(&shared, conn, admitted, &addr, &calling, &upstream_ae).await
         }
     }
+}
+
+type Accepted = (BoxRead, BoxWrite, Option<CertFacts>, Option<TlsFacts>);
+
+/// The TLS handshake on a `tls_listen` connection, under the ARTIM timer. A failed handshake has
+/// no DICOM answer: it is recorded (blame: peer) and the connection closed.
+async fn tls_accept(
+    shared: &Shared,
+    id: AssocId,
+    stream: TcpStream,
+    source: SocketAddr,
+) -> Option<Accepted> {
+    let Some(cfg) = shared.tls.borrow().server.clone() else {
+        shared.bus.emit(Event::AssociationAborted {
+            assoc: id,
+            blame: Blame::Local,
+            why: "TLS listener without a server TLS configuration".into(),
+        });
+        return None;
+    };
+    let acceptor = radguard_tls::tokio_rustls::TlsAcceptor::from(cfg);
+    let fail = |why: String| {
+        shared.bus.emit(Event::SecurityAlert {
+            assoc: Some(id),
+            kind: AlertKind::PeerNotRecognized,
+            source: Some(source),
+            detail: why.clone(),
+        });
+        shared.bus.emit(Event::AssociationAborted {
+            assoc: id,
+            blame: Blame::Peer,
+            why,
+        });
+    };
+    let stream =
+        match tokio::time::timeout(shared.settings.artim_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                fail(format!("TLS handshake failed: {e}"));
+                return None;
+            }
+            Err(_) => {
+                fail("TLS handshake not finished within ARTIM".into());
+                return None;
+            }
+        };
+    let common = stream.get_ref().1;
+    let facts = match radguard_tls::peer_cert_facts(common) {
+        Ok(f) => f,
+        Err(e) => {
+            fail(format!("client certificate unreadable: {e}"));
+            return None;
+        }
+    };
+    let session = radguard_tls::session_info(common);
+    let tls_facts = TlsFacts {
+        protocol: session
+            .as_ref()
+            .map(|s| s.protocol.to_string())
+            .unwrap_or_default(),
+        cipher_suite: session
+            .as_ref()
+            .map(|s| s.cipher_suite.to_string())
+            .unwrap_or_default(),
+        peer_subject: facts.as_ref().map(|f| f.subject.clone()),
+        peer_cert_sha256: facts.as_ref().map(|f| f.sha256_hex.clone()),
+    };
+    let cert = facts.map(|f| CertFacts {
+        sha256_hex: f.sha256_hex,
+        subject_cn: f.subject_cn,
+        sans: f.sans,
+    });
+    let (r, w) = tokio::io::split(stream);
+    Some((Box::new(r), Box::new(w), cert, Some(tls_facts)))
 }
 
 /// Sends an A-ABORT (provider, `reason`), records why, and closes.
@@ -201,6 +312,19 @@ async fn establish(shared: &Shared, conn: &mut ClientConn) -> Option<Admitted> {
         implementation_class_uid: impl_class.clone().unwrap_or_default(),
         implementation_version: impl_version,
         contexts: rq.presentation_contexts.len(),
+        tls: conn.tls.clone(),
+        user_identity: user_identity_claim(&rq.user_variables).map(|c| UserIdentityInfo {
+            kind: c.kind.code(),
+            user: match c.kind {
+                UserIdentityKind::Username | UserIdentityKind::UsernamePasscode => Some(
+                    String::from_utf8_lossy(&c.primary)
+                        .chars()
+                        .take(64)
+                        .collect(),
+                ),
+                _ => None,
+            },
+        }),
     });
     if rq.protocol_version & 1 == 0 {
         let why = format!(
@@ -273,16 +397,51 @@ async fn establish(shared: &Shared, conn: &mut ClientConn) -> Option<Admitted> {
         .await;
         return None;
     }
+    if !*shared.admit.borrow() {
+        let why = "the audit trail cannot be written: refusing rather than relaying unaudited"
+            .to_string();
+        reject_client(
+            shared,
+            conn,
+            (2, 3, 2),
+            Some(&calling_raw),
+            Some(&called_raw),
+            Blame::Local,
+            why,
+        )
+        .await;
+        return None;
+    }
     let policy = shared.policy.borrow().clone();
     let facts = AssociationFacts {
         source: conn.source.ip(),
         calling_ae: calling.clone(),
         called_ae: called.clone(),
     };
-    let admission = match policy.admit(&facts) {
+    let identity = IdentityFacts {
+        client_cert: conn.cert.clone(),
+        user: user_identity_claim(&rq.user_variables),
+    };
+    // Passcode checks (Argon2) are slow on purpose: off the async threads.
+    let p = policy.clone();
+    let verdict = tokio::task::spawn_blocking(move || p.admit_with(&facts, &identity)).await;
+    let verdict = match verdict {
+        Ok(v) => v,
+        Err(e) => {
+            let why = format!("admission check failed: {e}");
+            abort_client(shared, conn, AbortReason::NotSpecified, Blame::Local, why).await;
+            return None;
+        }
+    };
+    let admission = match verdict {
         Ok(a) => a,
         Err(refusal) => {
-            let why = refusal.to_string();
+            let why = match &refusal {
+                AssociationRefusal::CallingAeNotRecognized { why } => {
+                    format!("{refusal} (condition: {})", why.condition())
+                }
+                AssociationRefusal::CalledAeNotRecognized => refusal.to_string(),
+            };
             alert(shared, conn, AlertKind::PeerNotRecognized, &why);
             reject_client(
                 shared,
@@ -355,12 +514,37 @@ async fn establish(shared: &Shared, conn: &mut ClientConn) -> Option<Admitted> {
         .await;
         return None;
     }
+    let user_identity_response = admission.user_identity_response().map(<[u8]>::to_vec);
     Some(Admitted {
         rq,
         admission,
         policy,
         plan,
         client_accepts,
+        user_identity_response,
+    })
+}
+
+/// The User Identity sub-item of an A-ASSOCIATE-RQ, as the policy sees it.
+fn user_identity_claim(vars: &[UserVariableItem]) -> Option<UserIdentityClaim> {
+    vars.iter().find_map(|v| match v {
+        UserVariableItem::UserIdentityItem(u) => {
+            let code = match u.identity_type() {
+                UserIdentityType::Username => 1,
+                UserIdentityType::UsernamePassword => 2,
+                UserIdentityType::KerberosServiceTicket => 3,
+                UserIdentityType::SamlAssertion => 4,
+                UserIdentityType::Jwt => 5,
+                _ => 0,
+            };
+            Some(UserIdentityClaim {
+                kind: UserIdentityKind::from_code(code),
+                primary: u.primary_field(),
+                secondary: u.secondary_field(),
+                positive_response_requested: u.positive_response_requested(),
+            })
+        }
+        _ => None,
     })
 }
 

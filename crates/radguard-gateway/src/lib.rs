@@ -19,6 +19,8 @@ pub mod negotiate;
 pub mod reader;
 pub mod relay;
 pub mod server;
+pub mod tls;
 pub mod vault_scp;
 
-pub use server::{bind, serve, Shared};
+pub use server::{bind, serve, Listener, Shared};
+pub use tls::TlsState;

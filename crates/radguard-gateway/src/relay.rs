@@ -86,7 +86,60 @@ pub async fn run(
         }
     };
     let _ = stream.set_nodelay(true);
-    let (urd, mut uwr) = split_tcp(stream);
+    let upstream_tls = shared
+        .tls
+        .borrow()
+        .upstream
+        .get(adm.admission.called_ae())
+        .cloned();
+    let (urd, mut uwr) = match upstream_tls {
+        None => split_tcp(stream),
+        Some(cfg) => {
+            let name = adm
+                .policy
+                .route_entry(adm.admission.called_ae())
+                .and_then(|r| r.tls.as_ref())
+                .map(|t| t.server_name.clone())
+                .unwrap_or_default();
+            let connected = match radguard_tls::server_name(&name) {
+                Ok(sn) => {
+                    let connector = radguard_tls::tokio_rustls::TlsConnector::from(cfg);
+                    match tokio::time::timeout(timeout, connector.connect(sn, stream)).await {
+                        Ok(Ok(s)) => Ok(s),
+                        Ok(Err(e)) => Err(format!("TLS handshake with {addr} failed: {e}")),
+                        Err(_) => Err(format!("TLS handshake with {addr} timed out")),
+                    }
+                }
+                Err(e) => Err(format!("upstream TLS server name {name:?}: {e}")),
+            };
+            match connected {
+                Ok(s) => {
+                    let (r, w) = tokio::io::split(s);
+                    (Box::new(r) as BoxRead, Box::new(w) as BoxWrite)
+                }
+                Err(why) => {
+                    shared.bus.emit(Event::SecurityAlert {
+                        assoc: Some(conn.id),
+                        kind: AlertKind::PeerNotRecognized,
+                        source: None,
+                        detail: why.clone(),
+                    });
+                    let t = (2u8, 3u8, 1u8);
+                    reject_client(
+                        shared,
+                        &mut conn,
+                        t,
+                        Some(&calling_s),
+                        Some(&called_s),
+                        Blame::Upstream,
+                        why,
+                    )
+                    .await;
+                    return;
+                }
+            }
+        }
+    };
     let mut ureader = PduReader::new(urd, MAX_ASSOCIATION_PDU);
 
     let rq_up = upstream_rq(
@@ -227,7 +280,8 @@ pub async fn run(
         .await;
         return;
     }
-    let ac = client_ac(&adm.rq, &adm.plan, &up_ac, upstream_accepts);
+    let mut ac = client_ac(&adm.rq, &adm.plan, &up_ac, upstream_accepts);
+    ac.user_variables.extend(adm.ac_items());
     let contexts = Contexts::from_ac(&adm.rq.presentation_contexts, &ac);
     let ac_bytes = match radguard_dicom::pdu::encode(&Pdu::AssociationAC(ac.clone())) {
         Ok(b) => b,
@@ -259,6 +313,7 @@ pub async fn run(
         accepted_contexts: contexts.len(),
         rejected_contexts: rejected,
         max_pdu_client: adm.client_accepts,
+        authenticated_user: adm.admission.authenticated_user().map(str::to_string),
         max_pdu_upstream: upstream_accepts,
     });
 

@@ -13,6 +13,8 @@ use radguard_events::{AssocId, Blame, Event, EventBus};
 use radguard_policy::{Policy, ServerSettings};
 use radguard_vault::Vault;
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::tls::TlsState;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -24,6 +26,11 @@ use crate::reader::PduReader;
 pub struct Shared {
     pub settings: ServerSettings,
     pub policy: watch::Receiver<Policy>,
+    /// TLS configurations in force (swapped with the policy on reload).
+    pub tls: watch::Receiver<Arc<TlsState>>,
+    /// `false` while the audit trail cannot be written: new associations are then refused
+    /// with a transient A-ASSOCIATE-RJ (2/3/2) rather than relayed unaudited.
+    pub admit: watch::Receiver<bool>,
     pub vault: Option<Arc<Vault>>,
     pub bus: EventBus,
     next_id: AtomicU64,
@@ -56,6 +63,8 @@ impl Shared {
     pub fn new(
         settings: ServerSettings,
         policy: watch::Receiver<Policy>,
+        tls: watch::Receiver<Arc<TlsState>>,
+        admit: watch::Receiver<bool>,
         vault: Option<Arc<Vault>>,
         bus: EventBus,
     ) -> Arc<Self> {
@@ -63,6 +72,8 @@ impl Shared {
         Arc::new(Shared {
             settings,
             policy,
+            tls,
+            admit,
             vault,
             bus,
             next_id: AtomicU64::new(1),
@@ -95,11 +106,27 @@ impl Shared {
     }
 }
 
-/// Binds every configured listener (so the caller can print the real ports before serving).
-pub async fn bind(settings: &ServerSettings) -> std::io::Result<Vec<TcpListener>> {
+/// A bound listener: plain DICOM, or DICOM over TLS.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: bool,
+}
+
+/// Binds every configured listener, plain then TLS (so the caller can print the real ports
+/// before serving).
+pub async fn bind(settings: &ServerSettings) -> std::io::Result<Vec<Listener>> {
     let mut out = Vec::new();
     for addr in &settings.listen {
-        out.push(TcpListener::bind(addr).await?);
+        out.push(Listener {
+            tcp: TcpListener::bind(addr).await?,
+            tls: false,
+        });
+    }
+    for addr in &settings.tls_listen {
+        out.push(Listener {
+            tcp: TcpListener::bind(addr).await?,
+            tls: true,
+        });
     }
     Ok(out)
 }
@@ -108,14 +135,14 @@ pub async fn bind(settings: &ServerSettings) -> std::io::Result<Vec<TcpListener>
 /// `shutdown_grace` to finish before they are cut.
 pub async fn serve(
     shared: Arc<Shared>,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut acceptors = JoinSet::new();
     let tasks = Arc::new(Mutex::new(JoinSet::new()));
     for l in listeners {
-        if let Ok(addr) = l.local_addr() {
+        if let Ok(addr) = l.tcp.local_addr() {
             shared.bus.emit(Event::Listening {
                 addr,
                 ae_title: shared.settings.ae_title.to_string(),
@@ -153,14 +180,14 @@ pub async fn serve(
 
 async fn accept_loop(
     shared: Arc<Shared>,
-    listener: TcpListener,
+    listener: Listener,
     mut stop: watch::Receiver<bool>,
     tasks: Arc<Mutex<JoinSet<()>>>,
 ) {
     loop {
         let accepted = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            a = listener.accept() => a,
+            a = listener.tcp.accept() => a,
         };
         let (stream, source) = match accepted {
             Ok(x) => x,
@@ -172,6 +199,7 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let tls = listener.tls;
         let id = shared.next_id();
         let slot = shared.take_peer_slot(source.ip());
         let permit = shared.global.clone().try_acquire_owned().ok();
@@ -179,7 +207,7 @@ async fn accept_loop(
             (Some(slot), Some(permit)) => {
                 let s = shared.clone();
                 let fut = async move {
-                    crate::assoc::run(s, id, stream, source, permit, slot).await;
+                    crate::assoc::run(s, id, stream, source, tls, permit, slot).await;
                 };
                 if let Ok(mut set) = tasks.lock() {
                     // Reap finished tasks so the set does not grow without bound.
@@ -194,7 +222,23 @@ async fn accept_loop(
                     "per-peer association limit reached"
                 };
                 drop(slot);
-                refuse_over_limit(shared.clone(), id, stream, source, why);
+                if tls {
+                    // No DICOM answer without a TLS handshake, and a flood must not buy
+                    // handshakes: close at once.
+                    shared.bus.emit(Event::AssociationRefused {
+                        assoc: id,
+                        source,
+                        calling_ae: None,
+                        called_ae: None,
+                        result: 0,
+                        rj_source: 0,
+                        reason: 0,
+                        blame: Blame::Local,
+                        why: format!("{why}; TLS connection closed"),
+                    });
+                } else {
+                    refuse_over_limit(shared.clone(), id, stream, source, why);
+                }
             }
         }
     }

@@ -50,6 +50,8 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
         }
         proposed.iter().find(|t| known(t)).cloned()
     });
+    let mut ac = ac;
+    ac.user_variables.extend(adm.ac_items());
     let contexts = Contexts::from_ac(&adm.rq.presentation_contexts, &ac);
     let bytes = match radguard_dicom::pdu::encode(&Pdu::AssociationAC(ac.clone())) {
         Ok(b) => b,
@@ -83,6 +85,7 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
         accepted_contexts: contexts.len(),
         rejected_contexts: ac.presentation_contexts.len() - contexts.len(),
         max_pdu_client: adm.client_accepts,
+        authenticated_user: adm.admission.authenticated_user().map(str::to_string),
         max_pdu_upstream: max,
     });
     conn.reader.set_max_pdata(max);

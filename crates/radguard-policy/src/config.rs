@@ -40,10 +40,14 @@ vault = true
 "#;
 
 /// A validated config: the gateway's own settings and the policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: ServerSettings,
     pub policy: Policy,
+    /// The `[audit]` table, for radguard-audit to validate (`None` = its defaults).
+    pub audit: Option<toml::Table>,
+    /// The `[ledger]` table, for radguard-ledger to validate (`None` = no ledger).
+    pub ledger: Option<toml::Table>,
 }
 
 /// `[server]`: listeners, the gateway's AE title, caps and timeouts.
@@ -246,6 +250,8 @@ pub fn parse_config_in(src: &str, origin: &str, base_dir: &Path) -> Result<Confi
     Ok(Config {
         server,
         policy: Policy::new(peers, routes, directory),
+        audit: raw.audit,
+        ledger: raw.ledger,
     })
 }
 
@@ -267,6 +273,10 @@ struct RawConfig {
     #[serde(default)]
     user: Vec<Spanned<RawUser>>,
     jwt: Option<Spanned<RawJwt>>,
+    /// `[audit]`: validated by the audit trail's own config (radguard-audit), kept raw here.
+    audit: Option<toml::Table>,
+    /// `[ledger]`: validated by the integrity ledger's own config, kept raw here.
+    ledger: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]

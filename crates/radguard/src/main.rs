@@ -3,13 +3,15 @@
 //! This file is the binary's edge: argument parsing, logging set-up, exit codes. Everything it
 //! runs lives in the library crates (see ARCHITECTURE.md).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use radguard_events::EventBus;
+use radguard_audit::config::AuditConfig;
+use radguard_audit::AuditWriter;
+use radguard_events::{Event, EventBus};
 use radguard_policy::Config;
 
 /// Radguard: a security gateway for medical imaging devices (DICOM).
@@ -55,6 +57,23 @@ enum Command {
     /// data); files that cannot be made safe go to OUT/quarantine/ with a reason file. Inputs are
     /// never modified.
     Sanitize(radguard_media::cli::SanitizeArgs),
+    /// De-identify DICOM files (PS3.15 Annex E profiles), or check files for residual PHI.
+    Deid(radguard_deid::cli::DeidArgs),
+    /// Read, search, verify and export the tamper-evident audit trail.
+    Audit(radguard_audit::cli::AuditArgs),
+    /// TLS quick start: a local CA, gateway and client certificates; certificate fingerprints.
+    Tls(radguard_tls::cli::TlsArgs),
+    /// Make an Argon2id hash of a passcode for a `[[user]]` entry (User Identity type 2).
+    Passwd(radguard_tls::cli::PasswdArgs),
+    /// Ask a running `radguard serve` to reload its config and certificates (SIGHUP).
+    ///
+    /// A new config that fails anywhere is refused whole; the old one stays in force and running
+    /// associations are never dropped.
+    Reload {
+        /// The data folder of the running gateway (holds radguard.pid).
+        #[arg(long, default_value = "./radguard-data")]
+        data: PathBuf,
+    },
     /// Check configuration files.
     Config {
         #[command(subcommand)]
@@ -97,16 +116,33 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Reload { data } => match reload(&data) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("radguard: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Deid(args) => exit(radguard_deid::cli::run_deid(args)),
+        Command::Audit(args) => exit(radguard_audit::cli::run_audit(args)),
+        Command::Tls(args) => exit(radguard_tls::cli::run_tls(args)),
+        Command::Passwd(args) => exit(radguard_tls::cli::run_passwd(args)),
         Command::Scan(args) => exit(radguard_media::cli::run_scan(args)),
         Command::Sanitize(args) => exit(radguard_media::cli::run_sanitize(args)),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => match radguard_policy::load_file(&file) {
-            Ok(cfg) => {
-                println!("{}: OK", file.display());
-                println!("{}", cfg.describe());
-                ExitCode::SUCCESS
-            }
+            Ok(_) => match load_config(Some(&file)) {
+                Ok((cfg, _, _)) => {
+                    println!("{}: OK", file.display());
+                    println!("{}", cfg.describe());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e:#}", file.display());
+                    ExitCode::from(1)
+                }
+            },
             Err(errs) => {
                 eprintln!("{errs}");
                 eprintln!("{}: {} error(s)", file.display(), errs.len());
@@ -138,12 +174,32 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
-    let cfg = match &config {
+/// Loads and checks everything a config names (policy, TLS files, audit settings): a config is
+/// taken whole or not at all.
+fn load_config(
+    config: Option<&Path>,
+) -> anyhow::Result<(Config, radguard_gateway::TlsState, AuditConfig)> {
+    let cfg = match config {
         Some(path) => radguard_policy::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => Config::embedded_default(),
     };
+    let tls = radguard_gateway::tls::build(&cfg).context("loading the TLS configuration")?;
+    let audit: AuditConfig = match &cfg.audit {
+        Some(t) => t
+            .clone()
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("[audit]: {e}"))?,
+        None => AuditConfig::default(),
+    };
+    Ok((cfg, tls, audit))
+}
+
+fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
+    let (cfg, tls, audit_cfg) = load_config(config.as_deref())?;
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let audit = audit_cfg
+        .resolve(&data, Some(cfg.server.ae_title.as_str()))
+        .context("the audit trail settings")?;
     let vault_dir = data.join("vault");
     let vault = radguard_vault::Vault::open(&vault_dir)
         .with_context(|| format!("opening the vault in {}", vault_dir.display()))?;
@@ -155,31 +211,167 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         let listeners = radguard_gateway::bind(&cfg.server)
             .await
             .context("binding the listeners")?;
+        // The audit writer subscribes before anything can happen. The bus is large enough for
+        // bursts (10,000 associations ≈ 60,000 events) so the writer does not lose events.
+        let bus = EventBus::new(1 << 17);
+        let store = audit
+            .store
+            .open_async()
+            .await
+            .context("opening the audit store")?;
+        let audit_handle = AuditWriter::spawn(store, bus.subscribe(), audit.writer.clone());
+        let mut exporters = Vec::new();
+        for e in &audit.exporters {
+            let st = audit
+                .store
+                .open_async()
+                .await
+                .context("opening the audit store")?;
+            exporters.push(
+                radguard_audit::syslog::SyslogExporter::spawn(
+                    st,
+                    e.clone(),
+                    Some(audit_handle.health()),
+                )
+                .context("starting the syslog export")?,
+            );
+        }
+        let (admit_tx, admit_rx) = tokio::sync::watch::channel(audit_handle.admit_associations());
+        {
+            let mut health = audit_handle.health();
+            let refuse = audit.writer.on_store_failure == radguard_audit::FailurePolicy::Refuse;
+            tokio::spawn(async move {
+                while health.changed().await.is_ok() {
+                    let h = health.borrow().clone();
+                    let ok = !refuse || (h.store_ok && !h.stopped);
+                    if admit_tx.send(ok).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         for l in &listeners {
-            let addr = l.local_addr()?;
+            let addr = l.tcp.local_addr()?;
+            let scheme = if l.tls { "dicom-tls" } else { "dicom" };
             println!(
-                "radguard: listening on dicom://{addr} as AE {}",
+                "radguard: listening on {scheme}://{addr} as AE {}",
                 cfg.server.ae_title
             );
         }
         let data_abs = std::fs::canonicalize(&data).unwrap_or(data.clone());
         println!("radguard: data in {}", data_abs.display());
+        match &audit.store {
+            radguard_audit::StoreSpec::Sqlite(p) => {
+                println!("radguard: audit trail in {} (SQLite)", p.display())
+            }
+            radguard_audit::StoreSpec::Postgres { schema, .. } => {
+                println!(
+                    "radguard: audit trail in PostgreSQL (schema {})",
+                    schema.as_deref().unwrap_or("default")
+                )
+            }
+        }
         match &config {
             Some(p) => println!("radguard: policy from {}", p.display()),
             None => println!("radguard: policy: embedded defaults (loopback only)"),
         }
         println!("{}", cfg.describe());
-        let (_policy_tx, policy_rx) = tokio::sync::watch::channel(cfg.policy.clone());
+        let pid_file = data.join("radguard.pid");
+        let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
+        let (policy_tx, policy_rx) = tokio::sync::watch::channel(cfg.policy.clone());
+        let (tls_tx, tls_rx) = tokio::sync::watch::channel(Arc::new(tls));
         let shared = radguard_gateway::Shared::new(
             cfg.server.clone(),
             policy_rx,
+            tls_rx,
+            admit_rx,
             Some(Arc::new(vault)),
-            EventBus::default(),
+            bus.clone(),
         );
+        reload_on_sighup(config.clone(), policy_tx, tls_tx, bus.clone());
         radguard_gateway::serve(shared, listeners, shutdown_signal()).await;
+        for e in exporters {
+            let _ = e.shutdown().await;
+        }
+        if let Err(e) = audit_handle.shutdown().await {
+            eprintln!("radguard: audit trail shutdown: {e}");
+        }
+        let _ = std::fs::remove_file(&pid_file);
         println!("radguard: stopped");
         anyhow::Ok(())
     })
+}
+
+/// SIGHUP (or `radguard reload`): reload the config file; a config that fails anywhere (syntax,
+/// policy, certificates) is refused whole and the one in force stays. Running associations keep
+/// going; new ones see the new policy. Listener addresses are not changed by a reload.
+fn reload_on_sighup(
+    config: Option<PathBuf>,
+    policy_tx: tokio::sync::watch::Sender<radguard_policy::Policy>,
+    tls_tx: tokio::sync::watch::Sender<Arc<radguard_gateway::TlsState>>,
+    bus: EventBus,
+) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let Some(path) = config.as_deref() else {
+                bus.emit(Event::ConfigReloaded {
+                    ok: false,
+                    detail: "running on embedded defaults: nothing to reload".into(),
+                });
+                continue;
+            };
+            let p = path.to_path_buf();
+            let loaded = tokio::task::spawn_blocking(move || load_config(Some(&p))).await;
+            match loaded {
+                Ok(Ok((cfg, tls, _audit))) => {
+                    let _ = tls_tx.send(Arc::new(tls));
+                    let _ = policy_tx.send(cfg.policy);
+                    bus.emit(Event::ConfigReloaded {
+                        ok: true,
+                        detail: format!("policy and certificates reloaded from {}", path.display()),
+                    });
+                }
+                Ok(Err(e)) => bus.emit(Event::ConfigReloaded {
+                    ok: false,
+                    detail: format!("new config refused, the old one stays in force: {e:#}"),
+                }),
+                Err(e) => bus.emit(Event::ConfigReloaded {
+                    ok: false,
+                    detail: format!("reload failed: {e}"),
+                }),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (config, policy_tx, tls_tx, bus);
+}
+
+/// `radguard reload`: signal the running gateway (pid file in its data folder) to reload.
+fn reload(data: &Path) -> anyhow::Result<()> {
+    let pid_file = data.join("radguard.pid");
+    let pid = std::fs::read_to_string(&pid_file).with_context(|| {
+        format!(
+            "reading {} (is radguard serve running with --data {}?)",
+            pid_file.display(),
+            data.display()
+        )
+    })?;
+    let pid: u32 = pid
+        .trim()
+        .parse()
+        .with_context(|| format!("{} holds no pid", pid_file.display()))?;
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .context("running kill")?;
+    anyhow::ensure!(status.success(), "could not signal pid {pid}");
+    println!("radguard: asked pid {pid} to reload its config (see its log for the result)");
+    Ok(())
 }
 
 async fn shutdown_signal() {
