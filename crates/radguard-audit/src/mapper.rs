@@ -162,6 +162,8 @@ impl Mapper {
                     running: *running as u64,
                 },
             ),
+            // Counted in the transfer records; the event itself carries no patient facts.
+            Event::Deidentified { .. } => {}
             Event::ConfigReloaded { ok, detail } => push(
                 &mut out,
                 None,

@@ -190,6 +190,17 @@ pub enum Event {
         blame: Blame,
         why: String,
     },
+    /// A C-STORE data set was de-identified on its way out (counts only, no values).
+    Deidentified {
+        assoc: AssocId,
+        message_id: u16,
+        new_sop_instance: String,
+        uids_replaced: usize,
+        private_removed: usize,
+        dates_shifted: usize,
+        /// Set when an instance with burned-in annotation was let through by the route's policy.
+        burned_in_allowed: Option<String>,
+    },
     ConfigReloaded {
         ok: bool,
         detail: String,

@@ -473,6 +473,29 @@ async fn establish(shared: &Shared, conn: &mut ClientConn) -> Option<Admitted> {
         }),
     });
     let plan = match plan {
+        // De-identifying routes cannot transform Deflated data sets in the stream: that
+        // transfer syntax is not offered upstream.
+        Ok(mut p) if shared.tls.borrow().deid.contains_key(&called) => {
+            for c in p.iter_mut().filter(|c| c.rejected.is_none()) {
+                // Queries and retrieves would carry identifiers out unchanged.
+                let abs = c.proposed.abstract_syntax.trim_end_matches('\0');
+                if radguard_policy::sop::FIND_MODELS.contains(&abs)
+                    || radguard_policy::sop::MOVE_MODELS.contains(&abs)
+                    || radguard_policy::sop::GET_MODELS.contains(&abs)
+                {
+                    c.rejected = Some(PresentationContextResultReason::UserRejection);
+                    continue;
+                }
+                c.proposed
+                    .transfer_syntaxes
+                    .retain(|t| t.trim_end_matches('\0') != DEFLATED);
+                if c.proposed.transfer_syntaxes.is_empty() {
+                    c.rejected =
+                        Some(PresentationContextResultReason::TransferSyntaxesNotSupported);
+                }
+            }
+            p
+        }
         Ok(p) => p,
         Err(e) => {
             abort_client(
@@ -547,6 +570,8 @@ fn user_identity_claim(vars: &[UserVariableItem]) -> Option<UserIdentityClaim> {
         _ => None,
     })
 }
+
+const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 
 /// The smallest Maximum Length the gateway works with (PS3.8 sets no floor; dicom-ul and DCMTK
 /// use 1 KiB-ish minima too).

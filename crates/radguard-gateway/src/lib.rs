@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assoc;
+pub mod deid_relay;
 pub mod gate;
 pub mod io;
 pub mod negotiate;

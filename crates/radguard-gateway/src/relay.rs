@@ -26,6 +26,7 @@ use tokio::sync::Mutex;
 const BATCH_LIMIT: usize = 256 * 1024;
 
 use crate::assoc::{abort_client, reject_client, Admitted, ClientConn, MIN_PDU};
+use crate::deid_relay::{restore_uid, DeidMessage, DeidStep};
 use crate::gate::{judge, Contexts, Verdict};
 use crate::io::{
     push_command, read_idle, split_tcp, write_timed, Activity, BoxRead, BoxWrite, IoError,
@@ -33,6 +34,7 @@ use crate::io::{
 use crate::negotiate::{client_ac, effective_max, max_length, upstream_rq};
 use crate::reader::{PduReader, ReadError};
 use crate::server::Shared;
+use crate::tls::DeidRoute;
 use radguard_dicom::pdu::MAX_ASSOCIATION_PDU;
 
 /// How the relay phase ended.
@@ -331,6 +333,13 @@ pub async fn run(
         from_client: AtomicU64::new(0),
         from_upstream: AtomicU64::new(0),
         outstanding: StdMutex::new(HashMap::new()),
+        deid: shared
+            .tls
+            .borrow()
+            .deid
+            .get(adm.admission.called_ae())
+            .cloned(),
+        uid_map: StdMutex::new(HashMap::new()),
         id: conn.id,
         to_client_max: adm.client_accepts,
         to_upstream_max: upstream_accepts,
@@ -381,6 +390,11 @@ struct RelayState<'a> {
     from_upstream: AtomicU64,
     /// Message ID → command of the requests in flight (for the response events).
     outstanding: StdMutex<HashMap<u16, InFlight>>,
+    /// De-identifying route: its transform.
+    deid: Option<DeidRoute>,
+    /// De-identifying route: message ID → the client's own SOP Instance UID, to put back into
+    /// the upstream's C-STORE-RSP.
+    uid_map: StdMutex<HashMap<u16, String>>,
     id: radguard_events::AssocId,
     to_client_max: u32,
     to_upstream_max: u32,
@@ -444,7 +458,98 @@ pub(crate) fn sniffer_for(ts: &str) -> Option<HeadSniffer> {
 
 enum Action<'a> {
     Forward(Pdv<'a>),
-    Command { context_id: u8, raw: Vec<u8> },
+    Command {
+        context_id: u8,
+        raw: Vec<u8>,
+    },
+    /// Data set bytes the gateway produced (de-identified), fragmented to the upstream's maximum.
+    Data {
+        context_id: u8,
+        bytes: Vec<u8>,
+        last: bool,
+    },
+}
+
+/// A request the gateway answers itself.
+struct Refusal {
+    context_id: u8,
+    field: CommandField,
+    message_id: u16,
+    sop_class: Option<String>,
+    sop_instance: Option<String>,
+    status: u16,
+    comment: String,
+}
+
+/// Answers a refused request to the client (its data set, if any, is dropped by the caller).
+async fn refuse(st: &RelayState<'_>, uwr: &Mutex<BoxWrite>, r: Refusal) -> Result<(), End> {
+    st.shared.bus.emit(Event::DimseRefused {
+        assoc: st.id,
+        message_id: r.message_id,
+        command: format!("{:?}", r.field),
+        status: r.status,
+        why: r.comment.clone(),
+    });
+    st.shared.bus.emit(Event::SecurityAlert {
+        assoc: Some(st.id),
+        kind: AlertKind::NotAuthorized,
+        source: None,
+        detail: format!(
+            "{:?} refused with 0x{:04X}: {}",
+            r.field, r.status, r.comment
+        ),
+    });
+    if r.field == CommandField::CCancelRq {
+        return Ok(());
+    }
+    let rsp = encode_response(
+        r.field,
+        r.message_id,
+        r.sop_class.as_deref(),
+        r.sop_instance.as_deref(),
+        r.status,
+        Some(&r.comment),
+    );
+    let mut buf = Vec::with_capacity(rsp.len() + 12);
+    push_command(&mut buf, r.context_id, &rsp, st.to_client_max);
+    if st.to_client(&buf).await.is_err() {
+        let why = "client lost while answering a refusal".to_string();
+        return Err(st
+            .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
+            .await);
+    }
+    Ok(())
+}
+
+/// Appends data set bytes as P-DATA PDUs no longer than `max`; the last PDV carries `last`.
+fn push_data(out: &mut Vec<u8>, context_id: u8, bytes: &[u8], last: bool, max: u32) {
+    let chunk = (max as usize).saturating_sub(6).max(1);
+    if bytes.is_empty() {
+        if last {
+            encode_pdata(
+                out,
+                &[Pdv {
+                    context_id,
+                    is_command: false,
+                    is_last: true,
+                    data: &[],
+                }],
+            );
+        }
+        return;
+    }
+    let mut parts = bytes.chunks(chunk).peekable();
+    while let Some(part) = parts.next() {
+        encode_pdata(
+            out,
+            &[Pdv {
+                context_id,
+                is_command: false,
+                is_last: last && parts.peek().is_none(),
+                data: part,
+            }],
+        );
+    }
 }
 
 async fn client_to_upstream(
@@ -457,6 +562,8 @@ async fn client_to_upstream(
     // Whether the data set of the current message goes upstream (false after a refusal).
     let mut forwarding = true;
     let mut sniffing: Option<Sniffing> = None;
+    // The C-STORE being de-identified (de-identifying routes only).
+    let mut deid_msg: Option<DeidMessage> = None;
     let mut out: Vec<u8> = Vec::new();
     // PDUs that go upstream unchanged, batched while more are already buffered (contiguous
     // slices of the read buffer: `unsplit` joins them without copying).
@@ -566,8 +673,7 @@ async fn client_to_upstream(
             match step {
                 Step::CommandPartial => {}
                 Step::Data { data, is_last, .. } => {
-                    if forwarding {
-                        actions.push(Action::Forward(pdv));
+                    if forwarding || deid_msg.is_some() {
                         if let Some(sn) = sniffing.as_mut() {
                             let done = sn.sniffer.as_mut().is_none_or(|s| s.feed(data));
                             if done || is_last {
@@ -581,6 +687,72 @@ async fn client_to_upstream(
                                 }
                             }
                         }
+                    }
+                    if let Some(dm) = deid_msg.as_mut() {
+                        let ctx = dm.context_id;
+                        match dm.push(data, is_last) {
+                            DeidStep::Hold => {}
+                            DeidStep::Emit {
+                                command,
+                                data,
+                                last,
+                                report,
+                            } => {
+                                if let Some(raw) = command {
+                                    actions.push(Action::Command {
+                                        context_id: ctx,
+                                        raw,
+                                    });
+                                }
+                                actions.push(Action::Data {
+                                    context_id: ctx,
+                                    bytes: data,
+                                    last,
+                                });
+                                if let Some(r) = report {
+                                    st.shared.bus.emit(Event::Deidentified {
+                                        assoc: st.id,
+                                        message_id: dm.message_id,
+                                        new_sop_instance: r.new_sop_instance_uid,
+                                        uids_replaced: r.uids_replaced,
+                                        private_removed: r.private_removed,
+                                        dates_shifted: r.dates_shifted,
+                                        burned_in_allowed: r.burned_in_allowed,
+                                    });
+                                }
+                            }
+                            DeidStep::Refuse { status, comment } => {
+                                let r = Refusal {
+                                    context_id: ctx,
+                                    field: CommandField::CStoreRq,
+                                    message_id: dm.message_id,
+                                    sop_class: Some(dm.sop_class.clone()),
+                                    sop_instance: Some(dm.original_uid.clone()),
+                                    status,
+                                    comment,
+                                };
+                                if let Ok(mut o) = st.outstanding.lock() {
+                                    o.remove(&dm.message_id);
+                                }
+                                if let Ok(mut m) = st.uid_map.lock() {
+                                    m.remove(&dm.message_id);
+                                }
+                                deid_msg = None;
+                                if let Err(end) = refuse(st, uwr, r).await {
+                                    return end;
+                                }
+                            }
+                            DeidStep::Abort(why) => {
+                                return st
+                                    .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
+                                    .await;
+                            }
+                        }
+                        if is_last {
+                            deid_msg = None;
+                        }
+                    } else if forwarding {
+                        actions.push(Action::Forward(pdv));
                     }
                 }
                 Step::Command {
@@ -625,6 +797,97 @@ async fn client_to_upstream(
                                 );
                             }
                         }
+                        if let Some(route) = st.deid.as_ref() {
+                            match request.field {
+                                CommandField::CStoreRq => {
+                                    let ts = st
+                                        .contexts
+                                        .get(context_id)
+                                        .map(|(_, t)| t.to_string())
+                                        .unwrap_or_default();
+                                    let class = request
+                                        .sop_class
+                                        .as_ref()
+                                        .map(|u| u.to_string())
+                                        .unwrap_or_default();
+                                    let inst = request
+                                        .sop_instance
+                                        .as_ref()
+                                        .map(|u| u.to_string())
+                                        .unwrap_or_default();
+                                    match DeidMessage::start(
+                                        route,
+                                        &ts,
+                                        request.message_id,
+                                        context_id,
+                                        raw,
+                                        &class,
+                                        &inst,
+                                    ) {
+                                        Ok(m) => {
+                                            if let Ok(mut map) = st.uid_map.lock() {
+                                                map.insert(request.message_id, inst.clone());
+                                            }
+                                            deid_msg = Some(m);
+                                            forwarding = false;
+                                        }
+                                        Err((status, comment)) => {
+                                            forwarding = false;
+                                            if let Ok(mut o) = st.outstanding.lock() {
+                                                o.remove(&request.message_id);
+                                            }
+                                            let r = Refusal {
+                                                context_id,
+                                                field: request.field,
+                                                message_id: request.message_id,
+                                                sop_class: Some(class),
+                                                sop_instance: Some(inst),
+                                                status,
+                                                comment,
+                                            };
+                                            if let Err(end) = refuse(st, uwr, r).await {
+                                                return end;
+                                            }
+                                        }
+                                    }
+                                    sniffing = Some(Sniffing {
+                                        message_id: request.message_id,
+                                        sniffer: st
+                                            .contexts
+                                            .get(context_id)
+                                            .and_then(|(_, ts)| sniffer_for(ts)),
+                                    });
+                                    continue;
+                                }
+                                CommandField::CFindRq
+                                | CommandField::CMoveRq
+                                | CommandField::CGetRq => {
+                                    // Queries and retrieves would carry identifiers out unchanged.
+                                    forwarding = false;
+                                    if let Ok(mut o) = st.outstanding.lock() {
+                                        o.remove(&request.message_id);
+                                    }
+                                    let r = Refusal {
+                                        context_id,
+                                        field: request.field,
+                                        message_id: request.message_id,
+                                        sop_class: request
+                                            .sop_class
+                                            .as_ref()
+                                            .map(|u| u.to_string()),
+                                        sop_instance: None,
+                                        status:
+                                            radguard_dicom::types::status::REFUSED_NOT_AUTHORIZED,
+                                        comment: "Radguard: not on a de-identifying route".into(),
+                                    };
+                                    if let Err(end) = refuse(st, uwr, r).await {
+                                        return end;
+                                    }
+                                    continue;
+                                }
+                                _ => {}
+                            }
+                        }
                         sniffing = request.has_data_set.then(|| Sniffing {
                             message_id: request.message_id,
                             sniffer: st
@@ -643,37 +906,17 @@ async fn client_to_upstream(
                         comment,
                     } => {
                         forwarding = false;
-                        st.shared.bus.emit(Event::DimseRefused {
-                            assoc: st.id,
-                            message_id,
-                            command: format!("{field:?}"),
-                            status,
-                            why: comment.clone(),
-                        });
-                        st.shared.bus.emit(Event::SecurityAlert {
-                            assoc: Some(st.id),
-                            kind: AlertKind::NotAuthorized,
-                            source: None,
-                            detail: format!("{field:?} refused with 0x{status:04X}: {comment}"),
-                        });
-                        if field == CommandField::CCancelRq {
-                            continue;
-                        }
-                        let rsp = encode_response(
+                        let r = Refusal {
+                            context_id,
                             field,
                             message_id,
-                            sop_class.as_deref(),
-                            sop_instance.as_deref(),
+                            sop_class,
+                            sop_instance,
                             status,
-                            Some(&comment),
-                        );
-                        let mut buf = Vec::with_capacity(rsp.len() + 12);
-                        push_command(&mut buf, context_id, &rsp, st.to_client_max);
-                        if st.to_client(&buf).await.is_err() {
-                            let why = "client lost while answering a refusal".to_string();
-                            return st
-                                .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
-                                .await;
+                            comment,
+                        };
+                        if let Err(end) = refuse(st, uwr, r).await {
+                            return end;
                         }
                     }
                     Verdict::Abort(why) => {
@@ -698,6 +941,17 @@ async fn client_to_upstream(
                             data.clear();
                         }
                         push_command(&mut out, *context_id, raw, st.to_upstream_max);
+                    }
+                    Action::Data {
+                        context_id,
+                        bytes,
+                        last,
+                    } => {
+                        if !data.is_empty() {
+                            encode_pdata(&mut out, &data);
+                            data.clear();
+                        }
+                        push_data(&mut out, *context_id, bytes, *last, st.to_upstream_max);
                     }
                 }
             }
@@ -784,6 +1038,52 @@ async fn upstream_to_client(
                             .await;
                     }
                 };
+                if st.deid.is_some() {
+                    // De-identifying route: commands are held until whole, so the C-STORE-RSP
+                    // can carry the client's own SOP Instance UID again; data passes.
+                    let mut out = Vec::new();
+                    for pdv in items {
+                        match asm.push(pdv) {
+                            Ok(Step::Command {
+                                context_id,
+                                raw,
+                                command,
+                            }) => {
+                                note_response(st, &command);
+                                let original = command
+                                    .responded_to
+                                    .filter(|_| command.field == Some(0x8001))
+                                    .and_then(|id| st.uid_map.lock().ok()?.remove(&id));
+                                let bytes = original
+                                    .and_then(|uid| restore_uid(&raw, &uid))
+                                    .unwrap_or(raw);
+                                push_command(&mut out, context_id, &bytes, st.to_client_max);
+                            }
+                            Ok(Step::Data { .. }) => encode_pdata(&mut out, &[pdv]),
+                            Ok(Step::CommandPartial) => {}
+                            Err(e) => {
+                                let why = format!("upstream: {e}");
+                                return st
+                                    .abort_both(
+                                        uwr,
+                                        AbortReason::UnexpectedPduParameter,
+                                        Blame::Upstream,
+                                        why,
+                                    )
+                                    .await;
+                            }
+                        }
+                    }
+                    if !out.is_empty() {
+                        if let Err(e) = st.to_client(&out).await {
+                            let why = format!("client write failed: {e}");
+                            return st
+                                .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
+                                .await;
+                        }
+                    }
+                    continue;
+                }
                 for pdv in items {
                     match asm.push(pdv) {
                         Ok(Step::Command { command, .. }) => note_response(st, &command),

@@ -322,6 +322,8 @@ struct RawRoute {
     upstream_ae: Option<Str>,
     upstream_calling_ae: Option<Str>,
     tls: Option<Spanned<RawRouteTls>>,
+    /// De-identification of what leaves through this route; validated by radguard-deid.
+    deidentify: Option<Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1885,11 +1887,43 @@ fn validate_routes(
                 None
             }
         };
+        let deidentify = match (&r.deidentify, vault) {
+            (None, _) => None,
+            (Some(t), true) => {
+                cx.at(
+                    span(t),
+                    format!("{base}.deidentify"),
+                    "only for upstream routes (what leaves the gateway is de-identified)",
+                );
+                None
+            }
+            (Some(t), false) => {
+                // File paths in the table are relative to the config file, like every other path.
+                let mut table = t.get_ref().clone();
+                for key in ["key_file", "safe_private_file"] {
+                    if let Some(toml::Value::String(p)) = table.get(key) {
+                        let resolved = base_dir.join(p);
+                        table.insert(
+                            key.into(),
+                            toml::Value::String(resolved.display().to_string()),
+                        );
+                    }
+                }
+                match toml::to_string(&table) {
+                    Ok(text) => Some(text),
+                    Err(e) => {
+                        cx.at(span(t), format!("{base}.deidentify"), e.to_string());
+                        None
+                    }
+                }
+            }
+        };
         if let (Some(called_ae), Some(route), Some(tls)) = (called_ae, route, tls) {
             out.push(RouteEntry {
                 called_ae,
                 route,
                 tls,
+                deidentify,
             });
         }
     }

@@ -225,6 +225,9 @@ pub struct RouteEntry {
     /// TLS towards the upstream (`tls = { ... }` of the route); `None` = plain TCP. Never set
     /// for [`Route::Vault`].
     pub tls: Option<UpstreamTls>,
+    /// The route's `deidentify = { ... }` table as TOML text (paths resolved against the config
+    /// file's folder), for radguard-deid's `DeidSpec`; `None` = data sets pass unchanged.
+    pub deidentify: Option<String>,
 }
 
 /// How the gateway connects to an upstream over TLS. Paths are resolved against the config

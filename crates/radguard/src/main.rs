@@ -183,7 +183,7 @@ fn load_config(
         Some(path) => radguard_policy::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => Config::embedded_default(),
     };
-    let tls = radguard_gateway::tls::build(&cfg).context("loading the TLS configuration")?;
+    let tls = radguard_gateway::tls::build(&cfg).context("loading certificates and keys")?;
     let audit: AuditConfig = match &cfg.audit {
         Some(t) => t
             .clone()
