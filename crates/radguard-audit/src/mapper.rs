@@ -684,6 +684,8 @@ mod tests {
             implementation_class_uid: "1.2.3".into(),
             implementation_version: None,
             contexts: 3,
+            tls: None,
+            user_identity: None,
         }))
     }
 
@@ -746,6 +748,7 @@ mod tests {
             rejected_contexts: 1,
             max_pdu_client: 16384,
             max_pdu_upstream: 16384,
+            authenticated_user: None,
         }));
         assert_eq!(
             r[0].peer.as_ref().unwrap().name.as_deref(),
