@@ -41,6 +41,8 @@ fn main() {
                 implementation_class_uid: "1.2.3".into(),
                 implementation_version: None,
                 contexts: 1,
+            tls: None,
+            user_identity: None,
             });
             bus.emit(Event::DimseRequest {
                 assoc: a,

@@ -327,6 +327,8 @@ fn messages_from_todays_events_lack_only_unreported_facts() {
             implementation_class_uid: "1.2".into(),
             implementation_version: None,
             contexts: 3,
+            tls: None,
+            user_identity: None,
         },
         Event::AssociationAccepted {
             assoc: a,
@@ -336,6 +338,7 @@ fn messages_from_todays_events_lack_only_unreported_facts() {
             rejected_contexts: 0,
             max_pdu_client: 1,
             max_pdu_upstream: 1,
+            authenticated_user: None,
         },
         Event::DimseRequest {
             assoc: a,

@@ -129,6 +129,8 @@ pub fn emit_assoc(bus: &EventBus, id: u64, stores: u16) -> usize {
         implementation_class_uid: "1.2.276.0.7230010.3.0.3.6.7".into(),
         implementation_version: Some("OFFIS_DCMTK_367".into()),
         contexts: 2,
+        tls: None,
+        user_identity: None,
     });
     bus.emit(Event::AssociationAccepted {
         assoc,
@@ -138,6 +140,7 @@ pub fn emit_assoc(bus: &EventBus, id: u64, stores: u16) -> usize {
         rejected_contexts: 0,
         max_pdu_client: 16384,
         max_pdu_upstream: 16384,
+        authenticated_user: None,
     });
     for m in 1..=stores {
         bus.emit(Event::DimseRequest {
