@@ -15,10 +15,36 @@ pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 /// The write half of a client or upstream connection, plain TCP or TLS.
 pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
-/// Splits a plain TCP stream into boxed halves (no lock: tokio's owned halves).
+/// Splits a plain TCP stream into boxed halves (no lock: tokio's owned halves). The read half
+/// acknowledges promptly ([`QuickAck`]).
 pub fn split_tcp(stream: tokio::net::TcpStream) -> (BoxRead, BoxWrite) {
     let (r, w) = stream.into_split();
-    (Box::new(r), Box::new(w))
+    (Box::new(QuickAck(r)), Box::new(w))
+}
+
+/// A TCP read half that re-arms TCP_QUICKACK after every read that returned data (Linux; the
+/// flag is not sticky). DICOM peers that keep Nagle's algorithm on (Debian's DCMTK by default)
+/// write a response in two pieces and then wait for the ACK of the first before sending the
+/// second; a delayed ACK (40 ms) on our side would stall every C-STORE round trip that long.
+pub struct QuickAck(pub tokio::net::tcp::OwnedReadHalf);
+
+impl AsyncRead for QuickAck {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            {
+                let stream: &tokio::net::TcpStream = self.0.as_ref();
+                let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+            }
+        }
+        r
+    }
 }
 
 /// Last time anything moved on an association, shared by both directions, so that one side
