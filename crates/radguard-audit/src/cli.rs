@@ -158,6 +158,10 @@ pub struct ExportArgs {
     /// AuditEnterpriseSiteID of the messages.
     #[arg(long, value_name = "ID")]
     pub site_id: Option<String>,
+    /// The gateway's AE title (its `[server] ae_title`), named in the messages as the syslog
+    /// export names it (`AETITLES=` of the application participant).
+    #[arg(long, value_name = "AE")]
+    pub ae_title: Option<String>,
 }
 
 /// Runs `radguard audit ...`.
@@ -464,6 +468,7 @@ pub fn run_export(a: ExportArgs) -> Result<i32, String> {
                 let mut src =
                     AtnaSource::new(a.source_id.clone().unwrap_or_else(|| rec.node.clone()));
                 src.enterprise_site_id = a.site_id.clone();
+                src.ae_title = a.ae_title.clone();
                 match message_for(&rec, &src) {
                     Some(m) => (m.to_xml(), "xml"),
                     None => continue,

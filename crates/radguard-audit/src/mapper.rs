@@ -163,7 +163,7 @@ impl Mapper {
                 },
             ),
             // Counted in the transfer records; the event itself carries no patient facts.
-            Event::Deidentified { .. } => {}
+            Event::Deidentified { .. } | Event::InstanceFingerprinted { .. } => {}
             Event::ConfigReloaded { ok, detail } => push(
                 &mut out,
                 None,

@@ -190,6 +190,15 @@ pub enum Event {
         blame: Blame,
         why: String,
     },
+    /// A C-STORE on an origin route was fingerprinted and appended to the integrity ledger.
+    InstanceFingerprinted {
+        assoc: AssocId,
+        sop_instance: String,
+        fingerprint: String,
+        ledger_index: u64,
+        /// The SOP Instance UID was already logged with a different fingerprint.
+        conflict: bool,
+    },
     /// A C-STORE data set was de-identified on its way out (counts only, no values).
     Deidentified {
         assoc: AssocId,

@@ -36,6 +36,8 @@ use crate::reader::{PduReader, ReadError};
 use crate::server::Shared;
 use crate::tls::DeidRoute;
 use radguard_dicom::pdu::MAX_ASSOCIATION_PDU;
+use radguard_ledger::{Fingerprint, Fingerprinter, LedgerEntry, OnConflict, Timestamp};
+use radguard_policy::OriginRoute;
 
 /// How the relay phase ended.
 #[derive(Debug)]
@@ -340,6 +342,12 @@ pub async fn run(
             .get(adm.admission.called_ae())
             .cloned(),
         uid_map: StdMutex::new(HashMap::new()),
+        origin: adm
+            .policy
+            .route_entry(adm.admission.called_ae())
+            .and_then(|r| r.origin)
+            .filter(|_| shared.ledger.is_some()),
+        fingerprints: StdMutex::new(HashMap::new()),
         id: conn.id,
         to_client_max: adm.client_accepts,
         to_upstream_max: upstream_accepts,
@@ -395,6 +403,10 @@ struct RelayState<'a> {
     /// De-identifying route: message ID → the client's own SOP Instance UID, to put back into
     /// the upstream's C-STORE-RSP.
     uid_map: StdMutex<HashMap<u16, String>>,
+    /// Origin route: its conflict policy.
+    origin: Option<OriginRoute>,
+    /// Origin route: message ID → the fingerprint to append when the upstream confirms.
+    fingerprints: StdMutex<HashMap<u16, PendingEntry>>,
     id: radguard_events::AssocId,
     to_client_max: u32,
     to_upstream_max: u32,
@@ -421,6 +433,20 @@ impl RelayState<'_> {
         let _ = write_timed(&mut *self.client_wr.lock().await, &abort_bytes(reason), t).await;
         End::Aborted { blame, why }
     }
+}
+
+/// A fingerprint waiting for the upstream's C-STORE-RSP before it goes into the ledger.
+struct PendingEntry {
+    sop_instance: String,
+    fingerprint: Fingerprint,
+    on_conflict: OnConflict,
+}
+
+/// The C-STORE being fingerprinted (origin routes only).
+struct Fingerprinting {
+    message_id: u16,
+    sop_instance: String,
+    fp: Fingerprinter,
 }
 
 /// A request relayed upstream and not yet answered.
@@ -564,6 +590,8 @@ async fn client_to_upstream(
     let mut sniffing: Option<Sniffing> = None;
     // The C-STORE being de-identified (de-identifying routes only).
     let mut deid_msg: Option<DeidMessage> = None;
+    // The C-STORE being fingerprinted (origin routes only).
+    let mut fingerprinting: Option<Fingerprinting> = None;
     let mut out: Vec<u8> = Vec::new();
     // PDUs that go upstream unchanged, batched while more are already buffered (contiguous
     // slices of the read buffer: `unsplit` joins them without copying).
@@ -673,6 +701,16 @@ async fn client_to_upstream(
             match step {
                 Step::CommandPartial => {}
                 Step::Data { data, is_last, .. } => {
+                    if let Some(f) = fingerprinting.as_mut() {
+                        f.fp.feed(data);
+                    }
+                    if is_last {
+                        if let Some(f) = fingerprinting.take() {
+                            if let Err(end) = settle_fingerprint(st, uwr, f).await {
+                                return end;
+                            }
+                        }
+                    }
                     if forwarding || deid_msg.is_some() {
                         if let Some(sn) = sniffing.as_mut() {
                             let done = sn.sniffer.as_mut().is_none_or(|s| s.feed(data));
@@ -795,6 +833,33 @@ async fn client_to_upstream(
                                         subject: None,
                                     },
                                 );
+                            }
+                        }
+                        if st.origin.is_some() && request.field == CommandField::CStoreRq {
+                            let ts = st
+                                .contexts
+                                .get(context_id)
+                                .map(|(_, t)| t.to_string())
+                                .unwrap_or_default();
+                            let inst = request
+                                .sop_instance
+                                .as_ref()
+                                .map(|u| u.to_string())
+                                .unwrap_or_default();
+                            match Fingerprinter::new(&ts) {
+                                Ok(fp) => {
+                                    fingerprinting = Some(Fingerprinting {
+                                        message_id: request.message_id,
+                                        sop_instance: inst,
+                                        fp,
+                                    })
+                                }
+                                Err(e) => st.shared.bus.emit(Event::SecurityAlert {
+                                    assoc: Some(st.id),
+                                    kind: AlertKind::InstanceConflict,
+                                    source: None,
+                                    detail: format!("{inst} relayed without a fingerprint: {e}"),
+                                }),
                             }
                         }
                         if let Some(route) = st.deid.as_ref() {
@@ -1038,9 +1103,10 @@ async fn upstream_to_client(
                             .await;
                     }
                 };
-                if st.deid.is_some() {
+                if st.deid.is_some() || st.origin.is_some() {
                     // De-identifying route: commands are held until whole, so the C-STORE-RSP
-                    // can carry the client's own SOP Instance UID again; data passes.
+                    // can carry the client's own SOP Instance UID again; origin route: a success
+                    // is passed back only once the fingerprint is in the ledger. Data passes.
                     let mut out = Vec::new();
                     for pdv in items {
                         match asm.push(pdv) {
@@ -1057,6 +1123,7 @@ async fn upstream_to_client(
                                 let bytes = original
                                     .and_then(|uid| restore_uid(&raw, &uid))
                                     .unwrap_or(raw);
+                                let bytes = record_on_success(st, &command, bytes).await;
                                 push_command(&mut out, context_id, &bytes, st.to_client_max);
                             }
                             Ok(Step::Data { .. }) => encode_pdata(&mut out, &[pdv]),
@@ -1140,6 +1207,149 @@ async fn upstream_to_client(
                     .abort_both(uwr, AbortReason::UnexpectedPdu, Blame::Upstream, why)
                     .await;
             }
+        }
+    }
+}
+
+/// At the end of a fingerprinted data set: finish the fingerprint and, on a route that refuses
+/// conflicts, check the ledger *before* the last fragment goes upstream (so a conflicting copy
+/// never arrives whole). The entry waits for the upstream's success.
+async fn settle_fingerprint(
+    st: &RelayState<'_>,
+    uwr: &Mutex<BoxWrite>,
+    f: Fingerprinting,
+) -> Result<(), End> {
+    let (Some(ledger), Some(origin)) = (st.shared.ledger.clone(), st.origin) else {
+        return Ok(());
+    };
+    let uid = f.sop_instance.clone();
+    let fp = f.fp;
+    let checked = tokio::task::spawn_blocking(move || {
+        let fingerprint = fp.finish().map_err(|e| e.to_string())?;
+        let conflict = ledger
+            .conflict(&uid, &fingerprint)
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((fingerprint, conflict))
+    })
+    .await;
+    let (fingerprint, conflict) = match checked {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            st.shared.bus.emit(Event::SecurityAlert {
+                assoc: Some(st.id),
+                kind: AlertKind::InstanceConflict,
+                source: None,
+                detail: format!("{} relayed without a fingerprint: {e}", f.sop_instance),
+            });
+            return Ok(());
+        }
+        Err(e) => {
+            let why = format!("fingerprinting failed: {e}");
+            return Err(st
+                .abort_both(uwr, AbortReason::NotSpecified, Blame::Local, why)
+                .await);
+        }
+    };
+    if let Some(old) = conflict {
+        st.shared.bus.emit(Event::SecurityAlert {
+            assoc: Some(st.id),
+            kind: AlertKind::InstanceConflict,
+            source: None,
+            detail: format!(
+                "SOP Instance {} already in the integrity ledger with fingerprint {}, now {}",
+                f.sop_instance,
+                old.digest.to_hex(),
+                fingerprint.digest.to_hex()
+            ),
+        });
+        if origin.refuse_conflicts {
+            let why = format!(
+                "C-STORE of {} refused: different content than the logged original",
+                f.sop_instance
+            );
+            return Err(st
+                .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
+                .await);
+        }
+    }
+    if let Ok(mut m) = st.fingerprints.lock() {
+        m.insert(
+            f.message_id,
+            PendingEntry {
+                sop_instance: f.sop_instance,
+                fingerprint,
+                on_conflict: if origin.refuse_conflicts {
+                    OnConflict::Refuse
+                } else {
+                    OnConflict::Record
+                },
+            },
+        );
+    }
+    Ok(())
+}
+
+/// On an origin route, a C-STORE-RSP with success or warning passes only after the instance's
+/// fingerprint is appended to the ledger; if that fails, the client gets a failure instead.
+async fn record_on_success(st: &RelayState<'_>, command: &Command, raw: Vec<u8>) -> Vec<u8> {
+    if command.field != Some(0x8001) {
+        return raw;
+    }
+    let Some(id) = command.responded_to else {
+        return raw;
+    };
+    let Some(pending) = st.fingerprints.lock().ok().and_then(|mut m| m.remove(&id)) else {
+        return raw;
+    };
+    let Some(ledger) = st.shared.ledger.clone() else {
+        return raw;
+    };
+    let status = command.status.unwrap_or(0xFFFF);
+    let success = status == 0 || (0xB000..=0xBFFF).contains(&status) || status == 0x0107;
+    if !success {
+        return raw;
+    }
+    let entry = LedgerEntry {
+        fingerprint: pending.fingerprint.clone(),
+        sop_instance_uid: pending.sop_instance.clone(),
+        time: Timestamp::now(),
+        gateway_id: st.shared.gateway_id.clone(),
+        assoc_id: st.id.to_string(),
+    };
+    let on_conflict = pending.on_conflict;
+    let appended =
+        tokio::task::spawn_blocking(move || ledger.append_with(entry, on_conflict)).await;
+    match appended {
+        Ok(Ok(out)) => {
+            st.shared.bus.emit(Event::InstanceFingerprinted {
+                assoc: st.id,
+                sop_instance: pending.sop_instance,
+                fingerprint: pending.fingerprint.digest.to_hex(),
+                ledger_index: out.index,
+                conflict: out.conflict.is_some(),
+            });
+            raw
+        }
+        failed => {
+            let why = match failed {
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+                Ok(Ok(_)) => String::new(),
+            };
+            st.shared.bus.emit(Event::SecurityAlert {
+                assoc: Some(st.id),
+                kind: AlertKind::InstanceConflict,
+                source: None,
+                detail: format!("{}: ledger append failed: {why}", pending.sop_instance),
+            });
+            encode_response(
+                CommandField::CStoreRq,
+                id,
+                command.affected_sop_class.as_deref(),
+                command.affected_sop_instance.as_deref(),
+                radguard_dicom::types::status::PROCESSING_FAILURE,
+                Some("Radguard: integrity ledger append failed"),
+            )
         }
     }
 }

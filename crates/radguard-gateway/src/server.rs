@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use radguard_dicom::pdu::{reject_bytes, MAX_ASSOCIATION_PDU};
 use radguard_events::{AssocId, Blame, Event, EventBus};
+use radguard_ledger::Ledger;
 use radguard_policy::{Policy, ServerSettings};
 use radguard_vault::Vault;
 use tokio::net::{TcpListener, TcpStream};
@@ -32,6 +33,10 @@ pub struct Shared {
     /// with a transient A-ASSOCIATE-RJ (2/3/2) rather than relayed unaudited.
     pub admit: watch::Receiver<bool>,
     pub vault: Option<Arc<Vault>>,
+    /// The integrity ledger (routes with `origin = true` record into it).
+    pub ledger: Option<Arc<Ledger>>,
+    /// This gateway's name in ledger entries.
+    pub gateway_id: String,
     pub bus: EventBus,
     next_id: AtomicU64,
     global: Arc<Semaphore>,
@@ -66,8 +71,13 @@ impl Shared {
         tls: watch::Receiver<Arc<TlsState>>,
         admit: watch::Receiver<bool>,
         vault: Option<Arc<Vault>>,
+        ledger: Option<(Arc<Ledger>, String)>,
         bus: EventBus,
     ) -> Arc<Self> {
+        let (ledger, gateway_id) = match ledger {
+            Some((l, id)) => (Some(l), id),
+            None => (None, String::new()),
+        };
         let cap = settings.max_associations;
         Arc::new(Shared {
             settings,
@@ -75,6 +85,8 @@ impl Shared {
             tls,
             admit,
             vault,
+            ledger,
+            gateway_id,
             bus,
             next_id: AtomicU64::new(1),
             global: Arc::new(Semaphore::new(cap)),

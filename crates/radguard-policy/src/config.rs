@@ -18,7 +18,9 @@ use crate::identity::{
     normalize_fingerprint, normalize_san, valid_username, JwtAlg, JwtKey, JwtSettings,
     PeerIdentity, TlsRequirement, UserDirectory, UserIdentityRequirement,
 };
-use crate::policy::{AeTitles, Peer, Policy, Route, RouteEntry, SopClassSet, UpstreamTls};
+use crate::policy::{
+    AeTitles, OriginRoute, Peer, Policy, Route, RouteEntry, SopClassSet, UpstreamTls,
+};
 use crate::sop;
 
 /// The config `radguard serve` uses without `--config` (docs/config.md, "Embedded default").
@@ -324,6 +326,12 @@ struct RawRoute {
     tls: Option<Spanned<RawRouteTls>>,
     /// De-identification of what leaves through this route; validated by radguard-deid.
     deidentify: Option<Spanned<toml::Table>>,
+    /// This route is the point of origin: every C-STORE relayed on it is fingerprinted into the
+    /// integrity ledger before its success is passed back.
+    origin: Option<Spanned<bool>>,
+    /// On an origin route, what a C-STORE of an already-logged SOP Instance UID with a different
+    /// fingerprint gets: "refuse" (default) or "record" (alert, forward, log both).
+    on_fingerprint_conflict: Option<Str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1918,12 +1926,48 @@ fn validate_routes(
                 }
             }
         };
+        let is_origin = r.origin.as_ref().is_some_and(|o| *o.get_ref());
+        if is_origin && vault {
+            if let Some(o) = &r.origin {
+                cx.at(
+                    span(o),
+                    format!("{base}.origin"),
+                    "only for upstream routes (the vault does not fingerprint)",
+                );
+            }
+        }
+        let refuse_conflicts = match &r.on_fingerprint_conflict {
+            None => true,
+            Some(v) => match v.get_ref().as_str() {
+                "refuse" => true,
+                "record" => false,
+                other => {
+                    cx.at(
+                        span(v),
+                        format!("{base}.on_fingerprint_conflict"),
+                        format!("{other:?}: expected \"refuse\" or \"record\""),
+                    );
+                    true
+                }
+            },
+        };
+        if r.on_fingerprint_conflict.is_some() && !is_origin {
+            if let Some(v) = &r.on_fingerprint_conflict {
+                cx.at(
+                    span(v),
+                    format!("{base}.on_fingerprint_conflict"),
+                    "only with `origin = true`",
+                );
+            }
+        }
+        let origin = (is_origin && !vault).then_some(OriginRoute { refuse_conflicts });
         if let (Some(called_ae), Some(route), Some(tls)) = (called_ae, route, tls) {
             out.push(RouteEntry {
                 called_ae,
                 route,
                 tls,
                 deidentify,
+                origin,
             });
         }
     }

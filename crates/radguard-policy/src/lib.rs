@@ -40,8 +40,8 @@ pub use identity::{
 };
 pub use policy::{
     Admission, AeTitles, AssociationFacts, AssociationRefusal, ContextDecision, DimseFacts,
-    DimseRefusal, DimseRefusalReason, Peer, PeerMismatch, Permitted, Policy, RejectWhy, Route,
-    RouteEntry, SopClassSet, UpstreamTls,
+    DimseRefusal, DimseRefusalReason, OriginRoute, Peer, PeerMismatch, Permitted, Policy,
+    RejectWhy, Route, RouteEntry, SopClassSet, UpstreamTls,
 };
 
 #[cfg(test)]

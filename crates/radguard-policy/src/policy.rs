@@ -228,6 +228,16 @@ pub struct RouteEntry {
     /// The route's `deidentify = { ... }` table as TOML text (paths resolved against the config
     /// file's folder), for radguard-deid's `DeidSpec`; `None` = data sets pass unchanged.
     pub deidentify: Option<String>,
+    /// `origin = true`: C-STOREs on this route are fingerprinted into the integrity ledger.
+    pub origin: Option<OriginRoute>,
+}
+
+/// A route marked as the point of origin (next to the scanner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginRoute {
+    /// Refuse (abort before the upstream has the whole instance) a C-STORE whose SOP Instance
+    /// UID is already logged with a different fingerprint; otherwise alert and record both.
+    pub refuse_conflicts: bool,
 }
 
 /// How the gateway connects to an upstream over TLS. Paths are resolved against the config

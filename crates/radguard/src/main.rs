@@ -57,6 +57,12 @@ enum Command {
     /// data); files that cannot be made safe go to OUT/quarantine/ with a reason file. Inputs are
     /// never modified.
     Sanitize(radguard_media::cli::SanitizeArgs),
+    /// Verify DICOM files against the integrity ledger: unchanged, altered, lossy-reencoded or
+    /// unknown; exit 1 if anything was altered.
+    Verify(radguard_ledger::cli::VerifyArgs),
+    /// The integrity ledger for auditors: checkpoints, inclusion and consistency proofs, the
+    /// public key (enough to check a proof offline).
+    Ledger(radguard_ledger::cli::LedgerArgs),
     /// De-identify DICOM files (PS3.15 Annex E profiles), or check files for residual PHI.
     Deid(radguard_deid::cli::DeidArgs),
     /// Read, search, verify and export the tamper-evident audit trail.
@@ -123,6 +129,8 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Verify(args) => exit(radguard_ledger::cli::run_verify(args)),
+        Command::Ledger(args) => exit(radguard_ledger::cli::run_ledger(args)),
         Command::Deid(args) => exit(radguard_deid::cli::run_deid(args)),
         Command::Audit(args) => exit(radguard_audit::cli::run_audit(args)),
         Command::Tls(args) => exit(radguard_tls::cli::run_tls(args)),
@@ -174,6 +182,17 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+/// The `[ledger]` table.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerSettings {
+    /// The log's origin line in its signed checkpoints (C2SP tlog-checkpoint), e.g.
+    /// `radiology.example.org/radguard/ct1`; default `radguard.local/<AE title>`.
+    origin: Option<String>,
+    /// This gateway's name in ledger entries; default its AE title.
+    gateway_id: Option<String>,
+}
+
 /// Loads and checks everything a config names (policy, TLS files, audit settings): a config is
 /// taken whole or not at all.
 fn load_config(
@@ -203,6 +222,24 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
     let vault_dir = data.join("vault");
     let vault = radguard_vault::Vault::open(&vault_dir)
         .with_context(|| format!("opening the vault in {}", vault_dir.display()))?;
+    let ledger_cfg: LedgerSettings = match &cfg.ledger {
+        Some(t) => t
+            .clone()
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("[ledger]: {e}"))?,
+        None => LedgerSettings::default(),
+    };
+    let ledger_dir = data.join("ledger");
+    let origin = ledger_cfg
+        .origin
+        .clone()
+        .unwrap_or_else(|| format!("radguard.local/{}", cfg.server.ae_title));
+    let ledger = radguard_ledger::Ledger::open(&ledger_dir, &origin)
+        .with_context(|| format!("opening the integrity ledger in {}", ledger_dir.display()))?;
+    let gateway_id = ledger_cfg
+        .gateway_id
+        .clone()
+        .unwrap_or_else(|| cfg.server.ae_title.to_string());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -260,6 +297,10 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         }
         let data_abs = std::fs::canonicalize(&data).unwrap_or(data.clone());
         println!("radguard: data in {}", data_abs.display());
+        println!(
+            "radguard: integrity ledger in {} (origin {origin})",
+            ledger_dir.display()
+        );
         match &audit.store {
             radguard_audit::StoreSpec::Sqlite(p) => {
                 println!("radguard: audit trail in {} (SQLite)", p.display())
@@ -286,6 +327,7 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
             tls_rx,
             admit_rx,
             Some(Arc::new(vault)),
+            Some((Arc::new(ledger), gateway_id)),
             bus.clone(),
         );
         reload_on_sighup(config.clone(), policy_tx, tls_tx, bus.clone());

@@ -21,20 +21,19 @@ use crate::error::{AuditError, Result};
 /// blocking thread (`tokio::task::spawn_blocking`), never on an async worker. The writer and
 /// the exporter do; dropping the store anywhere is safe.
 pub struct PgStore {
-    /// Always `Some` until drop.
+    /// `None` only after a failed reconnect (and at drop).
     client: Option<Client>,
+    /// To reconnect after the server closed the session (restart, failover, terminated
+    /// backend): otherwise every later call would fail on the dead connection.
+    conn: String,
+    schema: Option<String>,
     described: String,
 }
 
 impl Drop for PgStore {
     fn drop(&mut self) {
         if let Some(c) = self.client.take() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                // Closing blocks; an async worker must not.
-                let _ = std::thread::Builder::new()
-                    .name("radguard-audit-pg-close".into())
-                    .spawn(move || drop(c));
-            }
+            drop_off_runtime(c);
         }
     }
 }
@@ -74,30 +73,62 @@ fn describe(conn: &str, schema: Option<&str>) -> String {
 impl PgStore {
     /// Connects and creates the tables (in `schema`, created if needed, when given).
     pub fn connect(conn: &str, schema: Option<&str>) -> Result<Self> {
-        let mut client = Client::connect(conn, NoTls)?;
         if let Some(s) = schema {
             sql::check_identifier(s).map_err(AuditError::Config)?;
-            client.batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS \"{s}\"; SET search_path TO \"{s}\""
-            ))?;
         }
-        // Several gateways may start at once: serialise schema creation.
-        let mut tx = client.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock(7337001)", &[])?;
-        for stmt in sql::SCHEMA {
-            tx.batch_execute(stmt)?;
-        }
-        tx.commit()?;
+        let client = open_client(conn, schema)?;
         Ok(PgStore {
             client: Some(client),
+            conn: conn.to_string(),
+            schema: schema.map(str::to_string),
             described: describe(conn, schema),
         })
     }
 
+    /// The session, reconnecting first if the server closed the last one. A call that fails
+    /// because the session died is retried by its caller (the writer and the exporter back off
+    /// and retry), and the retry gets a new session.
     fn c(&mut self) -> Result<&mut Client> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            if let Some(dead) = self.client.take() {
+                drop_off_runtime(dead);
+            }
+            let client = open_client(&self.conn, self.schema.as_deref())?;
+            tracing::warn!(target: "radguard::audit", store = %self.described, "reconnected to the PostgreSQL audit store");
+            self.client = Some(client);
+        }
         self.client
             .as_mut()
             .ok_or_else(|| AuditError::Store("PostgreSQL connection closed".into()))
+    }
+}
+
+/// Opens a session: schema (created if needed) as search path, tables created if needed.
+fn open_client(conn: &str, schema: Option<&str>) -> Result<Client> {
+    let mut client = Client::connect(conn, NoTls)?;
+    if let Some(s) = schema {
+        client.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{s}\"; SET search_path TO \"{s}\""
+        ))?;
+    }
+    // Several gateways may start at once: serialise schema creation.
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock(7337001)", &[])?;
+    for stmt in sql::SCHEMA {
+        tx.batch_execute(stmt)?;
+    }
+    tx.commit()?;
+    Ok(client)
+}
+
+/// Closing a session blocks; never on an async worker thread.
+fn drop_off_runtime(c: Client) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let _ = std::thread::Builder::new()
+            .name("radguard-audit-pg-close".into())
+            .spawn(move || drop(c));
+    } else {
+        drop(c);
     }
 }
 

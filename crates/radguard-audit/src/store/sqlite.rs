@@ -1,5 +1,10 @@
 //! The embedded store: one SQLite file, WAL, `synchronous=FULL` (a commit is on disk before the
 //! writer moves on).
+//!
+//! SQLite keeps writing through its open file handles when the file is renamed, replaced or
+//! deleted: the records would go to a file nobody will open again. Every write therefore first
+//! checks that the path still names the file that was opened, and fails otherwise (the writer
+//! then reports the store unhealthy and the gateway refuses new associations).
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +20,8 @@ use crate::error::{AuditError, Result};
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// (device, inode) of the file when it was opened.
+    file_id: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -39,7 +46,32 @@ pub(crate) fn sig_from_hex(s: &str) -> Result<[u8; 64]> {
         .ok_or_else(|| AuditError::Store(format!("malformed signature {s:?}")))
 }
 
+/// (device, inode) of the file at `path`, if there is one.
+#[cfg(unix)]
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|_| (0, 0))
+}
+
 impl SqliteStore {
+    /// Fails if the path no longer names the file opened (moved, replaced or deleted): writes
+    /// would land in a file nobody reads.
+    fn check_in_place(&self) -> Result<()> {
+        if file_id(&self.path) == self.file_id {
+            Ok(())
+        } else {
+            Err(AuditError::Store(format!(
+                "{}: the store file was moved, replaced or deleted while open",
+                self.path.display()
+            )))
+        }
+    }
+
     /// Opens (creating if needed) the store at `path`; creates its folder too.
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -61,6 +93,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn,
             path: path.to_path_buf(),
+            file_id: file_id(path),
         })
     }
 
@@ -107,6 +140,7 @@ impl AuditStore for SqliteStore {
         records: &[SealedRecord],
         checkpoint: Option<&Checkpoint>,
     ) -> Result<()> {
+        self.check_in_place()?;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -291,6 +325,7 @@ impl AuditStore for SqliteStore {
     }
 
     fn set_cursor(&mut self, node: &str, sink: &str, seq: u64) -> Result<()> {
+        self.check_in_place()?;
         self.conn.execute(
             "INSERT INTO audit_cursor (node, sink, seq) VALUES (?1, ?2, ?3) \
              ON CONFLICT (node, sink) DO UPDATE SET seq = excluded.seq",

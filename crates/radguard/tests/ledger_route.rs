@@ -1,0 +1,102 @@
+//! Origin routes (`origin = true`): every C-STORE relayed is fingerprinted while it streams and
+//! appended to the integrity ledger before the archive's success goes back; `radguard verify`
+//! then proves the archive's copies unchanged, names a tampered one, and a C-STORE of a logged
+//! SOP Instance UID with different content is refused before the archive has it whole.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+fn origin_config(port: u16, upstream_ae: &str) -> String {
+    let mut cfg = Config::new()
+        .peer(
+            "ct-scanner",
+            &["RG_SCU", "PROBE"],
+            &["127.0.0.1/32"],
+            &["echo", "store"],
+            &["*"],
+            &[],
+        )
+        .toml();
+    cfg.push_str(&format!(
+        "\n[[route]]\ncalled_ae = \"ARCHIVE\"\nupstream = \"127.0.0.1:{port}\"\nupstream_ae = \"{upstream_ae}\"\norigin = true\n"
+    ));
+    cfg
+}
+
+fn verify(
+    ledger: &std::path::Path,
+    paths: &[&std::path::Path],
+) -> (Option<i32>, serde_json::Value, String) {
+    let mut cmd = Command::new(Radguard::exe());
+    cmd.arg("verify")
+        .arg("--ledger")
+        .arg(ledger)
+        .arg("--json")
+        .args(paths);
+    let out = run(&mut cmd, Duration::from_secs(120));
+    let v = serde_json::from_str(out.stdout.trim()).unwrap_or(serde_json::Value::Null);
+    (out.code, v, out.all())
+}
+
+#[test]
+fn stores_are_fingerprinted_and_verified_and_conflicts_refused() {
+    let d = test_data();
+    let scp = StoreScp::start("ARCHIVE");
+    let rg = Radguard::start_fresh(&origin_config(scp.port, "ARCHIVE"));
+    let ledger = rg.data_dir.join("ledger");
+    storescu(rg.port(), "RG_SCU", "ARCHIVE", &[d.ct_dir()])
+        .assert_success("storescu -> origin route");
+    let n = d.ct_files().len();
+    assert_eq!(scp.files().len(), n);
+
+    // The archive's copies verify as unchanged (storescp rewrote the meta header: no matter).
+    let (code, v, all) = verify(&ledger, &[&scp.dir]);
+    assert_eq!(code, Some(0), "verify failed:\n{all}");
+    let verdicts: Vec<&str> = v["results"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["verdict"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(verdicts, vec!["unchanged"; n], "{all}");
+
+    // A CT-GAN-like change to one copy is named as altered (exit 1).
+    let tampered_dir = tmp_dir("tampered");
+    let tampered = tampered_dir.path().join("tampered.dcm");
+    let out = run(
+        Command::new(venv_python())
+            .arg(py_script("tamper.py"))
+            .arg(&scp.files()[0])
+            .arg(&tampered),
+        Duration::from_secs(60),
+    );
+    assert!(out.success(), "{}", out.all());
+    let (code, v, all) = verify(&ledger, &[tampered.as_path()]);
+    assert_eq!(code, Some(1), "tampered copy not reported:\n{all}");
+    assert_eq!(v["results"][0]["verdict"], "altered", "{all}");
+
+    // Same SOP Instance UID, different content: refused (never success) before the last
+    // fragment goes upstream, so the archive never holds the conflicting copy whole. (storescp
+    // itself deletes the partial file it started under the same name, original included: that
+    // is storescp's handling of an aborted duplicate, not something the gateway sent.)
+    let v = probe_store(rg.port(), "PROBE", "ARCHIVE", &[], &[d.conflict_file()]);
+    assert_ne!(
+        statuses(&v),
+        vec![Some(0)],
+        "conflicting instance got success: {v:#}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, v, all) = verify(&ledger, &[&scp.dir]);
+    assert_eq!(
+        code,
+        Some(0),
+        "the archive holds an altered copy after the refusal:\n{all}"
+    );
+    assert_eq!(v["summary"]["altered"], 0, "{all}");
+    let log = rg.log();
+    assert!(
+        log.contains("instance-conflict"),
+        "no instance-conflict alert in the log"
+    );
+}
