@@ -7,8 +7,17 @@ Common options: --host 127.0.0.1 --port PORT --calling-ae PROBE --called-ae ANY-
                 --contexts UID|Keyword[,...]   propose exactly these abstract syntaxes
                 --timeout SECONDS (ACSE/DIMSE/network/connect timeouts, default 20)
                 --ready-file PATH  (created once the association is established)
+                --tls-ca CA.pem [--tls-cert CERT.pem --tls-key KEY.pem] [--tls-server-name N]
+                                   DICOM over TLS: verify the acceptor against CA.pem and the
+                                   name N (default localhost), present the client certificate
+                --user-identity-type 1|2|3|4|5 [--user NAME] [--passcode P] [--jwt TOKEN]
+                                   [--positive-response]
+                                   send a User Identity sub-item (PS3.7 D.3.3.7): type 1 user,
+                                   2 user + passcode, 5 JWT (primary field = the token)
 Commands:
-  echo [--count N] [--hold SECONDS]   C-ECHO N times, then keep the association open SECONDS
+  echo [--count N] [--hold SECONDS] [--then-count M]
+                                      C-ECHO N times, keep the association open SECONDS, then
+                                      C-ECHO M more times (statuses of all in order)
   store FILE...                       C-STORE every file in ONE association
   find [--level STUDY] [--key Keyword=Value ...] [--return-key Keyword ...]
                                       Study Root C-FIND
@@ -31,13 +40,18 @@ Output (stdout, one JSON object; the exit status is 0 unless the arguments were 
   "aborted": false,               # the association ended with an A-ABORT / A-P-ABORT
   "note": "...",                  # only when pynetdicom saw the close before a received RJ
   "released": true,
-  "error": null | "text"
+  "error": null | "text",
+  "tls": {"version": "TLSv1.3", "cipher": "..."},   # only with --tls-ca (null: no TLS session)
+  "user_identity_response": {"present": true, "server_response_hex": ""}
+                                  # only with --user-identity-type: the acceptor's User
+                                  # Identity sub-item in the A-ASSOCIATE-AC, if any
 }
 """
 from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -48,6 +62,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom import sop_class as sc
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ
+from pynetdicom.pdu_primitives import UserIdentityNegotiation
 
 UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
@@ -110,10 +125,23 @@ def main() -> int:
     ap.add_argument("--max-pdu", type=int, default=16384)
     ap.add_argument("--ready-file", default=None)
     ap.add_argument("--verbose", action="store_true", help="pynetdicom debug log on stderr")
+    ap.add_argument("--tls-ca", default=None, help="speak TLS; CA file the acceptor must chain to")
+    ap.add_argument("--tls-cert", default=None, help="client certificate (PEM) to present")
+    ap.add_argument("--tls-key", default=None, help="its private key (PEM)")
+    ap.add_argument("--tls-server-name", default="localhost",
+                    help="name the acceptor's certificate must carry (default localhost)")
+    ap.add_argument("--user-identity-type", type=int, default=None, choices=[1, 2, 3, 4, 5],
+                    help="send a User Identity sub-item of this type")
+    ap.add_argument("--user", default=None, help="user name (types 1 and 2)")
+    ap.add_argument("--passcode", default=None, help="passcode (type 2)")
+    ap.add_argument("--jwt", default=None, help="token (type 5; also the primary field of 3/4)")
+    ap.add_argument("--positive-response", action="store_true",
+                    help="ask the acceptor for a positive response")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("echo")
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--hold", type=float, default=0.0)
+    p.add_argument("--then-count", type=int, default=0)
     p = sub.add_parser("store")
     p.add_argument("files", nargs="+")
     for name in ("find", "move"):
@@ -126,6 +154,10 @@ def main() -> int:
             p.add_argument("--return-key", action="append",
                            default=["StudyInstanceUID", "PatientID"])
     a = ap.parse_args()
+    if (a.tls_cert is None) != (a.tls_key is None):
+        ap.error("--tls-cert and --tls-key go together")
+    if (a.tls_cert is not None) and a.tls_ca is None:
+        ap.error("--tls-cert needs --tls-ca")
     if a.verbose:
         from pynetdicom import debug_logger
 
@@ -172,10 +204,14 @@ def main() -> int:
         ae.add_requested_context(uid, tss)
 
     # --- events: connection opened? A-ABORT PDU received?
-    state: dict = {"connected": False, "rj": None}
+    state: dict = {"connected": False, "rj": None, "tls": None}
 
-    def on_open(_event):
+    def on_open(event):
         state["connected"] = True
+        sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+        if isinstance(sock, ssl.SSLSocket):
+            cipher = sock.cipher()
+            state["tls"] = {"version": sock.version(), "cipher": cipher[0] if cipher else None}
 
     def on_pdu(event):
         if isinstance(event.pdu, A_ASSOCIATE_RJ):
@@ -186,7 +222,32 @@ def main() -> int:
                             "reason": int(event.pdu.reason_diagnostic)}
 
     handlers = [(evt.EVT_CONN_OPEN, on_open), (evt.EVT_PDU_RECV, on_pdu)]
-    assoc = ae.associate(a.host, a.port, ae_title=a.called_ae, evt_handlers=handlers)
+    kwargs: dict = {}
+    if a.tls_ca is not None:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=a.tls_ca)
+        if a.tls_cert is not None:
+            ctx.load_cert_chain(a.tls_cert, a.tls_key)
+        kwargs["tls_args"] = (ctx, a.tls_server_name)
+    if a.user_identity_type is not None:
+        ui = UserIdentityNegotiation()
+        ui.user_identity_type = a.user_identity_type
+        if a.user_identity_type in (1, 2):
+            ui.primary_field = (a.user or "").encode("utf-8")
+        else:
+            ui.primary_field = (a.jwt or "").encode("ascii")
+        if a.user_identity_type == 2:
+            ui.secondary_field = (a.passcode or "").encode("utf-8")
+        ui.positive_response_requested = a.positive_response
+        kwargs["ext_neg"] = [ui]
+    assoc = ae.associate(a.host, a.port, ae_title=a.called_ae, evt_handlers=handlers, **kwargs)
+    if a.tls_ca is not None:
+        out["tls"] = state["tls"]
+    if a.user_identity_type is not None:
+        rsp = assoc.acceptor.user_identity if assoc.is_established else None
+        out["user_identity_response"] = {
+            "present": rsp is not None,
+            "server_response_hex": (rsp.server_response or b"").hex() if rsp is not None else None,
+        }
 
     if assoc.is_established:
         out["association"] = "accepted"
@@ -245,6 +306,10 @@ def run(a, assoc, out: dict, files) -> None:
         deadline = time.monotonic() + a.hold
         while assoc.is_established and time.monotonic() < deadline:
             time.sleep(0.05)
+        for _ in range(a.then_count):
+            if not assoc.is_established:
+                break
+            out["statuses"].append(status_of(assoc.send_c_echo()))
     elif a.command == "store":
         gone = False  # no response once: the association is gone, send nothing more
         for f, ds, err in files:

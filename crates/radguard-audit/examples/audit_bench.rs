@@ -51,6 +51,8 @@ fn main() {
                 sop_class: Some("1.2.840.10008.1.1".into()),
                 sop_instance: None,
                 move_destination: None,
+            subject: None,
+            identifier: None,
             });
             bus.emit(Event::DimseResponse {
                 assoc: a,

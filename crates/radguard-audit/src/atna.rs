@@ -433,6 +433,11 @@ pub fn message_for(rec: &AuditRecord, src: &AtnaSource) -> Option<AtnaMessage> {
                     None => o.query = Some(Vec::new()),
                 }
                 m.objects.push(o);
+                // PS3.15 A.5.3.10: the patient, when the query names one.
+                if let Some(p) = patient {
+                    m.objects.push(patient_object(&p.id, p.name.as_deref()));
+                }
+                let _ = study_uid;
                 m
             }
             "CMoveRq" | "CGetRq" => {

@@ -327,9 +327,26 @@ impl Mapper {
                 sop_class,
                 sop_instance,
                 move_destination,
+                subject,
+                identifier,
             } => {
                 let ctx = self.ctx(assoc.0);
                 let peer = ctx.peer.clone();
+                let patient = subject.as_ref().and_then(|s| {
+                    s.patient_id.clone().map(|id| crate::record::PatientRef {
+                        id,
+                        name: s.patient_name.clone(),
+                    })
+                });
+                let study_uid = subject.as_ref().and_then(|s| s.study_uid.clone());
+                let query = identifier.as_ref().map(|q| crate::record::QueryData {
+                    level: q.level.clone(),
+                    transfer_syntax: q.transfer_syntax.clone(),
+                    dataset_base64: {
+                        use base64::Engine as _;
+                        base64::engine::general_purpose::STANDARD.encode(&q.dataset)
+                    },
+                });
                 if command == "CStoreRq" {
                     let item = StoreItem {
                         sop_class: sop_class.clone(),
@@ -349,9 +366,9 @@ impl Mapper {
                         sop_class: sop_class.clone(),
                         sop_instance: sop_instance.clone(),
                         move_destination: move_destination.clone(),
-                        study_uid: None,
-                        patient: None,
-                        query: None,
+                        study_uid,
+                        patient,
+                        query,
                     },
                 );
             }
@@ -697,6 +714,8 @@ mod tests {
             sop_class: Some("1.2.840.10008.5.1.4.1.1.2".into()),
             sop_instance: Some(inst.into()),
             move_destination: None,
+            subject: None,
+            identifier: None,
         }))
     }
 

@@ -347,6 +347,8 @@ fn messages_from_todays_events_lack_only_unreported_facts() {
             sop_class: Some("1.2.840.10008.5.1.4.1.2.2.1".into()),
             sop_instance: None,
             move_destination: None,
+            subject: None,
+            identifier: None,
         },
         Event::DimseRequest {
             assoc: a,
@@ -355,6 +357,8 @@ fn messages_from_todays_events_lack_only_unreported_facts() {
             sop_class: Some("1.2.840.10008.5.1.4.1.2.2.2".into()),
             sop_instance: None,
             move_destination: Some("WS".into()),
+            subject: None,
+            identifier: None,
         },
         Event::DimseRequest {
             assoc: a,
@@ -363,6 +367,8 @@ fn messages_from_todays_events_lack_only_unreported_facts() {
             sop_class: Some("1.2.840.10008.5.1.4.1.1.7".into()),
             sop_instance: Some("1.2.3.9".into()),
             move_destination: None,
+            subject: None,
+            identifier: None,
         },
         Event::DimseResponse {
             assoc: a,

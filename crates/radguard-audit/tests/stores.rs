@@ -596,6 +596,111 @@ async fn unwritable_store_turns_health_off_and_nothing_is_lost(b: Backend) {
     assert!(sync(|| verify_chain(b.open().as_mut(), "gw", None).unwrap()).ok());
 }
 
+/// The server ends the store's session (restart, failover, `pg_terminate_backend`): at most
+/// one call fails, then the store reconnects by itself and the chain goes on.
+#[test]
+fn postgres_store_reconnects_after_the_server_ends_its_session() {
+    let b = Backend::pg("reconnect");
+    let Backend::Pg { conn, schema } = &b else {
+        unreachable!("a PostgreSQL backend")
+    };
+    let app = format!("rg_{schema}");
+    let mut s = sync(|| {
+        radguard_audit::PgStore::connect(&format!("{conn} application_name={app}"), Some(schema))
+    })
+    .unwrap();
+    let (sealed, head) = seal_all(
+        "gw",
+        &ChainHead::GENESIS,
+        vec![draft(1, "10.0.0.1", "CT1", Some("P1"), 0)],
+    )
+    .unwrap();
+    s.append("gw", &ChainHead::GENESIS, &sealed, None).unwrap();
+
+    let mut admin = ::postgres::Client::connect(conn, ::postgres::NoTls).unwrap();
+    let ended: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = $1",
+            &[&app],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, 1, "the store's session");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+    {
+        assert!(std::time::Instant::now() < deadline, "session did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut failures = 0;
+    let read = loop {
+        match s.head("gw") {
+            Ok(h) => break h,
+            Err(e) => {
+                failures += 1;
+                assert!(failures < 2, "still failing after a reconnect: {e}");
+            }
+        }
+    };
+    assert_eq!(read, Some(head));
+    let (sealed2, head2) = seal_all(
+        "gw",
+        &head,
+        vec![draft(2, "10.0.0.2", "CT2", Some("P2"), 0)],
+    )
+    .unwrap();
+    s.append("gw", &head, &sealed2, None).unwrap();
+    assert_eq!(s.head("gw").unwrap(), Some(head2));
+    let rep = verify_chain(&mut s, "gw", None).unwrap();
+    assert!(rep.ok(), "{rep:?}");
+    assert_eq!(rep.records, 2);
+}
+
+/// SQLite keeps writing through its open handles when the file is renamed or deleted (the
+/// records would be lost): the store refuses to write until the file is back in place.
+#[test]
+fn sqlite_store_refuses_writes_while_its_file_is_moved_or_deleted() {
+    let b = Backend::sqlite();
+    let Backend::Sqlite { path, .. } = &b else {
+        unreachable!("a SQLite backend")
+    };
+    let mut s = b.open();
+    let mut head = ChainHead::GENESIS;
+    let mut append = |s: &mut Box<dyn AuditStore>, t: i64| {
+        let (sealed, next) =
+            seal_all("gw", &head, vec![draft(t, "10.0.0.1", "CT1", None, 0)]).unwrap();
+        let r = s.append("gw", &head, &sealed, None);
+        if r.is_ok() {
+            head = next;
+        }
+        r
+    };
+    append(&mut s, 1).unwrap();
+    let moved = path.with_extension("moved");
+    std::fs::rename(path, &moved).unwrap();
+    let e = append(&mut s, 2).unwrap_err();
+    assert!(e.to_string().contains("moved, replaced or deleted"), "{e}");
+    assert!(s.set_cursor("gw", "syslog", 1).is_err());
+    std::fs::rename(&moved, path).unwrap();
+    append(&mut s, 3).unwrap();
+    std::fs::remove_file(path).unwrap();
+    assert!(
+        append(&mut s, 4).is_err(),
+        "deleted: nothing written to the orphaned file"
+    );
+    std::fs::write(path, b"").unwrap();
+    assert!(append(&mut s, 5).is_err(), "replaced by another file");
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr) => {
         mod $backend {

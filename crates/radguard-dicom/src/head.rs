@@ -17,6 +17,8 @@ pub struct HeadFacts {
     pub series_uid: Option<String>,
     pub sop_instance_uid: Option<String>,
     pub accession_number: Option<String>,
+    /// Query/Retrieve Level (0008,0052) of a C-FIND/C-MOVE/C-GET identifier.
+    pub query_level: Option<String>,
     /// True when the walk stopped for a reason other than "found the end of the head"
     /// (malformed, deeper than the nesting limit, or more than [`HEAD_LIMIT`] bytes).
     pub incomplete: bool,
@@ -185,6 +187,7 @@ fn walk(data: &[u8], explicit: bool, depth: usize, facts: &mut HeadFacts, pos: &
             match (group, elem) {
                 (0x0008, 0x0018) => facts.sop_instance_uid = text(value),
                 (0x0008, 0x0050) => facts.accession_number = text(value),
+                (0x0008, 0x0052) => facts.query_level = text(value),
                 (0x0010, 0x0010) => facts.patient_name = text(value),
                 (0x0010, 0x0020) => facts.patient_id = text(value),
                 (0x0020, 0x000D) => facts.study_uid = text(value),

@@ -72,6 +72,18 @@ pub struct Subject {
     pub accession_number: Option<String>,
 }
 
+/// A query/retrieve identifier as received (at most 64 KiB are kept).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Identifier {
+    pub transfer_syntax: String,
+    /// Query/Retrieve Level (0008,0052).
+    pub level: Option<String>,
+    #[serde(skip)]
+    pub dataset: Vec<u8>,
+    /// True when the identifier was longer than what was kept.
+    pub truncated: bool,
+}
+
 /// The TLS session of a client connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TlsFacts {
@@ -146,6 +158,11 @@ pub enum Event {
         sop_class: Option<String>,
         sop_instance: Option<String>,
         move_destination: Option<String>,
+        /// C-FIND/C-MOVE/C-GET: the patient and study the identifier names (PHI: removed from
+        /// log lines). C-STORE subjects come with the response.
+        subject: Option<Subject>,
+        /// C-FIND/C-MOVE/C-GET: the identifier as received (PHI: removed from log lines).
+        identifier: Option<Identifier>,
     },
     DimseRefused {
         assoc: AssocId,
@@ -225,23 +242,38 @@ pub enum Event {
 impl Event {
     /// The event as it may appear in an ordinary log line: patient identifiers removed.
     pub fn for_log(&self) -> std::borrow::Cow<'_, Event> {
-        match self {
-            Event::DimseResponse {
-                subject: Some(_), ..
+        let has_phi = match self {
+            Event::DimseResponse { subject, .. } | Event::InstanceStored { subject, .. } => {
+                subject.is_some()
             }
-            | Event::InstanceStored {
-                subject: Some(_), ..
-            } => {
-                let mut e = self.clone();
-                if let Event::DimseResponse { subject, .. }
-                | Event::InstanceStored { subject, .. } = &mut e
-                {
-                    *subject = None;
-                }
-                std::borrow::Cow::Owned(e)
-            }
-            _ => std::borrow::Cow::Borrowed(self),
+            Event::DimseRequest {
+                subject,
+                identifier,
+                ..
+            } => subject.is_some() || identifier.is_some(),
+            Event::AssociationRequested { user_identity, .. } => user_identity.is_some(),
+            _ => false,
+        };
+        if !has_phi {
+            return std::borrow::Cow::Borrowed(self);
         }
+        let mut e = self.clone();
+        match &mut e {
+            Event::DimseResponse { subject, .. } | Event::InstanceStored { subject, .. } => {
+                *subject = None
+            }
+            Event::DimseRequest {
+                subject,
+                identifier,
+                ..
+            } => {
+                *subject = None;
+                *identifier = None;
+            }
+            Event::AssociationRequested { user_identity, .. } => *user_identity = None,
+            _ => {}
+        }
+        std::borrow::Cow::Owned(e)
     }
 }
 
@@ -341,5 +373,36 @@ mod tests {
         assert!(!log.contains("PID-SECRET"), "{log}");
         let full = serde_json::to_string(&e).unwrap();
         assert!(full.contains("PID-SECRET"));
+        let q = Event::DimseRequest {
+            assoc: AssocId(1),
+            message_id: 1,
+            command: "CFindRq".into(),
+            sop_class: None,
+            sop_instance: None,
+            move_destination: None,
+            subject: Some(Subject {
+                patient_id: Some("PID-SECRET".into()),
+                ..Default::default()
+            }),
+            identifier: Some(Identifier::default()),
+        };
+        let log = serde_json::to_string(&*q.for_log()).unwrap();
+        assert!(!log.contains("PID-SECRET"), "{log}");
+        let a = Event::AssociationRequested {
+            assoc: AssocId(1),
+            source: "127.0.0.1:1".parse().unwrap(),
+            calling_ae: "A".into(),
+            called_ae: "B".into(),
+            implementation_class_uid: "1.2".into(),
+            implementation_version: None,
+            contexts: 1,
+            tls: None,
+            user_identity: Some(UserIdentityInfo {
+                kind: 2,
+                user: Some("alice-secret".into()),
+            }),
+        };
+        let log = serde_json::to_string(&*a.for_log()).unwrap();
+        assert!(!log.contains("alice-secret"), "{log}");
     }
 }

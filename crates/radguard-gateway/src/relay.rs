@@ -442,6 +442,42 @@ struct PendingEntry {
     on_conflict: OnConflict,
 }
 
+/// Query/retrieve identifiers kept for the audit record.
+const IDENTIFIER_LIMIT: usize = 64 * 1024;
+
+/// A query or retrieve whose identifier is being read; its request event waits for it.
+struct Identifying {
+    event: Event,
+    transfer_syntax: String,
+    bytes: Vec<u8>,
+    truncated: bool,
+}
+
+impl Identifying {
+    fn finish(self) -> Event {
+        let mut event = self.event;
+        let facts = sniffer_for(&self.transfer_syntax).map(|mut s| {
+            s.feed(&self.bytes);
+            s.finish()
+        });
+        if let Event::DimseRequest {
+            subject,
+            identifier,
+            ..
+        } = &mut event
+        {
+            *identifier = Some(radguard_events::Identifier {
+                transfer_syntax: self.transfer_syntax,
+                level: facts.as_ref().and_then(|f| f.query_level.clone()),
+                dataset: self.bytes,
+                truncated: self.truncated,
+            });
+            *subject = facts.map(subject_of);
+        }
+        event
+    }
+}
+
 /// The C-STORE being fingerprinted (origin routes only).
 struct Fingerprinting {
     message_id: u16,
@@ -592,6 +628,8 @@ async fn client_to_upstream(
     let mut deid_msg: Option<DeidMessage> = None;
     // The C-STORE being fingerprinted (origin routes only).
     let mut fingerprinting: Option<Fingerprinting> = None;
+    // The query/retrieve whose identifier is being read (for its audit record).
+    let mut identifying: Option<Identifying> = None;
     let mut out: Vec<u8> = Vec::new();
     // PDUs that go upstream unchanged, batched while more are already buffered (contiguous
     // slices of the read buffer: `unsplit` joins them without copying).
@@ -701,6 +739,16 @@ async fn client_to_upstream(
             match step {
                 Step::CommandPartial => {}
                 Step::Data { data, is_last, .. } => {
+                    if let Some(q) = identifying.as_mut() {
+                        let room = IDENTIFIER_LIMIT.saturating_sub(q.bytes.len());
+                        q.truncated |= data.len() > room;
+                        q.bytes.extend_from_slice(&data[..data.len().min(room)]);
+                        if is_last {
+                            if let Some(q) = identifying.take() {
+                                st.shared.bus.emit(q.finish());
+                            }
+                        }
+                    }
                     if let Some(f) = fingerprinting.as_mut() {
                         f.fp.feed(data);
                     }
@@ -806,7 +854,7 @@ async fn client_to_upstream(
                 ) {
                     Verdict::Pass { request, permit } => {
                         forwarding = true;
-                        st.shared.bus.emit(Event::DimseRequest {
+                        let event = Event::DimseRequest {
                             assoc: st.id,
                             message_id: request.message_id,
                             command: format!("{:?}", permit.command()),
@@ -816,7 +864,26 @@ async fn client_to_upstream(
                                 .move_destination
                                 .as_ref()
                                 .map(|a| a.to_string()),
-                        });
+                            subject: None,
+                            identifier: None,
+                        };
+                        if request.has_data_set && request.field != CommandField::CStoreRq {
+                            // A query or retrieve: recorded once its identifier is complete,
+                            // with the patient and study it names.
+                            let ts = st
+                                .contexts
+                                .get(context_id)
+                                .map(|(_, t)| t.to_string())
+                                .unwrap_or_default();
+                            identifying = Some(Identifying {
+                                event,
+                                transfer_syntax: ts,
+                                bytes: Vec::new(),
+                                truncated: false,
+                            });
+                        } else {
+                            st.shared.bus.emit(event);
+                        }
                         if request.field != CommandField::CCancelRq {
                             if let Ok(mut o) = st.outstanding.lock() {
                                 o.insert(

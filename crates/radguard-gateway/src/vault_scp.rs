@@ -226,6 +226,8 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
                             sop_class: request.sop_class.as_ref().map(|u| u.to_string()),
                             sop_instance: request.sop_instance.as_ref().map(|u| u.to_string()),
                             move_destination: None,
+                            subject: None,
+                            identifier: None,
                         });
                         let class = request.sop_class.as_ref().map(|u| u.to_string());
                         match request.field {

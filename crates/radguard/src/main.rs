@@ -171,8 +171,15 @@ fn exit(code: i32) -> ExitCode {
 }
 
 fn init_logs(format: LogFormat) {
+    // tokio-postgres logs statement parameters (patient identifiers of audit records) at debug
+    // level: never, whatever RADGUARD_LOG asks for.
     let filter = tracing_subscriber::EnvFilter::try_from_env("RADGUARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive(
+            "tokio_postgres::query=off"
+                .parse()
+                .expect("a static, valid directive"),
+        );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -272,6 +279,15 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
                 )
                 .context("starting the syslog export")?,
             );
+        }
+        // Admit nothing before the writer has read the chain head (or given up on the store).
+        {
+            let mut h = audit_handle.health();
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                h.wait_for(|x| x.store_ok || x.stopped),
+            )
+            .await;
         }
         let (admit_tx, admit_rx) = tokio::sync::watch::channel(audit_handle.admit_associations());
         {

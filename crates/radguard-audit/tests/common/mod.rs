@@ -150,6 +150,8 @@ pub fn emit_assoc(bus: &EventBus, id: u64, stores: u16) -> usize {
             sop_class: Some("1.2.840.10008.5.1.4.1.1.2".into()),
             sop_instance: Some(format!("1.2.826.0.1.3680043.9.{id}.{m}")),
             move_destination: None,
+            subject: None,
+            identifier: None,
         });
         bus.emit(Event::DimseResponse {
             assoc,

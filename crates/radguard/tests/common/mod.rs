@@ -1473,3 +1473,1891 @@ pub mod uid {
     pub const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
     pub const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
 }
+
+// ------------------------------------------------------------------ hostile peers (issue 7)
+
+impl Config {
+    /// [`Config::toml`] with some of the base `[server]` values replaced, e.g.
+    /// `&[("artim_timeout_secs", "2")]` (a key that is not in the base section is appended to
+    /// it; use [`Config::server`] for those instead).
+    pub fn toml_with(&self, overrides: &[(&str, &str)]) -> String {
+        let base = self.toml();
+        let mut out = String::with_capacity(base.len() + 64);
+        let mut in_server = false;
+        let mut done: Vec<&str> = Vec::new();
+        for line in base.lines() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                if in_server {
+                    for (k, v) in overrides.iter().filter(|(k, _)| !done.contains(k)) {
+                        let _ = writeln!(out, "{k} = {v}");
+                    }
+                }
+                in_server = t == "[server]";
+            }
+            let key = t.split('=').next().unwrap_or("").trim();
+            match overrides.iter().find(|(k, _)| in_server && *k == key) {
+                Some((k, v)) => {
+                    let _ = writeln!(out, "{k} = {v}");
+                    done.push(k);
+                }
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Radguard {
+    /// The process id of radguard (for /proc figures).
+    pub fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+
+    /// (VmRSS, VmHWM) in KiB from /proc/PID/status.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        proc_memory_kib(self.pid())
+    }
+
+    /// The events radguard logged so far (the JSON of every `radguard::event` log line).
+    pub fn events(&self) -> Vec<Value> {
+        parse_events(&self.log())
+    }
+}
+
+/// (VmRSS, VmHWM) in KiB of process `pid`; (0, 0) if it is gone.
+pub fn proc_memory_kib(pid: u32) -> (u64, u64) {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The JSON objects of the event log lines (`... event={"event":"association-aborted",...}`)
+/// in radguard's log, text or JSON log format.
+pub fn parse_events(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter(|l| l.contains("radguard::event"))
+        .filter_map(|l| {
+            // Text format: the event JSON is the last {...} of the line; JSON format: a string
+            // field holding it.
+            let v: Value = match serde_json::from_str::<Value>(l) {
+                Ok(outer) => {
+                    let inner = outer["fields"]["event"].as_str()?;
+                    serde_json::from_str(inner).ok()?
+                }
+                Err(_) => {
+                    let start = l.find("event={")? + "event=".len();
+                    let end = l.rfind('}')?;
+                    serde_json::from_str(l.get(start..=end)?).ok()?
+                }
+            };
+            Some(v)
+        })
+        .collect()
+}
+
+/// Raw DICOM upper-layer bytes for hostile-peer tests: PDUs built by hand (so that every field
+/// can be wrong), a blocking client with bounded reads, and readable descriptions of answers.
+pub mod raw {
+    use std::fmt;
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use radguard_dicom::dimse::Command;
+
+    pub const APP_CONTEXT: &str = "1.2.840.10008.3.1.1.1";
+    pub const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+    pub const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+    pub const IMPL_CLASS: &str = "1.2.826.0.1.3680043.10.1234.7";
+    /// A-ABORT from the service user (source 0, reason 0).
+    pub const USER_ABORT: [u8; 10] = [0x07, 0, 0, 0, 0, 4, 0, 0, 0, 0];
+    pub const RELEASE_RQ: [u8; 10] = [0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0];
+
+    /// A PDU: type, reserved byte, 32-bit big-endian length, body.
+    pub fn pdu(ty: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![ty, 0];
+        v.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// An association item: type, reserved, 16-bit big-endian length, body.
+    pub fn item(ty: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![ty, 0];
+        v.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// A 16-byte AE title field (space padded; longer input is cut).
+    pub fn ae_field(ae: &[u8]) -> [u8; 16] {
+        let mut f = [b' '; 16];
+        for (d, s) in f.iter_mut().zip(ae) {
+            *d = *s;
+        }
+        f
+    }
+
+    /// One proposed presentation context.
+    #[derive(Clone, Debug)]
+    pub struct Pc {
+        pub id: u8,
+        pub abstract_syntax: Vec<u8>,
+        pub transfer_syntaxes: Vec<Vec<u8>>,
+    }
+
+    impl Pc {
+        pub fn new(id: u8, abstract_syntax: &str, ts: &[&str]) -> Pc {
+            Pc {
+                id,
+                abstract_syntax: abstract_syntax.as_bytes().to_vec(),
+                transfer_syntaxes: ts.iter().map(|t| t.as_bytes().to_vec()).collect(),
+            }
+        }
+        pub fn encode(&self) -> Vec<u8> {
+            let mut body = vec![self.id, 0, 0, 0];
+            body.extend(item(0x30, &self.abstract_syntax));
+            for t in &self.transfer_syntaxes {
+                body.extend(item(0x40, t));
+            }
+            item(0x20, &body)
+        }
+    }
+
+    /// User information sub-items: Maximum Length (0x51), Implementation Class UID (0x52),
+    /// then `extra` raw bytes.
+    pub fn user_info(max_length: Option<u32>, impl_class: Option<&str>, extra: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        if let Some(m) = max_length {
+            body.extend(item(0x51, &m.to_be_bytes()));
+        }
+        if let Some(c) = impl_class {
+            body.extend(item(0x52, c.as_bytes()));
+        }
+        body.extend_from_slice(extra);
+        item(0x50, &body)
+    }
+
+    /// An A-ASSOCIATE-RQ whose every field can be set.
+    #[derive(Clone, Debug)]
+    pub struct Rq {
+        pub protocol_version: u16,
+        pub called: [u8; 16],
+        pub calling: [u8; 16],
+        pub app_context: Vec<u8>,
+        pub contexts: Vec<Pc>,
+        /// The whole user information item (type 0x50), or none at all.
+        pub user_info: Option<Vec<u8>>,
+    }
+
+    impl Rq {
+        /// Version 1, Verification on context 1 and CT Image Storage on context 3 (Implicit
+        /// and Explicit VR Little Endian), Maximum Length 16384, an Implementation Class UID.
+        pub fn new(calling: &str, called: &str) -> Rq {
+            Rq {
+                protocol_version: 1,
+                called: ae_field(called.as_bytes()),
+                calling: ae_field(calling.as_bytes()),
+                app_context: APP_CONTEXT.as_bytes().to_vec(),
+                contexts: vec![
+                    Pc::new(1, "1.2.840.10008.1.1", &[IMPLICIT_LE]),
+                    Pc::new(3, "1.2.840.10008.5.1.4.1.1.2", &[IMPLICIT_LE, EXPLICIT_LE]),
+                ],
+                user_info: Some(user_info(Some(16384), Some(IMPL_CLASS), &[])),
+            }
+        }
+        pub fn contexts(mut self, pcs: Vec<Pc>) -> Rq {
+            self.contexts = pcs;
+            self
+        }
+        pub fn body(&self) -> Vec<u8> {
+            let mut b = Vec::with_capacity(256);
+            b.extend_from_slice(&self.protocol_version.to_be_bytes());
+            b.extend_from_slice(&[0, 0]);
+            b.extend_from_slice(&self.called);
+            b.extend_from_slice(&self.calling);
+            b.extend_from_slice(&[0; 32]);
+            b.extend(item(0x10, &self.app_context));
+            for pc in &self.contexts {
+                b.extend(pc.encode());
+            }
+            if let Some(u) = &self.user_info {
+                b.extend_from_slice(u);
+            }
+            b
+        }
+        pub fn encode(&self) -> Vec<u8> {
+            pdu(0x01, &self.body())
+        }
+    }
+
+    /// A P-DATA-TF PDU with the given PDVs: (context id, message control header, data).
+    pub fn pdata(pdvs: &[(u8, u8, &[u8])]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (ctx, control, data) in pdvs {
+            body.extend_from_slice(&((data.len() + 2) as u32).to_be_bytes());
+            body.push(*ctx);
+            body.push(*control);
+            body.extend_from_slice(data);
+        }
+        pdu(0x04, &body)
+    }
+
+    /// Message control header values.
+    pub const CMD_LAST: u8 = 0x03;
+    pub const CMD_MORE: u8 = 0x01;
+    pub const DATA_LAST: u8 = 0x02;
+    pub const DATA_MORE: u8 = 0x00;
+
+    /// An Implicit VR Little Endian element (value padded to even length with `pad`).
+    pub fn element(group: u16, elem: u16, value: &[u8], pad: u8) -> Vec<u8> {
+        let mut v = value.to_vec();
+        if v.len() % 2 == 1 {
+            v.push(pad);
+        }
+        let mut out = Vec::with_capacity(8 + v.len());
+        out.extend_from_slice(&group.to_le_bytes());
+        out.extend_from_slice(&elem.to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend(v);
+        out
+    }
+
+    /// A command element value.
+    pub enum Cv<'a> {
+        Us(u16),
+        Ui(&'a str),
+        Ae(&'a str),
+        Raw(&'a [u8]),
+    }
+
+    /// A command set: (0000,0000) group length first, then the elements in the given order.
+    pub fn command(elems: &[(u16, Cv<'_>)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (e, v) in elems {
+            body.extend(match v {
+                Cv::Us(x) => element(0, *e, &x.to_le_bytes(), 0),
+                Cv::Ui(s) => element(0, *e, s.as_bytes(), 0),
+                Cv::Ae(s) => element(0, *e, s.as_bytes(), b' '),
+                Cv::Raw(b) => element(0, *e, b, 0),
+            });
+        }
+        let mut out = element(0, 0, &(body.len() as u32).to_le_bytes(), 0);
+        out.extend(body);
+        out
+    }
+
+    pub const VERIFICATION: &str = "1.2.840.10008.1.1";
+    pub const CT_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+
+    /// C-ECHO-RQ command set.
+    pub fn echo_rq(message_id: u16) -> Vec<u8> {
+        command(&[
+            (0x0002, Cv::Ui(VERIFICATION)),
+            (0x0100, Cv::Us(0x0030)),
+            (0x0110, Cv::Us(message_id)),
+            (0x0800, Cv::Us(0x0101)),
+        ])
+    }
+
+    /// C-STORE-RQ command set (a data set follows).
+    pub fn store_rq(message_id: u16, sop_class: &str, sop_instance: &str) -> Vec<u8> {
+        command(&[
+            (0x0002, Cv::Ui(sop_class)),
+            (0x0100, Cv::Us(0x0001)),
+            (0x0110, Cv::Us(message_id)),
+            (0x0700, Cv::Us(0)),
+            (0x0800, Cv::Us(0)),
+            (0x1000, Cv::Ui(sop_instance)),
+        ])
+    }
+
+    /// A small CT data set in Implicit VR Little Endian (no pixel data).
+    pub fn ct_dataset(sop_instance: &str) -> Vec<u8> {
+        let mut d = Vec::new();
+        d.extend(element(0x0008, 0x0016, CT_STORAGE.as_bytes(), 0));
+        d.extend(element(0x0008, 0x0018, sop_instance.as_bytes(), 0));
+        d.extend(element(0x0008, 0x0060, b"CT", b' '));
+        d.extend(element(0x0010, 0x0010, b"HOSTILE^TEST", b' '));
+        d.extend(element(0x0010, 0x0020, b"H7", b' '));
+        d.extend(element(
+            0x0020,
+            0x000D,
+            b"1.2.826.0.1.3680043.10.1234.7.1",
+            0,
+        ));
+        d.extend(element(
+            0x0020,
+            0x000E,
+            b"1.2.826.0.1.3680043.10.1234.7.2",
+            0,
+        ));
+        d
+    }
+
+    /// What came back from the gateway.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum Answer {
+        /// A whole PDU (header included).
+        Pdu(Vec<u8>),
+        /// The connection was closed (EOF) before any byte of a PDU.
+        Closed,
+        /// The connection was closed in the middle of a PDU.
+        ClosedMidPdu(usize),
+        /// Connection reset.
+        Reset,
+        /// Nothing within the time limit.
+        Timeout,
+        /// Another I/O error.
+        Error(String),
+    }
+
+    impl Answer {
+        pub fn pdu_type(&self) -> Option<u8> {
+            match self {
+                Answer::Pdu(b) => b.first().copied(),
+                _ => None,
+            }
+        }
+        /// (source, reason) of an A-ABORT.
+        pub fn abort(&self) -> Option<(u8, u8)> {
+            match self {
+                Answer::Pdu(b) if b.len() == 10 && b[0] == 0x07 => Some((b[8], b[9])),
+                _ => None,
+            }
+        }
+        /// (result, source, reason) of an A-ASSOCIATE-RJ.
+        pub fn reject(&self) -> Option<(u8, u8, u8)> {
+            match self {
+                Answer::Pdu(b) if b.len() == 10 && b[0] == 0x03 => Some((b[7], b[8], b[9])),
+                _ => None,
+            }
+        }
+        /// The end of the connection, cleanly or not.
+        pub fn is_close(&self) -> bool {
+            matches!(
+                self,
+                Answer::Closed | Answer::Reset | Answer::ClosedMidPdu(_)
+            )
+        }
+    }
+
+    impl fmt::Display for Answer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                Answer::Pdu(b) => match b.first() {
+                    Some(0x07) if b.len() == 10 => {
+                        write!(f, "A-ABORT source {} reason {}", b[8], b[9])
+                    }
+                    Some(0x03) if b.len() == 10 => {
+                        write!(f, "A-ASSOCIATE-RJ {}/{}/{}", b[7], b[8], b[9])
+                    }
+                    Some(0x02) => match parse_ac(b) {
+                        Some(ac) => write!(
+                            f,
+                            "A-ASSOCIATE-AC ({} contexts, {} accepted, max length {:?})",
+                            ac.results.len(),
+                            ac.accepted().len(),
+                            ac.max_length
+                        ),
+                        None => write!(f, "A-ASSOCIATE-AC (undecodable, {} bytes)", b.len()),
+                    },
+                    Some(0x06) => write!(f, "A-RELEASE-RP"),
+                    Some(0x05) => write!(f, "A-RELEASE-RQ"),
+                    Some(0x04) => match response_of(b) {
+                        Some(c) => write!(
+                            f,
+                            "P-DATA: {} status 0x{:04X}",
+                            rsp_name(c.field),
+                            c.status.unwrap_or(0xFFFF)
+                        ),
+                        None => write!(f, "P-DATA ({} bytes)", b.len()),
+                    },
+                    Some(t) => write!(f, "PDU type 0x{t:02X} ({} bytes)", b.len()),
+                    None => write!(f, "empty"),
+                },
+                Answer::Closed => write!(f, "connection closed"),
+                Answer::ClosedMidPdu(n) => write!(f, "connection closed after {n} bytes of a PDU"),
+                Answer::Reset => write!(f, "connection reset"),
+                Answer::Timeout => write!(f, "no answer (timeout)"),
+                Answer::Error(e) => write!(f, "I/O error: {e}"),
+            }
+        }
+    }
+
+    fn rsp_name(field: Option<u16>) -> String {
+        match field {
+            Some(0x8001) => "C-STORE-RSP".into(),
+            Some(0x8030) => "C-ECHO-RSP".into(),
+            Some(0x8020) => "C-FIND-RSP".into(),
+            Some(0x8021) => "C-MOVE-RSP".into(),
+            Some(0x8010) => "C-GET-RSP".into(),
+            Some(v) => format!("command 0x{v:04X}"),
+            None => "command without field".into(),
+        }
+    }
+
+    /// The command set of a P-DATA PDU holding one whole command (single PDV), decoded.
+    pub fn response_of(pdu_bytes: &[u8]) -> Option<Command> {
+        let body = pdu_bytes.get(6..)?;
+        let items = radguard_dicom::pdu::pdvs(body).ok()?;
+        let mut cmd = Vec::new();
+        for p in items.iter().filter(|p| p.is_command) {
+            cmd.extend_from_slice(p.data);
+        }
+        Command::decode(&cmd).ok()
+    }
+
+    /// The parts of an A-ASSOCIATE-AC the tests look at.
+    #[derive(Clone, Debug)]
+    pub struct Ac {
+        pub max_length: Option<u32>,
+        /// (context id, result, transfer syntax)
+        pub results: Vec<(u8, u8, String)>,
+    }
+
+    impl Ac {
+        pub fn accepted(&self) -> Vec<u8> {
+            self.results
+                .iter()
+                .filter(|r| r.1 == 0)
+                .map(|r| r.0)
+                .collect()
+        }
+        pub fn result(&self, id: u8) -> Option<u8> {
+            self.results.iter().find(|r| r.0 == id).map(|r| r.1)
+        }
+    }
+
+    /// Decodes an A-ASSOCIATE-AC with dicom-ul (an independent decoder).
+    pub fn parse_ac(bytes: &[u8]) -> Option<Ac> {
+        use dicom_ul::pdu::{
+            read_pdu, Pdu, PresentationContextResultReason as R, UserVariableItem,
+        };
+        let Ok(Some(Pdu::AssociationAC(ac))) =
+            read_pdu(bytes, dicom_ul::pdu::MAXIMUM_PDU_SIZE, false)
+        else {
+            return None;
+        };
+        let max_length = ac.user_variables.iter().find_map(|v| match v {
+            UserVariableItem::MaxLength(m) => Some(*m),
+            _ => None,
+        });
+        let results = ac
+            .presentation_contexts
+            .iter()
+            .map(|r| {
+                let code = match r.reason {
+                    R::Acceptance => 0,
+                    R::UserRejection => 1,
+                    R::NoReason => 2,
+                    R::AbstractSyntaxNotSupported => 3,
+                    R::TransferSyntaxesNotSupported => 4,
+                };
+                (
+                    r.id,
+                    code,
+                    r.transfer_syntax.trim_end_matches('\0').to_string(),
+                )
+            })
+            .collect();
+        Some(Ac {
+            max_length,
+            results,
+        })
+    }
+
+    /// A blocking raw client.
+    pub struct Conn {
+        pub stream: TcpStream,
+        /// Bytes received and not yet returned.
+        buf: Vec<u8>,
+    }
+
+    impl Conn {
+        pub fn connect(port: u16) -> Conn {
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("connect to radguard on {addr}: {e}"));
+            Conn::from_stream(s)
+        }
+
+        /// Connects from `source` (bind before connect), e.g. 127.0.0.2.
+        pub fn connect_from(source: Ipv4Addr, port: u16) -> std::io::Result<Conn> {
+            Ok(Conn::from_stream(connect_from(source, port)?))
+        }
+
+        pub fn from_stream(s: TcpStream) -> Conn {
+            let _ = s.set_nodelay(true);
+            let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
+            Conn {
+                stream: s,
+                buf: Vec::new(),
+            }
+        }
+
+        /// Writes all of `bytes`; an error is returned, not a panic (the gateway may have
+        /// closed already, which is an answer too).
+        pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            self.stream.write_all(bytes)?;
+            self.stream.flush()
+        }
+
+        /// Closes the sending half (the gateway sees EOF).
+        pub fn shutdown_write(&self) {
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+
+        fn fill(&mut self, need: usize, deadline: Instant) -> Result<(), Answer> {
+            let mut chunk = [0u8; 64 * 1024];
+            while self.buf.len() < need {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(Answer::Timeout);
+                }
+                let _ = self.stream.set_read_timeout(Some(deadline - now));
+                match self.stream.read(&mut chunk) {
+                    Ok(0) => {
+                        return Err(if self.buf.is_empty() {
+                            Answer::Closed
+                        } else {
+                            Answer::ClosedMidPdu(self.buf.len())
+                        })
+                    }
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                        return Err(Answer::Timeout)
+                    }
+                    Err(e) if e.kind() == ErrorKind::ConnectionReset => return Err(Answer::Reset),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Answer::Error(e.to_string())),
+                }
+            }
+            Ok(())
+        }
+
+        /// Reads the next PDU (at most 1 MiB), or says why there is none.
+        pub fn read_pdu(&mut self, timeout: Duration) -> Answer {
+            let deadline = Instant::now() + timeout;
+            if let Err(a) = self.fill(6, deadline) {
+                return a;
+            }
+            let len =
+                u32::from_be_bytes([self.buf[2], self.buf[3], self.buf[4], self.buf[5]]) as usize;
+            if len > (1 << 20) {
+                return Answer::Error(format!("the gateway announced a PDU of {len} bytes"));
+            }
+            if let Err(a) = self.fill(6 + len, deadline) {
+                return a;
+            }
+            Answer::Pdu(self.buf.drain(..6 + len).collect())
+        }
+
+        /// Waits for the end of the connection (reading and dropping anything that comes);
+        /// returns what ended it and the PDUs seen on the way.
+        pub fn read_until_close(&mut self, timeout: Duration) -> (Answer, Vec<Answer>) {
+            let deadline = Instant::now() + timeout;
+            let mut seen = Vec::new();
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.read_pdu(left) {
+                    a @ Answer::Pdu(_) => seen.push(a),
+                    other => return (other, seen),
+                }
+            }
+        }
+
+        /// Sends `rq` and returns the A-ASSOCIATE-AC, or the answer that came instead.
+        pub fn associate(&mut self, rq: &Rq) -> Result<Ac, Answer> {
+            if let Err(e) = self.send(&rq.encode()) {
+                return Err(Answer::Error(format!("send A-ASSOCIATE-RQ: {e}")));
+            }
+            let a = self.read_pdu(Duration::from_secs(15));
+            match a.pdu_type() {
+                Some(0x02) => match &a {
+                    Answer::Pdu(b) => parse_ac(b).ok_or(a.clone()),
+                    _ => Err(a),
+                },
+                _ => Err(a),
+            }
+        }
+    }
+
+    /// A std TcpStream to 127.0.0.1:`port` whose local address is `source` (bind before
+    /// connect, through tokio's socket builder: std has no bind-then-connect).
+    pub fn connect_from(source: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        rt.block_on(async {
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            sock.bind(SocketAddr::from((source, 0)))?;
+            let s = tokio::time::timeout(
+                Duration::from_secs(5),
+                sock.connect(SocketAddr::from(([127, 0, 0, 1], port))),
+            )
+            .await
+            .map_err(|_| std::io::Error::new(ErrorKind::TimedOut, "connect timed out"))??;
+            let s = s.into_std()?;
+            s.set_nonblocking(false)?;
+            Ok(s)
+        })
+    }
+}
+
+// ========================================================== DICOM TLS and peer identity (issue 3)
+// One block, appended whole: helpers of tests/tls.rs. Everything lives in `tls_peers`.
+
+/// DICOM TLS test helpers: a quick-start PKI made by `radguard tls init`, extra certificates made
+/// with the `openssl` CLI (expired client, RSA gateway), TLS options for DCMTK and the probe,
+/// radguard with TLS listeners, reloads, Orthanc with DICOM TLS, `openssl s_client`, JWTs.
+pub mod tls_peers {
+    use super::*;
+
+    pub const OPENSSL_BIN: &str = "/usr/bin/openssl";
+
+    // --------------------------------------------------------------------------------- PKI
+
+    /// A PKI made by `radguard tls init DIR --client NAME... --json` (CA, gateway certificate
+    /// for localhost/127.0.0.1/::1, client certificates), plus extras made with `openssl`.
+    pub struct Pki {
+        pub dir: PathBuf,
+        /// The `--json` summary `radguard tls init` printed.
+        pub summary: Value,
+        tmp: Option<TempDir>,
+    }
+
+    impl Pki {
+        /// `radguard tls init <tmp>/pki --client NAME...`.
+        pub fn init(label: &str, clients: &[&str]) -> Pki {
+            let tmp = tmp_dir(&format!("pki-{label}"));
+            let dir = tmp.path().join("pki");
+            let mut cmd = Command::new(Radguard::exe());
+            cmd.args(["tls", "init"]).arg(&dir);
+            for c in clients {
+                cmd.args(["--client", c]);
+            }
+            cmd.arg("--json");
+            let out = run(&mut cmd, CLIENT_TIMEOUT);
+            out.assert_success("radguard tls init");
+            let summary: Value = serde_json::from_str(&out.stdout)
+                .unwrap_or_else(|e| panic!("radguard tls init --json: {e}\n{}", out.text()));
+            Pki {
+                dir,
+                summary,
+                tmp: Some(tmp),
+            }
+        }
+
+        pub fn ca(&self) -> PathBuf {
+            self.dir.join("ca.pem")
+        }
+        pub fn ca_key(&self) -> PathBuf {
+            self.dir.join("ca-key.pem")
+        }
+        pub fn gateway_cert(&self) -> PathBuf {
+            self.dir.join("gateway.pem")
+        }
+        pub fn gateway_key(&self) -> PathBuf {
+            self.dir.join("gateway-key.pem")
+        }
+        /// (certificate, key) of a client made by `init` or [`Pki::issue`].
+        pub fn client(&self, name: &str) -> (PathBuf, PathBuf) {
+            let cert = self.dir.join(format!("client-{name}.pem"));
+            let key = self.dir.join(format!("client-{name}-key.pem"));
+            assert!(cert.is_file(), "{} is missing", cert.display());
+            (cert, key)
+        }
+
+        /// `radguard tls issue DIR NAME`.
+        pub fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
+            let mut cmd = Command::new(Radguard::exe());
+            cmd.args(["tls", "issue"]).arg(&self.dir).arg(name);
+            run(&mut cmd, CLIENT_TIMEOUT).assert_success("radguard tls issue");
+            self.client(name)
+        }
+
+        /// A client certificate signed by this CA with CN `name` that expired long ago
+        /// (2020-01-01 .. 2020-02-01), made with `openssl ca`.
+        pub fn expired_client(&self, name: &str) -> (PathBuf, PathBuf) {
+            let ext = format!(
+                "basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n\
+                 extendedKeyUsage = clientAuth\nsubjectAltName = DNS:{name}\n"
+            );
+            self.openssl_sign(
+                name,
+                &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+                &ext,
+                ("20200101000000Z", "20200201000000Z"),
+            )
+        }
+
+        /// An RSA-2048 server certificate (CN localhost, SAN localhost + 127.0.0.1, valid now)
+        /// signed by this CA: lets the profile test offer RSA key exchange suites to a server
+        /// whose key could do them.
+        pub fn rsa_gateway(&self) -> (PathBuf, PathBuf) {
+            let ext = "basicConstraints = critical,CA:FALSE\n\
+                       keyUsage = critical,digitalSignature,keyEncipherment\n\
+                       extendedKeyUsage = serverAuth,clientAuth\n\
+                       subjectAltName = DNS:localhost,IP:127.0.0.1\n";
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let start = asn1_time(now.saturating_sub(3600));
+            let end = asn1_time(now + 30 * 86400);
+            self.openssl_sign("localhost", &["-newkey", "rsa:2048"], ext, (&start, &end))
+        }
+
+        /// `openssl req` a key + CSR with CN `cn`, then `openssl ca` it with this CA, the given
+        /// extensions and validity; returns (cert, key) in DIR/extra/.
+        fn openssl_sign(
+            &self,
+            cn: &str,
+            newkey: &[&str],
+            extensions: &str,
+            (start, end): (&str, &str),
+        ) -> (PathBuf, PathBuf) {
+            require_tool(OPENSSL_BIN);
+            let extra = self.dir.join("extra");
+            let work = extra.join(format!("ca-{cn}-{start}"));
+            fs::create_dir_all(&work).unwrap();
+            let key = extra.join(format!("{cn}-{start}-key.pem"));
+            let csr = work.join("req.csr");
+            let cert = extra.join(format!("{cn}-{start}.pem"));
+            fs::write(work.join("index.txt"), "").unwrap();
+            let cnf = work.join("ca.cnf");
+            fs::write(
+                &cnf,
+                format!(
+                    "[ca]\ndefault_ca = rg\n[rg]\ndatabase = {}\nnew_certs_dir = {}\n\
+                     rand_serial = yes\ndefault_md = sha256\npolicy = pol\nunique_subject = no\n\
+                     copy_extensions = none\nx509_extensions = ext\n[pol]\ncommonName = supplied\n\
+                     [ext]\n{extensions}",
+                    work.join("index.txt").display(),
+                    work.display()
+                ),
+            )
+            .unwrap();
+            let mut req = Command::new(OPENSSL_BIN);
+            req.arg("req")
+                .args(["-new", "-nodes"])
+                .args(newkey)
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&csr)
+                .args(["-subj", &format!("/CN={cn}")]);
+            run(&mut req, CLIENT_TIMEOUT).assert_success("openssl req");
+            let mut ca = Command::new(OPENSSL_BIN);
+            ca.args(["ca", "-batch", "-notext", "-config"])
+                .arg(&cnf)
+                .arg("-cert")
+                .arg(self.ca())
+                .arg("-keyfile")
+                .arg(self.ca_key())
+                .args(["-startdate", start, "-enddate", end])
+                .arg("-in")
+                .arg(&csr)
+                .arg("-out")
+                .arg(&cert);
+            run(&mut ca, CLIENT_TIMEOUT).assert_success("openssl ca");
+            (cert, key)
+        }
+    }
+
+    impl Drop for Pki {
+        fn drop(&mut self) {
+            keep_on_failure(&mut self.tmp);
+        }
+    }
+
+    /// `YYYYMMDDHHMMSSZ` (ASN.1 GeneralizedTime, as `openssl ca -startdate` takes it) of a Unix
+    /// time.
+    pub fn asn1_time(unix: u64) -> String {
+        let days = (unix / 86400) as i64;
+        let secs = unix % 86400;
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!(
+            "{y:04}{m:02}{d:02}{:02}{:02}{:02}Z",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        )
+    }
+
+    /// `radguard tls fingerprint --json CERT` → the SHA-256 fingerprint (hex).
+    pub fn fingerprint(cert: &Path) -> String {
+        let mut cmd = Command::new(Radguard::exe());
+        cmd.args(["tls", "fingerprint", "--json"]).arg(cert);
+        let out = run(&mut cmd, CLIENT_TIMEOUT);
+        out.assert_success("radguard tls fingerprint");
+        let v: Value = serde_json::from_str(&out.stdout).expect("fingerprint --json");
+        v[0]["sha256_hex"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no sha256_hex in {v}"))
+            .to_string()
+    }
+
+    /// `printf 'PASSCODE\n' | radguard passwd --user NAME` → the `[[user]]` table it prints.
+    pub fn passwd_user(name: &str, passcode: &str) -> String {
+        let mut child = Command::new(Radguard::exe())
+            .args(["passwd", "--user", name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run radguard passwd");
+        {
+            let mut stdin = child.stdin.take().unwrap();
+            writeln!(stdin, "{passcode}").expect("write the passcode");
+        }
+        let out = child.wait_with_output().expect("radguard passwd");
+        assert!(
+            out.status.success(),
+            "radguard passwd failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).expect("utf-8");
+        assert!(
+            text.contains("[[user]]") && text.contains("$argon2id$"),
+            "radguard passwd --user printed no [[user]] table: {text}"
+        );
+        text
+    }
+
+    // ---------------------------------------------------------------- DCMTK and probe TLS
+
+    /// DCMTK's TLS options: `+tls KEY CERT -pw +cf CA` (PEM; the peer's certificate is
+    /// required and verified against CA, DCMTK's default).
+    pub fn dcmtk_tls(key: &Path, cert: &Path, ca: &Path) -> Vec<OsString> {
+        vec![
+            "+tls".into(),
+            key.into(),
+            cert.into(),
+            "-pw".into(),
+            "+cf".into(),
+            ca.into(),
+        ]
+    }
+
+    /// `echoscu -v -aet CALLING -aec CALLED TLS... 127.0.0.1 PORT` (TCP_NODELAY=1).
+    pub fn echoscu_tls(port: u16, calling: &str, called: &str, tls: &[OsString]) -> Output {
+        let mut rest = tls.to_vec();
+        rest.extend(["127.0.0.1".into(), port.to_string().into()]);
+        dcmtk_client("echoscu", calling, called, &rest)
+    }
+
+    /// `storescu -v -aet CALLING -aec CALLED TLS... [+sd] 127.0.0.1 PORT PATHS...`, one
+    /// association.
+    pub fn storescu_tls(
+        port: u16,
+        calling: &str,
+        called: &str,
+        tls: &[OsString],
+        paths: &[PathBuf],
+    ) -> Output {
+        let mut rest = tls.to_vec();
+        if paths.iter().any(|p| p.is_dir()) {
+            rest.push("+sd".into());
+        }
+        rest.extend(["127.0.0.1".into(), port.to_string().into()]);
+        rest.extend(paths.iter().map(|p| p.as_os_str().to_owned()));
+        dcmtk_client("storescu", calling, called, &rest)
+    }
+
+    /// dicom_probe.py options for TLS: `--tls-ca CA --tls-cert CERT --tls-key KEY`.
+    pub fn probe_tls(ca: &Path, cert: &Path, key: &Path) -> Vec<String> {
+        vec![
+            "--tls-ca".into(),
+            ca.display().to_string(),
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+        ]
+    }
+
+    /// Runs the probe with `opts` (common options) and then `command` (e.g. `["echo"]`).
+    pub fn probe_with(
+        port: u16,
+        calling: &str,
+        called: &str,
+        opts: &[String],
+        command: &[&str],
+    ) -> Value {
+        let mut rest: Vec<&str> = opts.iter().map(String::as_str).collect();
+        rest.extend_from_slice(command);
+        probe(port, calling, called, &rest)
+    }
+
+    // ------------------------------------------------------------------------- radguard
+
+    /// Parses `radguard: listening on dicom-tls://IP:PORT as AE X`.
+    pub fn parse_listening_tls(line: &str) -> Option<SocketAddr> {
+        let rest = line
+            .trim()
+            .strip_prefix("radguard: listening on dicom-tls://")?;
+        rest.split_whitespace().next()?.parse().ok()
+    }
+
+    impl Radguard {
+        /// Like [`Radguard::start_fresh`], for configs with TLS listeners only, plain ones or
+        /// both: returns once every listener line is printed (the `radguard: data in` line
+        /// follows them). `ports` holds the plain ones, [`Radguard::tls_ports`] the TLS ones.
+        pub fn start_any(config_toml: &str) -> Radguard {
+            let data = tmp_dir("rg-data");
+            let tmp = tmp_dir("radguard");
+            let cfg = tmp.path().join("radguard.toml");
+            fs::write(&cfg, config_toml).expect("write radguard.toml");
+            let err = tmp.path().join("radguard.err");
+            let out_copy = tmp.path().join("radguard.out");
+            let mut cmd = Command::new(Radguard::exe());
+            cmd.arg("serve")
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--data")
+                .arg(data.path())
+                .env("RUST_BACKTRACE", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(fs::File::create(&err).expect("create radguard.err"));
+            let mut proc =
+                Proc::spawn_raw("radguard", &mut cmd, vec![out_copy.clone(), err], false);
+            let stdout = Arc::new(Mutex::new(Vec::new()));
+            let pipe = proc.child.stdout.take().unwrap();
+            let lines = Arc::clone(&stdout);
+            thread::spawn(move || {
+                let mut copy = fs::File::create(out_copy).ok();
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Some(f) = copy.as_mut() {
+                        let _ = writeln!(f, "{line}");
+                    }
+                    lines.lock().unwrap().push(line);
+                }
+            });
+            let ready = |l: &Arc<Mutex<Vec<String>>>| {
+                l.lock()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s.starts_with("radguard: data in "))
+            };
+            let ok = wait_until(START_TIMEOUT, || ready(&stdout) || proc.exited().is_some());
+            if !ok || !ready(&stdout) {
+                let status = proc.exited();
+                panic!(
+                    "radguard did not print its listeners within {START_TIMEOUT:?} (exit \
+                     status: {status:?})\n--- config ---\n{config_toml}\n{}",
+                    proc.log()
+                );
+            }
+            let ports = stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| parse_listening(l))
+                .map(|a| a.port())
+                .collect();
+            Radguard {
+                ports,
+                data_dir: data.path().to_path_buf(),
+                config_path: Some(cfg),
+                proc,
+                stdout,
+                tmp: Some(tmp),
+                data_tmp: Some(data),
+            }
+        }
+
+        /// Ports of the `dicom-tls://` listeners, in order.
+        pub fn tls_ports(&self) -> Vec<u16> {
+            self.stdout_lines()
+                .iter()
+                .filter_map(|l| parse_listening_tls(l))
+                .map(|a| a.port())
+                .collect()
+        }
+
+        /// The first TLS listener's port.
+        pub fn tls_port(&self) -> u16 {
+            *self
+                .tls_ports()
+                .first()
+                .unwrap_or_else(|| panic!("radguard has no TLS listener:\n{}", self.log()))
+        }
+
+        /// Replaces the config file radguard was started with (takes effect on reload).
+        pub fn rewrite_config(&self, toml: &str) {
+            let p = self
+                .config_path
+                .as_ref()
+                .expect("radguard runs without --config");
+            fs::write(p, toml).expect("rewrite radguard.toml");
+        }
+
+        /// `config-reloaded` events logged so far.
+        pub fn reload_events(&self) -> Vec<Value> {
+            self.events()
+                .into_iter()
+                .filter(|e| e["event"] == "config-reloaded")
+                .collect()
+        }
+
+        /// Waits for the pid file (written once serving), then `radguard reload --data DIR`.
+        pub fn reload_cli(&self) -> Output {
+            let pid = self.data_dir.join("radguard.pid");
+            assert!(
+                wait_until(START_TIMEOUT, || pid.is_file()),
+                "{} never appeared",
+                pid.display()
+            );
+            let mut cmd = Command::new(Radguard::exe());
+            cmd.arg("reload").arg("--data").arg(&self.data_dir);
+            run(&mut cmd, CLIENT_TIMEOUT)
+        }
+
+        /// After a SIGHUP or `radguard reload`: waits for config-reloaded event number
+        /// `before + 1` and returns it.
+        pub fn wait_reload(&self, before: usize) -> Value {
+            let mut got = None;
+            let ok = wait_until(Duration::from_secs(20), || {
+                got = self.reload_events().get(before).cloned();
+                got.is_some()
+            });
+            assert!(
+                ok,
+                "no config-reloaded event after the reload:\n{}",
+                self.log()
+            );
+            got.unwrap()
+        }
+
+        /// `security-alert` events logged so far.
+        pub fn security_alerts(&self) -> Vec<Value> {
+            self.events()
+                .into_iter()
+                .filter(|e| e["event"] == "security-alert")
+                .collect()
+        }
+
+        /// Waits (up to 10 s) for a security alert whose detail contains `needle`.
+        pub fn wait_alert(&self, needle: &str) -> Value {
+            let mut got = None;
+            let ok = wait_until(Duration::from_secs(10), || {
+                got = self
+                    .security_alerts()
+                    .into_iter()
+                    .find(|e| e["detail"].as_str().is_some_and(|d| d.contains(needle)));
+                got.is_some()
+            });
+            assert!(
+                ok,
+                "no security-alert with {needle:?} in its detail; alerts: {:#?}",
+                self.security_alerts()
+            );
+            got.unwrap()
+        }
+    }
+
+    // -------------------------------------------------------------------------- Orthanc
+
+    impl Orthanc {
+        /// [`Orthanc::start`] with extra configuration keys (e.g. DicomTlsEnabled ...) merged
+        /// into its JSON configuration.
+        pub fn start_extra(aet: &str, extra: &Value) -> Orthanc {
+            let exe = require_tool(ORTHANC_BIN);
+            let tmp = tmp_dir("orthanc");
+            let mut last_log = String::new();
+            for _ in 0..3 {
+                let (dicom_port, http_port) = (free_port(), free_port());
+                let storage = tmp.path().join(format!("db-{dicom_port}"));
+                fs::create_dir_all(&storage).unwrap();
+                let mut cfg = serde_json::json!({
+                    "Name": format!("RG-TEST-{aet}"),
+                    "StorageDirectory": storage,
+                    "IndexDirectory": storage,
+                    "StorageCompression": false,
+                    "Plugins": [],
+                    "ConcurrentJobs": 2,
+                    "SaveJobs": false,
+                    "HttpServerEnabled": true,
+                    "HttpPort": http_port,
+                    "HttpThreadsCount": 4,
+                    "RemoteAccessAllowed": false,
+                    "AuthenticationEnabled": false,
+                    "WebDavEnabled": false,
+                    "DicomServerEnabled": true,
+                    "DicomAet": aet,
+                    "DicomPort": dicom_port,
+                    "DicomCheckCalledAet": false,
+                    "DicomAlwaysAllowEcho": true,
+                    "DicomAlwaysAllowStore": true,
+                    "DicomThreadsCount": 4,
+                    "DicomScpTimeout": 30,
+                    "UnknownSopClassAccepted": false,
+                    "OverwriteInstances": false,
+                    "StableAge": 60,
+                });
+                if let (Some(c), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
+                    for (k, v) in e {
+                        c.insert(k.clone(), v.clone());
+                    }
+                }
+                let cfg_path = tmp.path().join("orthanc.json");
+                fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+                let mut cmd = Command::new(&exe);
+                cmd.env("TCP_NODELAY", "1").arg(&cfg_path);
+                let mut proc = Proc::spawn("orthanc", &mut cmd, tmp.path(), false);
+                let up = wait_until(START_TIMEOUT, || {
+                    proc.exited().is_some()
+                        || (is_listening(dicom_port)
+                            && http_get(http_port, "/system").is_ok_and(|(st, _)| st == 200))
+                });
+                if up && proc.exited().is_none() {
+                    return Orthanc {
+                        dicom_port,
+                        http_port,
+                        aet: aet.into(),
+                        proc,
+                        tmp: Some(tmp),
+                    };
+                }
+                last_log = proc.log();
+                proc.kill();
+            }
+            panic!("Orthanc did not start (3 attempts):\n{last_log}")
+        }
+    }
+
+    // ----------------------------------------------------------------------- openssl CLI
+
+    /// `openssl s_client -connect 127.0.0.1:PORT ARGS...` with stdin closed (it ends after the
+    /// handshake), bounded by 20 s.
+    pub fn s_client(port: u16, args: &[&str]) -> Output {
+        let exe = require_tool(OPENSSL_BIN);
+        let mut cmd = Command::new(exe);
+        cmd.arg("s_client")
+            .arg("-connect")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args);
+        run(&mut cmd, Duration::from_secs(20))
+    }
+
+    /// The protocol and cipher `openssl s_client` reports as negotiated (`New, TLSv1.3,
+    /// Cipher is X`), or None when no session was established.
+    pub fn s_client_session(out: &Output) -> Option<(String, String)> {
+        out.stdout.lines().find_map(|l| {
+            let rest = l.trim().strip_prefix("New, ")?;
+            let (proto, cipher) = rest.split_once(", Cipher is ")?;
+            (proto != "(NONE)" && cipher != "(NONE)")
+                .then(|| (proto.trim().to_string(), cipher.trim().to_string()))
+        })
+    }
+
+    // ----------------------------------------------------------------------------- JWT
+
+    /// An Ed25519 key pair made with `openssl genpkey` in `dir`: (private PEM, public PEM).
+    pub fn ed25519_keypair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let exe = require_tool(OPENSSL_BIN);
+        let private = dir.join(format!("{name}.pem"));
+        let public = dir.join(format!("{name}.pub.pem"));
+        let mut gen = Command::new(&exe);
+        gen.args(["genpkey", "-algorithm", "ed25519", "-out"])
+            .arg(&private);
+        run(&mut gen, CLIENT_TIMEOUT).assert_success("openssl genpkey ed25519");
+        let mut pubout = Command::new(&exe);
+        pubout
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public);
+        run(&mut pubout, CLIENT_TIMEOUT).assert_success("openssl pkey -pubout");
+        (private, public)
+    }
+
+    /// base64url without padding (RFC 7515).
+    pub fn b64url(data: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+        for chunk in data.chunks(3) {
+            let b = [
+                chunk[0],
+                chunk.get(1).copied().unwrap_or(0),
+                chunk.get(2).copied().unwrap_or(0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            let emit = chunk.len() + 1;
+            for i in 0..emit {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    /// A compact JWS (EdDSA) of `claims`, header `{"alg":"EdDSA","typ":"JWT","kid":KID}`,
+    /// signed with `openssl pkeyutl -sign -rawin` (Ed25519 signs the message itself).
+    pub fn jwt_eddsa(private_key: &Path, kid: &str, claims: &Value) -> String {
+        let exe = require_tool(OPENSSL_BIN);
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": kid});
+        let input = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
+        );
+        let tmp = tmp_dir("jwt");
+        let msg = tmp.path().join("msg");
+        let sig = tmp.path().join("sig");
+        fs::write(&msg, &input).unwrap();
+        let mut cmd = Command::new(exe);
+        cmd.args(["pkeyutl", "-sign", "-rawin", "-inkey"])
+            .arg(private_key)
+            .arg("-in")
+            .arg(&msg)
+            .arg("-out")
+            .arg(&sig);
+        run(&mut cmd, CLIENT_TIMEOUT).assert_success("openssl pkeyutl -sign");
+        let sig = fs::read(&sig).unwrap();
+        assert_eq!(sig.len(), 64, "an Ed25519 signature has 64 bytes");
+        format!("{input}.{}", b64url(&sig))
+    }
+
+    /// Seconds since the Unix epoch.
+    pub fn unix_now() -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+}
+
+// ------------------------------------------------------------- audit trail end to end (issue 4)
+
+/// Support for the audit-trail tests (`tests/audit.rs`): the `radguard audit` CLI, reading a
+/// store through `radguard_audit`, a private PostgreSQL schema per test, raw SQL against a store
+/// (to tamper with it), a real rsyslogd receiving RFC 5425 (TLS) with mutual authentication, and
+/// PS3.15 A.5 message checks (xmllint against the crate's RELAX NG schema; the fields read with
+/// Python's ElementTree).
+///
+/// Prerequisite besides `setup-test-env.sh`: `scripts/setup-radguard-audit.sh` (rsyslog +
+/// rsyslog-gnutls, libxml2-utils, the PostgreSQL test cluster on 127.0.0.1:55432). A missing
+/// piece makes the test fail with a message saying so.
+pub mod audit_e2e {
+    use super::*;
+
+    use radguard_audit::atna::{message_for, AtnaSource};
+    use radguard_audit::record::AuditRecord;
+    use radguard_audit::StoreSpec;
+
+    pub const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
+    pub const PSQL: &str = "/usr/bin/psql";
+    pub const XMLLINT: &str = "/usr/bin/xmllint";
+    const AUDIT_HINT: &str = "run `bash scripts/setup-radguard-audit.sh` (as root) first";
+
+    /// Panics with the audit setup hint if `path` is not an executable file.
+    pub fn require_audit_tool(path: &str) -> PathBuf {
+        let p = PathBuf::from(path);
+        assert!(p.is_file(), "required tool {path} is missing: {AUDIT_HINT}");
+        p
+    }
+
+    /// The PostgreSQL test server (the default of the radguard-audit tests too).
+    pub fn pg_conn() -> String {
+        std::env::var("RADGUARD_TEST_PG").unwrap_or_else(|_| {
+            "host=127.0.0.1 port=55432 user=radguard password=radguard dbname=radguard_test".into()
+        })
+    }
+
+    /// `radguard audit ARGS...` (exit 0 ok, 1 verify found a fault, 2 usage/store error).
+    pub fn audit_cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+        let mut cmd = Command::new(Radguard::exe());
+        cmd.arg("audit").args(args);
+        run(&mut cmd, CLIENT_TIMEOUT)
+    }
+
+    /// `radguard audit verify --store STORE --json [EXTRA...]`: (exit code, the JSON report).
+    pub fn audit_verify(store: &str, extra: &[&str]) -> (Option<i32>, Value, Output) {
+        let mut args = vec!["verify", "--store", store, "--json"];
+        args.extend_from_slice(extra);
+        let out = audit_cli(&args);
+        let v = out
+            .stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+            .unwrap_or(Value::Null);
+        (out.code, v, out)
+    }
+
+    /// The SQLite store of a data folder (the default `[audit]`).
+    pub fn sqlite_store(data_dir: &Path) -> String {
+        data_dir.join("audit.sqlite").display().to_string()
+    }
+
+    /// One stored record: the entry verbatim and parsed.
+    #[derive(Debug, Clone)]
+    pub struct TrailRow {
+        pub seq: u64,
+        pub entry: String,
+        pub record: AuditRecord,
+    }
+
+    impl TrailRow {
+        /// The record kind (`association-accepted`, `instances-transferred`, ...).
+        pub fn kind(&self) -> String {
+            self.record.kind().to_string()
+        }
+    }
+
+    /// Every record of chain `node` in `store` (a SQLite path or `postgresql:...#schema=S`), in
+    /// chain order, read through the crate's own store code.
+    pub fn read_trail(store: &str, node: &str) -> Vec<TrailRow> {
+        let spec = StoreSpec::parse(store).unwrap_or_else(|e| panic!("store {store}: {e}"));
+        let mut st = spec
+            .open()
+            .unwrap_or_else(|e| panic!("open audit store {store}: {e}"));
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let rows = st
+                .read_after(node, after, 5000)
+                .unwrap_or_else(|e| panic!("read audit store {store}: {e}"));
+            let Some(last) = rows.last() else { break };
+            after = last.seq;
+            for r in rows {
+                let record: AuditRecord = serde_json::from_str(&r.entry)
+                    .unwrap_or_else(|e| panic!("record {} does not parse: {e}", r.seq));
+                out.push(TrailRow {
+                    seq: r.seq,
+                    entry: r.entry,
+                    record,
+                });
+            }
+        }
+        out
+    }
+
+    /// The seqs of the records that have a PS3.15 A.5 message (what the syslog export sends).
+    pub fn message_seqs(rows: &[TrailRow], node: &str) -> Vec<u64> {
+        let src = AtnaSource::new(node);
+        rows.iter()
+            .filter(|r| message_for(&r.record, &src).is_some())
+            .map(|r| r.seq)
+            .collect()
+    }
+
+    /// Re-reads the chain every 20 ms until `f` accepts its records (Some(them)) or `timeout`
+    /// passes (None).
+    pub fn wait_trail(
+        store: &str,
+        node: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&[TrailRow]) -> bool,
+    ) -> Option<Vec<TrailRow>> {
+        let mut rows = Vec::new();
+        let ok = wait_until(timeout, || {
+            rows = read_trail(store, node);
+            f(&rows)
+        });
+        ok.then_some(rows)
+    }
+
+    /// `psql -d CONN -c SQL` (ON_ERROR_STOP, unaligned tuples only).
+    pub fn psql(conn: &str, sql: &str) -> Output {
+        let exe = require_audit_tool(PSQL);
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-tA",
+            "-d",
+            conn,
+            "-c",
+            sql,
+        ]);
+        run(&mut cmd, Duration::from_secs(60))
+    }
+
+    /// A schema of its own in the PostgreSQL test database, dropped on drop.
+    pub struct PgSchema {
+        pub conn: String,
+        pub name: String,
+    }
+
+    impl PgSchema {
+        /// A fresh schema `rg_e2e_<label>_<pid>_<n>`; fails the test when the server is not there.
+        pub fn new(label: &str) -> PgSchema {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let conn = pg_conn();
+            let name = format!(
+                "rg_e2e_{label}_{}_{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            );
+            let out = psql(&conn, &format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
+            assert!(
+                out.success(),
+                "PostgreSQL test server unreachable ({conn}): {AUDIT_HINT} or set \
+                 RADGUARD_TEST_PG\n{}",
+                out.text()
+            );
+            PgSchema { conn, name }
+        }
+
+        /// The connection string with `application_name` set to the schema name (so the
+        /// gateway's sessions can be found in pg_stat_activity).
+        pub fn gateway_conn(&self) -> String {
+            format!("{} application_name={}", self.conn, self.name)
+        }
+
+        /// The store as the CLI names it.
+        pub fn spec(&self) -> String {
+            format!("postgresql:{}#schema={}", self.conn, self.name)
+        }
+
+        /// An `[audit]` table selecting this schema.
+        pub fn audit_toml(&self, node: &str, extra: &str) -> String {
+            format!(
+                "\n[audit]\nnode = {node:?}\nstore = \"postgresql\"\npostgresql = {:?}\n\
+                 postgresql_schema = {:?}\n{extra}",
+                self.gateway_conn(),
+                self.name
+            )
+        }
+
+        /// Runs `sql` with the schema as search path; panics on failure.
+        pub fn exec(&self, sql: &str) -> String {
+            let out = psql(
+                &self.conn,
+                &format!("SET search_path TO {}; {sql}", self.name),
+            );
+            assert!(out.success(), "SQL failed: {sql}\n{}", out.text());
+            out.stdout
+        }
+
+        /// Ends every session the gateway opened (as a database restart or failover would).
+        pub fn terminate_gateway_sessions(&self) -> usize {
+            let out = self.exec(&format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = '{}'",
+                self.name
+            ));
+            out.trim().parse().unwrap_or(0)
+        }
+    }
+
+    impl Drop for PgSchema {
+        fn drop(&mut self) {
+            let _ = psql(
+                &self.conn,
+                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+            );
+        }
+    }
+
+    /// Runs SQL against a SQLite file (Python's sqlite3 module from the test venv).
+    pub fn sqlite_exec(path: &Path, sql: &str) -> Output {
+        let mut cmd = Command::new(venv_python());
+        cmd.args([
+            "-c",
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             c.executescript(sys.argv[2])\n\
+             c.commit()\n\
+             c.close()\n",
+        ])
+        .arg(path)
+        .arg(sql);
+        run(&mut cmd, Duration::from_secs(60))
+    }
+
+    /// One attribute of a DICOM file (pydicom), as text.
+    pub fn dicom_attr(file: &Path, keyword: &str) -> String {
+        let mut cmd = Command::new(venv_python());
+        cmd.args([
+            "-c",
+            "import sys, pydicom\n\
+             ds = pydicom.dcmread(sys.argv[1], stop_before_pixels=True)\n\
+             print(str(ds.get(sys.argv[2], '')))\n",
+        ])
+        .arg(file)
+        .arg(keyword);
+        let out = run(&mut cmd, CLIENT_TIMEOUT);
+        out.assert_success("read a DICOM attribute");
+        out.stdout.trim().to_string()
+    }
+
+    /// A private rsyslogd: TLS through the gtls driver on a loopback port, mutual
+    /// authentication (certificates from `radguard_tls::init_quickstart`: its gateway
+    /// certificate serves rsyslog, the client certificate `radguard` is the gateway's, and
+    /// rsyslog admits only that name: `x509/name`), and every message written as one JSON line
+    /// of the RFC 5424 fields rsyslog parsed.
+    pub struct Rsyslog {
+        pub port: u16,
+        pub certs: PathBuf,
+        dir: Option<TempDir>,
+        proc: Option<Proc>,
+        starts: u32,
+    }
+
+    /// One message as rsyslog parsed it.
+    #[derive(Debug, Clone)]
+    pub struct Received {
+        /// `sequenceId` of the `[meta]` structured data: the record's seq.
+        pub seq: u64,
+        pub hostname: String,
+        pub app: String,
+        pub msgid: String,
+        pub pri: String,
+        pub input: String,
+        pub sd: String,
+        /// The MSG part (the A.5 XML), BOM and leading space removed.
+        pub msg: String,
+    }
+
+    impl Rsyslog {
+        pub fn start() -> Rsyslog {
+            require_audit_tool(RSYSLOGD);
+            let tmp = tmp_dir("rsyslog");
+            let dir = tmp.path().to_path_buf();
+            let certs = dir.join("pki");
+            radguard_tls::init_quickstart(&certs, &[], &["radguard".to_string()])
+                .expect("make test certificates");
+            fs::create_dir_all(dir.join("work")).unwrap();
+            let mut r = Rsyslog {
+                port: 0,
+                certs,
+                dir: Some(tmp),
+                proc: None,
+                starts: 0,
+            };
+            r.resume();
+            r
+        }
+
+        fn dir(&self) -> &Path {
+            self.dir.as_ref().map(|d| d.path()).expect("rsyslog dir")
+        }
+
+        fn write_conf(&self, port: u16) -> PathBuf {
+            let d = self.dir().display();
+            let c = self.certs.display();
+            let conf = format!(
+                r#"global(workDirectory="{d}/work" maxMessageSize="256k"
+       DefaultNetstreamDriver="gtls"
+       DefaultNetstreamDriverCAFile="{c}/ca.pem"
+       DefaultNetstreamDriverCertFile="{c}/gateway.pem"
+       DefaultNetstreamDriverKeyFile="{c}/gateway-key.pem")
+module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="x509/name" PermittedPeer=["radguard"])
+input(type="imtcp" port="{port}" address="127.0.0.1")
+template(name="rgjson" type="list" option.jsonf="on") {{
+  property(outname="hostname" name="hostname" format="jsonf")
+  property(outname="app" name="app-name" format="jsonf")
+  property(outname="msgid" name="msgid" format="jsonf")
+  property(outname="sd" name="structured-data" format="jsonf")
+  property(outname="pri" name="pri" format="jsonf")
+  property(outname="input" name="inputname" format="jsonf")
+  property(outname="msg" name="msg" format="jsonf")
+}}
+action(type="omfile" file="{d}/out.jsonl" template="rgjson")
+"#
+            );
+            let path = self.dir().join("rsyslog.conf");
+            fs::write(&path, conf).expect("write rsyslog.conf");
+            path
+        }
+
+        /// Starts rsyslogd (again, on the same port after [`Rsyslog::stop`]).
+        pub fn resume(&mut self) {
+            assert!(self.proc.is_none(), "rsyslogd is already running");
+            let mut last = String::new();
+            for _ in 0..3 {
+                let port = if self.port == 0 {
+                    free_port()
+                } else {
+                    self.port
+                };
+                let conf = self.write_conf(port);
+                let check = run(
+                    Command::new(RSYSLOGD).args(["-N1", "-f"]).arg(&conf),
+                    Duration::from_secs(30),
+                );
+                assert!(
+                    check.success(),
+                    "rsyslog config rejected:\n{}",
+                    check.text()
+                );
+                self.starts += 1;
+                let mut cmd = Command::new(RSYSLOGD);
+                cmd.args(["-n", "-f"])
+                    .arg(&conf)
+                    .arg("-i")
+                    .arg(self.dir().join("rsyslog.pid"));
+                let mut p = Proc::spawn(
+                    &format!("rsyslogd-{}", self.starts),
+                    &mut cmd,
+                    self.dir(),
+                    false,
+                );
+                if wait_until(START_TIMEOUT, || is_listening(port) || p.exited().is_some())
+                    && p.exited().is_none()
+                {
+                    self.port = port;
+                    self.proc = Some(p);
+                    return;
+                }
+                last = p.log();
+                p.kill();
+                if self.port != 0 {
+                    // Restart on a fixed port: retry the same one (TIME_WAIT, slow exit).
+                    thread::sleep(Duration::from_millis(500));
+                }
+            }
+            panic!("rsyslogd did not listen (3 attempts):\n{last}");
+        }
+
+        /// SIGTERM and wait: rsyslog closes its connections and flushes its output.
+        pub fn stop(&mut self) {
+            if let Some(mut p) = self.proc.take() {
+                p.terminate(Duration::from_secs(15));
+            }
+        }
+
+        /// A `[[audit.syslog]]` table sending to this receiver over TLS with a client
+        /// certificate.
+        pub fn syslog_toml(&self) -> String {
+            let c = &self.certs;
+            format!(
+                "\n[[audit.syslog]]\ntransport = \"tls\"\naddress = \"127.0.0.1:{}\"\n\
+                 ca_file = {:?}\nclient_cert = {:?}\nclient_key = {:?}\n",
+                self.port,
+                c.join("ca.pem").display().to_string(),
+                c.join("client-radguard.pem").display().to_string(),
+                c.join("client-radguard-key.pem").display().to_string(),
+            )
+        }
+
+        /// Everything rsyslog wrote so far.
+        pub fn received(&self) -> Vec<Received> {
+            let text = fs::read_to_string(self.dir().join("out.jsonl")).unwrap_or_default();
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| {
+                    let v: Value = serde_json::from_str(l).unwrap_or_else(|e| {
+                        panic!("rsyslog wrote a line that is not JSON ({e}): {l}")
+                    });
+                    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+                    let sd = s("sd");
+                    let seq = sd
+                        .split("sequenceId=\"")
+                        .nth(1)
+                        .and_then(|r| r.split('"').next())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| panic!("no sequenceId in {sd:?}"));
+                    Received {
+                        seq,
+                        hostname: s("hostname"),
+                        app: s("app"),
+                        msgid: s("msgid"),
+                        pri: s("pri"),
+                        input: s("input"),
+                        sd,
+                        msg: s("msg")
+                            .trim_start_matches('\u{feff}')
+                            .trim_start()
+                            .to_string(),
+                    }
+                })
+                .collect()
+        }
+
+        /// Waits until at least `n` messages arrived (or `timeout`); returns what arrived.
+        pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+            let mut got = Vec::new();
+            wait_until(timeout, || {
+                got = self.received();
+                got.len() >= n
+            });
+            got
+        }
+
+        pub fn log(&self) -> String {
+            self.proc.as_ref().map(Proc::log).unwrap_or_default()
+        }
+    }
+
+    impl Drop for Rsyslog {
+        fn drop(&mut self) {
+            if let Some(mut p) = self.proc.take() {
+                p.kill();
+            }
+            keep_on_failure(&mut self.dir);
+        }
+    }
+
+    /// `radguard serve` started with extra environment variables (e.g. `RADGUARD_LOG=trace`),
+    /// which [`Radguard`] does not set. stdout and stderr go to files ([`Proc::log`]).
+    pub struct RadguardEnv {
+        pub proc: Proc,
+        pub port: u16,
+        tmp: Option<TempDir>,
+    }
+
+    impl RadguardEnv {
+        pub fn start(config_toml: &str, data_dir: &Path, env: &[(&str, &str)]) -> RadguardEnv {
+            let tmp = tmp_dir("radguard-env");
+            let cfg = tmp.path().join("radguard.toml");
+            fs::write(&cfg, config_toml).expect("write radguard.toml");
+            fs::create_dir_all(data_dir).expect("create radguard data dir");
+            let mut cmd = Command::new(Radguard::exe());
+            cmd.arg("serve")
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--data")
+                .arg(data_dir)
+                .envs(env.iter().copied());
+            let mut proc = Proc::spawn("radguard", &mut cmd, tmp.path(), false);
+            let out = tmp.path().join("radguard.out");
+            let mut port = None;
+            wait_until(START_TIMEOUT, || {
+                port = fs::read_to_string(&out)
+                    .ok()
+                    .and_then(|s| s.lines().find_map(parse_listening))
+                    .map(|a| a.port());
+                port.is_some() || proc.exited().is_some()
+            });
+            let Some(port) = port else {
+                panic!("radguard did not start listening:\n{}", proc.log());
+            };
+            RadguardEnv {
+                proc,
+                port,
+                tmp: Some(tmp),
+            }
+        }
+
+        /// SIGTERM, wait up to 15 s; returns the exit status.
+        pub fn stop(&mut self) -> ExitStatus {
+            self.proc.terminate(Duration::from_secs(15))
+        }
+
+        /// Everything radguard wrote on stdout and stderr.
+        pub fn log(&self) -> String {
+            self.proc.log()
+        }
+    }
+
+    impl Drop for RadguardEnv {
+        fn drop(&mut self) {
+            keep_on_failure(&mut self.tmp);
+        }
+    }
+
+    /// The crate's RELAX NG transcription of the PS3.15 A.5.1 schema.
+    pub fn a5_schema() -> PathBuf {
+        project_root().join("crates/radguard-audit/schema/dicom-audit-message.rng")
+    }
+
+    /// Validates every message against the A.5.1 schema with xmllint; Err lists the failures.
+    pub fn a5_validate(xmls: &[&str]) -> Result<(), String> {
+        let lint = require_audit_tool(XMLLINT);
+        let tmp = tmp_dir("a5");
+        let mut files = Vec::new();
+        for (i, x) in xmls.iter().enumerate() {
+            let p = tmp.path().join(format!("m{i:05}.xml"));
+            fs::write(&p, x).unwrap();
+            files.push(p);
+        }
+        let mut errors = String::new();
+        for chunk in files.chunks(200) {
+            let mut cmd = Command::new(&lint);
+            cmd.args(["--noout", "--relaxng"])
+                .arg(a5_schema())
+                .args(chunk);
+            let out = run(&mut cmd, CLIENT_TIMEOUT);
+            if !out.success() {
+                errors.push_str(&out.stderr);
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// What the tests read from an A.5 message (parsed by Python's ElementTree, an XML parser
+    /// independent of the one that wrote it), one JSON object per message:
+    /// `{event_id, action, outcome, type_codes, source_id, participants: [{user_id,
+    /// alt_user_id, requestor, nap_id, nap_type, roles}], objects: [{id, type, role, id_type,
+    /// name, query, details, sop_classes: [{uid, n, instances}]}]}` (codes as
+    /// `{code, scheme, text}`).
+    pub fn a5_fields(xmls: &[&str]) -> Vec<Value> {
+        const PY: &str = r#"
+import json, sys, xml.etree.ElementTree as ET
+def code(e):
+    return None if e is None else {"code": e.get("csd-code"), "scheme": e.get("codeSystemName"), "text": e.get("originalText")}
+out = []
+for x in json.load(sys.stdin):
+    r = ET.fromstring(x.encode("utf-8"))
+    ev = r.find("EventIdentification")
+    out.append({
+        "event_id": code(ev.find("EventID")),
+        "action": ev.get("EventActionCode"),
+        "outcome": ev.get("EventOutcomeIndicator"),
+        "time": ev.get("EventDateTime"),
+        "type_codes": [code(t) for t in ev.findall("EventTypeCode")],
+        "source_id": r.find("AuditSourceIdentification").get("AuditSourceID"),
+        "participants": [{
+            "user_id": a.get("UserID"), "alt_user_id": a.get("AlternativeUserID"),
+            "requestor": a.get("UserIsRequestor"), "nap_id": a.get("NetworkAccessPointID"),
+            "nap_type": a.get("NetworkAccessPointTypeCode"),
+            "roles": [code(c) for c in a.findall("RoleIDCode")]} for a in r.findall("ActiveParticipant")],
+        "objects": [{
+            "id": o.get("ParticipantObjectID"), "type": o.get("ParticipantObjectTypeCode"),
+            "role": o.get("ParticipantObjectTypeCodeRole"),
+            "id_type": code(o.find("ParticipantObjectIDTypeCode")),
+            "name": o.findtext("ParticipantObjectName"),
+            "query": o.findtext("ParticipantObjectQuery"),
+            "details": {d.get("type"): d.get("value") for d in o.findall("ParticipantObjectDetail")},
+            "sop_classes": [{"uid": c.get("UID"), "n": c.get("NumberOfInstances"),
+                             "instances": [i.get("UID") for i in c.findall("Instance")]}
+                            for c in o.iter("SOPClass")]} for o in r.findall("ParticipantObjectIdentification")],
+    })
+json.dump(out, sys.stdout)
+"#;
+        let tmp = tmp_dir("a5json");
+        let input = tmp.path().join("in.json");
+        fs::write(&input, serde_json::to_vec(xmls).unwrap()).unwrap();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg("exec \"$0\" -c \"$1\" < \"$2\"")
+            .arg(venv_python())
+            .arg(PY)
+            .arg(&input);
+        let out = run(&mut cmd, CLIENT_TIMEOUT);
+        out.assert_success("parse A.5 messages with ElementTree");
+        serde_json::from_str(&out.stdout).expect("A.5 fields JSON")
+    }
+}
