@@ -48,7 +48,21 @@ store_sop_classes = ["*"]
 called_ae = "BENCH_SCP"
 upstream = "127.0.0.1:$SCP_PORT"
 upstream_ae = "BENCH_SCP"
+
+# The same upstream through a de-identifying route and through an origin (ledger) route.
+[[route]]
+called_ae = "BENCH_DEID"
+upstream = "127.0.0.1:$SCP_PORT"
+upstream_ae = "BENCH_SCP"
+deidentify = { profile = "basic", options = ["retain-long-modified-dates"], key_file = "$WORK/deid.key" }
+
+[[route]]
+called_ae = "BENCH_ORIGIN"
+upstream = "127.0.0.1:$SCP_PORT"
+upstream_ae = "BENCH_SCP"
+origin = true
 TOML
+printf '%s\n' 7f3a9c0e5b2d4f61a8e7c3b9d0f1e2a4c6b8d0e2f4a6c8e0b2d4f6a8c0e2b4d6 > "$WORK/deid.key"
 
 wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not up" >&2; exit 1; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
@@ -63,11 +77,15 @@ for mode in $MODES; do
   wait_port "$SCP_PORT"; wait_port "$RG_PORT"
   for rep in $(seq 0 "$REPS"); do   # rep 0 = warm-up, not recorded
     for what in ct large; do
-      for path in direct via; do
-        port=$SCP_PORT; [ $path = via ] && port=$RG_PORT
+      paths="direct via"
+      # De-identifying and origin routes, in the same run (CT series, NODELAY only).
+      [ "$what" = ct ] && [ "$mode" = nodelay ] && paths="direct via deid origin"
+      for path in $paths; do
+        port=$SCP_PORT; [ $path != direct ] && port=$RG_PORT
+        aec=BENCH_SCP; [ $path = deid ] && aec=BENCH_DEID; [ $path = origin ] && aec=BENCH_ORIGIN
         if [ $what = ct ]; then args=(+sd "$DATA/ct-series"); bytes=$CT_BYTES; else args=("$LG_FILE"); bytes=$LG_BYTES; fi
         c0=$(cpu_ticks $RG_PID); t0=$(now)
-        "$DCMTK/storescu" -aet BENCH_SCU -aec BENCH_SCP 127.0.0.1 "$port" "${args[@]}" > "$WORK/scu.log" 2>&1 \
+        "$DCMTK/storescu" -aet BENCH_SCU -aec "$aec" 127.0.0.1 "$port" "${args[@]}" > "$WORK/scu.log" 2>&1 \
           || { echo "storescu failed ($mode $what $path):" >&2; cat "$WORK/scu.log" >&2; exit 1; }
         t1=$(now); c1=$(cpu_ticks $RG_PID)
         grep -q '^E:' "$WORK/scu.log" && { echo "storescu reported errors" >&2; cat "$WORK/scu.log" >&2; exit 1; }
@@ -105,6 +123,16 @@ for mode in ("nodelay", "default"):
         b = int(d[0][3])
         cpu_gb = sum(float(r[5]) for r in v) / (sum(int(r[3]) for r in v) / 1e9)
         print(f"| {mode} | {what} | {b/md/1e6:.0f} | {b/mv/1e6:.0f} | {md/mv:.2f} | {cpu_gb:.2f} |")
+for extra, label in (("deid", "de-identifying route"), ("origin", "origin route (fingerprint + ledger)")):
+    d = [r for r in rows if r[0] == "nodelay" and r[1] == "ct" and r[2] == "direct"]
+    e = [r for r in rows if r[0] == "nodelay" and r[1] == "ct" and r[2] == extra]
+    v = [r for r in rows if r[0] == "nodelay" and r[1] == "ct" and r[2] == "via"]
+    if d and e and v:
+        md = statistics.median(float(r[4]) for r in d); me = statistics.median(float(r[4]) for r in e)
+        mv = statistics.median(float(r[4]) for r in v)
+        b = int(d[0][3])
+        cpu_gb = sum(float(r[5]) for r in e) / (sum(int(r[3]) for r in e) / 1e9)
+        print(f"| nodelay | ct, {label} | {b/md/1e6:.0f} | {b/me/1e6:.0f} | {md/me:.2f} (vs plain relay {mv/me:.2f}) | {cpu_gb:.2f} |")
 print()
 print("| Nagle mode | C-ECHO assoc median direct | through | added |")
 print("|---|---:|---:|---:|")

@@ -8,4 +8,4 @@ cargo fmt --all -- --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test --workspace"
-cargo test --workspace
+cargo test --workspace --no-fail-fast

@@ -302,10 +302,25 @@ pub fn check(xml: &str) -> Vec<Violation> {
             }
             one_role(&mut c, "110153", "Query");
             one_role(&mut c, "110152", "Query");
-            if pos.len() != 1 {
-                c.err("Query: exactly one participant object (the SOP queried and the query)");
+            // The SOP queried with the query (M), and the patient when the query names one (U).
+            let (patients, sops): (Vec<_>, Vec<_>) = pos.iter().partition(|p| {
+                p.attribute("ParticipantObjectTypeCode") == Some("1")
+                    && p.attribute("ParticipantObjectTypeCodeRole") == Some("1")
+            });
+            if sops.len() != 1 {
+                c.err("Query: exactly one SOP-queried participant object (with the query)");
             }
-            for p in &pos {
+            if patients.len() > 1 {
+                c.err("Query: at most one patient participant object");
+            }
+            for p in &patients {
+                if id_type(*p).0 != "2" {
+                    c.err(
+                        "Query: the patient object is identified by (2, RFC-3881, Patient Number)",
+                    );
+                }
+            }
+            for p in &sops {
                 if id_type(*p).0 != "110181"
                     || p.attribute("ParticipantObjectTypeCode") != Some("2")
                     || p.attribute("ParticipantObjectTypeCodeRole") != Some("3")
