@@ -83,10 +83,13 @@ impl Command {
                     ))),
                 }
             };
+            // Text that is not UTF-8 is kept (lossily) so that validation can answer it with
+            // the right status (an invalid UID is 0x0117), rather than dropping the message.
             let text = || -> Result<String, CommandError> {
-                std::str::from_utf8(value)
-                    .map(|s| s.trim_end_matches(['\0', ' ']).trim_start().to_string())
-                    .map_err(|_| CommandError::Undecodable(format!("element {tag} is not text")))
+                Ok(String::from_utf8_lossy(value)
+                    .trim_end_matches(['\0', ' '])
+                    .trim_start()
+                    .to_string())
             };
             match tag {
                 tags::COMMAND_FIELD => c.field = Some(us()?),
@@ -272,6 +275,11 @@ pub fn encode_response(
     comment: Option<&str>,
 ) -> Vec<u8> {
     let mut elems = vec![];
+    // A peer's malformed UID is not echoed back (it may not even be ASCII): the element is
+    // optional in a failure response.
+    let echoable = |u: &&str| u.len() <= 64 && u.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let sop_class = sop_class.filter(echoable);
+    let sop_instance = sop_instance.filter(echoable);
     if let Some(c) = sop_class {
         elems.push(DataElement::new(
             tags::AFFECTED_SOP_CLASS_UID,

@@ -271,6 +271,15 @@ async fn establish(shared: &Shared, conn: &mut ClientConn) -> Option<Admitted> {
         }
         Ok(Ok(f)) => f,
     };
+    if frame.ty == PduType::Abort {
+        // Sta2 + Evt16 (AA-2): close the transport, answer nothing.
+        shared.bus.emit(Event::AssociationAborted {
+            assoc: conn.id,
+            blame: Blame::Peer,
+            why: "A-ABORT before any A-ASSOCIATE-RQ".into(),
+        });
+        return None;
+    }
     if frame.ty != PduType::AssociateRq {
         let why = format!("{} where an A-ASSOCIATE-RQ was expected", frame.ty.name());
         abort_client(shared, conn, AbortReason::UnexpectedPdu, Blame::Peer, why).await;
