@@ -368,6 +368,38 @@ async fn finish_store(
             "the instance could not be started".to_string(),
         )),
     };
+    // Every newly stored instance is scanned (radguard-media) as the vault holds it: hidden
+    // executables, malformed structure. Findings raise a SecurityAlert; the instance stays in the
+    // write-once vault (its preamble is already zeroed) and the sender's success stands, since
+    // the image itself was stored as sent.
+    if let Ok(StoreOutcome::Stored(i)) = &outcome {
+        let path = i.path.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            radguard_media::scan_path(&path, &radguard_media::ScanOptions::default())
+        })
+        .await;
+        if let Ok(report) = report {
+            if report.verdict != radguard_media::Verdict::Clean {
+                let detail: Vec<String> = report
+                    .findings
+                    .iter()
+                    .take(5)
+                    .map(|f| f.message.clone())
+                    .collect();
+                shared.bus.emit(Event::SecurityAlert {
+                    assoc: Some(assoc),
+                    kind: AlertKind::ProtocolViolation,
+                    source: None,
+                    detail: format!(
+                        "vault instance {} scanned {:?}: {}",
+                        r.sop_instance,
+                        report.verdict,
+                        detail.join("; ")
+                    ),
+                });
+            }
+        }
+    }
     let subject = match &outcome {
         Ok(o) => {
             let i = o.instance();

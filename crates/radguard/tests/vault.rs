@@ -131,3 +131,37 @@ fn embedded_default_listens_on_11112() {
     );
     assert_rejected(&probe(11112, "ANY_AE", "SOMEWHERE", &["echo"]), 1, 1, 7);
 }
+
+/// Instances stored in the vault are scanned (radguard-media): a Windows executable hidden in a
+/// private element (PEDICOM) raises a SecurityAlert naming the instance.
+#[test]
+fn vault_scans_what_it_stores() {
+    let d = test_data();
+    let dir = tmp_dir("pe-payload");
+    let evil = dir.path().join("evil.dcm");
+    let out = run(
+        std::process::Command::new(venv_python())
+            .arg(py_script("make_pe_payload.py"))
+            .arg(&d.ct_files()[0])
+            .arg(&evil),
+        std::time::Duration::from_secs(60),
+    );
+    assert!(out.success(), "{}", out.all());
+    let rg = Radguard::start_fresh(&vault_config());
+    // A clean instance raises nothing; the executable-carrying one does.
+    let v = probe_store(rg.port(), "PROBE", "VAULT", &[], &[d.mr_files()[0].clone()]);
+    assert_eq!(statuses(&v), vec![Some(0)], "{v:#}");
+    assert!(
+        !rg.log().contains("vault instance"),
+        "clean instance raised an alert"
+    );
+    let v = probe_store(rg.port(), "PROBE", "VAULT", &[], &[evil]);
+    assert_eq!(statuses(&v), vec![Some(0)], "{v:#}");
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || rg
+            .log()
+            .contains("vault instance")),
+        "no SecurityAlert for the hidden executable:\n{}",
+        rg.log()
+    );
+}
