@@ -17,6 +17,7 @@ DATA="${BENCH_DATA:-$ROOT/bench/out/data}"
 OUT="$ROOT/bench/out"
 SCP_PORT="${SCP_PORT:-21112}"
 RG_PORT="${RG_PORT:-21113}"
+RG2_PORT="${RG2_PORT:-21114}"   # a second gateway with the audit trail off (issue 4's ratio)
 DCMTK="${DCMTK_BIN:-/usr/bin}"
 mkdir -p "$OUT"
 
@@ -31,8 +32,8 @@ LG_FILE="$DATA/large/MF_0001.dcm"
 LG_BYTES=$(stat -c %s "$LG_FILE")
 TCK=$(getconf CLK_TCK)
 WORK=$(mktemp -d)
-trap 'kill $SCP_PID $RG_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
-SCP_PID=""; RG_PID=""
+trap 'kill $SCP_PID $RG_PID $RG2_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+SCP_PID=""; RG_PID=""; RG2_PID=""
 
 cat > "$WORK/radguard.toml" <<TOML
 [server]
@@ -63,6 +64,8 @@ upstream_ae = "BENCH_SCP"
 origin = true
 TOML
 printf '%s\n' 7f3a9c0e5b2d4f61a8e7c3b9d0f1e2a4c6b8d0e2f4a6c8e0b2d4f6a8c0e2b4d6 > "$WORK/deid.key"
+sed -e "s/127.0.0.1:$RG_PORT/127.0.0.1:$RG2_PORT/" "$WORK/radguard.toml" > "$WORK/radguard-noaudit.toml"
+printf '\n[audit]\nenabled = false\n' >> "$WORK/radguard-noaudit.toml"
 
 wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not up" >&2; exit 1; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
@@ -74,20 +77,22 @@ for mode in $MODES; do
   if [ "$mode" = nodelay ]; then export TCP_NODELAY=1; else unset TCP_NODELAY; fi
   "$DCMTK/storescp" -aet BENCH_SCP --ignore "$SCP_PORT" > "$WORK/scp.log" 2>&1 & SCP_PID=$!
   RADGUARD_LOG=warn "$RG" serve --config "$WORK/radguard.toml" --data "$WORK/rg-data" > "$WORK/rg.out" 2> "$WORK/rg.err" & RG_PID=$!
-  wait_port "$SCP_PORT"; wait_port "$RG_PORT"
+  RADGUARD_LOG=warn "$RG" serve --config "$WORK/radguard-noaudit.toml" --data "$WORK/rg2-data" > "$WORK/rg2.out" 2> "$WORK/rg2.err" & RG2_PID=$!
+  wait_port "$SCP_PORT"; wait_port "$RG_PORT"; wait_port "$RG2_PORT"
   for rep in $(seq 0 "$REPS"); do   # rep 0 = warm-up, not recorded
     for what in ct large; do
       paths="direct via"
       # De-identifying and origin routes, in the same run (CT series, NODELAY only).
-      [ "$what" = ct ] && [ "$mode" = nodelay ] && paths="direct via deid origin"
+      [ "$what" = ct ] && [ "$mode" = nodelay ] && paths="direct via deid origin noaudit"
       for path in $paths; do
         port=$SCP_PORT; [ $path != direct ] && port=$RG_PORT
+        pid=$RG_PID; [ $path = noaudit ] && { port=$RG2_PORT; pid=$RG2_PID; }
         aec=BENCH_SCP; [ $path = deid ] && aec=BENCH_DEID; [ $path = origin ] && aec=BENCH_ORIGIN
         if [ $what = ct ]; then args=(+sd "$DATA/ct-series"); bytes=$CT_BYTES; else args=("$LG_FILE"); bytes=$LG_BYTES; fi
-        c0=$(cpu_ticks $RG_PID); t0=$(now)
+        c0=$(cpu_ticks $pid); t0=$(now)
         "$DCMTK/storescu" -aet BENCH_SCU -aec "$aec" 127.0.0.1 "$port" "${args[@]}" > "$WORK/scu.log" 2>&1 \
           || { echo "storescu failed ($mode $what $path):" >&2; cat "$WORK/scu.log" >&2; exit 1; }
-        t1=$(now); c1=$(cpu_ticks $RG_PID)
+        t1=$(now); c1=$(cpu_ticks $pid)
         grep -q '^E:' "$WORK/scu.log" && { echo "storescu reported errors" >&2; cat "$WORK/scu.log" >&2; exit 1; }
         [ "$rep" -gt 0 ] && printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$what" "$path" "$bytes" \
           "$(echo "$t1 - $t0" | bc -l)" "$(echo "($c1 - $c0) / $TCK" | bc -l)" >> "$results"
@@ -99,7 +104,7 @@ for mode in $MODES; do
   printf 'echo\t%s\t%s\t%s\n' "$mode" "$echo_direct" "$echo_via" >> "$OUT/relay-echo.tsv.tmp"
   hwm=$(awk '/VmHWM/{print $2}' "/proc/$RG_PID/status")
   printf 'rss\t%s\t%s\n' "$mode" "$hwm" >> "$OUT/relay-rss.tsv.tmp"
-  kill $RG_PID $SCP_PID; wait $RG_PID $SCP_PID 2>/dev/null || true
+  kill $RG_PID $RG2_PID $SCP_PID; wait $RG_PID $RG2_PID $SCP_PID 2>/dev/null || true
 done
 
 .venv/bin/python - "$results" "$OUT/relay-echo.tsv.tmp" "$OUT/relay-rss.tsv.tmp" "$CT_BYTES" "$LG_BYTES" <<'PY' | tee "$OUT/relay-latest.md"
@@ -123,7 +128,7 @@ for mode in ("nodelay", "default"):
         b = int(d[0][3])
         cpu_gb = sum(float(r[5]) for r in v) / (sum(int(r[3]) for r in v) / 1e9)
         print(f"| {mode} | {what} | {b/md/1e6:.0f} | {b/mv/1e6:.0f} | {md/mv:.2f} | {cpu_gb:.2f} |")
-for extra, label in (("deid", "de-identifying route"), ("origin", "origin route (fingerprint + ledger)")):
+for extra, label in (("deid", "de-identifying route"), ("origin", "origin route (fingerprint + ledger)"), ("noaudit", "plain relay, audit trail OFF")):
     d = [r for r in rows if r[0] == "nodelay" and r[1] == "ct" and r[2] == "direct"]
     e = [r for r in rows if r[0] == "nodelay" and r[1] == "ct" and r[2] == extra]
     v = [r for r in rows if r[0] == "nodelay" and r[1] == "ct" and r[2] == "via"]

@@ -71,6 +71,10 @@ pub struct SyslogConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
+    /// `false` turns the audit trail off (no store, no syslog): for benchmarks and labs only;
+    /// `radguard serve` says so loudly at start. Default `true`.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
     pub node: Option<String>,
     #[serde(default)]
     pub store: StoreKind,
@@ -89,6 +93,10 @@ pub struct AuditConfig {
     pub syslog: Vec<SyslogConfig>,
 }
 
+fn default_enabled() -> bool {
+    true
+}
+
 fn default_every() -> u64 {
     1000
 }
@@ -100,6 +108,7 @@ fn default_interval() -> u64 {
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
+            enabled: true,
             node: None,
             store: StoreKind::Sqlite,
             sqlite_path: None,

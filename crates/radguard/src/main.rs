@@ -258,40 +258,42 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         // The audit writer subscribes before anything can happen. The bus is large enough for
         // bursts (10,000 associations ≈ 60,000 events) so the writer does not lose events.
         let bus = EventBus::new(1 << 17);
-        let store = audit
-            .store
-            .open_async()
-            .await
-            .context("opening the audit store")?;
-        let audit_handle = AuditWriter::spawn(store, bus.subscribe(), audit.writer.clone());
+        let mut audit_handle = None;
         let mut exporters = Vec::new();
-        for e in &audit.exporters {
-            let st = audit
+        let (admit_tx, admit_rx) = tokio::sync::watch::channel(true);
+        if audit_cfg.enabled {
+            let store = audit
                 .store
                 .open_async()
                 .await
                 .context("opening the audit store")?;
-            exporters.push(
-                radguard_audit::syslog::SyslogExporter::spawn(
-                    st,
-                    e.clone(),
-                    Some(audit_handle.health()),
+            let handle = AuditWriter::spawn(store, bus.subscribe(), audit.writer.clone());
+            for e in &audit.exporters {
+                let st = audit
+                    .store
+                    .open_async()
+                    .await
+                    .context("opening the audit store")?;
+                exporters.push(
+                    radguard_audit::syslog::SyslogExporter::spawn(
+                        st,
+                        e.clone(),
+                        Some(handle.health()),
+                    )
+                    .context("starting the syslog export")?,
+                );
+            }
+            // Admit nothing before the writer has read the chain head (or given up on the store).
+            {
+                let mut h = handle.health();
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    h.wait_for(|x| x.store_ok || x.stopped),
                 )
-                .context("starting the syslog export")?,
-            );
-        }
-        // Admit nothing before the writer has read the chain head (or given up on the store).
-        {
-            let mut h = audit_handle.health();
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                h.wait_for(|x| x.store_ok || x.stopped),
-            )
-            .await;
-        }
-        let (admit_tx, admit_rx) = tokio::sync::watch::channel(audit_handle.admit_associations());
-        {
-            let mut health = audit_handle.health();
+                .await;
+            }
+            let _ = admit_tx.send(handle.admit_associations());
+            let mut health = handle.health();
             let refuse = audit.writer.on_store_failure == radguard_audit::FailurePolicy::Refuse;
             tokio::spawn(async move {
                 while health.changed().await.is_ok() {
@@ -302,6 +304,9 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
                     }
                 }
             });
+            audit_handle = Some(handle);
+        } else {
+            eprintln!("radguard: WARNING: [audit] enabled = false: nothing is audited");
         }
         for l in &listeners {
             let addr = l.tcp.local_addr()?;
@@ -318,6 +323,9 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
             ledger_dir.display()
         );
         match &audit.store {
+            _ if !audit_cfg.enabled => {
+                println!("radguard: audit trail OFF ([audit] enabled = false)")
+            }
             radguard_audit::StoreSpec::Sqlite(p) => {
                 println!("radguard: audit trail in {} (SQLite)", p.display())
             }
@@ -351,8 +359,10 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         for e in exporters {
             let _ = e.shutdown().await;
         }
-        if let Err(e) = audit_handle.shutdown().await {
-            eprintln!("radguard: audit trail shutdown: {e}");
+        if let Some(h) = audit_handle {
+            if let Err(e) = h.shutdown().await {
+                eprintln!("radguard: audit trail shutdown: {e}");
+            }
         }
         let _ = std::fs::remove_file(&pid_file);
         println!("radguard: stopped");
