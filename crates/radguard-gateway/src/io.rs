@@ -114,7 +114,13 @@ pub async fn write_timed<W: AsyncWrite + Unpin>(
     bytes: &[u8],
     limit: Duration,
 ) -> Result<(), IoError> {
-    match timeout(limit, w.write_all(bytes)).await {
+    // Flush too: a TLS stream (tokio-rustls) may keep the last records inside until flushed,
+    // and nothing else may be written while the relay waits for the peer's answer.
+    let write = async {
+        w.write_all(bytes).await?;
+        w.flush().await
+    };
+    match timeout(limit, write).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(IoError::Write(e)),
         Err(_) => Err(IoError::WriteTimeout),
@@ -159,4 +165,27 @@ pub async fn linger<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let _ = timeout(limit, writer.flush()).await;
     let _ = timeout(limit, async { while reader.next().await.is_ok() {} }).await;
     let _ = timeout(limit, writer.shutdown()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Regression: bytes written through a buffering writer (as tokio-rustls is) reach the peer
+    /// without any further write (a TLS relay hung on the last records of a C-STORE).
+    #[tokio::test]
+    async fn write_timed_flushes() {
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        let mut w = tokio::io::BufWriter::new(a);
+        write_timed(&mut w, b"last records", Duration::from_secs(1))
+            .await
+            .expect("write");
+        let mut got = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(1), b.read_exact(&mut got))
+            .await
+            .expect("the bytes arrive without another write")
+            .expect("read");
+        assert_eq!(&got, b"last records");
+    }
 }

@@ -240,9 +240,7 @@ pub async fn run(
             return;
         }
         (ty, _) => {
-            let _ = uwr
-                .write_all(&abort_bytes(AbortReason::UnexpectedPdu))
-                .await;
+            let _ = write_timed(&mut uwr, &abort_bytes(AbortReason::UnexpectedPdu), timeout).await;
             let (why, t) = transient(format!(
                 "upstream {addr} answered with {} during negotiation",
                 ty.name()
@@ -266,9 +264,12 @@ pub async fn run(
         shared.settings.max_pdu_length,
     );
     if upstream_accepts < MIN_PDU {
-        let _ = uwr
-            .write_all(&abort_bytes(AbortReason::InvalidPduParameter))
-            .await;
+        let _ = write_timed(
+            &mut uwr,
+            &abort_bytes(AbortReason::InvalidPduParameter),
+            timeout,
+        )
+        .await;
         let (why, t) = transient(format!(
             "upstream Maximum Length {upstream_accepts} below {MIN_PDU}"
         ));
@@ -290,7 +291,7 @@ pub async fn run(
     let ac_bytes = match radguard_dicom::pdu::encode(&Pdu::AssociationAC(ac.clone())) {
         Ok(b) => b,
         Err(e) => {
-            let _ = uwr.write_all(&abort_bytes(AbortReason::NotSpecified)).await;
+            let _ = write_timed(&mut uwr, &abort_bytes(AbortReason::NotSpecified), timeout).await;
             abort_client(
                 shared,
                 &mut conn,
@@ -306,7 +307,7 @@ pub async fn run(
         .await
         .is_err()
     {
-        let _ = uwr.write_all(&abort_bytes(AbortReason::NotSpecified)).await;
+        let _ = write_timed(&mut uwr, &abort_bytes(AbortReason::NotSpecified), timeout).await;
         return;
     }
     let rejected = ac.presentation_contexts.len() - contexts.len();

@@ -496,10 +496,10 @@ fn socket_list(
     for (i, item) in list.get_ref().iter().enumerate() {
         let f = format!("{field}[{i}]");
         match item.get_ref().parse::<SocketAddr>() {
-            Ok(a) if addrs.contains(&a) => {
+            Ok(a) if a.port() != 0 && addrs.contains(&a) => {
                 cx.at(span(item), f, format!("duplicate listen address {a}"));
             }
-            Ok(a) if taken.contains(&a) => {
+            Ok(a) if a.port() != 0 && taken.contains(&a) => {
                 cx.at(
                     span(item),
                     f,
