@@ -100,3 +100,69 @@ fn stores_are_fingerprinted_and_verified_and_conflicts_refused() {
         "no instance-conflict alert in the log"
     );
 }
+
+/// End to end with a real archive: storescu → radguard (origin route) → Orthanc; the study
+/// fetched back from Orthanc verifies as unchanged; a change made inside Orthanc's own storage
+/// is reported as altered.
+#[test]
+fn orthanc_copies_verify_and_tampering_inside_orthanc_is_found() {
+    let d = test_data();
+    // No storage cache, so a file changed on disk is what Orthanc serves.
+    let orthanc = Orthanc::start_extra(
+        "ORTHANC",
+        &serde_json::json!({"MaximumStorageCacheSize": 0}),
+    );
+    let rg = Radguard::start_fresh(&origin_config(orthanc.dicom_port, "ORTHANC"));
+    let ledger = rg.data_dir.join("ledger");
+    storescu(rg.port(), "RG_SCU", "ARCHIVE", &[d.ct_dir()])
+        .assert_success("storescu -> origin -> Orthanc");
+    let ids: Vec<String> = orthanc
+        .get_json("/instances")
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ids.len(), d.ct_files().len(), "instances in Orthanc");
+
+    let fetched = tmp_dir("fetched");
+    for (i, id) in ids.iter().take(3).enumerate() {
+        let (code, body) = orthanc.get(&format!("/instances/{id}/file"));
+        assert_eq!(code, 200);
+        std::fs::write(fetched.path().join(format!("{i}.dcm")), body).unwrap();
+    }
+    let (code, v, all) = verify(&ledger, &[fetched.path()]);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(v["summary"]["unchanged"], 3, "{all}");
+
+    // Alter the first instance inside Orthanc's storage, then fetch it again.
+    let info = orthanc.get_json(&format!("/instances/{}/attachments/dicom/info", ids[0]));
+    let uuid = info["Uuid"].as_str().expect("attachment uuid").to_string();
+    let stored = orthanc
+        .storage_dir()
+        .expect("storage dir")
+        .join(&uuid[0..2])
+        .join(&uuid[2..4])
+        .join(&uuid);
+    assert!(stored.exists(), "attachment file {}", stored.display());
+    let altered = fetched.path().join("altered-in-orthanc.dcm");
+    let out = run(
+        Command::new(venv_python())
+            .arg(py_script("tamper.py"))
+            .arg(&stored)
+            .arg(&altered),
+        Duration::from_secs(60),
+    );
+    assert!(out.success(), "{}", out.all());
+    std::fs::copy(&altered, &stored).unwrap();
+    std::fs::remove_file(&altered).unwrap();
+    let (code, body) = orthanc.get(&format!("/instances/{}/file", ids[0]));
+    assert_eq!(code, 200);
+    let refetched = tmp_dir("refetched");
+    std::fs::write(refetched.path().join("0.dcm"), body).unwrap();
+    let (code, v, all) = verify(&ledger, &[refetched.path()]);
+    assert_eq!(code, Some(1), "tampering inside Orthanc not found:\n{all}");
+    assert_eq!(v["results"][0]["verdict"], "altered", "{all}");
+}

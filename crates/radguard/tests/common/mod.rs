@@ -1384,6 +1384,13 @@ impl Orthanc {
         http_get(self.http_port, path).unwrap_or_else(|e| panic!("GET {path} from Orthanc: {e}"))
     }
 
+    /// Orthanc's storage folder (attachments are `AB/CD/<uuid>` under it).
+    pub fn storage_dir(&self) -> Option<PathBuf> {
+        self.tmp
+            .as_ref()
+            .map(|t| t.path().join(format!("db-{}", self.dicom_port)))
+    }
+
     /// GET and parse JSON; panics unless 200.
     pub fn get_json(&self, path: &str) -> Value {
         let (st, body) = self.get(path);
