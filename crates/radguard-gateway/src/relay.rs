@@ -653,26 +653,9 @@ async fn client_to_upstream(
         };
         let frame = match next {
             Ok(f) => f,
-            Err(IoError::Read(ReadError::Frame(e))) => {
-                return st
-                    .abort_both(uwr, e.abort_reason(), Blame::Peer, format!("client: {e}"))
-                    .await;
-            }
-            Err(IoError::Idle(d)) => {
-                return st
-                    .abort_both(
-                        uwr,
-                        AbortReason::NotSpecified,
-                        Blame::Local,
-                        format!("idle for {d:?}"),
-                    )
-                    .await;
-            }
             Err(e) => {
-                let why = format!("client connection lost: {e}");
-                return st
-                    .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
-                    .await;
+                let (reason, blame, why) = read_failure(e, Blame::Peer, "client");
+                return st.abort_both(uwr, reason, blame, why).await;
             }
         };
         st.from_client
@@ -1131,31 +1114,9 @@ async fn upstream_to_client(
     loop {
         let frame = match read_idle(reader, &st.activity, idle).await {
             Ok(f) => f,
-            Err(IoError::Read(ReadError::Frame(e))) => {
-                return st
-                    .abort_both(
-                        uwr,
-                        e.abort_reason(),
-                        Blame::Upstream,
-                        format!("upstream: {e}"),
-                    )
-                    .await;
-            }
-            Err(IoError::Idle(d)) => {
-                return st
-                    .abort_both(
-                        uwr,
-                        AbortReason::NotSpecified,
-                        Blame::Local,
-                        format!("idle for {d:?}"),
-                    )
-                    .await;
-            }
             Err(e) => {
-                let why = format!("upstream connection lost: {e}");
-                return st
-                    .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
-                    .await;
+                let (reason, blame, why) = read_failure(e, Blame::Upstream, "upstream");
+                return st.abort_both(uwr, reason, blame, why).await;
             }
         };
         st.from_upstream
@@ -1419,6 +1380,24 @@ async fn record_on_success(st: &RelayState<'_>, command: &Command, raw: Vec<u8>)
                 Some("Radguard: integrity ledger append failed"),
             )
         }
+    }
+}
+
+/// What a failed read on one side means for the association: the A-ABORT reason to send, who
+/// is to blame, and why.
+fn read_failure(e: IoError, blame: Blame, side: &str) -> (AbortReason, Blame, String) {
+    match e {
+        IoError::Read(ReadError::Frame(f)) => (f.abort_reason(), blame, format!("{side}: {f}")),
+        IoError::Idle(d) => (
+            AbortReason::NotSpecified,
+            Blame::Local,
+            format!("idle for {d:?}"),
+        ),
+        other => (
+            AbortReason::NotSpecified,
+            blame,
+            format!("{side} connection lost: {other}"),
+        ),
     }
 }
 
