@@ -174,14 +174,30 @@ impl ContentScanner {
             let take = chunk.len().min(WINDOW + MAX_PATTERN);
             self.carry.extend_from_slice(&chunk[..take]);
             let carry_abs = self.carry_abs;
-            if let Some(k) = self.scan(true, &[], carry_abs, old) {
-                if take == chunk.len() {
-                    // The whole chunk now lives in the carry; keep going from k.
+            let whole = take == chunk.len();
+            // When the whole chunk lives in the carry (small reads), candidates may start
+            // anywhere that is followed by a full pattern's worth of bytes; the rest waits for
+            // the next chunk. (Scanning only the old carry lost every pattern longer than two
+            // bytes when a stream arrived one byte at a time: fuzz target dataset_scan.)
+            let limit = if whole {
+                self.carry.len().saturating_sub(MAX_PATTERN)
+            } else {
+                old
+            };
+            match self.scan(true, &[], carry_abs, limit) {
+                Some(k) if whole => {
+                    // Keep going from the candidate that needs more bytes.
                     self.carry.drain(..k);
                     self.carry_abs += k as u64;
                     return;
                 }
-                // Cannot happen: a check needs at most WINDOW bytes past its start.
+                None if whole => {
+                    self.carry.drain(..limit);
+                    self.carry_abs += limit as u64;
+                    return;
+                }
+                // Cannot need more here: a check needs at most WINDOW bytes past its start.
+                _ => {}
             }
             self.carry.clear();
         }
@@ -242,6 +258,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Regression (fuzz target dataset_scan): active PDF names are found whatever the read size.
+    #[test]
+    fn finds_long_patterns_in_one_byte_chunks() {
+        let mut data = b"%PDF-1.7 << /OpenAction 7 0 R /JavaScript (app.alert(1)) >>".to_vec();
+        data.extend_from_slice(&[0u8; 100]);
+        let whole = scan_pdf_in_chunks(&data, data.len());
+        assert!(!whole.is_empty());
+        for chunk in [1usize, 2, 3, 5, 13, 14, 64] {
+            assert_eq!(scan_pdf_in_chunks(&data, chunk), whole, "chunk {chunk}");
+        }
+    }
+
+    fn scan_pdf_in_chunks(data: &[u8], chunk: usize) -> Vec<ContentHit> {
+        let mut s = ContentScanner::new(true);
+        for (i, c) in data.chunks(chunk).enumerate() {
+            s.feed(c, (i * chunk) as u64);
+        }
+        s.finish();
+        s.hits
     }
 
     #[test]
