@@ -58,7 +58,8 @@ impl HeadSniffer {
             return true;
         }
         let room = HEAD_LIMIT.saturating_sub(self.buf.len());
-        self.buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        self.buf
+            .extend_from_slice(chunk.get(..chunk.len().min(room)).unwrap_or_default());
         let mut facts = HeadFacts::default();
         match walk(&self.buf, self.explicit, 0, &mut facts, &mut 0) {
             Walk::Done => {
@@ -151,14 +152,10 @@ fn walk(data: &[u8], explicit: bool, depth: usize, facts: &mut HeadFacts, pos: &
                 return Walk::Malformed;
             }
             if long_form(vr) {
-                let Some(l) = rest.get(8..12) else {
+                let Some(l) = rest.get(8..12).and_then(|l| <[u8; 4]>::try_from(l).ok()) else {
                     return Walk::NeedMore;
                 };
-                (
-                    u32::from_le_bytes([l[0], l[1], l[2], l[3]]),
-                    12usize,
-                    &vr == b"SQ",
-                )
+                (u32::from_le_bytes(l), 12usize, &vr == b"SQ")
             } else {
                 (u32::from(u16::from_le_bytes([h[6], h[7]])), 8usize, false)
             }
@@ -208,7 +205,7 @@ fn skip_undefined_sequence(
     depth: usize,
 ) -> Result<Option<usize>, ()> {
     loop {
-        let Some(h) = data.get(at..at + 8) else {
+        let Some(h) = data.get(at..).and_then(|d| d.first_chunk::<8>()) else {
             return Ok(None);
         };
         let group = u16::from_le_bytes([h[0], h[1]]);
@@ -239,7 +236,7 @@ fn skip_undefined_sequence(
                 let Some(d) = data.get(at..at + 8) else {
                     return Ok(None);
                 };
-                if d[..4] != [0xFE, 0xFF, 0x0D, 0xE0] {
+                if !d.starts_with(&[0xFE, 0xFF, 0x0D, 0xE0]) {
                     return Err(());
                 }
                 at += 8;
