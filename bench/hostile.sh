@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Hostile-load benchmark (issue 7): radguard's memory before, during and after 100,000 malformed
-# associations, and a well-behaved peer's store throughput during that flood (and during a burst
-# of 2,000 connections from one address) as a fraction of its throughput alone. Prints a
-# markdown table (also written to bench/out/hostile-latest.md).
+# associations (then ROUNDS-1 more rounds of them, to tell a leak from a high-water mark), and a
+# well-behaved peer's store throughput during that flood and during a flood of thousands of
+# connections from one address, as a fraction of its throughput alone. Prints a markdown table
+# (also written to bench/out/hostile-latest.md).
 #
 #   bash bench/hostile.sh                       # 100,000 associations or 5 minutes, whichever first
-#   N=20000 MAX_SECS=60 WINDOW=10 bash bench/hostile.sh
+#   N=20000 MAX_SECS=60 WINDOW=10 ROUNDS=1 bash bench/hostile.sh
 #   SKIP_BUILD=1 bash bench/hostile.sh          # use the existing target/release/radguard
 #
 # Setup: radguard (release build) relays route ARCHIVE to a DCMTK storescp (--ignore: it receives
@@ -15,7 +16,9 @@
 # (CONC connections in flight over 8 source addresses, so that no address reaches the per-peer
 # cap and nearly every connection meets the parsers), cycling through the malformed openings of
 # crates/radguard/tests/hostile.rs. Attacker, gateway, upstream and good peer share one machine:
-# the throughput fraction is therefore a lower bound.
+# the throughput fraction is therefore a lower bound. The malformed flood comes from 8
+# addresses with as many connections in flight as the global cap (64): it shows what a
+# distributed flood does to the global cap; the one-address flood is the issue's scenario.
 #
 # Needs: Debian dcmtk (/usr/bin/storescu, storescp), python3, the project's .venv (only when the
 # test data has to be generated). Everything runs on loopback.
@@ -27,6 +30,9 @@ MAX_SECS="${MAX_SECS:-300}"
 CONC="${CONC:-64}"
 WINDOW="${WINDOW:-20}"
 BURST="${BURST:-2000}"
+BWIN="${BWIN:-8}"
+BURST_REPS="${BURST_REPS:-3}"
+ROUNDS="${ROUNDS:-3}"
 DCMTK="${DCMTK_BIN:-/usr/bin}"
 OUT="$ROOT/bench/out"
 DATA="$ROOT/target/test-data"
@@ -57,14 +63,28 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free port below the ephemeral range (a flood leaves thousands of ephemeral ports in
+# TIME_WAIT, and storescp binds 0.0.0.0 without SO_REUSEADDR).
+free_port() {
+  python3 - <<'PY'
+import random, socket
+for _ in range(1000):
+    p = random.randint(20000, 32000)
+    try:
+        for a in ("0.0.0.0", "127.0.0.1"):
+            s = socket.socket(); s.bind((a, p)); s.close()
+        print(p); break
+    except OSError:
+        pass
+PY
+}
 wait_port() { for _ in $(seq 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "bench: port $1 not up" >&2; exit 1; }
 mem() { awk '/^VmRSS:/ {r=$2} /^VmHWM:/ {h=$2} END {print r+0, h+0}' "/proc/$RG_PID/status" 2>/dev/null || echo "0 0"; }
 
 SCP_PORT=$(free_port)
 TCP_NODELAY=1 "$DCMTK/storescp" --ignore -aet ARCHIVE "$SCP_PORT" > "$WORK/storescp.log" 2>&1 &
 SCP_PID=$!
-wait_port "$SCP_PORT"
+wait_port "$SCP_PORT" || { cat "$WORK/storescp.log" >&2; exit 1; }
 
 cat > "$WORK/radguard.toml" <<TOML
 [server]
@@ -102,12 +122,33 @@ good_peer() {
   while :; do
     t1=$EPOCHREALTIME
     if awk -v a="$t1" -v b="$t0" -v s="$secs" 'BEGIN { exit !(a - b >= s) }'; then break; fi
-    if TCP_NODELAY=1 "$DCMTK/storescu" -aet GOOD -aec ARCHIVE -to 15 -ta 15 -td 60 \
+    if TCP_NODELAY=1 "$DCMTK/storescu" -v -aet GOOD -aec ARCHIVE -to 15 -ta 15 -td 60 \
         127.0.0.1 "$RG_PORT" "${FILES[@]}" > "$WORK/storescu.log" 2>&1; then
       files=$((files + ${#FILES[@]}))
     else
       fails=$((fails + 1))
+      { grep -E "Association Rejected|Result|Source|Reason|Abort|failed|Error" "$WORK/storescu.log" \
+          | tr -s ' \n' ' '; echo; } >> "$WORK/good-failures.txt" || true
     fi
+  done
+  t1=$EPOCHREALTIME
+  echo "$files $(awk -v a="$t1" -v b="$t0" 'BEGIN { printf "%.2f", a - b }') $fails"
+}
+
+# The good peer while process $1 runs (at least one run); prints "files seconds failures".
+good_peer_while() {
+  local pid=$1 files=0 fails=0 t0 t1
+  t0=$EPOCHREALTIME
+  while :; do
+    if TCP_NODELAY=1 "$DCMTK/storescu" -v -aet GOOD -aec ARCHIVE -to 15 -ta 15 -td 60 \
+        127.0.0.1 "$RG_PORT" "${FILES[@]}" > "$WORK/storescu.log" 2>&1; then
+      files=$((files + ${#FILES[@]}))
+    else
+      fails=$((fails + 1))
+      { grep -E "Association Rejected|Result|Source|Reason|Abort|failed|Error" "$WORK/storescu.log" \
+          | tr -s ' \n' ' '; echo; } >> "$WORK/good-failures.txt" || true
+    fi
+    kill -0 "$pid" 2>/dev/null || break
   done
   t1=$EPOCHREALTIME
   echo "$files $(awk -v a="$t1" -v b="$t0" 'BEGIN { printf "%.2f", a - b }') $fails"
@@ -182,6 +223,8 @@ async def one(i, stats):
         what = "NO ANSWER in 15 s"
     except ConnectionResetError:
         what = "reset"
+    except OSError as e:
+        what = f"{type(e).__name__} ({os.strerror(e.errno) if e.errno else e})"
     except Exception as e:
         what = type(e).__name__
     finally:
@@ -229,23 +272,58 @@ read -r RSS_PEAK HWM_PEAK < <(sort -n -k1 "$WORK/mem.txt" | tail -1)
 sleep 6
 read -r RSS1 HWM1 < <(mem)
 
-echo "bench: burst of ${BURST} connections from 127.0.0.2 (500 in flight)" >&2
-python3 "$WORK/attack.py" "$RG_PORT" "$BURST" 60 500 burst > "$WORK/burst.json" &
-LOAD_PID=$!
-read -r B_FILES B_SECS B_FAIL < <(good_peer 8)
-wait "$LOAD_PID"; LOAD_PID=""
+# More rounds of the same malformed flood: a leak grows with every round, allocator high water
+# does not.
+ROUND_ROWS=""
+for r in $(seq 2 "$ROUNDS"); do
+  echo "bench: round $r of ${N} malformed associations" >&2
+  python3 "$WORK/attack.py" "$RG_PORT" "$N" "$MAX_SECS" "$CONC" malformed > "$WORK/attack-$r.json"
+  sleep 6
+  read -r RSSR HWMR < <(mem)
+  RN=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["started"], "in", d["seconds"], "s")' "$WORK/attack-$r.json")
+  ROUND_ROWS="$ROUND_ROWS| radguard VmRSS after round $r ($RN, +6 s) | $RSSR KiB (VmHWM $HWMR KiB) |\n"
+done
+
+# The one-address flood of the issue: BURST connections from 127.0.0.2, 500 in flight, the good
+# peer storing for exactly as long as the flood lasts; BURST_REPS times, each paired with a
+# window of the good peer alone just before it (pairs cancel most of the drift that other users
+# of the machine cause).
+BFRACS=""; BOUT=""; B_FAIL=0; B_TOTAL=0; BDURS=""
+for rep in $(seq 1 "$BURST_REPS"); do
+  echo "bench: one-address flood $rep/$BURST_REPS ($BURST connections, 500 in flight)" >&2
+  read -r P_FILES P_SECS P_FAIL < <(good_peer "$BWIN")
+  python3 "$WORK/attack.py" "$RG_PORT" "$BURST" 120 500 burst > "$WORK/burst-$rep.json" &
+  LOAD_PID=$!
+  read -r Q_FILES Q_SECS Q_FAIL < <(good_peer_while "$LOAD_PID")
+  wait "$LOAD_PID"; LOAD_PID=""
+  B_FAIL=$((B_FAIL + Q_FAIL + P_FAIL))
+  f=$(awk -v a="$Q_FILES" -v b="$Q_SECS" -v c="$P_FILES" -v d="$P_SECS" 'BEGIN { printf "%.2f", (c > 0 && b > 0 ? (a / b) / (c / d) : 0) }')
+  BFRACS="$BFRACS $f"
+  n=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["started"])' "$WORK/burst-$rep.json")
+  B_TOTAL=$((B_TOTAL + n))
+  BDURS="$BDURS $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["seconds"])' "$WORK/burst-$rep.json")"
+done
+BOUT=$(python3 - "$WORK"/burst-*.json <<'PY'
+import json, sys
+tot = {}
+for f in sys.argv[1:]:
+    for k, v in json.load(open(f))["outcomes"].items():
+        tot[k] = tot.get(k, 0) + v
+print(", ".join(f"{k}: {v}" for k, v in sorted(tot.items(), key=lambda x: -x[1])))
+PY
+)
+BFRAC_MED=$(echo $BFRACS | tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 sleep 6
 read -r RSS2 HWM2 < <(mem)
 ALIVE=yes; kill -0 "$RG_PID" 2>/dev/null || ALIVE=NO
 
 rate() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b > 0 ? a / b : 0) }'; }
-A_RATE=$(rate "$A_FILES" "$A_SECS"); F_RATE=$(rate "$F_FILES" "$F_SECS"); B_RATE=$(rate "$B_FILES" "$B_SECS")
+A_RATE=$(rate "$A_FILES" "$A_SECS"); F_RATE=$(rate "$F_FILES" "$F_SECS")
 frac() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
-FRAC=$(frac "$F_RATE" "$A_RATE"); BFRAC=$(frac "$B_RATE" "$A_RATE")
+FRAC=$(frac "$F_RATE" "$A_RATE")
 ATTACK=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["started"], d["seconds"], d["rate"])' "$WORK/attack.json")
 read -r A_N A_S A_R <<< "$ATTACK"
 OUTCOMES=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["outcomes"]; print(", ".join(f"{k}: {v}" for k,v in sorted(d.items(), key=lambda x:-x[1])))' "$WORK/attack.json")
-BOUT=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["outcomes"]; print(", ".join(f"{k}: {v}" for k,v in sorted(d.items(), key=lambda x:-x[1])))' "$WORK/burst.json")
 CPUS=$(nproc)
 
 REPORT="$OUT/hostile-latest.md"
@@ -258,14 +336,19 @@ REPORT="$OUT/hostile-latest.md"
   echo "| their answers | $OUTCOMES |"
   echo "| radguard VmRSS before | $RSS0 KiB (VmHWM $HWM0 KiB) |"
   echo "| radguard VmRSS during (peak sampled each second) | $RSS_PEAK KiB |"
-  echo "| radguard VmRSS after (+6 s) | $RSS1 KiB (VmHWM $HWM1 KiB) |"
+  echo "| radguard VmRSS after round 1 (+6 s) | $RSS1 KiB (VmHWM $HWM1 KiB) |"
+  printf "%b" "$ROUND_ROWS"
   echo "| good peer alone | $A_RATE instances/s ($A_FILES in $A_SECS s, $A_FAIL failed runs) |"
-  echo "| good peer during the malformed flood | $F_RATE instances/s ($F_FILES in $F_SECS s, $F_FAIL failed runs) |"
+  echo "| good peer during the malformed flood (8 addresses, $CONC in flight) | $F_RATE instances/s ($F_FILES in $F_SECS s, $F_FAIL failed runs) |"
   INSIDE=$(awk -v a="$A_S" -v w="$WINDOW" 'BEGIN { print (a >= w + 3 ? "" : " — the flood ended before the window did: raise N") }')
-  echo "| **throughput fraction during the flood** | **$FRAC** (target ≥ 0.8)$INSIDE |"
-  echo "| burst: $BURST connections from 127.0.0.2, 500 in flight | $BOUT |"
-  echo "| good peer during the burst | $B_RATE instances/s ($B_FAIL failed runs): fraction $BFRAC |"
-  echo "| radguard VmRSS after the burst (+6 s) | $RSS2 KiB (VmHWM $HWM2 KiB) |"
+  echo "| **throughput fraction during the malformed flood** | **$FRAC** (target ≥ 0.8)$INSIDE |"
+  if [ -s "$WORK/good-failures.txt" ]; then
+    echo "| why the good peer's runs failed | $(sort "$WORK/good-failures.txt" | uniq -c | sed 's/^ *//' | tr '\n' ';' | sed 's/|/\\|/g') |"
+  fi
+  echo "| one-address floods: $BURST_REPS × $BURST connections from 127.0.0.2, 500 in flight (durations:$BDURS s) | $BOUT |"
+  echo "| **good peer during a one-address flood / alone (paired)** | **median $BFRAC_MED** (each:$BFRACS; $B_FAIL failed runs) (target ≥ 0.8) |"
+  echo "| radguard VmRSS after the floods (+6 s) | $RSS2 KiB (VmHWM $HWM2 KiB) |"
   echo "| radguard still running | $ALIVE |"
 } | tee "$REPORT"
+cp "$WORK/good-failures.txt" "$OUT/hostile-good-failures.txt" 2>/dev/null || true
 [ "$ALIVE" = yes ] && [ "$F_FAIL" = 0 ] && [ "$B_FAIL" = 0 ]
