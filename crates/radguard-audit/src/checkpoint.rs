@@ -53,7 +53,8 @@ impl Checkpoint {
 
 /// The short id of a public key: hex of the first 8 bytes of its SHA-256.
 pub fn key_id(key: &VerifyingKey) -> String {
-    hex::encode(&Sha256::digest(key.as_bytes())[..8])
+    let digest = Sha256::digest(key.as_bytes());
+    hex::encode(digest.iter().take(8).copied().collect::<Vec<u8>>())
 }
 
 /// The audit signing key.

@@ -26,6 +26,8 @@
 //! | [`config`] | the `[audit]` configuration |
 //! | [`cli`] | the `radguard audit` subcommands |
 //! | [`time`] | RFC 3339 formatting and the CLI's time filters |
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
 pub mod atna;

@@ -600,33 +600,23 @@ fn store_transfer(
     // study -> sop class -> instances, in first-seen order.
     let mut studies: Vec<StudyRef> = Vec::new();
     for it in items {
-        let study = match studies.iter_mut().position(|s| s.uid == it.study) {
-            Some(i) => &mut studies[i],
-            None => {
-                studies.push(StudyRef {
-                    uid: it.study.clone(),
-                    sop_classes: Vec::new(),
-                });
-                let last = studies.len() - 1;
-                &mut studies[last]
-            }
-        };
+        let study = find_or_push(
+            &mut studies,
+            |s| s.uid == it.study,
+            || StudyRef {
+                uid: it.study.clone(),
+                sop_classes: Vec::new(),
+            },
+        );
         let class_uid = it.sop_class.clone().unwrap_or_default();
-        let class = match study
-            .sop_classes
-            .iter_mut()
-            .position(|c| c.uid == class_uid)
-        {
-            Some(i) => &mut study.sop_classes[i],
-            None => {
-                study.sop_classes.push(SopClassRef {
-                    uid: class_uid,
-                    instances: Vec::new(),
-                });
-                let last = study.sop_classes.len() - 1;
-                &mut study.sop_classes[last]
-            }
-        };
+        let class = find_or_push(
+            &mut study.sop_classes,
+            |c| c.uid == class_uid,
+            || SopClassRef {
+                uid: class_uid.clone(),
+                instances: Vec::new(),
+            },
+        );
         if let Some(i) = &it.sop_instance {
             class.instances.push(i.clone());
         }
@@ -643,6 +633,18 @@ fn store_transfer(
     }
 }
 
+/// The first element matching `pred`, or a new one made by `make` and pushed.
+// The index comes from `position` or is the last slot right after a push:
+// always in range.
+#[allow(clippy::indexing_slicing)]
+fn find_or_push<T>(v: &mut Vec<T>, pred: impl Fn(&T) -> bool, make: impl FnOnce() -> T) -> &mut T {
+    let i = v.iter().position(pred).unwrap_or_else(|| {
+        v.push(make());
+        v.len() - 1
+    });
+    &mut v[i]
+}
+
 /// Closes an association's transfers: one summary per (patient, succeeded).
 fn finish_transfers(mut ctx: AssocCtx, unanswered: &str) -> Vec<Transfer> {
     let mut pending: Vec<(u16, StoreItem)> = ctx.outstanding.drain().collect();
@@ -656,14 +658,11 @@ fn finish_transfers(mut ctx: AssocCtx, unanswered: &str) -> Vec<Transfer> {
     for (item, outcome) in ctx.done {
         let key = item.patient.as_ref().map(|p| p.id.clone());
         let ok = outcome.is_ok();
-        let g = match groups.iter().position(|g| g.0 == key && g.1 == ok) {
-            Some(i) => &mut groups[i],
-            None => {
-                groups.push((key, ok, Vec::new(), Vec::new()));
-                let last = groups.len() - 1;
-                &mut groups[last]
-            }
-        };
+        let g = find_or_push(
+            &mut groups,
+            |g| g.0 == key && g.1 == ok,
+            || (key.clone(), ok, Vec::new(), Vec::new()),
+        );
         if let Err(why) = outcome {
             let what = item.sop_instance.as_deref().unwrap_or("(unknown instance)");
             g.3.push(format!("{what}: {why}"));

@@ -388,11 +388,12 @@ async fn send(conn: &mut Conn, frames: &[String], opt: &ExporterOptions) -> Resu
         Conn::Udp(sock) => {
             for f in frames {
                 let bytes = f.as_bytes();
-                let bytes = if bytes.len() > opt.udp_max {
-                    tracing::warn!(target: "radguard::audit", len = bytes.len(), max = opt.udp_max, "syslog message truncated for UDP");
-                    &bytes[..opt.udp_max]
-                } else {
-                    bytes
+                let bytes = match bytes.get(..opt.udp_max) {
+                    Some(head) if head.len() < bytes.len() => {
+                        tracing::warn!(target: "radguard::audit", len = bytes.len(), max = opt.udp_max, "syslog message truncated for UDP");
+                        head
+                    }
+                    _ => bytes,
                 };
                 sock.send(bytes)
                     .await

@@ -43,6 +43,8 @@
 //! println!("{} changes", outcome.report.changes.len());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
 pub mod check;

@@ -295,15 +295,23 @@ impl Table {
                 header_seen = true;
                 continue;
             }
-            if cells.len() != 3 + Column::ALL.len() {
-                return Err(bad(format!("{} cells, expected 13", cells.len())));
-            }
-            let pattern = TagPattern::parse(cells[0])
-                .ok_or_else(|| bad(format!("bad tag {:?}", cells[0])))?;
-            let basic = Action::from_code(cells[2])
-                .ok_or_else(|| bad(format!("bad basic action {:?}", cells[2])))?;
+            let (tag, name, basic, option_cells) = match cells.as_slice() {
+                [tag, name, basic, rest @ ..] if rest.len() == Column::ALL.len() => {
+                    (*tag, *name, *basic, rest)
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "{} cells, expected {}",
+                        cells.len(),
+                        3 + Column::ALL.len()
+                    )))
+                }
+            };
+            let pattern = TagPattern::parse(tag).ok_or_else(|| bad(format!("bad tag {tag:?}")))?;
+            let basic = Action::from_code(basic)
+                .ok_or_else(|| bad(format!("bad basic action {basic:?}")))?;
             let mut options = [None; 10];
-            for (slot, cell) in options.iter_mut().zip(&cells[3..]) {
+            for (slot, cell) in options.iter_mut().zip(option_cells) {
                 if !cell.is_empty() {
                     *slot = Some(
                         Action::from_code(cell)
@@ -313,7 +321,7 @@ impl Table {
             }
             rows.push(Row {
                 pattern,
-                name: cells[1].to_string(),
+                name: name.to_string(),
                 basic,
                 options,
             });

@@ -3,6 +3,8 @@
 //! The gateway emits one [`Event`] per association step, decision and refusal. Today the bus
 //! writes each event as one structured JSON log line (`tracing`); the audit trail, detectors and
 //! the dashboard subscribe to the same bus ([`EventBus::subscribe`]).
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;

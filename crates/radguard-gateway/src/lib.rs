@@ -10,6 +10,8 @@
 //! - [`vault_scp`]: the gateway as Storage SCP in front of the built-in vault.
 //! - [`gate`]: the per-request check (command set, context, policy) shared by both.
 //! - [`reader`], [`io`]: cancel-safe PDU reader, timers, writes.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
 pub mod assoc;

@@ -726,7 +726,7 @@ async fn client_to_upstream(
                     if let Some(q) = identifying.as_mut() {
                         let room = IDENTIFIER_LIMIT.saturating_sub(q.bytes.len());
                         q.truncated |= data.len() > room;
-                        q.bytes.extend_from_slice(&data[..data.len().min(room)]);
+                        q.bytes.extend(data.iter().take(room));
                         if is_last {
                             if let Some(q) = identifying.take() {
                                 st.shared.bus.emit(q.finish());

@@ -946,7 +946,7 @@ fn validate_peers(
 
     // Two peers that could both match one association would make admission order-dependent.
     for (j, b) in checked.iter().enumerate() {
-        for a in &checked[..j] {
+        for a in checked.iter().take(j) {
             if !a.peer.ae_titles.overlaps(&b.peer.ae_titles) {
                 continue;
             }

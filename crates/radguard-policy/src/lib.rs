@@ -21,6 +21,8 @@
 //! No I/O apart from loading a config: [`load_file`] reads the file, and validation checks that
 //! the TLS files it names are readable and reads the JWT public keys. Decisions are pure (the
 //! only clock read is `SystemTime::now()` for JWT `exp`/`nbf` in [`Policy::admit_with`]).
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
 pub mod config;

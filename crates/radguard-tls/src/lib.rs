@@ -20,6 +20,8 @@
 //!
 //! The crate re-exports the `rustls` and `tokio_rustls` it was built with, so the gateway uses
 //! the same versions.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
 pub mod cli;

@@ -18,6 +18,8 @@
 //!   values it does not need and without trusting declared lengths.
 //! - `index`: the SQLite schema and queries.
 //! - `error`: [`VaultError`].
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
 mod error;

@@ -3,6 +3,9 @@
 //! This file is the binary's edge: argument parsing, logging set-up, exit codes. Everything it
 //! runs lives in the library crates (see ARCHITECTURE.md).
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;

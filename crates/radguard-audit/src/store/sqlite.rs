@@ -340,7 +340,7 @@ pub(crate) fn attach_patients(rows: &mut [StoredRow], pats: Vec<(i64, String)>) 
     let mut i = 0;
     for (seq, pid) in pats {
         let seq = to_u64(seq);
-        while i < rows.len() && rows[i].seq < seq {
+        while rows.get(i).is_some_and(|r| r.seq < seq) {
             i += 1;
         }
         match rows.get_mut(i) {
