@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dicom_ul::pdu::{
     AssociationRQ, Pdu, PresentationContextResultReason, UserIdentityType, UserVariableItem,
@@ -36,6 +37,19 @@ pub struct ClientConn {
     pub cert: Option<CertFacts>,
     /// The TLS session, for the events (TLS listeners).
     pub tls: Option<TlsFacts>,
+    /// One of the `max_associations` slots, taken once the policy admitted the association and
+    /// given back as soon as it ends (before the closing linger), so that connections still
+    /// negotiating or being closed never crowd admitted peers out.
+    pub assoc_permit: Option<OwnedSemaphorePermit>,
+}
+
+impl ClientConn {
+    /// Gives the association slot back and closes: waits (at most `limit`) for the peer to
+    /// close first, as PS3.8 asks after an A-ABORT or A-ASSOCIATE-RJ.
+    pub async fn close(&mut self, limit: Duration) {
+        self.assoc_permit = None;
+        linger(&mut self.reader, &mut self.writer, limit).await;
+    }
 }
 
 /// An association the policy admitted, with its planned contexts.
@@ -71,7 +85,7 @@ pub async fn run(
     stream: TcpStream,
     source: SocketAddr,
     tls: bool,
-    _permit: OwnedSemaphorePermit,
+    _connection: OwnedSemaphorePermit,
     _slot: PeerSlot,
 ) {
     let (rd, wr, cert, session) = if tls {
@@ -90,6 +104,7 @@ pub async fn run(
         writer: wr,
         cert,
         tls: session,
+        assoc_permit: None,
     };
     let Some(admitted) = establish(&shared, &mut conn).await else {
         return;
@@ -210,7 +225,7 @@ pub async fn abort_client(
         blame,
         why,
     });
-    linger(&mut conn.reader, &mut conn.writer, artim).await;
+    conn.close(artim).await;
 }
 
 /// Sends an A-ASSOCIATE-RJ, records it, and closes.
@@ -242,7 +257,7 @@ pub async fn reject_client(
         blame,
         why,
     });
-    linger(&mut conn.reader, &mut conn.writer, artim).await;
+    conn.close(artim).await;
 }
 
 async fn establish(shared: &Shared, conn: &mut ClientConn) -> Option<Admitted> {
@@ -465,6 +480,22 @@ async fn establish(shared: &Shared, conn: &mut ClientConn) -> Option<Admitted> {
             return None;
         }
     };
+    // Only now does the association count against `max_associations`: a connection that is
+    // still negotiating (or never will) holds a connection slot, not an association slot.
+    let Ok(permit) = shared.global.clone().try_acquire_owned() else {
+        reject_client(
+            shared,
+            conn,
+            (2, 3, 2),
+            Some(calling.as_str()),
+            Some(called.as_str()),
+            Blame::Local,
+            "global association limit reached".into(),
+        )
+        .await;
+        return None;
+    };
+    conn.assoc_permit = Some(permit);
     let is_vault = matches!(admission.route(), Route::Vault);
     let plan = plan_contexts(&rq, |abs| match policy.context(&admission, abs) {
         ContextDecision::Accept => {

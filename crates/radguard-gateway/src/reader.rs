@@ -30,27 +30,36 @@ pub enum ReadError {
     Frame(#[from] FrameError),
 }
 
-/// How much room each read asks for: several PDUs per system call when the peer streams.
+/// How much room each read asks for once associated: several PDUs per system call when the
+/// peer streams.
 const READ_CHUNK: usize = 256 * 1024;
+/// ... and before: an A-ASSOCIATE-RQ is a few hundred bytes, and thousands of connections that
+/// never associate should not each reserve a streaming buffer.
+const NEGOTIATION_CHUNK: usize = 4 * 1024;
 
 pub struct PduReader<R> {
     inner: R,
     buf: BytesMut,
     /// The maximum P-DATA-TF length this side accepts (what the gateway announced).
     max_pdata: u32,
+    /// Room asked for per read: [`NEGOTIATION_CHUNK`] until [`Self::set_max_pdata`].
+    chunk: usize,
 }
 
 impl<R: AsyncRead + Unpin> PduReader<R> {
     pub fn new(inner: R, max_pdata: u32) -> Self {
         PduReader {
             inner,
-            buf: BytesMut::with_capacity(16 * 1024),
+            buf: BytesMut::with_capacity(NEGOTIATION_CHUNK),
             max_pdata,
+            chunk: NEGOTIATION_CHUNK,
         }
     }
 
+    /// Sets the negotiated maximum once associated (and switches to streaming-sized reads).
     pub fn set_max_pdata(&mut self, max: u32) {
         self.max_pdata = max;
+        self.chunk = READ_CHUNK;
     }
 
     /// Reads the next PDU. Cancel-safe. The header is checked (type, length against the limit)
@@ -65,9 +74,9 @@ impl<R: AsyncRead + Unpin> PduReader<R> {
                     let bytes = self.buf.split_to(total);
                     return Ok(Frame { ty, bytes });
                 }
-                self.buf.reserve((total - self.buf.len()).max(READ_CHUNK));
+                self.buf.reserve((total - self.buf.len()).max(self.chunk));
             } else {
-                self.buf.reserve(READ_CHUNK);
+                self.buf.reserve(self.chunk);
             }
             let n = self.inner.read_buf(&mut self.buf).await?;
             if n == 0 {

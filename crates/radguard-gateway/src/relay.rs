@@ -236,7 +236,7 @@ pub async fn run(
                 why: "rejected by the upstream".into(),
             });
             let _ = uwr.shutdown().await;
-            crate::io::linger(&mut conn.reader, &mut conn.writer, artim).await;
+            conn.close(artim).await;
             return;
         }
         (ty, _) => {

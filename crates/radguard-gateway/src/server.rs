@@ -1,5 +1,16 @@
-//! The listener: accepts connections, enforces the global and per-peer caps, runs one task per
-//! association and drains them on shutdown.
+//! The listener: accepts connections, enforces the caps, runs one task per connection and
+//! drains them on shutdown.
+//!
+//! Three budgets, so that a flood of connections that never become associations cannot
+//! take the room of peers that do:
+//! - `max_connections`: every open connection holds one from accept to close (TLS handshake,
+//!   A-ASSOCIATE-RQ, association, closing linger);
+//! - `max_associations`: taken only once the policy admitted the association, given back
+//!   before the closing linger;
+//! - `max_associations_per_peer`: connections from one source address.
+//!
+//! A connection over a cap is answered A-ASSOCIATE-RJ 2/3/2 after its request is read (bounded
+//! by `rejecting`; beyond that it is closed without an answer).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,7 +24,7 @@ use radguard_events::{AssocId, Blame, Event, EventBus};
 use radguard_ledger::Ledger;
 use radguard_policy::{Policy, ServerSettings};
 use radguard_vault::Vault;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::tls::TlsState;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -39,7 +50,10 @@ pub struct Shared {
     pub gateway_id: String,
     pub bus: EventBus,
     next_id: AtomicU64,
-    global: Arc<Semaphore>,
+    /// `max_associations`: held by admitted associations.
+    pub(crate) global: Arc<Semaphore>,
+    /// `max_connections`: held by every open connection.
+    connections: Arc<Semaphore>,
     /// Connections beyond the caps still get an RJ, but only this many at a time.
     rejecting: Arc<Semaphore>,
     per_peer: Mutex<HashMap<IpAddr, usize>>,
@@ -80,6 +94,7 @@ impl Shared {
         };
         let cap = settings.max_associations;
         Arc::new(Shared {
+            connections: Arc::new(Semaphore::new(settings.max_connections.max(cap))),
             settings,
             policy,
             tls,
@@ -114,7 +129,9 @@ impl Shared {
 
     /// Associations running now.
     pub fn running(&self) -> usize {
-        self.settings.max_associations - self.global.available_permits()
+        self.settings
+            .max_associations
+            .saturating_sub(self.global.available_permits())
     }
 }
 
@@ -124,23 +141,36 @@ pub struct Listener {
     pub tls: bool,
 }
 
+/// The listen backlog. The standard library's 128 overflows under a connection burst, and the
+/// kernel then drops SYNs of good peers too (they retry after a second); the kernel clamps
+/// this to `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds every configured listener, plain then TLS (so the caller can print the real ports
 /// before serving).
 pub async fn bind(settings: &ServerSettings) -> std::io::Result<Vec<Listener>> {
-    let mut out = Vec::new();
-    for addr in &settings.listen {
-        out.push(Listener {
-            tcp: TcpListener::bind(addr).await?,
-            tls: false,
-        });
-    }
-    for addr in &settings.tls_listen {
-        out.push(Listener {
-            tcp: TcpListener::bind(addr).await?,
-            tls: true,
-        });
-    }
-    Ok(out)
+    let plain = settings.listen.iter().map(|a| (a, false));
+    let tls = settings.tls_listen.iter().map(|a| (a, true));
+    plain
+        .chain(tls)
+        .map(|(addr, tls)| {
+            Ok(Listener {
+                tcp: listen(*addr)?,
+                tls,
+            })
+        })
+        .collect()
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and gives running associations
@@ -214,7 +244,7 @@ async fn accept_loop(
         let tls = listener.tls;
         let id = shared.next_id();
         let slot = shared.take_peer_slot(source.ip());
-        let permit = shared.global.clone().try_acquire_owned().ok();
+        let permit = shared.connections.clone().try_acquire_owned().ok();
         match (slot, permit) {
             (Some(slot), Some(permit)) => {
                 let s = shared.clone();
@@ -229,7 +259,7 @@ async fn accept_loop(
             }
             (slot, permit) => {
                 let why = if permit.is_none() {
-                    "global association limit reached"
+                    "connection limit reached"
                 } else {
                     "per-peer association limit reached"
                 };

@@ -63,8 +63,14 @@ pub struct ServerSettings {
     /// `[server.tls]`: the gateway's certificate and how clients are authenticated.
     pub tls: Option<ServerTls>,
     pub ae_title: AeTitle,
+    /// Associations admitted by the policy and running at once.
     pub max_associations: usize,
+    /// Connections from one source address at once, negotiating or associated.
     pub max_associations_per_peer: usize,
+    /// Connections open at once, whether still negotiating (TLS handshake, A-ASSOCIATE-RQ),
+    /// associated or being closed. Larger than `max_associations` so that connections which
+    /// never become associations (a malformed flood) cannot take the associations' room.
+    pub max_connections: usize,
     pub max_pdu_length: u32,
     pub artim_timeout: Duration,
     pub idle_timeout: Duration,
@@ -107,6 +113,9 @@ const DEFAULT_LISTEN: SocketAddr =
 const DEFAULT_AE_TITLE: &str = "RADGUARD";
 const MAX_ASSOCIATIONS: (i64, RangeInclusive<i64>) = (64, 1..=100_000);
 const MAX_ASSOCIATIONS_PER_PEER: i64 = 16;
+/// `max_connections` defaults to this many times `max_associations`.
+const CONNECTIONS_PER_ASSOCIATION: i64 = 4;
+const MAX_CONNECTIONS_CAP: i64 = 400_000;
 const MAX_PDU_LENGTH: (i64, RangeInclusive<i64>) = (65_536, 4096..=4_194_304);
 const ARTIM_SECS: (i64, RangeInclusive<i64>) = (10, 1..=600);
 const IDLE_SECS: (i64, RangeInclusive<i64>) = (300, 1..=86_400);
@@ -133,6 +142,7 @@ impl Default for ServerSettings {
             ae_title: default_ae_title(),
             max_associations: 64,
             max_associations_per_peer: 16,
+            max_connections: 256,
             max_pdu_length: 65_536,
             artim_timeout: secs(ARTIM_SECS.0),
             idle_timeout: secs(IDLE_SECS.0),
@@ -180,8 +190,8 @@ impl Config {
         }
         out.push_str(&format!("gateway AE title: {}\n", s.ae_title));
         out.push_str(&format!(
-            "limits: {} associations ({} per source address), PDU <= {} bytes\n",
-            s.max_associations, s.max_associations_per_peer, s.max_pdu_length
+            "limits: {} associations, {} connections ({} per source address), PDU <= {} bytes\n",
+            s.max_associations, s.max_connections, s.max_associations_per_peer, s.max_pdu_length
         ));
         out.push_str(&format!(
             "timeouts: ARTIM {}s, idle {}s, upstream connect {}s, shutdown grace {}s\n",
@@ -290,6 +300,7 @@ struct RawServer {
     ae_title: Option<Str>,
     max_associations: Option<Int>,
     max_associations_per_peer: Option<Int>,
+    max_connections: Option<Int>,
     max_pdu_length: Option<Int>,
     artim_timeout_secs: Option<Int>,
     idle_timeout_secs: Option<Int>,
@@ -697,6 +708,18 @@ fn validate_server(
     ) {
         settings.max_associations_per_peer =
             usize::try_from(n).unwrap_or(settings.max_associations_per_peer);
+    }
+    // The connection cap is at least the association cap.
+    let assoc = max_assoc.unwrap_or(MAX_ASSOCIATIONS.0);
+    let conn_range = assoc..=MAX_CONNECTIONS_CAP;
+    if let Some(n) = int_in(
+        cx,
+        "server.max_connections",
+        s.max_connections.as_ref(),
+        assoc.saturating_mul(CONNECTIONS_PER_ASSOCIATION),
+        &conn_range,
+    ) {
+        settings.max_connections = usize::try_from(n).unwrap_or(settings.max_connections);
     }
     let (d, r) = &MAX_PDU_LENGTH;
     if let Some(n) = int_in(

@@ -172,6 +172,7 @@ listen = ["127.0.0.1:11112"]        # socket addresses; "127.0.0.1:0" = any free
 ae_title = "RADGUARD"                # the gateway's own AE title (vault SCP, answers it gives)
 max_associations = 64                # global cap on concurrent associations (1..=100000)
 max_associations_per_peer = 16       # per source address cap (1..=max_associations)
+max_connections = 256                # open connections, negotiating or associated (max_associations..=400000; default 4 x max_associations)
 max_pdu_length = 65536               # the gateway's own cap on PDU length, bytes (4096..=4194304)
 artim_timeout_secs = 10              # ARTIM: time for the A-ASSOCIATE-RQ / for the peer to close (1..=600)
 idle_timeout_secs = 300              # no PDU in either direction for this long -> A-ABORT (1..=86400)
@@ -970,6 +971,34 @@ fn numbers_out_of_range() {
     ))
     .server;
     assert_eq!(s.max_associations_per_peer, 4);
+}
+
+#[test]
+fn connection_cap_defaults_to_four_associations_each_and_is_at_least_the_association_cap() {
+    let server = |kv: &str| format!("[server]\n{kv}\n{}", with_routes(VAULT_ROUTE));
+    assert_eq!(parse_ok(&server("")).server.max_connections, 256);
+    assert_eq!(
+        parse_ok(&server("max_associations = 10"))
+            .server
+            .max_connections,
+        40
+    );
+    let s = parse_ok(&server("max_associations = 10\nmax_connections = 10")).server;
+    assert_eq!((s.max_associations, s.max_connections), (10, 10));
+    let s = parse_ok(&server("max_connections = 5000")).server;
+    assert_eq!(s.max_connections, 5000);
+    one_err(
+        &server("max_associations = 10\nmax_connections = 9"),
+        "max_connections",
+        "server.max_connections",
+        "10..=400000",
+    );
+    one_err(
+        &server("max_connections = 400001"),
+        "max_connections",
+        "server.max_connections",
+        "64..=400000",
+    );
 }
 
 #[test]
