@@ -17,7 +17,7 @@ use radguard_dicom::pdu::{
 };
 use radguard_dicom::types::uids;
 use radguard_dicom::CommandField;
-use radguard_events::{AlertKind, Blame, Event, Subject};
+use radguard_events::{AlertKind, AssocId, Blame, Event, Subject};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -46,6 +46,161 @@ enum End {
     Aborted { blame: Blame, why: String },
 }
 
+/// Why the upstream side of an association could not be set up. The client gets a transient
+/// A-ASSOCIATE-RJ 2/3/1 (temporary congestion): it may retry, nothing was relayed.
+struct UpstreamRefusal {
+    blame: Blame,
+    why: String,
+}
+
+impl UpstreamRefusal {
+    fn upstream(why: String) -> Self {
+        UpstreamRefusal {
+            blame: Blame::Upstream,
+            why,
+        }
+    }
+}
+
+/// What the upstream answered to the association request.
+enum UpstreamAnswer {
+    /// Accepted, with the Maximum Length it accepts (capped by ours).
+    Accepted(AssociationAC, u32),
+    /// Its A-ASSOCIATE-RJ, to be passed back unchanged.
+    Rejected(BytesMut),
+}
+
+/// TCP (and, for routes with `[route.tls]`, TLS) to the upstream, under `connect_timeout`.
+async fn connect_upstream(
+    shared: &Shared,
+    assoc: AssocId,
+    adm: &Admitted,
+    addr: &str,
+) -> Result<(BoxRead, BoxWrite), UpstreamRefusal> {
+    let timeout = shared.settings.connect_timeout;
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(UpstreamRefusal::upstream(format!(
+                "upstream {addr} unreachable: {e}"
+            )))
+        }
+        Err(_) => {
+            return Err(UpstreamRefusal::upstream(format!(
+                "upstream {addr}: connect timed out"
+            )))
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let upstream_tls = shared
+        .tls
+        .borrow()
+        .upstream
+        .get(adm.admission.called_ae())
+        .cloned();
+    let Some(cfg) = upstream_tls else {
+        return Ok(split_tcp(stream));
+    };
+    let name = adm
+        .policy
+        .route_entry(adm.admission.called_ae())
+        .and_then(|r| r.tls.as_ref())
+        .map(|t| t.server_name.clone())
+        .unwrap_or_default();
+    let connected = match radguard_tls::server_name(&name) {
+        Ok(sn) => {
+            let connector = radguard_tls::tokio_rustls::TlsConnector::from(cfg);
+            match tokio::time::timeout(timeout, connector.connect(sn, stream)).await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err(format!("TLS handshake with {addr} failed: {e}")),
+                Err(_) => Err(format!("TLS handshake with {addr} timed out")),
+            }
+        }
+        Err(e) => Err(format!("upstream TLS server name {name:?}: {e}")),
+    };
+    match connected {
+        Ok(s) => {
+            let (r, w) = tokio::io::split(s);
+            Ok((Box::new(r) as BoxRead, Box::new(w) as BoxWrite))
+        }
+        Err(why) => {
+            shared.bus.emit(Event::SecurityAlert {
+                assoc: Some(assoc),
+                kind: AlertKind::PeerNotRecognized,
+                source: None,
+                detail: why.clone(),
+            });
+            Err(UpstreamRefusal::upstream(why))
+        }
+    }
+}
+
+/// Sends the upstream its A-ASSOCIATE-RQ (only the permitted contexts) and reads the answer,
+/// under `connect_timeout`. An odd answer is aborted upstream.
+async fn ask_upstream(
+    shared: &Shared,
+    adm: &Admitted,
+    addr: &str,
+    (calling, upstream_ae): (&radguard_dicom::AeTitle, &radguard_dicom::AeTitle),
+    ureader: &mut PduReader<BoxRead>,
+    uwr: &mut BoxWrite,
+) -> Result<UpstreamAnswer, UpstreamRefusal> {
+    let timeout = shared.settings.connect_timeout;
+    let rq_up = upstream_rq(
+        &adm.rq,
+        &adm.plan,
+        calling.as_str(),
+        upstream_ae.as_str(),
+        adm.client_accepts,
+    );
+    let bytes =
+        radguard_dicom::pdu::encode(&Pdu::AssociationRQ(rq_up)).map_err(|e| UpstreamRefusal {
+            blame: Blame::Local,
+            why: format!("cannot encode the upstream request: {e}"),
+        })?;
+    write_timed(uwr, &bytes, timeout)
+        .await
+        .map_err(|e| UpstreamRefusal::upstream(format!("upstream {addr}: {e}")))?;
+    let reply = match tokio::time::timeout(timeout, ureader.next()).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => {
+            return Err(UpstreamRefusal::upstream(format!(
+                "upstream {addr} during negotiation: {e}"
+            )))
+        }
+        Err(_) => {
+            return Err(UpstreamRefusal::upstream(format!(
+                "upstream {addr} did not answer the association request"
+            )))
+        }
+    };
+    let abort_upstream = |reason| async move {
+        let _ = write_timed(uwr, &abort_bytes(reason), timeout).await;
+    };
+    let ac = match (reply.ty, decode_control(&reply.bytes)) {
+        (PduType::AssociateAc, Ok(Pdu::AssociationAC(ac))) => ac,
+        (PduType::AssociateRj, _) => return Ok(UpstreamAnswer::Rejected(reply.bytes)),
+        (ty, _) => {
+            abort_upstream(AbortReason::UnexpectedPdu).await;
+            return Err(UpstreamRefusal::upstream(format!(
+                "upstream {addr} answered with {} during negotiation",
+                ty.name()
+            )));
+        }
+    };
+    let accepts = effective_max(
+        max_length(&ac.user_variables),
+        shared.settings.max_pdu_length,
+    );
+    if accepts < MIN_PDU {
+        abort_upstream(AbortReason::InvalidPduParameter).await;
+        return Err(UpstreamRefusal::upstream(format!(
+            "upstream Maximum Length {accepts} below {MIN_PDU}"
+        )));
+    }
+    Ok(UpstreamAnswer::Accepted(ac, accepts))
+}
+
 pub async fn run(
     shared: &Shared,
     mut conn: ClientConn,
@@ -57,181 +212,30 @@ pub async fn run(
     let timeout = shared.settings.connect_timeout;
     let calling_s = adm.rq.calling_ae_title.clone();
     let called_s = adm.rq.called_ae_title.clone();
-    let transient = |why: String| (why, (2u8, 3u8, 1u8));
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let (why, t) = transient(format!("upstream {addr} unreachable: {e}"));
-            reject_client(
-                shared,
-                &mut conn,
-                t,
-                Some(&calling_s),
-                Some(&called_s),
-                Blame::Upstream,
-                why,
-            )
-            .await;
-            return;
+    let answer = match connect_upstream(shared, conn.id, &adm, addr).await {
+        Ok((urd, mut uwr)) => {
+            let mut ureader = PduReader::new(urd, MAX_ASSOCIATION_PDU);
+            let names = (calling, upstream_ae);
+            ask_upstream(shared, &adm, addr, names, &mut ureader, &mut uwr)
+                .await
+                .map(|a| (a, ureader, uwr))
         }
-        Err(_) => {
-            let (why, t) = transient(format!("upstream {addr}: connect timed out"));
-            reject_client(
-                shared,
-                &mut conn,
-                t,
-                Some(&calling_s),
-                Some(&called_s),
-                Blame::Upstream,
-                why,
-            )
-            .await;
-            return;
-        }
+        Err(r) => Err(r),
     };
-    let _ = stream.set_nodelay(true);
-    let upstream_tls = shared
-        .tls
-        .borrow()
-        .upstream
-        .get(adm.admission.called_ae())
-        .cloned();
-    let (urd, mut uwr) = match upstream_tls {
-        None => split_tcp(stream),
-        Some(cfg) => {
-            let name = adm
-                .policy
-                .route_entry(adm.admission.called_ae())
-                .and_then(|r| r.tls.as_ref())
-                .map(|t| t.server_name.clone())
-                .unwrap_or_default();
-            let connected = match radguard_tls::server_name(&name) {
-                Ok(sn) => {
-                    let connector = radguard_tls::tokio_rustls::TlsConnector::from(cfg);
-                    match tokio::time::timeout(timeout, connector.connect(sn, stream)).await {
-                        Ok(Ok(s)) => Ok(s),
-                        Ok(Err(e)) => Err(format!("TLS handshake with {addr} failed: {e}")),
-                        Err(_) => Err(format!("TLS handshake with {addr} timed out")),
-                    }
-                }
-                Err(e) => Err(format!("upstream TLS server name {name:?}: {e}")),
-            };
-            match connected {
-                Ok(s) => {
-                    let (r, w) = tokio::io::split(s);
-                    (Box::new(r) as BoxRead, Box::new(w) as BoxWrite)
-                }
-                Err(why) => {
-                    shared.bus.emit(Event::SecurityAlert {
-                        assoc: Some(conn.id),
-                        kind: AlertKind::PeerNotRecognized,
-                        source: None,
-                        detail: why.clone(),
-                    });
-                    let t = (2u8, 3u8, 1u8);
-                    reject_client(
-                        shared,
-                        &mut conn,
-                        t,
-                        Some(&calling_s),
-                        Some(&called_s),
-                        Blame::Upstream,
-                        why,
-                    )
-                    .await;
-                    return;
-                }
-            }
-        }
-    };
-    let mut ureader = PduReader::new(urd, MAX_ASSOCIATION_PDU);
-
-    let rq_up = upstream_rq(
-        &adm.rq,
-        &adm.plan,
-        calling.as_str(),
-        upstream_ae.as_str(),
-        adm.client_accepts,
-    );
-    let bytes = match radguard_dicom::pdu::encode(&Pdu::AssociationRQ(rq_up)) {
-        Ok(b) => b,
-        Err(e) => {
-            let (why, t) = transient(format!("cannot encode the upstream request: {e}"));
-            reject_client(
-                shared,
-                &mut conn,
-                t,
-                Some(&calling_s),
-                Some(&called_s),
-                Blame::Local,
-                why,
-            )
-            .await;
-            return;
-        }
-    };
-    if let Err(e) = write_timed(&mut uwr, &bytes, timeout).await {
-        let (why, t) = transient(format!("upstream {addr}: {e}"));
-        reject_client(
-            shared,
-            &mut conn,
-            t,
-            Some(&calling_s),
-            Some(&called_s),
-            Blame::Upstream,
-            why,
-        )
-        .await;
-        return;
-    }
-    let reply = match tokio::time::timeout(timeout, ureader.next()).await {
-        Ok(Ok(f)) => f,
-        Ok(Err(e)) => {
-            let (why, t) = transient(format!("upstream {addr} during negotiation: {e}"));
-            reject_client(
-                shared,
-                &mut conn,
-                t,
-                Some(&calling_s),
-                Some(&called_s),
-                Blame::Upstream,
-                why,
-            )
-            .await;
-            return;
-        }
-        Err(_) => {
-            let (why, t) = transient(format!(
-                "upstream {addr} did not answer the association request"
-            ));
-            reject_client(
-                shared,
-                &mut conn,
-                t,
-                Some(&calling_s),
-                Some(&called_s),
-                Blame::Upstream,
-                why,
-            )
-            .await;
-            return;
-        }
-    };
-    let up_ac: AssociationAC = match (reply.ty, decode_control(&reply.bytes)) {
-        (PduType::AssociateAc, Ok(Pdu::AssociationAC(ac))) => ac,
-        (PduType::AssociateRj, _) => {
+    let (up_ac, upstream_accepts, mut ureader, mut uwr) = match answer {
+        Ok((UpstreamAnswer::Accepted(ac, accepts), ureader, uwr)) => (ac, accepts, ureader, uwr),
+        Ok((UpstreamAnswer::Rejected(rj), _, mut uwr)) => {
             // The upstream's own rejection goes back to the client as it is.
             let artim = shared.settings.artim_timeout;
-            let _ = write_timed(&mut conn.writer, &reply.bytes, artim).await;
-            let b = &reply.bytes;
+            let _ = write_timed(&mut conn.writer, &rj, artim).await;
             shared.bus.emit(Event::AssociationRefused {
                 assoc: conn.id,
                 source: conn.source,
                 calling_ae: Some(calling_s),
                 called_ae: Some(called_s),
-                result: b.get(7).copied().unwrap_or(0),
-                rj_source: b.get(8).copied().unwrap_or(0),
-                reason: b.get(9).copied().unwrap_or(0),
+                result: rj.get(7).copied().unwrap_or(0),
+                rj_source: rj.get(8).copied().unwrap_or(0),
+                reason: rj.get(9).copied().unwrap_or(0),
                 blame: Blame::Upstream,
                 why: "rejected by the upstream".into(),
             });
@@ -239,52 +243,12 @@ pub async fn run(
             conn.close(artim).await;
             return;
         }
-        (ty, _) => {
-            let _ = write_timed(&mut uwr, &abort_bytes(AbortReason::UnexpectedPdu), timeout).await;
-            let (why, t) = transient(format!(
-                "upstream {addr} answered with {} during negotiation",
-                ty.name()
-            ));
-            reject_client(
-                shared,
-                &mut conn,
-                t,
-                Some(&calling_s),
-                Some(&called_s),
-                Blame::Upstream,
-                why,
-            )
-            .await;
+        Err(UpstreamRefusal { blame, why }) => {
+            let (calling, called) = (Some(calling_s.as_str()), Some(called_s.as_str()));
+            reject_client(shared, &mut conn, (2, 3, 1), calling, called, blame, why).await;
             return;
         }
     };
-    drop(reply);
-    let upstream_accepts = effective_max(
-        max_length(&up_ac.user_variables),
-        shared.settings.max_pdu_length,
-    );
-    if upstream_accepts < MIN_PDU {
-        let _ = write_timed(
-            &mut uwr,
-            &abort_bytes(AbortReason::InvalidPduParameter),
-            timeout,
-        )
-        .await;
-        let (why, t) = transient(format!(
-            "upstream Maximum Length {upstream_accepts} below {MIN_PDU}"
-        ));
-        reject_client(
-            shared,
-            &mut conn,
-            t,
-            Some(&calling_s),
-            Some(&called_s),
-            Blame::Upstream,
-            why,
-        )
-        .await;
-        return;
-    }
     let mut ac = client_ac(&adm.rq, &adm.plan, &up_ac, upstream_accepts);
     ac.user_variables.extend(adm.ac_items());
     let contexts = Contexts::from_ac(&adm.rq.presentation_contexts, &ac);
