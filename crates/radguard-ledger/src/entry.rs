@@ -132,12 +132,10 @@ impl LedgerEntry {
         let n = u8::try_from(fp.attribute_digests.len())
             .map_err(|_| EntryError::TooLong("attribute list"))?;
         out.push(n);
-        for w in fp.attribute_digests.windows(2) {
-            if w[0].tag >= w[1].tag {
-                return Err(EntryError::Malformed(
-                    "attribute digests must be in ascending tag order",
-                ));
-            }
+        if !fp.attribute_digests.is_sorted_by(|a, b| a.tag < b.tag) {
+            return Err(EntryError::Malformed(
+                "attribute digests must be in ascending tag order",
+            ));
         }
         for a in &fp.attribute_digests {
             out.extend_from_slice(&a.tag.to_be_bytes());
@@ -224,22 +222,26 @@ struct Reader<'a> {
     b: &'a [u8],
 }
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], EntryError> {
-        if self.b.len() < n {
-            return Err(EntryError::Malformed("truncated"));
-        }
-        let (h, t) = self.b.split_at(n);
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], EntryError> {
+        let (h, t) = self
+            .b
+            .split_at_checked(n)
+            .ok_or(EntryError::Malformed("truncated"))?;
         self.b = t;
         Ok(h)
     }
     fn u8(&mut self) -> Result<u8, EntryError> {
-        Ok(self.take(1)?[0])
+        let [b] = self.array()?;
+        Ok(b)
     }
     fn array<const N: usize>(&mut self) -> Result<[u8; N], EntryError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
+        let (h, t) = self
+            .b
+            .split_first_chunk::<N>()
+            .ok_or(EntryError::Malformed("truncated"))?;
+        self.b = t;
+        Ok(*h)
     }
     fn string(&mut self) -> Result<String, EntryError> {
         let n = usize::from(self.u8()?);

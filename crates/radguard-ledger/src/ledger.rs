@@ -492,8 +492,10 @@ pub struct LedgerView {
     dir: PathBuf,
     key: VerifierKey,
     head: Mutex<SignedCheckpoint>,
-    /// Read connections, so that parallel `verify` workers do not queue on one.
-    stores: Vec<Mutex<Store>>,
+    /// Read connections, so that parallel `verify` workers do not queue on one: `store` (the
+    /// one waited on when all are busy) and `more_stores`.
+    store: Mutex<Store>,
+    more_stores: Vec<Mutex<Store>>,
 }
 
 impl LedgerView {
@@ -512,26 +514,27 @@ impl LedgerView {
             .unwrap_or(1)
             .clamp(1, 8)
             - 1;
-        let mut stores = vec![Mutex::new(store)];
+        let mut more_stores = Vec::with_capacity(extra);
         for _ in 0..extra {
-            stores.push(Mutex::new(Store::open_read_only(&dir.join(DB_FILE))?));
+            more_stores.push(Mutex::new(Store::open_read_only(&dir.join(DB_FILE))?));
         }
         Ok(LedgerView {
             dir: dir.to_path_buf(),
             key,
             head: Mutex::new(head),
-            stores,
+            store: Mutex::new(store),
+            more_stores,
         })
     }
 
     /// A free read connection (or the first one, waiting).
     fn lock(&self) -> MutexGuard<'_, Store> {
-        for m in &self.stores {
+        for m in std::iter::once(&self.store).chain(&self.more_stores) {
             if let Ok(g) = m.try_lock() {
                 return g;
             }
         }
-        self.stores[0].lock().unwrap_or_else(|p| p.into_inner())
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn dir(&self) -> &Path {

@@ -15,6 +15,7 @@
 //!
 //! All APIs are synchronous std I/O; call them from async code through `spawn_blocking`.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 
 pub mod cli;
 pub mod entry;

@@ -53,8 +53,8 @@ fn key_hash(name: &str, public: &[u8; 32]) -> u32 {
     h.update(b"\n");
     h.update([ALG_ED25519]);
     h.update(public);
-    let d = h.finalize();
-    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+    let [d0, d1, d2, d3, ..]: [u8; 32] = h.finalize().into();
+    u32::from_be_bytes([d0, d1, d2, d3])
 }
 
 /// A key that checks notes: a name and an Ed25519 public key.
@@ -242,11 +242,15 @@ fn check_text(text: &str) -> Result<(), NoteError> {
 
 /// Opens a signed note: returns its text if `key` signed it. Other signatures are ignored.
 pub fn open_note<'a>(note: &'a str, key: &VerifierKey) -> Result<&'a str, NoteError> {
-    let split = note.rfind("\n\n").ok_or(NoteError::MalformedNote(
-        "no blank line before the signatures",
-    ))?;
-    let text = &note[..split + 1];
-    let sigs = &note[split + 2..];
+    // The text keeps its final newline; the signatures follow the blank line.
+    let Some((text, sigs)) = note
+        .rfind("\n\n")
+        .and_then(|at| Some((note.get(..=at)?, note.get(at + 2..)?)))
+    else {
+        return Err(NoteError::MalformedNote(
+            "no blank line before the signatures",
+        ));
+    };
     check_text(text)?;
     if !sigs.ends_with('\n') {
         return Err(NoteError::MalformedNote(
@@ -266,10 +270,10 @@ pub fn open_note<'a>(note: &'a str, key: &VerifierKey) -> Result<&'a str, NoteEr
             continue;
         }
         let Ok(blob) = B64.decode(b64) else { continue };
-        let (Some(id), Some(sig)) = (blob.get(..4), blob.get(4..)) else {
+        let Some((&id, sig)) = blob.split_first_chunk::<4>() else {
             continue;
         };
-        if u32::from_be_bytes([id[0], id[1], id[2], id[3]]) != key.hash {
+        if u32::from_be_bytes(id) != key.hash {
             continue;
         }
         let Ok(sig): Result<[u8; 64], _> = sig.try_into() else {

@@ -416,14 +416,15 @@ pub fn changed_regions(la: &Layout, a: &[u8], lb: &Layout, b: &[u8]) -> Option<V
     let cols = la.columns as usize;
     let frame_bytes = la.frame_bytes() as usize;
     let value = |s: &[u8], signed: bool| -> i128 {
+        let s = s.get(..8).unwrap_or(s);
         let mut buf = [0u8; 8];
-        let n = s.len().min(8);
-        buf[..n].copy_from_slice(&s[..n]);
-        let u = u64::from_le_bytes(buf);
-        if signed && n < 8 && n > 0 && s[n - 1] & 0x80 != 0 {
-            i128::from(u) - (1i128 << (8 * n))
-        } else {
-            i128::from(u)
+        for (d, b) in buf.iter_mut().zip(s) {
+            *d = *b;
+        }
+        let u = i128::from(u64::from_le_bytes(buf));
+        match s.last() {
+            Some(&top) if signed && s.len() < 8 && top & 0x80 != 0 => u - (1i128 << (8 * s.len())),
+            _ => u,
         }
     };
     let mut out = Vec::new();
@@ -522,19 +523,14 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<(PathBuf, Strin
 /// Does the file carry the Part 10 `DICM` prefix? (Used to pass over other files in folders.)
 pub fn looks_like_dicom(path: &Path) -> bool {
     use std::io::Read as _;
-    let mut head = [0u8; 132];
-    let Ok(mut f) = std::fs::File::open(path) else {
+    let Ok(f) = std::fs::File::open(path) else {
         return false;
     };
-    let mut n = 0;
-    while n < head.len() {
-        match f.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(_) => return false,
-        }
+    let mut head = Vec::with_capacity(132);
+    if f.take(132).read_to_end(&mut head).is_err() {
+        return false;
     }
-    (n >= 132 && &head[128..132] == b"DICM") || (n >= 4 && &head[..4] == b"DICM")
+    head.get(128..132) == Some(b"DICM") || head.get(..4) == Some(b"DICM")
 }
 
 #[cfg(test)]

@@ -214,8 +214,7 @@ pub fn element_digest(element: &[u8]) -> [u8; 8] {
 
 /// Reads a canonical US value (the first one).
 pub fn us_value(canonical: &[u8]) -> Option<u16> {
-    let b = canonical.get(..2)?;
-    Some(u16::from_le_bytes([b[0], b[1]]))
+    canonical.first_chunk::<2>().map(|&b| u16::from_le_bytes(b))
 }
 
 /// Reads the first value of a canonical text attribute as a string.

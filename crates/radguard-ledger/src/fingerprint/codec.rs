@@ -69,8 +69,19 @@ impl PixelDataObject for Encapsulated<'_> {
 pub fn offset_table(bytes: &[u8]) -> Vec<u32> {
     bytes
         .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .filter_map(|c| c.try_into().ok().map(u32::from_le_bytes))
         .collect()
+}
+
+/// The RLE header (PS3.5 G.5): 16 little-endian u32 words, the number of segments and then
+/// the offsets of up to 15 segments.
+fn rle_header(fragment: &[u8]) -> Option<[usize; 16]> {
+    let (header, _) = fragment.split_first_chunk::<64>()?;
+    let mut words = [0usize; 16];
+    for (w, b) in words.iter_mut().zip(header.chunks_exact(4)) {
+        *w = u32::from_le_bytes(b.try_into().ok()?) as usize;
+    }
+    Some(words)
 }
 
 /// Decodes every frame into canonical samples and streams them into `sink`.
@@ -197,49 +208,44 @@ pub fn rle_decode_frame(
     let spp = layout.samples_per_pixel as usize;
     let pixels = (layout.rows as usize) * (layout.columns as usize);
     let segments = bps * spp;
-    let header = fragment
-        .get(..64)
-        .ok_or("RLE header is shorter than 64 bytes")?;
-    let word = |i: usize| {
-        u32::from_le_bytes([
-            header[4 * i],
-            header[4 * i + 1],
-            header[4 * i + 2],
-            header[4 * i + 3],
-        ]) as usize
-    };
-    let count = word(0);
+    let [count, offsets @ ..] =
+        rle_header(fragment).ok_or("RLE header is shorter than 64 bytes")?;
     if count != segments {
         return Err(format!("{count} RLE segments, the image needs {segments}"));
     }
+    let offsets = offsets.get(..segments).ok_or_else(|| {
+        format!(
+            "{segments} RLE segments, the header has room for {}",
+            offsets.len()
+        )
+    })?;
     let start = out.len();
     out.resize(start + pixels * segments, 0);
-    let frame = &mut out[start..];
-    for seg in 0..segments {
-        let from = word(seg + 1);
-        let to = if seg + 1 < segments {
-            word(seg + 2)
-        } else {
-            fragment.len()
-        };
+    // Always `Some`: `start` is the length `out` had before growing.
+    let Some(frame) = out.get_mut(start..) else {
+        return Err("RLE frame buffer out of range".into());
+    };
+    for (seg, &from) in offsets.iter().enumerate() {
+        // A segment ends where the next begins; the last one at the end of the fragment.
+        let to = offsets.get(seg + 1).copied().unwrap_or(fragment.len());
         let data = fragment
             .get(from..to)
             .ok_or_else(|| format!("RLE segment {seg} lies outside the fragment"))?;
         scratch.clear();
         packbits(data, pixels, scratch)?;
+        // `packbits` yields exactly `pixels` bytes.
+        let decoded = scratch
+            .get(..pixels)
+            .ok_or_else(|| format!("RLE segment {seg} decodes short"))?;
         // Segment order: for each sample, most significant byte first.
         let sample = seg / bps;
         let byte = bps - 1 - seg % bps;
         let stride = segments;
         let offset = sample * bps + byte;
         if stride == 1 {
-            frame.copy_from_slice(&scratch[..pixels]);
+            frame.copy_from_slice(decoded);
         } else {
-            for (dst, src) in frame[offset..]
-                .iter_mut()
-                .step_by(stride)
-                .zip(scratch.iter())
-            {
+            for (dst, src) in frame.iter_mut().skip(offset).step_by(stride).zip(decoded) {
                 *dst = *src;
             }
         }
@@ -263,11 +269,11 @@ fn packbits(mut data: &[u8], want: usize, out: &mut Vec<u8>) -> Result<(), Strin
         let n = n as i8;
         if n >= 0 {
             let len = n as usize + 1;
-            let lit = data
-                .get(..len)
+            let (lit, rest) = data
+                .split_at_checked(len)
                 .ok_or("RLE literal run past the end of the segment")?;
             out.extend_from_slice(lit);
-            data = &data[len..];
+            data = rest;
         } else if n != -128 {
             let (&b, rest) = data
                 .split_first()
@@ -357,5 +363,78 @@ mod tests {
         let mut f = fragment(&[vec![1, 0x12, 0xAB], vec![1, 0x34, 0xCD]]);
         f[8..12].copy_from_slice(&2u32.to_le_bytes()); // segment 1 before segment 0 ends
         let _ = rle_decode_frame(&f, &l, &mut out, &mut Vec::new());
+    }
+
+    #[test]
+    fn an_empty_image_decodes_to_nothing() {
+        // Rows 0: two empty 16-bit segments. Writing the second byte of each sample used to
+        // slice the empty frame at 1.
+        let f = fragment(&[vec![], vec![]]);
+        let mut out = Vec::new();
+        rle_decode_frame(&f, &layout(0, 2, 1, 16), &mut out, &mut Vec::new()).expect("ok");
+        assert!(out.is_empty());
+    }
+
+    /// An RLE fragment whose header claims 16 segments: the header only has room for 15
+    /// offsets. Such a frame used to index past the 64-byte header.
+    fn sixteen_segments() -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&16u32.to_le_bytes());
+        for i in 0..15u32 {
+            f.extend_from_slice(&(64 + 2 * i).to_le_bytes());
+        }
+        for _ in 0..16 {
+            f.extend_from_slice(&[0, 7]); // a literal run of one byte
+        }
+        f
+    }
+
+    #[test]
+    fn more_segments_than_the_header_holds_is_an_error() {
+        let mut out = Vec::new();
+        let got = rle_decode_frame(
+            &sixteen_segments(),
+            &layout(1, 1, 16, 8),
+            &mut out,
+            &mut Vec::new(),
+        );
+        assert!(got.is_err(), "{got:?}");
+    }
+
+    #[test]
+    fn more_segments_than_the_header_holds_is_an_error_when_streamed() {
+        fn el(group: u16, element: u16, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+            let mut v = Vec::new();
+            v.extend_from_slice(&group.to_le_bytes());
+            v.extend_from_slice(&element.to_le_bytes());
+            v.extend_from_slice(vr);
+            v.extend_from_slice(&(value.len() as u16).to_le_bytes());
+            v.extend_from_slice(value);
+            v
+        }
+        fn item(tag: [u8; 4], value: &[u8]) -> Vec<u8> {
+            let mut v = tag.to_vec();
+            v.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            v.extend_from_slice(value);
+            v
+        }
+        let mut d = Vec::new();
+        d.extend(el(0x0028, 0x0002, b"US", &16u16.to_le_bytes()));
+        d.extend(el(0x0028, 0x0010, b"US", &1u16.to_le_bytes()));
+        d.extend(el(0x0028, 0x0011, b"US", &1u16.to_le_bytes()));
+        d.extend(el(0x0028, 0x0100, b"US", &8u16.to_le_bytes()));
+        d.extend_from_slice(&[
+            0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        d.extend(item([0xFE, 0xFF, 0x00, 0xE0], &[]));
+        d.extend(item([0xFE, 0xFF, 0x00, 0xE0], &sixteen_segments()));
+        d.extend(item([0xFE, 0xFF, 0xDD, 0xE0], &[]));
+        let mut fp = crate::fingerprint::Fingerprinter::new(super::super::ts::RLE_LOSSLESS)
+            .expect("RLE is supported");
+        fp.feed(&d);
+        assert!(matches!(
+            fp.finish(),
+            Err(FingerprintError::Decode { frame: 0, .. })
+        ));
     }
 }

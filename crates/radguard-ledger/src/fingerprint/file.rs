@@ -11,6 +11,8 @@ use super::{Detailed, Fingerprint, FingerprintError, Fingerprinter, Options};
 const CHUNK: usize = 512 * 1024;
 /// Largest File Meta Information group accepted.
 const MAX_META: usize = 64 * 1024;
+/// Why a data set start past the end of the bytes read is refused.
+const META_PAST_END: &str = "File Meta Information group length runs past the end of the file";
 
 /// The fingerprint of a file and what was read on the way.
 #[derive(Debug, Clone)]
@@ -82,17 +84,26 @@ fn run_with(
     let mut file = File::open(path)?;
     // Read enough for the preamble and the meta group.
     let mut have = 0usize;
-    while have < MAX_META + 132 && have < buf.len() {
-        let n = file.read(&mut buf[have..])?;
+    while have < MAX_META + 132 {
+        let free = match buf.get_mut(have..) {
+            Some(free) if !free.is_empty() => free,
+            _ => break,
+        };
+        let n = file.read(free)?;
         if n == 0 {
             break;
         }
         have += n;
     }
-    let head = &buf[..have];
+    // `Read` never reports more bytes than the buffer holds.
+    let head = buf.get(..have).unwrap_or_default();
     let (ts, data_start) = part10_data_set(head)?;
     let mut fp = Fingerprinter::with_options(&ts, options)?;
-    fp.feed(&head[data_start..]);
+    // Always `Some`: `parse_meta` refuses a data set start past the end of its input.
+    let data_set = head
+        .get(data_start..)
+        .ok_or_else(|| FingerprintError::NotPart10(META_PAST_END.into()))?;
+    fp.feed(data_set);
     let mut size = have as u64;
     loop {
         if fp.error().is_some() {
@@ -103,7 +114,7 @@ fn run_with(
             break;
         }
         size += n as u64;
-        fp.feed(&buf[..n]);
+        fp.feed(buf.get(..n).unwrap_or_default()); // `n <= buf.len()`, as above
     }
     Ok((fp.finish_detailed()?, size))
 }
@@ -121,35 +132,34 @@ fn parse_meta(buf: &[u8], start: usize) -> Result<(String, usize), FingerprintEr
                 break;
             }
         }
-        let Some(h) = buf.get(pos..pos + 8) else {
+        let Some(&[g0, g1, e0, e1, v0, v1, l0, l1]) = chunk_at::<8>(buf, pos) else {
             if end_by_length.is_none() && ts.is_some() && pos == buf.len() {
                 break; // a file holding only meta information
             }
             return Err(bad("File Meta Information is truncated or too long"));
         };
-        let group = u16::from_le_bytes([h[0], h[1]]);
+        let group = u16::from_le_bytes([g0, g1]);
         if group != 0x0002 {
             break;
         }
-        let element = u16::from_le_bytes([h[2], h[3]]);
-        let vr = [h[4], h[5]];
+        let element = u16::from_le_bytes([e0, e1]);
+        let vr = [v0, v1];
         let (len, hdr) = if matches!(&vr, b"OB" | b"OW" | b"UN" | b"SQ" | b"UT" | b"UC" | b"UR") {
-            let l = buf
-                .get(pos + 8..pos + 12)
+            let &l = chunk_at::<4>(buf, pos + 8)
                 .ok_or_else(|| bad("File Meta Information is truncated"))?;
-            (u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize, 12)
+            (u32::from_le_bytes(l) as usize, 12)
         } else {
-            (u16::from_le_bytes([h[6], h[7]]) as usize, 8)
+            (u16::from_le_bytes([l0, l1]) as usize, 8)
         };
         let value = buf
             .get(pos + hdr..pos + hdr + len)
             .ok_or_else(|| bad("File Meta Information element runs past its end"))?;
-        match element {
-            0x0000 if len == 4 => {
-                let g = u32::from_le_bytes([value[0], value[1], value[2], value[3]]) as usize;
-                end_by_length = Some(pos + hdr + len + g);
+        match (element, value) {
+            (0x0000, &[b0, b1, b2, b3]) => {
+                let g = u32::from_le_bytes([b0, b1, b2, b3]) as usize;
+                end_by_length = Some((pos + hdr + len).saturating_add(g));
             }
-            0x0010 => {
+            (0x0010, _) => {
                 let s = String::from_utf8_lossy(value)
                     .trim_end_matches(['\0', ' '])
                     .to_string();
@@ -160,7 +170,16 @@ fn parse_meta(buf: &[u8], start: usize) -> Result<(String, usize), FingerprintEr
         pos += hdr + len;
     }
     let ts = ts.ok_or_else(|| bad("no Transfer Syntax UID in the File Meta Information"))?;
-    Ok((ts, end_by_length.unwrap_or(pos)))
+    let data_start = end_by_length.unwrap_or(pos);
+    if data_start > buf.len() {
+        return Err(bad(META_PAST_END));
+    }
+    Ok((ts, data_start))
+}
+
+/// `N` bytes of `buf` starting at `at`, if there are that many.
+fn chunk_at<const N: usize>(buf: &[u8], at: usize) -> Option<&[u8; N]> {
+    buf.get(at..)?.first_chunk::<N>()
 }
 
 #[cfg(test)]
@@ -207,5 +226,25 @@ mod tests {
         no_ts.extend_from_slice(b"DICM");
         no_ts.extend_from_slice(&[0x08, 0x00, 0x16, 0x00, 2, 0, 0, 0, b'1', 0]);
         assert!(parse_meta(&no_ts, 132).is_err());
+    }
+
+    /// A group length pointing past the end of the file, then a data set element: the data
+    /// set start used to be taken as is, and the file reader sliced at it.
+    #[test]
+    fn group_length_past_the_end_is_refused() {
+        let mut f = meta("1.2.840.10008.1.2", true);
+        f[140..144].copy_from_slice(&0x7FFF_FFFFu32.to_le_bytes());
+        f.extend_from_slice(&[0x08, 0x00, 0x16, 0x00, 2, 0, 0, 0, b'1', 0]);
+        assert!(matches!(
+            part10_data_set(&f),
+            Err(FingerprintError::NotPart10(_))
+        ));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("past-end.dcm");
+        std::fs::write(&path, &f).expect("write");
+        assert!(matches!(
+            fingerprint_file(&path),
+            Err(FingerprintError::NotPart10(_))
+        ));
     }
 }

@@ -437,6 +437,14 @@ impl Fingerprinter {
     }
 }
 
+/// Splits off the first `n` bytes of `input`, or all of it if it is shorter.
+fn split_at_most(input: &[u8], n: u64) -> (&[u8], &[u8]) {
+    usize::try_from(n)
+        .ok()
+        .and_then(|n| input.split_at_checked(n))
+        .unwrap_or((input, &[]))
+}
+
 /// The canonical Transfer Syntax UID element that starts a codestream's P.
 fn transfer_syntax_element(uid: &str) -> Vec<u8> {
     let mut value = uid.as_bytes().to_vec();
@@ -467,11 +475,11 @@ impl Sink for State {
         let big = self.ts.encoding.big_endian();
         if attrs::is_layout_only(tag) {
             // Planar Configuration (US).
-            if let Some(c) = value.get(..2) {
+            if let Some(&c) = value.first_chunk::<2>() {
                 let v = if big {
-                    u16::from_be_bytes([c[0], c[1]])
+                    u16::from_be_bytes(c)
                 } else {
-                    u16::from_le_bytes([c[0], c[1]])
+                    u16::from_le_bytes(c)
                 };
                 self.image.planar_configuration = Some(v);
             }

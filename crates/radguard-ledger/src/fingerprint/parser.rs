@@ -8,7 +8,7 @@
 //! native value bytes, or item by item when encapsulated; anything after it is ignored.
 
 use super::ts::Encoding;
-use super::FingerprintError;
+use super::{split_at_most, FingerprintError};
 
 /// Longest value of a fingerprinted attribute the parser collects (their VRs allow far less).
 pub const MAX_ATTRIBUTE_VALUE: u32 = 64 * 1024;
@@ -158,11 +158,17 @@ impl Parser {
                         self.current_encoding()
                     };
                     let need = self.header_needed(enc, encapsulated);
-                    let take = (need - self.header_len).min(input.len());
-                    let (head, rest) = input.split_at(take);
-                    self.header[self.header_len..self.header_len + take].copy_from_slice(head);
-                    self.header_len += take;
-                    self.offset += take as u64;
+                    // `header_len < need <= 12` holds between calls: a complete header is
+                    // consumed at once below.
+                    let Some(free) = self.header.get_mut(self.header_len..need) else {
+                        return Err(self.malformed("element header overrun"));
+                    };
+                    let (head, rest) = split_at_most(input, free.len() as u64);
+                    for (dst, src) in free.iter_mut().zip(head) {
+                        *dst = *src;
+                    }
+                    self.header_len += head.len();
+                    self.offset += head.len() as u64;
                     input = rest;
                     // The needed size can grow once the VR is visible.
                     if self.header_len == self.header_needed(enc, encapsulated) {
@@ -170,10 +176,10 @@ impl Parser {
                     }
                 }
                 State::Skip(n) => {
-                    let take = n.min(input.len() as u64) as usize;
-                    input = &input[take..];
-                    self.offset += take as u64;
-                    let left = n - take as u64;
+                    let (skipped, rest) = split_at_most(input, n);
+                    input = rest;
+                    self.offset += skipped.len() as u64;
+                    let left = n - skipped.len() as u64;
                     self.state = if left == 0 {
                         State::Header
                     } else {
@@ -181,10 +187,10 @@ impl Parser {
                     };
                 }
                 State::Collect { tag, length } => {
-                    let take = (length - self.value.len()).min(input.len());
-                    self.value.extend_from_slice(&input[..take]);
-                    input = &input[take..];
-                    self.offset += take as u64;
+                    let (value, rest) = split_at_most(input, (length - self.value.len()) as u64);
+                    self.value.extend_from_slice(value);
+                    input = rest;
+                    self.offset += value.len() as u64;
                     if self.value.len() == length {
                         sink.attribute(tag, &self.value)?;
                         self.value.clear();
@@ -192,11 +198,11 @@ impl Parser {
                     }
                 }
                 State::Pixels(n) => {
-                    let take = n.min(input.len() as u64) as usize;
-                    sink.pixel_bytes(&input[..take])?;
-                    input = &input[take..];
-                    self.offset += take as u64;
-                    let left = n - take as u64;
+                    let (pixels, rest) = split_at_most(input, n);
+                    sink.pixel_bytes(pixels)?;
+                    input = rest;
+                    self.offset += pixels.len() as u64;
+                    let left = n - pixels.len() as u64;
                     if left == 0 {
                         sink.pixel_end()?;
                         self.state = State::Trailer;
@@ -205,11 +211,11 @@ impl Parser {
                     }
                 }
                 State::EncapsulatedItem(n) => {
-                    let take = n.min(input.len() as u64) as usize;
-                    sink.item_bytes(&input[..take])?;
-                    input = &input[take..];
-                    self.offset += take as u64;
-                    let left = n - take as u64;
+                    let (item, rest) = split_at_most(input, n);
+                    sink.item_bytes(item)?;
+                    input = rest;
+                    self.offset += item.len() as u64;
+                    let left = n - item.len() as u64;
                     self.state = if left == 0 {
                         State::EncapsulatedHeader
                     } else {
@@ -237,7 +243,8 @@ impl Parser {
         if self.header_len < 6 {
             return 6;
         }
-        if long_form([self.header[4], self.header[5]]) {
+        let [_, _, _, _, v0, v1, ..] = self.header;
+        if long_form([v0, v1]) {
             12
         } else {
             8
@@ -245,42 +252,8 @@ impl Parser {
     }
 
     fn tag(&self, enc: Encoding) -> u32 {
-        let h = &self.header;
-        let (g, e) = if enc.big_endian() {
-            (
-                u16::from_be_bytes([h[0], h[1]]),
-                u16::from_be_bytes([h[2], h[3]]),
-            )
-        } else {
-            (
-                u16::from_le_bytes([h[0], h[1]]),
-                u16::from_le_bytes([h[2], h[3]]),
-            )
-        };
-        (u32::from(g) << 16) | u32::from(e)
-    }
-
-    fn u16_at(&self, at: usize, enc: Encoding) -> u32 {
-        let b = [self.header[at], self.header[at + 1]];
-        u32::from(if enc.big_endian() {
-            u16::from_be_bytes(b)
-        } else {
-            u16::from_le_bytes(b)
-        })
-    }
-
-    fn u32_at(&self, at: usize, enc: Encoding) -> u32 {
-        let b = [
-            self.header[at],
-            self.header[at + 1],
-            self.header[at + 2],
-            self.header[at + 3],
-        ];
-        if enc.big_endian() {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        }
+        let [g0, g1, e0, e1, ..] = self.header;
+        (u32::from(u16_from(enc, [g0, g1])) << 16) | u32::from(u16_from(enc, [e0, e1]))
     }
 
     /// A complete header is in `self.header`: decide what follows.
@@ -293,12 +266,14 @@ impl Parser {
         let tag = self.tag(enc);
         let n = self.header_len;
         self.header_len = 0;
+        // Bytes 4..12: VR, [reserved,] length; or, without a VR, the 4-byte length at 4.
+        let [_, _, _, _, b4, b5, b6, b7, b8, b9, b10, b11] = self.header;
         let (vr, length) = if n == 12 {
-            (Some([self.header[4], self.header[5]]), self.u32_at(8, enc))
+            (Some([b4, b5]), u32_from(enc, [b8, b9, b10, b11]))
         } else if n == 8 && enc.explicit() && !encapsulated && tag >> 16 != 0xFFFE {
-            (Some([self.header[4], self.header[5]]), self.u16_at(6, enc))
+            (Some([b4, b5]), u32::from(u16_from(enc, [b6, b7])))
         } else {
-            (None, self.u32_at(4, enc))
+            (None, u32_from(enc, [b4, b5, b6, b7]))
         };
 
         if encapsulated {
@@ -458,6 +433,22 @@ impl Parser {
                 offset: self.offset,
             })
         }
+    }
+}
+
+fn u16_from(enc: Encoding, b: [u8; 2]) -> u16 {
+    if enc.big_endian() {
+        u16::from_be_bytes(b)
+    } else {
+        u16::from_le_bytes(b)
+    }
+}
+
+fn u32_from(enc: Encoding, b: [u8; 4]) -> u32 {
+    if enc.big_endian() {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
     }
 }
 

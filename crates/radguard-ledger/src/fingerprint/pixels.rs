@@ -6,7 +6,7 @@
 use sha2::{Digest as _, Sha256};
 
 use super::parser::{DOUBLE_FLOAT_PIXEL_DATA, FLOAT_PIXEL_DATA};
-use super::FingerprintError;
+use super::{split_at_most, FingerprintError};
 
 /// Largest frame Radguard buffers (planar native data, decoded frames).
 pub const MAX_FRAME_BYTES: u64 = 512 * 1024 * 1024;
@@ -90,7 +90,7 @@ impl Layout {
             (ba, bs, hb + 1 - bs, a.pixel_representation == Some(1))
         };
         let photometric = a.photometric.as_deref().map(str::trim).unwrap_or("");
-        Ok(Layout {
+        let layout = Layout {
             rows,
             columns,
             frames,
@@ -102,7 +102,20 @@ impl Layout {
             planar: samples_per_pixel > 1 && a.planar_configuration == Some(1),
             ybr422: photometric == "YBR_FULL_422",
             float,
-        })
+        };
+        // Rows × Columns × Samples × bytes × Number of Frames can exceed u64 (all from the
+        // peer's data set): refuse it here so that every size computed later fits.
+        let total = layout
+            .frame_samples()
+            .checked_mul(layout.sample_bytes() as u64)
+            .and_then(|b| b.checked_mul(u64::from(layout.frames)));
+        if total.is_none() {
+            return Err(FingerprintError::UnsupportedPixelLayout(format!(
+                "{} frames of {} x {} x {} samples do not fit in 2^64 bytes",
+                layout.frames, layout.rows, layout.columns, layout.samples_per_pixel
+            )));
+        }
+        Ok(layout)
     }
 
     /// Bytes per sample (1 for single-bit data, handled as bytes).
@@ -163,7 +176,8 @@ impl Layout {
         };
         let start = out.len();
         out.extend_from_slice(src);
-        let dst = &mut out[start..];
+        // `start` is the length `out` had before: the range is always there.
+        let dst = out.get_mut(start..).unwrap_or_default();
         match self.sample_bytes() {
             1 => {
                 let mask = ((1u16 << bits) - 1) as u8;
@@ -180,22 +194,28 @@ impl Layout {
                 let mask = ((1u32 << bits) - 1) as u16;
                 let sign = 1u16 << (bits - 1);
                 for c in dst.chunks_exact_mut(2) {
-                    let mut v = (u16::from_le_bytes([c[0], c[1]]) >> shift) & mask;
+                    let Ok(c): Result<&mut [u8; 2], _> = c.try_into() else {
+                        continue;
+                    };
+                    let mut v = (u16::from_le_bytes(*c) >> shift) & mask;
                     if signed && v & sign != 0 {
                         v |= !mask;
                     }
-                    c.copy_from_slice(&v.to_le_bytes());
+                    *c = v.to_le_bytes();
                 }
             }
             _ => {
                 let mask = ((1u64 << bits) - 1) as u32;
                 let sign = 1u32 << (bits - 1);
                 for c in dst.chunks_exact_mut(4) {
-                    let mut v = (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) >> shift) & mask;
+                    let Ok(c): Result<&mut [u8; 4], _> = c.try_into() else {
+                        continue;
+                    };
+                    let mut v = (u32::from_le_bytes(*c) >> shift) & mask;
                     if signed && v & sign != 0 {
                         v |= !mask;
                     }
-                    c.copy_from_slice(&v.to_le_bytes());
+                    *c = v.to_le_bytes();
                 }
             }
         }
@@ -300,8 +320,7 @@ impl Native {
     }
 
     pub fn push(&mut self, bytes: &[u8], sink: &mut PixelSink) {
-        let left = self.total - self.consumed;
-        let bytes = &bytes[..(bytes.len() as u64).min(left) as usize];
+        let (bytes, _) = split_at_most(bytes, self.total - self.consumed);
         self.consumed += bytes.len() as u64;
         if self.identity {
             sink.value(bytes);
@@ -311,9 +330,9 @@ impl Native {
         // Complete a unit started by the previous chunk.
         if !self.carry.is_empty() {
             let need = self.unit - self.carry.len();
-            let take = need.min(input.len());
-            self.carry.extend_from_slice(&input[..take]);
-            input = &input[take..];
+            let (head, rest) = split_at_most(input, need as u64);
+            self.carry.extend_from_slice(head);
+            input = rest;
             if self.carry.len() < self.unit {
                 return;
             }
@@ -321,11 +340,12 @@ impl Native {
             self.process(&carry, sink);
         }
         let whole = input.len() - input.len() % self.unit;
+        let (whole, partial) = split_at_most(input, whole as u64);
         // Bounded scratch: process in slices of at most 1 MiB.
-        for piece in input[..whole].chunks(1 << 20) {
+        for piece in whole.chunks(1 << 20) {
             self.process(piece, sink);
         }
-        self.carry.extend_from_slice(&input[whole..]);
+        self.carry.extend_from_slice(partial);
     }
 
     /// Whole units: swap, canonicalise, de-plane.
@@ -347,9 +367,9 @@ impl Native {
         let frame = self.layout.frame_bytes() as usize;
         let mut data: &[u8] = &self.scratch;
         while !data.is_empty() {
-            let take = (frame - self.plane_buf.len()).min(data.len());
-            self.plane_buf.extend_from_slice(&data[..take]);
-            data = &data[take..];
+            let (head, rest) = split_at_most(data, (frame - self.plane_buf.len()) as u64);
+            self.plane_buf.extend_from_slice(head);
+            data = rest;
             if self.plane_buf.len() == frame {
                 let interleaved = interleave(&self.plane_buf, &self.layout);
                 sink.value(&interleaved);
@@ -468,6 +488,26 @@ mod tests {
                 "BE chunk {chunk}"
             );
         }
+    }
+
+    /// Regression: the largest sizes a data set can announce overflowed u64 in `total_bytes`
+    /// (a panic in debug builds, a wrong size in release).
+    #[test]
+    fn sizes_that_do_not_fit_in_u64_are_refused() {
+        let mut a = attrs(32, 32, 31, 0);
+        a.rows = Some(u16::MAX);
+        a.columns = Some(u16::MAX);
+        a.samples_per_pixel = Some(u16::MAX);
+        a.number_of_frames = Some(u32::MAX.to_string());
+        let e = Layout::new(PIXEL_DATA, &a).expect_err("overflowing layout");
+        assert!(
+            matches!(e, FingerprintError::UnsupportedPixelLayout(ref m) if m.contains("2^64")),
+            "{e}"
+        );
+        // The same image with one frame fits.
+        a.number_of_frames = Some("1".into());
+        let l = Layout::new(PIXEL_DATA, &a).expect("one frame");
+        assert_eq!(l.total_bytes(), 65_535u64.pow(3) * 4);
     }
 
     #[test]
