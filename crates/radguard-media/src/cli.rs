@@ -208,17 +208,19 @@ fn pool(jobs: Option<usize>) -> Result<rayon::ThreadPool, String> {
 }
 
 fn human_bytes(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
+    let mut unit = None;
+    for u in UNITS {
+        if v < 1024.0 {
+            break;
+        }
         v /= 1024.0;
-        i += 1;
+        unit = Some(u);
     }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
+    match unit {
+        None => format!("{n} B"),
+        Some(u) => format!("{v:.1} {u}"),
     }
 }
 
@@ -484,4 +486,19 @@ fn human_outcome(o: &SanitizeOutcome, quiet: bool) -> String {
 /// The worst severity in a report, for callers that want a one-word summary.
 pub fn worst_severity(r: &FileReport) -> Option<Severity> {
     r.findings.iter().map(|f| f.severity).max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn human_bytes_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1536 * 1024), "1.5 MiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(human_bytes(5 << 50), "5120.0 TiB");
+    }
 }

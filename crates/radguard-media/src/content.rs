@@ -6,6 +6,7 @@
 
 use aho_corasick::AhoCorasick;
 
+use crate::bytes::{copy_prefix, prefix};
 use crate::signature::{
     check_at, exe_automaton, exe_pdf_automaton, Check, Exe, Hit, MAX_PATTERN, WINDOW,
 };
@@ -61,7 +62,7 @@ impl ContentScanner {
 
     /// The first (up to 8) bytes fed.
     pub(crate) fn head(&self) -> &[u8] {
-        &self.head[..self.head_len]
+        prefix(&self.head, self.head_len)
     }
 
     fn record(&mut self, at: u64, hit: Hit) {
@@ -92,7 +93,11 @@ impl ContentScanner {
             if p >= limit {
                 break;
             }
-            match check_at(m.pattern().as_usize(), &data[p..], false) {
+            // A match starts inside `data`, so this is always there.
+            let Some(at) = data.get(p..) else {
+                break;
+            };
+            match check_at(m.pattern().as_usize(), at, false) {
                 Hit::Exe(Check::NeedMore) => {
                     need_more = Some(p);
                     break;
@@ -117,7 +122,16 @@ impl ContentScanner {
     fn resolve_far(&mut self, chunk: &[u8], abs: u64) {
         let end = abs + chunk.len() as u64;
         if !self.far.is_empty() {
-            let (tail, tail_abs, tail_len) = (self.tail, self.tail_abs, self.tail_len as u64);
+            let (tail, tail_abs) = (self.tail, self.tail_abs);
+            let tail = prefix(&tail, self.tail_len);
+            // The byte at absolute offset `a`, from this chunk or the previous one's tail.
+            let byte_at = |a: u64| -> Option<u8> {
+                let (from, at) = match a.checked_sub(abs) {
+                    Some(i) => (chunk, i),
+                    None => (tail, a.checked_sub(tail_abs)?),
+                };
+                from.get(usize::try_from(at).ok()?).copied()
+            };
             let mut found = Vec::new();
             self.far.retain(|&(mz, pe)| {
                 if pe + 6 > end {
@@ -125,14 +139,10 @@ impl ContentScanner {
                 }
                 let mut b = [0u8; 6];
                 for (k, slot) in b.iter_mut().enumerate() {
-                    let a = pe + k as u64;
-                    *slot = if a >= abs {
-                        chunk[(a - abs) as usize]
-                    } else if a >= tail_abs && a < tail_abs + tail_len {
-                        tail[(a - tail_abs) as usize]
-                    } else {
-                        return false; // already gone (cannot happen for pe > mz + WINDOW)
-                    };
+                    match byte_at(pe + k as u64) {
+                        Some(v) => *slot = v,
+                        None => return false, // already gone (cannot happen for pe > mz + WINDOW)
+                    }
                 }
                 if let Some(machine) = crate::signature::is_pe_header(&b) {
                     found.push((mz, machine));
@@ -149,30 +159,30 @@ impl ContentScanner {
             }
         }
         // Keep the last 8 bytes seen (joining with the old tail for tiny chunks).
-        let mut joined = [0u8; 16];
-        let old = self.tail_len.min(8);
-        joined[..old].copy_from_slice(&self.tail[..old]);
-        let take = chunk.len().min(8);
-        joined[old..old + take].copy_from_slice(&chunk[chunk.len() - take..]);
-        let total = old + take;
-        let keep = total.min(8);
+        let old = prefix(&self.tail, self.tail_len);
+        let recent = chunk.rchunks(8).next().unwrap_or_default();
+        let total = old.len() + recent.len();
+        let joined = old.iter().chain(recent).skip(total.saturating_sub(8));
         let mut t = [0u8; 8];
-        t[..keep].copy_from_slice(&joined[total - keep..total]);
+        let mut keep = 0;
+        for (slot, &b) in t.iter_mut().zip(joined) {
+            *slot = b;
+            keep += 1;
+        }
         self.tail = t;
         self.tail_len = keep;
         self.tail_abs = end - keep as u64;
     }
 
     fn feed_inner(&mut self, chunk: &[u8], abs: u64) {
-        if self.head_len < self.head.len() {
-            let n = (self.head.len() - self.head_len).min(chunk.len());
-            self.head[self.head_len..self.head_len + n].copy_from_slice(&chunk[..n]);
-            self.head_len += n;
+        if let Some(free) = self.head.get_mut(self.head_len..) {
+            self.head_len += copy_prefix(free, chunk);
         }
         if !self.carry.is_empty() {
             let old = self.carry.len();
-            let take = chunk.len().min(WINDOW + MAX_PATTERN);
-            self.carry.extend_from_slice(&chunk[..take]);
+            let taken = prefix(chunk, WINDOW + MAX_PATTERN);
+            self.carry.extend_from_slice(taken);
+            let take = taken.len();
             let carry_abs = self.carry_abs;
             let whole = take == chunk.len();
             // When the whole chunk lives in the carry (small reads), candidates may start
@@ -204,7 +214,8 @@ impl ContentScanner {
         let cutoff = chunk.len().saturating_sub(MAX_PATTERN);
         let keep_from = self.scan(false, chunk, abs, cutoff).unwrap_or(cutoff);
         self.carry.clear();
-        self.carry.extend_from_slice(&chunk[keep_from..]);
+        self.carry
+            .extend_from_slice(chunk.get(keep_from..).unwrap_or_default());
         self.carry_abs = abs + keep_from as u64;
     }
 
@@ -214,7 +225,11 @@ impl ContentScanner {
         let ac = self.ac;
         for m in ac.find_iter(&carry[..]) {
             let p = m.start();
-            let h = check_at(m.pattern().as_usize(), &carry[p..], true);
+            // A match starts inside `carry`, so this is always there.
+            let Some(at) = carry.get(p..) else {
+                break;
+            };
+            let h = check_at(m.pattern().as_usize(), at, true);
             self.record(self.carry_abs + p as u64, h);
         }
     }

@@ -31,7 +31,9 @@
 //! }
 //! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 
+mod bytes;
 pub mod cli;
 mod content;
 mod dicomdir;

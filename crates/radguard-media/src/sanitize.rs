@@ -253,8 +253,12 @@ fn rebuild(input: &Path, report: &FileReport, opts: &SanitizeOptions) -> io::Res
             "transfer syntax {ts_in:?} is not supported for rebuilding"
         )]));
     };
-    let start = (start as usize).min(bytes.len());
-    let parsed = InMemDicomObject::read_dataset_with_ts(&bytes[start..], ts);
+    // A start past the end leaves nothing to parse.
+    let dataset = usize::try_from(start)
+        .ok()
+        .and_then(|s| bytes.get(s..))
+        .unwrap_or_default();
+    let parsed = InMemDicomObject::read_dataset_with_ts(dataset, ts);
     let mut obj: InMemDicomObject = match parsed {
         Ok(o) => o,
         Err(e) => {
@@ -403,12 +407,13 @@ fn holds_executable(bytes: &[u8]) -> bool {
 /// Whether bytes hold `PE\0\0`, a known machine type and a PE32/PE32+ optional header magic.
 fn holds_pe_header(bytes: &[u8]) -> bool {
     memchr_all(bytes, b"PE\0\0").any(|i| {
-        bytes.len() >= i + 26
-            && crate::signature::is_pe_header(&bytes[i..i + 6]).is_some()
-            && matches!(
-                u16::from_le_bytes([bytes[i + 24], bytes[i + 25]]),
-                0x10b | 0x20b
-            )
+        // PE signature (4), file header (20), then the optional header's magic (2).
+        let Some(hdr) = bytes.get(i..).and_then(|b| b.first_chunk::<26>()) else {
+            return false;
+        };
+        let [.., m0, m1] = *hdr;
+        crate::signature::is_pe_header(hdr).is_some()
+            && matches!(u16::from_le_bytes([m0, m1]), 0x10b | 0x20b)
     })
 }
 
@@ -490,7 +495,10 @@ fn sha256_file(path: &Path) -> io::Result<String> {
         if n == 0 {
             break;
         }
-        h.update(&buf[..n]);
+        let read = buf
+            .get(..n)
+            .ok_or_else(|| io::Error::other("read returned more bytes than the buffer holds"))?;
+        h.update(read);
     }
     Ok(hex::encode(h.finalize()))
 }

@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
+use crate::bytes::{u16_at, u32_at};
+
 /// What kind of executable a structural check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Exe {
@@ -58,77 +60,72 @@ const PE_MACHINES: &[u16] = &[
 
 /// True when `bytes` (at least 6) are `PE\0\0` followed by a known machine type.
 pub(crate) fn is_pe_header(bytes: &[u8]) -> Option<u16> {
-    if bytes.len() >= 6 && &bytes[..4] == b"PE\0\0" {
-        let machine = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if PE_MACHINES.contains(&machine) {
-            return Some(machine);
-        }
-    }
-    None
+    let [b'P', b'E', 0, 0, m0, m1, ..] = *bytes else {
+        return None;
+    };
+    let machine = u16::from_le_bytes([m0, m1]);
+    PE_MACHINES.contains(&machine).then_some(machine)
 }
 
-fn u16_at(b: &[u8], i: usize, big: bool) -> u16 {
-    let v = [b[i], b[i + 1]];
-    if big {
-        u16::from_be_bytes(v)
+/// What a header too short to check means: no executable when nothing follows, else wait.
+fn short(complete: bool) -> Check {
+    if complete {
+        Check::No
     } else {
-        u16::from_le_bytes(v)
-    }
-}
-
-fn u32_at(b: &[u8], i: usize, big: bool) -> u32 {
-    let v = [b[i], b[i + 1], b[i + 2], b[i + 3]];
-    if big {
-        u32::from_be_bytes(v)
-    } else {
-        u32::from_le_bytes(v)
+        Check::NeedMore
     }
 }
 
 /// `data` starts with `MZ`. `complete` means no more bytes will follow `data`.
 pub(crate) fn check_pe(data: &[u8], complete: bool) -> Check {
-    if data.len() < 0x40 {
-        return if complete { Check::No } else { Check::NeedMore };
-    }
-    let e_lfanew = u32_at(data, 0x3c, false);
+    pe_fields(data).unwrap_or(short(complete))
+}
+
+/// [`check_pe`]; `None` when `data` ends before the bytes the check needs.
+fn pe_fields(data: &[u8]) -> Option<Check> {
+    let dos = data.first_chunk::<0x40>()?;
+    let e_lfanew = u32_at(dos, 0x3c, false)?;
     if e_lfanew < 4 {
-        return Check::No;
+        return Some(Check::No);
     }
-    let need = e_lfanew as usize + 6;
-    if need > WINDOW {
-        return Check::FarPe { e_lfanew };
+    if u64::from(e_lfanew) + 6 > WINDOW as u64 {
+        return Some(Check::FarPe { e_lfanew });
     }
-    if data.len() < need {
-        return if complete { Check::No } else { Check::NeedMore };
-    }
-    match is_pe_header(&data[e_lfanew as usize..need]) {
+    // Within WINDOW, so the conversion is exact.
+    let at = e_lfanew as usize;
+    let pe = data.get(at..)?.get(..6)?;
+    Some(match is_pe_header(pe) {
         Some(machine) => Check::Found(Exe::Pe { machine }),
         None => Check::No,
-    }
+    })
 }
 
 /// `data` starts with `\x7fELF`.
 pub(crate) fn check_elf(data: &[u8], complete: bool) -> Check {
-    if data.len() < 0x18 {
-        return if complete { Check::No } else { Check::NeedMore };
-    }
-    let class = data[4];
-    let enc = data[5];
-    if !(class == 1 || class == 2) || !(enc == 1 || enc == 2) || data[6] != 1 {
-        return Check::No;
+    elf_fields(data).unwrap_or(short(complete))
+}
+
+/// [`check_elf`]; `None` when `data` ends before the bytes the check needs.
+fn elf_fields(data: &[u8]) -> Option<Check> {
+    let hdr = data.first_chunk::<0x18>()?;
+    let [_, _, _, _, class, enc, ident_version, ..] = *hdr;
+    if !(class == 1 || class == 2) || !(enc == 1 || enc == 2) || ident_version != 1 {
+        return Some(Check::No);
     }
     let big = enc == 2;
-    let e_type = u16_at(data, 0x10, big);
-    let machine = u16_at(data, 0x12, big);
-    let version = u32_at(data, 0x14, big);
-    if (1..=4).contains(&e_type) && machine != 0 && version == 1 {
-        Check::Found(Exe::Elf {
-            class64: class == 2,
-            machine,
-        })
-    } else {
-        Check::No
-    }
+    let e_type = u16_at(hdr, 0x10, big)?;
+    let machine = u16_at(hdr, 0x12, big)?;
+    let version = u32_at(hdr, 0x14, big)?;
+    Some(
+        if (1..=4).contains(&e_type) && machine != 0 && version == 1 {
+            Check::Found(Exe::Elf {
+                class64: class == 2,
+                machine,
+            })
+        } else {
+            Check::No
+        },
+    )
 }
 
 const MACHO_CPUS: &[u32] = &[
@@ -143,20 +140,28 @@ const MACHO_CPUS: &[u32] = &[
 
 /// `data` starts with one of the four Mach-O magics.
 pub(crate) fn check_macho(data: &[u8], complete: bool) -> Check {
-    if data.len() < 28 {
-        return if complete { Check::No } else { Check::NeedMore };
-    }
+    macho_fields(data).unwrap_or(short(complete))
+}
+
+/// [`check_macho`]; `None` when `data` ends before the bytes the check needs.
+fn macho_fields(data: &[u8]) -> Option<Check> {
+    let hdr = data.first_chunk::<28>()?;
     // FE ED FA CE / FE ED FA CF are big-endian headers; CE FA ED FE / CF FA ED FE little.
-    let big = data[0] == 0xfe;
-    let cputype = u32_at(data, 4, big);
-    let filetype = u32_at(data, 12, big);
-    let ncmds = u32_at(data, 16, big);
-    if MACHO_CPUS.contains(&cputype) && (1..=12).contains(&filetype) && (1..10_000).contains(&ncmds)
-    {
-        Check::Found(Exe::MachO { cputype })
-    } else {
-        Check::No
-    }
+    let [magic0, ..] = *hdr;
+    let big = magic0 == 0xfe;
+    let cputype = u32_at(hdr, 4, big)?;
+    let filetype = u32_at(hdr, 12, big)?;
+    let ncmds = u32_at(hdr, 16, big)?;
+    Some(
+        if MACHO_CPUS.contains(&cputype)
+            && (1..=12).contains(&filetype)
+            && (1..10_000).contains(&ncmds)
+        {
+            Check::Found(Exe::MachO { cputype })
+        } else {
+            Check::No
+        },
+    )
 }
 
 /// Patterns searched for in element values. Index order matters (see [`check_at`]).
@@ -250,10 +255,11 @@ pub(crate) fn classify_preamble(p: &[u8]) -> PreambleKind {
     if p.iter().all(|&b| b == 0) {
         return PreambleKind::Zero;
     }
-    if p.starts_with(b"MZ") && p.len() >= 0x40 {
-        return PreambleKind::Mz {
-            e_lfanew: u32_at(p, 0x3c, false),
-        };
+    if p.starts_with(b"MZ") {
+        // Present exactly when the 0x40-byte DOS header is whole.
+        if let Some(e_lfanew) = u32_at(p, 0x3c, false) {
+            return PreambleKind::Mz { e_lfanew };
+        }
     }
     if p.starts_with(b"\x7fELF") {
         return match check_elf(p, true) {
@@ -261,7 +267,8 @@ pub(crate) fn classify_preamble(p: &[u8]) -> PreambleKind {
             _ => PreambleKind::BareMagic("ELF"),
         };
     }
-    if p.len() >= 4 && EXE_PATTERNS[2..].contains(&&p[..4]) {
+    // The Mach-O magics (patterns 2 to 5, all four bytes long).
+    if EXE_PATTERNS.iter().skip(2).any(|m| p.starts_with(m)) {
         return match check_macho(p, true) {
             Check::Found(e) => PreambleKind::Exe(e),
             _ => PreambleKind::BareMagic("Mach-O"),

@@ -9,6 +9,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, BufRead, Read};
 
+use crate::bytes::{copy_prefix, prefix};
+
 /// Size of the read buffer. Peak memory per scan is about this plus small bookkeeping.
 pub(crate) const BLOCK: usize = 256 * 1024;
 /// Bytes kept before the read position after a refill, so that a probe straddling two blocks
@@ -73,6 +75,11 @@ impl<R: Read> Source<R> {
         self.pos
     }
 
+    /// The unread bytes, `buf[start..end]`.
+    fn unread(&self) -> io::Result<&[u8]> {
+        self.buf.get(self.start..self.end).ok_or_else(out_of_step)
+    }
+
     /// Absolute offset of `buf[idx]` (before `start` for history, after it for unread data).
     fn abs_of(&self, idx: usize) -> u64 {
         if idx >= self.start {
@@ -96,8 +103,11 @@ impl<R: Read> Source<R> {
             self.end -= keep_from;
             self.first = 0;
         }
+        let Some(space) = self.buf.get_mut(self.end..) else {
+            return Err(out_of_step());
+        };
         let n = loop {
-            match self.inner.read(&mut self.buf[self.end..]) {
+            match self.inner.read(space) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -121,14 +131,14 @@ impl<R: Read> Source<R> {
                 break;
             }
             self.pending.pop();
-            let bytes = if p.at >= buf_first_abs {
-                let i = self.first + (p.at - buf_first_abs) as usize;
+            // `None` when the bytes were dropped from the buffer before the probe came.
+            let bytes = p.at.checked_sub(buf_first_abs).and_then(|d| {
+                let i = self.first.checked_add(usize::try_from(d).ok()?)?;
+                let found = self.buf.get(i..)?.get(..p.len)?;
                 let mut out = [0u8; MAX_PROBE];
-                out[..p.len].copy_from_slice(&self.buf[i..i + p.len]);
+                copy_prefix(&mut out, found);
                 Some(out)
-            } else {
-                None
-            };
+            });
             self.results.push(ProbeResult { probe: p, bytes });
         }
     }
@@ -179,7 +189,7 @@ impl<R: Read> Source<R> {
             }
             self.refill()?;
         }
-        Ok(&self.buf[self.start..self.end])
+        self.unread()
     }
 
     /// Fills `out` completely, or returns how many bytes were available before end of stream.
@@ -189,8 +199,10 @@ impl<R: Read> Source<R> {
             if self.start == self.end && self.refill()? == 0 {
                 break;
             }
-            let n = (self.end - self.start).min(out.len() - done);
-            out[done..done + n].copy_from_slice(&self.buf[self.start..self.start + n]);
+            let Some(rest) = out.get_mut(done..) else {
+                break;
+            };
+            let n = copy_prefix(rest, self.unread()?);
             self.advance(n);
             done += n;
         }
@@ -210,9 +222,9 @@ impl<R: Read> Source<R> {
             if self.start == self.end && self.refill()? == 0 {
                 break;
             }
-            let avail = (self.end - self.start) as u64;
-            let take = avail.min(left) as usize;
-            f(&self.buf[self.start..self.start + take], self.pos);
+            let piece = prefix(self.unread()?, usize::try_from(left).unwrap_or(usize::MAX));
+            f(piece, self.pos);
+            let take = piece.len();
             self.advance(take);
             left -= take as u64;
         }
@@ -228,13 +240,18 @@ impl<R: Read> Source<R> {
     }
 }
 
+/// The error for buffer indices that disagree (a bug here, not bad input): the scan stops with
+/// an I/O error rather than reading the wrong bytes.
+fn out_of_step() -> io::Error {
+    io::Error::other("internal error: read buffer indices out of step")
+}
+
 impl<R: Read> Read for Source<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.start == self.end && self.refill()? == 0 {
             return Ok(0);
         }
-        let n = (self.end - self.start).min(out.len());
-        out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        let n = copy_prefix(out, self.unread()?);
         self.advance(n);
         Ok(n)
     }
@@ -245,7 +262,7 @@ impl<R: Read> BufRead for Source<R> {
         if self.start == self.end {
             self.refill()?;
         }
-        Ok(&self.buf[self.start..self.end])
+        self.unread()
     }
 
     fn consume(&mut self, amt: usize) {

@@ -24,6 +24,7 @@ use dicom_dictionary_std::StandardDataDictionary;
 use flate2::bufread::DeflateDecoder;
 use radguard_dicom::types::Uid;
 
+use crate::bytes::{array_at, prefix, u16_at, u16_from, u32_from};
 use crate::content::{ContentHit, ContentScanner};
 use crate::report::{DataSetFacts, Finding, FindingCode as C, Severity as S};
 use crate::signature::{classify_preamble, is_pe_header, PreambleKind};
@@ -195,12 +196,7 @@ fn dict_vr(tag: u32) -> Option<[u8; 2]> {
         VirtualVr::Xs => VR::US,
         _ => VR::OW,
     };
-    let s = vr.to_string().as_bytes();
-    if s.len() == 2 {
-        Some([s[0], s[1]])
-    } else {
-        None
-    }
+    <[u8; 2]>::try_from(vr.to_string().as_bytes()).ok()
 }
 
 fn fmt_tag(tag: u32) -> String {
@@ -248,6 +244,13 @@ struct Header {
     offset: u64,
     raw: [u8; 12],
     raw_len: usize,
+}
+
+impl Header {
+    /// The header bytes as read.
+    fn raw(&self) -> &[u8] {
+        prefix(&self.raw, self.raw_len)
+    }
 }
 
 enum ReadHeader {
@@ -337,9 +340,12 @@ impl<'o> Walker<'o> {
 
     /// Walks a Part 10 stream (or a raw data set, detected) from its first byte.
     pub(crate) fn walk_file<R: Read>(&mut self, src: &mut Source<R>) -> io::Result<()> {
-        let head = src.peek(132)?.to_vec();
-        if head.len() >= 132 && &head[128..132] == b"DICM" {
-            self.check_preamble(src, &head[..128]);
+        let head = prefix(src.peek(132)?, 132).to_vec();
+        let part10 = head
+            .split_first_chunk::<128>()
+            .filter(|(_, magic)| magic.starts_with(b"DICM"));
+        if let Some((pre, _)) = part10 {
+            self.check_preamble(src, pre);
             let mut skip = [0u8; 132];
             src.read_full(&mut skip)?;
             return self.after_preamble(src);
@@ -353,7 +359,7 @@ impl<'o> Walker<'o> {
                     Some(0),
                     "no 128-byte preamble and DICM prefix: a raw data set, not a Part 10 file",
                 );
-                if head.len() >= 2 && u16::from_le_bytes([head[0], head[1]]) == 0x0002 {
+                if u16_at(&head, 0, false) == Some(0x0002) {
                     self.after_preamble(src)
                 } else {
                     self.walk_body(src, enc, None)?;
@@ -362,7 +368,7 @@ impl<'o> Walker<'o> {
                 }
             }
             None => {
-                let what = match classify_preamble(&head[..head.len().min(128)]) {
+                let what = match classify_preamble(prefix(&head, 128)) {
                     PreambleKind::Mz { .. } => "a DOS/Windows executable",
                     PreambleKind::Exe(_) | PreambleKind::BareMagic(_) => "an executable",
                     PreambleKind::Script => "a script",
@@ -407,7 +413,7 @@ impl<'o> Walker<'o> {
                     format!("transfer syntax {uid:?} is not known; guessing the encoding"),
                 );
                 let head = src.peek(8)?;
-                let enc = if head.len() >= 6 && valid_vr([head[4], head[5]]) {
+                let enc = if array_at(head, 4).is_some_and(valid_vr) {
                     EXPLICIT_LE
                 } else {
                     IMPLICIT_LE
@@ -428,7 +434,7 @@ impl<'o> Walker<'o> {
                 let at = u64::from(e_lfanew);
                 if at + 6 <= 128 {
                     let i = at as usize;
-                    match is_pe_header(&pre[i..i + 6]) {
+                    match pre.get(i..i + 6).and_then(is_pe_header) {
                         Some(m) => self.push(
                             S::Critical,
                             C::PreambleExecutable,
@@ -569,12 +575,14 @@ impl<'o> Walker<'o> {
         if !enc.explicit || enc.big {
             return Ok(enc);
         }
-        let head = src.peek(8)?;
-        if head.len() < 8 || valid_vr([head[4], head[5]]) {
+        let Some(&[g0, g1, _, _, v0, v1, l2, l3]) = src.peek(8)?.first_chunk::<8>() else {
+            return Ok(enc);
+        };
+        if valid_vr([v0, v1]) {
             return Ok(enc);
         }
-        let g = u16::from_le_bytes([head[0], head[1]]);
-        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let g = u16::from_le_bytes([g0, g1]);
+        let len = u32::from_le_bytes([v0, v1, l2, l3]);
         if g == 0xFFFE
             || g % 2 == 1
             || u64::from(len) > self.remaining(src.pos() + 8).unwrap_or(u64::MAX)
@@ -711,8 +719,7 @@ impl<'o> Walker<'o> {
         let start = src.pos();
         let mut first = true;
         loop {
-            let head = src.peek(2)?;
-            if head.len() < 2 || u16::from_le_bytes([head[0], head[1]]) != 0x0002 {
+            if u16_at(src.peek(2)?, 0, false) != Some(0x0002) {
                 break;
             }
             let h = match self.read_header(src, EXPLICIT_LE)? {
@@ -758,19 +765,15 @@ impl<'o> Walker<'o> {
             }
             let text = || trim_value(&val);
             match h.tag {
-                0x0002_0000 => {
-                    if !first || h.len != 4 {
-                        self.push(
-                            S::Error,
-                            C::MetaGroupLength,
-                            Some(h.offset),
-                            "File Meta Information Group Length is misplaced or not 4 bytes",
-                        );
-                    } else {
-                        let v = u32::from_le_bytes([val[0], val[1], val[2], val[3]]);
-                        group_len = Some((v, src.pos()));
-                    }
-                }
+                0x0002_0000 => match <[u8; 4]>::try_from(val.as_slice()) {
+                    Ok(v) if first => group_len = Some((u32::from_le_bytes(v), src.pos())),
+                    _ => self.push(
+                        S::Error,
+                        C::MetaGroupLength,
+                        Some(h.offset),
+                        "File Meta Information Group Length is misplaced or not 4 bytes",
+                    ),
+                },
                 0x0002_0001 => seen_version = true,
                 0x0002_0002 => {
                     let t = text();
@@ -869,27 +872,16 @@ impl<'o> Walker<'o> {
         if n < 8 {
             return Ok(ReadHeader::Partial(n, raw));
         }
-        let u16_at = |raw: &[u8; 12], i: usize| {
-            if enc.big {
-                u16::from_be_bytes([raw[i], raw[i + 1]])
-            } else {
-                u16::from_le_bytes([raw[i], raw[i + 1]])
-            }
-        };
-        let u32_at = |raw: &[u8; 12], i: usize| {
-            let b = [raw[i], raw[i + 1], raw[i + 2], raw[i + 3]];
-            if enc.big {
-                u32::from_be_bytes(b)
-            } else {
-                u32::from_le_bytes(b)
-            }
-        };
-        let tag = (u32::from(u16_at(&raw, 0)) << 16) | u32::from(u16_at(&raw, 2));
+        let [g0, g1, e0, e1, b4, b5, b6, b7, ..] = raw;
+        let tag =
+            (u32::from(u16_from([g0, g1], enc.big)) << 16) | u32::from(u16_from([e0, e1], enc.big));
+        // Implicit VR and item headers: a 4-byte length after the tag.
+        let len4 = u32_from([b4, b5, b6, b7], enc.big);
         if tag >> 16 == 0xFFFE {
             return Ok(ReadHeader::Ok(Header {
                 tag,
                 vr: None,
-                len: u32_at(&raw, 4),
+                len: len4,
                 offset,
                 raw,
                 raw_len: 8,
@@ -899,13 +891,13 @@ impl<'o> Walker<'o> {
             return Ok(ReadHeader::Ok(Header {
                 tag,
                 vr: dict_vr(tag),
-                len: u32_at(&raw, 4),
+                len: len4,
                 offset,
                 raw,
                 raw_len: 8,
             }));
         }
-        let vr = [raw[4], raw[5]];
+        let vr = [b4, b5];
         if !valid_vr(vr) {
             return Ok(ReadHeader::BadVr(Header {
                 tag,
@@ -921,10 +913,11 @@ impl<'o> Walker<'o> {
             if m < 4 {
                 return Ok(ReadHeader::Partial(8 + m, raw));
             }
+            let [.., l0, l1, l2, l3] = raw;
             Ok(ReadHeader::Ok(Header {
                 tag,
                 vr: Some(vr),
-                len: u32_at(&raw, 8),
+                len: u32_from([l0, l1, l2, l3], enc.big),
                 offset,
                 raw,
                 raw_len: 12,
@@ -933,7 +926,7 @@ impl<'o> Walker<'o> {
             Ok(ReadHeader::Ok(Header {
                 tag,
                 vr: Some(vr),
-                len: u32::from(u16_at(&raw, 6)),
+                len: u32::from(u16_from([b6, b7], enc.big)),
                 offset,
                 raw,
                 raw_len: 8,
@@ -984,7 +977,9 @@ impl<'o> Walker<'o> {
                     if top {
                         let off = src.pos() - n as u64;
                         self.facts.dataset_end = Some(off);
-                        return self.trailing(src, Some(&raw[..n]), off).map_err(Stop::Io);
+                        return self
+                            .trailing(src, Some(prefix(&raw, n)), off)
+                            .map_err(Stop::Io);
                     }
                     self.push(
                         S::Error,
@@ -998,7 +993,7 @@ impl<'o> Walker<'o> {
                     if top && last_tag.is_some() {
                         self.facts.dataset_end = Some(h.offset);
                         return self
-                            .trailing(src, Some(&h.raw[..h.raw_len]), h.offset)
+                            .trailing(src, Some(h.raw()), h.offset)
                             .map_err(Stop::Io);
                     }
                     self.push(
@@ -1030,7 +1025,7 @@ impl<'o> Walker<'o> {
                     if top && last_tag.is_some() {
                         self.facts.dataset_end = Some(h.offset);
                         return self
-                            .trailing(src, Some(&h.raw[..h.raw_len]), h.offset)
+                            .trailing(src, Some(h.raw()), h.offset)
                             .map_err(Stop::Io);
                     }
                     self.push(
@@ -1056,7 +1051,7 @@ impl<'o> Walker<'o> {
                     if top && implausible {
                         self.facts.dataset_end = Some(h.offset);
                         return self
-                            .trailing(src, Some(&h.raw[..h.raw_len]), h.offset)
+                            .trailing(src, Some(h.raw()), h.offset)
                             .map_err(Stop::Io);
                     }
                     self.push(
@@ -1307,18 +1302,7 @@ impl<'o> Walker<'o> {
     }
 
     fn capture(&mut self, h: &Header, enc: Enc, val: &[u8], depth: usize, px: &mut PixelAttrs) {
-        let us = || {
-            if val.len() >= 2 {
-                let b = [val[0], val[1]];
-                Some(u64::from(if enc.big {
-                    u16::from_be_bytes(b)
-                } else {
-                    u16::from_le_bytes(b)
-                }))
-            } else {
-                None
-            }
-        };
+        let us = || u16_at(val, 0, enc.big).map(u64::from);
         match h.tag {
             REFERENCED_FILE_ID if self.ref_file_ids.len() < MAX_REF_IDS => {
                 self.ref_file_ids
@@ -1641,19 +1625,17 @@ fn vr_name(vr: Option<[u8; 2]>) -> String {
 
 /// Whether the bytes at offset 0 look like the start of a raw data set; which encoding.
 fn sniff_dataset(head: &[u8]) -> Option<Enc> {
-    if head.len() < 8 {
-        return None;
-    }
-    let g = u16::from_le_bytes([head[0], head[1]]);
-    let e = u16::from_le_bytes([head[2], head[3]]);
+    let &[g0, g1, e0, e1, v0, v1, l2, l3] = head.first_chunk::<8>()?;
+    let g = u16::from_le_bytes([g0, g1]);
+    let e = u16::from_le_bytes([e0, e1]);
     // A data set starts with a low, even group: 0002, 0008 or another small group.
     if g % 2 == 1 || g == 0 || g > 0x0010 {
         return None;
     }
-    if valid_vr([head[4], head[5]]) {
+    if valid_vr([v0, v1]) {
         return Some(EXPLICIT_LE);
     }
-    let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let len = u32::from_le_bytes([v0, v1, l2, l3]);
     // Implicit VR: a known tag with a small length.
     if (e == 0 && len == 4)
         || (dict_vr((u32::from(g) << 16) | u32::from(e)).is_some() && len < 1024)
