@@ -9,7 +9,7 @@ use std::sync::Mutex as StdMutex;
 use bytes::BytesMut;
 use dicom_ul::pdu::{AssociationAC, Pdu};
 use radguard_dicom::assembler::{Assembler, Step};
-use radguard_dicom::dimse::{encode_response, Command};
+use radguard_dicom::dimse::{encode_response, Command, Request};
 use radguard_dicom::head::{HeadFacts, HeadSniffer};
 use radguard_dicom::pdu::{
     abort_bytes, decode_control, encode_pdata, pdvs, AbortReason, PduType, Pdv, RELEASE_RP,
@@ -37,7 +37,7 @@ use crate::server::Shared;
 use crate::tls::DeidRoute;
 use radguard_dicom::pdu::MAX_ASSOCIATION_PDU;
 use radguard_ledger::{Fingerprint, Fingerprinter, LedgerEntry, OnConflict, Timestamp};
-use radguard_policy::OriginRoute;
+use radguard_policy::{OriginRoute, Permitted};
 
 /// How the relay phase ended.
 #[derive(Debug)]
@@ -579,6 +579,293 @@ fn push_data(out: &mut Vec<u8>, context_id: u8, bytes: &[u8], last: bool, max: u
     }
 }
 
+/// The client-to-upstream loop's view of the message whose data set is arriving.
+struct Message {
+    /// Whether its data set goes upstream as it is (false after a refusal, and while a
+    /// de-identifying route rewrites it).
+    forwarding: bool,
+    sniffing: Option<Sniffing>,
+    /// The C-STORE being de-identified (de-identifying routes only).
+    deid: Option<DeidMessage>,
+    /// The C-STORE being fingerprinted (origin routes only).
+    fingerprinting: Option<Fingerprinting>,
+    /// The query/retrieve whose identifier is being read (for its audit record).
+    identifying: Option<Identifying>,
+}
+
+impl Message {
+    fn new() -> Self {
+        Message {
+            forwarding: true,
+            sniffing: None,
+            deid: None,
+            fingerprinting: None,
+            identifying: None,
+        }
+    }
+}
+
+/// A request the gate passed: its request event, the bookkeeping for its response, and the
+/// work its data set needs (identifier for the audit record, fingerprint on origin routes,
+/// de-identification, head sniffing). Returns the command to forward now; `None` when a
+/// de-identifying route holds it back (it goes with the rewritten head) or refuses it.
+async fn start_request(
+    st: &RelayState<'_>,
+    uwr: &Mutex<BoxWrite>,
+    msg: &mut Message,
+    context_id: u8,
+    raw: Vec<u8>,
+    request: Request,
+    permit: &Permitted,
+) -> Result<Option<Action<'static>>, End> {
+    msg.forwarding = true;
+    let ts = st
+        .contexts
+        .get(context_id)
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_default();
+    let sop_class = request.sop_class.as_ref().map(|u| u.to_string());
+    let sop_instance = request.sop_instance.as_ref().map(|u| u.to_string());
+    let event = Event::DimseRequest {
+        assoc: st.id,
+        message_id: request.message_id,
+        command: format!("{:?}", permit.command()),
+        sop_class: sop_class.clone(),
+        sop_instance: sop_instance.clone(),
+        move_destination: request.move_destination.as_ref().map(|a| a.to_string()),
+        subject: None,
+        identifier: None,
+    };
+    let is_store = request.field == CommandField::CStoreRq;
+    if request.has_data_set && !is_store {
+        // A query or retrieve: recorded once its identifier is complete, with the patient and
+        // study it names.
+        msg.identifying = Some(Identifying {
+            event,
+            transfer_syntax: ts.clone(),
+            bytes: Vec::new(),
+            truncated: false,
+        });
+    } else {
+        st.shared.bus.emit(event);
+    }
+    if request.field != CommandField::CCancelRq {
+        if let Ok(mut o) = st.outstanding.lock() {
+            let flight = InFlight {
+                sop_class: sop_class.clone(),
+                sop_instance: sop_instance.clone(),
+                subject: None,
+            };
+            o.insert(request.message_id, flight);
+        }
+    }
+    if st.origin.is_some() && is_store {
+        let inst = sop_instance.clone().unwrap_or_default();
+        match Fingerprinter::new(&ts) {
+            Ok(fp) => {
+                msg.fingerprinting = Some(Fingerprinting {
+                    message_id: request.message_id,
+                    sop_instance: inst,
+                    fp,
+                })
+            }
+            Err(e) => st.shared.bus.emit(Event::SecurityAlert {
+                assoc: Some(st.id),
+                kind: AlertKind::InstanceConflict,
+                source: None,
+                detail: format!("{inst} relayed without a fingerprint: {e}"),
+            }),
+        }
+    }
+    let sniffing = || Sniffing {
+        message_id: request.message_id,
+        sniffer: st
+            .contexts
+            .get(context_id)
+            .and_then(|(_, ts)| sniffer_for(ts)),
+    };
+    let forget = || {
+        if let Ok(mut o) = st.outstanding.lock() {
+            o.remove(&request.message_id);
+        }
+    };
+    if let Some(route) = st.deid.as_ref() {
+        match request.field {
+            CommandField::CStoreRq => {
+                msg.forwarding = false;
+                let class = sop_class.unwrap_or_default();
+                let inst = sop_instance.unwrap_or_default();
+                let id = request.message_id;
+                match DeidMessage::start(route, &ts, id, context_id, raw, &class, &inst) {
+                    Ok(m) => {
+                        if let Ok(mut map) = st.uid_map.lock() {
+                            map.insert(id, inst);
+                        }
+                        msg.deid = Some(m);
+                    }
+                    Err((status, comment)) => {
+                        forget();
+                        let r = Refusal {
+                            context_id,
+                            field: request.field,
+                            message_id: id,
+                            sop_class: Some(class),
+                            sop_instance: Some(inst),
+                            status,
+                            comment,
+                        };
+                        refuse(st, uwr, r).await?;
+                    }
+                }
+                msg.sniffing = Some(sniffing());
+                return Ok(None);
+            }
+            CommandField::CFindRq | CommandField::CMoveRq | CommandField::CGetRq => {
+                // Queries and retrieves would carry identifiers out unchanged.
+                msg.forwarding = false;
+                forget();
+                let r = Refusal {
+                    context_id,
+                    field: request.field,
+                    message_id: request.message_id,
+                    sop_class,
+                    sop_instance: None,
+                    status: radguard_dicom::types::status::REFUSED_NOT_AUTHORIZED,
+                    comment: "Radguard: not on a de-identifying route".into(),
+                };
+                refuse(st, uwr, r).await?;
+                return Ok(None);
+            }
+            _ => {}
+        }
+    }
+    msg.sniffing = request.has_data_set.then(sniffing);
+    Ok(Some(Action::Command { context_id, raw }))
+}
+
+/// One fragment of the current message's data set: observed (identifier, fingerprint, head),
+/// then de-identified, forwarded as it is, or dropped (after a refusal).
+async fn on_data<'a>(
+    st: &RelayState<'_>,
+    uwr: &Mutex<BoxWrite>,
+    msg: &mut Message,
+    pdv: Pdv<'a>,
+    data: &[u8],
+    is_last: bool,
+    actions: &mut Vec<Action<'a>>,
+) -> Result<(), End> {
+    if let Some(q) = msg.identifying.as_mut() {
+        let room = IDENTIFIER_LIMIT.saturating_sub(q.bytes.len());
+        q.truncated |= data.len() > room;
+        q.bytes.extend(data.iter().take(room));
+        if is_last {
+            if let Some(q) = msg.identifying.take() {
+                st.shared.bus.emit(q.finish());
+            }
+        }
+    }
+    if let Some(f) = msg.fingerprinting.as_mut() {
+        f.fp.feed(data);
+    }
+    if is_last {
+        if let Some(f) = msg.fingerprinting.take() {
+            settle_fingerprint(st, uwr, f).await?;
+        }
+    }
+    if msg.forwarding || msg.deid.is_some() {
+        if let Some(sn) = msg.sniffing.as_mut() {
+            let done = sn.sniffer.as_mut().is_none_or(|s| s.feed(data));
+            if done || is_last {
+                if let Some(sn) = msg.sniffing.take() {
+                    let facts = sn.sniffer.map(|s| subject_of(s.finish()));
+                    if let Ok(mut o) = st.outstanding.lock() {
+                        if let Some(f) = o.get_mut(&sn.message_id) {
+                            f.subject = facts;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(dm) = msg.deid.as_mut() {
+        let more = deidentify(st, uwr, dm, data, is_last, actions).await?;
+        if !more || is_last {
+            msg.deid = None;
+        }
+    } else if msg.forwarding {
+        actions.push(Action::Forward(pdv));
+    }
+    Ok(())
+}
+
+/// Pushes a fragment through the de-identification of the current C-STORE. `Ok(false)` when
+/// the instance was refused (answered to the client; nothing more of it goes upstream).
+async fn deidentify(
+    st: &RelayState<'_>,
+    uwr: &Mutex<BoxWrite>,
+    dm: &mut DeidMessage,
+    data: &[u8],
+    is_last: bool,
+    actions: &mut Vec<Action<'_>>,
+) -> Result<bool, End> {
+    let ctx = dm.context_id;
+    match dm.push(data, is_last) {
+        DeidStep::Hold => Ok(true),
+        DeidStep::Emit {
+            command,
+            data,
+            last,
+            report,
+        } => {
+            if let Some(raw) = command {
+                actions.push(Action::Command {
+                    context_id: ctx,
+                    raw,
+                });
+            }
+            actions.push(Action::Data {
+                context_id: ctx,
+                bytes: data,
+                last,
+            });
+            if let Some(r) = report {
+                st.shared.bus.emit(Event::Deidentified {
+                    assoc: st.id,
+                    message_id: dm.message_id,
+                    new_sop_instance: r.new_sop_instance_uid,
+                    uids_replaced: r.uids_replaced,
+                    private_removed: r.private_removed,
+                    dates_shifted: r.dates_shifted,
+                    burned_in_allowed: r.burned_in_allowed,
+                });
+            }
+            Ok(true)
+        }
+        DeidStep::Refuse { status, comment } => {
+            if let Ok(mut o) = st.outstanding.lock() {
+                o.remove(&dm.message_id);
+            }
+            if let Ok(mut m) = st.uid_map.lock() {
+                m.remove(&dm.message_id);
+            }
+            let r = Refusal {
+                context_id: ctx,
+                field: CommandField::CStoreRq,
+                message_id: dm.message_id,
+                sop_class: Some(dm.sop_class.clone()),
+                sop_instance: Some(dm.original_uid.clone()),
+                status,
+                comment,
+            };
+            refuse(st, uwr, r).await?;
+            Ok(false)
+        }
+        DeidStep::Abort(why) => Err(st
+            .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
+            .await),
+    }
+}
+
 async fn client_to_upstream(
     st: &RelayState<'_>,
     reader: &mut PduReader<BoxRead>,
@@ -586,15 +873,7 @@ async fn client_to_upstream(
 ) -> End {
     let idle = st.shared.settings.idle_timeout;
     let mut asm = Assembler::new();
-    // Whether the data set of the current message goes upstream (false after a refusal).
-    let mut forwarding = true;
-    let mut sniffing: Option<Sniffing> = None;
-    // The C-STORE being de-identified (de-identifying routes only).
-    let mut deid_msg: Option<DeidMessage> = None;
-    // The C-STORE being fingerprinted (origin routes only).
-    let mut fingerprinting: Option<Fingerprinting> = None;
-    // The query/retrieve whose identifier is being read (for its audit record).
-    let mut identifying: Option<Identifying> = None;
+    let mut msg = Message::new();
     let mut out: Vec<u8> = Vec::new();
     // PDUs that go upstream unchanged, batched while more are already buffered (contiguous
     // slices of the read buffer: `unsplit` joins them without copying).
@@ -684,110 +963,10 @@ async fn client_to_upstream(
                         .await;
                 }
             };
-            match step {
-                Step::CommandPartial => {}
+            let done = match step {
+                Step::CommandPartial => Ok(()),
                 Step::Data { data, is_last, .. } => {
-                    if let Some(q) = identifying.as_mut() {
-                        let room = IDENTIFIER_LIMIT.saturating_sub(q.bytes.len());
-                        q.truncated |= data.len() > room;
-                        q.bytes.extend(data.iter().take(room));
-                        if is_last {
-                            if let Some(q) = identifying.take() {
-                                st.shared.bus.emit(q.finish());
-                            }
-                        }
-                    }
-                    if let Some(f) = fingerprinting.as_mut() {
-                        f.fp.feed(data);
-                    }
-                    if is_last {
-                        if let Some(f) = fingerprinting.take() {
-                            if let Err(end) = settle_fingerprint(st, uwr, f).await {
-                                return end;
-                            }
-                        }
-                    }
-                    if forwarding || deid_msg.is_some() {
-                        if let Some(sn) = sniffing.as_mut() {
-                            let done = sn.sniffer.as_mut().is_none_or(|s| s.feed(data));
-                            if done || is_last {
-                                if let Some(sn) = sniffing.take() {
-                                    let facts = sn.sniffer.map(|s| subject_of(s.finish()));
-                                    if let Ok(mut o) = st.outstanding.lock() {
-                                        if let Some(f) = o.get_mut(&sn.message_id) {
-                                            f.subject = facts;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    if let Some(dm) = deid_msg.as_mut() {
-                        let ctx = dm.context_id;
-                        match dm.push(data, is_last) {
-                            DeidStep::Hold => {}
-                            DeidStep::Emit {
-                                command,
-                                data,
-                                last,
-                                report,
-                            } => {
-                                if let Some(raw) = command {
-                                    actions.push(Action::Command {
-                                        context_id: ctx,
-                                        raw,
-                                    });
-                                }
-                                actions.push(Action::Data {
-                                    context_id: ctx,
-                                    bytes: data,
-                                    last,
-                                });
-                                if let Some(r) = report {
-                                    st.shared.bus.emit(Event::Deidentified {
-                                        assoc: st.id,
-                                        message_id: dm.message_id,
-                                        new_sop_instance: r.new_sop_instance_uid,
-                                        uids_replaced: r.uids_replaced,
-                                        private_removed: r.private_removed,
-                                        dates_shifted: r.dates_shifted,
-                                        burned_in_allowed: r.burned_in_allowed,
-                                    });
-                                }
-                            }
-                            DeidStep::Refuse { status, comment } => {
-                                let r = Refusal {
-                                    context_id: ctx,
-                                    field: CommandField::CStoreRq,
-                                    message_id: dm.message_id,
-                                    sop_class: Some(dm.sop_class.clone()),
-                                    sop_instance: Some(dm.original_uid.clone()),
-                                    status,
-                                    comment,
-                                };
-                                if let Ok(mut o) = st.outstanding.lock() {
-                                    o.remove(&dm.message_id);
-                                }
-                                if let Ok(mut m) = st.uid_map.lock() {
-                                    m.remove(&dm.message_id);
-                                }
-                                deid_msg = None;
-                                if let Err(end) = refuse(st, uwr, r).await {
-                                    return end;
-                                }
-                            }
-                            DeidStep::Abort(why) => {
-                                return st
-                                    .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
-                                    .await;
-                            }
-                        }
-                        if is_last {
-                            deid_msg = None;
-                        }
-                    } else if forwarding {
-                        actions.push(Action::Forward(pdv));
-                    }
+                    on_data(st, uwr, &mut msg, pdv, data, is_last, &mut actions).await
                 }
                 Step::Command {
                     context_id,
@@ -801,181 +980,9 @@ async fn client_to_upstream(
                     &command,
                 ) {
                     Verdict::Pass { request, permit } => {
-                        forwarding = true;
-                        let event = Event::DimseRequest {
-                            assoc: st.id,
-                            message_id: request.message_id,
-                            command: format!("{:?}", permit.command()),
-                            sop_class: request.sop_class.as_ref().map(|u| u.to_string()),
-                            sop_instance: request.sop_instance.as_ref().map(|u| u.to_string()),
-                            move_destination: request
-                                .move_destination
-                                .as_ref()
-                                .map(|a| a.to_string()),
-                            subject: None,
-                            identifier: None,
-                        };
-                        if request.has_data_set && request.field != CommandField::CStoreRq {
-                            // A query or retrieve: recorded once its identifier is complete,
-                            // with the patient and study it names.
-                            let ts = st
-                                .contexts
-                                .get(context_id)
-                                .map(|(_, t)| t.to_string())
-                                .unwrap_or_default();
-                            identifying = Some(Identifying {
-                                event,
-                                transfer_syntax: ts,
-                                bytes: Vec::new(),
-                                truncated: false,
-                            });
-                        } else {
-                            st.shared.bus.emit(event);
-                        }
-                        if request.field != CommandField::CCancelRq {
-                            if let Ok(mut o) = st.outstanding.lock() {
-                                o.insert(
-                                    request.message_id,
-                                    InFlight {
-                                        sop_class: request
-                                            .sop_class
-                                            .as_ref()
-                                            .map(|u| u.to_string()),
-                                        sop_instance: request
-                                            .sop_instance
-                                            .as_ref()
-                                            .map(|u| u.to_string()),
-                                        subject: None,
-                                    },
-                                );
-                            }
-                        }
-                        if st.origin.is_some() && request.field == CommandField::CStoreRq {
-                            let ts = st
-                                .contexts
-                                .get(context_id)
-                                .map(|(_, t)| t.to_string())
-                                .unwrap_or_default();
-                            let inst = request
-                                .sop_instance
-                                .as_ref()
-                                .map(|u| u.to_string())
-                                .unwrap_or_default();
-                            match Fingerprinter::new(&ts) {
-                                Ok(fp) => {
-                                    fingerprinting = Some(Fingerprinting {
-                                        message_id: request.message_id,
-                                        sop_instance: inst,
-                                        fp,
-                                    })
-                                }
-                                Err(e) => st.shared.bus.emit(Event::SecurityAlert {
-                                    assoc: Some(st.id),
-                                    kind: AlertKind::InstanceConflict,
-                                    source: None,
-                                    detail: format!("{inst} relayed without a fingerprint: {e}"),
-                                }),
-                            }
-                        }
-                        if let Some(route) = st.deid.as_ref() {
-                            match request.field {
-                                CommandField::CStoreRq => {
-                                    let ts = st
-                                        .contexts
-                                        .get(context_id)
-                                        .map(|(_, t)| t.to_string())
-                                        .unwrap_or_default();
-                                    let class = request
-                                        .sop_class
-                                        .as_ref()
-                                        .map(|u| u.to_string())
-                                        .unwrap_or_default();
-                                    let inst = request
-                                        .sop_instance
-                                        .as_ref()
-                                        .map(|u| u.to_string())
-                                        .unwrap_or_default();
-                                    match DeidMessage::start(
-                                        route,
-                                        &ts,
-                                        request.message_id,
-                                        context_id,
-                                        raw,
-                                        &class,
-                                        &inst,
-                                    ) {
-                                        Ok(m) => {
-                                            if let Ok(mut map) = st.uid_map.lock() {
-                                                map.insert(request.message_id, inst.clone());
-                                            }
-                                            deid_msg = Some(m);
-                                            forwarding = false;
-                                        }
-                                        Err((status, comment)) => {
-                                            forwarding = false;
-                                            if let Ok(mut o) = st.outstanding.lock() {
-                                                o.remove(&request.message_id);
-                                            }
-                                            let r = Refusal {
-                                                context_id,
-                                                field: request.field,
-                                                message_id: request.message_id,
-                                                sop_class: Some(class),
-                                                sop_instance: Some(inst),
-                                                status,
-                                                comment,
-                                            };
-                                            if let Err(end) = refuse(st, uwr, r).await {
-                                                return end;
-                                            }
-                                        }
-                                    }
-                                    sniffing = Some(Sniffing {
-                                        message_id: request.message_id,
-                                        sniffer: st
-                                            .contexts
-                                            .get(context_id)
-                                            .and_then(|(_, ts)| sniffer_for(ts)),
-                                    });
-                                    continue;
-                                }
-                                CommandField::CFindRq
-                                | CommandField::CMoveRq
-                                | CommandField::CGetRq => {
-                                    // Queries and retrieves would carry identifiers out unchanged.
-                                    forwarding = false;
-                                    if let Ok(mut o) = st.outstanding.lock() {
-                                        o.remove(&request.message_id);
-                                    }
-                                    let r = Refusal {
-                                        context_id,
-                                        field: request.field,
-                                        message_id: request.message_id,
-                                        sop_class: request
-                                            .sop_class
-                                            .as_ref()
-                                            .map(|u| u.to_string()),
-                                        sop_instance: None,
-                                        status:
-                                            radguard_dicom::types::status::REFUSED_NOT_AUTHORIZED,
-                                        comment: "Radguard: not on a de-identifying route".into(),
-                                    };
-                                    if let Err(end) = refuse(st, uwr, r).await {
-                                        return end;
-                                    }
-                                    continue;
-                                }
-                                _ => {}
-                            }
-                        }
-                        sniffing = request.has_data_set.then(|| Sniffing {
-                            message_id: request.message_id,
-                            sniffer: st
-                                .contexts
-                                .get(context_id)
-                                .and_then(|(_, ts)| sniffer_for(ts)),
-                        });
-                        actions.push(Action::Command { context_id, raw });
+                        start_request(st, uwr, &mut msg, context_id, raw, request, &permit)
+                            .await
+                            .map(|forward| actions.extend(forward))
                     }
                     Verdict::Refuse {
                         field,
@@ -985,7 +992,7 @@ async fn client_to_upstream(
                         status,
                         comment,
                     } => {
-                        forwarding = false;
+                        msg.forwarding = false;
                         let r = Refusal {
                             context_id,
                             field,
@@ -995,9 +1002,7 @@ async fn client_to_upstream(
                             status,
                             comment,
                         };
-                        if let Err(end) = refuse(st, uwr, r).await {
-                            return end;
-                        }
+                        refuse(st, uwr, r).await
                     }
                     Verdict::Abort(why) => {
                         return st
@@ -1005,6 +1010,9 @@ async fn client_to_upstream(
                             .await;
                     }
                 },
+            };
+            if let Err(end) = done {
+                return end;
             }
         }
         let all_forward =
