@@ -55,6 +55,11 @@ pub struct WriterOptions {
     pub checkpoint_interval: Duration,
     /// Most records per transaction.
     pub max_batch: usize,
+    /// How long the first record of a batch waits for others before the batch is written:
+    /// a relay emits a few records per instance, and one transaction (with its fsync) per
+    /// instance cost more CPU than the relaying itself. Records arriving while a write is in
+    /// flight wait for it, not for this delay.
+    pub batch_delay: Duration,
     /// Most records held in memory while the store is slow or down.
     pub max_pending: usize,
     /// Backoff between failed appends (doubling from `retry_min` to `retry_max`).
@@ -71,6 +76,7 @@ impl WriterOptions {
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(60),
             max_batch: 4096,
+            batch_delay: Duration::from_millis(10),
             max_pending: 200_000,
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
@@ -259,10 +265,29 @@ async fn run(
     let mut backoff = opt.retry_min;
     let mut stopping = false;
     let mut rx_open = true;
+    // While set, the queue's first records wait for more (see `batch_delay`); the bus is read
+    // when it passes, not at every event.
+    let mut gather_until: Option<Instant> = None;
 
     loop {
+        // Take what is already on the bus (without a wake-up per event).
+        if rx_open && !stopping {
+            while queue.len() < opt.max_pending {
+                match rx.try_recv() {
+                    Ok(ev) => queue.extend(mapper.map(&ev)),
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                        queue.push_back(lost(n, &mut stats));
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let gathered = stopping
+            || queue.len() >= opt.max_batch
+            || gather_until.is_none_or(|t| Instant::now() >= t);
         // Start a write when idle and there is something to write.
-        if inflight.is_none() && retry_at.is_none_or(|t| Instant::now() >= t) {
+        if inflight.is_none() && gathered && retry_at.is_none_or(|t| Instant::now() >= t) {
+            gather_until = None;
             let cp_due = opt.key.is_some()
                 && (head.seq + queue.len() as u64 > last_cp_seq)
                 && (last_cp_at.elapsed() >= opt.checkpoint_interval || stopping);
@@ -320,14 +345,21 @@ async fn run(
             )));
         }
 
-        let can_receive = rx_open && !stopping && queue.len() < opt.max_pending;
-        let sleep_until = retry_at.unwrap_or_else(|| {
+        // Wait on the bus only when there is nothing else to wait for (or the store is failing
+        // and events must not pile up on the bus meanwhile).
+        let idle = inflight.is_none() && gather_until.is_none();
+        let can_receive =
+            rx_open && !stopping && queue.len() < opt.max_pending && (idle || retry_at.is_some());
+        let mut sleep_until = retry_at.unwrap_or_else(|| {
             if opt.key.is_some() && head.seq > last_cp_seq {
                 last_cp_at + opt.checkpoint_interval
             } else {
                 Instant::now() + Duration::from_secs(3600)
             }
         });
+        if let Some(t) = gather_until {
+            sleep_until = sleep_until.min(t);
+        }
         tokio::select! {
             biased;
             res = async {
@@ -411,6 +443,9 @@ async fn run(
             r = rx.recv(), if can_receive => {
                 match r {
                     Ok(ev) => {
+                        if queue.is_empty() && inflight.is_none() && retry_at.is_none() {
+                            gather_until = Some(Instant::now() + opt.batch_delay);
+                        }
                         queue.extend(mapper.map(&ev));
                         // Drain what else is ready, up to a batch.
                         for _ in 0..opt.max_batch {

@@ -448,6 +448,76 @@ async fn truncated_tail_is_caught_by_checkpoint(b: Backend) {
     }
 }
 
+/// Records that trickle in (a relay emits a few per instance) are gathered for `batch_delay`
+/// into one transaction, not written one transaction (and one fsync) per event; a lone record
+/// is still written once the delay has passed, and the chain verifies.
+async fn trickling_records_are_gathered_into_few_transactions(b: Backend) {
+    let bus = EventBus::new(4096);
+    let mut opt = WriterOptions::new("gw");
+    opt.batch_delay = Duration::from_secs(3);
+    let h = AuditWriter::spawn(b.open(), bus.subscribe(), opt);
+    let mut health = h.health();
+    // audit-started is written at once (no event is waiting for it).
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        health.wait_for(|h| h.head_seq >= 1),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    for id in 0..20 {
+        emit_assoc(&bus, id, 1);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let emitting = t0.elapsed();
+    let stats = h.shutdown().await.unwrap();
+    // Per association with one C-STORE: requested, accepted, request, response,
+    // transfer-begun, instances-transferred, released = 7; then audit-started and -stopped.
+    assert_eq!(stats.head_seq, 20 * 7 + 2, "{stats:?}");
+    // One for audit-started, one for everything else (at the latest at shutdown); a third only
+    // if emitting took longer than the delay.
+    let most = if emitting < Duration::from_secs(3) {
+        2
+    } else {
+        3
+    };
+    assert!(
+        stats.transactions <= most,
+        "{} transactions for {} records (emitting took {emitting:?})",
+        stats.transactions,
+        stats.records
+    );
+    let mut s = b.open();
+    let rep = sync(|| verify_chain(s.as_mut(), "gw", None).unwrap());
+    assert!(rep.ok(), "{:?}", rep.fault);
+
+    // A lone association is written when the delay has passed, without a shutdown.
+    let bus = EventBus::new(4096);
+    let mut opt = WriterOptions::new("gw");
+    opt.batch_delay = Duration::from_millis(200);
+    let h = AuditWriter::spawn(b.open(), bus.subscribe(), opt);
+    let mut health = h.health();
+    let start = stats.head_seq;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        health.wait_for(|h| h.head_seq > start),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let before = health.borrow().head_seq;
+    emit_assoc(&bus, 99, 1);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        health.wait_for(|h| h.head_seq >= before + 7),
+    )
+    .await
+    .expect("a lone association is written after batch_delay")
+    .unwrap();
+    h.shutdown().await.unwrap();
+}
+
 async fn crash_mid_stream_then_reopen_still_verifies(b: Backend) {
     let (_kd, k) = key();
     let bus = EventBus::new(65536);
@@ -729,6 +799,10 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn truncated_tail_is_caught_by_checkpoint() {
                 super::truncated_tail_is_caught_by_checkpoint($make("trunc")).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn trickling_records_are_gathered_into_few_transactions() {
+                super::trickling_records_are_gathered_into_few_transactions($make("gather")).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn crash_mid_stream_then_reopen_still_verifies() {
