@@ -321,14 +321,20 @@ impl EventBus {
                 .unwrap_or(0),
             event,
         };
-        let log_view = EventRecord {
-            seq: record.seq,
-            time_ms: record.time_ms,
-            event: record.event.for_log().into_owned(),
-        };
-        match serde_json::to_string(&log_view) {
-            Ok(json) => tracing::info!(target: "radguard::event", event = %json),
-            Err(e) => tracing::error!(target: "radguard::event", "event not serialisable: {e}"),
+        // Serialised only when the log line is wanted (`RADGUARD_LOG=warn` skips it: a relay
+        // emits a few events per instance).
+        if tracing::enabled!(target: "radguard::event", tracing::Level::INFO) {
+            let log_view = EventRecord {
+                seq: record.seq,
+                time_ms: record.time_ms,
+                event: record.event.for_log().into_owned(),
+            };
+            match serde_json::to_string(&log_view) {
+                Ok(json) => tracing::info!(target: "radguard::event", event = %json),
+                Err(e) => {
+                    tracing::error!(target: "radguard::event", "event not serialisable: {e}")
+                }
+            }
         }
         // No subscriber is fine: the log line is the record for now.
         let _ = self.tx.send(Arc::new(record));
