@@ -1554,12 +1554,12 @@ pub fn parse_events(log: &str) -> Vec<Value> {
     log.lines()
         .filter(|l| l.contains("radguard::event"))
         .filter_map(|l| {
-            // Text format: the event JSON is the last {...} of the line; JSON format: a string
-            // field holding it.
+            // Text format: the event JSON is the last {...} of the line; JSON format: the
+            // `fields.event` object.
             let v: Value = match serde_json::from_str::<Value>(l) {
                 Ok(outer) => {
-                    let inner = outer["fields"]["event"].as_str()?;
-                    serde_json::from_str(inner).ok()?
+                    let inner = outer["fields"]["event"].clone();
+                    inner.is_object().then_some(inner)?
                 }
                 Err(_) => {
                     let start = l.find("event={")? + "event=".len();
