@@ -76,7 +76,7 @@ impl WriterOptions {
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(60),
             max_batch: 4096,
-            batch_delay: Duration::from_millis(10),
+            batch_delay: Duration::from_millis(50),
             max_pending: 200_000,
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
