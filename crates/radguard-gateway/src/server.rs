@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use radguard_dicom::pdu::{reject_bytes, MAX_ASSOCIATION_PDU};
+use radguard_dicom::pdu::{reject_bytes, PduType, MAX_ASSOCIATION_PDU};
 use radguard_events::{AssocId, Blame, Event, EventBus};
 use radguard_ledger::Ledger;
 use radguard_policy::{Policy, ServerSettings};
@@ -314,7 +314,18 @@ fn refuse_over_limit(
         let short = shared.settings.artim_timeout.min(Duration::from_secs(2));
         let (rd, mut wr) = stream.into_split();
         let mut reader = PduReader::new(rd, MAX_ASSOCIATION_PDU);
-        let _ = tokio::time::timeout(short, reader.next()).await;
+        let first = tokio::time::timeout(short, reader.next()).await;
+        if let Ok(Ok(frame)) = &first {
+            if frame.ty == PduType::Abort {
+                // PS3.8 Sta2 + A-ABORT (AA-2): close, send nothing.
+                shared.bus.emit(Event::AssociationAborted {
+                    assoc: id,
+                    blame: Blame::Peer,
+                    why: format!("{why}; A-ABORT before any A-ASSOCIATE-RQ: closed"),
+                });
+                return;
+            }
+        }
         let _ = write_timed(&mut wr, &reject_bytes(2, 3, 2), short).await;
         shared.bus.emit(Event::AssociationRefused {
             assoc: id,

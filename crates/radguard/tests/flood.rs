@@ -419,6 +419,13 @@ fn flood_of_2000_connections_is_capped_while_a_good_peer_keeps_storing() {
             || k.contains("no answer: still in the kernel's accept queue");
         assert!(ok, "{n} attacker connection(s) got {k:?}\n{summary}");
     }
+    // An A-ABORT as the first PDU is closed without an answer (PS3.8 AA-2), over the caps too.
+    assert!(
+        !outcomes
+            .keys()
+            .any(|k| k.starts_with("A-ABORT: ") && k.contains("RJ")),
+        "an A-ABORT got an A-ASSOCIATE-RJ: {summary}"
+    );
     let hung: usize = outcomes
         .iter()
         .filter(|(k, _)| k.contains("HANG"))
