@@ -94,7 +94,9 @@ impl HeadSniffer {
     }
 }
 
-fn long_form(vr: [u8; 2]) -> bool {
+/// Explicit VR encodings whose element header has 2 reserved bytes and a 4-byte length
+/// (PS3.5 7.1.2); every other VR has a 2-byte length.
+pub fn long_form(vr: [u8; 2]) -> bool {
     matches!(
         &vr,
         b"OB"

@@ -129,25 +129,6 @@ fn valid_vr(v: [u8; 2]) -> bool {
     VR::from_binary(v).is_some()
 }
 
-fn long_vr(v: [u8; 2]) -> bool {
-    matches!(
-        &v,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"SQ"
-            | b"SV"
-            | b"UC"
-            | b"UN"
-            | b"UR"
-            | b"UT"
-            | b"UV"
-    )
-}
-
 /// VRs whose values are bulk binary or long text; the rest get an "oversized" check.
 fn bulk_vr(v: [u8; 2]) -> bool {
     matches!(
@@ -908,7 +889,7 @@ impl<'o> Walker<'o> {
                 raw_len: 8,
             }));
         }
-        if long_vr(vr) {
+        if radguard_dicom::head::long_form(vr) {
             let m = src.read_full(&mut raw[8..12])?;
             if m < 4 {
                 return Ok(ReadHeader::Partial(8 + m, raw));

@@ -9,6 +9,7 @@
 
 use super::ts::Encoding;
 use super::{split_at_most, FingerprintError};
+use radguard_dicom::head::long_form;
 
 /// Longest value of a fingerprinted attribute the parser collects (their VRs allow far less).
 pub const MAX_ATTRIBUTE_VALUE: u32 = 64 * 1024;
@@ -82,26 +83,6 @@ pub struct Parser {
     value: Vec<u8>,
     offset: u64,
     last_top_level_tag: Option<u32>,
-}
-
-/// VRs whose explicit header has a 4-byte length after 2 reserved bytes.
-fn long_form(vr: [u8; 2]) -> bool {
-    matches!(
-        &vr,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"SQ"
-            | b"SV"
-            | b"UC"
-            | b"UN"
-            | b"UR"
-            | b"UT"
-            | b"UV"
-    )
 }
 
 fn is_pixel_tag(tag: u32) -> bool {
