@@ -6,7 +6,13 @@
 
 /// The most of a data set's start that is kept to find the identifying attributes.
 pub const HEAD_LIMIT: usize = 64 * 1024;
-const MAX_DEPTH: usize = 8;
+
+use dicom_core::Tag;
+
+use crate::inflate::DataSetReader;
+use crate::limits::Limits;
+use crate::tokens::Token;
+use crate::ts::TransferSyntax;
 
 /// Identifying attributes found at the head of a data set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,232 +26,134 @@ pub struct HeadFacts {
     /// Query/Retrieve Level (0008,0052) of a C-FIND/C-MOVE/C-GET identifier.
     pub query_level: Option<String>,
     /// True when the walk stopped for a reason other than "found the end of the head"
-    /// (malformed, deeper than the nesting limit, or more than [`HEAD_LIMIT`] bytes).
+    /// (malformed, deeper than the nesting limit, more than [`HEAD_LIMIT`] bytes, or cut short).
     pub incomplete: bool,
 }
 
-/// Streaming sniffer for one data set.
+/// Streaming sniffer for one data set, on the one grammar ([`crate::tokens`]): each byte is
+/// read once (linear in the head size), and the sniffer stops at the first top-level element
+/// after (0020,000E) or after [`HEAD_LIMIT`] bytes.
 #[derive(Debug)]
 pub struct HeadSniffer {
-    explicit: bool,
-    buf: Vec<u8>,
-    done: Option<HeadFacts>,
+    reader: DataSetReader,
+    facts: HeadFacts,
+    /// The top-level element whose value is being collected, and the bytes so far.
+    collecting: Option<(Tag, Vec<u8>)>,
+    done: bool,
 }
 
-enum Walk {
-    /// Not enough bytes yet.
-    NeedMore,
-    /// Walked past the attributes of interest (or the end of the data).
-    Done,
-    /// The bytes are not a data set the walker understands.
-    Malformed,
-}
+/// Longest value kept for one identifying attribute (their VRs allow 64 characters at most).
+const MAX_VALUE: usize = 1024;
 
 impl HeadSniffer {
-    /// `explicit`: whether the transfer syntax has explicit VRs (all but Implicit VR LE).
-    /// Big endian and deflated data sets are not sniffed (the caller passes `None` facts).
-    pub fn new(explicit: bool) -> Self {
+    /// A sniffer for a data set in this transfer syntax (deflated and big endian included).
+    pub fn new(ts: &TransferSyntax) -> Self {
+        let limits = Limits {
+            max_total: HEAD_LIMIT as u64,
+            ..Limits::GATEWAY
+        };
         HeadSniffer {
-            explicit,
-            buf: Vec::new(),
-            done: None,
+            reader: DataSetReader::new(ts, limits),
+            facts: HeadFacts::default(),
+            collecting: None,
+            done: false,
         }
+    }
+
+    /// A sniffer for a transfer syntax UID; `None` when the UID is not a valid UID.
+    pub fn for_uid(uid: &str) -> Option<Self> {
+        TransferSyntax::from_uid(uid).ok().map(|ts| Self::new(&ts))
     }
 
     /// Feeds the next chunk; returns true once the facts are known (further chunks are ignored).
     pub fn feed(&mut self, chunk: &[u8]) -> bool {
-        if self.done.is_some() {
+        if self.done {
             return true;
         }
-        let room = HEAD_LIMIT.saturating_sub(self.buf.len());
-        self.buf
-            .extend_from_slice(chunk.get(..chunk.len().min(room)).unwrap_or_default());
-        let mut facts = HeadFacts::default();
-        match walk(&self.buf, self.explicit, 0, &mut facts, &mut 0) {
-            Walk::Done => {
-                self.finish_with(facts);
+        let Self {
+            reader,
+            facts,
+            collecting,
+            done,
+        } = self;
+        reader.feed(chunk, |t| {
+            if *done {
+                return;
             }
-            Walk::Malformed => {
-                facts.incomplete = true;
-                self.finish_with(facts);
+            match t {
+                Token::Element(h) if h.depth == 0 => {
+                    if (h.tag.group(), h.tag.element()) > (0x0020, 0x000E) {
+                        *done = true;
+                    } else if wanted(h.tag) {
+                        *collecting = Some((h.tag, Vec::new()));
+                    }
+                }
+                Token::Value(v) => {
+                    if let Some((_, buf)) = collecting.as_mut() {
+                        let room = MAX_VALUE.saturating_sub(buf.len());
+                        buf.extend_from_slice(v.get(..v.len().min(room)).unwrap_or_default());
+                    }
+                }
+                Token::ValueEnd => {
+                    if let Some((tag, buf)) = collecting.take() {
+                        record(facts, tag, &buf);
+                    }
+                }
+                Token::Error(_) => {
+                    facts.incomplete = true;
+                    *done = true;
+                }
+                _ => {}
             }
-            Walk::NeedMore if self.buf.len() >= HEAD_LIMIT => {
-                facts.incomplete = true;
-                self.finish_with(facts);
-            }
-            Walk::NeedMore => {}
-        }
-        self.done.is_some()
-    }
-
-    fn finish_with(&mut self, facts: HeadFacts) {
-        self.done = Some(facts);
-        self.buf = Vec::new();
+        });
+        self.done
     }
 
     /// The facts: complete if the head was seen, partial (with `incomplete`) otherwise.
-    pub fn finish(mut self) -> HeadFacts {
-        if let Some(f) = self.done.take() {
-            return f;
+    pub fn finish(self) -> HeadFacts {
+        let mut facts = self.facts;
+        if !self.done && self.reader.finish().is_err() {
+            facts.incomplete = true;
         }
-        let mut facts = HeadFacts::default();
-        let _ = walk(&self.buf, self.explicit, 0, &mut facts, &mut 0);
         facts
     }
 }
 
-/// Explicit VR encodings whose element header has 2 reserved bytes and a 4-byte length
-/// (PS3.5 7.1.2); every other VR has a 2-byte length.
-pub fn long_form(vr: [u8; 2]) -> bool {
+fn wanted(tag: Tag) -> bool {
     matches!(
-        &vr,
-        b"OB"
-            | b"OW"
-            | b"OF"
-            | b"OD"
-            | b"OL"
-            | b"OV"
-            | b"SQ"
-            | b"UT"
-            | b"UN"
-            | b"UC"
-            | b"UR"
-            | b"SV"
-            | b"UV"
+        (tag.group(), tag.element()),
+        (0x0008, 0x0018)
+            | (0x0008, 0x0050)
+            | (0x0008, 0x0052)
+            | (0x0010, 0x0010)
+            | (0x0010, 0x0020)
+            | (0x0020, 0x000D)
+            | (0x0020, 0x000E)
     )
+}
+
+/// Records a value; the first occurrence of a repeated element wins (as DCMTK and pydicom
+/// read it).
+fn record(facts: &mut HeadFacts, tag: Tag, value: &[u8]) {
+    let slot = match (tag.group(), tag.element()) {
+        (0x0008, 0x0018) => &mut facts.sop_instance_uid,
+        (0x0008, 0x0050) => &mut facts.accession_number,
+        (0x0008, 0x0052) => &mut facts.query_level,
+        (0x0010, 0x0010) => &mut facts.patient_name,
+        (0x0010, 0x0020) => &mut facts.patient_id,
+        (0x0020, 0x000D) => &mut facts.study_uid,
+        (0x0020, 0x000E) => &mut facts.series_uid,
+        _ => return,
+    };
+    if slot.is_none() {
+        *slot = text(value);
+    }
 }
 
 fn text(v: &[u8]) -> Option<String> {
     let s = String::from_utf8_lossy(v);
     let t = s.trim_matches(|c: char| c == ' ' || c == '\0');
     (!t.is_empty()).then(|| t.chars().take(256).collect())
-}
-
-/// Walks elements from `data`, recording facts at depth 0. `pos` returns how far it got.
-fn walk(data: &[u8], explicit: bool, depth: usize, facts: &mut HeadFacts, pos: &mut usize) -> Walk {
-    if depth > MAX_DEPTH {
-        return Walk::Malformed;
-    }
-    let mut at = 0usize;
-    loop {
-        *pos = at;
-        let Some(rest) = data.get(at..) else {
-            return Walk::Malformed;
-        };
-        let Some(h) = rest.first_chunk::<8>() else {
-            return Walk::NeedMore;
-        };
-        let group = u16::from_le_bytes([h[0], h[1]]);
-        let elem = u16::from_le_bytes([h[2], h[3]]);
-        // Item / delimiters inside sequences are handled by the caller (depth > 0).
-        if group == 0xFFFE {
-            return if depth > 0 {
-                Walk::Done
-            } else {
-                Walk::Malformed
-            };
-        }
-        if depth == 0 && (group, elem) > (0x0020, 0x000E) {
-            return Walk::Done;
-        }
-        let (len, hdr, is_sq) = if explicit {
-            let vr = [h[4], h[5]];
-            if !vr.iter().all(u8::is_ascii_uppercase) {
-                return Walk::Malformed;
-            }
-            if long_form(vr) {
-                let Some(l) = rest.get(8..12).and_then(|l| <[u8; 4]>::try_from(l).ok()) else {
-                    return Walk::NeedMore;
-                };
-                (u32::from_le_bytes(l), 12usize, &vr == b"SQ")
-            } else {
-                (u32::from(u16::from_le_bytes([h[6], h[7]])), 8usize, false)
-            }
-        } else {
-            let l = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-            // Implicit VR: only undefined length tells a sequence (defined-length ones are skipped).
-            (l, 8usize, l == 0xFFFF_FFFF)
-        };
-        at += hdr;
-        if len == 0xFFFF_FFFF {
-            if !(is_sq || explicit && [h[4], h[5]] == *b"UN") {
-                return Walk::Malformed;
-            }
-            match skip_undefined_sequence(data, at, explicit, depth) {
-                Ok(Some(end)) => at = end,
-                Ok(None) => return Walk::NeedMore,
-                Err(()) => return Walk::Malformed,
-            }
-            continue;
-        }
-        let len = len as usize;
-        let Some(value) = data.get(at..at.saturating_add(len)) else {
-            return Walk::NeedMore;
-        };
-        if depth == 0 {
-            match (group, elem) {
-                (0x0008, 0x0018) => facts.sop_instance_uid = text(value),
-                (0x0008, 0x0050) => facts.accession_number = text(value),
-                (0x0008, 0x0052) => facts.query_level = text(value),
-                (0x0010, 0x0010) => facts.patient_name = text(value),
-                (0x0010, 0x0020) => facts.patient_id = text(value),
-                (0x0020, 0x000D) => facts.study_uid = text(value),
-                (0x0020, 0x000E) => facts.series_uid = text(value),
-                _ => {}
-            }
-        }
-        at += len;
-    }
-}
-
-/// Skips a sequence of undefined length starting at `at` (its first item); returns the offset
-/// after its Sequence Delimitation Item, `None` if more bytes are needed.
-fn skip_undefined_sequence(
-    data: &[u8],
-    mut at: usize,
-    explicit: bool,
-    depth: usize,
-) -> Result<Option<usize>, ()> {
-    loop {
-        let Some(h) = data.get(at..).and_then(|d| d.first_chunk::<8>()) else {
-            return Ok(None);
-        };
-        let group = u16::from_le_bytes([h[0], h[1]]);
-        let elem = u16::from_le_bytes([h[2], h[3]]);
-        let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-        at += 8;
-        match (group, elem) {
-            (0xFFFE, 0xE0DD) => return Ok(Some(at)),
-            (0xFFFE, 0xE000) if len != 0xFFFF_FFFF => {
-                at = at.checked_add(len as usize).ok_or(())?;
-                if at > data.len() {
-                    return Ok(None);
-                }
-            }
-            (0xFFFE, 0xE000) => {
-                // Item of undefined length: walk its elements until the Item Delimitation Item.
-                let Some(inner) = data.get(at..) else {
-                    return Ok(None);
-                };
-                let mut pos = 0;
-                let mut scratch = HeadFacts::default();
-                match walk(inner, explicit, depth + 1, &mut scratch, &mut pos) {
-                    Walk::Done => {}
-                    Walk::NeedMore => return Ok(None),
-                    Walk::Malformed => return Err(()),
-                }
-                at += pos;
-                let Some(d) = data.get(at..at + 8) else {
-                    return Ok(None);
-                };
-                if !d.starts_with(&[0xFE, 0xFF, 0x0D, 0xE0]) {
-                    return Err(());
-                }
-                at += 8;
-            }
-            _ => return Err(()),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -297,7 +205,7 @@ mod tests {
         for explicit in [true, false] {
             let d = sample(explicit);
             for chunk in [1usize, 3, 7, 64, 4096] {
-                let mut s = HeadSniffer::new(explicit);
+                let mut s = HeadSniffer::new(&ts_of(explicit));
                 for c in d.chunks(chunk) {
                     s.feed(c);
                 }
@@ -313,14 +221,59 @@ mod tests {
         }
     }
 
+    fn ts_of(explicit: bool) -> TransferSyntax {
+        if explicit {
+            TransferSyntax::explicit_vr_le()
+        } else {
+            TransferSyntax::implicit_vr_le()
+        }
+    }
+
     #[test]
     fn garbage_is_incomplete_not_a_panic() {
-        let mut s = HeadSniffer::new(true);
+        let mut s = HeadSniffer::new(&ts_of(true));
         assert!(s.feed(&[0x10, 0, 0x10, 0, b'p', b'n', 0xFF, 0xFF]));
         assert!(s.finish().incomplete);
-        let mut s = HeadSniffer::new(true);
+        let mut s = HeadSniffer::new(&ts_of(true));
         s.feed(&[0x10, 0, 0x20, 0, b'L', b'O', 0xFF, 0x7F, b'x']);
         let f = s.finish();
         assert_eq!(f.patient_id, None);
+        assert!(f.incomplete);
+    }
+
+    #[test]
+    fn first_of_a_repeated_element_wins_and_deflated_heads_are_read() {
+        let mut d = Vec::new();
+        el_explicit(&mut d, 0x0010, 0x0020, b"LO", b"P-FIRST ");
+        el_explicit(&mut d, 0x0010, 0x0020, b"LO", b"P-SECOND");
+        el_explicit(&mut d, 0x0028, 0x0010, b"US", &[0, 2]);
+        let mut s = HeadSniffer::new(&ts_of(true));
+        assert!(s.feed(&d));
+        assert_eq!(s.finish().patient_id.as_deref(), Some("P-FIRST"));
+
+        let full = sample(true);
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut z, &full).unwrap();
+        let z = z.finish().unwrap();
+        let ts = TransferSyntax::from_uid(crate::ts::DEFLATED_EXPLICIT_VR_LE).unwrap();
+        let mut s = HeadSniffer::new(&ts);
+        for c in z.chunks(5) {
+            s.feed(c);
+        }
+        assert_eq!(s.finish().patient_id.as_deref(), Some("PID-42"));
+    }
+
+    /// One byte at a time through a head of 60 KiB of private elements: each byte is read once.
+    #[test]
+    fn large_heads_in_small_chunks_finish() {
+        let mut d = Vec::new();
+        for i in 0..6000u16 {
+            el_explicit(&mut d, 0x0009, 0x1000 + i, b"LO", &[]);
+        }
+        let mut s = HeadSniffer::new(&ts_of(true));
+        for c in d.chunks(1) {
+            s.feed(c);
+        }
+        let _ = s.finish();
     }
 }

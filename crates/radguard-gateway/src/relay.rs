@@ -473,14 +473,10 @@ fn subject_of(f: HeadFacts) -> Subject {
     }
 }
 
-/// Whether the head of a data set in this transfer syntax can be sniffed, and how.
+/// The head sniffer for a data set in this transfer syntax (any valid transfer syntax UID:
+/// big endian and deflated heads are read through the one grammar too).
 pub(crate) fn sniffer_for(ts: &str) -> Option<HeadSniffer> {
-    match ts {
-        uids::IMPLICIT_VR_LE => Some(HeadSniffer::new(false)),
-        // Big endian and deflated heads are not read; every other syntax is explicit VR LE.
-        "1.2.840.10008.1.2.2" | "1.2.840.10008.1.2.1.99" => None,
-        _ => Some(HeadSniffer::new(true)),
-    }
+    HeadSniffer::for_uid(ts)
 }
 
 enum Action<'a> {

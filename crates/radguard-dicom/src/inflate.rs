@@ -1,0 +1,308 @@
+//! Deflated data sets (PS3.5 §A.5: the whole data set is an RFC 1951 deflate stream, no zlib
+//! header) as an input adapter in front of the tokenizer, with decompression-bomb caps
+//! ([`Limits::max_inflated`], [`Limits::max_inflate_ratio`]); and [`DataSetReader`], the one
+//! entry point that reads a data set in any transfer syntax.
+
+use flate2::{Decompress, FlushDecompress, Status};
+
+use crate::limits::Limits;
+use crate::tokens::{ErrorKind, GrammarError, Token, Tokenizer};
+use crate::ts::TransferSyntax;
+
+const OUT_CHUNK: usize = 64 * 1024;
+
+/// Why a deflated data set cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InflateError {
+    #[error("the deflated data set is corrupt")]
+    Corrupt,
+    #[error("the deflated data set inflates past {limit} bytes (decompression bomb)")]
+    TooLarge { limit: u64 },
+    #[error(
+        "the deflated data set inflates {ratio}:1 or more past {floor} bytes (decompression bomb)"
+    )]
+    Ratio { ratio: u64, floor: u64 },
+    #[error("the deflate stream ends before the data")]
+    Truncated,
+}
+
+/// A push inflater with bomb caps.
+pub struct Inflater {
+    d: Decompress,
+    out: Vec<u8>,
+    limits: Limits,
+    done: bool,
+}
+
+impl std::fmt::Debug for Inflater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inflater")
+            .field("in", &self.d.total_in())
+            .field("out", &self.d.total_out())
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl Inflater {
+    pub fn new(limits: Limits) -> Inflater {
+        Inflater {
+            d: Decompress::new(false),
+            out: vec![0; OUT_CHUNK],
+            limits,
+            done: false,
+        }
+    }
+
+    /// Compressed bytes consumed and inflated bytes produced so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.d.total_in(), self.d.total_out())
+    }
+
+    /// True once the deflate stream has ended.
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Inflates `input`, handing the output to `sink` in chunks. Returns how many input bytes
+    /// belonged to the deflate stream: fewer than `input.len()` only once the stream has ended
+    /// (the rest is data after the data set).
+    pub fn feed(
+        &mut self,
+        mut input: &[u8],
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<usize, InflateError> {
+        let start = input.len();
+        while !self.done && !input.is_empty() {
+            let (in0, out0) = self.totals();
+            let status = self
+                .d
+                .decompress(input, &mut self.out, FlushDecompress::None)
+                .map_err(|_| InflateError::Corrupt)?;
+            let (in1, out1) = self.totals();
+            let used = (in1 - in0) as usize;
+            let made = (out1 - out0) as usize;
+            input = input.get(used..).unwrap_or_default();
+            self.check()?;
+            if made > 0 {
+                sink(self.out.get(..made).unwrap_or_default());
+            }
+            match status {
+                Status::StreamEnd => self.done = true,
+                Status::Ok => {}
+                Status::BufError if used == 0 && made == 0 => break,
+                Status::BufError => {}
+            }
+        }
+        Ok(start - input.len())
+    }
+
+    fn check(&self) -> Result<(), InflateError> {
+        let (i, o) = self.totals();
+        if o > self.limits.max_inflated {
+            return Err(InflateError::TooLarge {
+                limit: self.limits.max_inflated,
+            });
+        }
+        if o > self.limits.inflate_ratio_floor
+            && o > i.saturating_mul(self.limits.max_inflate_ratio)
+        {
+            return Err(InflateError::Ratio {
+                ratio: self.limits.max_inflate_ratio,
+                floor: self.limits.inflate_ratio_floor,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Reads a data set in a transfer syntax: inflating when deflated, tokenizing always.
+///
+/// Offsets in tokens are offsets in the data set as tokenized (inflated bytes for a deflated
+/// transfer syntax).
+#[derive(Debug)]
+pub struct DataSetReader {
+    tokenizer: Tokenizer,
+    inflater: Option<Inflater>,
+    /// Compressed bytes after the end of the deflate stream.
+    after_stream: u64,
+    failed: bool,
+}
+
+impl DataSetReader {
+    pub fn new(ts: &TransferSyntax, limits: Limits) -> DataSetReader {
+        DataSetReader {
+            tokenizer: Tokenizer::new(ts.encoding, limits),
+            inflater: ts.deflated.then(|| Inflater::new(limits)),
+            after_stream: 0,
+            failed: false,
+        }
+    }
+
+    /// Feeds the next chunk of the data set as it is on the wire or on disk.
+    pub fn feed(&mut self, chunk: &[u8], mut f: impl FnMut(Token<'_>)) {
+        if self.failed {
+            return;
+        }
+        let tz = &mut self.tokenizer;
+        match self.inflater.as_mut() {
+            None => tz.feed(chunk, f),
+            Some(inf) => {
+                let r = inf.feed(chunk, |out| {
+                    for t in tz.tokens(out) {
+                        f(t);
+                    }
+                });
+                match r {
+                    Ok(used) => self.after_stream += (chunk.len() - used) as u64,
+                    Err(e) => {
+                        self.failed = true;
+                        f(Token::Error(GrammarError {
+                            offset: tz.offset(),
+                            kind: ErrorKind::Inflate(e),
+                        }))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks that the data set ended cleanly (see [`Tokenizer::finish`]); a deflate stream
+    /// must have ended too.
+    pub fn finish(&self) -> Result<(), GrammarError> {
+        if let Some(inf) = &self.inflater {
+            if self.failed {
+                return Err(GrammarError {
+                    offset: self.tokenizer.offset(),
+                    kind: ErrorKind::Inflate(InflateError::Corrupt),
+                });
+            }
+            if !inf.done() {
+                return Err(GrammarError {
+                    offset: self.tokenizer.offset(),
+                    kind: ErrorKind::Inflate(InflateError::Truncated),
+                });
+            }
+        }
+        self.tokenizer.finish()
+    }
+
+    /// The tokenizer (offset, depth, boundary).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Compressed bytes found after the end of the deflate stream.
+    pub fn bytes_after_stream(&self) -> u64 {
+        self.after_stream
+    }
+
+    pub fn inflater(&self) -> Option<&Inflater> {
+        self.inflater.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokens::{tokenize_chunks, OwnedToken};
+    use crate::ts::{Encoding, DEFLATED_EXPLICIT_VR_LE};
+    use std::io::Write;
+
+    fn deflate(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn data_set() -> Vec<u8> {
+        let mut d = Vec::new();
+        for i in 0..200u16 {
+            d.extend_from_slice(&0x0009u16.to_le_bytes());
+            d.extend_from_slice(&(0x1000 + i).to_le_bytes());
+            d.extend_from_slice(b"LO");
+            d.extend_from_slice(&4u16.to_le_bytes());
+            d.extend_from_slice(b"ABCD");
+        }
+        d
+    }
+
+    fn read(
+        ts: &TransferSyntax,
+        input: &[u8],
+        chunk: usize,
+    ) -> (Vec<OwnedToken>, Result<(), GrammarError>) {
+        let mut r = DataSetReader::new(ts, Limits::GATEWAY);
+        let mut buf = Vec::new();
+        for c in input.chunks(chunk) {
+            r.feed(c, |t| buf.push(t.into()));
+        }
+        let v = merge(buf);
+        (v, r.finish())
+    }
+
+    fn merge(v: Vec<OwnedToken>) -> Vec<OwnedToken> {
+        let mut out: Vec<OwnedToken> = Vec::new();
+        for t in v {
+            match (t, out.last_mut()) {
+                (OwnedToken::Value(b), Some(OwnedToken::Value(a))) => a.extend_from_slice(&b),
+                (t, _) => out.push(t),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn deflated_reads_as_its_inflated_form() {
+        let d = data_set();
+        let plain = tokenize_chunks(
+            Tokenizer::new(Encoding::ExplicitLittle, Limits::GATEWAY),
+            [d.as_slice()],
+        );
+        let ts = TransferSyntax::from_uid(DEFLATED_EXPLICIT_VR_LE).unwrap();
+        let z = deflate(&d);
+        for chunk in [1, 7, 100, z.len()] {
+            assert_eq!(read(&ts, &z, chunk), plain, "chunk {chunk}");
+        }
+        // Cut short: the stream did not end.
+        let (_, end) = read(&ts, &z[..z.len() / 2], 50);
+        assert!(end.is_err());
+    }
+
+    #[test]
+    fn bombs_are_refused() {
+        let mut zeros = vec![0x09, 0x00, 0x00, 0x10, b'O', b'B', 0, 0];
+        zeros.extend_from_slice(&(40u32 << 20).to_le_bytes());
+        zeros.resize(12 + (40 << 20), 0);
+        let z = deflate(&zeros);
+        let ts = TransferSyntax::from_uid(DEFLATED_EXPLICIT_VR_LE).unwrap();
+        let mut r = DataSetReader::new(&ts, Limits::GATEWAY);
+        let mut errors = Vec::new();
+        for c in z.chunks(4096) {
+            r.feed(c, |t| {
+                if let Token::Error(e) = t {
+                    errors.push(e)
+                }
+            });
+        }
+        assert!(
+            matches!(
+                errors.as_slice(),
+                [GrammarError {
+                    kind: ErrorKind::Inflate(InflateError::Ratio { .. }),
+                    ..
+                }]
+            ),
+            "{errors:?}"
+        );
+        // Garbage is corrupt.
+        let mut r = DataSetReader::new(&ts, Limits::GATEWAY);
+        let mut seen = None;
+        r.feed(&[0xFF; 64], |t| {
+            if let Token::Error(e) = t {
+                seen = Some(e.kind)
+            }
+        });
+        assert_eq!(seen, Some(ErrorKind::Inflate(InflateError::Corrupt)));
+    }
+}
