@@ -1,7 +1,7 @@
 //! DIMSE command sets (PS3.7 §9, §E): decode, validate, encode the responses the gateway gives.
 //!
-//! A command set is always Implicit VR Little Endian and small; it is decoded whole with
-//! dicom-object. Validation turns a decoded [`Command`] into a [`Request`] whose UIDs and AE
+//! A command set is always Implicit VR Little Endian and small; it is read with the one
+//! data-set grammar ([`crate::tokens`]). Validation turns a decoded [`Command`] into a [`Request`] whose UIDs and AE
 //! titles are typed, or into a [`RequestProblem`] that says which status to answer with.
 
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
@@ -9,6 +9,9 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 
+use crate::limits::Limits;
+use crate::tokens::{Anomaly, AnomalyKind, ElementKind, ErrorKind, Token, Tokenizer};
+use crate::ts::Encoding;
 use crate::types::{status, AeTitle, CommandField, Uid};
 
 /// Upper bound on a reassembled command set. Real ones are < 300 bytes.
@@ -45,69 +48,123 @@ pub enum CommandError {
 
 impl Command {
     /// Decodes a command set. Implicit VR Little Endian, group 0000 only, every length defined
-    /// and inside the buffer; unknown command elements are skipped.
+    /// and inside the buffer, each element once and in ascending order (PS3.5 §7.1); unknown
+    /// command elements are skipped.
     ///
-    /// Written here rather than with dicom-object: fuzzing (`fuzz/fuzz_targets/dimse_command.rs`)
-    /// showed dicom-object's reader allocating gigabytes on a 200-byte command set whose lengths
-    /// were all in bounds, and a command set is a flat list of a dozen small elements.
+    /// Read with the one data-set grammar ([`crate::tokens`]) rather than dicom-object: fuzzing
+    /// (`fuzz/fuzz_targets/dimse_command.rs`) showed dicom-object's reader allocating gigabytes
+    /// on a 200-byte command set whose lengths were all in bounds. A repeated element is refused:
+    /// the gateway and the upstream could each act on a different copy (PS3.5 §7.1: each tag at
+    /// most once).
     pub fn decode(bytes: &[u8]) -> Result<Command, CommandError> {
         if bytes.len() > MAX_COMMAND_SET {
             return Err(CommandError::TooLarge);
         }
+        let limits = Limits {
+            max_depth: 0,
+            max_total: MAX_COMMAND_SET as u64,
+            ..Limits::GATEWAY
+        };
+        let mut tz =
+            Tokenizer::new(Encoding::ImplicitLittle, limits).with_total(bytes.len() as u64);
         let mut c = Command::default();
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let Some((head, after)) = rest.split_first_chunk::<8>() else {
-                return Err(CommandError::Undecodable("truncated element header".into()));
-            };
-            let group = u16::from_le_bytes([head[0], head[1]]);
-            let element = u16::from_le_bytes([head[2], head[3]]);
-            let tag = Tag(group, element);
-            if group != 0 {
-                return Err(CommandError::WrongGroup(tag));
-            }
-            let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
-            if len > after.len() {
-                return Err(CommandError::Undecodable(format!(
-                    "element {tag} declares {len} bytes, {} remain",
-                    after.len()
-                )));
-            }
-            let (value, next) = after.split_at(len);
-            rest = next;
-            let us = || -> Result<u16, CommandError> {
-                match value {
-                    [a, b] => Ok(u16::from_le_bytes([*a, *b])),
-                    _ => Err(CommandError::Undecodable(format!(
-                        "element {tag} (US) has length {len}"
-                    ))),
+        let mut current: Option<(Tag, Vec<u8>)> = None;
+        for t in tz.tokens(bytes) {
+            match t {
+                Token::Element(h) => {
+                    if h.tag.group() != 0 {
+                        return Err(CommandError::WrongGroup(h.tag));
+                    }
+                    if h.kind != ElementKind::Value {
+                        return Err(CommandError::Undecodable(format!(
+                            "element {} has undefined length",
+                            h.tag
+                        )));
+                    }
+                    current = Some((h.tag, Vec::new()));
                 }
-            };
-            // Text that is not UTF-8 is kept (lossily) so that validation can answer it with
-            // the right status (an invalid UID is 0x0117), rather than dropping the message.
-            let text = || -> Result<String, CommandError> {
-                Ok(String::from_utf8_lossy(value)
-                    .trim_end_matches(['\0', ' '])
-                    .trim_start()
-                    .to_string())
-            };
-            match tag {
-                tags::COMMAND_FIELD => c.field = Some(us()?),
-                tags::MESSAGE_ID => c.message_id = Some(us()?),
-                tags::MESSAGE_ID_BEING_RESPONDED_TO => c.responded_to = Some(us()?),
-                tags::AFFECTED_SOP_CLASS_UID => c.affected_sop_class = Some(text()?),
-                tags::REQUESTED_SOP_CLASS_UID => c.requested_sop_class = Some(text()?),
-                tags::AFFECTED_SOP_INSTANCE_UID => c.affected_sop_instance = Some(text()?),
-                tags::REQUESTED_SOP_INSTANCE_UID => c.requested_sop_instance = Some(text()?),
-                tags::MOVE_DESTINATION => c.move_destination = Some(text()?),
-                tags::COMMAND_DATA_SET_TYPE => c.data_set_type = Some(us()?),
-                tags::STATUS => c.status = Some(us()?),
-                tags::PRIORITY => c.priority = Some(us()?),
-                tags::ERROR_COMMENT => c.error_comment = Some(text()?),
+                Token::Value(v) => {
+                    if let Some((_, buf)) = current.as_mut() {
+                        buf.extend_from_slice(v);
+                    }
+                }
+                Token::ValueEnd => {
+                    if let Some((tag, value)) = current.take() {
+                        c.set(tag, &value)?;
+                    }
+                }
+                Token::Anomaly(Anomaly {
+                    kind: AnomalyKind::Duplicate { tag },
+                    ..
+                }) => {
+                    return Err(CommandError::Undecodable(format!(
+                        "element {tag} appears twice"
+                    )))
+                }
+                // Out of order: a repetition of an earlier element could hide behind it.
+                Token::Anomaly(Anomaly {
+                    kind: AnomalyKind::OutOfOrder { tag, previous },
+                    ..
+                }) => {
+                    return Err(CommandError::Undecodable(format!(
+                        "element {tag} follows {previous}: elements out of order"
+                    )))
+                }
+                Token::Error(e) => {
+                    return Err(CommandError::Undecodable(match e.kind {
+                        ErrorKind::PastEnd {
+                            tag,
+                            length,
+                            available,
+                        } => format!("element {tag} declares {length} bytes, {available} remain"),
+                        ErrorKind::TooDeep { .. } => "a sequence in a command set".to_string(),
+                        other => other.to_string(),
+                    }))
+                }
                 _ => {}
             }
         }
-        Ok(c)
+        match tz.finish() {
+            Ok(()) => Ok(c),
+            Err(_) => Err(CommandError::Undecodable("truncated element header".into())),
+        }
+    }
+
+    /// Records one command element's value.
+    fn set(&mut self, tag: Tag, value: &[u8]) -> Result<(), CommandError> {
+        let us = || -> Result<u16, CommandError> {
+            match value {
+                [a, b] => Ok(u16::from_le_bytes([*a, *b])),
+                _ => Err(CommandError::Undecodable(format!(
+                    "element {tag} (US) has length {}",
+                    value.len()
+                ))),
+            }
+        };
+        // Text that is not UTF-8 is kept (lossily) so that validation can answer it with
+        // the right status (an invalid UID is 0x0117), rather than dropping the message.
+        let text = || -> String {
+            String::from_utf8_lossy(value)
+                .trim_end_matches(['\0', ' '])
+                .trim_start()
+                .to_string()
+        };
+        match tag {
+            tags::COMMAND_FIELD => self.field = Some(us()?),
+            tags::MESSAGE_ID => self.message_id = Some(us()?),
+            tags::MESSAGE_ID_BEING_RESPONDED_TO => self.responded_to = Some(us()?),
+            tags::AFFECTED_SOP_CLASS_UID => self.affected_sop_class = Some(text()),
+            tags::REQUESTED_SOP_CLASS_UID => self.requested_sop_class = Some(text()),
+            tags::AFFECTED_SOP_INSTANCE_UID => self.affected_sop_instance = Some(text()),
+            tags::REQUESTED_SOP_INSTANCE_UID => self.requested_sop_instance = Some(text()),
+            tags::MOVE_DESTINATION => self.move_destination = Some(text()),
+            tags::COMMAND_DATA_SET_TYPE => self.data_set_type = Some(us()?),
+            tags::STATUS => self.status = Some(us()?),
+            tags::PRIORITY => self.priority = Some(us()?),
+            tags::ERROR_COMMENT => self.error_comment = Some(text()),
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Whether a data set follows this command.
@@ -455,5 +512,21 @@ mod tests {
             Command::decode(&other_group),
             Err(CommandError::WrongGroup(_))
         ));
+        // The same element twice: the gateway and the upstream could act on different copies.
+        let mut twice = encode_request(CommandField::CEchoRq, 5, CT, None, false);
+        twice.extend_from_slice(&[0, 0, 0x10, 0x01, 2, 0, 0, 0, 9, 0]);
+        assert!(matches!(
+            Command::decode(&twice),
+            Err(CommandError::Undecodable(m)) if m.contains("out of order")
+        ));
+        let mut adjacent = encode_request(CommandField::CEchoRq, 5, CT, None, false);
+        adjacent.extend_from_slice(&[0, 0, 0x00, 0x08, 2, 0, 0, 0, 1, 1]);
+        assert!(matches!(
+            Command::decode(&adjacent),
+            Err(CommandError::Undecodable(m)) if m.contains("twice")
+        ));
+        // A sequence (undefined length) in a command set.
+        let sq = [0, 0, 0x00, 0x09, 0xFF, 0xFF, 0xFF, 0xFF];
+        assert!(Command::decode(&sq).is_err());
     }
 }

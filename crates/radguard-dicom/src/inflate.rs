@@ -139,6 +139,15 @@ impl DataSetReader {
         }
     }
 
+    /// Tells the tokenizer the data set's size on disk (see [`Tokenizer::with_total`]); ignored
+    /// for deflated data sets, whose inflated size is not known in advance.
+    pub fn with_total(mut self, total: u64) -> DataSetReader {
+        if self.inflater.is_none() {
+            self.tokenizer = self.tokenizer.with_total(total);
+        }
+        self
+    }
+
     /// Feeds the next chunk of the data set as it is on the wire or on disk.
     pub fn feed(&mut self, chunk: &[u8], mut f: impl FnMut(Token<'_>)) {
         if self.failed {

@@ -182,6 +182,9 @@ pub enum Token<'a> {
 pub enum AnomalyKind {
     #[error("element {} follows {}: tags out of order (PS3.5 §7.1)", TagStr(*tag), TagStr(*previous))]
     OutOfOrder { tag: Tag, previous: Tag },
+    /// The same tag as the element before. A repetition that is not adjacent is necessarily
+    /// reported as [`AnomalyKind::OutOfOrder`] (the tokenizer keeps no set of seen tags): a
+    /// consumer that must not see an element twice refuses both.
     #[error("element {} appears twice in one data set (PS3.5 §7.1)", TagStr(*tag))]
     Duplicate { tag: Tag },
     #[error("element {} has odd length {length} (PS3.5 §7.1.1)", TagStr(*tag))]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use dicom_ul::pdu::{
     AssociationRQ, Pdu, PresentationContextResultReason, UserIdentityType, UserVariableItem,
 };
+use radguard_dicom::ts::TransferSyntax;
 use radguard_dicom::pdu::{abort_bytes, decode_control, reject_bytes, AbortReason, PduType};
 use radguard_dicom::types::uids;
 use radguard_dicom::AeTitle;
@@ -528,7 +529,7 @@ async fn establish(shared: &Shared, conn: &mut ClientConn) -> Option<Admitted> {
                 }
                 c.proposed
                     .transfer_syntaxes
-                    .retain(|t| t.trim_end_matches('\0') != DEFLATED);
+                    .retain(|t| TransferSyntax::from_uid(t).is_ok_and(|t| !t.deflated));
                 if c.proposed.transfer_syntaxes.is_empty() {
                     c.rejected =
                         Some(PresentationContextResultReason::TransferSyntaxesNotSupported);
@@ -610,8 +611,6 @@ fn user_identity_claim(vars: &[UserVariableItem]) -> Option<UserIdentityClaim> {
         _ => None,
     })
 }
-
-const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 
 /// The smallest Maximum Length the gateway works with (PS3.8 sets no floor; dicom-ul and DCMTK
 /// use 1 KiB-ish minima too).

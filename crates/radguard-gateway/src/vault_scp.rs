@@ -2,9 +2,8 @@
 //! allowed contexts itself, answers C-ECHO, and streams each C-STORE data set into the vault,
 //! answering success only after the instance is on disk (fsynced and indexed).
 
-use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::pdu::Pdu;
+use radguard_dicom::ts::TransferSyntax;
 use radguard_dicom::assembler::{Assembler, Step};
 use radguard_dicom::dimse::encode_response;
 use radguard_dicom::pdu::{pdvs, AbortReason, PduType, RELEASE_RP};
@@ -36,11 +35,8 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
     let vault = shared.vault.clone();
     let max = shared.settings.max_pdu_length;
     let ac = local_ac(&adm.rq, &adm.plan, max, |abs, proposed| {
-        let known = |ts: &str| {
-            TransferSyntaxRegistry
-                .get(ts.trim_end_matches('\0'))
-                .is_some()
-        };
+        // The vault stores any standard transfer syntax (radguard-dicom's one classification).
+        let known = |ts: &str| TransferSyntax::from_uid(ts).is_ok_and(|t| t.known);
         if abs == uids::VERIFICATION {
             return proposed
                 .iter()

@@ -25,9 +25,6 @@ pub enum VaultError {
     /// The SQLite index failed.
     #[error("vault index error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// The File Meta Information group could not be built.
-    #[error("could not build the File Meta Information: {0}")]
-    Meta(#[source] Box<dicom_object::meta::Error>),
     /// The index holds a value the vault never writes (a tampered or foreign database).
     #[error("vault index is corrupt: {0}")]
     CorruptIndex(String),

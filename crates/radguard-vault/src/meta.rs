@@ -1,43 +1,27 @@
 //! The bytes that precede the data set in every vault file: preamble, magic, File Meta group.
 
-use dicom_object::FileMetaTableBuilder;
-use radguard_dicom::types::uids;
 use radguard_dicom::Uid;
 
-use crate::VaultError;
-
 /// Length of the all-zero preamble.
-pub(crate) const PREAMBLE_LEN: usize = 128;
+pub(crate) const PREAMBLE_LEN: usize = radguard_dicom::part10::PREAMBLE_LEN;
 
-/// Builds preamble + `DICM` + File Meta Information for an instance.
+/// Builds preamble + `DICM` + File Meta Information for an instance (radguard-dicom's one
+/// File Meta writer, with the product's one Implementation Class UID).
 ///
 /// The header is a pure function of the three UIDs (no AE titles, no time), so the same data set
 /// always gives the same file bytes and therefore the same content address.
-pub(crate) fn file_header(
-    sop_class: &Uid,
-    sop_instance: &Uid,
-    transfer_syntax: &Uid,
-) -> Result<Vec<u8>, VaultError> {
-    let table = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(sop_class.as_str())
-        .media_storage_sop_instance_uid(sop_instance.as_str())
-        .transfer_syntax(transfer_syntax.as_str())
-        .implementation_class_uid(uids::IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name(uids::IMPLEMENTATION_VERSION_NAME)
-        .build()
-        .map_err(|e| VaultError::Meta(Box::new(e)))?;
-    let mut out = Vec::with_capacity(PREAMBLE_LEN + 4 + 256);
-    out.resize(PREAMBLE_LEN, 0);
-    out.extend_from_slice(b"DICM");
-    table
-        .write(&mut out)
-        .map_err(|e| VaultError::Meta(Box::new(e)))?;
-    Ok(out)
+pub(crate) fn file_header(sop_class: &Uid, sop_instance: &Uid, transfer_syntax: &Uid) -> Vec<u8> {
+    radguard_dicom::part10::write_head(
+        sop_class.as_str(),
+        sop_instance.as_str(),
+        transfer_syntax.as_str(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use radguard_dicom::types::uids;
 
     fn uid(s: &str) -> Uid {
         Uid::new(s).expect("valid test UID")
@@ -48,8 +32,8 @@ mod tests {
         let class = uid("1.2.840.10008.5.1.4.1.1.7");
         let inst = uid("1.2.3.4.5");
         let ts = uid(uids::EXPLICIT_VR_LE);
-        let a = file_header(&class, &inst, &ts).expect("header");
-        let b = file_header(&class, &inst, &ts).expect("header");
+        let a = file_header(&class, &inst, &ts);
+        let b = file_header(&class, &inst, &ts);
         assert_eq!(a, b);
         assert!(a[..PREAMBLE_LEN].iter().all(|&x| x == 0));
         assert_eq!(&a[PREAMBLE_LEN..PREAMBLE_LEN + 4], b"DICM");
@@ -76,8 +60,8 @@ mod tests {
     fn different_uids_give_different_headers() {
         let class = uid("1.2.840.10008.5.1.4.1.1.7");
         let ts = uid(uids::EXPLICIT_VR_LE);
-        let a = file_header(&class, &uid("1.2.3.4.5"), &ts).expect("header");
-        let b = file_header(&class, &uid("1.2.3.4.6"), &ts).expect("header");
+        let a = file_header(&class, &uid("1.2.3.4.5"), &ts);
+        let b = file_header(&class, &uid("1.2.3.4.6"), &ts);
         assert_ne!(a, b);
     }
 }

@@ -1,30 +1,32 @@
 //! Reading the indexed attributes out of a stored file without loading it.
 //!
-//! The data set is walked with dicom-parser's lazy reader: element headers are decoded, values
-//! are skipped (never allocated) except for the handful of short text attributes the index
-//! keeps, and the walk stops at the first top-level element of group 7FE0 (Pixel Data and its
-//! float variants). `OpenFileOptions::read_until` would also stop at Pixel Data, but it
-//! allocates every preceding value at its declared length, so a crafted 4 GiB length in front
-//! of Pixel Data would become a 4 GiB allocation; here a declared length is only compared with
-//! the bytes left in the file.
+//! The data set is read with the one grammar (radguard-dicom's tokenizer, through
+//! `DataSetReader`, so deflated data sets are read too): element headers are decoded, values
+//! pass as chunks (never allocated at their declared length) except for the handful of short text
+//! attributes the index keeps, and the walk stops at the first top-level element of group 7FE0
+//! (Pixel Data and its float variants). A declared length is compared with the bytes left in
+//! the file before anything else.
 
 use std::fs::File;
-use std::io::{BufReader, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
-use dicom_encoding::transfer_syntax::{Codec, TransferSyntaxIndex};
-use dicom_parser::dataset::lazy_read::LazyDataSetReader;
-use dicom_parser::dataset::LazyDataToken;
-use dicom_parser::StatefulDecode;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use dicom_encoding::text::{SpecificCharacterSet, TextCodec};
+use radguard_dicom::inflate::DataSetReader;
+use radguard_dicom::limits::Limits;
+use radguard_dicom::tokens::{ErrorKind, Length, Token};
+use radguard_dicom::ts::TransferSyntax;
 
 /// The walk stops at the first top-level element at or after this tag.
 const STOP: Tag = Tag(0x7FE0, 0x0000);
 
 /// Longest value read for an indexed text attribute (PS3.5 allows 64 characters for LO and UI).
 const MAX_TEXT_LEN: u32 = 1024;
+
+/// Read size while walking a stored file.
+const CHUNK: usize = 64 * 1024;
 
 /// What the index learns from a data set.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -93,124 +95,137 @@ pub(crate) fn scan(path: &Path, data_offset: u64, expected: &Expected<'_>) -> In
 }
 
 fn walk(path: &Path, data_offset: u64, ts_uid: &str, found: &mut Found) -> Result<(), String> {
-    let ts = TransferSyntaxRegistry
-        .get(ts_uid)
+    let ts = TransferSyntax::from_uid(ts_uid)
+        .ok()
+        .filter(|t| t.known)
         .ok_or_else(|| format!("unknown transfer syntax {ts_uid}; data set not parsed"))?;
-    if matches!(ts.codec(), Codec::Dataset(_)) {
-        return Err(format!(
-            "transfer syntax {ts_uid} encodes the whole data set; not parsed"
-        ));
-    }
-    let file = File::open(path).map_err(|e| format!("cannot open stored file: {e}"))?;
+    let mut file = File::open(path).map_err(|e| format!("cannot open stored file: {e}"))?;
     let file_len = file
         .metadata()
         .map_err(|e| format!("cannot stat stored file: {e}"))?
         .len();
-    let mut src = BufReader::new(file);
-    src.seek(SeekFrom::Start(data_offset))
+    file.seek(SeekFrom::Start(data_offset))
         .map_err(|e| format!("cannot seek to the data set: {e}"))?;
     let mut reader =
-        LazyDataSetReader::new_with_ts(src, ts).map_err(|e| format!("data set unreadable: {e}"))?;
-
-    // Depth counts open sequences and items: top-level elements are at depth 0.
-    let mut depth: usize = 0;
-    // A defined-length top-level element at which the walk stopped (normally Pixel Data).
-    let mut stopped_at: Option<(Tag, u32)> = None;
-    while let Some(token) = reader.advance() {
-        let token = token.map_err(|e| format!("data set unparseable: {e}"))?;
-        match token {
-            LazyDataToken::ElementHeader(header) => {
-                if depth == 0 && header.tag >= STOP {
-                    stopped_at = Some((header.tag, header.len.0));
-                    break;
-                }
-            }
-            LazyDataToken::SequenceStart { tag, .. } => {
-                if depth == 0 && tag >= STOP {
-                    break;
-                }
-                depth += 1;
-            }
-            LazyDataToken::PixelSequenceStart => {
-                if depth == 0 {
-                    break;
-                }
-                depth += 1;
-            }
-            LazyDataToken::ItemStart { .. } => depth += 1,
-            LazyDataToken::ItemEnd | LazyDataToken::SequenceEnd => {
-                depth = depth.saturating_sub(1);
-            }
-            LazyDataToken::LazyValue { header, decoder } => {
-                let remaining = file_len.saturating_sub(decoder.position());
-                if u64::from(header.len.0) > remaining {
-                    return Err(format!(
-                        "data set truncated: element {} declares {} bytes, {remaining} remain",
-                        header.tag, header.len.0
-                    ));
-                }
-                let token = LazyDataToken::LazyValue { header, decoder };
-                let wanted = depth == 0
-                    && [
-                        tags::SPECIFIC_CHARACTER_SET,
-                        tags::SOP_CLASS_UID,
-                        tags::SOP_INSTANCE_UID,
-                        tags::PATIENT_ID,
-                        tags::STUDY_INSTANCE_UID,
-                        tags::SERIES_INSTANCE_UID,
-                    ]
-                    .contains(&header.tag);
-                if !wanted {
-                    token
-                        .skip()
-                        .map_err(|e| format!("data set unreadable: {e}"))?;
-                    continue;
-                }
-                if header.len.0 > MAX_TEXT_LEN {
-                    return Err(format!(
-                        "element {} is {} bytes long, more than any valid value",
-                        header.tag, header.len.0
-                    ));
-                }
-                // Reading (0008,0005) through the decoder also switches its character set.
-                let value = token
-                    .into_value()
-                    .map_err(|e| format!("element {} unreadable: {e}", header.tag))?;
-                let text = value
-                    .to_str()
-                    .trim_end_matches([' ', '\0'])
-                    .trim_start_matches(' ')
-                    .to_string();
-                let text = (!text.is_empty()).then_some(text);
-                match header.tag {
-                    tags::SOP_CLASS_UID => found.sop_class_uid = text,
-                    tags::SOP_INSTANCE_UID => found.sop_instance_uid = text,
-                    tags::PATIENT_ID => found.patient_id = text,
-                    tags::STUDY_INSTANCE_UID => found.study_uid = text,
-                    tags::SERIES_INSTANCE_UID => found.series_uid = text,
-                    _ => {}
-                }
-            }
-            other => {
-                other
-                    .skip()
-                    .map_err(|e| format!("data set unreadable: {e}"))?;
-            }
+        DataSetReader::new(&ts, Limits::OFFLINE).with_total(file_len.saturating_sub(data_offset));
+    let mut walk = Walk::default();
+    let mut buf = vec![0u8; CHUNK];
+    while !walk.done {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| format!("cannot read stored file: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        reader.feed(buf.get(..n).unwrap_or_default(), |t| walk.token(t));
+        if let Some(e) = walk.error.take() {
+            return Err(e);
         }
     }
-
-    if let Some((tag, len)) = stopped_at {
-        if len != u32::MAX {
-            let pos = reader.into_decoder().position();
-            let remaining = file_len.saturating_sub(pos);
-            if u64::from(len) > remaining {
-                return Err(format!(
-                    "data set truncated: element {tag} declares {len} bytes, {remaining} remain"
-                ));
-            }
+    if !walk.done {
+        if let Err(e) = reader.finish() {
+            return Err(format!("data set truncated: {e}"));
         }
     }
+    *found = walk.found;
     Ok(())
+}
+
+/// The token consumer: top-level text attributes until the pixel data.
+#[derive(Default)]
+struct Walk {
+    found: Found,
+    charset: Option<SpecificCharacterSet>,
+    collecting: Option<(Tag, Vec<u8>)>,
+    error: Option<String>,
+    done: bool,
+}
+
+impl Walk {
+    fn token(&mut self, t: Token<'_>) {
+        if self.done || self.error.is_some() {
+            return;
+        }
+        match t {
+            Token::Element(h) if h.depth == 0 => {
+                if h.tag >= STOP {
+                    self.done = true;
+                    return;
+                }
+                let wanted = [
+                    tags::SPECIFIC_CHARACTER_SET,
+                    tags::SOP_CLASS_UID,
+                    tags::SOP_INSTANCE_UID,
+                    tags::PATIENT_ID,
+                    tags::STUDY_INSTANCE_UID,
+                    tags::SERIES_INSTANCE_UID,
+                ]
+                .contains(&h.tag);
+                if !wanted {
+                    return;
+                }
+                match h.length {
+                    Length::Defined(len) if len > MAX_TEXT_LEN => {
+                        self.error = Some(format!(
+                            "element {} is {len} bytes long, more than any valid value",
+                            h.tag
+                        ));
+                    }
+                    _ => self.collecting = Some((h.tag, Vec::new())),
+                }
+            }
+            Token::Value(v) => {
+                if let Some((_, buf)) = self.collecting.as_mut() {
+                    buf.extend_from_slice(v);
+                }
+            }
+            Token::ValueEnd => {
+                if let Some((tag, bytes)) = self.collecting.take() {
+                    self.value(tag, &bytes);
+                }
+            }
+            Token::Error(e) => {
+                self.error = Some(match e.kind {
+                    ErrorKind::PastEnd {
+                        tag,
+                        length,
+                        available,
+                    } => format!(
+                        "data set truncated: element {tag} declares {length} bytes, {available} remain"
+                    ),
+                    _ => format!("data set unparseable: {e}"),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn value(&mut self, tag: Tag, bytes: &[u8]) {
+        let decoded = match &self.charset {
+            Some(cs) => cs.decode(bytes).ok(),
+            None => None,
+        }
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned());
+        let text = decoded
+            .trim_end_matches([' ', '\0'])
+            .trim_start_matches(' ')
+            .to_string();
+        if tag == tags::SPECIFIC_CHARACTER_SET {
+            // PS3.5 §6.1.2.5.3: the first value names the character set of the data set.
+            let first = text.split('\\').next().unwrap_or_default().trim();
+            self.charset = SpecificCharacterSet::from_code(first);
+            return;
+        }
+        let text = (!text.is_empty()).then_some(text);
+        match tag {
+            tags::SOP_CLASS_UID => self.found.sop_class_uid = text,
+            tags::SOP_INSTANCE_UID => self.found.sop_instance_uid = text,
+            tags::PATIENT_ID => self.found.patient_id = text,
+            tags::STUDY_INSTANCE_UID => self.found.study_uid = text,
+            tags::SERIES_INSTANCE_UID => self.found.series_uid = text,
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -279,6 +294,22 @@ mod tests {
                 warning: None,
             }
         );
+    }
+
+    /// Deflated Explicit VR Little Endian is read through the one grammar's inflater.
+    #[test]
+    fn deflated_data_sets_are_indexed() {
+        let mut ds = Vec::new();
+        ds.extend(ele(0x0008, 0x0016, b"UI", b"1.2.840.10008.5.1.4.1.1.7\0"));
+        ds.extend(ele(0x0008, 0x0018, b"UI", b"1.2.3\0"));
+        ds.extend(ele(0x0010, 0x0020, b"LO", b"PID-42"));
+        ds.extend(ele_long(0x7FE0, 0x0010, b"OW", 4, &[1, 2, 3, 4]));
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&ds).expect("deflate");
+        let z = z.finish().expect("deflate");
+        let attrs = scan_bytes(&z, "1.2.840.10008.1.2.1.99");
+        assert_eq!(attrs.warning, None);
+        assert_eq!(attrs.patient_id.as_deref(), Some("PID-42"));
     }
 
     #[test]

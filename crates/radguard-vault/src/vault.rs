@@ -2,7 +2,7 @@
 //! instance, from first chunk to commit).
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
@@ -184,7 +184,7 @@ impl Vault {
         transfer_syntax: &Uid,
         source_ae: &str,
     ) -> Result<PendingInstance, VaultError> {
-        let header = meta::file_header(sop_class, sop_instance, transfer_syntax)?;
+        let header = meta::file_header(sop_class, sop_instance, transfer_syntax);
         let (tmp_path, file) = layout::create_tmp(&self.shared.tmp_dir)?;
         let mut pending = PendingInstance {
             shared: Arc::clone(&self.shared),
@@ -335,25 +335,31 @@ fn orphan_record(path: &Path, sha: &str) -> Result<Option<Record>, VaultError> {
     if sha256_file(path)? != sha {
         return Ok(None);
     }
-    let file = File::open(path).map_err(|e| VaultError::io(path, e))?;
-    let size = file.metadata().map_err(|e| VaultError::io(path, e))?.len();
-    let mut reader = BufReader::new(file);
-    reader
-        .seek(SeekFrom::Start(PREAMBLE_LEN as u64))
+    let size = fs::metadata(path)
+        .map_err(|e| VaultError::io(path, e))?
+        .len();
+    // The File Meta group is read by radguard-dicom's one reader; the vault's own headers are
+    // a few hundred bytes.
+    let mut head = Vec::new();
+    File::open(path)
+        .map_err(|e| VaultError::io(path, e))?
+        .take((PREAMBLE_LEN + 4 + radguard_dicom::part10::MAX_META) as u64)
+        .read_to_end(&mut head)
         .map_err(|e| VaultError::io(path, e))?;
-    let Ok(table) = dicom_object::FileMetaTable::from_reader(&mut reader) else {
+    let Ok(part10) = radguard_dicom::part10::read_head(&head) else {
         return Ok(None);
     };
-    let (Ok(class), Ok(instance), Ok(ts)) = (
-        Uid::new(table.media_storage_sop_class_uid()),
-        Uid::new(table.media_storage_sop_instance_uid()),
-        Uid::new(table.transfer_syntax()),
+    let meta = part10.meta;
+    let (Some(Ok(class)), Some(Ok(instance)), Some(Ok(ts))) = (
+        meta.media_storage_sop_class_uid.as_deref().map(Uid::new),
+        meta.media_storage_sop_instance_uid.as_deref().map(Uid::new),
+        meta.transfer_syntax_uid.as_deref().map(Uid::new),
     ) else {
         return Ok(None);
     };
     // The header the vault writes is a function of the three UIDs: rebuild it to know where
     // the data set starts (and to refuse files the vault did not write).
-    let header = meta::file_header(&class, &instance, &ts)?;
+    let header = meta::file_header(&class, &instance, &ts);
     let mut on_disk = vec![0u8; header.len()];
     let mut f = File::open(path).map_err(|e| VaultError::io(path, e))?;
     if f.read_exact(&mut on_disk).is_err() || on_disk != header {
