@@ -11,13 +11,14 @@ use libfuzzer_sys::fuzz_target;
 use radguard_ledger::fingerprint::part10_data_set;
 use radguard_ledger::{Fingerprint, FingerprintError, Fingerprinter};
 
-const SYNTAXES: [&str; 6] = [
+const SYNTAXES: [&str; 7] = [
     "1.2.840.10008.1.2",      // Implicit VR Little Endian
     "1.2.840.10008.1.2.1",    // Explicit VR Little Endian
     "1.2.840.10008.1.2.2",    // Explicit VR Big Endian (retired)
     "1.2.840.10008.1.2.5",    // RLE Lossless (decoded for the pixel digest)
     "1.2.840.10008.1.2.4.50", // JPEG Baseline (lossy: encapsulated bytes are hashed)
     "1.2.840.10008.1.2.4.80", // JPEG-LS Lossless
+    "1.2.840.10008.1.2.1.99", // Deflated Explicit VR Little Endian (inflated, with bomb caps)
 ];
 
 fn fingerprint(ts: &str, data: &[u8], step: usize) -> Result<Fingerprint, FingerprintError> {

@@ -77,16 +77,22 @@ impl Inflater {
             let (in0, out0) = self.totals();
             let status = self
                 .d
-                .decompress(input, &mut self.out, FlushDecompress::None)
-                .map_err(|_| InflateError::Corrupt)?;
+                .decompress(input, &mut self.out, FlushDecompress::None);
             let (in1, out1) = self.totals();
             let used = (in1 - in0) as usize;
-            let made = (out1 - out0) as usize;
+            let mut made = (out1 - out0) as usize;
             input = input.get(used..).unwrap_or_default();
-            self.check()?;
+            // The absolute cap cuts the output exactly at the limit, whatever the input's
+            // splits; the ratio cap is checked after each step (its offset depends on them).
+            let over = out1.saturating_sub(self.limits.max_inflated);
+            made = made.saturating_sub(over as usize);
             if made > 0 {
                 sink(self.out.get(..made).unwrap_or_default());
             }
+            // Output produced before a corrupt block is handed on first, so the tokens before
+            // the error do not depend on where the input was split.
+            let status = status.map_err(|_| InflateError::Corrupt)?;
+            self.check()?;
             match status {
                 Status::StreamEnd => self.done = true,
                 Status::Ok => {}

@@ -29,7 +29,8 @@ pub enum Verdict {
     LossyReencoded,
     /// The SOP Instance UID was never logged.
     Unknown,
-    /// The file cannot be compared (a codec Radguard does not decode, a deflated data set).
+    /// The file cannot be compared (a codec Radguard does not decode, a transfer syntax UID
+    /// that is not a UID).
     Unsupported,
     /// The file could not be read, or the ledger did not prove the entry.
     Error,

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use common::*;
+use radguard_dicom::part10::{read_head, write_head};
+use radguard_dicom::ts::{DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE};
 use radguard_ledger::fingerprint::{
     fingerprint_file, part10_data_set, Fingerprint, Fingerprinter, PixelDigest,
     REPRESENTATION_ATTRIBUTES,
@@ -123,6 +125,8 @@ fn benign_reencodings_are_unchanged() {
         ("jpegls", "dcmcjpls", &["+el"]),
         ("jpeg-sv1", "dcmcjpeg", &["+e1"]),
         ("jpeg-p14", "dcmcjpeg", &["+el", "+sv", "2"]),
+        // Deflated Explicit VR Little Endian: the same data set, deflate-compressed.
+        ("deflated", "dcmconv", &["+td"]),
     ];
     for (set_name, set) in [("s16", &d.signed16), ("u12", &d.unsigned12)] {
         for (label, tool, args) in conversions {
@@ -157,6 +161,61 @@ fn benign_reencodings_are_unchanged() {
                 "the preamble changed"
             );
             assert_eq!(fp(&out), fp(src), "pydicom rewrite {}", out.display());
+        }
+    }
+}
+
+/// A Deflated Explicit VR Little Endian copy (PS3.5 §A.5) fingerprints exactly as the original:
+/// the fingerprint covers the attributes and pixels, not how the data set is encoded. Copies
+/// made by DCMTK and by flate2 behind Radguard's own File Meta Information, read as files and
+/// streamed in pieces as the gateway would see them.
+#[test]
+fn deflated_copies_fingerprint_as_the_original() {
+    use std::io::Write as _;
+    let d = data();
+    let dir = scratch("deflated");
+    for (i, src) in d.signed16.iter().chain(&d.unsigned12).enumerate() {
+        let want = fp(src);
+        let original = std::fs::read(src).expect("read");
+        let (ts, start) = part10_data_set(&original).expect("part 10");
+        assert_eq!(ts, EXPLICIT_VR_LE);
+
+        let by_dcmtk = dir.join(format!("dcmtk{i}.dcm"));
+        dcmtk("dcmconv", &["+td"], src, &by_dcmtk);
+
+        let meta = read_head(&original).expect("meta").meta;
+        let head = write_head(
+            meta.media_storage_sop_class_uid.as_deref().expect("class"),
+            meta.media_storage_sop_instance_uid
+                .as_deref()
+                .expect("instance"),
+            DEFLATED_EXPLICIT_VR_LE,
+        );
+        let mut z = flate2::write::DeflateEncoder::new(head, flate2::Compression::fast());
+        z.write_all(&original[start..]).expect("deflate");
+        let by_flate2 = dir.join(format!("flate2-{i}.dcm"));
+        std::fs::write(&by_flate2, z.finish().expect("deflate")).expect("write");
+
+        for copy in [&by_dcmtk, &by_flate2] {
+            let got = fingerprint_file(copy).unwrap_or_else(|e| panic!("{}: {e}", copy.display()));
+            assert_eq!(got.transfer_syntax, DEFLATED_EXPLICIT_VR_LE);
+            assert_eq!(got.fingerprint, want, "{}", copy.display());
+            assert!(got.size < original.len() as u64, "{}", copy.display());
+
+            let bytes = std::fs::read(copy).expect("read");
+            let (ts, start) = part10_data_set(&bytes).expect("part 10");
+            assert_eq!(ts, DEFLATED_EXPLICIT_VR_LE);
+            for piece in [1, 7, 1000, bytes.len()] {
+                let mut f = Fingerprinter::new(&ts).expect("deflated is supported");
+                for c in bytes[start..].chunks(piece) {
+                    f.feed(c);
+                }
+                assert_eq!(f.finish().expect("fingerprint"), want, "pieces of {piece}");
+            }
+            // Cut short, the deflate stream does not end: an error, not a fingerprint.
+            let mut f = Fingerprinter::new(&ts).expect("ts");
+            f.feed(&bytes[start..bytes.len() - 4]);
+            assert!(f.finish().is_err(), "{}", copy.display());
         }
     }
 }

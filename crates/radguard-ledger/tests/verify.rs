@@ -180,6 +180,7 @@ fn benign_reencodings_verify_unchanged() {
         ("rle", "dcmcrle", &[]),
         ("jpegls", "dcmcjpls", &[]),
         ("jpeg-sv1", "dcmcjpeg", &["+e1"]),
+        ("deflated", "dcmconv", &["+td"]),
     ];
     let mut dirs = Vec::new();
     for (label, tool, args) in conversions {
@@ -198,7 +199,7 @@ fn benign_reencodings_verify_unchanged() {
     }
     dirs.push(dir);
     let (code, results) = verify(&verify_args(dirs));
-    assert_eq!(results.len(), 4 * 8 + 6);
+    assert_eq!(results.len(), conversions.len() * 8 + 6);
     for r in &results {
         assert_eq!(r["verdict"], "unchanged", "{r}");
     }

@@ -111,7 +111,7 @@ pub fn decode_into(src: &Encapsulated<'_>, sink: &mut PixelSink) -> Result<(), F
             reason: "several fragments per frame and no Basic Offset Table".into(),
         });
     }
-    let rle = src.transfer_syntax == super::ts::RLE_LOSSLESS;
+    let rle = src.transfer_syntax == radguard_dicom::ts::RLE_LOSSLESS;
     if rle && src.fragments.len() != frames as usize {
         return Err(FingerprintError::Decode {
             frame: 0,
@@ -429,7 +429,7 @@ mod tests {
         d.extend(item([0xFE, 0xFF, 0x00, 0xE0], &[]));
         d.extend(item([0xFE, 0xFF, 0x00, 0xE0], &sixteen_segments()));
         d.extend(item([0xFE, 0xFF, 0xDD, 0xE0], &[]));
-        let mut fp = crate::fingerprint::Fingerprinter::new(super::super::ts::RLE_LOSSLESS)
+        let mut fp = crate::fingerprint::Fingerprinter::new(radguard_dicom::ts::RLE_LOSSLESS)
             .expect("RLE is supported");
         fp.feed(&d);
         assert!(matches!(

@@ -1,16 +1,19 @@
-//! Fingerprints of DICOM Part 10 files: the File Meta Information gives the transfer syntax,
-//! the rest of the file is streamed through a [`Fingerprinter`].
+//! Fingerprints of DICOM Part 10 files: the File Meta Information (read by the one meta reader,
+//! `radguard_dicom::part10`) gives the transfer syntax, the rest of the file is streamed through
+//! a [`Fingerprinter`].
 
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
+use radguard_dicom::limits::Limits;
+use radguard_dicom::part10::{read_head, MetaError, MetaIssue, MAX_META, PREAMBLE_LEN};
+use radguard_dicom::tokens::AnomalyKind;
+
 use super::{Detailed, Fingerprint, FingerprintError, Fingerprinter, Options};
 
 /// Read size while streaming a file.
 const CHUNK: usize = 512 * 1024;
-/// Largest File Meta Information group accepted.
-const MAX_META: usize = 64 * 1024;
 /// Why a data set start past the end of the bytes read is refused.
 const META_PAST_END: &str = "File Meta Information group length runs past the end of the file";
 
@@ -26,7 +29,13 @@ pub struct FileFingerprint {
 
 /// Fingerprints a Part 10 file (preamble, `DICM`, File Meta Information, data set).
 pub fn fingerprint_file(path: &Path) -> Result<FileFingerprint, FingerprintError> {
-    let (d, size) = run(path, Options::default())?;
+    let (d, size) = run(
+        path,
+        Options {
+            limits: Limits::OFFLINE,
+            ..Options::default()
+        },
+    )?;
     Ok(FileFingerprint {
         fingerprint: d.fingerprint,
         sop_instance_uid: d.sop_instance_uid,
@@ -45,21 +54,48 @@ pub fn fingerprint_file_with_pixels(
         Options {
             max_encapsulated,
             keep_pixels: true,
+            limits: Limits::OFFLINE,
         },
     )
     .map(|(d, _)| d)
 }
 
-/// Splits a Part 10 file held in memory: its transfer syntax UID and where the data set starts.
+/// Splits a Part 10 file held in memory (at least up to the end of its File Meta Information):
+/// its transfer syntax UID and where the data set starts.
+///
+/// The meta group ends where group 0002 ends. A File Meta Information Group Length that says
+/// otherwise, or a meta element repeated or out of order, is refused: a reader that followed the
+/// group length, or took the other copy of the Transfer Syntax UID, would read another data set.
 pub fn part10_data_set(bytes: &[u8]) -> Result<(String, usize), FingerprintError> {
-    let meta_start = if bytes.get(128..132) == Some(b"DICM") {
-        132
-    } else if bytes.get(..4) == Some(b"DICM") {
-        4
-    } else {
-        return Err(FingerprintError::NotPart10("no DICM prefix".into()));
-    };
-    parse_meta(bytes, meta_start)
+    let head = read_head(bytes).map_err(|e| {
+        FingerprintError::NotPart10(match e {
+            MetaError::NoPrefix => "no DICM prefix".into(),
+            e => e.to_string(),
+        })
+    })?;
+    for issue in &head.issues {
+        match issue {
+            MetaIssue::GroupLengthMissing => {}
+            MetaIssue::GroupLengthMismatch { .. } | MetaIssue::GroupLengthMisplaced { .. } => {
+                return Err(FingerprintError::NotPart10(issue.to_string()))
+            }
+            MetaIssue::Anomaly(
+                a @ (AnomalyKind::OutOfOrder { .. } | AnomalyKind::Duplicate { .. }),
+            ) => {
+                return Err(FingerprintError::NotPart10(format!(
+                    "File Meta Information: {a}"
+                )))
+            }
+            MetaIssue::Anomaly(_) => {}
+        }
+    }
+    let ts = head.meta.transfer_syntax_uid.ok_or_else(|| {
+        FingerprintError::NotPart10("no Transfer Syntax UID in the File Meta Information".into())
+    })?;
+    if head.data_start > bytes.len() {
+        return Err(FingerprintError::NotPart10(META_PAST_END.into()));
+    }
+    Ok((ts, head.data_start))
 }
 
 fn run(path: &Path, options: Options) -> Result<(Detailed, u64), FingerprintError> {
@@ -84,7 +120,7 @@ fn run_with(
     let mut file = File::open(path)?;
     // Read enough for the preamble and the meta group.
     let mut have = 0usize;
-    while have < MAX_META + 132 {
+    while have < PREAMBLE_LEN + 4 + MAX_META {
         let free = match buf.get_mut(have..) {
             Some(free) if !free.is_empty() => free,
             _ => break,
@@ -99,7 +135,7 @@ fn run_with(
     let head = buf.get(..have).unwrap_or_default();
     let (ts, data_start) = part10_data_set(head)?;
     let mut fp = Fingerprinter::with_options(&ts, options)?;
-    // Always `Some`: `parse_meta` refuses a data set start past the end of its input.
+    // Always `Some`: `part10_data_set` refuses a data set start past the end of its input.
     let data_set = head
         .get(data_start..)
         .ok_or_else(|| FingerprintError::NotPart10(META_PAST_END.into()))?;
@@ -117,69 +153,6 @@ fn run_with(
         fp.feed(buf.get(..n).unwrap_or_default()); // `n <= buf.len()`, as above
     }
     Ok((fp.finish_detailed()?, size))
-}
-
-/// Reads the File Meta Information (explicit VR little endian, group 0002) starting at `start`;
-/// returns the transfer syntax UID and where the data set begins.
-fn parse_meta(buf: &[u8], start: usize) -> Result<(String, usize), FingerprintError> {
-    let bad = |r: &str| FingerprintError::NotPart10(r.to_string());
-    let mut pos = start;
-    let mut ts = None;
-    let mut end_by_length: Option<usize> = None;
-    loop {
-        if let Some(end) = end_by_length {
-            if pos >= end {
-                break;
-            }
-        }
-        let Some(&[g0, g1, e0, e1, v0, v1, l0, l1]) = chunk_at::<8>(buf, pos) else {
-            if end_by_length.is_none() && ts.is_some() && pos == buf.len() {
-                break; // a file holding only meta information
-            }
-            return Err(bad("File Meta Information is truncated or too long"));
-        };
-        let group = u16::from_le_bytes([g0, g1]);
-        if group != 0x0002 {
-            break;
-        }
-        let element = u16::from_le_bytes([e0, e1]);
-        let vr = [v0, v1];
-        let (len, hdr) = if matches!(&vr, b"OB" | b"OW" | b"UN" | b"SQ" | b"UT" | b"UC" | b"UR") {
-            let &l = chunk_at::<4>(buf, pos + 8)
-                .ok_or_else(|| bad("File Meta Information is truncated"))?;
-            (u32::from_le_bytes(l) as usize, 12)
-        } else {
-            (u16::from_le_bytes([l0, l1]) as usize, 8)
-        };
-        let value = buf
-            .get(pos + hdr..pos + hdr + len)
-            .ok_or_else(|| bad("File Meta Information element runs past its end"))?;
-        match (element, value) {
-            (0x0000, &[b0, b1, b2, b3]) => {
-                let g = u32::from_le_bytes([b0, b1, b2, b3]) as usize;
-                end_by_length = Some((pos + hdr + len).saturating_add(g));
-            }
-            (0x0010, _) => {
-                let s = String::from_utf8_lossy(value)
-                    .trim_end_matches(['\0', ' '])
-                    .to_string();
-                ts = Some(s);
-            }
-            _ => {}
-        }
-        pos += hdr + len;
-    }
-    let ts = ts.ok_or_else(|| bad("no Transfer Syntax UID in the File Meta Information"))?;
-    let data_start = end_by_length.unwrap_or(pos);
-    if data_start > buf.len() {
-        return Err(bad(META_PAST_END));
-    }
-    Ok((ts, data_start))
-}
-
-/// `N` bytes of `buf` starting at `at`, if there are that many.
-fn chunk_at<const N: usize>(buf: &[u8], at: usize) -> Option<&[u8; N]> {
-    buf.get(at..)?.first_chunk::<N>()
 }
 
 #[cfg(test)]
@@ -212,7 +185,7 @@ mod tests {
             let mut f = meta("1.2.840.10008.1.2", gl);
             let ds_at = f.len();
             f.extend_from_slice(&[0x08, 0x00, 0x16, 0x00, 2, 0, 0, 0, b'1', 0]);
-            let (ts, start) = parse_meta(&f, 132).expect("meta");
+            let (ts, start) = part10_data_set(&f).expect("meta");
             assert_eq!(ts, "1.2.840.10008.1.2");
             assert_eq!(start, ds_at);
         }
@@ -221,11 +194,48 @@ mod tests {
     #[test]
     fn broken_meta_is_refused() {
         let f = meta("1.2.840.10008.1.2", true);
-        assert!(parse_meta(&f[..f.len() - 3], 132).is_err());
+        assert!(matches!(
+            part10_data_set(&f[..f.len() - 3]),
+            Err(FingerprintError::NotPart10(_))
+        ));
         let mut no_ts = vec![0u8; 128];
         no_ts.extend_from_slice(b"DICM");
         no_ts.extend_from_slice(&[0x08, 0x00, 0x16, 0x00, 2, 0, 0, 0, b'1', 0]);
-        assert!(parse_meta(&no_ts, 132).is_err());
+        assert!(matches!(
+            part10_data_set(&no_ts),
+            Err(FingerprintError::NotPart10(_))
+        ));
+        assert!(matches!(
+            part10_data_set(b"not a DICOM file"),
+            Err(FingerprintError::NotPart10(_))
+        ));
+    }
+
+    /// Two Transfer Syntax UIDs: one reader takes the first, another the last, and each parses
+    /// a different data set from the same bytes.
+    #[test]
+    fn a_repeated_meta_element_is_refused() {
+        let mut f = meta("1.2.840.10008.1.2", false);
+        f.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I', 20, 0]);
+        f.extend_from_slice(b"1.2.840.10008.1.2.1\0");
+        f.extend_from_slice(&[0x08, 0x00, 0x16, 0x00, b'U', b'I', 2, 0, b'1', 0]);
+        assert!(matches!(
+            part10_data_set(&f),
+            Err(FingerprintError::NotPart10(m)) if m.contains("twice")
+        ));
+    }
+
+    /// A group length that ends the meta group early: a reader that followed it would start
+    /// the data set inside the meta group.
+    #[test]
+    fn group_length_short_of_the_meta_group_is_refused() {
+        let mut f = meta("1.2.840.10008.1.2", true);
+        f[140..144].copy_from_slice(&14u32.to_le_bytes());
+        f.extend_from_slice(&[0x08, 0x00, 0x16, 0x00, 2, 0, 0, 0, b'1', 0]);
+        assert!(matches!(
+            part10_data_set(&f),
+            Err(FingerprintError::NotPart10(_))
+        ));
     }
 
     /// A group length pointing past the end of the file, then a data set element: the data

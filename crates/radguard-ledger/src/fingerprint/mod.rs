@@ -9,9 +9,11 @@
 //! ```
 //!
 //! `docs/fingerprint.md` specifies every byte; its test vectors are checked by this crate's
-//! tests. Modules: `ts` (transfer syntaxes), `parser` (the push parser), `attrs` (the attribute
-//! list and canonical elements), `pixels` (canonical samples), `codec` (lossless decoders),
-//! `file` (Part 10 files).
+//! tests. The data set is read through the one data-set grammar (`radguard_dicom::inflate`,
+//! `radguard_dicom::tokens`), deflated data sets included. Modules: `ts` (which encapsulated
+//! pixel data is decoded), `parser` (the fingerprint's view of the grammar's tokens), `attrs` (the
+//! attribute list and canonical elements), `pixels` (canonical samples), `codec` (lossless
+//! decoders), `file` (Part 10 files).
 
 mod attrs;
 mod codec;
@@ -23,6 +25,9 @@ mod ts;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use dicom_core::VR;
+use radguard_dicom::limits::Limits;
+use radguard_dicom::ts::{Encoding, TransferSyntax};
 use sha2::{Digest as _, Sha256};
 
 pub use attrs::{name as attribute_name, tag_string, Attribute, Vr, ATTRIBUTES};
@@ -32,7 +37,6 @@ pub use ts::is_lossy;
 
 use parser::{Parser, Sink};
 use pixels::{ImageAttributes, Native, PixelSink};
-use ts::{Encapsulated, TransferSyntax};
 
 /// Attributes that describe how pixel values are represented rather than what they show: a
 /// lossy re-encoder may change them (DCMTK re-maps stored values and adjusts Rescale Intercept,
@@ -216,6 +220,8 @@ pub struct Options {
     pub max_encapsulated: u64,
     /// Keep a copy of the canonical samples (for `verify`'s changed-region report).
     pub keep_pixels: bool,
+    /// Bounds of the data-set grammar (nesting, sizes, deflate bombs).
+    pub limits: Limits,
 }
 
 impl Default for Options {
@@ -223,6 +229,7 @@ impl Default for Options {
         Options {
             max_encapsulated: DEFAULT_MAX_ENCAPSULATED,
             keep_pixels: false,
+            limits: Limits::GATEWAY,
         }
     }
 }
@@ -230,9 +237,10 @@ impl Default for Options {
 /// Streaming fingerprint of one data set.
 ///
 /// Feed it the data set bytes (no File Meta Information) in the transfer syntax they were
-/// negotiated in, in chunks of any size, then call [`finish`](Fingerprinter::finish). Memory
-/// stays bounded for native transfer syntaxes; encapsulated pixel data of the lossless codecs
-/// it decodes is held (up to [`Options::max_encapsulated`]) and decoded at `finish`.
+/// negotiated in (a deflated data set as it is: it is inflated here), in chunks of any size,
+/// then call [`finish`](Fingerprinter::finish). Memory stays bounded for native transfer
+/// syntaxes; encapsulated pixel data of the lossless codecs it decodes is held (up to
+/// [`Options::max_encapsulated`]) and decoded at `finish`.
 pub struct Fingerprinter {
     parser: Parser,
     state: State,
@@ -287,9 +295,9 @@ impl Fingerprinter {
         transfer_syntax_uid: &str,
         options: Options,
     ) -> Result<Fingerprinter, FingerprintError> {
-        let ts = TransferSyntax::from_uid(transfer_syntax_uid)?;
+        let ts = ts::transfer_syntax(transfer_syntax_uid)?;
         Ok(Fingerprinter {
-            parser: Parser::new(ts.encoding),
+            parser: Parser::new(&ts, options.limits),
             state: State {
                 ts,
                 options,
@@ -317,7 +325,7 @@ impl Fingerprinter {
         self.error.as_ref()
     }
 
-    /// Bytes fed so far.
+    /// Bytes fed so far (as received: compressed bytes for a deflated data set).
     pub fn bytes_fed(&self) -> u64 {
         self.parser.offset()
     }
@@ -366,7 +374,7 @@ impl Fingerprinter {
             } => {
                 if native.is_some() {
                     return Err(FingerprintError::Truncated {
-                        offset: self.parser.offset(),
+                        offset: self.parser.data_offset(),
                     });
                 }
                 let digest = Digest(sink.hasher.finalize().into());
@@ -382,7 +390,7 @@ impl Fingerprinter {
             } => {
                 if !done {
                     return Err(FingerprintError::Truncated {
-                        offset: self.parser.offset(),
+                        offset: self.parser.data_offset(),
                     });
                 }
                 let mut sink = PixelSink::new(options.keep_pixels);
@@ -394,7 +402,7 @@ impl Fingerprinter {
                 let photometric = image.photometric.clone().unwrap_or_default();
                 codec::decode_into(
                     &codec::Encapsulated {
-                        transfer_syntax: &ts.uid,
+                        transfer_syntax: ts.uid(),
                         layout: &layout,
                         photometric: photometric.trim(),
                         offset_table: &bot,
@@ -409,11 +417,11 @@ impl Fingerprinter {
             Pixels::Codestream { sink, done, .. } => {
                 if !done {
                     return Err(FingerprintError::Truncated {
-                        offset: self.parser.offset(),
+                        offset: self.parser.data_offset(),
                     });
                 }
                 PixelDigest::Codestream {
-                    transfer_syntax: ts.uid.clone(),
+                    transfer_syntax: ts.uid().to_string(),
                     digest: Digest(sink.hasher.finalize().into()),
                 }
             }
@@ -431,7 +439,7 @@ impl Fingerprinter {
                 attribute_digests,
             },
             sop_instance_uid,
-            transfer_syntax: ts.uid,
+            transfer_syntax: ts.uid().to_string(),
             pixels: kept,
         })
     }
@@ -471,17 +479,12 @@ impl Sink for State {
         attrs::lookup(tag).is_some() || attrs::is_layout_only(tag)
     }
 
-    fn attribute(&mut self, tag: u32, value: &[u8]) -> Result<(), FingerprintError> {
+    fn attribute(&mut self, tag: u32, value: &[u8], offset: u64) -> Result<(), FingerprintError> {
         let big = self.ts.encoding.big_endian();
         if attrs::is_layout_only(tag) {
             // Planar Configuration (US).
             if let Some(&c) = value.first_chunk::<2>() {
-                let v = if big {
-                    u16::from_be_bytes(c)
-                } else {
-                    u16::from_le_bytes(c)
-                };
-                self.image.planar_configuration = Some(v);
+                self.image.planar_configuration = Some(self.ts.encoding.u16(c));
             }
             return Ok(());
         }
@@ -490,7 +493,7 @@ impl Sink for State {
         };
         let canonical = attrs::canonical_value(attr, value, big).ok_or_else(|| {
             FingerprintError::Malformed {
-                offset: 0,
+                offset,
                 reason: format!("{} has a length that does not fit its VR", attr.keyword),
             }
         })?;
@@ -516,8 +519,9 @@ impl Sink for State {
     fn pixel_start(
         &mut self,
         tag: u32,
-        vr: Option<[u8; 2]>,
+        vr: VR,
         length: Option<u32>,
+        offset: u64,
     ) -> Result<(), FingerprintError> {
         match length {
             Some(_) => {
@@ -533,38 +537,39 @@ impl Sink for State {
                     sink,
                 };
             }
-            None => match self.ts.encapsulated {
-                Encapsulated::Decode => {
-                    let layout = self.layout(tag)?;
-                    let total = layout.total_bytes();
-                    let header = pixels::element_header(tag, &layout, total + total % 2);
-                    self.pixels = Pixels::Held {
-                        layout,
-                        header,
-                        items: Vec::new(),
-                        held: 0,
-                        done: false,
-                    };
+            None if ts::decodes(&self.ts) => {
+                let layout = self.layout(tag)?;
+                let total = layout.total_bytes();
+                let header = pixels::element_header(tag, &layout, total + total % 2);
+                self.pixels = Pixels::Held {
+                    layout,
+                    header,
+                    items: Vec::new(),
+                    held: 0,
+                    done: false,
+                };
+            }
+            None => {
+                // Encapsulated pixel data is defined only for transfer syntaxes encoded in
+                // explicit VR little endian (PS3.5 §A.4); in implicit VR or big endian it is
+                // malformed.
+                if self.ts.encoding != Encoding::ExplicitLittle {
+                    return Err(FingerprintError::Malformed {
+                        offset,
+                        reason: "encapsulated pixel data in a native transfer syntax".into(),
+                    });
                 }
-                Encapsulated::Codestream { .. } => {
-                    if !matches!(self.ts.encoding, ts::Encoding::ExplicitLittle) {
-                        return Err(FingerprintError::Malformed {
-                            offset: 0,
-                            reason: "encapsulated pixel data in a native transfer syntax".into(),
-                        });
-                    }
-                    let mut sink = PixelSink::new(false);
-                    sink.header(&transfer_syntax_element(&self.ts.uid));
-                    sink.header(&[
-                        0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
-                    ]);
-                    self.pixels = Pixels::Codestream {
-                        sink,
-                        items: 0,
-                        done: false,
-                    };
-                }
-            },
+                let mut sink = PixelSink::new(false);
+                sink.header(&transfer_syntax_element(self.ts.uid()));
+                sink.header(&[
+                    0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+                ]);
+                self.pixels = Pixels::Codestream {
+                    sink,
+                    items: 0,
+                    done: false,
+                };
+            }
         }
         Ok(())
     }

@@ -1,450 +1,337 @@
-//! A push parser for a DICOM data set that arrives in chunks of any size.
+//! The fingerprint's view of a data set, read through the one data-set grammar
+//! (`radguard_dicom::inflate::DataSetReader` and its tokens), so that the ledger cannot read the
+//! bytes differently from the gateway, the vault or the media scanner.
 //!
-//! It holds at most one element header (12 bytes), the value of an attribute the sink asked
-//! for (capped), and a stack of open undefined-length sequences and items (capped). Everything
-//! else is skipped by counting bytes, so memory does not depend on the data set's size, and no
-//! declared length is ever used to allocate. Nested content (sequence items, icon images) is
-//! walked only far enough to find where it ends. Top-level Pixel Data is handed to the sink as
-//! native value bytes, or item by item when encapsulated; anything after it is ignored.
+//! It keeps the value of a top-level attribute the sink asked for (capped), hands top-level
+//! Pixel Data to the sink as native value bytes or fragment by fragment when encapsulated, and
+//! ignores nested content (sequence items, icon images) and everything after the top-level pixel
+//! data (only the rest of a deflate stream is still inflated, to find it corrupt or cut short).
+//! Memory does not depend on the data set's size, and no declared length is used to allocate.
 
-use super::ts::Encoding;
-use super::{split_at_most, FingerprintError};
-use radguard_dicom::head::long_form;
+use dicom_core::VR;
+use radguard_dicom::inflate::DataSetReader;
+use radguard_dicom::inflate::InflateError;
+use radguard_dicom::limits::Limits;
+use radguard_dicom::tokens::{
+    is_pixel_tag, Anomaly, AnomalyKind, ElementKind, ErrorKind, GrammarError, Header, Length, Token,
+};
+use radguard_dicom::ts::TransferSyntax;
 
-/// Longest value of a fingerprinted attribute the parser collects (their VRs allow far less).
+use super::FingerprintError;
+
+/// Longest value of a fingerprinted attribute collected (their VRs allow far less).
 pub const MAX_ATTRIBUTE_VALUE: u32 = 64 * 1024;
-/// Deepest nesting of undefined-length sequences and items.
-pub const MAX_DEPTH: usize = 64;
 
-const UNDEFINED: u32 = 0xFFFF_FFFF;
-const ITEM: u32 = 0xFFFE_E000;
-const ITEM_DELIMITER: u32 = 0xFFFE_E00D;
-const SEQUENCE_DELIMITER: u32 = 0xFFFE_E0DD;
-pub const FLOAT_PIXEL_DATA: u32 = 0x7FE0_0008;
-pub const DOUBLE_FLOAT_PIXEL_DATA: u32 = 0x7FE0_0009;
-pub const PIXEL_DATA: u32 = 0x7FE0_0010;
-
-/// What the parser reports.
+/// What the parser reports. Tags are `gggg_eeee`.
 pub trait Sink {
     /// Should the value of this top-level element be collected and passed to `attribute`?
     fn wants(&self, tag: u32) -> bool;
-    fn attribute(&mut self, tag: u32, value: &[u8]) -> Result<(), FingerprintError>;
-    /// Top-level pixel data begins: `length` is `None` when encapsulated.
+    /// The value of a wanted top-level element whose header is at `offset`.
+    fn attribute(&mut self, tag: u32, value: &[u8], offset: u64) -> Result<(), FingerprintError>;
+    /// Top-level pixel data begins (header at `offset`): `length` is `None` when encapsulated.
     fn pixel_start(
         &mut self,
         tag: u32,
-        vr: Option<[u8; 2]>,
+        vr: VR,
         length: Option<u32>,
+        offset: u64,
     ) -> Result<(), FingerprintError>;
     /// Native pixel value bytes, in order.
     fn pixel_bytes(&mut self, bytes: &[u8]) -> Result<(), FingerprintError>;
-    /// An item of encapsulated pixel data begins (the first is the Basic Offset Table).
+    /// A fragment of encapsulated pixel data begins (the first is the Basic Offset Table).
     fn item_start(&mut self, length: u32) -> Result<(), FingerprintError>;
-    /// Bytes of the current item, in order.
+    /// Bytes of the current fragment, in order.
     fn item_bytes(&mut self, bytes: &[u8]) -> Result<(), FingerprintError>;
     /// The pixel data element is complete.
     fn pixel_end(&mut self) -> Result<(), FingerprintError>;
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Context {
-    /// Inside an undefined-length sequence: items and the sequence delimiter.
-    Sequence(Encoding),
-    /// Inside an undefined-length item: elements until the item delimiter.
-    Item(Encoding),
+/// Where the walk is, as far as the fingerprint cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Top-level elements before the pixel data.
+    Elements,
+    /// Value bytes of top-level native pixel data.
+    Native,
+    /// Fragments of top-level encapsulated pixel data.
+    Encapsulated,
+    /// After the top-level pixel data: the rest is ignored.
+    Done,
 }
 
+/// The token consumer, apart from the reader so that both can be borrowed at once.
 #[derive(Debug)]
-enum State {
-    /// Reading an element or item header.
-    Header,
-    /// Skipping value bytes.
-    Skip(u64),
-    /// Collecting the value of a wanted attribute.
-    Collect { tag: u32, length: usize },
-    /// Native pixel data value bytes still to come.
-    Pixels(u64),
-    /// Expecting an item or the sequence delimiter inside encapsulated pixel data.
-    EncapsulatedHeader,
-    /// Bytes of the current encapsulated item still to come.
-    EncapsulatedItem(u64),
-    /// After the pixel data: the rest is ignored.
-    Trailer,
+struct Walk {
+    phase: Phase,
+    /// The wanted attribute whose value is being collected: tag and header offset.
+    collecting: Option<(u32, u64)>,
+    value: Vec<u8>,
+    /// An out-of-order or repeated element reported just before its header.
+    order: Option<Anomaly>,
+    error: Option<FingerprintError>,
 }
 
-/// The parser. Errors are final: once `feed` has failed, the parser must not be fed again.
+/// The parser. Errors are final: `feed` reports the first one, then ignores further bytes.
 #[derive(Debug)]
 pub struct Parser {
-    encoding: Encoding,
-    stack: Vec<Context>,
-    state: State,
-    header: [u8; 12],
-    header_len: usize,
-    value: Vec<u8>,
-    offset: u64,
-    last_top_level_tag: Option<u32>,
+    reader: DataSetReader,
+    walk: Walk,
+    fed: u64,
+    failed: bool,
 }
 
-fn is_pixel_tag(tag: u32) -> bool {
-    matches!(tag, PIXEL_DATA | FLOAT_PIXEL_DATA | DOUBLE_FLOAT_PIXEL_DATA)
+fn tag_u32(h: &Header) -> u32 {
+    (u32::from(h.tag.group()) << 16) | u32::from(h.tag.element())
+}
+
+fn malformed(e: &GrammarError) -> FingerprintError {
+    match e.kind {
+        ErrorKind::Truncated(_) | ErrorKind::Inflate(InflateError::Truncated) => {
+            FingerprintError::Truncated { offset: e.offset }
+        }
+        kind => FingerprintError::Malformed {
+            offset: e.offset,
+            reason: kind.to_string(),
+        },
+    }
 }
 
 impl Parser {
-    pub fn new(encoding: Encoding) -> Self {
+    pub fn new(ts: &TransferSyntax, limits: Limits) -> Self {
         Parser {
-            encoding,
-            stack: Vec::new(),
-            state: State::Header,
-            header: [0; 12],
-            header_len: 0,
-            value: Vec::new(),
-            offset: 0,
-            last_top_level_tag: None,
+            reader: DataSetReader::new(ts, limits),
+            walk: Walk {
+                phase: Phase::Elements,
+                collecting: None,
+                value: Vec::new(),
+                order: None,
+                error: None,
+            },
+            fed: 0,
+            failed: false,
         }
     }
 
-    /// Bytes consumed so far.
+    /// Bytes fed so far (as received: compressed bytes for a deflated data set).
     pub fn offset(&self) -> u64 {
-        self.offset
+        self.fed
     }
 
-    fn malformed(&self, reason: impl Into<String>) -> FingerprintError {
-        FingerprintError::Malformed {
-            offset: self.offset,
-            reason: reason.into(),
-        }
-    }
-
-    /// The encoding in force at the current nesting level.
-    fn current_encoding(&self) -> Encoding {
-        match self.stack.last() {
-            Some(Context::Sequence(e)) | Some(Context::Item(e)) => *e,
-            None => self.encoding,
-        }
+    /// Offset reached in the data set as tokenized (inflated, for a deflated data set).
+    pub fn data_offset(&self) -> u64 {
+        self.reader.tokenizer().offset()
     }
 
     /// Consumes a chunk.
-    pub fn feed<S: Sink>(
-        &mut self,
-        mut input: &[u8],
-        sink: &mut S,
-    ) -> Result<(), FingerprintError> {
-        while !input.is_empty() {
-            match self.state {
-                State::Header | State::EncapsulatedHeader => {
-                    let encapsulated = matches!(self.state, State::EncapsulatedHeader);
-                    let enc = if encapsulated {
-                        Encoding::ExplicitLittle
-                    } else {
-                        self.current_encoding()
-                    };
-                    let need = self.header_needed(enc, encapsulated);
-                    // `header_len < need <= 12` holds between calls: a complete header is
-                    // consumed at once below.
-                    let Some(free) = self.header.get_mut(self.header_len..need) else {
-                        return Err(self.malformed("element header overrun"));
-                    };
-                    let (head, rest) = split_at_most(input, free.len() as u64);
-                    for (dst, src) in free.iter_mut().zip(head) {
-                        *dst = *src;
-                    }
-                    self.header_len += head.len();
-                    self.offset += head.len() as u64;
-                    input = rest;
-                    // The needed size can grow once the VR is visible.
-                    if self.header_len == self.header_needed(enc, encapsulated) {
-                        self.header_len_done(enc, encapsulated, sink)?;
-                    }
-                }
-                State::Skip(n) => {
-                    let (skipped, rest) = split_at_most(input, n);
-                    input = rest;
-                    self.offset += skipped.len() as u64;
-                    let left = n - skipped.len() as u64;
-                    self.state = if left == 0 {
-                        State::Header
-                    } else {
-                        State::Skip(left)
-                    };
-                }
-                State::Collect { tag, length } => {
-                    let (value, rest) = split_at_most(input, (length - self.value.len()) as u64);
-                    self.value.extend_from_slice(value);
-                    input = rest;
-                    self.offset += value.len() as u64;
-                    if self.value.len() == length {
-                        sink.attribute(tag, &self.value)?;
-                        self.value.clear();
-                        self.state = State::Header;
-                    }
-                }
-                State::Pixels(n) => {
-                    let (pixels, rest) = split_at_most(input, n);
-                    sink.pixel_bytes(pixels)?;
-                    input = rest;
-                    self.offset += pixels.len() as u64;
-                    let left = n - pixels.len() as u64;
-                    if left == 0 {
-                        sink.pixel_end()?;
-                        self.state = State::Trailer;
-                    } else {
-                        self.state = State::Pixels(left);
-                    }
-                }
-                State::EncapsulatedItem(n) => {
-                    let (item, rest) = split_at_most(input, n);
-                    sink.item_bytes(item)?;
-                    input = rest;
-                    self.offset += item.len() as u64;
-                    let left = n - item.len() as u64;
-                    self.state = if left == 0 {
-                        State::EncapsulatedHeader
-                    } else {
-                        State::EncapsulatedItem(left)
-                    };
-                }
-                State::Trailer => {
-                    self.offset += input.len() as u64;
-                    input = &[];
-                }
+    pub fn feed<S: Sink>(&mut self, input: &[u8], sink: &mut S) -> Result<(), FingerprintError> {
+        self.fed += input.len() as u64;
+        if self.failed {
+            return Ok(());
+        }
+        if self.walk.phase == Phase::Done {
+            // What follows the pixel data is not read, except that the rest of a deflate stream
+            // is still inflated: the inflater finds corruption only when it gets there, so
+            // stopping early would make a corrupt stream fingerprint or fail depending on how
+            // its bytes were split.
+            if self.reader.inflater().is_none() {
+                return Ok(());
             }
         }
-        Ok(())
-    }
-
-    /// How many header bytes are needed, given what has been read so far.
-    fn header_needed(&self, enc: Encoding, encapsulated: bool) -> usize {
-        if self.header_len < 4 {
-            return 4;
-        }
-        let tag = self.tag(enc);
-        if encapsulated || tag >> 16 == 0xFFFE || !enc.explicit() {
-            return 8;
-        }
-        if self.header_len < 6 {
-            return 6;
-        }
-        let [_, _, _, _, v0, v1, ..] = self.header;
-        if long_form([v0, v1]) {
-            12
-        } else {
-            8
-        }
-    }
-
-    fn tag(&self, enc: Encoding) -> u32 {
-        let [g0, g1, e0, e1, ..] = self.header;
-        (u32::from(u16_from(enc, [g0, g1])) << 16) | u32::from(u16_from(enc, [e0, e1]))
-    }
-
-    /// A complete header is in `self.header`: decide what follows.
-    fn header_len_done<S: Sink>(
-        &mut self,
-        enc: Encoding,
-        encapsulated: bool,
-        sink: &mut S,
-    ) -> Result<(), FingerprintError> {
-        let tag = self.tag(enc);
-        let n = self.header_len;
-        self.header_len = 0;
-        // Bytes 4..12: VR, [reserved,] length; or, without a VR, the 4-byte length at 4.
-        let [_, _, _, _, b4, b5, b6, b7, b8, b9, b10, b11] = self.header;
-        let (vr, length) = if n == 12 {
-            (Some([b4, b5]), u32_from(enc, [b8, b9, b10, b11]))
-        } else if n == 8 && enc.explicit() && !encapsulated && tag >> 16 != 0xFFFE {
-            (Some([b4, b5]), u32::from(u16_from(enc, [b6, b7])))
-        } else {
-            (None, u32_from(enc, [b4, b5, b6, b7]))
-        };
-
-        if encapsulated {
-            return match tag {
-                ITEM if length == UNDEFINED => {
-                    Err(self.malformed("undefined-length item in encapsulated pixel data"))
-                }
-                ITEM => {
-                    sink.item_start(length)?;
-                    self.state = if length == 0 {
-                        State::EncapsulatedHeader
-                    } else {
-                        State::EncapsulatedItem(u64::from(length))
-                    };
-                    Ok(())
-                }
-                SEQUENCE_DELIMITER => {
-                    sink.pixel_end()?;
-                    self.state = State::Trailer;
-                    Ok(())
-                }
-                other => Err(self.malformed(format!(
-                    "unexpected tag {} in encapsulated pixel data",
-                    super::attrs::tag_string(other)
-                ))),
+        let walk = &mut self.walk;
+        self.reader.feed(input, |t| {
+            if walk.error.is_some() {
+                return;
+            }
+            let r = match (walk.phase, t) {
+                (
+                    Phase::Done,
+                    Token::Error(
+                        e @ GrammarError {
+                            kind: ErrorKind::Inflate(_),
+                            ..
+                        },
+                    ),
+                ) => Err(malformed(&e)),
+                (Phase::Done, _) => Ok(()),
+                (_, t) => walk.token(t, sink),
             };
-        }
-
-        match self.stack.last().copied() {
-            None => self.top_level(tag, vr, length, enc, sink),
-            Some(Context::Sequence(inner)) => match tag {
-                ITEM if length == UNDEFINED => self.push(Context::Item(inner)),
-                ITEM => {
-                    self.skip(length);
-                    Ok(())
-                }
-                SEQUENCE_DELIMITER => {
-                    self.stack.pop();
-                    Ok(())
-                }
-                other => Err(self.malformed(format!(
-                    "unexpected tag {} inside a sequence",
-                    super::attrs::tag_string(other)
-                ))),
-            },
-            Some(Context::Item(inner)) => match tag {
-                ITEM_DELIMITER => {
-                    self.stack.pop();
-                    Ok(())
-                }
-                other if other >> 16 == 0xFFFE => Err(self.malformed(format!(
-                    "unexpected delimiter {} inside an item",
-                    super::attrs::tag_string(other)
-                ))),
-                _ if length == UNDEFINED => {
-                    self.push(Context::Sequence(nested_encoding(inner, vr)))
-                }
-                _ => {
-                    self.skip(length);
-                    Ok(())
-                }
-            },
-        }
-    }
-
-    fn top_level<S: Sink>(
-        &mut self,
-        tag: u32,
-        vr: Option<[u8; 2]>,
-        length: u32,
-        enc: Encoding,
-        sink: &mut S,
-    ) -> Result<(), FingerprintError> {
-        if tag >> 16 == 0xFFFE {
-            return Err(self.malformed(format!(
-                "item or delimiter {} outside a sequence",
-                super::attrs::tag_string(tag)
-            )));
-        }
-        if let Some(last) = self.last_top_level_tag {
-            if tag <= last {
-                return Err(self.malformed(format!(
-                    "element {} out of order (after {})",
-                    super::attrs::tag_string(tag),
-                    super::attrs::tag_string(last)
-                )));
+            if let Err(e) = r {
+                walk.error = Some(e);
             }
-        }
-        self.last_top_level_tag = Some(tag);
-        if is_pixel_tag(tag) {
-            if length == UNDEFINED {
-                if tag != PIXEL_DATA {
-                    return Err(self.malformed("float pixel data cannot be encapsulated"));
-                }
-                sink.pixel_start(tag, vr, None)?;
-                self.state = State::EncapsulatedHeader;
-            } else {
-                sink.pixel_start(tag, vr, Some(length))?;
-                if length == 0 {
-                    sink.pixel_end()?;
-                    self.state = State::Trailer;
-                } else {
-                    self.state = State::Pixels(u64::from(length));
-                }
+        });
+        match self.walk.error.take() {
+            Some(e) => {
+                self.failed = true;
+                Err(e)
             }
-            return Ok(());
+            None => Ok(()),
         }
-        if length == UNDEFINED {
-            // Only sequences (or UN holding one) may have an undefined length here.
-            return self.push(Context::Sequence(nested_encoding(enc, vr)));
-        }
-        if sink.wants(tag) {
-            if length > MAX_ATTRIBUTE_VALUE {
-                return Err(FingerprintError::AttributeTooLong { tag, length });
-            }
-            if length == 0 {
-                sink.attribute(tag, &[])?;
-            } else {
-                self.value.clear();
-                self.state = State::Collect {
-                    tag,
-                    length: length as usize,
-                };
-            }
-            return Ok(());
-        }
-        self.skip(length);
-        Ok(())
-    }
-
-    fn skip(&mut self, length: u32) {
-        if length > 0 {
-            self.state = State::Skip(u64::from(length));
-        }
-    }
-
-    fn push(&mut self, ctx: Context) -> Result<(), FingerprintError> {
-        if self.stack.len() >= MAX_DEPTH {
-            return Err(self.malformed(format!("sequences nested deeper than {MAX_DEPTH}")));
-        }
-        self.stack.push(ctx);
-        Ok(())
     }
 
     /// Checks that the data set ended cleanly: between top-level elements, or after the pixel
-    /// data.
+    /// data (and, for a deflated data set, at the end of the deflate stream).
     pub fn finish(&self) -> Result<(), FingerprintError> {
-        let clean = match self.state {
-            State::Trailer => true,
-            State::Header => self.header_len == 0 && self.stack.is_empty(),
-            _ => false,
-        };
-        if clean {
-            Ok(())
-        } else {
-            Err(FingerprintError::Truncated {
-                offset: self.offset,
-            })
+        if self.failed {
+            return Err(FingerprintError::Malformed {
+                offset: self.data_offset(),
+                reason: "the data set was refused earlier".into(),
+            });
+        }
+        match self.walk.phase {
+            Phase::Done => match self.reader.inflater() {
+                Some(inflater) if !inflater.done() => Err(FingerprintError::Truncated {
+                    offset: self.data_offset(),
+                }),
+                _ => Ok(()),
+            },
+            Phase::Elements => self.reader.finish().map_err(|e| malformed(&e)),
+            Phase::Native | Phase::Encapsulated => Err(FingerprintError::Truncated {
+                offset: self.data_offset(),
+            }),
         }
     }
 }
 
-fn u16_from(enc: Encoding, b: [u8; 2]) -> u16 {
-    if enc.big_endian() {
-        u16::from_be_bytes(b)
-    } else {
-        u16::from_le_bytes(b)
+impl Walk {
+    fn token<S: Sink>(&mut self, t: Token<'_>, sink: &mut S) -> Result<(), FingerprintError> {
+        if let Token::Error(e) = t {
+            return Err(malformed(&e));
+        }
+        match self.phase {
+            Phase::Elements => self.element_token(t, sink),
+            Phase::Native => match t {
+                Token::Value(v) => sink.pixel_bytes(v),
+                Token::ValueEnd => {
+                    self.phase = Phase::Done;
+                    sink.pixel_end()
+                }
+                _ => Ok(()),
+            },
+            Phase::Encapsulated => match t {
+                Token::Fragment { length, .. } => sink.item_start(length),
+                Token::Value(v) => sink.item_bytes(v),
+                // Nothing nests inside encapsulated pixel data (PS3.5 §A.4): this sequence end
+                // is the pixel data's own.
+                Token::SequenceEnd { .. } => {
+                    self.phase = Phase::Done;
+                    sink.pixel_end()
+                }
+                _ => Ok(()),
+            },
+            Phase::Done => Ok(()),
+        }
     }
-}
 
-fn u32_from(enc: Encoding, b: [u8; 4]) -> u32 {
-    if enc.big_endian() {
-        u32::from_be_bytes(b)
-    } else {
-        u32::from_le_bytes(b)
+    fn element_token<S: Sink>(
+        &mut self,
+        t: Token<'_>,
+        sink: &mut S,
+    ) -> Result<(), FingerprintError> {
+        match t {
+            Token::Anomaly(a) => {
+                // The grammar reports an element out of order or repeated just before its
+                // header; whether it matters depends on the header's depth.
+                if matches!(
+                    a.kind,
+                    AnomalyKind::OutOfOrder { .. } | AnomalyKind::Duplicate { .. }
+                ) {
+                    self.order = Some(a);
+                }
+                Ok(())
+            }
+            Token::Element(h) => {
+                let order = self.order.take();
+                self.collecting = None;
+                if h.depth > 0 {
+                    return Ok(());
+                }
+                // PS3.5 §7.1: ascending order, each tag once. Two readers of a data set with
+                // a repeated (or out-of-order, possibly repeated) attribute may each take a
+                // different value: the fingerprint refuses to pick one.
+                if let Some(a) = order {
+                    return Err(FingerprintError::Malformed {
+                        offset: a.offset,
+                        reason: a.kind.to_string(),
+                    });
+                }
+                self.top_level(&h, sink)
+            }
+            Token::Value(v) => {
+                if self.collecting.is_some() {
+                    self.value.extend_from_slice(v);
+                }
+                Ok(())
+            }
+            Token::ValueEnd => match self.collecting.take() {
+                Some((tag, offset)) => sink.attribute(tag, &self.value, offset),
+                None => Ok(()),
+            },
+            // Items, sequence ends and fragments here belong to nested content.
+            _ => Ok(()),
+        }
     }
-}
 
-/// The encoding inside a sequence: UN with undefined length holds implicit VR little endian
-/// (PS3.5 §6.2.2); anything else keeps the enclosing encoding.
-fn nested_encoding(outer: Encoding, vr: Option<[u8; 2]>) -> Encoding {
-    match vr {
-        Some(v) if &v == b"UN" => Encoding::ImplicitLittle,
-        _ => outer,
+    fn top_level<S: Sink>(&mut self, h: &Header, sink: &mut S) -> Result<(), FingerprintError> {
+        let tag = tag_u32(h);
+        let vr = h.vr;
+        if is_pixel_tag(h.tag) {
+            match (h.kind, h.length) {
+                (ElementKind::Value, Length::Defined(n)) => {
+                    self.phase = Phase::Native;
+                    sink.pixel_start(tag, vr, Some(n), h.offset)
+                }
+                (ElementKind::Encapsulated, _) => {
+                    self.phase = Phase::Encapsulated;
+                    sink.pixel_start(tag, vr, None, h.offset)
+                }
+                _ => Err(FingerprintError::Malformed {
+                    offset: h.offset,
+                    reason: format!(
+                        "pixel data {} is encoded as a sequence",
+                        super::attrs::tag_string(tag)
+                    ),
+                }),
+            }
+        } else if sink.wants(tag) {
+            match (h.kind, h.length) {
+                (ElementKind::Value, Length::Defined(n)) => {
+                    if n > MAX_ATTRIBUTE_VALUE {
+                        return Err(FingerprintError::AttributeTooLong { tag, length: n });
+                    }
+                    self.value.clear();
+                    self.collecting = Some((tag, h.offset));
+                    Ok(())
+                }
+                // A fingerprinted attribute read as a sequence (VR SQ, or UN of undefined
+                // length) has no value the fingerprint could cover; leaving it out would let
+                // its real value change unseen.
+                _ => Err(FingerprintError::Malformed {
+                    offset: h.offset,
+                    reason: format!(
+                        "fingerprinted attribute {} is encoded as a sequence",
+                        super::attrs::tag_string(tag)
+                    ),
+                }),
+            }
+        } else {
+            Ok(())
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use radguard_dicom::tokens::long_form;
+    use radguard_dicom::ts::{
+        DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE,
+    };
+
+    const ITEM: u32 = 0xFFFE_E000;
+    const ITEM_DELIMITER: u32 = 0xFFFE_E00D;
+    const SEQUENCE_DELIMITER: u32 = 0xFFFE_E0DD;
+    const UNDEFINED: u32 = 0xFFFF_FFFF;
+    const PIXEL_DATA: u32 = 0x7FE0_0010;
 
     #[derive(Default, Debug, PartialEq)]
     struct Rec {
@@ -459,15 +346,21 @@ mod tests {
         fn wants(&self, tag: u32) -> bool {
             tag == 0x0010_0020 || tag == 0x0028_0010
         }
-        fn attribute(&mut self, tag: u32, value: &[u8]) -> Result<(), FingerprintError> {
+        fn attribute(
+            &mut self,
+            tag: u32,
+            value: &[u8],
+            _offset: u64,
+        ) -> Result<(), FingerprintError> {
             self.attrs.push((tag, value.to_vec()));
             Ok(())
         }
         fn pixel_start(
             &mut self,
             tag: u32,
-            _vr: Option<[u8; 2]>,
+            _vr: VR,
             length: Option<u32>,
+            _offset: u64,
         ) -> Result<(), FingerprintError> {
             self.pixel_start = Some((tag, length));
             Ok(())
@@ -497,7 +390,7 @@ mod tests {
         v.extend_from_slice(&((tag >> 16) as u16).to_le_bytes());
         v.extend_from_slice(&((tag & 0xFFFF) as u16).to_le_bytes());
         v.extend_from_slice(vr);
-        if long_form(*vr) {
+        if VR::from_binary(*vr).is_some_and(long_form) {
             v.extend_from_slice(&[0, 0]);
             v.extend_from_slice(&(value.len() as u32).to_le_bytes());
         } else {
@@ -552,14 +445,19 @@ mod tests {
         d
     }
 
-    fn run(data: &[u8], chunk: usize) -> Result<Rec, FingerprintError> {
-        let mut p = Parser::new(Encoding::ExplicitLittle);
+    fn run_in(uid: &str, data: &[u8], chunk: usize) -> Result<Rec, FingerprintError> {
+        let ts = TransferSyntax::from_uid(uid).expect("ts");
+        let mut p = Parser::new(&ts, Limits::GATEWAY);
         let mut rec = Rec::default();
         for c in data.chunks(chunk.max(1)) {
             p.feed(c, &mut rec)?;
         }
         p.finish()?;
         Ok(rec)
+    }
+
+    fn run(data: &[u8], chunk: usize) -> Result<Rec, FingerprintError> {
+        run_in(EXPLICIT_VR_LE, data, chunk)
     }
 
     #[test]
@@ -593,6 +491,25 @@ mod tests {
                 Err(e) => panic!("cut at {cut}: {e:?}"),
             }
         }
+        for cut in pixel_end..=data.len() {
+            assert!(
+                run(&data[..cut], 7).expect("complete").ended,
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn whatever_follows_the_pixel_data_is_ignored() {
+        let mut data = sample();
+        let clean = run(&data, 5).expect("parses");
+        // Garbage that the grammar would refuse (an item outside a sequence, then a header cut
+        // short) after the top-level pixel data.
+        data.extend(raw_header(ITEM, 0));
+        data.extend_from_slice(&[1, 2, 3]);
+        for chunk in [1, 5, data.len()] {
+            assert_eq!(run(&data, chunk).expect("ignored"), clean, "chunk {chunk}");
+        }
     }
 
     #[test]
@@ -604,21 +521,17 @@ mod tests {
         ]);
         assert!(matches!(
             run(&d, 3),
-            Err(FingerprintError::AttributeTooLong { .. })
+            Err(FingerprintError::AttributeTooLong {
+                tag: 0x0010_0020,
+                length: 0xFFFF_FFFE
+            })
         ));
         // An item outside a sequence.
         assert!(matches!(
             run(&raw_header(ITEM, 0), 3),
-            Err(FingerprintError::Malformed { .. })
+            Err(FingerprintError::Malformed { offset: 0, .. })
         ));
-        // Elements out of order.
-        let mut d = el_explicit(0x0010_0020, b"LO", b"AB");
-        d.extend(el_explicit(0x0008_0016, b"UI", b"1\0"));
-        assert!(matches!(
-            run(&d, 5),
-            Err(FingerprintError::Malformed { .. })
-        ));
-        // Nesting bomb.
+        // Nesting bomb: refused at the grammar's depth limit.
         let mut d = Vec::new();
         d.extend_from_slice(&[
             0x08, 0x00, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
@@ -629,10 +542,65 @@ mod tests {
                 0x08, 0x00, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
             ]);
         }
+        match run(&d, 64) {
+            Err(FingerprintError::Malformed { reason, .. }) => {
+                assert!(reason.contains("nested deeper than 32"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A fingerprinted attribute written as a sequence.
+        let mut d = Vec::new();
+        d.extend_from_slice(&[
+            0x10, 0x00, 0x20, 0x00, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        d.extend(raw_header(SEQUENCE_DELIMITER, 0));
         assert!(matches!(
-            run(&d, 64),
+            run(&d, 4),
+            Err(FingerprintError::Malformed { offset: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn elements_out_of_order_or_repeated_at_the_top_level_are_refused() {
+        let pid = |v: &[u8]| el_explicit(0x0010_0020, b"LO", v);
+        // Out of order.
+        let mut d = pid(b"AB");
+        d.extend(el_explicit(0x0008_0016, b"UI", b"1\0"));
+        assert!(matches!(
+            run(&d, 5),
+            Err(FingerprintError::Malformed { offset: 10, .. })
+        ));
+        // Repeated: which Patient ID would the archive show?
+        let mut d = pid(b"AB");
+        d.extend(pid(b"CD"));
+        assert!(matches!(
+            run(&d, 5),
+            Err(FingerprintError::Malformed { offset: 10, .. })
+        ));
+        // Repeated with another element in between (the grammar calls it out of order).
+        let mut d = pid(b"AB");
+        d.extend(el_explicit(0x0010_0030, b"DA", b"20000101"));
+        d.extend(pid(b"CD"));
+        assert!(matches!(
+            run(&d, 5),
             Err(FingerprintError::Malformed { .. })
         ));
+        // Inside a sequence item, order is not the fingerprint's business (the item is not
+        // fingerprinted).
+        let mut d = Vec::new();
+        d.extend_from_slice(&[
+            0x08, 0x00, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        d.extend(raw_header(ITEM, UNDEFINED));
+        d.extend(pid(b"AB"));
+        d.extend(pid(b"CD"));
+        d.extend(raw_header(ITEM_DELIMITER, 0));
+        d.extend(raw_header(SEQUENCE_DELIMITER, 0));
+        d.extend(pid(b"EF"));
+        assert_eq!(
+            run(&d, 3).expect("parses").attrs,
+            vec![(0x0010_0020, b"EF".to_vec())]
+        );
     }
 
     #[test]
@@ -640,17 +608,11 @@ mod tests {
         // Implicit VR: tag + 4-byte length.
         let mut d = raw_header(0x0010_0020, 4);
         d.extend_from_slice(b"PID ");
-        let mut p = Parser::new(Encoding::ImplicitLittle);
-        let mut rec = Rec::default();
-        p.feed(&d, &mut rec).expect("ok");
-        p.finish().expect("clean");
+        let rec = run_in(IMPLICIT_VR_LE, &d, 3).expect("ok");
         assert_eq!(rec.attrs, vec![(0x0010_0020, b"PID ".to_vec())]);
         // Explicit big endian.
         let d = [0x00, 0x28, 0x00, 0x10, b'U', b'S', 0x00, 0x02, 0x02, 0x00];
-        let mut p = Parser::new(Encoding::ExplicitBig);
-        let mut rec = Rec::default();
-        p.feed(&d, &mut rec).expect("ok");
-        p.finish().expect("clean");
+        let rec = run_in(EXPLICIT_VR_BE, &d, 3).expect("ok");
         assert_eq!(rec.attrs, vec![(0x0028_0010, vec![0x02, 0x00])]);
     }
 
@@ -662,5 +624,69 @@ mod tests {
         assert_eq!(rec.pixel_start, Some((PIXEL_DATA, Some(8))));
         assert_eq!(rec.pixels, vec![1, 0, 2, 0, 3, 0, 4, 0]);
         assert!(rec.ended);
+    }
+
+    #[test]
+    fn deflated_reads_as_its_inflated_form() {
+        use std::io::Write as _;
+        let data = sample();
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&data).expect("deflate");
+        let z = e.finish().expect("deflate");
+        let plain = run(&data, data.len()).expect("parses");
+        for chunk in [1, 7, z.len()] {
+            assert_eq!(
+                run_in(DEFLATED_EXPLICIT_VR_LE, &z, chunk).expect("parses"),
+                plain,
+                "chunk {chunk}"
+            );
+        }
+        // A deflate stream cut short is truncated, also when it stops between elements.
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&el_explicit(0x0010_0020, b"LO", b"AB"))
+            .expect("deflate");
+        let z = e.finish().expect("deflate");
+        assert!(matches!(
+            run_in(DEFLATED_EXPLICIT_VR_LE, &z[..z.len() - 1], 1),
+            Err(FingerprintError::Truncated { .. })
+        ));
+        // Garbage is malformed.
+        assert!(matches!(
+            run_in(DEFLATED_EXPLICIT_VR_LE, &[0xFF; 32], 32),
+            Err(FingerprintError::Malformed { .. })
+        ));
+    }
+
+    /// The deflate stream must be whole even past the pixel data, whatever the splits: inflating
+    /// in one piece reaches the corruption before the pixel data is seen to end, inflating byte
+    /// by byte after it.
+    #[test]
+    fn a_deflate_stream_corrupt_or_cut_after_the_pixel_data_is_refused() {
+        use std::io::Write as _;
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&sample()).expect("deflate");
+        e.flush().expect("sync flush");
+        let prefix = e.get_ref().clone();
+        // BFINAL = 1, BTYPE = 11: a reserved block type (RFC 1951 §3.2.3).
+        let mut corrupt = prefix.clone();
+        corrupt.push(0x07);
+        for chunk in [1, 3, corrupt.len()] {
+            assert!(
+                matches!(
+                    run_in(DEFLATED_EXPLICIT_VR_LE, &corrupt, chunk),
+                    Err(FingerprintError::Malformed { .. })
+                ),
+                "chunk {chunk}"
+            );
+            assert!(
+                matches!(
+                    run_in(DEFLATED_EXPLICIT_VR_LE, &prefix, chunk),
+                    Err(FingerprintError::Truncated { .. })
+                ),
+                "chunk {chunk}"
+            );
+        }
+        let whole = e.finish().expect("deflate");
+        assert!(run_in(DEFLATED_EXPLICIT_VR_LE, &whole, 1).is_ok());
     }
 }

@@ -5,8 +5,13 @@
 
 use sha2::{Digest as _, Sha256};
 
-use super::parser::{DOUBLE_FLOAT_PIXEL_DATA, FLOAT_PIXEL_DATA};
+use dicom_core::VR;
+
 use super::{split_at_most, FingerprintError};
+
+/// (7FE0,0008) Float Pixel Data and (7FE0,0009) Double Float Pixel Data.
+pub const FLOAT_PIXEL_DATA: u32 = 0x7FE0_0008;
+pub const DOUBLE_FLOAT_PIXEL_DATA: u32 = 0x7FE0_0009;
 
 /// Largest frame Radguard buffers (planar native data, decoded frames).
 pub const MAX_FRAME_BYTES: u64 = 512 * 1024 * 1024;
@@ -273,18 +278,14 @@ pub struct Native {
 
 impl Native {
     /// `big_endian` is the source encoding and `vr` the element's VR there.
-    pub fn new(
-        layout: Layout,
-        big_endian: bool,
-        vr: Option<[u8; 2]>,
-    ) -> Result<Native, FingerprintError> {
+    pub fn new(layout: Layout, big_endian: bool, vr: VR) -> Result<Native, FingerprintError> {
         let swap = if !big_endian {
             1
         } else {
-            match vr.as_ref().map(|v| &v[..]) {
-                Some(b"OW") => 2,
-                Some(b"OF") | Some(b"OL") => 4,
-                Some(b"OD") | Some(b"OV") => 8,
+            match vr {
+                VR::OW => 2,
+                VR::OF | VR::OL => 4,
+                VR::OD | VR::OV => 8,
                 _ => 1,
             }
         };
@@ -439,7 +440,8 @@ pub fn element_header(tag: u32, layout: &Layout, value_len: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fingerprint::parser::PIXEL_DATA;
+
+    const PIXEL_DATA: u32 = 0x7FE0_0010;
 
     fn attrs(ba: u16, bs: u16, hb: u16, pr: u16) -> ImageAttributes {
         ImageAttributes {
@@ -456,9 +458,9 @@ mod tests {
         }
     }
 
-    fn run(layout: Layout, big: bool, vr: &[u8; 2], src: &[u8], chunk: usize) -> Vec<u8> {
+    fn run(layout: Layout, big: bool, vr: VR, src: &[u8], chunk: usize) -> Vec<u8> {
         let mut sink = PixelSink::new(true);
-        let mut n = Native::new(layout, big, Some(*vr)).expect("layout");
+        let mut n = Native::new(layout, big, vr).expect("layout");
         for c in src.chunks(chunk) {
             n.push(c, &mut sink);
         }
@@ -474,7 +476,7 @@ mod tests {
         let want = [0xFF, 0xFF, 0xFF, 0x07, 0x00, 0xF8, 0x05, 0x00];
         for chunk in 1..=8 {
             assert_eq!(
-                run(l.clone(), false, b"OW", &src, chunk),
+                run(l.clone(), false, VR::OW, &src, chunk),
                 want,
                 "chunk {chunk}"
             );
@@ -483,7 +485,7 @@ mod tests {
         let be: Vec<u8> = src.chunks(2).flat_map(|c| [c[1], c[0]]).collect();
         for chunk in 1..=8 {
             assert_eq!(
-                run(l.clone(), true, b"OW", &be, chunk),
+                run(l.clone(), true, VR::OW, &be, chunk),
                 want,
                 "BE chunk {chunk}"
             );
@@ -516,7 +518,7 @@ mod tests {
         let l = Layout::new(PIXEL_DATA, &attrs(16, 12, 15, 0)).expect("layout");
         let src = [0x10, 0x00, 0xF0, 0xFF, 0x00, 0x00, 0x01, 0x00];
         assert_eq!(
-            run(l, false, b"OW", &src, 3),
+            run(l, false, VR::OW, &src, 3),
             [0x01, 0x00, 0xFF, 0x0F, 0x00, 0x00, 0x00, 0x00]
         );
     }
@@ -529,7 +531,7 @@ mod tests {
         let l = Layout::new(PIXEL_DATA, &a).expect("layout");
         assert_eq!(l.total_bytes(), 3);
         // Trailing bytes beyond the image (the source's own pad) are not part of the value.
-        assert_eq!(run(l, false, b"OB", &[1, 2, 3, 0], 1), [1, 2, 3, 0]);
+        assert_eq!(run(l, false, VR::OB, &[1, 2, 3, 0], 1), [1, 2, 3, 0]);
         let l = Layout::new(PIXEL_DATA, &attrs(16, 16, 15, 1)).expect("layout");
         assert!(l.identity(1));
         assert!(!l.identity(2));
@@ -548,7 +550,7 @@ mod tests {
         let src = [1, 2, 3, 4, 5, 6, 11, 12, 13, 14, 15, 16];
         for chunk in 1..=12 {
             assert_eq!(
-                run(l.clone(), false, b"OB", &src, chunk),
+                run(l.clone(), false, VR::OB, &src, chunk),
                 [1, 3, 5, 2, 4, 6, 11, 13, 15, 12, 14, 16],
                 "chunk {chunk}"
             );
@@ -559,7 +561,7 @@ mod tests {
     fn short_pixel_data_is_an_error() {
         let l = Layout::new(PIXEL_DATA, &attrs(16, 16, 15, 0)).expect("layout");
         let mut sink = PixelSink::new(false);
-        let mut n = Native::new(l, false, Some(*b"OW")).expect("layout");
+        let mut n = Native::new(l, false, VR::OW).expect("layout");
         n.push(&[0; 6], &mut sink);
         assert!(matches!(
             n.finish(&mut sink),

@@ -1,150 +1,52 @@
-//! Transfer syntaxes: how the data set is encoded and what the fingerprint does with its pixels.
+//! What the fingerprint does with a transfer syntax. How a transfer syntax encodes the data set
+//! (VR, byte order, deflate, lossy) is `radguard_dicom::ts::TransferSyntax`'s to say; the one
+//! decision made here is which encapsulated pixel data is decoded to samples.
+
+use radguard_dicom::ts::{
+    TransferSyntax, JPEG_LOSSLESS_P14, JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, RLE_LOSSLESS,
+};
 
 use super::FingerprintError;
 
-/// How data set elements are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    ImplicitLittle,
-    ExplicitLittle,
-    ExplicitBig,
+/// The transfer syntax of a data set to fingerprint. A UID that is not a valid UID is refused;
+/// a valid one PS3.6 does not list is read as Explicit VR Little Endian (PS3.5 §10) and its
+/// encapsulated pixel data fingerprinted as a codestream.
+pub fn transfer_syntax(uid: &str) -> Result<TransferSyntax, FingerprintError> {
+    TransferSyntax::from_uid(uid).map_err(|_| {
+        FingerprintError::UnsupportedTransferSyntax(
+            uid.trim_end_matches(['\0', ' ']).chars().take(80).collect(),
+        )
+    })
 }
 
-impl Encoding {
-    pub fn explicit(self) -> bool {
-        !matches!(self, Encoding::ImplicitLittle)
-    }
-    pub fn big_endian(self) -> bool {
-        matches!(self, Encoding::ExplicitBig)
-    }
+/// Is the encapsulated pixel data of this transfer syntax decoded to samples? Only for the
+/// lossless codecs Radguard decodes (RLE, JPEG Lossless Process 14 and SV1, JPEG-LS lossless):
+/// then the instance fingerprints the same as its native form. Any other encapsulated pixel
+/// data (lossy, or lossless without a decoder here) is fingerprinted as the codestream received.
+pub fn decodes(ts: &TransferSyntax) -> bool {
+    matches!(
+        ts.uid(),
+        RLE_LOSSLESS | JPEG_LOSSLESS_P14 | JPEG_LOSSLESS_SV1 | JPEG_LS_LOSSLESS
+    )
 }
 
-/// What happens to encapsulated pixel data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encapsulated {
-    /// A lossless codec Radguard decodes: the fingerprint covers the decoded samples, so the
-    /// instance fingerprints the same as its native form.
-    Decode,
-    /// A codec Radguard does not decode (lossy, or lossless without a decoder here): the
-    /// fingerprint covers the compressed codestream as received.
-    Codestream { lossy: bool },
-}
-
-/// A transfer syntax as the fingerprint sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransferSyntax {
-    pub uid: String,
-    pub encoding: Encoding,
-    pub encapsulated: Encapsulated,
-}
-
-pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
-pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
-pub const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
-pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
-pub const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
-pub const JPEG_LOSSLESS_P14: &str = "1.2.840.10008.1.2.4.57";
-pub const JPEG_LOSSLESS_SV1: &str = "1.2.840.10008.1.2.4.70";
-pub const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
-
-/// Encapsulated transfer syntaxes known to be lossy (or usually lossy: JPEG 2000 and HTJ2K
-/// without the "lossless" restriction, and video).
-const LOSSY: &[&str] = &[
-    "1.2.840.10008.1.2.4.50",  // JPEG Baseline (Process 1)
-    "1.2.840.10008.1.2.4.51",  // JPEG Extended (Process 2 & 4)
-    "1.2.840.10008.1.2.4.81",  // JPEG-LS Lossy (Near-Lossless)
-    "1.2.840.10008.1.2.4.91",  // JPEG 2000
-    "1.2.840.10008.1.2.4.93",  // JPEG 2000 Part 2 Multi-component
-    "1.2.840.10008.1.2.4.203", // High-Throughput JPEG 2000
-    "1.2.840.10008.1.2.4.100", // MPEG2 Main Profile / Main Level
-    "1.2.840.10008.1.2.4.100.1",
-    "1.2.840.10008.1.2.4.101",
-    "1.2.840.10008.1.2.4.101.1",
-    "1.2.840.10008.1.2.4.102",
-    "1.2.840.10008.1.2.4.102.1",
-    "1.2.840.10008.1.2.4.103",
-    "1.2.840.10008.1.2.4.103.1",
-    "1.2.840.10008.1.2.4.104",
-    "1.2.840.10008.1.2.4.104.1",
-    "1.2.840.10008.1.2.4.105",
-    "1.2.840.10008.1.2.4.105.1",
-    "1.2.840.10008.1.2.4.106",
-    "1.2.840.10008.1.2.4.106.1",
-    "1.2.840.10008.1.2.4.107",
-    "1.2.840.10008.1.2.4.108",
-    "1.2.840.10008.1.2.4.111", // JPEG XL JPEG Recompression
-    "1.2.840.10008.1.2.4.112", // JPEG XL
-];
-
-/// Is this encapsulated transfer syntax lossy?
+/// Is this (encapsulated) transfer syntax lossy?
 pub fn is_lossy(uid: &str) -> bool {
-    LOSSY.contains(&uid)
-}
-
-fn valid_uid(uid: &str) -> bool {
-    !uid.is_empty()
-        && uid.len() <= 64
-        && uid.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        && !uid.starts_with('.')
-        && !uid.ends_with('.')
-        && !uid.contains("..")
-}
-
-impl TransferSyntax {
-    /// Classifies a transfer syntax UID (trailing NUL or space padding is ignored). Every
-    /// transfer syntax other than the two native ones with implicit VR or big endian encodes its
-    /// data set in explicit VR little endian (PS3.5 §10), so an unknown but well-formed UID is
-    /// read that way and its pixel data fingerprinted as a codestream.
-    pub fn from_uid(raw: &str) -> Result<TransferSyntax, FingerprintError> {
-        let uid = raw.trim_end_matches(['\0', ' ']);
-        if !valid_uid(uid) {
-            return Err(FingerprintError::UnsupportedTransferSyntax(uid.to_string()));
-        }
-        let (encoding, encapsulated) = match uid {
-            IMPLICIT_VR_LE => (
-                Encoding::ImplicitLittle,
-                Encapsulated::Codestream { lossy: false },
-            ),
-            EXPLICIT_VR_LE => (
-                Encoding::ExplicitLittle,
-                Encapsulated::Codestream { lossy: false },
-            ),
-            EXPLICIT_VR_BE => (
-                Encoding::ExplicitBig,
-                Encapsulated::Codestream { lossy: false },
-            ),
-            // A deflated data set needs inflating before it can be parsed; Radguard does not.
-            DEFLATED_EXPLICIT_VR_LE => {
-                return Err(FingerprintError::UnsupportedTransferSyntax(uid.to_string()))
-            }
-            RLE_LOSSLESS | JPEG_LOSSLESS_P14 | JPEG_LOSSLESS_SV1 | JPEG_LS_LOSSLESS => {
-                (Encoding::ExplicitLittle, Encapsulated::Decode)
-            }
-            other => (
-                Encoding::ExplicitLittle,
-                Encapsulated::Codestream {
-                    lossy: is_lossy(other),
-                },
-            ),
-        };
-        Ok(TransferSyntax {
-            uid: uid.to_string(),
-            encoding,
-            encapsulated,
-        })
-    }
+    TransferSyntax::from_uid(uid).is_ok_and(|t| t.lossy)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use radguard_dicom::ts::{Encoding, DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, IMPLICIT_VR_LE};
 
     #[test]
     fn classification() {
-        let t = TransferSyntax::from_uid("1.2.840.10008.1.2\0").expect("ok");
+        let t = transfer_syntax("1.2.840.10008.1.2\0").expect("ok");
         assert_eq!(t.encoding, Encoding::ImplicitLittle);
-        assert_eq!(t.uid, IMPLICIT_VR_LE);
-        let t = TransferSyntax::from_uid(EXPLICIT_VR_BE).expect("ok");
+        assert_eq!(t.uid(), IMPLICIT_VR_LE);
+        assert!(!decodes(&t));
+        let t = transfer_syntax(EXPLICIT_VR_BE).expect("ok");
         assert!(t.encoding.big_endian() && t.encoding.explicit());
         for uid in [
             RLE_LOSSLESS,
@@ -152,17 +54,27 @@ mod tests {
             JPEG_LOSSLESS_SV1,
             JPEG_LS_LOSSLESS,
         ] {
-            let t = TransferSyntax::from_uid(uid).expect("ok");
-            assert_eq!(t.encapsulated, Encapsulated::Decode, "{uid}");
+            let t = transfer_syntax(uid).expect("ok");
+            assert!(decodes(&t), "{uid}");
             assert_eq!(t.encoding, Encoding::ExplicitLittle);
         }
-        let t = TransferSyntax::from_uid("1.2.840.10008.1.2.4.50").expect("ok");
-        assert_eq!(t.encapsulated, Encapsulated::Codestream { lossy: true });
-        let t = TransferSyntax::from_uid("1.2.840.10008.1.2.4.90").expect("ok");
-        assert_eq!(t.encapsulated, Encapsulated::Codestream { lossy: false });
-        assert!(TransferSyntax::from_uid(DEFLATED_EXPLICIT_VR_LE).is_err());
-        assert!(TransferSyntax::from_uid("../etc").is_err());
-        assert!(TransferSyntax::from_uid("").is_err());
-        assert!(TransferSyntax::from_uid("1..2").is_err());
+        let t = transfer_syntax("1.2.840.10008.1.2.4.50").expect("ok");
+        assert!(!decodes(&t) && t.lossy && is_lossy(t.uid()));
+        // JPEG 2000 lossless: a codestream, not lossy.
+        let t = transfer_syntax("1.2.840.10008.1.2.4.90").expect("ok");
+        assert!(!decodes(&t) && !t.lossy && !is_lossy(t.uid()));
+        // Deflated is read (inflated by the grammar's reader), not refused.
+        let t = transfer_syntax(DEFLATED_EXPLICIT_VR_LE).expect("ok");
+        assert!(t.deflated && t.encoding == Encoding::ExplicitLittle && !decodes(&t));
+        for bad in ["../etc", "", "1..2"] {
+            assert!(
+                matches!(
+                    transfer_syntax(bad),
+                    Err(FingerprintError::UnsupportedTransferSyntax(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(!is_lossy("not a uid"));
     }
 }

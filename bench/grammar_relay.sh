@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Before/after benchmark for the one data-set grammar: the relay's CPU-s/GB and MB/s on plain,
+# origin (fingerprint + ledger) and de-identifying routes, for two radguard binaries in the same
+# run (alternating, same storescp, same data), with the direct storescu -> storescp path beside
+# them. TCP_NODELAY=1 for DCMTK on every path.
+#
+#   BEFORE=/path/to/old/radguard bash bench/grammar_relay.sh     # REPS=3 by default
+#
+# BEFORE defaults to a release build of the commit before the grammar (539706d) in a git worktree
+# at bench/out/before (built on first use). Needs: Debian dcmtk, the project's .venv.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+REPS="${REPS:-3}"
+DATA="${BENCH_DATA:-$ROOT/bench/out/data}"
+OUT="$ROOT/bench/out"
+SCP_PORT="${SCP_PORT:-21212}"
+A_PORT="${A_PORT:-21213}"
+B_PORT="${B_PORT:-21214}"
+DCMTK="${DCMTK_BIN:-/usr/bin}"
+BASE_COMMIT="${BASE_COMMIT:-539706d}"
+mkdir -p "$OUT"
+export TCP_NODELAY=1
+
+[ -x .venv/bin/python ] || { echo "bench: .venv missing: run scripts/setup-test-env.sh" >&2; exit 2; }
+[ -x "$DCMTK/storescu" ] || { echo "bench: DCMTK missing ($DCMTK/storescu)" >&2; exit 2; }
+.venv/bin/python bench/gen_relay_data.py "$DATA"
+cargo build --release -q -p radguard --bin radguard
+AFTER="$ROOT/target/release/radguard"
+if [ -z "${BEFORE:-}" ]; then
+  if [ ! -d "$OUT/before" ]; then git worktree add -f "$OUT/before" "$BASE_COMMIT" >/dev/null; fi
+  (cd "$OUT/before" && CARGO_TARGET_DIR="$OUT/before-target" cargo build --release -q -p radguard --bin radguard)
+  BEFORE="$OUT/before-target/release/radguard"
+fi
+CT_BYTES=$(du -cb "$DATA"/ct-series/*.dcm | tail -1 | cut -f1)
+TCK=$(getconf CLK_TCK)
+WORK=$(mktemp -d)
+trap 'kill $SCP_PID $A_PID $B_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+SCP_PID=""; A_PID=""; B_PID=""
+
+config() {
+cat <<TOML
+[server]
+listen = ["127.0.0.1:$1"]
+max_pdu_length = 65536
+[[peer]]
+name = "bench"
+ae_titles = ["BENCH_SCU"]
+addresses = ["127.0.0.1/32"]
+allow = ["echo", "store"]
+store_sop_classes = ["*"]
+[[route]]
+called_ae = "BENCH_SCP"
+upstream = "127.0.0.1:$SCP_PORT"
+upstream_ae = "BENCH_SCP"
+[[route]]
+called_ae = "BENCH_DEID"
+upstream = "127.0.0.1:$SCP_PORT"
+upstream_ae = "BENCH_SCP"
+deidentify = { profile = "basic", options = ["retain-long-modified-dates"], key_file = "$WORK/deid.key" }
+[[route]]
+called_ae = "BENCH_ORIGIN"
+upstream = "127.0.0.1:$SCP_PORT"
+upstream_ae = "BENCH_SCP"
+origin = true
+TOML
+}
+printf '%s\n' 7f3a9c0e5b2d4f61a8e7c3b9d0f1e2a4c6b8d0e2f4a6c8e0b2d4f6a8c0e2b4d6 > "$WORK/deid.key"
+config "$A_PORT" > "$WORK/before.toml"
+config "$B_PORT" > "$WORK/after.toml"
+
+wait_port() { for _ in $(seq 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not up" >&2; exit 1; }
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+now() { echo "$EPOCHREALTIME"; }
+
+"$DCMTK/storescp" -aet BENCH_SCP --ignore "$SCP_PORT" > "$WORK/scp.log" 2>&1 & SCP_PID=$!
+RADGUARD_LOG=warn "$BEFORE" serve --config "$WORK/before.toml" --data "$WORK/a-data" > "$WORK/a.out" 2> "$WORK/a.err" & A_PID=$!
+RADGUARD_LOG=warn "$AFTER" serve --config "$WORK/after.toml" --data "$WORK/b-data" > "$WORK/b.out" 2> "$WORK/b.err" & B_PID=$!
+wait_port "$SCP_PORT"; wait_port "$A_PORT"; wait_port "$B_PORT"
+
+results="$OUT/grammar-relay-raw.tsv"
+: > "$results"
+for rep in $(seq 0 "$REPS"); do   # rep 0 = warm-up, not recorded
+  for route in BENCH_SCP BENCH_ORIGIN BENCH_DEID; do
+    for bin in direct before after; do
+      [ $bin = direct ] && [ $route != BENCH_SCP ] && continue
+      case $bin in direct) port=$SCP_PORT; pid=$SCP_PID;; before) port=$A_PORT; pid=$A_PID;; after) port=$B_PORT; pid=$B_PID;; esac
+      c0=$(cpu_ticks $pid); t0=$(now)
+      "$DCMTK/storescu" -aet BENCH_SCU -aec "$route" 127.0.0.1 "$port" +sd "$DATA/ct-series" > "$WORK/scu.log" 2>&1 \
+        || { echo "storescu failed ($bin $route):" >&2; cat "$WORK/scu.log" >&2; exit 1; }
+      t1=$(now); c1=$(cpu_ticks $pid)
+      grep -q '^E:' "$WORK/scu.log" && { echo "storescu reported errors ($bin $route)" >&2; cat "$WORK/scu.log" >&2; exit 1; }
+      [ "$rep" -gt 0 ] && printf '%s\t%s\t%s\t%s\t%s\n' "$route" "$bin" "$CT_BYTES" \
+        "$(echo "$t1 - $t0" | bc -l)" "$(echo "($c1 - $c0) / $TCK" | bc -l)" >> "$results"
+    done
+  done
+done
+
+.venv/bin/python - "$results" "$CT_BYTES" "$BEFORE" <<'PY' | tee "$OUT/grammar-relay-latest.md"
+import statistics, sys, os, datetime
+raw, ct_bytes, before = sys.argv[1:4]
+rows = [l.rstrip("\n").split("\t") for l in open(raw) if l.strip()]
+cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].split(":", 1)[1].strip()
+print(f"## Grammar before/after relay benchmark {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC\n")
+print(f"machine: {os.cpu_count()} cores, {cpu}; CT = 300 files / {int(ct_bytes)/1e6:.1f} MB; "
+      f"TCP_NODELAY=1; median of the timed runs after 1 warm-up; before = {before}\n")
+print("| route | direct MB/s | before MB/s | after MB/s | before CPU-s/GB | after CPU-s/GB | after/before CPU |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+d = [float(r[3]) for r in rows if r[1] == "direct"]
+b = int(ct_bytes)
+md = statistics.median(d)
+for route, label in (("BENCH_SCP", "plain relay"), ("BENCH_ORIGIN", "origin (fingerprint + ledger)"), ("BENCH_DEID", "de-identifying")):
+    out = {}
+    for binary in ("before", "after"):
+        rr = [r for r in rows if r[0] == route and r[1] == binary]
+        t = statistics.median(float(r[3]) for r in rr)
+        cpu_gb = sum(float(r[4]) for r in rr) / (sum(int(r[2]) for r in rr) / 1e9)
+        out[binary] = (b / t / 1e6, cpu_gb)
+    print(f"| {label} | {b/md/1e6:.0f} | {out['before'][0]:.0f} | {out['after'][0]:.0f} | "
+          f"{out['before'][1]:.2f} | {out['after'][1]:.2f} | {out['after'][1]/out['before'][1]:.2f} |")
+PY
