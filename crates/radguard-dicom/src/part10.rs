@@ -116,6 +116,9 @@ pub fn read_meta_group(bytes: &[u8]) -> Result<(FileMeta, usize, Vec<MetaIssue>)
     let mut end: Option<usize> = None;
     let mut current: Option<(u16, Vec<u8>)> = None;
     let mut first = true;
+    // Where the last complete meta element ended.
+    let mut boundary = 0usize;
+    let mut value_end = 0usize;
     let mut group_length_end: Option<u64> = None;
     let window = bytes.get(..bytes.len().min(MAX_META + 1)).unwrap_or(bytes);
     for t in tz.tokens(window) {
@@ -143,6 +146,10 @@ pub fn read_meta_group(bytes: &[u8]) -> Result<(FileMeta, usize, Vec<MetaIssue>)
                     }
                 }
                 first = false;
+                value_end = (h.offset
+                    + u64::from(h.header_len)
+                    + u64::from(h.length.defined().unwrap_or(0)))
+                    as usize;
                 current = Some((h.tag.element(), Vec::new()));
             }
             Token::Value(v) => {
@@ -151,6 +158,7 @@ pub fn read_meta_group(bytes: &[u8]) -> Result<(FileMeta, usize, Vec<MetaIssue>)
                 }
             }
             Token::ValueEnd => {
+                boundary = value_end;
                 let Some((element, v)) = current.take() else {
                     continue;
                 };
@@ -196,6 +204,17 @@ pub fn read_meta_group(bytes: &[u8]) -> Result<(FileMeta, usize, Vec<MetaIssue>)
         Some(e) => e,
         None if window.len() > MAX_META => return Err(MetaError::TooLong),
         None if tz.at_top_level_boundary() && current.is_none() && !first => window.len(),
+        // Fewer bytes than an element header after the meta group: when they do not start
+        // group 0002 they belong to the data set (a truncated one), not to the meta group.
+        None if current.is_none()
+            && !first
+            && window
+                .get(boundary..)
+                .and_then(|r| r.first_chunk::<2>())
+                .is_some_and(|g| u16::from_le_bytes(*g) != 0x0002) =>
+        {
+            boundary
+        }
         None => return Err(MetaError::Truncated),
     };
     match (meta.group_length, group_length_end) {
@@ -336,6 +355,11 @@ mod tests {
         assert_eq!(read_head(b"not dicom"), Err(MetaError::NoPrefix));
         let f = write_head("1.2", "1.3", "1.2.840.10008.1.2");
         assert_eq!(read_head(&f[..f.len() - 3]), Err(MetaError::Truncated));
+        // A complete meta group followed by less than a header of another group: the data set
+        // starts there (and is truncated), the meta group is whole.
+        let mut short = f.clone();
+        short.extend_from_slice(&[0x08, 0x00, 0x16]);
+        assert_eq!(read_head(&short).unwrap().data_start, f.len());
         let mut bad = f.clone();
         bad[132 + 12 + 4] = b'x'; // the version element's VR
         assert!(matches!(read_head(&bad), Err(MetaError::Malformed(_))));

@@ -5,12 +5,12 @@
 //! byte means (truncated, no match, more needed).
 
 /// The `N` bytes at `off`, or `None` when `buf` ends before `off + N`.
-pub(crate) fn array_at<const N: usize>(buf: &[u8], off: usize) -> Option<[u8; N]> {
+fn array_at<const N: usize>(buf: &[u8], off: usize) -> Option<[u8; N]> {
     buf.get(off..)?.first_chunk::<N>().copied()
 }
 
 /// A `u16` from two bytes in the given byte order.
-pub(crate) fn u16_from(b: [u8; 2], big: bool) -> u16 {
+fn u16_from(b: [u8; 2], big: bool) -> u16 {
     if big {
         u16::from_be_bytes(b)
     } else {
@@ -19,7 +19,7 @@ pub(crate) fn u16_from(b: [u8; 2], big: bool) -> u16 {
 }
 
 /// A `u32` from four bytes in the given byte order.
-pub(crate) fn u32_from(b: [u8; 4], big: bool) -> u32 {
+fn u32_from(b: [u8; 4], big: bool) -> u32 {
     if big {
         u32::from_be_bytes(b)
     } else {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use radguard_dicom::limits::Limits;
 use rayon::prelude::*;
 
 use crate::{
@@ -54,15 +55,15 @@ pub struct ScanArgs {
     pub allow_tiff: bool,
 
     /// Deepest sequence nesting accepted.
-    #[arg(long, value_name = "N", default_value_t = 16)]
+    #[arg(long, value_name = "N", default_value_t = Limits::SCANNER.max_depth)]
     pub max_depth: usize,
 
     /// Largest inflated size of a Deflated data set, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    #[arg(long, value_name = "MIB", default_value_t = Limits::SCANNER.max_inflated >> 20)]
     pub max_inflated_mib: u64,
 
     /// Largest inflated:compressed ratio of a Deflated data set (checked past 16 MiB).
-    #[arg(long, value_name = "RATIO", default_value_t = 200)]
+    #[arg(long, value_name = "RATIO", default_value_t = Limits::SCANNER.max_inflate_ratio)]
     pub max_inflate_ratio: u64,
 
     /// List only files that are not clean (the summary is always printed).

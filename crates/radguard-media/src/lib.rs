@@ -16,8 +16,10 @@
 //!
 //! Inside: `source` (bounded buffer with look-ahead probes), `signature` (structural checks
 //! for PE, ELF, Mach-O), `content` (chunked signature search in values), `walker` (the Part 10
-//! walker: preamble, meta, data set, sequences, pixel data, deflate limits, trailing data),
-//! `dicomdir` (Referenced File ID checks).
+//! scan: preamble, then the meta group and the data set read by `radguard-dicom`'s one
+//! grammar — `part10::read_meta_group`, the `tokens::Tokenizer`, the `inflate::Inflater` —
+//! with the checks the grammar leaves to its consumers, and trailing data), `dicomdir`
+//! (Referenced File ID checks).
 //!
 //! # Example
 //!
@@ -50,6 +52,7 @@ use std::path::{Path, PathBuf};
 pub use report::{DataSetFacts, FileReport, Finding, FindingCode, Severity, Verdict};
 pub use sanitize::{sanitize_file, SanitizeError, SanitizeOptions, SanitizeOutcome};
 
+use radguard_dicom::limits::Limits;
 use source::Source;
 use walker::Walker;
 
@@ -59,17 +62,19 @@ pub struct ScanOptions {
     /// Accept a TIFF header in the preamble (dual-personality pathology files) as
     /// informational instead of suspicious. Default: false.
     pub allow_tiff_preamble: bool,
-    /// Deepest allowed sequence nesting. Default: 16.
+    /// Deepest allowed sequence nesting. Default: [`Limits::SCANNER`] (32, as the gateway).
     pub max_depth: usize,
     /// Largest value length believed at all; longer is "impossible". Default: 2 GiB.
     pub max_value_length: u64,
     /// Largest value for short-text and numeric VRs before it is "oversized". Default: 1 MiB.
     pub max_text_length: u64,
-    /// Largest inflated size of a Deflated data set. Default: 1 GiB.
+    /// Largest inflated size of a Deflated data set. Default: [`Limits::SCANNER`] (1 GiB).
     pub max_inflated_bytes: u64,
-    /// Largest inflated:compressed ratio of a Deflated data set. Default: 200.
+    /// Largest inflated:compressed ratio of a Deflated data set. Default: [`Limits::SCANNER`]
+    /// (200).
     pub max_inflate_ratio: u64,
-    /// The ratio is only enforced after this many inflated bytes. Default: 16 MiB.
+    /// The ratio is only enforced after this many inflated bytes. Default: [`Limits::SCANNER`]
+    /// (16 MiB).
     pub inflate_ratio_floor: u64,
     /// Check that files referenced by a DICOMDIR exist and stay inside the media root.
     /// Default: true.
@@ -80,13 +85,31 @@ impl Default for ScanOptions {
     fn default() -> Self {
         ScanOptions {
             allow_tiff_preamble: false,
-            max_depth: 16,
+            max_depth: Limits::SCANNER.max_depth,
             max_value_length: 2 << 30,
             max_text_length: 1 << 20,
-            max_inflated_bytes: 1 << 30,
-            max_inflate_ratio: 200,
-            inflate_ratio_floor: 16 << 20,
+            max_inflated_bytes: Limits::SCANNER.max_inflated,
+            max_inflate_ratio: Limits::SCANNER.max_inflate_ratio,
+            inflate_ratio_floor: Limits::SCANNER.inflate_ratio_floor,
             check_dicomdir_files: true,
+        }
+    }
+}
+
+impl ScanOptions {
+    /// The bounds the grammar reads the data set under: [`Limits::SCANNER`] with these options'
+    /// nesting, value length and inflate caps.
+    pub(crate) fn limits(&self) -> Limits {
+        let longest = Limits::SCANNER.max_value_length;
+        Limits {
+            max_depth: self.max_depth,
+            max_value_length: u32::try_from(self.max_value_length)
+                .unwrap_or(longest)
+                .min(longest),
+            max_inflated: self.max_inflated_bytes,
+            max_inflate_ratio: self.max_inflate_ratio,
+            inflate_ratio_floor: self.inflate_ratio_floor,
+            ..Limits::SCANNER
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Content disarm and reconstruction: parse a file, rebuild it from the parsed model.
 //!
 //! The output is a new Part 10 file: 128 zero bytes, `DICM`, a meta group rebuilt from the
-//! data set (Media Storage SOP Class/Instance UID from SOP Class/Instance UID, our
-//! implementation UID), then the data set re-encoded by `dicom-object` in the input's
-//! transfer syntax (Deflated becomes Explicit VR Little Endian). Bytes after the data set are
+//! data set by [`radguard_dicom::part10::write_head`] (Media Storage SOP Class/Instance UID from
+//! SOP Class/Instance UID, the product's one Implementation Class UID), then the data set
+//! re-encoded by `dicom-object` in the input's transfer syntax (Deflated becomes Explicit VR
+//! Little Endian). Bytes after the data set are
 //! never read into the model, so they cannot reach the output. Every output is scanned again
 //! before it is written; anything that is not `clean` is quarantined instead.
 //!
@@ -20,24 +21,17 @@ use dicom_core::header::Header as _;
 use dicom_core::value::Value;
 use dicom_core::Tag;
 use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use radguard_dicom::part10::write_head;
+use radguard_dicom::ts::{TransferSyntax, EXPLICIT_VR_LE};
 use radguard_dicom::types::Uid;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::content::{ContentHit, ContentScanner};
 use crate::report::{FileReport, FindingCode, Severity, Verdict};
-use crate::walker::transfer_syntax_info;
 use crate::{scan_bytes, scan_path, ScanOptions};
-
-/// Implementation Class UID written into rebuilt meta groups (a 2.25 UUID-derived UID).
-pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.231585316394856924519335962830466513127";
-/// Implementation Version Name written into rebuilt meta groups.
-pub const IMPLEMENTATION_VERSION_NAME: &str = "RADGUARD_010";
-
-const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 
 /// What to remove while rebuilding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,12 +237,15 @@ fn rebuild(input: &Path, report: &FileReport, opts: &SanitizeOptions) -> io::Res
     let (Some(start), Some(ts_in)) = (facts.dataset_start, facts.transfer_syntax.clone()) else {
         return Ok(Rebuilt::Unfixable(vec!["no Part 10 meta group".into()]));
     };
-    let Some(ts_info) = transfer_syntax_info(&ts_in) else {
-        return Ok(Rebuilt::Unfixable(vec![format!(
-            "unknown transfer syntax {ts_in:?}"
-        )]));
+    let ts_info = match TransferSyntax::from_uid(&ts_in) {
+        Ok(t) if t.known => t,
+        _ => {
+            return Ok(Rebuilt::Unfixable(vec![format!(
+                "unknown transfer syntax {ts_in:?}"
+            )]))
+        }
     };
-    let Some(ts) = TransferSyntaxRegistry.get(&ts_in) else {
+    let Some(ts) = TransferSyntaxRegistry.get(ts_info.uid()) else {
         return Ok(Rebuilt::Unfixable(vec![format!(
             "transfer syntax {ts_in:?} is not supported for rebuilding"
         )]));
@@ -270,9 +267,14 @@ fn rebuild(input: &Path, report: &FileReport, opts: &SanitizeOptions) -> io::Res
     drop(bytes);
     let ts_out = if ts_info.deflated {
         changes.push("deflated data set re-encoded as Explicit VR Little Endian".into());
-        EXPLICIT_VR_LE.to_string()
+        EXPLICIT_VR_LE
     } else {
-        ts_in.clone()
+        ts_info.uid()
+    };
+    let Some(ts_out_codec) = TransferSyntaxRegistry.get(ts_out) else {
+        return Ok(Rebuilt::Unfixable(vec![format!(
+            "transfer syntax {ts_out:?} is not supported for rebuilding"
+        )]));
     };
 
     if opts.drop_encapsulated_documents && obj.get(Tag(0x0042, 0x0011)).is_some() {
@@ -315,24 +317,19 @@ fn rebuild(input: &Path, report: &FileReport, opts: &SanitizeOptions) -> io::Res
     let Some(instance) = text(Tag(0x0008, 0x0018)) else {
         return Ok(Rebuilt::Unfixable(vec!["no SOP Instance UID".into()]));
     };
-    let uid = Uid::new(&instance).ok();
-    let meta = FileMetaTableBuilder::new()
-        .transfer_syntax(ts_out.as_str())
-        .media_storage_sop_class_uid(class.as_str())
-        .media_storage_sop_instance_uid(instance.as_str())
-        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name(IMPLEMENTATION_VERSION_NAME);
-    let meta = match meta.build() {
-        Ok(m) => m,
-        Err(e) => {
+    // The meta group names them: they must be UIDs (the rebuilt file would not scan clean
+    // otherwise, and a value longer than a meta element can hold must not reach the writer).
+    for (what, v) in [("SOP Class UID", &class), ("SOP Instance UID", &instance)] {
+        if let Err(e) = Uid::new(v) {
             return Ok(Rebuilt::Unfixable(vec![format!(
-                "cannot build the meta group: {e}"
-            )]))
+                "{what} {:?} is not a valid UID: {e}",
+                v.chars().take(80).collect::<String>()
+            )]));
         }
-    };
-    let out_obj = obj.with_exact_meta(meta);
-    let mut out = Vec::new();
-    if let Err(e) = out_obj.write_all(&mut out) {
+    }
+    let uid = Uid::new(&instance).ok();
+    let mut out = write_head(&class, &instance, ts_out);
+    if let Err(e) = obj.write_dataset_with_ts(&mut out, ts_out_codec) {
         return Ok(Rebuilt::Unfixable(vec![format!(
             "cannot be re-encoded: {e}"
         )]));

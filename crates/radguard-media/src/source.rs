@@ -7,7 +7,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::{self, BufRead, Read};
+use std::io::{self, Read};
 
 use crate::bytes::{copy_prefix, prefix};
 
@@ -192,23 +192,6 @@ impl<R: Read> Source<R> {
         self.unread()
     }
 
-    /// Fills `out` completely, or returns how many bytes were available before end of stream.
-    pub(crate) fn read_full(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let mut done = 0;
-        while done < out.len() {
-            if self.start == self.end && self.refill()? == 0 {
-                break;
-            }
-            let Some(rest) = out.get_mut(done..) else {
-                break;
-            };
-            let n = copy_prefix(rest, self.unread()?);
-            self.advance(n);
-            done += n;
-        }
-        Ok(done)
-    }
-
     fn advance(&mut self, n: usize) {
         self.start += n;
         self.pos += n as u64;
@@ -230,45 +213,12 @@ impl<R: Read> Source<R> {
         }
         Ok(n - left)
     }
-
-    /// True when no byte is left.
-    pub(crate) fn at_end(&mut self) -> io::Result<bool> {
-        if self.start < self.end {
-            return Ok(false);
-        }
-        Ok(self.refill()? == 0)
-    }
 }
 
 /// The error for buffer indices that disagree (a bug here, not bad input): the scan stops with
 /// an I/O error rather than reading the wrong bytes.
 fn out_of_step() -> io::Error {
     io::Error::other("internal error: read buffer indices out of step")
-}
-
-impl<R: Read> Read for Source<R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.start == self.end && self.refill()? == 0 {
-            return Ok(0);
-        }
-        let n = copy_prefix(out, self.unread()?);
-        self.advance(n);
-        Ok(n)
-    }
-}
-
-impl<R: Read> BufRead for Source<R> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        if self.start == self.end {
-            self.refill()?;
-        }
-        self.unread()
-    }
-
-    fn consume(&mut self, amt: usize) {
-        let amt = amt.min(self.end - self.start);
-        self.advance(amt);
-    }
 }
 
 #[cfg(test)]
@@ -307,8 +257,8 @@ mod tests {
         let data: Vec<u8> = (0..100u8).collect();
         let mut s = Source::new(Trickle(&data));
         assert_eq!(&s.peek(10).unwrap()[..10], &data[..10]);
-        let mut b = [0u8; 20];
-        assert_eq!(s.read_full(&mut b).unwrap(), 20);
+        let mut b = Vec::new();
+        assert_eq!(s.skip_with(20, |c, _| b.extend_from_slice(c)).unwrap(), 20);
         assert_eq!(&b[..], &data[..20]);
         assert_eq!(s.pos(), 20);
         // A probe already in the buffer resolves immediately.

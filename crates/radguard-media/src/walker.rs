@@ -1,187 +1,97 @@
-//! The streaming Part 10 walker: preamble, meta group, data set, trailing data.
+//! The streaming Part 10 scan: preamble, meta group, data set, trailing data.
 //!
-//! # Why not `dicom-object`?
+//! The bytes are read by the one DICOM grammar in `radguard-dicom`: the meta group by
+//! [`radguard_dicom::part10::read_meta_group`], the data set by the push
+//! [`Tokenizer`](radguard_dicom::tokens::Tokenizer) (behind an
+//! [`Inflater`](radguard_dicom::inflate::Inflater) for deflated transfer syntaxes). The scanner
+//! therefore sees exactly the elements the gateway, the vault and de-identification see: a file
+//! cannot be one data set here and another there (a parser differential is how polyglots win).
 //!
-//! `dicom_object::open_file` builds an `InMemDicomObject`: every value, the pixel data
-//! included, is read into memory, so a 512 MiB file costs more than 512 MiB of RSS, and a
-//! hostile length field is an allocation request. `dicom-parser`'s token reader streams, but
-//! it turns structural errors into a single error (we need to know *where* and *what*, and to
-//! keep going to find payloads behind the error), it does not expose raw value bytes in
-//! chunks for signature search, and it has no notion of bytes after the data set. So the scan
-//! uses this small walker: it reads through a fixed 256 KiB buffer ([`Source`]), never
-//! allocates from a length field, checks every length against what is left before trusting
-//! it, and hands value bytes to the [`ContentScanner`] as they pass. Peak memory is a few
-//! hundred KiB whatever the file size.
+//! This module consumes the tokens. It checks what the grammar leaves to its consumers (lengths
+//! against the VR, pixel data against the image attributes, encapsulation, meta UIDs), hands
+//! every value to the [`ContentScanner`] as its chunks pass, and after a fatal structural error
+//! keeps scanning the unparsed bytes for payloads. At the top level, a header that cannot be an
+//! element after at least one element is where the data set ended: the rest is trailing data.
 //!
-//! The walker never panics on input: every length is checked, every arithmetic on input
-//! values is checked, and recursion is bounded by [`ScanOptions::max_depth`].
+//! Bytes come in chunks from a fixed 256 KiB buffer ([`Source`]); nothing is allocated from a
+//! length field, so peak memory is a few hundred KiB whatever the file size. Nesting is bounded
+//! by [`ScanOptions::max_depth`] (the tokenizer's [`Limits::max_depth`]).
 
 use std::io::{self, Read};
 
-use dicom_core::dictionary::{DataDictionary, VirtualVr};
 use dicom_core::{Tag, VR};
-use dicom_dictionary_std::StandardDataDictionary;
-use flate2::bufread::DeflateDecoder;
+use radguard_dicom::inflate::{InflateError, Inflater};
+use radguard_dicom::limits::Limits;
+use radguard_dicom::part10::{read_meta_group, FileMeta, MetaError, MetaIssue, MAX_META};
+use radguard_dicom::tokens::{
+    implicit_vr, is_pixel_tag, AnomalyKind, ElementKind, ErrorKind, GrammarError, Header, Inside,
+    Length, TagStr, Token, Tokenizer, ITEM, ITEM_DELIMITER, PIXEL_DATA,
+};
+use radguard_dicom::ts::{Encoding, TransferSyntax};
 use radguard_dicom::types::Uid;
 
-use crate::bytes::{array_at, prefix, u16_at, u16_from, u32_from};
+use crate::bytes::prefix;
 use crate::content::{ContentHit, ContentScanner};
 use crate::report::{DataSetFacts, Finding, FindingCode as C, Severity as S};
 use crate::signature::{classify_preamble, is_pe_header, PreambleKind};
-use crate::source::Source;
+use crate::source::{Source, BLOCK};
 use crate::ScanOptions;
 
-const UNDEFINED: u32 = 0xFFFF_FFFF;
-const ITEM: u32 = 0xFFFE_E000;
-const ITEM_DELIM: u32 = 0xFFFE_E00D;
-const SEQ_DELIM: u32 = 0xFFFE_E0DD;
-const PIXEL_DATA: u32 = 0x7FE0_0010;
-const FLOAT_PIXEL_DATA: u32 = 0x7FE0_0008;
-const DOUBLE_PIXEL_DATA: u32 = 0x7FE0_0009;
-const ENCAPSULATED_DOCUMENT: u32 = 0x0042_0011;
-const REFERENCED_FILE_ID: u32 = 0x0004_1500;
-const SOP_CLASS_UID: u32 = 0x0008_0016;
-const SOP_INSTANCE_UID: u32 = 0x0008_0018;
-const SAMPLES_PER_PIXEL: u32 = 0x0028_0002;
-const PHOTOMETRIC: u32 = 0x0028_0004;
-const NUMBER_OF_FRAMES: u32 = 0x0028_0008;
-const ROWS: u32 = 0x0028_0010;
-const COLUMNS: u32 = 0x0028_0011;
-const BITS_ALLOCATED: u32 = 0x0028_0100;
+const ENCAPSULATED_DOCUMENT: Tag = Tag(0x0042, 0x0011);
+const REFERENCED_FILE_ID: Tag = Tag(0x0004, 0x1500);
+const SOP_CLASS_UID: Tag = Tag(0x0008, 0x0016);
+const SOP_INSTANCE_UID: Tag = Tag(0x0008, 0x0018);
+const SAMPLES_PER_PIXEL: Tag = Tag(0x0028, 0x0002);
+const PHOTOMETRIC: Tag = Tag(0x0028, 0x0004);
+const NUMBER_OF_FRAMES: Tag = Tag(0x0028, 0x0008);
+const ROWS: Tag = Tag(0x0028, 0x0010);
+const COLUMNS: Tag = Tag(0x0028, 0x0011);
+const BITS_ALLOCATED: Tag = Tag(0x0028, 0x0100);
 
 /// Media Storage Directory Storage: a DICOMDIR.
 pub(crate) const DICOMDIR_SOP_CLASS: &str = "1.2.840.10008.1.3.10";
 /// Values shorter than this cannot hold any executable header we look for.
 const MIN_SCAN_LEN: u64 = 24;
-/// Values we read into memory to look at are at most this long.
+/// Values we collect to look at are at most this long.
 const MAX_CAPTURE: u32 = 1024;
 /// Cap on the number of DICOMDIR Referenced File IDs kept.
 const MAX_REF_IDS: usize = 200_000;
 /// Cap on findings of one code, so a pathological file cannot grow the report unboundedly.
 const MAX_PER_CODE: usize = 20;
-
-/// How the data set is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Enc {
-    pub explicit: bool,
-    pub big: bool,
-}
-
-pub(crate) const EXPLICIT_LE: Enc = Enc {
-    explicit: true,
-    big: false,
-};
-pub(crate) const IMPLICIT_LE: Enc = Enc {
-    explicit: false,
-    big: false,
-};
-
-/// What a transfer syntax says about the data set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TsInfo {
-    pub enc: Enc,
-    pub deflated: bool,
-    pub encapsulated: bool,
-}
-
-/// Classifies a transfer syntax UID, `None` when unknown.
-pub(crate) fn transfer_syntax_info(uid: &str) -> Option<TsInfo> {
-    let native = |enc, deflated| TsInfo {
-        enc,
-        deflated,
-        encapsulated: false,
-    };
-    let encap = TsInfo {
-        enc: EXPLICIT_LE,
-        deflated: false,
-        encapsulated: true,
-    };
-    match uid {
-        "1.2.840.10008.1.2" => Some(native(IMPLICIT_LE, false)),
-        "1.2.840.10008.1.2.1" => Some(native(EXPLICIT_LE, false)),
-        "1.2.840.10008.1.2.2" => Some(native(
-            Enc {
-                explicit: true,
-                big: true,
-            },
-            false,
-        )),
-        "1.2.840.10008.1.2.1.99" => Some(native(EXPLICIT_LE, true)),
-        // JPIP Referenced Deflate: deflated data set, pixel data referenced.
-        "1.2.840.10008.1.2.4.95" => Some(native(EXPLICIT_LE, true)),
-        "1.2.840.10008.1.2.1.98" | "1.2.840.10008.1.2.5" | "1.2.840.10008.1.2.8.1" => Some(encap),
-        u if u.starts_with("1.2.840.10008.1.2.4.")
-            || u.starts_with("1.2.840.10008.1.2.6.")
-            || u.starts_with("1.2.840.10008.1.2.7.") =>
-        {
-            let tail = u.rsplit('.').next().unwrap_or("");
-            if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) {
-                Some(encap)
-            } else {
-                None
-            }
-        }
-        _ => None,
-    }
-}
-
-fn valid_vr(v: [u8; 2]) -> bool {
-    VR::from_binary(v).is_some()
-}
+/// Stream bytes kept behind the tokenizer: more than one element header (12 bytes), so the
+/// header where trailing data begins can be scanned with it.
+const RECENT: usize = 16;
+/// Bytes of a data set's start that decide an encoding guess: one element header.
+const HEADER_MAX: usize = 12;
 
 /// VRs whose values are bulk binary or long text; the rest get an "oversized" check.
-fn bulk_vr(v: [u8; 2]) -> bool {
+fn bulk_vr(vr: VR) -> bool {
     matches!(
-        &v,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"UN"
-            | b"UT"
-            | b"UC"
-            | b"UR"
-            | b"LT"
-            | b"ST"
-            | b"SQ"
+        vr,
+        VR::OB
+            | VR::OD
+            | VR::OF
+            | VR::OL
+            | VR::OV
+            | VR::OW
+            | VR::UN
+            | VR::UT
+            | VR::UC
+            | VR::UR
+            | VR::LT
+            | VR::ST
+            | VR::SQ
     )
 }
 
 /// Unit size of binary VRs.
-fn unit_of(v: [u8; 2]) -> u32 {
-    match &v {
-        b"US" | b"SS" | b"OW" => 2,
-        b"UL" | b"SL" | b"FL" | b"AT" | b"OF" | b"OL" => 4,
-        b"FD" | b"OD" | b"SV" | b"UV" | b"OV" => 8,
+fn unit_of(vr: VR) -> u32 {
+    match vr {
+        VR::US | VR::SS | VR::OW => 2,
+        VR::UL | VR::SL | VR::FL | VR::AT | VR::OF | VR::OL => 4,
+        VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => 8,
         _ => 1,
     }
-}
-
-fn dict_vr(tag: u32) -> Option<[u8; 2]> {
-    let (g, e) = ((tag >> 16) as u16, tag as u16);
-    if e == 0 {
-        return Some(*b"UL");
-    }
-    if g % 2 == 1 {
-        return if (0x0010..=0x00FF).contains(&e) {
-            Some(*b"LO")
-        } else {
-            None
-        };
-    }
-    let entry = StandardDataDictionary.by_tag(Tag(g, e))?;
-    let vr = match entry.vr {
-        VirtualVr::Exact(vr) => vr,
-        VirtualVr::Xs => VR::US,
-        _ => VR::OW,
-    };
-    <[u8; 2]>::try_from(vr.to_string().as_bytes()).ok()
-}
-
-fn fmt_tag(tag: u32) -> String {
-    format!("({:04X},{:04X})", tag >> 16, tag & 0xFFFF)
 }
 
 fn trim_value(b: &[u8]) -> String {
@@ -191,56 +101,23 @@ fn trim_value(b: &[u8]) -> String {
         .to_string()
 }
 
-/// Why the walk stopped early.
-enum Stop {
-    /// A finding has been recorded; the structure cannot be followed further.
-    Fatal,
-    Io(io::Error),
+/// How the data set is encoded, as far as the scan is concerned.
+#[derive(Debug, Clone, Copy)]
+struct Syntax {
+    encoding: Encoding,
+    deflated: bool,
+    /// A known transfer syntax with encapsulated pixel data (PS3.5 §A.4).
+    encapsulated: bool,
 }
 
-impl From<io::Error> for Stop {
-    fn from(e: io::Error) -> Self {
-        Stop::Io(e)
+impl Syntax {
+    fn plain(encoding: Encoding) -> Syntax {
+        Syntax {
+            encoding,
+            deflated: false,
+            encapsulated: false,
+        }
     }
-}
-
-type W<T> = Result<T, Stop>;
-
-/// Where a data set or sequence ends.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum End {
-    /// End of stream (the top-level data set).
-    Eof,
-    /// An absolute offset (defined length).
-    At(u64),
-    /// An item or sequence delimiter (undefined length).
-    Delim,
-}
-
-struct Header {
-    tag: u32,
-    /// `None` for item and delimiter tags, or an unknown VR in implicit encoding.
-    vr: Option<[u8; 2]>,
-    len: u32,
-    offset: u64,
-    raw: [u8; 12],
-    raw_len: usize,
-}
-
-impl Header {
-    /// The header bytes as read.
-    fn raw(&self) -> &[u8] {
-        prefix(&self.raw, self.raw_len)
-    }
-}
-
-enum ReadHeader {
-    Eof,
-    /// `n` bytes before end of stream, fewer than a header.
-    Partial(usize, [u8; 12]),
-    /// Explicit VR bytes that are not a VR.
-    BadVr(Header),
-    Ok(Header),
 }
 
 /// Per-data-set attributes needed to check the pixel data length.
@@ -254,41 +131,104 @@ struct PixelAttrs {
     photometric: Option<String>,
 }
 
-/// What a far-PE probe stands for.
-struct FarProbe {
-    mz: u64,
-    context: String,
-    from_preamble: bool,
+/// What the grammar says about the first header of some bytes.
+enum First {
+    Header(Header),
+    /// Explicit VR bytes that are not a VR.
+    BadVr,
+    /// Another structural error, with its tag when it has one.
+    Error(Option<Tag>),
+    /// Too few bytes for a header.
+    Nothing,
+}
+
+fn error_tag(kind: &ErrorKind) -> Option<Tag> {
+    match *kind {
+        ErrorKind::UnknownVr { tag, .. }
+        | ErrorKind::UndefinedLength { tag, .. }
+        | ErrorKind::DelimiterInDataSet { tag }
+        | ErrorKind::NotAnItem { tag }
+        | ErrorKind::NotAFragment { tag }
+        | ErrorKind::Overrun { tag, .. }
+        | ErrorKind::PastEnd { tag, .. }
+        | ErrorKind::ValueTooLong { tag, .. } => Some(tag),
+        _ => None,
+    }
+}
+
+/// Tokenizes one header (at most [`HEADER_MAX`] bytes of `head`) in `encoding`. `total`, when
+/// known, is how many bytes the data set has: a length past it is an error.
+fn first_header(head: &[u8], encoding: Encoding, total: Option<u64>) -> First {
+    let mut tz = Tokenizer::new(encoding, Limits::SCANNER);
+    if let Some(t) = total {
+        tz = tz.with_total(t);
+    }
+    for t in tz.tokens(prefix(head, HEADER_MAX)) {
+        match t {
+            Token::Element(h) => return First::Header(h),
+            Token::Error(GrammarError {
+                kind: ErrorKind::UnknownVr { .. },
+                ..
+            }) => return First::BadVr,
+            Token::Error(e) => return First::Error(error_tag(&e.kind)),
+            _ => {}
+        }
+    }
+    First::Nothing
+}
+
+/// Whether the bytes at offset 0 look like the start of a raw data set: its encoding and
+/// first tag.
+fn sniff_dataset(head: &[u8]) -> Option<(Encoding, Tag)> {
+    // A data set starts with a low, even group: 0002, 0008 or another small group.
+    let low_even = |t: &Tag| t.group().is_multiple_of(2) && t.group() != 0 && t.group() <= 0x0010;
+    match first_header(head, Encoding::ExplicitLittle, None) {
+        First::Header(h) => return low_even(&h.tag).then_some((Encoding::ExplicitLittle, h.tag)),
+        // A valid VR whose length the grammar refuses: still explicit VR.
+        First::Error(tag) => return tag.filter(low_even).map(|t| (Encoding::ExplicitLittle, t)),
+        First::Nothing => return None,
+        First::BadVr => {}
+    }
+    // Implicit VR: a known tag with a small length.
+    let First::Header(h) = first_header(head, Encoding::ImplicitLittle, None) else {
+        return None;
+    };
+    let len = h.length.defined();
+    let known = implicit_vr(h.tag) != VR::UN;
+    let plausible =
+        (h.tag.element() == 0 && len == Some(4)) || (known && len.is_some_and(|l| l < 1024));
+    (low_even(&h.tag) && plausible).then_some((Encoding::ImplicitLittle, h.tag))
 }
 
 pub(crate) struct Walker<'o> {
     opts: &'o ScanOptions,
+    limits: Limits,
     pub(crate) findings: Vec<Finding>,
     pub(crate) facts: DataSetFacts,
     pub(crate) ref_file_ids: Vec<(u64, String)>,
     meta_class: Option<String>,
     meta_instance: Option<String>,
-    ts: Option<TsInfo>,
+    /// The transfer syntax says pixel data is encapsulated.
+    encapsulated: bool,
     /// Set while walking an inflated stream: offsets are not file offsets.
     inflated: bool,
     /// Known total length of the raw stream.
     total: Option<u64>,
-    far: Vec<FarProbe>,
 }
 
 impl<'o> Walker<'o> {
     pub(crate) fn new(opts: &'o ScanOptions, total: Option<u64>) -> Self {
         Walker {
             opts,
+            limits: opts.limits(),
             findings: Vec::new(),
             facts: DataSetFacts::default(),
             ref_file_ids: Vec::new(),
             meta_class: None,
             meta_instance: None,
-            ts: None,
+            encapsulated: false,
             inflated: false,
             total,
-            far: Vec::new(),
         }
     }
 
@@ -308,15 +248,6 @@ impl<'o> Walker<'o> {
         self.findings.push(Finding::new(sev, code, off, msg));
     }
 
-    /// Bytes left in the raw stream after `pos`, when known.
-    fn remaining(&self, pos: u64) -> Option<u64> {
-        if self.inflated {
-            None
-        } else {
-            self.total.map(|t| t.saturating_sub(pos))
-        }
-    }
-
     // ----- entry points -------------------------------------------------------------------
 
     /// Walks a Part 10 stream (or a raw data set, detected) from its first byte.
@@ -327,23 +258,22 @@ impl<'o> Walker<'o> {
             .filter(|(_, magic)| magic.starts_with(b"DICM"));
         if let Some((pre, _)) = part10 {
             self.check_preamble(src, pre);
-            let mut skip = [0u8; 132];
-            src.read_full(&mut skip)?;
+            src.skip_with(132, |_, _| {})?;
             return self.after_preamble(src);
         }
         // No preamble: a raw data set (possibly starting with a meta group), or not DICOM.
         match sniff_dataset(&head) {
-            Some(enc) => {
+            Some((enc, tag)) => {
                 self.push(
                     S::Warning,
                     C::NoPart10Header,
                     Some(0),
                     "no 128-byte preamble and DICM prefix: a raw data set, not a Part 10 file",
                 );
-                if u16_at(&head, 0, false) == Some(0x0002) {
+                if tag.group() == 0x0002 {
                     self.after_preamble(src)
                 } else {
-                    self.walk_body(src, enc, None)?;
+                    self.walk_body(src, Syntax::plain(enc))?;
                     self.finish(src);
                     Ok(())
                 }
@@ -377,35 +307,37 @@ impl<'o> Walker<'o> {
         transfer_syntax: &str,
     ) -> io::Result<()> {
         self.facts.transfer_syntax = Some(transfer_syntax.to_string());
-        let info = self.ts_from_uid(transfer_syntax, src)?;
-        self.walk_body(src, info.enc, Some(info))?;
+        let syntax = self.syntax(transfer_syntax, src)?;
+        self.walk_body(src, syntax)?;
         self.finish(src);
         Ok(())
     }
 
-    fn ts_from_uid<R: Read>(&mut self, uid: &str, src: &mut Source<R>) -> io::Result<TsInfo> {
-        Ok(match transfer_syntax_info(uid) {
-            Some(i) => i,
-            None => {
-                self.push(
-                    S::Error,
-                    C::UnknownTransferSyntax,
-                    None,
-                    format!("transfer syntax {uid:?} is not known; guessing the encoding"),
-                );
-                let head = src.peek(8)?;
-                let enc = if array_at(head, 4).is_some_and(valid_vr) {
-                    EXPLICIT_LE
-                } else {
-                    IMPLICIT_LE
-                };
-                TsInfo {
-                    enc,
-                    deflated: false,
-                    encapsulated: false,
-                }
+    /// What the transfer syntax UID says; for a UID PS3.6 does not list, an error and a guess
+    /// from the first header (explicit VR when its VR bytes are a VR).
+    fn syntax<R: Read>(&mut self, uid: &str, src: &mut Source<R>) -> io::Result<Syntax> {
+        if let Ok(ts) = TransferSyntax::from_uid(uid) {
+            if ts.known {
+                return Ok(Syntax {
+                    encoding: ts.encoding,
+                    deflated: ts.deflated,
+                    encapsulated: ts.encapsulated(),
+                });
             }
-        })
+        }
+        self.push(
+            S::Error,
+            C::UnknownTransferSyntax,
+            None,
+            format!("transfer syntax {uid:?} is not known; guessing the encoding"),
+        );
+        let head = src.peek(HEADER_MAX)?;
+        let encoding = match first_header(head, Encoding::ExplicitLittle, None) {
+            First::BadVr => Encoding::ImplicitLittle,
+            First::Nothing if head.len() < 6 => Encoding::ImplicitLittle,
+            _ => Encoding::ExplicitLittle,
+        };
+        Ok(Syntax::plain(encoding))
     }
 
     fn check_preamble<R: Read>(&mut self, src: &mut Source<R>, pre: &[u8]) {
@@ -427,13 +359,8 @@ impl<'o> Walker<'o> {
                 } else if at < 4 {
                     self.preamble_mz_only(at);
                 } else {
-                    let id = self.far.len();
-                    self.far.push(FarProbe {
-                        mz: 0,
-                        context: "the preamble".into(),
-                        from_preamble: true,
-                    });
-                    src.add_probe(at, 6, id);
+                    // The PE header lies ahead in the file: checked when its bytes pass.
+                    src.add_probe(at, 6, 0);
                 }
             }
             PreambleKind::Exe(exe) => self.push(
@@ -509,133 +436,159 @@ impl<'o> Walker<'o> {
 
     /// From the start of the meta group to the end.
     fn after_preamble<R: Read>(&mut self, src: &mut Source<R>) -> io::Result<()> {
-        let ts = match self.walk_meta(src) {
-            Ok(ts) => ts,
-            Err(Stop::Fatal) => {
+        let start = src.pos();
+        let head = src.peek(MAX_META + 1)?;
+        let avail = head.len() as u64;
+        let (meta, len, issues) = match read_meta_group(head) {
+            Ok(m) => m,
+            Err(e) => {
+                self.meta_error(&e, start, avail);
                 self.scan_rest(src, "after the unreadable meta group")?;
                 self.finish(src);
                 return Ok(());
             }
-            Err(Stop::Io(e)) => return Err(e),
         };
+        src.skip_with(len as u64, |_, _| {})?;
+        let ts = self.check_meta(&meta, &issues, start);
         self.facts.dataset_start = Some(src.pos());
-        let info = match ts {
-            Some(uid) => self.ts_from_uid(&uid, src)?,
-            None => self.ts_from_uid("", src)?,
-        };
-        self.walk_body(src, info.enc, Some(info))?;
+        let syntax = self.syntax(ts.as_deref().unwrap_or(""), src)?;
+        self.walk_body(src, syntax)?;
         self.finish(src);
         Ok(())
     }
 
     /// Walks the data set after the meta group (inflating it when needed).
-    fn walk_body<R: Read>(
-        &mut self,
-        src: &mut Source<R>,
-        enc: Enc,
-        info: Option<TsInfo>,
-    ) -> io::Result<()> {
-        self.ts = info;
-        if info.is_some_and(|i| i.deflated) {
+    fn walk_body<R: Read>(&mut self, src: &mut Source<R>, syntax: Syntax) -> io::Result<()> {
+        self.encapsulated = syntax.encapsulated;
+        if syntax.deflated {
             return self.walk_deflated(src);
         }
-        let enc = self.check_encoding(src, enc)?;
-        match self.walk_dataset(src, enc, End::Eof, 0) {
-            Ok(()) => {}
-            Err(Stop::Fatal) => self.scan_rest(src, "after the structural error")?,
-            Err(Stop::Io(e)) => return Err(e),
+        let encoding = self.check_encoding(src, syntax.encoding)?;
+        let base = src.pos();
+        let mut tz = Tokenizer::new(encoding, self.limits);
+        if let Some(total) = self.total {
+            // Lengths past the end of the file are impossible at once, not truncations later.
+            tz = tz.with_total(total.saturating_sub(base));
         }
-        self.facts.dataset_end.get_or_insert(src.pos());
+        let mut ds = DataSet::new(tz, base);
+        src.skip_with(u64::MAX, |chunk, _| ds.feed(self, chunk))?;
+        let end = ds.finish(self);
+        self.facts.dataset_end = Some(base + end);
         Ok(())
     }
 
     /// A data set whose first element has no valid VR where the transfer syntax says
     /// explicit VR is read as implicit VR (as other toolkits do), with an error: two parsers
     /// that disagree on the encoding see different content.
-    fn check_encoding<R: Read>(&mut self, src: &mut Source<R>, enc: Enc) -> io::Result<Enc> {
-        if !enc.explicit || enc.big {
+    fn check_encoding<R: Read>(
+        &mut self,
+        src: &mut Source<R>,
+        enc: Encoding,
+    ) -> io::Result<Encoding> {
+        if enc != Encoding::ExplicitLittle {
             return Ok(enc);
         }
-        let Some(&[g0, g1, _, _, v0, v1, l2, l3]) = src.peek(8)?.first_chunk::<8>() else {
+        let at = src.pos();
+        let left = self.total.map(|t| t.saturating_sub(at));
+        let head = src.peek(HEADER_MAX)?;
+        if !matches!(first_header(head, enc, None), First::BadVr) {
             return Ok(enc);
+        }
+        let implicit = match first_header(head, Encoding::ImplicitLittle, left) {
+            First::Header(h) => h.tag.group().is_multiple_of(2) && h.length.defined().is_some(),
+            _ => false,
         };
-        if valid_vr([v0, v1]) {
+        if !implicit {
             return Ok(enc);
         }
-        let g = u16::from_le_bytes([g0, g1]);
-        let len = u32::from_le_bytes([v0, v1, l2, l3]);
-        if g == 0xFFFE
-            || g % 2 == 1
-            || u64::from(len) > self.remaining(src.pos() + 8).unwrap_or(u64::MAX)
-        {
-            return Ok(enc);
-        }
-        let off = src.pos();
         self.push(
             S::Error,
             C::Structure,
-            Some(off),
+            Some(at),
             "the transfer syntax says explicit VR but the data set is implicit VR",
         );
-        Ok(IMPLICIT_LE)
+        Ok(Encoding::ImplicitLittle)
     }
 
+    /// A deflated data set (PS3.5 §A.5): inflated under the bomb caps, then tokenized.
+    /// Offsets inside it are offsets in the inflated stream.
     fn walk_deflated<R: Read>(&mut self, src: &mut Source<R>) -> io::Result<()> {
         let start = src.pos();
-        let limits = InflateLimits {
-            max_bytes: self.opts.max_inflated_bytes,
-            max_ratio: self.opts.max_inflate_ratio,
-            ratio_floor: self.opts.inflate_ratio_floor,
-        };
-        let outcome = {
-            let decoder = DeflateDecoder::new(&mut *src);
-            let limited = Limited {
-                inner: decoder,
-                start,
-                produced: 0,
-                limits,
-            };
-            let mut inflated = Source::new(limited);
-            self.inflated = true;
-            let r = self.walk_dataset(&mut inflated, EXPLICIT_LE, End::Eof, 0);
-            let r = match r {
-                Err(Stop::Fatal) => self
-                    .scan_rest(&mut inflated, "after the structural error")
-                    .map_err(Stop::Io),
-                other => other,
-            };
-            // Probes registered on the inflated stream are content-relative.
-            self.resolve_probes(&mut inflated);
-            self.inflated = false;
-            r
-        };
-        match outcome {
-            Ok(()) | Err(Stop::Fatal) => {}
-            Err(Stop::Io(e)) => {
-                if let Some(b) = e.get_ref().and_then(|i| i.downcast_ref::<BombError>()) {
-                    let msg = b.0.clone();
-                    self.push(S::Error, C::DeflateBomb, Some(start), msg);
-                } else if e.kind() == io::ErrorKind::InvalidInput
-                    || e.kind() == io::ErrorKind::InvalidData
-                {
-                    self.push(
-                        S::Error,
-                        C::DeflateInvalid,
-                        Some(start),
-                        format!("the deflated data set is corrupt: {e}"),
-                    );
-                } else {
-                    return Err(e);
+        let mut inflater = Inflater::new(self.limits);
+        let mut ds = DataSet::new(Tokenizer::new(Encoding::ExplicitLittle, self.limits), 0);
+        let mut failed: Option<InflateError> = None;
+        // Compressed bytes after the end of the deflate stream: offset, count, scanner.
+        let mut after: Option<(u64, u64, ContentScanner)> = None;
+        self.inflated = true;
+        loop {
+            let n = src.skip_with(BLOCK as u64, |chunk, abs| {
+                if failed.is_some() {
+                    return;
                 }
-                // Whatever is left unread is not scanned as a data set.
-                self.facts.dataset_end.get_or_insert(src.pos());
-                return Ok(());
+                let rest = if inflater.done() {
+                    chunk
+                } else {
+                    match inflater.feed(chunk, |out| ds.feed(self, out)) {
+                        Ok(used) if inflater.done() => chunk.get(used..).unwrap_or_default(),
+                        Ok(used) if used == chunk.len() => &[],
+                        // Input left over while the stream goes on: the inflater stalled on it.
+                        Ok(_) => {
+                            failed = Some(InflateError::Corrupt);
+                            return;
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            return;
+                        }
+                    }
+                };
+                if !rest.is_empty() {
+                    let at = abs + (chunk.len() - rest.len()) as u64;
+                    let a = after.get_or_insert_with(|| (at, 0, ContentScanner::new(false)));
+                    a.1 += rest.len() as u64;
+                    a.2.feed(rest, at);
+                }
+            })?;
+            if n == 0 || failed.is_some() {
+                break;
             }
         }
-        self.facts.dataset_end.get_or_insert(src.pos());
-        if !src.at_end()? {
-            let off = src.pos();
-            self.trailing(src, None, off)?;
+        let (used, made) = inflater.totals();
+        if let Some(e) = failed {
+            // What was inflated before the failure is not read further as a data set.
+            self.inflated = false;
+            let (code, msg) = match e {
+                InflateError::TooLarge { limit } => (
+                    C::DeflateBomb,
+                    format!("deflated data set inflates past {limit} bytes from {used} compressed bytes"),
+                ),
+                InflateError::Ratio { ratio, .. } => (
+                    C::DeflateBomb,
+                    format!(
+                        "deflated data set inflates {}:1 ({made} bytes from {used}), past the {ratio}:1 limit",
+                        made / used.max(1)
+                    ),
+                ),
+                InflateError::Corrupt | InflateError::Truncated => (C::DeflateInvalid, e.to_string()),
+            };
+            self.push(S::Error, code, Some(start), msg);
+            self.facts.dataset_end = Some(start + used);
+            return Ok(());
+        }
+        ds.finish(self);
+        self.inflated = false;
+        if !inflater.done() {
+            self.push(
+                S::Error,
+                C::DeflateInvalid,
+                Some(start),
+                "the deflate stream ends before its final block: the deflated data set is cut short",
+            );
+        }
+        self.facts.dataset_end = Some(start + used);
+        if let Some((at, n, mut s)) = after {
+            s.finish();
+            self.trailing(at, n, &s);
         }
         Ok(())
     }
@@ -663,142 +616,111 @@ impl<'o> Walker<'o> {
         }
     }
 
+    /// The preamble's far PE probe (the only probe registered).
     fn resolve_probes<R: Read>(&mut self, src: &mut Source<R>) {
         for r in src.take_probe_results() {
-            let Some(fp) = self.far.get(r.probe.id) else {
-                continue;
-            };
-            let (mz, ctx, pre) = (fp.mz, fp.context.clone(), fp.from_preamble);
-            let pe = r.bytes.and_then(|b| is_pe_header(&b[..6]));
-            match (pe, pre) {
-                (Some(m), true) => self.push(
+            match r.bytes.and_then(|b| is_pe_header(&b[..6])) {
+                Some(m) => self.push(
                     S::Critical,
                     C::PreambleExecutable,
                     Some(0),
                     format!("DOS/PE executable header in the preamble: e_lfanew={:#x} leads to PE\\0\\0 (machine {m:#06x}) inside the data set (PEDICOM, CVE-2019-11687)", r.probe.at),
                 ),
-                (None, true) => self.preamble_mz_only(r.probe.at),
-                (Some(m), false) => self.push(
-                    S::Critical,
-                    C::EmbeddedExecutable,
-                    Some(mz),
-                    format!("PE executable (machine {m:#06x}) in {ctx}; PE header at {}", r.probe.at),
-                ),
-                (None, false) => {}
+                None => self.preamble_mz_only(r.probe.at),
             }
         }
     }
 
     // ----- meta group ---------------------------------------------------------------------
 
-    /// Reads the meta group; returns the transfer syntax UID if present.
-    fn walk_meta<R: Read>(&mut self, src: &mut Source<R>) -> W<Option<String>> {
-        let mut group_len: Option<(u32, u64)> = None;
-        let mut ts: Option<String> = None;
-        let mut seen_version = false;
-        let mut seen_impl = false;
-        let start = src.pos();
-        let mut first = true;
-        loop {
-            if u16_at(src.peek(2)?, 0, false) != Some(0x0002) {
-                break;
-            }
-            let h = match self.read_header(src, EXPLICIT_LE)? {
-                ReadHeader::Ok(h) => h,
-                ReadHeader::BadVr(h) => {
-                    self.push(
-                        S::Error,
-                        C::MetaInvalid,
-                        Some(h.offset),
-                        format!("meta element {} has no valid explicit VR", fmt_tag(h.tag)),
-                    );
-                    return Err(Stop::Fatal);
-                }
-                ReadHeader::Eof | ReadHeader::Partial(..) => {
-                    self.push(
-                        S::Error,
-                        C::Truncated,
-                        Some(src.pos()),
-                        "file ends inside the meta group",
-                    );
-                    return Err(Stop::Fatal);
-                }
-            };
-            if h.len == UNDEFINED || h.len > 64 * 1024 {
-                self.push(
-                    S::Error,
-                    C::MetaInvalid,
-                    Some(h.offset),
-                    format!("meta element {} has length {:#x}", fmt_tag(h.tag), h.len),
-                );
-                return Err(Stop::Fatal);
-            }
-            let mut val = vec![0u8; h.len as usize];
-            let got = src.read_full(&mut val)?;
-            if got < val.len() {
-                self.push(
-                    S::Error,
-                    C::Truncated,
-                    Some(h.offset),
-                    "file ends inside the meta group",
-                );
-                return Err(Stop::Fatal);
-            }
-            let text = || trim_value(&val);
-            match h.tag {
-                0x0002_0000 => match <[u8; 4]>::try_from(val.as_slice()) {
-                    Ok(v) if first => group_len = Some((u32::from_le_bytes(v), src.pos())),
-                    _ => self.push(
-                        S::Error,
-                        C::MetaGroupLength,
-                        Some(h.offset),
-                        "File Meta Information Group Length is misplaced or not 4 bytes",
-                    ),
-                },
-                0x0002_0001 => seen_version = true,
-                0x0002_0002 => {
-                    let t = text();
-                    self.check_uid_field("Media Storage SOP Class UID", &t, h.offset);
-                    self.facts.is_dicomdir = t == DICOMDIR_SOP_CLASS;
-                    self.meta_class = Some(t);
-                }
-                0x0002_0003 => {
-                    let t = text();
-                    self.check_uid_field("Media Storage SOP Instance UID", &t, h.offset);
-                    self.meta_instance = Some(t);
-                }
-                0x0002_0010 => {
-                    let t = text();
-                    self.check_uid_field("Transfer Syntax UID", &t, h.offset);
-                    ts = Some(t);
-                }
-                0x0002_0012 => seen_impl = true,
-                _ => {}
-            }
-            first = false;
-        }
-        let end = src.pos();
-        match group_len {
-            Some((v, after)) => {
-                let actual = end - after;
-                if u64::from(v) != actual {
-                    self.push(
-                        S::Error,
-                        C::MetaGroupLength,
-                        Some(start),
-                        format!("File Meta Information Group Length says {v} bytes, the meta group has {actual}"),
-                    );
-                }
-            }
-            None => self.push(
-                S::Warning,
-                C::MetaGroupLength,
-                Some(start),
-                "File Meta Information Group Length (0002,0000) is missing",
+    fn meta_error(&mut self, e: &MetaError, start: u64, avail: u64) {
+        match e {
+            MetaError::Truncated => self.push(
+                S::Error,
+                C::Truncated,
+                Some(start + avail),
+                "file ends inside the meta group",
             ),
+            MetaError::Malformed(g) => {
+                let msg = match g.kind {
+                    ErrorKind::UnknownVr { tag, .. } => {
+                        format!("meta element {} has no valid explicit VR", TagStr(tag))
+                    }
+                    ErrorKind::ValueTooLong { tag, length, .. } => {
+                        format!("meta element {} has length {length:#x}", TagStr(tag))
+                    }
+                    ErrorKind::UndefinedLength { tag, .. } => {
+                        format!("meta element {} has undefined length", TagStr(tag))
+                    }
+                    kind => format!("File Meta Information is malformed: {kind}"),
+                };
+                self.push(S::Error, C::MetaInvalid, Some(start + g.offset), msg);
+            }
+            MetaError::TooLong | MetaError::NoPrefix => {
+                self.push(S::Error, C::MetaInvalid, Some(start), e.to_string())
+            }
         }
+    }
+
+    /// Checks what the meta group says; returns its transfer syntax UID. Findings about the
+    /// whole group or its fields are at the group's offset.
+    fn check_meta(&mut self, meta: &FileMeta, issues: &[MetaIssue], start: u64) -> Option<String> {
+        for (what, v) in [
+            (
+                "Media Storage SOP Class UID",
+                &meta.media_storage_sop_class_uid,
+            ),
+            (
+                "Media Storage SOP Instance UID",
+                &meta.media_storage_sop_instance_uid,
+            ),
+            ("Transfer Syntax UID", &meta.transfer_syntax_uid),
+        ] {
+            if let Some(v) = v {
+                if let Err(e) = Uid::new(v) {
+                    self.push(
+                        S::Warning,
+                        C::MetaInvalid,
+                        Some(start),
+                        format!("{what} {v:?} is not a valid UID: {e}"),
+                    );
+                }
+            }
+        }
+        for issue in issues {
+            match issue {
+                MetaIssue::GroupLengthMissing => self.push(
+                    S::Warning,
+                    C::MetaGroupLength,
+                    Some(start),
+                    issue.to_string(),
+                ),
+                MetaIssue::GroupLengthMisplaced { offset } => self.push(
+                    S::Error,
+                    C::MetaGroupLength,
+                    Some(start + offset),
+                    "File Meta Information Group Length is misplaced or not 4 bytes",
+                ),
+                MetaIssue::GroupLengthMismatch { .. } => {
+                    self.push(S::Error, C::MetaGroupLength, Some(start), issue.to_string())
+                }
+                MetaIssue::Anomaly(kind) => self.push(
+                    S::Warning,
+                    C::MetaInvalid,
+                    Some(start),
+                    format!("File Meta Information: {kind}"),
+                ),
+            }
+        }
+        self.facts.is_dicomdir =
+            meta.media_storage_sop_class_uid.as_deref() == Some(DICOMDIR_SOP_CLASS);
+        self.meta_class = meta.media_storage_sop_class_uid.clone();
+        self.meta_instance = meta.media_storage_sop_instance_uid.clone();
         for (ok, what) in [
-            (seen_version, "File Meta Information Version (0002,0001)"),
+            (
+                meta.version.is_some(),
+                "File Meta Information Version (0002,0001)",
+            ),
             (
                 self.meta_class.is_some(),
                 "Media Storage SOP Class UID (0002,0002)",
@@ -807,7 +729,10 @@ impl<'o> Walker<'o> {
                 self.meta_instance.is_some(),
                 "Media Storage SOP Instance UID (0002,0003)",
             ),
-            (seen_impl, "Implementation Class UID (0002,0012)"),
+            (
+                meta.implementation_class_uid.is_some(),
+                "Implementation Class UID (0002,0012)",
+            ),
         ] {
             if !ok {
                 self.push(
@@ -818,6 +743,7 @@ impl<'o> Walker<'o> {
                 );
             }
         }
+        let ts = meta.transfer_syntax_uid.clone();
         if ts.is_none() {
             self.push(
                 S::Error,
@@ -827,423 +753,10 @@ impl<'o> Walker<'o> {
             );
         }
         self.facts.transfer_syntax = ts.clone();
-        Ok(ts)
-    }
-
-    fn check_uid_field(&mut self, what: &str, v: &str, off: u64) {
-        if let Err(e) = Uid::new(v) {
-            self.push(
-                S::Warning,
-                C::MetaInvalid,
-                Some(off),
-                format!("{what} {v:?} is not a valid UID: {e}"),
-            );
-        }
+        ts
     }
 
     // ----- data set -----------------------------------------------------------------------
-
-    fn read_header<R: Read>(&mut self, src: &mut Source<R>, enc: Enc) -> W<ReadHeader> {
-        let offset = src.pos();
-        let mut raw = [0u8; 12];
-        let n = src.read_full(&mut raw[..8])?;
-        if n == 0 {
-            return Ok(ReadHeader::Eof);
-        }
-        if n < 8 {
-            return Ok(ReadHeader::Partial(n, raw));
-        }
-        let [g0, g1, e0, e1, b4, b5, b6, b7, ..] = raw;
-        let tag =
-            (u32::from(u16_from([g0, g1], enc.big)) << 16) | u32::from(u16_from([e0, e1], enc.big));
-        // Implicit VR and item headers: a 4-byte length after the tag.
-        let len4 = u32_from([b4, b5, b6, b7], enc.big);
-        if tag >> 16 == 0xFFFE {
-            return Ok(ReadHeader::Ok(Header {
-                tag,
-                vr: None,
-                len: len4,
-                offset,
-                raw,
-                raw_len: 8,
-            }));
-        }
-        if !enc.explicit {
-            return Ok(ReadHeader::Ok(Header {
-                tag,
-                vr: dict_vr(tag),
-                len: len4,
-                offset,
-                raw,
-                raw_len: 8,
-            }));
-        }
-        let vr = [b4, b5];
-        if !valid_vr(vr) {
-            return Ok(ReadHeader::BadVr(Header {
-                tag,
-                vr: None,
-                len: 0,
-                offset,
-                raw,
-                raw_len: 8,
-            }));
-        }
-        if radguard_dicom::head::long_form(vr) {
-            let m = src.read_full(&mut raw[8..12])?;
-            if m < 4 {
-                return Ok(ReadHeader::Partial(8 + m, raw));
-            }
-            let [.., l0, l1, l2, l3] = raw;
-            Ok(ReadHeader::Ok(Header {
-                tag,
-                vr: Some(vr),
-                len: u32_from([l0, l1, l2, l3], enc.big),
-                offset,
-                raw,
-                raw_len: 12,
-            }))
-        } else {
-            Ok(ReadHeader::Ok(Header {
-                tag,
-                vr: Some(vr),
-                len: u32::from(u16_from([b6, b7], enc.big)),
-                offset,
-                raw,
-                raw_len: 8,
-            }))
-        }
-    }
-
-    fn walk_dataset<R: Read>(
-        &mut self,
-        src: &mut Source<R>,
-        enc: Enc,
-        end: End,
-        depth: usize,
-    ) -> W<()> {
-        let mut px = PixelAttrs::default();
-        let mut last_tag: Option<u32> = None;
-        let top = end == End::Eof && depth == 0;
-        loop {
-            if let End::At(e) = end {
-                let pos = src.pos();
-                if pos == e {
-                    return Ok(());
-                }
-                if pos > e {
-                    self.push(
-                        S::Error,
-                        C::ImpossibleLength,
-                        Some(pos),
-                        "an element runs past the end of its item",
-                    );
-                    return Err(Stop::Fatal);
-                }
-            }
-            let h = match self.read_header(src, enc)? {
-                ReadHeader::Eof => {
-                    if end == End::Eof {
-                        return Ok(());
-                    }
-                    self.push(
-                        S::Error,
-                        C::Truncated,
-                        Some(src.pos()),
-                        "data ends inside a sequence item",
-                    );
-                    return Err(Stop::Fatal);
-                }
-                ReadHeader::Partial(n, raw) => {
-                    if top {
-                        let off = src.pos() - n as u64;
-                        self.facts.dataset_end = Some(off);
-                        return self
-                            .trailing(src, Some(prefix(&raw, n)), off)
-                            .map_err(Stop::Io);
-                    }
-                    self.push(
-                        S::Error,
-                        C::Truncated,
-                        Some(src.pos()),
-                        "data ends inside an element header",
-                    );
-                    return Err(Stop::Fatal);
-                }
-                ReadHeader::BadVr(h) => {
-                    if top && last_tag.is_some() {
-                        self.facts.dataset_end = Some(h.offset);
-                        return self
-                            .trailing(src, Some(h.raw()), h.offset)
-                            .map_err(Stop::Io);
-                    }
-                    self.push(
-                        S::Error,
-                        C::Structure,
-                        Some(h.offset),
-                        format!(
-                            "element {} has no valid VR in an explicit VR data set",
-                            fmt_tag(h.tag)
-                        ),
-                    );
-                    return Err(Stop::Fatal);
-                }
-                ReadHeader::Ok(h) => h,
-            };
-            match h.tag {
-                ITEM_DELIM if end == End::Delim => {
-                    if h.len != 0 {
-                        self.push(
-                            S::Warning,
-                            C::Structure,
-                            Some(h.offset),
-                            "item delimiter with non-zero length",
-                        );
-                    }
-                    return Ok(());
-                }
-                ITEM | ITEM_DELIM | SEQ_DELIM => {
-                    if top && last_tag.is_some() {
-                        self.facts.dataset_end = Some(h.offset);
-                        return self
-                            .trailing(src, Some(h.raw()), h.offset)
-                            .map_err(Stop::Io);
-                    }
-                    self.push(
-                        S::Error,
-                        C::Structure,
-                        Some(h.offset),
-                        format!("unexpected {} in a data set", fmt_tag(h.tag)),
-                    );
-                    return Err(Stop::Fatal);
-                }
-                _ => {}
-            }
-            if let Some(prev) = last_tag {
-                if h.tag <= prev {
-                    // Out of order: at the top level, a header that cannot be an element is
-                    // where the data set ended; a plausible one is a misplaced or duplicate
-                    // element (some real files have them) and the walk goes on.
-                    let implausible = h.tag >> 16 == 0
-                        || self
-                            .remaining(src.pos())
-                            .is_some_and(|left| h.len != UNDEFINED && u64::from(h.len) > left)
-                        || (h.len == UNDEFINED && h.vr != Some(*b"SQ") && h.vr != Some(*b"UN"));
-                    if top && implausible {
-                        self.facts.dataset_end = Some(h.offset);
-                        return self
-                            .trailing(src, Some(h.raw()), h.offset)
-                            .map_err(Stop::Io);
-                    }
-                    self.push(
-                        S::Warning,
-                        C::Structure,
-                        Some(h.offset),
-                        if h.tag == prev {
-                            format!("element {} appears twice", fmt_tag(h.tag))
-                        } else {
-                            format!(
-                                "tag {} follows {}: tags out of order",
-                                fmt_tag(h.tag),
-                                fmt_tag(prev)
-                            )
-                        },
-                    );
-                }
-            }
-            last_tag = Some(h.tag);
-            self.element(src, enc, end, depth, &h, &mut px)?;
-        }
-    }
-
-    /// One element, header read.
-    fn element<R: Read>(
-        &mut self,
-        src: &mut Source<R>,
-        enc: Enc,
-        end: End,
-        depth: usize,
-        h: &Header,
-        px: &mut PixelAttrs,
-    ) -> W<()> {
-        let value_off = src.pos();
-        let is_sq = h.vr == Some(*b"SQ");
-        if h.len == UNDEFINED {
-            if h.tag == PIXEL_DATA {
-                return self.walk_encapsulated(src, enc, h.offset);
-            }
-            let vr_un = h.vr == Some(*b"UN") || (!enc.explicit && !is_sq);
-            if is_sq || vr_un {
-                // UN of undefined length holds an implicit VR little endian sequence.
-                let inner = if is_sq { enc } else { IMPLICIT_LE };
-                return self.walk_sequence(src, inner, End::Delim, depth + 1);
-            }
-            self.push(
-                S::Error,
-                C::UndefinedLengthMisuse,
-                Some(h.offset),
-                format!(
-                    "element {} ({}) has undefined length; only SQ, UN and encapsulated pixel data may",
-                    fmt_tag(h.tag),
-                    vr_name(h.vr)
-                ),
-            );
-            return Err(Stop::Fatal);
-        }
-        let len = u64::from(h.len);
-        // Lengths checked against what is there before anything is trusted.
-        if let End::At(e) = end {
-            if value_off + len > e {
-                self.push(
-                    S::Error,
-                    C::ImpossibleLength,
-                    Some(h.offset),
-                    format!(
-                        "element {} length {} runs past the end of its item ({} bytes left)",
-                        fmt_tag(h.tag),
-                        h.len,
-                        e - value_off
-                    ),
-                );
-                return Err(Stop::Fatal);
-            }
-        }
-        if let Some(left) = self.remaining(value_off) {
-            if len > left {
-                self.push(
-                    S::Error,
-                    C::ImpossibleLength,
-                    Some(h.offset),
-                    format!(
-                        "element {} declares length {} ({:#x}) but only {} bytes follow",
-                        fmt_tag(h.tag),
-                        h.len,
-                        h.len,
-                        left
-                    ),
-                );
-                return Err(Stop::Fatal);
-            }
-        }
-        if len > self.opts.max_value_length {
-            self.push(
-                S::Error,
-                C::ImpossibleLength,
-                Some(h.offset),
-                format!(
-                    "element {} declares length {} ({:#x}), more than the limit of {}",
-                    fmt_tag(h.tag),
-                    h.len,
-                    h.len,
-                    self.opts.max_value_length
-                ),
-            );
-            return Err(Stop::Fatal);
-        }
-        if let Some(vr) = h.vr {
-            let unit = unit_of(vr);
-            if !h.len.is_multiple_of(2) || !h.len.is_multiple_of(unit) {
-                self.push(
-                    S::Warning,
-                    C::BadLength,
-                    Some(h.offset),
-                    format!(
-                        "element {} ({}) has length {}, not a multiple of {}",
-                        fmt_tag(h.tag),
-                        vr_name(h.vr),
-                        h.len,
-                        unit.max(2)
-                    ),
-                );
-            }
-            if !bulk_vr(vr) && len > self.opts.max_text_length {
-                self.push(
-                    S::Warning,
-                    C::OversizedValue,
-                    Some(h.offset),
-                    format!(
-                        "element {} ({}) is {} bytes long",
-                        fmt_tag(h.tag),
-                        vr_name(h.vr),
-                        h.len
-                    ),
-                );
-            }
-        }
-        if is_sq {
-            return self.walk_sequence(src, enc, End::At(value_off + len), depth + 1);
-        }
-        let wanted = h.len <= MAX_CAPTURE
-            && (h.tag == REFERENCED_FILE_ID
-                || (depth == 0 && matches!(h.tag, SOP_CLASS_UID | SOP_INSTANCE_UID))
-                || matches!(
-                    h.tag,
-                    SAMPLES_PER_PIXEL
-                        | PHOTOMETRIC
-                        | NUMBER_OF_FRAMES
-                        | ROWS
-                        | COLUMNS
-                        | BITS_ALLOCATED
-                ));
-        if wanted {
-            let mut val = vec![0u8; h.len as usize];
-            let got = src.read_full(&mut val)?;
-            if got < val.len() {
-                self.push(
-                    S::Error,
-                    C::Truncated,
-                    Some(h.offset),
-                    format!("data ends inside element {}", fmt_tag(h.tag)),
-                );
-                return Err(Stop::Fatal);
-            }
-            self.capture(h, enc, &val, depth, px);
-            return Ok(());
-        }
-        if matches!(h.tag, PIXEL_DATA | FLOAT_PIXEL_DATA | DOUBLE_PIXEL_DATA) {
-            self.check_native_pixels(h, px);
-        }
-        let doc = h.tag == ENCAPSULATED_DOCUMENT;
-        self.scan_value(src, h, len, doc, &format!("element {}", fmt_tag(h.tag)))
-    }
-
-    /// Reads a value through the content scanner and records what it found.
-    fn scan_value<R: Read>(
-        &mut self,
-        src: &mut Source<R>,
-        h: &Header,
-        len: u64,
-        doc: bool,
-        context: &str,
-    ) -> W<()> {
-        let mut scanner = if len >= MIN_SCAN_LEN {
-            Some(ContentScanner::new(doc))
-        } else {
-            None
-        };
-        let got = src.skip_with(len, |chunk, abs| {
-            if let Some(s) = scanner.as_mut() {
-                s.feed(chunk, abs);
-            }
-        })?;
-        if let Some(mut s) = scanner {
-            s.finish();
-            self.content_hits(&s, context);
-            if doc {
-                self.check_document(h, &s);
-            }
-        }
-        if got < len {
-            self.push(
-                S::Error,
-                C::Truncated,
-                Some(h.offset),
-                format!("data ends inside {context}: {got} of {len} bytes"),
-            );
-            return Err(Stop::Fatal);
-        }
-        Ok(())
-    }
 
     fn content_hits(&mut self, s: &ContentScanner, context: &str) {
         for hit in &s.hits {
@@ -1259,7 +772,7 @@ impl<'o> Walker<'o> {
         }
     }
 
-    fn check_document(&mut self, h: &Header, s: &ContentScanner) {
+    fn check_document(&mut self, offset: u64, s: &ContentScanner) {
         let pdf_head = s.head().starts_with(b"%PDF-");
         let active: Vec<String> = s
             .hits
@@ -1276,18 +789,27 @@ impl<'o> Walker<'o> {
             self.push(
                 S::Warning,
                 C::EncapsulatedDocument,
-                Some(h.offset),
+                Some(offset),
                 format!("encapsulated PDF with active content: {}", names.join(" ")),
             );
         }
     }
 
-    fn capture(&mut self, h: &Header, enc: Enc, val: &[u8], depth: usize, px: &mut PixelAttrs) {
-        let us = || u16_at(val, 0, enc.big).map(u64::from);
-        match h.tag {
+    /// A small value collected whole: the facts and attributes it carries.
+    fn capture(
+        &mut self,
+        tag: Tag,
+        encoding: Encoding,
+        depth: usize,
+        offset: u64,
+        val: &[u8],
+        px: &mut PixelAttrs,
+    ) {
+        let us = || val.first_chunk::<2>().map(|b| u64::from(encoding.u16(*b)));
+        match tag {
             REFERENCED_FILE_ID if self.ref_file_ids.len() < MAX_REF_IDS => {
                 self.ref_file_ids
-                    .push((h.offset, String::from_utf8_lossy(val).into_owned()));
+                    .push((offset, String::from_utf8_lossy(val).into_owned()));
             }
             SOP_CLASS_UID if depth == 0 => self.facts.sop_class_uid = Some(trim_value(val)),
             SOP_INSTANCE_UID if depth == 0 => self.facts.sop_instance_uid = Some(trim_value(val)),
@@ -1299,30 +821,44 @@ impl<'o> Walker<'o> {
             NUMBER_OF_FRAMES => px.frames = trim_value(val).parse::<u64>().ok(),
             _ => {}
         }
-        // Small values can still carry a (tiny) executable header: scan them too.
-        if val.len() as u64 >= MIN_SCAN_LEN {
-            let mut s = ContentScanner::new(false);
-            s.feed(val, h.offset + h.raw_len as u64);
-            s.finish();
-            for hit in s.hits {
-                if let ContentHit::Exe { at, exe } = hit {
-                    self.push(
-                        S::Critical,
-                        C::EmbeddedExecutable,
-                        Some(at),
-                        format!("{} inside element {}", exe.describe(), fmt_tag(h.tag)),
-                    );
-                }
-            }
+    }
+
+    /// Length checks the grammar leaves to its consumers: the VR's unit and size.
+    fn check_length(&mut self, h: &Header, len: u32, offset: u64) {
+        // An implicit VR element the dictionary does not know has no VR to check against.
+        if !h.encoding.explicit() && h.vr == VR::UN {
+            return;
+        }
+        let unit = unit_of(h.vr);
+        if !len.is_multiple_of(2) || !len.is_multiple_of(unit) {
+            self.push(
+                S::Warning,
+                C::BadLength,
+                Some(offset),
+                format!(
+                    "element {} ({}) has length {len}, not a multiple of {}",
+                    TagStr(h.tag),
+                    h.vr,
+                    unit.max(2)
+                ),
+            );
+        }
+        if !bulk_vr(h.vr) && u64::from(len) > self.opts.max_text_length {
+            self.push(
+                S::Warning,
+                C::OversizedValue,
+                Some(offset),
+                format!("element {} ({}) is {len} bytes long", TagStr(h.tag), h.vr),
+            );
         }
     }
 
-    fn check_native_pixels(&mut self, h: &Header, px: &PixelAttrs) {
-        if self.ts.is_some_and(|t| t.encapsulated) && h.tag == PIXEL_DATA {
+    fn check_native_pixels(&mut self, tag: Tag, offset: u64, len: u32, px: &PixelAttrs) {
+        if self.encapsulated && tag == PIXEL_DATA {
             self.push(
                 S::Warning,
                 C::EncapsulationInvalid,
-                Some(h.offset),
+                Some(offset),
                 "pixel data has a defined length in an encapsulated transfer syntax",
             );
             return;
@@ -1341,7 +877,7 @@ impl<'o> Walker<'o> {
             self.push(
                 S::Error,
                 C::PixelDataLength,
-                Some(h.offset),
+                Some(offset),
                 format!("Rows×Columns×Samples×Frames×Bits ({rows}×{cols}×{samples}×{frames}×{bits}) overflows 64 bits"),
             );
             return;
@@ -1354,329 +890,603 @@ impl<'o> Walker<'o> {
         {
             expected = expected / 3 * 2;
         }
-        let actual = u64::from(h.len);
+        let actual = u64::from(len);
         if actual < expected {
             self.push(
                 S::Error,
                 C::PixelDataLength,
-                Some(h.offset),
+                Some(offset),
                 format!("pixel data has {actual} bytes; {rows}×{cols}×{samples} samples × {bits} bits × {frames} frames need {expected}"),
             );
         } else if actual > expected + 1 {
             self.push(
                 S::Warning,
                 C::PixelDataLength,
-                Some(h.offset),
+                Some(offset),
                 format!("pixel data has {} bytes more than {rows}×{cols}×{samples} samples × {bits} bits × {frames} frames need ({expected})", actual - expected),
             );
         }
     }
 
-    fn walk_sequence<R: Read>(
-        &mut self,
-        src: &mut Source<R>,
-        enc: Enc,
-        end: End,
-        depth: usize,
-    ) -> W<()> {
-        if depth > self.opts.max_depth {
-            self.push(
-                S::Error,
-                C::NestingTooDeep,
-                Some(src.pos()),
-                format!("sequences nested more than {} deep", self.opts.max_depth),
-            );
-            return Err(Stop::Fatal);
-        }
-        loop {
-            if let End::At(e) = end {
-                let pos = src.pos();
-                if pos == e {
-                    return Ok(());
-                }
-                if pos > e {
-                    self.push(
-                        S::Error,
-                        C::ImpossibleLength,
-                        Some(pos),
-                        "an item runs past the end of its sequence",
-                    );
-                    return Err(Stop::Fatal);
-                }
-            }
-            let h = match self.read_item_header(src, enc)? {
-                Some(h) => h,
-                None => {
-                    self.push(
-                        S::Error,
-                        C::Truncated,
-                        Some(src.pos()),
-                        "data ends inside a sequence",
-                    );
-                    return Err(Stop::Fatal);
-                }
-            };
-            match h.tag {
-                ITEM if h.len == UNDEFINED => {
-                    self.walk_dataset(src, enc, End::Delim, depth)?;
-                }
-                ITEM => {
-                    let item_end = src.pos() + u64::from(h.len);
-                    let beyond_seq = matches!(end, End::At(e) if item_end > e);
-                    let beyond_file = self
-                        .remaining(src.pos())
-                        .is_some_and(|left| u64::from(h.len) > left);
-                    if beyond_seq || beyond_file {
-                        self.push(
-                            S::Error,
-                            C::ImpossibleLength,
-                            Some(h.offset),
-                            format!(
-                                "item length {} runs past the end of its {}",
-                                h.len,
-                                if beyond_seq { "sequence" } else { "file" }
-                            ),
-                        );
-                        return Err(Stop::Fatal);
-                    }
-                    self.walk_dataset(src, enc, End::At(item_end), depth)?;
-                }
-                SEQ_DELIM if end == End::Delim => return Ok(()),
-                t => {
-                    self.push(
-                        S::Error,
-                        C::Structure,
-                        Some(h.offset),
-                        format!("expected an item in a sequence, found {}", fmt_tag(t)),
-                    );
-                    return Err(Stop::Fatal);
-                }
-            }
-        }
-    }
-
-    fn read_item_header<R: Read>(&mut self, src: &mut Source<R>, enc: Enc) -> W<Option<Header>> {
-        let offset = src.pos();
-        let mut raw = [0u8; 12];
-        if src.read_full(&mut raw[..8])? < 8 {
-            return Ok(None);
-        }
-        let (g, e, len) = if enc.big {
-            (
-                u16::from_be_bytes([raw[0], raw[1]]),
-                u16::from_be_bytes([raw[2], raw[3]]),
-                u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]),
-            )
-        } else {
-            (
-                u16::from_le_bytes([raw[0], raw[1]]),
-                u16::from_le_bytes([raw[2], raw[3]]),
-                u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]),
-            )
+    /// A fatal structural error that does not end the data set.
+    fn structure_error(&mut self, e: &GrammarError, base: u64, frame: Option<&Frame>) {
+        let what = |tag: Tag| match frame {
+            Some(Frame::Sequence { .. }) if tag == ITEM => "item".to_string(),
+            Some(Frame::Fragments { .. }) if tag == ITEM => "pixel data fragment".to_string(),
+            _ => format!("element {}", TagStr(tag)),
         };
-        Ok(Some(Header {
-            tag: (u32::from(g) << 16) | u32::from(e),
-            vr: None,
-            len,
-            offset,
-            raw,
-            raw_len: 8,
-        }))
-    }
-
-    fn walk_encapsulated<R: Read>(&mut self, src: &mut Source<R>, enc: Enc, off: u64) -> W<()> {
-        let mut n = 0u64;
-        loop {
-            let Some(h) = self.read_item_header(src, enc)? else {
-                self.push(
-                    S::Error,
-                    C::Truncated,
-                    Some(src.pos()),
-                    "data ends inside encapsulated pixel data",
-                );
-                return Err(Stop::Fatal);
-            };
-            match h.tag {
-                ITEM if h.len != UNDEFINED => {
-                    if let Some(left) = self.remaining(src.pos()) {
-                        if u64::from(h.len) > left {
-                            self.push(
-                                S::Error,
-                                C::ImpossibleLength,
-                                Some(h.offset),
-                                format!(
-                                    "pixel data fragment length {} but only {} bytes follow",
-                                    h.len, left
-                                ),
-                            );
-                            return Err(Stop::Fatal);
-                        }
-                    }
-                    if n == 0 && h.len % 4 != 0 {
-                        self.push(
-                            S::Warning,
-                            C::EncapsulationInvalid,
-                            Some(h.offset),
-                            "Basic Offset Table length is not a multiple of 4",
-                        );
-                    }
-                    self.scan_value(
-                        src,
-                        &h,
-                        u64::from(h.len),
-                        false,
-                        &format!("pixel data fragment {n}"),
-                    )?;
-                    n += 1;
-                }
-                SEQ_DELIM => {
-                    if n == 0 {
-                        self.push(
-                            S::Error,
-                            C::EncapsulationInvalid,
-                            Some(off),
-                            "encapsulated pixel data has no Basic Offset Table item",
-                        );
-                    }
-                    return Ok(());
-                }
-                t => {
-                    self.push(
-                        S::Error,
-                        C::EncapsulationInvalid,
-                        Some(h.offset),
-                        format!(
-                            "expected a pixel data item, found {} with length {:#x}",
-                            fmt_tag(t),
-                            h.len
-                        ),
-                    );
-                    return Err(Stop::Fatal);
-                }
+        let (code, msg) = match e.kind {
+            ErrorKind::UnknownVr { tag, .. } => (
+                C::Structure,
+                format!(
+                    "element {} has no valid VR in an explicit VR data set",
+                    TagStr(tag)
+                ),
+            ),
+            ErrorKind::UndefinedLength { tag, vr } => (
+                C::UndefinedLengthMisuse,
+                format!(
+                    "element {} ({vr}) has undefined length; only SQ, UN and encapsulated pixel data may",
+                    TagStr(tag)
+                ),
+            ),
+            ErrorKind::DelimiterInDataSet { tag } => (
+                C::Structure,
+                format!("unexpected {} in a data set", TagStr(tag)),
+            ),
+            ErrorKind::NotAnItem { tag } => (
+                C::Structure,
+                format!("expected an item in a sequence, found {}", TagStr(tag)),
+            ),
+            ErrorKind::NotAFragment { tag } => (
+                C::EncapsulationInvalid,
+                format!("expected a pixel data item, found {}", TagStr(tag)),
+            ),
+            ErrorKind::UndefinedFragment => (
+                C::EncapsulationInvalid,
+                "pixel data item of undefined length; fragments have defined lengths".to_string(),
+            ),
+            ErrorKind::Overrun { tag, end, limit } => {
+                let container = match frame {
+                    Some(Frame::Sequence { .. }) => "sequence",
+                    _ => "item",
+                };
+                (
+                    C::ImpossibleLength,
+                    format!(
+                        "{} ends at byte {}, past the end of its {container} at byte {}",
+                        what(tag),
+                        base + end,
+                        base + limit
+                    ),
+                )
             }
-        }
+            ErrorKind::PastEnd {
+                tag,
+                length,
+                available,
+            } => (
+                C::ImpossibleLength,
+                match frame {
+                    Some(Frame::Sequence { .. } | Frame::Fragments { .. }) if tag == ITEM => {
+                        format!(
+                            "{} length {length} but only {available} bytes follow",
+                            what(tag)
+                        )
+                    }
+                    _ => format!(
+                        "{} declares length {length} ({length:#x}) but only {available} bytes follow",
+                        what(tag)
+                    ),
+                },
+            ),
+            ErrorKind::ValueTooLong { tag, length, limit } => (
+                C::ImpossibleLength,
+                format!(
+                    "{} declares length {length} ({length:#x}), more than the limit of {limit}",
+                    what(tag)
+                ),
+            ),
+            ErrorKind::TooLarge { .. } => (C::ImpossibleLength, e.kind.to_string()),
+            ErrorKind::TooDeep { limit } => (
+                C::NestingTooDeep,
+                format!("sequences nested more than {limit} deep"),
+            ),
+            ErrorKind::Truncated(_) => (C::Truncated, e.kind.to_string()),
+            ErrorKind::Inflate(_) => (C::DeflateInvalid, e.kind.to_string()),
+        };
+        self.push(S::Error, code, Some(base + e.offset), msg);
     }
 
-    /// Bytes after the data set: count them, and scan them for executables.
-    fn trailing<R: Read>(
-        &mut self,
-        src: &mut Source<R>,
-        head: Option<&[u8]>,
-        off: u64,
-    ) -> io::Result<()> {
-        let mut s = ContentScanner::new(false);
-        let mut n = 0u64;
-        if let Some(h) = head {
-            s.feed(h, off);
-            n += h.len() as u64;
-        }
-        n += src.skip_with(u64::MAX, |c, abs| s.feed(c, abs))?;
-        s.finish();
-        let off_opt = if self.inflated { None } else { Some(off) };
+    /// Bytes after the data set: count them, and report executables in them.
+    fn trailing(&mut self, off: u64, n: u64, s: &ContentScanner) {
         self.push(
             S::Warning,
             C::TrailingData,
-            off_opt.or(Some(off)),
+            Some(off),
             format!("{n} bytes after the end of the data set"),
         );
-        self.content_hits(&s, "the trailing data");
-        Ok(())
+        self.content_hits(s, "the trailing data");
     }
 
-    /// After a fatal structural error: scan what is left for executables.
+    /// After an unreadable meta group: scan what is left for executables.
     fn scan_rest<R: Read>(&mut self, src: &mut Source<R>, context: &str) -> io::Result<()> {
         let mut s = ContentScanner::new(false);
         let start = src.pos();
         src.skip_with(u64::MAX, |c, abs| s.feed(c, abs))?;
         s.finish();
-        let end = src.pos();
-        if end > start {
+        if src.pos() > start {
             self.content_hits(&s, &format!("the unparsed bytes {context}"));
         }
         Ok(())
     }
 }
 
-fn vr_name(vr: Option<[u8; 2]>) -> String {
-    match vr {
-        Some(v) => String::from_utf8_lossy(&v).into_owned(),
-        None => "implicit".into(),
-    }
+// ----- the token consumer -----------------------------------------------------------------
+
+/// An open container, mirroring the tokenizer's.
+enum Frame {
+    Sequence {
+        /// Closed by a delimiter (8 bytes) rather than by its length.
+        undefined: bool,
+    },
+    /// The data set of a sequence item.
+    Item { px: PixelAttrs },
+    /// Encapsulated pixel data: the element's offset (absolute) and fragments seen.
+    Fragments { element: u64, n: u64 },
 }
 
-/// Whether the bytes at offset 0 look like the start of a raw data set; which encoding.
-fn sniff_dataset(head: &[u8]) -> Option<Enc> {
-    let &[g0, g1, e0, e1, v0, v1, l2, l3] = head.first_chunk::<8>()?;
-    let g = u16::from_le_bytes([g0, g1]);
-    let e = u16::from_le_bytes([e0, e1]);
-    // A data set starts with a low, even group: 0002, 0008 or another small group.
-    if g % 2 == 1 || g == 0 || g > 0x0010 {
-        return None;
-    }
-    if valid_vr([v0, v1]) {
-        return Some(EXPLICIT_LE);
-    }
-    let len = u32::from_le_bytes([v0, v1, l2, l3]);
-    // Implicit VR: a known tag with a small length.
-    if (e == 0 && len == 4)
-        || (dict_vr((u32::from(g) << 16) | u32::from(e)).is_some() && len < 1024)
-    {
-        return Some(IMPLICIT_LE);
-    }
-    None
-}
-
-// ----- deflate limits ---------------------------------------------------------------------
-
-#[derive(Clone, Copy)]
-struct InflateLimits {
-    max_bytes: u64,
-    max_ratio: u64,
-    ratio_floor: u64,
-}
-
-/// The error a [`Limited`] reader returns when inflation goes past a limit.
-#[derive(Debug)]
-struct BombError(String);
-
-impl std::fmt::Display for BombError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BombError {}
-
-/// Counts inflated bytes and fails once they pass the size or ratio limit.
-struct Limited<'a, R: Read> {
-    inner: DeflateDecoder<&'a mut Source<R>>,
+/// A value whose chunks are passing (stream offsets).
+struct Value {
+    /// The element's tag, or [`ITEM`] for a pixel data fragment.
+    tag: Tag,
+    /// Offset of the element's (or fragment's) header.
+    offset: u64,
     start: u64,
-    produced: u64,
-    limits: InflateLimits,
+    len: u64,
+    got: u64,
+    /// Index of a pixel data fragment.
+    fragment: Option<u64>,
+    scanner: Option<ContentScanner>,
+    document: bool,
+    capture: Option<Vec<u8>>,
+    encoding: Encoding,
+    depth: usize,
 }
 
-impl<R: Read> Read for Limited<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.produced += n as u64;
-        let consumed = self.inner.get_ref().pos().saturating_sub(self.start).max(1);
-        if self.produced > self.limits.max_bytes {
-            return Err(io::Error::other(BombError(format!(
-                "deflated data set inflates past {} bytes from {} compressed bytes",
-                self.limits.max_bytes, consumed
-            ))));
+impl Value {
+    fn context(&self) -> String {
+        match self.fragment {
+            Some(n) => format!("pixel data fragment {n}"),
+            None => format!("element {}", TagStr(self.tag)),
         }
-        if self.produced > self.limits.ratio_floor
-            && self.produced / consumed > self.limits.max_ratio
-        {
-            return Err(io::Error::other(BombError(format!(
-                "deflated data set inflates {}:1 ({} bytes from {}), past the {}:1 limit",
-                self.produced / consumed,
-                self.produced,
-                consumed,
-                self.limits.max_ratio
-            ))));
+    }
+}
+
+/// What happens to the bytes from here on.
+enum Mode {
+    /// Tokenized.
+    Tokens,
+    /// After a fatal structural error at `from`: scanned for payloads only.
+    Unparsed { from: u64, scanner: ContentScanner },
+    /// After the end of the data set at `from`: trailing data.
+    Trailing { from: u64, scanner: ContentScanner },
+}
+
+/// One data set read through the tokenizer.
+struct DataSet {
+    tz: Tokenizer,
+    st: Walk,
+}
+
+/// What the consumer keeps between tokens. Offsets are stream offsets (from the data set's
+/// first byte); `base` makes them file offsets (0 for an inflated stream, whose findings carry
+/// inflated offsets).
+struct Walk {
+    base: u64,
+    /// Bytes fed so far.
+    fed: u64,
+    mode: Mode,
+    frames: Vec<Frame>,
+    top_px: PixelAttrs,
+    value: Option<Value>,
+    /// The previous top-level element's tag: a top-level header at or below it that cannot
+    /// be an element is where the data set ended.
+    top_prev: Option<Tag>,
+    /// Where the last top-level element ended: a clean end of the data set.
+    boundary: u64,
+    /// An order anomaly, for the element token that follows it.
+    anomaly: Option<AnomalyKind>,
+    /// The last bytes fed, ending at `fed` (while tokenizing).
+    recent: Vec<u8>,
+}
+
+impl DataSet {
+    fn new(tz: Tokenizer, base: u64) -> DataSet {
+        DataSet {
+            tz,
+            st: Walk {
+                base,
+                fed: 0,
+                mode: Mode::Tokens,
+                frames: Vec::new(),
+                top_px: PixelAttrs::default(),
+                value: None,
+                top_prev: None,
+                boundary: 0,
+                anomaly: None,
+                recent: Vec::with_capacity(2 * RECENT),
+            },
         }
-        Ok(n)
+    }
+
+    /// Feeds the next chunk of the data set.
+    fn feed(&mut self, w: &mut Walker<'_>, chunk: &[u8]) {
+        let st = &mut self.st;
+        let at = st.fed;
+        st.fed += chunk.len() as u64;
+        match &mut st.mode {
+            Mode::Unparsed { scanner, .. } | Mode::Trailing { scanner, .. } => {
+                scanner.feed(chunk, st.base + at);
+                return;
+            }
+            Mode::Tokens => {}
+        }
+        let mut stop = None;
+        for t in self.tz.tokens(chunk) {
+            if let Some(s) = st.token(w, t) {
+                stop = Some(s);
+                break;
+            }
+        }
+        match stop {
+            Some((from, trailing)) => st.stop(from, trailing, chunk, at),
+            None => st.remember(chunk),
+        }
+    }
+
+    /// Ends the data set; returns where it ended (stream offset).
+    fn finish(self, w: &mut Walker<'_>) -> u64 {
+        let DataSet { tz, mut st } = self;
+        match std::mem::replace(&mut st.mode, Mode::Tokens) {
+            Mode::Trailing { from, mut scanner } => {
+                scanner.finish();
+                w.trailing(st.base + from, st.fed - from, &scanner);
+                from
+            }
+            Mode::Unparsed { from, mut scanner } => {
+                scanner.finish();
+                if st.fed > from {
+                    w.content_hits(&scanner, "the unparsed bytes after the structural error");
+                }
+                st.fed
+            }
+            Mode::Tokens => match tz.finish() {
+                Ok(()) => st.fed,
+                Err(e) => st.truncated(w, &e),
+            },
+        }
+    }
+}
+
+impl Walk {
+    fn remember(&mut self, chunk: &[u8]) {
+        let tail = chunk.get(chunk.len().saturating_sub(RECENT)..);
+        self.recent.extend_from_slice(tail.unwrap_or(chunk));
+        let excess = self.recent.len().saturating_sub(RECENT);
+        self.recent.drain(..excess);
+    }
+
+    /// Scans the stream bytes from `from` (at most [`RECENT`] before `at`) in `recent` and
+    /// then `chunk` (which starts at `at`).
+    fn scan_from(&self, s: &mut ContentScanner, from: u64, chunk: &[u8], at: u64) {
+        if from < at {
+            let kept = at - self.recent.len() as u64;
+            let skip = usize::try_from(from.saturating_sub(kept)).unwrap_or(usize::MAX);
+            let old = self.recent.get(skip..).unwrap_or_default();
+            s.feed(old, self.base + from.max(kept));
+        }
+        let skip = usize::try_from(from.saturating_sub(at)).unwrap_or(usize::MAX);
+        s.feed(
+            chunk.get(skip..).unwrap_or_default(),
+            self.base + from.max(at),
+        );
+    }
+
+    /// The structure cannot be followed past `from` (a header already consumed, in this chunk
+    /// or just before it): the bytes from there on, the header's included, are scanned as
+    /// trailing or unparsed data.
+    fn stop(&mut self, from: u64, trailing: bool, chunk: &[u8], at: u64) {
+        let mut scanner = ContentScanner::new(false);
+        self.scan_from(&mut scanner, from, chunk, at);
+        self.mode = if trailing {
+            Mode::Trailing { from, scanner }
+        } else {
+            Mode::Unparsed { from, scanner }
+        };
+    }
+
+    /// The pixel attributes of the data set the current element belongs to.
+    fn px(&mut self) -> &mut PixelAttrs {
+        match self.frames.last_mut() {
+            Some(Frame::Item { px }) => px,
+            _ => &mut self.top_px,
+        }
+    }
+
+    /// Handles a token; `Some((from, trailing))` when the structure cannot be followed past
+    /// `from`.
+    fn token(&mut self, w: &mut Walker<'_>, t: Token<'_>) -> Option<(u64, bool)> {
+        match t {
+            Token::Element(h) => return self.element(w, h),
+            Token::Value(b) => {
+                if let Some(v) = self.value.as_mut() {
+                    if let Some(s) = v.scanner.as_mut() {
+                        s.feed(b, self.base + v.start + v.got);
+                    }
+                    if let Some(c) = v.capture.as_mut() {
+                        c.extend_from_slice(b);
+                    }
+                    v.got += b.len() as u64;
+                }
+            }
+            Token::ValueEnd => {
+                if let Some(v) = self.value.take() {
+                    let end = v.start + v.len;
+                    self.close_value(w, v);
+                    if self.frames.is_empty() {
+                        self.boundary = end;
+                    }
+                }
+            }
+            Token::ItemStart { .. } => self.frames.push(Frame::Item {
+                px: PixelAttrs::default(),
+            }),
+            Token::ItemEnd { .. } => {
+                self.frames.pop();
+            }
+            Token::SequenceEnd { offset } => {
+                let end = match self.frames.pop() {
+                    Some(Frame::Fragments { element, n }) => {
+                        if n == 0 {
+                            w.push(
+                                S::Error,
+                                C::EncapsulationInvalid,
+                                Some(element),
+                                "encapsulated pixel data has no Basic Offset Table item",
+                            );
+                        }
+                        offset + 8
+                    }
+                    Some(Frame::Sequence { undefined: true }) => offset + 8,
+                    _ => offset,
+                };
+                if self.frames.is_empty() {
+                    self.boundary = end;
+                }
+            }
+            Token::Fragment { offset, length } => {
+                let n = match self.frames.last() {
+                    Some(Frame::Fragments { n, .. }) => *n,
+                    _ => 0,
+                };
+                if n == 0 && !length.is_multiple_of(4) {
+                    w.push(
+                        S::Warning,
+                        C::EncapsulationInvalid,
+                        Some(self.base + offset),
+                        "Basic Offset Table length is not a multiple of 4",
+                    );
+                }
+                let len = u64::from(length);
+                self.value = Some(Value {
+                    tag: ITEM,
+                    offset,
+                    start: offset + 8,
+                    len,
+                    got: 0,
+                    fragment: Some(n),
+                    scanner: (len >= MIN_SCAN_LEN).then(|| ContentScanner::new(false)),
+                    document: false,
+                    capture: None,
+                    encoding: Encoding::ExplicitLittle,
+                    depth: 0,
+                });
+            }
+            Token::Anomaly(a) => match a.kind {
+                AnomalyKind::OutOfOrder { .. } | AnomalyKind::Duplicate { .. } => {
+                    self.anomaly = Some(a.kind)
+                }
+                // Reported with the VR's unit by the length checks.
+                AnomalyKind::OddLength { .. } => {}
+                AnomalyKind::DelimiterLength { tag, length } => w.push(
+                    S::Warning,
+                    C::Structure,
+                    Some(self.base + a.offset),
+                    format!(
+                        "{} delimiter with non-zero length {length}",
+                        if tag == ITEM_DELIMITER {
+                            "item"
+                        } else {
+                            "sequence"
+                        }
+                    ),
+                ),
+            },
+            Token::Error(e) => return Some(self.error(w, e)),
+            // Not reached: the walk stops at the error, before the raw bytes.
+            Token::Raw(_) => {}
+        }
+        None
+    }
+
+    fn element(&mut self, w: &mut Walker<'_>, h: Header) -> Option<(u64, bool)> {
+        let top = self.frames.is_empty();
+        let offset = self.base + h.offset;
+        // At the top level, a header out of order that cannot be an element is where the
+        // data set ended; a plausible one is a misplaced or repeated element (some real files
+        // have them) and the walk goes on.
+        if top && self.top_prev.is_some_and(|p| h.tag <= p) {
+            let written = if h.encoding.explicit() {
+                h.vr
+            } else {
+                implicit_vr(h.tag)
+            };
+            if h.tag.group() == 0
+                || (h.length == Length::Undefined && written != VR::SQ && written != VR::UN)
+            {
+                return Some((h.offset, true));
+            }
+        }
+        if let Some(kind) = self.anomaly.take() {
+            let msg = match kind {
+                AnomalyKind::Duplicate { tag } => format!("element {} appears twice", TagStr(tag)),
+                AnomalyKind::OutOfOrder { tag, previous } => format!(
+                    "tag {} follows {}: tags out of order",
+                    TagStr(tag),
+                    TagStr(previous)
+                ),
+                other => other.to_string(),
+            };
+            w.push(S::Warning, C::Structure, Some(offset), msg);
+        }
+        if top {
+            self.top_prev = Some(h.tag);
+        }
+        if let Length::Defined(len) = h.length {
+            w.check_length(&h, len, offset);
+        }
+        match h.kind {
+            ElementKind::Value => {
+                let len = h.length.defined().unwrap_or(0);
+                if is_pixel_tag(h.tag) {
+                    w.check_native_pixels(h.tag, offset, len, self.px());
+                }
+                let wanted = len <= MAX_CAPTURE
+                    && (h.tag == REFERENCED_FILE_ID
+                        || (h.depth == 0 && matches!(h.tag, SOP_CLASS_UID | SOP_INSTANCE_UID))
+                        || matches!(
+                            h.tag,
+                            SAMPLES_PER_PIXEL
+                                | PHOTOMETRIC
+                                | NUMBER_OF_FRAMES
+                                | ROWS
+                                | COLUMNS
+                                | BITS_ALLOCATED
+                        ));
+                let document = h.tag == ENCAPSULATED_DOCUMENT;
+                let len = u64::from(len);
+                self.value = Some(Value {
+                    tag: h.tag,
+                    offset: h.offset,
+                    start: h.offset + u64::from(h.header_len),
+                    len,
+                    got: 0,
+                    fragment: None,
+                    scanner: (len >= MIN_SCAN_LEN).then(|| ContentScanner::new(document)),
+                    document,
+                    capture: wanted.then(Vec::new),
+                    encoding: h.encoding,
+                    depth: h.depth,
+                });
+            }
+            ElementKind::Sequence => self.frames.push(Frame::Sequence {
+                undefined: h.length == Length::Undefined,
+            }),
+            ElementKind::Encapsulated => self.frames.push(Frame::Fragments {
+                element: offset,
+                n: 0,
+            }),
+        }
+        None
+    }
+
+    /// A value is complete (or cut short): report what its scanner found and what it says.
+    fn close_value(&mut self, w: &mut Walker<'_>, v: Value) {
+        let offset = self.base + v.offset;
+        let context = v.context();
+        let complete = v.got == v.len;
+        if let Some(mut s) = v.scanner {
+            s.finish();
+            w.content_hits(&s, &context);
+            if v.document {
+                w.check_document(offset, &s);
+            }
+        }
+        if !complete {
+            return;
+        }
+        if let Some(c) = &v.capture {
+            w.capture(v.tag, v.encoding, v.depth, offset, c, self.px());
+        }
+        if v.fragment.is_some() {
+            if let Some(Frame::Fragments { n, .. }) = self.frames.last_mut() {
+                *n += 1;
+            }
+        }
+    }
+
+    /// A fatal error: `(from, trailing)`.
+    fn error(&mut self, w: &mut Walker<'_>, e: GrammarError) -> (u64, bool) {
+        let out_of_order = |tag: Tag| self.top_prev.is_some_and(|p| tag <= p);
+        // At the top level, after an element, a header that cannot be an element (no VR, a
+        // delimiter, or out of order with an impossible length) is where the data set ended.
+        let trailing = self.frames.is_empty()
+            && match e.kind {
+                ErrorKind::UnknownVr { .. } | ErrorKind::DelimiterInDataSet { .. } => {
+                    self.top_prev.is_some()
+                }
+                ErrorKind::UndefinedLength { tag, .. } | ErrorKind::PastEnd { tag, .. } => {
+                    out_of_order(tag)
+                }
+                _ => false,
+            };
+        if !trailing {
+            w.structure_error(&e, self.base, self.frames.last());
+        }
+        (e.offset, trailing)
+    }
+
+    /// The data ended inside the structure (the tokenizer's `Truncated`); returns where the
+    /// data set ended.
+    fn truncated(&mut self, w: &mut Walker<'_>, e: &GrammarError) -> u64 {
+        if let Some(v) = self.value.take() {
+            let msg = format!(
+                "data ends inside {}: {} of {} bytes",
+                v.context(),
+                v.got,
+                v.len
+            );
+            let offset = self.base + v.offset;
+            self.close_value(w, v);
+            w.push(S::Error, C::Truncated, Some(offset), msg);
+            return self.fed;
+        }
+        let ErrorKind::Truncated(inside) = e.kind else {
+            // Structural errors were reported as they came.
+            return self.fed;
+        };
+        let msg = match (inside, self.frames.last()) {
+            (Inside::Header, None) => {
+                // A partial header at the top level: the data set ended before it.
+                let from = self.boundary;
+                let mut s = ContentScanner::new(false);
+                self.scan_from(&mut s, from, &[], self.fed);
+                s.finish();
+                w.trailing(self.base + from, self.fed - from, &s);
+                return from;
+            }
+            (Inside::Header, Some(Frame::Item { .. })) => "data ends inside an element header",
+            (Inside::Sequence, _) | (Inside::Header, Some(Frame::Sequence { .. })) => {
+                "data ends inside a sequence"
+            }
+            (Inside::Fragments, _) | (Inside::Header, Some(Frame::Fragments { .. })) => {
+                "data ends inside encapsulated pixel data"
+            }
+            (Inside::Item, _) => "data ends inside a sequence item",
+            (Inside::Value, _) => "data ends inside an element value",
+        };
+        w.push(S::Error, C::Truncated, Some(self.base + e.offset), msg);
+        self.fed
     }
 }

@@ -259,6 +259,11 @@ fn sanitize_options_drop_private_overlays_documents() {
         panic!("{o:?}")
     };
     let obj = dicom_object::open_file(&output).unwrap();
+    // One Implementation Class UID for everything the product writes.
+    assert_eq!(
+        obj.meta().implementation_class_uid(),
+        radguard_dicom::part10::IMPLEMENTATION_CLASS_UID
+    );
     use dicom_core::Tag;
     assert!(obj.get(Tag(0x0009, 0x1001)).is_none());
     assert!(obj.get(Tag(0x0011, 0x1001)).is_some(), "{changes:?}");

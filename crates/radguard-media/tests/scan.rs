@@ -319,6 +319,34 @@ fn undefined_length_misuse_and_nesting() {
 }
 
 #[test]
+fn nesting_limit_is_the_scanner_preset() {
+    // The scanner follows nesting as deep as the gateway (radguard-dicom's Limits::SCANNER):
+    // what one inspector refuses for its depth, the other must not read whole.
+    let limit = radguard_dicom::limits::Limits::SCANNER.max_depth;
+    assert_eq!(ScanOptions::default().max_depth, limit);
+    let inst = "1.2.3.14";
+    let nested = |levels: usize| {
+        let mut n = el(0x0008, 0x1150, b"UI", b"1.2.3");
+        for _ in 0..levels {
+            n = seq_undefined(0x0008, 0x1140, &[n]);
+        }
+        let mut ds = ct_header(inst);
+        ds.push(n);
+        part10(&[0; 128], EXPLICIT_LE, CT, inst, &assemble(ds))
+    };
+    let r = scan(&nested(limit));
+    assert_eq!(r.verdict, Verdict::Clean, "{}", show(&r));
+    let r = scan(&nested(limit + 1));
+    assert!(has(&r, C::NestingTooDeep), "{}", show(&r));
+    let shallow = ScanOptions {
+        max_depth: 4,
+        ..ScanOptions::default()
+    };
+    let r = scan_bytes(&nested(5), &shallow);
+    assert!(has(&r, C::NestingTooDeep), "{}", show(&r));
+}
+
+#[test]
 fn executable_inside_encapsulated_pdf() {
     let r = scan(&encapsulated_pdf(&pdf_with(&pe_image(0x80))));
     assert_eq!(r.verdict, Verdict::Malicious, "{}", show(&r));
@@ -396,6 +424,24 @@ fn deflate_bomb_and_valid_deflate() {
     };
     let r = scan_bytes(&f, &opts);
     assert!(has(&r, C::DeflateBomb), "{}", show(&r));
+}
+
+#[test]
+fn deflate_stream_cut_short_is_invalid() {
+    let inst = "1.2.3.17";
+    let mut ds = ct_header(inst);
+    ds.extend(pixel_module(16, 16));
+    ds.push(el(0x7FE0, 0x0010, b"OW", &pixels(512, 1)));
+    let mut f = deflated_file(&assemble(ds), inst);
+    f.truncate(f.len() - 40);
+    let r = scan(&f);
+    assert_eq!(r.verdict, Verdict::Malformed, "{}", show(&r));
+    assert!(has(&r, C::DeflateInvalid), "{}", show(&r));
+    // Garbage instead of a deflate stream.
+    let mut g = part10_header(&[0; 128], DEFLATED, CT, inst);
+    g.extend([0xFF; 300]);
+    let r = scan(&g);
+    assert!(has(&r, C::DeflateInvalid), "{}", show(&r));
 }
 
 #[test]
