@@ -1,85 +1,20 @@
-//! A strict, bounded DICOM data-set codec: parse elements (with sequences and items at any
-//! depth) from a byte buffer that may still be growing, and encode them again with every
-//! sequence and item length recomputed (defined lengths).
+//! De-identification's data-set codec: the [`DataSet`] tree built from the one data-set grammar
+//! ([`radguard_dicom::tokens`]), and the writer that encodes it again with every sequence and
+//! item length recomputed (defined lengths).
 //!
-//! Only what de-identification needs is modelled: values stay raw bytes in the transfer
-//! syntax's byte order; sequences are trees; encapsulated pixel data are fragments. Unknown
-//! VRs, items that overrun their container, stray delimiters and nesting deeper than
-//! [`MAX_DEPTH`] are errors, never guesses.
+//! Only what de-identification needs is modelled: values stay raw bytes in the data set's byte
+//! order; sequences are trees; encapsulated pixel data are fragments. Every structural error the
+//! grammar finds is an error here, never a guess, and so are the irregularities that would let a
+//! value hide from the transform (see [`TreeBuilder`]).
 
-use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
 use dicom_core::{Tag, VR};
-use dicom_dictionary_std::StandardDataDictionary;
-
-/// Deepest sequence nesting accepted.
-pub const MAX_DEPTH: usize = 32;
-/// The undefined length.
-pub const UNDEFINED: u32 = 0xFFFF_FFFF;
-pub const ITEM: Tag = Tag(0xFFFE, 0xE000);
-pub const ITEM_DELIMITER: Tag = Tag(0xFFFE, 0xE00D);
-pub const SEQUENCE_DELIMITER: Tag = Tag(0xFFFE, 0xE0DD);
-/// (7FE0,0010) Pixel Data.
-pub const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
-/// (7FE0,0008) Float Pixel Data and (7FE0,0009) Double Float Pixel Data.
-pub const FLOAT_PIXEL_DATA: Tag = Tag(0x7FE0, 0x0008);
-pub const DOUBLE_FLOAT_PIXEL_DATA: Tag = Tag(0x7FE0, 0x0009);
-
-/// Whether a top-level tag starts the bulk pixel data that streams through untouched.
-pub fn is_bulk_pixel_tag(tag: Tag) -> bool {
-    tag == PIXEL_DATA || tag == FLOAT_PIXEL_DATA || tag == DOUBLE_FLOAT_PIXEL_DATA
-}
-
-/// Byte-level encoding of a data set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum Syntax {
-    ImplicitLittle,
-    ExplicitLittle,
-    ExplicitBig,
-}
-
-impl Syntax {
-    fn big(self) -> bool {
-        self == Syntax::ExplicitBig
-    }
-    fn explicit(self) -> bool {
-        self != Syntax::ImplicitLittle
-    }
-}
-
-/// A transfer syntax as far as de-identification cares.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransferSyntax {
-    pub uid: String,
-    pub syntax: Syntax,
-    /// Deflated Explicit VR Little Endian (the whole data set is deflated).
-    pub deflated: bool,
-}
-
-pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
-pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
-pub const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
-pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
-
-impl TransferSyntax {
-    /// Classify a transfer syntax UID. Every standard transfer syntax other than implicit
-    /// VR little endian and explicit VR big endian encodes the data set in explicit VR little
-    /// endian (PS3.5 Annex A); non-standard ones cannot be parsed and are refused.
-    pub fn from_uid(uid: &str) -> Option<TransferSyntax> {
-        let uid = uid.trim_end_matches(['\0', ' ']);
-        let (syntax, deflated) = match uid {
-            IMPLICIT_VR_LE => (Syntax::ImplicitLittle, false),
-            EXPLICIT_VR_BE => (Syntax::ExplicitBig, false),
-            DEFLATED_EXPLICIT_VR_LE => (Syntax::ExplicitLittle, true),
-            u if u.starts_with("1.2.840.10008.1.2.") => (Syntax::ExplicitLittle, false),
-            _ => return None,
-        };
-        Some(TransferSyntax {
-            uid: uid.to_string(),
-            syntax,
-            deflated,
-        })
-    }
-}
+use radguard_dicom::inflate::InflateError;
+use radguard_dicom::limits::Limits;
+use radguard_dicom::tokens::{
+    implicit_vr, long_form, AnomalyKind, ElementKind, ErrorKind, GrammarError, Header, Token,
+    Tokenizer, ITEM, SEQUENCE_DELIMITER, UNDEFINED,
+};
+pub use radguard_dicom::ts::{Encoding, TransferSyntax};
 
 /// An element value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,26 +112,6 @@ pub fn is_text_vr(vr: VR) -> bool {
     )
 }
 
-/// Explicit VRs with a 4-byte length (and 2 reserved bytes).
-fn long_form(vr: VR) -> bool {
-    matches!(
-        vr,
-        VR::OB
-            | VR::OD
-            | VR::OF
-            | VR::OL
-            | VR::OV
-            | VR::OW
-            | VR::SQ
-            | VR::SV
-            | VR::UC
-            | VR::UN
-            | VR::UR
-            | VR::UT
-            | VR::UV
-    )
-}
-
 /// A data set (or a sequence item): elements in stream order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DataSet {
@@ -254,8 +169,49 @@ pub enum ParseError {
     },
     #[error("the data set ends inside an element (byte {offset})")]
     Truncated { offset: u64 },
-    #[error("sequences nested deeper than {MAX_DEPTH} levels at byte {offset}")]
-    TooDeep { offset: u64 },
+    #[error("sequences nested deeper than {limit} levels at byte {offset}")]
+    TooDeep { offset: u64, limit: usize },
+    /// Readable, but not unambiguously: refused (see [`TreeBuilder`]).
+    #[error("refused at byte {offset}: {anomaly}; de-identification must see every element exactly once")]
+    Ambiguous { offset: u64, anomaly: AnomalyKind },
+    #[error("the deflated data set cannot be read at byte {offset}: {error}")]
+    Inflate { offset: u64, error: InflateError },
+}
+
+impl From<GrammarError> for ParseError {
+    fn from(e: GrammarError) -> ParseError {
+        let offset = e.offset;
+        match e.kind {
+            ErrorKind::UnknownVr { tag, vr } => ParseError::UnknownVr {
+                tag: tag_str(tag),
+                vr: String::from_utf8_lossy(&vr).into_owned(),
+                offset,
+            },
+            ErrorKind::Truncated(_) => ParseError::Truncated { offset },
+            ErrorKind::TooDeep { limit } => ParseError::TooDeep { offset, limit },
+            ErrorKind::Inflate(error) => ParseError::Inflate { offset, error },
+            kind => ParseError::Malformed {
+                offset,
+                tag: None,
+                why: kind.to_string(),
+            },
+        }
+    }
+}
+
+impl ParseError {
+    /// The same error with its byte offset moved by `base` (for a value re-read on its own).
+    fn rebased(mut self, base: u64) -> ParseError {
+        match &mut self {
+            ParseError::UnknownVr { offset, .. }
+            | ParseError::Malformed { offset, .. }
+            | ParseError::Truncated { offset }
+            | ParseError::TooDeep { offset, .. }
+            | ParseError::Ambiguous { offset, .. }
+            | ParseError::Inflate { offset, .. } => *offset = offset.saturating_add(base),
+        }
+        self
+    }
 }
 
 /// Why a data set could not be encoded.
@@ -271,457 +227,334 @@ pub fn tag_str(t: Tag) -> String {
     format!("({:04X},{:04X})", t.group(), t.element())
 }
 
-/// Internal parse failure: need more bytes, or a real error.
+/// A container open in the tree being built.
 #[derive(Debug)]
-pub(crate) enum PErr {
-    Incomplete,
-    Bad(ParseError),
+enum Open {
+    Sequence {
+        tag: Tag,
+        items: Vec<DataSet>,
+    },
+    Item(DataSet),
+    Fragments {
+        tag: Tag,
+        vr: VR,
+        fragments: Vec<Vec<u8>>,
+    },
 }
 
-impl From<ParseError> for PErr {
-    fn from(e: ParseError) -> Self {
-        PErr::Bad(e)
+/// A value being collected from its chunks.
+#[derive(Debug)]
+enum Collecting {
+    Element(Header, Vec<u8>),
+    Fragment(Vec<u8>),
+}
+
+/// Builds the [`DataSet`] tree from the tokens of one data set, in stream order.
+///
+/// Values are collected from their chunks; sequences and items nest on a stack whose depth the
+/// tokenizer bounds ([`Limits::max_depth`]). Decisions beyond the grammar:
+/// - An element that repeats a tag, or comes before a tag it should follow, is refused
+///   ([`ParseError::Ambiguous`]). PS3.5 §7.1 requires the elements of a data set in ascending
+///   tag order, each at most once; a reader that looks a tag up finds one of two copies, and
+///   a second Patient ID that the transform does not see would leave with the output.
+/// - A delimiter with a non-zero length is refused (PS3.5 §7.5: its length is 0).
+/// - An odd value length is kept as read (the writer keeps it).
+/// - A standard attribute that the dictionary knows as a sequence but that arrives as UN of
+///   defined length (a sequence re-encoded by a node that did not know it) is read as the
+///   sequence it is, in Implicit VR Little Endian (PS3.5 §6.2.2), with the same grammar: its
+///   items are de-identified like any other, not passed on as opaque bytes.
+#[derive(Debug)]
+pub struct TreeBuilder {
+    limits: Limits,
+    root: DataSet,
+    stack: Vec<Open>,
+    value: Option<Collecting>,
+    /// Position after the last token seen (for a truncation found here).
+    pos: u64,
+}
+
+fn mismatch(offset: u64, what: &str) -> ParseError {
+    ParseError::Malformed {
+        offset,
+        tag: None,
+        why: format!("{what} out of place"),
     }
 }
 
-/// The VR of a tag in implicit VR (from the standard dictionary; private and unknown → UN).
-pub fn implicit_vr(tag: Tag) -> VR {
-    if tag.element() == 0 {
-        return VR::UL;
-    }
-    if tag.group() % 2 == 1 {
-        return if (0x0010..=0x00FF).contains(&tag.element()) {
-            VR::LO
-        } else {
-            VR::UN
-        };
-    }
-    match StandardDataDictionary.by_tag(tag).map(|e| e.vr()) {
-        Some(VirtualVr::Exact(vr)) => vr,
-        Some(VirtualVr::Xs) => VR::US,
-        Some(_) => VR::OW,
-        None => VR::UN,
-    }
-}
-
-/// An element header as read.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Header {
-    pub tag: Tag,
-    /// Explicit VR, if the syntax carries one (never for items and delimiters).
-    pub vr: Option<VR>,
-    pub len: u32,
-    pub header_len: usize,
-}
-
-/// A cursor over a buffer that may still grow (`soft` end) or inside a container whose end is
-/// known (`hard` end: running past it is an error, not a reason to wait).
-pub(crate) struct Cursor<'a> {
-    buf: &'a [u8],
-    pub pos: usize,
-    limit: usize,
-    soft: bool,
-    /// Absolute stream offset of `buf[0]`, for messages.
-    base: u64,
-}
-
-impl<'a> Cursor<'a> {
-    /// A cursor whose end is soft (`more` = more bytes may follow) or hard.
-    pub fn new(buf: &'a [u8], base: u64, more: bool) -> Self {
-        Cursor {
-            buf,
+impl TreeBuilder {
+    pub fn new(limits: Limits) -> TreeBuilder {
+        TreeBuilder {
+            limits,
+            root: DataSet::default(),
+            stack: Vec::new(),
+            value: None,
             pos: 0,
-            limit: buf.len(),
-            soft: more,
-            base,
         }
     }
 
-    fn off(&self) -> u64 {
-        self.base + self.pos as u64
+    /// Whether no element, sequence or item is open.
+    pub fn at_top_level(&self) -> bool {
+        self.stack.is_empty() && self.value.is_none()
     }
 
-    fn malformed(&self, tag: Option<Tag>, why: impl Into<String>) -> PErr {
-        PErr::Bad(ParseError::Malformed {
-            offset: self.off(),
-            tag: tag.map(tag_str),
-            why: why.into(),
-        })
+    /// The input offset reached by the tokens taken so far (value chunks included).
+    pub fn position(&self) -> u64 {
+        self.pos
     }
 
-    fn need(&self, n: usize) -> Result<(), PErr> {
-        match self.pos.checked_add(n) {
-            Some(end) if end <= self.limit => Ok(()),
-            _ if self.soft => Err(PErr::Incomplete),
-            _ => Err(self.malformed(None, "element runs past the end of its container")),
+    /// Takes the complete top-level elements built so far (call at a top-level boundary).
+    pub fn take(&mut self) -> DataSet {
+        std::mem::take(&mut self.root)
+    }
+
+    /// The data set once every token was given and the tokenizer finished cleanly.
+    pub fn finish(self) -> Result<DataSet, ParseError> {
+        if !self.at_top_level() {
+            return Err(ParseError::Truncated { offset: self.pos });
+        }
+        Ok(self.root)
+    }
+
+    fn current(&mut self) -> Result<&mut DataSet, ParseError> {
+        match self.stack.last_mut() {
+            None => Ok(&mut self.root),
+            Some(Open::Item(ds)) => Ok(ds),
+            Some(_) => Err(mismatch(self.pos, "element")),
         }
     }
 
-    fn u16_at(&self, at: usize, big: bool) -> u16 {
-        let b = [
-            self.buf.get(at).copied().unwrap_or(0),
-            self.buf.get(at + 1).copied().unwrap_or(0),
-        ];
-        if big {
-            u16::from_be_bytes(b)
-        } else {
-            u16::from_le_bytes(b)
-        }
-    }
-
-    fn u32_at(&self, at: usize, big: bool) -> u32 {
-        let mut b = [0u8; 4];
-        for (i, x) in b.iter_mut().enumerate() {
-            *x = self.buf.get(at + i).copied().unwrap_or(0);
-        }
-        if big {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        }
-    }
-
-    /// Peek the next tag (needs 4 bytes).
-    pub fn peek_tag(&self, syntax: Syntax) -> Result<Tag, PErr> {
-        self.need(4)?;
-        let big = syntax.big();
-        Ok(Tag(
-            self.u16_at(self.pos, big),
-            self.u16_at(self.pos + 2, big),
-        ))
-    }
-
-    /// Whether the cursor is at the end of its container (or of the bytes seen so far).
-    pub fn at_end(&self) -> bool {
-        self.pos >= self.limit
-    }
-
-    /// Read an element, item or delimiter header.
-    pub fn header(&mut self, syntax: Syntax) -> Result<Header, PErr> {
-        self.need(8)?;
-        let big = syntax.big();
-        let p = self.pos;
-        let tag = Tag(self.u16_at(p, big), self.u16_at(p + 2, big));
-        if tag.group() == 0xFFFE {
-            let len = self.u32_at(p + 4, big);
-            self.pos += 8;
-            return Ok(Header {
-                tag,
-                vr: None,
-                len,
-                header_len: 8,
-            });
-        }
-        if !syntax.explicit() {
-            let len = self.u32_at(p + 4, false);
-            self.pos += 8;
-            return Ok(Header {
-                tag,
-                vr: None,
-                len,
-                header_len: 8,
-            });
-        }
-        let code = [
-            self.buf.get(p + 4).copied().unwrap_or(0),
-            self.buf.get(p + 5).copied().unwrap_or(0),
-        ];
-        let Some(vr) = VR::from_binary(code) else {
-            return Err(PErr::Bad(ParseError::UnknownVr {
-                tag: tag_str(tag),
-                vr: String::from_utf8_lossy(&code).into_owned(),
-                offset: self.off(),
-            }));
-        };
-        if long_form(vr) {
-            self.need(12)?;
-            let len = self.u32_at(p + 8, big);
-            self.pos += 12;
-            Ok(Header {
-                tag,
-                vr: Some(vr),
-                len,
-                header_len: 12,
-            })
-        } else {
-            let len = u32::from(self.u16_at(p + 6, big));
-            self.pos += 8;
-            Ok(Header {
-                tag,
-                vr: Some(vr),
-                len,
-                header_len: 8,
-            })
-        }
-    }
-
-    fn take(&mut self, len: u32) -> Result<&'a [u8], PErr> {
-        let n = len as usize;
-        self.need(n)?;
-        let s = self
-            .buf
-            .get(self.pos..self.pos + n)
-            .ok_or_else(|| self.malformed(None, "value out of range"))?;
-        self.pos += n;
-        Ok(s)
-    }
-
-    /// Enter a container of `len` bytes: returns the saved (limit, soft) to restore.
-    fn enter(&mut self, len: u32, tag: Tag) -> Result<(usize, bool), PErr> {
-        let end = self
-            .pos
-            .checked_add(len as usize)
-            .ok_or_else(|| self.malformed(Some(tag), "length overflow"))?;
-        if end > self.limit {
-            if self.soft {
-                return Err(PErr::Incomplete);
+    /// Takes one token.
+    pub fn token(&mut self, t: Token<'_>) -> Result<(), ParseError> {
+        match t {
+            Token::Element(h) => {
+                self.pos = h.offset + u64::from(h.header_len);
+                if self.value.is_some() {
+                    return Err(mismatch(h.offset, "element"));
+                }
+                match h.kind {
+                    ElementKind::Value => {
+                        let first = h.length.defined().unwrap_or(0).min(64 * 1024) as usize;
+                        self.value = Some(Collecting::Element(h, Vec::with_capacity(first)));
+                    }
+                    ElementKind::Sequence => self.stack.push(Open::Sequence {
+                        tag: h.tag,
+                        items: Vec::new(),
+                    }),
+                    ElementKind::Encapsulated => self.stack.push(Open::Fragments {
+                        tag: h.tag,
+                        vr: h.vr,
+                        fragments: Vec::new(),
+                    }),
+                }
             }
-            return Err(self.malformed(Some(tag), "length runs past the end of its container"));
-        }
-        let saved = (self.limit, self.soft);
-        self.limit = end;
-        self.soft = false;
-        Ok(saved)
-    }
-
-    fn leave(&mut self, saved: (usize, bool)) {
-        self.limit = saved.0;
-        self.soft = saved.1;
-    }
-
-    /// Parse one whole element (with any nested sequences).
-    pub fn element(&mut self, syntax: Syntax, depth: usize) -> Result<Element, PErr> {
-        let start = self.pos;
-        let h = self.header(syntax)?;
-        if h.tag.group() == 0xFFFE {
-            self.pos = start;
-            return Err(self.malformed(
-                Some(h.tag),
-                "item or delimiter where an element was expected",
-            ));
-        }
-        let dict_vr = || implicit_vr(h.tag);
-        let vr = h.vr.unwrap_or_else(dict_vr);
-        let undefined = h.len == UNDEFINED;
-        // Sequences: SQ; UN of undefined length (PS3.5 6.2.2: implicit VR LE inside); an
-        // undefined length in implicit VR (other than pixel data); and a public UN of defined
-        // length that the dictionary knows as SQ (a re-encoded sequence, implicit VR LE).
-        let public_un_sq = vr == VR::UN && h.tag.group() % 2 == 0 && dict_vr() == VR::SQ;
-        let is_seq = vr == VR::SQ
-            || (vr == VR::UN && undefined)
-            || (!syntax.explicit() && undefined && !is_bulk_pixel_tag(h.tag))
-            || public_un_sq;
-        if is_seq {
-            let inner = if vr == VR::UN {
-                Syntax::ImplicitLittle
-            } else {
-                syntax
-            };
-            if depth + 1 > MAX_DEPTH {
-                return Err(PErr::Bad(ParseError::TooDeep { offset: self.off() }));
+            Token::Value(b) => {
+                self.pos += b.len() as u64;
+                match self.value.as_mut() {
+                    Some(Collecting::Element(_, v) | Collecting::Fragment(v)) => {
+                        v.extend_from_slice(b)
+                    }
+                    None => return Err(mismatch(self.pos, "value")),
+                }
             }
-            let items = self.items(h.len, h.tag, inner, depth + 1)?;
+            Token::ValueEnd => match self.value.take() {
+                Some(Collecting::Element(h, v)) => {
+                    let e = self.element(h, v)?;
+                    self.current()?.elements.push(e);
+                }
+                Some(Collecting::Fragment(v)) => match self.stack.last_mut() {
+                    Some(Open::Fragments { fragments, .. }) => fragments.push(v),
+                    _ => return Err(mismatch(self.pos, "fragment")),
+                },
+                None => return Err(mismatch(self.pos, "value end")),
+            },
+            Token::ItemStart { offset, .. } => {
+                self.pos = offset + 8;
+                match self.stack.last() {
+                    Some(Open::Sequence { .. }) => self.stack.push(Open::Item(DataSet::default())),
+                    _ => return Err(mismatch(offset, "item")),
+                }
+            }
+            Token::ItemEnd { offset } => {
+                self.pos = self.pos.max(offset);
+                let Some(Open::Item(ds)) = self.stack.pop() else {
+                    return Err(mismatch(offset, "item end"));
+                };
+                match self.stack.last_mut() {
+                    Some(Open::Sequence { items, .. }) => items.push(ds),
+                    _ => return Err(mismatch(offset, "item end")),
+                }
+            }
+            Token::SequenceEnd { offset } => {
+                self.pos = self.pos.max(offset);
+                let e = match self.stack.pop() {
+                    Some(Open::Sequence { tag, items }) => Element {
+                        tag,
+                        vr: VR::SQ,
+                        value: Value::Items(items),
+                    },
+                    Some(Open::Fragments { tag, vr, fragments }) => Element {
+                        tag,
+                        vr,
+                        value: Value::Fragments(fragments),
+                    },
+                    _ => return Err(mismatch(offset, "sequence end")),
+                };
+                self.current()?.elements.push(e);
+            }
+            Token::Fragment { offset, length } => {
+                self.pos = offset + 8;
+                if self.value.is_some()
+                    || !matches!(self.stack.last(), Some(Open::Fragments { .. }))
+                {
+                    return Err(mismatch(offset, "fragment"));
+                }
+                let first = length.min(64 * 1024) as usize;
+                self.value = Some(Collecting::Fragment(Vec::with_capacity(first)));
+            }
+            Token::Anomaly(a) => match a.kind {
+                AnomalyKind::OddLength { .. } => {}
+                AnomalyKind::OutOfOrder { .. } | AnomalyKind::Duplicate { .. } => {
+                    return Err(ParseError::Ambiguous {
+                        offset: a.offset,
+                        anomaly: a.kind,
+                    })
+                }
+                AnomalyKind::DelimiterLength { .. } => {
+                    return Err(ParseError::Malformed {
+                        offset: a.offset,
+                        tag: None,
+                        why: a.kind.to_string(),
+                    })
+                }
+            },
+            Token::Error(e) => return Err(e.into()),
+            // Only after an error, which was returned already.
+            Token::Raw(_) => {}
+        }
+        Ok(())
+    }
+
+    /// A complete value element (a UN holding a standard sequence read as that sequence).
+    fn element(&self, h: Header, v: Vec<u8>) -> Result<Element, ParseError> {
+        if h.vr == VR::UN && h.tag.group() & 1 == 0 && implicit_vr(h.tag) == VR::SQ {
+            let items = self.un_sequence(&h, &v)?;
             return Ok(Element {
                 tag: h.tag,
                 vr: VR::SQ,
                 value: Value::Items(items),
             });
         }
-        if undefined {
-            if matches!(vr, VR::OB | VR::OW) {
-                let frags = self.fragments(syntax, h.tag)?;
-                return Ok(Element {
-                    tag: h.tag,
-                    vr,
-                    value: Value::Fragments(frags),
-                });
-            }
-            return Err(self.malformed(Some(h.tag), format!("undefined length on VR {vr:?}")));
-        }
-        let v = self.take(h.len)?;
         Ok(Element {
             tag: h.tag,
-            vr,
-            value: Value::Bytes(v.to_vec()),
+            vr: h.vr,
+            value: Value::Bytes(v),
         })
     }
 
-    fn items(
-        &mut self,
-        len: u32,
-        tag: Tag,
-        syntax: Syntax,
-        depth: usize,
-    ) -> Result<Vec<DataSet>, PErr> {
-        let mut items = Vec::new();
-        if len == UNDEFINED {
-            loop {
-                let h = self.header(syntax)?;
-                match h.tag {
-                    ITEM => items.push(self.item(h.len, syntax, depth)?),
-                    SEQUENCE_DELIMITER => {
-                        if h.len != 0 {
-                            return Err(self.malformed(
-                                Some(tag),
-                                "sequence delimiter with a non-zero length",
-                            ));
-                        }
-                        return Ok(items);
-                    }
-                    other => {
-                        return Err(self.malformed(
-                            Some(tag),
-                            format!(
-                                "{} inside a sequence where an item was expected",
-                                tag_str(other)
-                            ),
-                        ))
-                    }
-                }
+    /// Reads the value of a UN element as the items of a sequence in Implicit VR Little
+    /// Endian: the value behind an implicit VR header of the same tag (which the dictionary
+    /// makes a sequence), through the same grammar, nested no deeper than the limit allows.
+    fn un_sequence(&self, h: &Header, value: &[u8]) -> Result<Vec<DataSet>, ParseError> {
+        let enc = Encoding::ImplicitLittle;
+        let limits = Limits {
+            max_depth: self.limits.max_depth.saturating_sub(h.depth),
+            ..self.limits
+        };
+        let mut head = Vec::with_capacity(8);
+        enc.put_u16(&mut head, h.tag.group());
+        enc.put_u16(&mut head, h.tag.element());
+        enc.put_u32(&mut head, value.len() as u32);
+        // Offsets in the re-read are from the synthetic header 8 bytes before the value.
+        let base = (h.offset + u64::from(h.header_len)).saturating_sub(8);
+        let mut tz = Tokenizer::new(enc, limits).with_total(head.len() as u64 + value.len() as u64);
+        let mut inner = TreeBuilder::new(limits);
+        for chunk in [head.as_slice(), value] {
+            for t in tz.tokens(chunk) {
+                inner.token(t).map_err(|e| e.rebased(base))?;
             }
         }
-        let saved = self.enter(len, tag)?;
-        while !self.at_end() {
-            let h = self.header(syntax)?;
-            if h.tag != ITEM {
-                return Err(self.malformed(
-                    Some(tag),
-                    format!(
-                        "{} inside a sequence where an item was expected",
-                        tag_str(h.tag)
-                    ),
-                ));
-            }
-            items.push(self.item(h.len, syntax, depth)?);
-        }
-        self.leave(saved);
-        Ok(items)
-    }
-
-    fn item(&mut self, len: u32, syntax: Syntax, depth: usize) -> Result<DataSet, PErr> {
-        let mut ds = DataSet::default();
-        if len == UNDEFINED {
-            loop {
-                let tag = self.peek_tag(syntax)?;
-                if tag == ITEM_DELIMITER {
-                    let h = self.header(syntax)?;
-                    if h.len != 0 {
-                        return Err(
-                            self.malformed(Some(tag), "item delimiter with a non-zero length")
-                        );
-                    }
-                    return Ok(ds);
-                }
-                if tag == SEQUENCE_DELIMITER || tag == ITEM {
-                    return Err(self.malformed(Some(tag), "item not closed by an item delimiter"));
-                }
-                ds.elements.push(self.element(syntax, depth)?);
-            }
-        }
-        let saved = self.enter(len, ITEM)?;
-        while !self.at_end() {
-            ds.elements.push(self.element(syntax, depth)?);
-        }
-        self.leave(saved);
-        Ok(ds)
-    }
-
-    fn fragments(&mut self, syntax: Syntax, tag: Tag) -> Result<Vec<Vec<u8>>, PErr> {
-        let mut out = Vec::new();
-        loop {
-            let h = self.header(syntax)?;
-            match h.tag {
-                ITEM if h.len != UNDEFINED => out.push(self.take(h.len)?.to_vec()),
-                SEQUENCE_DELIMITER => return Ok(out),
-                _ => return Err(self.malformed(Some(tag), "bad item in encapsulated fragments")),
-            }
+        tz.finish().map_err(|e| ParseError::from(e).rebased(base))?;
+        let ds = inner.finish().map_err(|e| e.rebased(base))?;
+        match ds.elements.into_iter().next() {
+            Some(Element {
+                value: Value::Items(items),
+                ..
+            }) => Ok(items),
+            _ => Err(ParseError::Malformed {
+                offset: h.offset,
+                tag: Some(tag_str(h.tag)),
+                why: "UN value is not a sequence".into(),
+            }),
         }
     }
 }
 
-/// Parse a complete data set (no more bytes will come).
-pub fn parse_dataset(buf: &[u8], syntax: Syntax) -> Result<DataSet, ParseError> {
-    // A soft end: running out of bytes at the top level means the data set is truncated.
-    let mut c = Cursor::new(buf, 0, true);
-    let mut ds = DataSet::default();
-    while !c.at_end() {
-        match c.element(syntax, 0) {
-            Ok(e) => ds.elements.push(e),
-            Err(PErr::Bad(e)) => return Err(e),
-            Err(PErr::Incomplete) => {
-                return Err(ParseError::Truncated {
-                    offset: c.pos as u64,
-                })
-            }
-        }
+/// Parses a complete data set (no more bytes will come), under `limits`.
+pub fn parse_dataset_with(
+    buf: &[u8],
+    encoding: Encoding,
+    limits: Limits,
+) -> Result<DataSet, ParseError> {
+    let mut tz = Tokenizer::new(encoding, limits);
+    let mut tree = TreeBuilder::new(limits);
+    for t in tz.tokens(buf) {
+        tree.token(t)?;
     }
-    Ok(ds)
+    tz.finish()?;
+    tree.finish()
 }
 
-fn put_u16(out: &mut Vec<u8>, v: u16, big: bool) {
-    out.extend_from_slice(&if big {
-        v.to_be_bytes()
-    } else {
-        v.to_le_bytes()
-    });
+/// Parses a complete data set under the offline limits ([`Limits::OFFLINE`]).
+pub fn parse_dataset(buf: &[u8], encoding: Encoding) -> Result<DataSet, ParseError> {
+    parse_dataset_with(buf, encoding, Limits::OFFLINE)
 }
 
-fn put_u32(out: &mut Vec<u8>, v: u32, big: bool) {
-    out.extend_from_slice(&if big {
-        v.to_be_bytes()
-    } else {
-        v.to_le_bytes()
-    });
-}
-
-fn header_len(vr: VR, syntax: Syntax) -> u64 {
-    if syntax.explicit() && !long_form(vr) {
-        8
-    } else if syntax.explicit() {
+fn header_len(vr: VR, encoding: Encoding) -> u64 {
+    if encoding.explicit() && long_form(vr) {
         12
     } else {
         8
     }
 }
 
-/// Encoded length of an element's value (items included), or of the whole element.
-fn value_len(e: &Element, syntax: Syntax) -> u64 {
+/// Encoded length of an element's value (items included).
+fn value_len(e: &Element, encoding: Encoding) -> u64 {
     match &e.value {
         Value::Bytes(b) => b.len() as u64,
-        Value::Items(items) => items.iter().map(|i| 8 + dataset_len(i, syntax)).sum(),
+        Value::Items(items) => items.iter().map(|i| 8 + dataset_len(i, encoding)).sum(),
         Value::Fragments(f) => f.iter().map(|x| 8 + x.len() as u64).sum::<u64>() + 8,
     }
 }
 
-fn dataset_len(ds: &DataSet, syntax: Syntax) -> u64 {
+fn dataset_len(ds: &DataSet, encoding: Encoding) -> u64 {
     ds.elements
         .iter()
-        .map(|e| header_len(e.vr, syntax) + value_len(e, syntax))
+        .map(|e| header_len(e.vr, encoding) + value_len(e, encoding))
         .sum()
 }
 
-fn write_header(out: &mut Vec<u8>, tag: Tag, vr: VR, len: u32, syntax: Syntax) {
-    let big = syntax.big();
-    put_u16(out, tag.group(), big);
-    put_u16(out, tag.element(), big);
-    if syntax.explicit() {
-        out.extend_from_slice(vr.to_string().as_bytes());
+/// An element header (PS3.5 §7.1.2 explicit VR, §7.1.3 implicit VR).
+fn write_header(out: &mut Vec<u8>, tag: Tag, vr: VR, len: u32, encoding: Encoding) {
+    encoding.put_u16(out, tag.group());
+    encoding.put_u16(out, tag.element());
+    if encoding.explicit() {
+        out.extend_from_slice(&vr.to_bytes());
         if long_form(vr) {
             out.extend_from_slice(&[0, 0]);
-            put_u32(out, len, big);
+            encoding.put_u32(out, len);
         } else {
-            put_u16(out, len as u16, big);
+            encoding.put_u16(out, len as u16);
         }
     } else {
-        put_u32(out, len, big);
+        encoding.put_u32(out, len);
     }
 }
 
-fn write_item_header(out: &mut Vec<u8>, tag: Tag, len: u32, syntax: Syntax) {
-    let big = syntax.big();
-    put_u16(out, tag.group(), big);
-    put_u16(out, tag.element(), big);
-    put_u32(out, len, big);
+/// An item or delimiter header (PS3.5 §7.5).
+fn write_item_header(out: &mut Vec<u8>, tag: Tag, len: u32, encoding: Encoding) {
+    encoding.put_u16(out, tag.group());
+    encoding.put_u16(out, tag.element());
+    encoding.put_u32(out, len);
 }
 
 fn checked_len(tag: Tag, len: u64) -> Result<u32, EncodeError> {
@@ -734,22 +567,22 @@ fn checked_len(tag: Tag, len: u64) -> Result<u32, EncodeError> {
     Ok(len as u32)
 }
 
-/// Encode elements (defined lengths everywhere except encapsulated fragments).
+/// Encodes elements (defined lengths everywhere except encapsulated fragments).
 pub fn encode_elements(
     elements: &[Element],
-    syntax: Syntax,
+    encoding: Encoding,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     for e in elements {
-        encode_element(e, syntax, out)?;
+        encode_element(e, encoding, out)?;
     }
     Ok(())
 }
 
-fn encode_element(e: &Element, syntax: Syntax, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+fn encode_element(e: &Element, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     match &e.value {
         Value::Bytes(b) => {
-            if syntax.explicit() && !long_form(e.vr) && b.len() > 0xFFFF {
+            if encoding.explicit() && !long_form(e.vr) && b.len() > 0xFFFF {
                 return Err(EncodeError::ValueTooLong {
                     tag: tag_str(e.tag),
                     vr: e.vr,
@@ -757,26 +590,26 @@ fn encode_element(e: &Element, syntax: Syntax, out: &mut Vec<u8>) -> Result<(), 
                 });
             }
             let len = checked_len(e.tag, b.len() as u64)?;
-            write_header(out, e.tag, e.vr, len, syntax);
+            write_header(out, e.tag, e.vr, len, encoding);
             out.extend_from_slice(b);
         }
         Value::Items(items) => {
-            let len = checked_len(e.tag, value_len(e, syntax))?;
-            write_header(out, e.tag, VR::SQ, len, syntax);
+            let len = checked_len(e.tag, value_len(e, encoding))?;
+            write_header(out, e.tag, VR::SQ, len, encoding);
             for item in items {
-                let ilen = checked_len(ITEM, dataset_len(item, syntax))?;
-                write_item_header(out, ITEM, ilen, syntax);
-                encode_elements(&item.elements, syntax, out)?;
+                let ilen = checked_len(ITEM, dataset_len(item, encoding))?;
+                write_item_header(out, ITEM, ilen, encoding);
+                encode_elements(&item.elements, encoding, out)?;
             }
         }
         Value::Fragments(frags) => {
-            write_header(out, e.tag, e.vr, UNDEFINED, syntax);
+            write_header(out, e.tag, e.vr, UNDEFINED, encoding);
             for f in frags {
                 let flen = checked_len(ITEM, f.len() as u64)?;
-                write_item_header(out, ITEM, flen, syntax);
+                write_item_header(out, ITEM, flen, encoding);
                 out.extend_from_slice(f);
             }
-            write_item_header(out, SEQUENCE_DELIMITER, 0, syntax);
+            write_item_header(out, SEQUENCE_DELIMITER, 0, encoding);
         }
     }
     Ok(())
@@ -814,22 +647,53 @@ mod tests {
                 },
                 el(Tag(0x0010, 0x0010), VR::PN, b"DOE^JOHN"),
                 el(Tag(0x0028, 0x0010), VR::US, &[0, 2]),
+                Element {
+                    tag: Tag(0x7FE0, 0x0010),
+                    vr: VR::OB,
+                    value: Value::Fragments(vec![vec![], b"JPEG".to_vec()]),
+                },
             ],
         }
     }
 
+    const ENCODINGS: [Encoding; 3] = [
+        Encoding::ImplicitLittle,
+        Encoding::ExplicitLittle,
+        Encoding::ExplicitBig,
+    ];
+
     #[test]
-    fn round_trip_all_syntaxes() {
-        for syntax in [
-            Syntax::ImplicitLittle,
-            Syntax::ExplicitLittle,
-            Syntax::ExplicitBig,
-        ] {
-            let ds = sample();
+    fn round_trip_all_encodings() {
+        for enc in ENCODINGS {
+            let mut ds = sample();
+            if enc == Encoding::ImplicitLittle {
+                // Implicit VR: pixel data reads as OW (PS3.5 §A.1).
+                ds.elements[4].vr = VR::OW;
+            }
             let mut out = Vec::new();
-            encode_elements(&ds.elements, syntax, &mut out).unwrap();
-            let back = parse_dataset(&out, syntax).unwrap();
-            assert_eq!(back, ds, "{syntax:?}");
+            encode_elements(&ds.elements, enc, &mut out).unwrap();
+            let back = parse_dataset(&out, enc).unwrap();
+            assert_eq!(back, ds, "{enc:?}");
+        }
+    }
+
+    #[test]
+    fn any_split_builds_the_same_tree() {
+        for enc in ENCODINGS {
+            let mut out = Vec::new();
+            encode_elements(&sample().elements, enc, &mut out).unwrap();
+            let whole = parse_dataset(&out, enc).unwrap();
+            for cut in 0..=out.len() {
+                let mut tz = Tokenizer::new(enc, Limits::OFFLINE);
+                let mut tree = TreeBuilder::new(Limits::OFFLINE);
+                for part in [&out[..cut], &out[cut..]] {
+                    for t in tz.tokens(part) {
+                        tree.token(t).unwrap();
+                    }
+                }
+                tz.finish().unwrap();
+                assert_eq!(tree.finish().unwrap(), whole, "{enc:?} cut {cut}");
+            }
         }
     }
 
@@ -851,6 +715,13 @@ mod tests {
         out.extend_from_slice(&len.to_le_bytes());
     }
 
+    fn implicit(out: &mut Vec<u8>, g: u16, e: u16, v: &[u8]) {
+        out.extend_from_slice(&g.to_le_bytes());
+        out.extend_from_slice(&e.to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+
     #[test]
     fn undefined_lengths_and_un_sequences() {
         let mut b = Vec::new();
@@ -863,13 +734,10 @@ mod tests {
         // A private sequence as UN with undefined length: implicit VR LE inside.
         hdr_ex(&mut b, 0x0009, 0x1001, b"UN", UNDEFINED);
         item(&mut b, 0xE000, UNDEFINED);
-        b.extend_from_slice(&0x0010u16.to_le_bytes());
-        b.extend_from_slice(&0x0010u16.to_le_bytes());
-        b.extend_from_slice(&4u32.to_le_bytes());
-        b.extend_from_slice(b"X^Y ");
+        implicit(&mut b, 0x0010, 0x0010, b"X^Y ");
         item(&mut b, 0xE00D, 0);
         item(&mut b, 0xE0DD, 0);
-        let ds = parse_dataset(&b, Syntax::ExplicitLittle).unwrap();
+        let ds = parse_dataset(&b, Encoding::ExplicitLittle).unwrap();
         assert_eq!(ds.elements.len(), 2);
         let Value::Items(items) = &ds.elements[1].value else {
             panic!()
@@ -880,14 +748,107 @@ mod tests {
     }
 
     #[test]
+    fn a_standard_sequence_sent_as_un_is_read_as_its_items() {
+        // (0008,1140) Referenced Image Sequence written as UN of defined length by a node
+        // that did not know it: one item holding a patient name, implicit VR LE inside.
+        let mut inner = Vec::new();
+        implicit(&mut inner, 0x0010, 0x0010, b"DOE^JOHN");
+        let mut value = Vec::new();
+        item(&mut value, 0xE000, inner.len() as u32);
+        value.extend_from_slice(&inner);
+        let mut b = Vec::new();
+        hdr_ex(&mut b, 0x0008, 0x0060, b"CS", 2);
+        b.extend_from_slice(b"CT");
+        hdr_ex(&mut b, 0x0008, 0x1140, b"UN", value.len() as u32);
+        b.extend_from_slice(&value);
+        let ds = parse_dataset(&b, Encoding::ExplicitLittle).unwrap();
+        let e = ds.get(Tag(0x0008, 0x1140)).unwrap();
+        assert_eq!(e.vr, VR::SQ);
+        let Value::Items(items) = &e.value else {
+            panic!("{e:?}")
+        };
+        assert_eq!(items[0].text(Tag(0x0010, 0x0010)), Some(&b"DOE^JOHN"[..]));
+        // A private UN stays bytes; a broken one is an error at its own offset.
+        let mut p = Vec::new();
+        hdr_ex(&mut p, 0x0009, 0x1001, b"UN", value.len() as u32);
+        p.extend_from_slice(&value);
+        let ds = parse_dataset(&p, Encoding::ExplicitLittle).unwrap();
+        assert_eq!(ds.elements[0].value, Value::Bytes(value.clone()));
+        let mut bad = b.clone();
+        let n = bad.len();
+        bad[n - inner.len() - 4] = 0xFF; // the item's length overruns the value
+        match parse_dataset(&bad, Encoding::ExplicitLittle) {
+            Err(ParseError::Malformed { offset, .. }) => assert_eq!(offset, 10 + 12),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn repeated_and_unordered_elements_are_refused() {
+        let pid = |b: &mut Vec<u8>, v: &[u8]| {
+            hdr_ex(b, 0x0010, 0x0020, b"LO", v.len() as u32);
+            b.extend_from_slice(v);
+        };
+        let mut dup = Vec::new();
+        pid(&mut dup, b"PID1");
+        pid(&mut dup, b"PID2");
+        assert!(matches!(
+            parse_dataset(&dup, Encoding::ExplicitLittle),
+            Err(ParseError::Ambiguous {
+                offset: 12,
+                anomaly: AnomalyKind::Duplicate { .. }
+            })
+        ));
+        let mut order = Vec::new();
+        pid(&mut order, b"PID1");
+        hdr_ex(&mut order, 0x0010, 0x0010, b"PN", 4);
+        order.extend_from_slice(b"DOE ");
+        assert!(matches!(
+            parse_dataset(&order, Encoding::ExplicitLittle),
+            Err(ParseError::Ambiguous {
+                anomaly: AnomalyKind::OutOfOrder { .. },
+                ..
+            })
+        ));
+        // Inside an item too.
+        let mut seq = Vec::new();
+        hdr_ex(&mut seq, 0x0008, 0x1140, b"SQ", UNDEFINED);
+        item(&mut seq, 0xE000, UNDEFINED);
+        seq.extend_from_slice(&dup);
+        item(&mut seq, 0xE00D, 0);
+        item(&mut seq, 0xE0DD, 0);
+        assert!(matches!(
+            parse_dataset(&seq, Encoding::ExplicitLittle),
+            Err(ParseError::Ambiguous { .. })
+        ));
+        // The same tag in two items is fine; an odd length is kept as read.
+        let mut two = Vec::new();
+        hdr_ex(&mut two, 0x0008, 0x1140, b"SQ", UNDEFINED);
+        for v in [&b"PID1"[..], b"PID"] {
+            item(&mut two, 0xE000, UNDEFINED);
+            pid(&mut two, v);
+            item(&mut two, 0xE00D, 0);
+        }
+        item(&mut two, 0xE0DD, 0);
+        let ds = parse_dataset(&two, Encoding::ExplicitLittle).unwrap();
+        let Value::Items(items) = &ds.elements[0].value else {
+            panic!()
+        };
+        assert_eq!(
+            items[1].get(Tag(0x0010, 0x0020)).unwrap().value,
+            Value::Bytes(b"PID".to_vec())
+        );
+    }
+
+    #[test]
     fn malformed_inputs_are_errors() {
         // Unknown VR.
         let mut b = Vec::new();
         hdr_ex(&mut b, 0x0010, 0x0010, b"ZZ", 2);
         b.extend_from_slice(b"AB");
         assert!(matches!(
-            parse_dataset(&b, Syntax::ExplicitLittle),
-            Err(ParseError::UnknownVr { .. })
+            parse_dataset(&b, Encoding::ExplicitLittle),
+            Err(ParseError::UnknownVr { offset: 0, .. })
         ));
         // An item that overruns its sequence.
         let mut b = Vec::new();
@@ -895,16 +856,16 @@ mod tests {
         item(&mut b, 0xE000, 100);
         b.extend_from_slice(&[0u8; 8]);
         assert!(matches!(
-            parse_dataset(&b, Syntax::ExplicitLittle),
-            Err(ParseError::Malformed { .. })
+            parse_dataset(&b, Encoding::ExplicitLittle),
+            Err(ParseError::Malformed { offset: 12, .. })
         ));
         // A sequence never closed.
         let mut b = Vec::new();
         hdr_ex(&mut b, 0x0008, 0x1140, b"SQ", UNDEFINED);
         item(&mut b, 0xE000, UNDEFINED);
         assert!(matches!(
-            parse_dataset(&b, Syntax::ExplicitLittle),
-            Err(ParseError::Truncated { .. })
+            parse_dataset(&b, Encoding::ExplicitLittle),
+            Err(ParseError::Truncated { offset: 20 })
         ));
         // An element where an item must be.
         let mut b = Vec::new();
@@ -912,89 +873,77 @@ mod tests {
         hdr_ex(&mut b, 0x0008, 0x1155, b"UI", 2);
         b.extend_from_slice(b"1\0");
         assert!(matches!(
-            parse_dataset(&b, Syntax::ExplicitLittle),
+            parse_dataset(&b, Encoding::ExplicitLittle),
             Err(ParseError::Malformed { .. })
         ));
         // A stray item delimiter at top level.
         let mut b = Vec::new();
         item(&mut b, 0xE00D, 0);
-        assert!(parse_dataset(&b, Syntax::ExplicitLittle).is_err());
+        assert!(parse_dataset(&b, Encoding::ExplicitLittle).is_err());
         // Undefined length on a text VR.
         let mut b = Vec::new();
         hdr_ex(&mut b, 0x0010, 0x4000, b"UT", UNDEFINED);
-        assert!(parse_dataset(&b, Syntax::ExplicitLittle).is_err());
-    }
-
-    #[test]
-    fn nesting_limit() {
-        let mut ds = DataSet::default();
-        for _ in 0..(MAX_DEPTH + 2) {
-            ds = DataSet {
-                elements: vec![Element {
-                    tag: Tag(0x0040, 0xA730),
-                    vr: VR::SQ,
-                    value: Value::Items(vec![ds]),
-                }],
-            };
-        }
-        let mut out = Vec::new();
-        encode_elements(&ds.elements, Syntax::ExplicitLittle, &mut out).unwrap();
+        assert!(parse_dataset(&b, Encoding::ExplicitLittle).is_err());
+        // A sequence delimiter with a length.
+        let mut b = Vec::new();
+        hdr_ex(&mut b, 0x0008, 0x1140, b"SQ", UNDEFINED);
+        item(&mut b, 0xE0DD, 4);
         assert!(matches!(
-            parse_dataset(&out, Syntax::ExplicitLittle),
-            Err(ParseError::TooDeep { .. })
+            parse_dataset(&b, Encoding::ExplicitLittle),
+            Err(ParseError::Malformed { offset: 12, .. })
         ));
     }
 
     #[test]
-    fn incomplete_is_distinguished_from_bad() {
-        let mut out = Vec::new();
-        encode_elements(&sample().elements, Syntax::ExplicitLittle, &mut out).unwrap();
-        for cut in 1..out.len() {
-            let mut c = Cursor::new(&out[..cut], 0, true);
-            let mut n = 0;
-            loop {
-                match c.element(Syntax::ExplicitLittle, 0) {
-                    Ok(_) => n += 1,
-                    Err(PErr::Incomplete) => break,
-                    Err(PErr::Bad(e)) => panic!("cut {cut}: {e}"),
-                }
-                if c.at_end() {
-                    break;
-                }
+    fn nesting_limit() {
+        let nest = |n: usize| {
+            let mut ds = DataSet::default();
+            for _ in 0..n {
+                ds = DataSet {
+                    elements: vec![Element {
+                        tag: Tag(0x0040, 0xA730),
+                        vr: VR::SQ,
+                        value: Value::Items(vec![ds]),
+                    }],
+                };
             }
-            assert!(n <= 4);
+            let mut out = Vec::new();
+            encode_elements(&ds.elements, Encoding::ExplicitLittle, &mut out).unwrap();
+            out
+        };
+        let limit = Limits::OFFLINE.max_depth;
+        assert!(parse_dataset(&nest(limit), Encoding::ExplicitLittle).is_ok());
+        assert!(matches!(
+            parse_dataset(&nest(limit + 1), Encoding::ExplicitLittle),
+            Err(ParseError::TooDeep { limit: l, .. }) if l == limit
+        ));
+    }
+
+    #[test]
+    fn a_cut_is_truncation_not_malformation() {
+        let mut out = Vec::new();
+        encode_elements(&sample().elements, Encoding::ExplicitLittle, &mut out).unwrap();
+        for cut in 1..out.len() {
+            match parse_dataset(&out[..cut], Encoding::ExplicitLittle) {
+                Err(ParseError::Truncated { .. }) => {}
+                // Cut between two top-level elements: a shorter data set.
+                Ok(ds) => assert!(ds.elements.len() < 5, "cut {cut}"),
+                Err(e) => panic!("cut {cut}: {e}"),
+            }
         }
     }
 
     #[test]
-    fn transfer_syntaxes() {
-        assert_eq!(
-            TransferSyntax::from_uid("1.2.840.10008.1.2\0")
-                .unwrap()
-                .syntax,
-            Syntax::ImplicitLittle
-        );
-        assert!(
-            TransferSyntax::from_uid("1.2.840.10008.1.2.1.99")
-                .unwrap()
-                .deflated
-        );
-        assert_eq!(
-            TransferSyntax::from_uid("1.2.840.10008.1.2.4.50")
-                .unwrap()
-                .syntax,
-            Syntax::ExplicitLittle
-        );
-        assert!(TransferSyntax::from_uid("1.3.6.1.4.1.5962.300.1").is_none());
-    }
-
-    #[test]
-    fn implicit_vr_lookup() {
-        assert_eq!(implicit_vr(Tag(0x0010, 0x0010)), VR::PN);
-        assert_eq!(implicit_vr(Tag(0x0008, 0x1140)), VR::SQ);
-        assert_eq!(implicit_vr(Tag(0x0009, 0x0010)), VR::LO);
-        assert_eq!(implicit_vr(Tag(0x0009, 0x1010)), VR::UN);
-        assert_eq!(implicit_vr(Tag(0x6002, 0x3000)), VR::OW);
-        assert_eq!(implicit_vr(Tag(0x0028, 0x0000)), VR::UL);
+    fn implicit_vr_comes_from_the_dictionary() {
+        let mut b = Vec::new();
+        implicit(&mut b, 0x0009, 0x0010, b"ACME");
+        implicit(&mut b, 0x0009, 0x1010, b"ab");
+        implicit(&mut b, 0x0010, 0x0010, b"DOE^");
+        implicit(&mut b, 0x0028, 0x0000, &[4, 0, 0, 0]);
+        implicit(&mut b, 0x0028, 0x0010, &[4, 0]);
+        implicit(&mut b, 0x6002, 0x3000, &[0, 0]);
+        let ds = parse_dataset(&b, Encoding::ImplicitLittle).unwrap();
+        let vrs: Vec<VR> = ds.elements.iter().map(|e| e.vr).collect();
+        assert_eq!(vrs, [VR::LO, VR::UN, VR::PN, VR::UL, VR::US, VR::OW]);
     }
 }

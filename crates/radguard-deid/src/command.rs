@@ -4,7 +4,7 @@
 
 use dicom_core::{Tag, VR};
 
-use crate::codec::{encode_elements, pad, parse_dataset, Element, ParseError, Syntax, Value};
+use crate::codec::{encode_elements, pad, parse_dataset, Element, Encoding, ParseError, Value};
 
 /// (0000,1000) Affected SOP Instance UID.
 pub const AFFECTED_SOP_INSTANCE_UID: Tag = Tag(0x0000, 0x1000);
@@ -13,7 +13,7 @@ const GROUP_LENGTH: Tag = Tag(0x0000, 0x0000);
 /// The command set with (0000,1000) Affected SOP Instance UID set to `uid` and (0000,0000)
 /// Command Group Length recomputed; every other element is kept as it was.
 pub fn set_affected_sop_instance_uid(raw: &[u8], uid: &str) -> Result<Vec<u8>, ParseError> {
-    let mut ds = parse_dataset(raw, Syntax::ImplicitLittle)?;
+    let mut ds = parse_dataset(raw, Encoding::ImplicitLittle)?;
     ds.put(Element::bytes(
         AFFECTED_SOP_INSTANCE_UID,
         VR::UI,
@@ -22,14 +22,18 @@ pub fn set_affected_sop_instance_uid(raw: &[u8], uid: &str) -> Result<Vec<u8>, P
     ds.remove(GROUP_LENGTH);
     let mut body = Vec::with_capacity(raw.len() + 64);
     // Values come from a parsed command set plus one UID: they always encode.
-    let _ = encode_elements(&ds.elements, Syntax::ImplicitLittle, &mut body);
+    let _ = encode_elements(&ds.elements, Encoding::ImplicitLittle, &mut body);
     let mut out = Vec::with_capacity(body.len() + 12);
     let gl = Element {
         tag: GROUP_LENGTH,
         vr: VR::UL,
         value: Value::Bytes((body.len() as u32).to_le_bytes().to_vec()),
     };
-    let _ = encode_elements(std::slice::from_ref(&gl), Syntax::ImplicitLittle, &mut out);
+    let _ = encode_elements(
+        std::slice::from_ref(&gl),
+        Encoding::ImplicitLittle,
+        &mut out,
+    );
     out.extend_from_slice(&body);
     Ok(out)
 }
@@ -54,15 +58,15 @@ mod tests {
             el(Tag(0x0000, 0x1030), VR::AE, b"MOVER"),
         ];
         let mut body = Vec::new();
-        encode_elements(&elements, Syntax::ImplicitLittle, &mut body).unwrap();
+        encode_elements(&elements, Encoding::ImplicitLittle, &mut body).unwrap();
         let mut raw = Vec::new();
         let gl = el(GROUP_LENGTH, VR::UL, &(body.len() as u32).to_le_bytes());
-        encode_elements(&[gl], Syntax::ImplicitLittle, &mut raw).unwrap();
+        encode_elements(&[gl], Encoding::ImplicitLittle, &mut raw).unwrap();
         raw.extend_from_slice(&body);
 
         let uid = "2.25.329800735698586629295641978511506172918";
         let out = set_affected_sop_instance_uid(&raw, uid).unwrap();
-        let ds = parse_dataset(&out, Syntax::ImplicitLittle).unwrap();
+        let ds = parse_dataset(&out, Encoding::ImplicitLittle).unwrap();
         assert_eq!(ds.text(AFFECTED_SOP_INSTANCE_UID), Some(uid.as_bytes()));
         assert_eq!(ds.text(Tag(0x0000, 0x1030)), Some(&b"MOVER"[..]));
         assert_eq!(ds.text(Tag(0x0000, 0x0110)), Some(&[0x07u8][..]));

@@ -1,6 +1,8 @@
-//! DICOM Part 10 files: read the preamble and meta group, stream the data set through
-//! [`StreamDeid`], and write a new file (zeroed preamble, rebuilt meta with the new SOP
-//! Instance UID). Files are written to a temporary name in the output folder and renamed
+//! DICOM Part 10 files: read the preamble and meta group (the one File Meta reader,
+//! [`radguard_dicom::part10::read_head`]), stream the data set through [`StreamDeid`] (inflating
+//! a deflated one with [`radguard_dicom::inflate::Inflater`]'s decompression-bomb caps), and write
+//! a new file (zeroed preamble, meta rebuilt by [`radguard_dicom::part10::write_head`] with the new
+//! SOP Instance UID). Files are written to a temporary name in the output folder and renamed
 //! only when complete, so a failure never leaves a half-written output.
 
 use std::fs::File;
@@ -8,25 +10,17 @@ use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dicom_core::{Tag, VR};
+use radguard_dicom::inflate::{DataSetReader, InflateError, Inflater};
+use radguard_dicom::limits::Limits;
+use radguard_dicom::part10::{read_head, write_head, MetaError, MetaIssue, MAX_META, PREAMBLE_LEN};
+use radguard_dicom::tokens::AnomalyKind;
+use radguard_dicom::ts;
 use sha2::{Digest, Sha256};
 
-use crate::codec::{
-    encode_elements, parse_dataset, Cursor, DataSet, Element, PErr, Syntax, TransferSyntax,
-    EXPLICIT_VR_LE,
-};
+use crate::codec::{DataSet, ParseError, TransferSyntax, TreeBuilder};
 use crate::stream::{Outcome, StreamDeid, DEFAULT_HEAD_CAP};
 use crate::transform::{DeidError, Deidentifier, SOP_CLASS_UID, SOP_INSTANCE_UID};
 
-/// Radguard's implementation class UID (a fixed UUID-derived UID).
-pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.164358097546618436373302232404712538722";
-/// Implementation Version Name written in the meta group.
-pub const IMPLEMENTATION_VERSION: &str = concat!("RADGUARD_", env!("CARGO_PKG_VERSION"));
-
-/// Largest meta group accepted.
-const MAX_META: usize = 64 * 1024;
-/// Largest inflated size of a deflated data set.
-const MAX_INFLATED: u64 = 4 * 1024 * 1024 * 1024;
 const CHUNK: usize = 256 * 1024;
 
 /// Why a file could not be de-identified.
@@ -34,14 +28,14 @@ const CHUNK: usize = 256 * 1024;
 pub enum FileError {
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
-    #[error("not a DICOM Part 10 file (no DICM prefix after a 128-byte preamble)")]
+    #[error("not a DICOM Part 10 file (no DICM prefix)")]
     NotPart10,
     #[error("bad file meta information: {0}")]
     BadMeta(String),
     #[error("unsupported transfer syntax {0}")]
     UnsupportedTransferSyntax(String),
-    #[error("the deflated data set inflates past {MAX_INFLATED} bytes")]
-    InflateLimit,
+    #[error("{0}")]
+    Inflate(#[from] InflateError),
     #[error("a DICOMDIR names patients and files; regenerate it for the output instead")]
     Dicomdir,
     #[error(
@@ -63,110 +57,48 @@ pub struct Meta {
     pub sop_instance_uid: Option<String>,
 }
 
-fn text(e: &Element) -> Option<String> {
-    e.text_value()
-        .map(|v| String::from_utf8_lossy(v).trim().to_string())
-}
-
-/// Read the preamble and meta group; returns the meta and the data set bytes already read.
+/// Reads the preamble and meta group; returns the meta and the data set bytes already read.
+///
+/// A transfer syntax that de-identification cannot read (not a valid UID, or not one PS3.6
+/// lists) is refused. Elements repeated or out of order in the meta group are refused too:
+/// two readers could take different Transfer Syntax UIDs from it.
 pub fn read_meta(r: &mut impl Read) -> Result<(Meta, Vec<u8>), FileError> {
-    let mut pre = [0u8; 132];
-    if let Err(e) = r.read_exact(&mut pre) {
-        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FileError::NotPart10
-        } else {
-            FileError::Io(e)
-        });
+    // Enough for any meta group read_head accepts: preamble, prefix and MAX_META + 1 bytes.
+    let want = PREAMBLE_LEN + 4 + MAX_META + 1;
+    let mut buf = Vec::with_capacity(4096);
+    r.by_ref().take(want as u64).read_to_end(&mut buf)?;
+    let head = read_head(&buf).map_err(|e| match e {
+        MetaError::NoPrefix => FileError::NotPart10,
+        e => FileError::BadMeta(e.to_string()),
+    })?;
+    // Only irregularities of group 0002 itself: the reader also reports the first data set
+    // element as out of order after the meta group when its group is 0000.
+    if let Some(issue) = head.issues.iter().find(|i| match i {
+        MetaIssue::Anomaly(
+            AnomalyKind::Duplicate { tag } | AnomalyKind::OutOfOrder { tag, .. },
+        ) => tag.group() == 0x0002,
+        _ => false,
+    }) {
+        return Err(FileError::BadMeta(issue.to_string()));
     }
-    if pre.get(128..132) != Some(b"DICM") {
-        return Err(FileError::NotPart10);
-    }
-    let mut buf = Vec::new();
-    let mut meta = DataSet::default();
-    let mut eof = false;
-    loop {
-        let mut c = Cursor::new(&buf, 132, !eof);
-        let mut done = false;
-        loop {
-            if c.at_end() {
-                done = eof;
-                break;
-            }
-            match c.peek_tag(Syntax::ExplicitLittle) {
-                Ok(t) if t.group() != 0x0002 => {
-                    done = true;
-                    break;
-                }
-                Ok(_) => {}
-                Err(PErr::Incomplete) => break,
-                Err(PErr::Bad(e)) => return Err(FileError::BadMeta(e.to_string())),
-            }
-            let start = c.pos;
-            match c.element(Syntax::ExplicitLittle, 0) {
-                Ok(e) => meta.elements.push(e),
-                Err(PErr::Incomplete) => {
-                    c.pos = start;
-                    break;
-                }
-                Err(PErr::Bad(e)) => return Err(FileError::BadMeta(e.to_string())),
-            }
-        }
-        let consumed = c.pos;
-        if done {
-            buf.drain(..consumed);
-            break;
-        }
-        buf.drain(..consumed);
-        if buf.len() > MAX_META || meta.elements.len() > 64 {
-            return Err(FileError::BadMeta("meta group too large".into()));
-        }
-        let mut chunk = [0u8; 4096];
-        let n = r.read(&mut chunk)?;
-        if n == 0 {
-            eof = true;
-        }
-        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-    }
-    let ts_uid = meta
-        .get(Tag(0x0002, 0x0010))
-        .and_then(text)
+    let ts_uid = head
+        .meta
+        .transfer_syntax_uid
+        .clone()
         .ok_or_else(|| FileError::BadMeta("no Transfer Syntax UID (0002,0010)".into()))?;
-    let transfer_syntax =
-        TransferSyntax::from_uid(&ts_uid).ok_or(FileError::UnsupportedTransferSyntax(ts_uid))?;
+    let transfer_syntax = match TransferSyntax::from_uid(&ts_uid) {
+        Ok(t) if t.known => t,
+        _ => return Err(FileError::UnsupportedTransferSyntax(ts_uid)),
+    };
+    let rest = buf.split_off(head.data_start.min(buf.len()));
     Ok((
         Meta {
             transfer_syntax,
-            sop_class_uid: meta.get(Tag(0x0002, 0x0002)).and_then(text),
-            sop_instance_uid: meta.get(Tag(0x0002, 0x0003)).and_then(text),
+            sop_class_uid: head.meta.media_storage_sop_class_uid,
+            sop_instance_uid: head.meta.media_storage_sop_instance_uid,
         },
-        buf,
+        rest,
     ))
-}
-
-/// Encode a Part 10 header: zeroed preamble, `DICM`, and a fresh meta group.
-pub fn encode_header(sop_class: &str, sop_instance: &str, ts_uid: &str) -> Vec<u8> {
-    let ui = |e: u16, v: &str| Element::text(Tag(0x0002, e), VR::UI, v);
-    let group = vec![
-        Element::bytes(Tag(0x0002, 0x0001), VR::OB, vec![0, 1]),
-        ui(0x0002, sop_class),
-        ui(0x0003, sop_instance),
-        ui(0x0010, ts_uid),
-        ui(0x0012, IMPLEMENTATION_CLASS_UID),
-        Element::text(Tag(0x0002, 0x0013), VR::SH, IMPLEMENTATION_VERSION),
-    ];
-    let mut body = Vec::new();
-    // Values here are short; encoding cannot fail.
-    let _ = encode_elements(&group, Syntax::ExplicitLittle, &mut body);
-    let mut out = vec![0u8; 128];
-    out.extend_from_slice(b"DICM");
-    let gl = Element::bytes(
-        Tag(0x0002, 0x0000),
-        VR::UL,
-        (body.len() as u32).to_le_bytes().to_vec(),
-    );
-    let _ = encode_elements(std::slice::from_ref(&gl), Syntax::ExplicitLittle, &mut out);
-    out.extend_from_slice(&body);
-    out
 }
 
 /// A reader that hashes what passes through it.
@@ -183,23 +115,6 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// A reader that fails past a byte limit (inflate bombs).
-struct Limited<R> {
-    inner: R,
-    left: u64,
-}
-
-impl<R: Read> Read for Limited<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n as u64 > self.left {
-            return Err(std::io::Error::other("inflate limit"));
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
-}
-
 /// What [`deidentify_part10`] wrote.
 #[derive(Debug, Clone)]
 pub struct Written {
@@ -210,8 +125,80 @@ pub struct Written {
     pub sop_instance_uid: String,
 }
 
+/// The transfer syntax a de-identified copy of a deflated data set is written in: the same
+/// encoding without the deflate (PS3.5 §A.5; the JPIP Referenced Deflate syntaxes keep their
+/// referenced pixel data).
+fn inflated_uid(t: &TransferSyntax) -> &str {
+    match t.uid() {
+        ts::JPIP_REFERENCED_DEFLATE => ts::JPIP_REFERENCED,
+        ts::JPIP_HTJ2K_REFERENCED_DEFLATE => ts::JPIP_HTJ2K_REFERENCED,
+        _ if t.deflated => ts::EXPLICIT_VR_LE,
+        uid => uid,
+    }
+}
+
+/// Where the de-identified data set goes: held until the head is done (the meta group needs
+/// the new SOP Instance UID), then written through.
+struct Output<'a, W: Write> {
+    w: &'a mut W,
+    stream: StreamDeid,
+    meta: &'a Meta,
+    deid: &'a Deidentifier,
+    out_ts: &'a str,
+    held: Vec<u8>,
+    out: Vec<u8>,
+    uid: Option<String>,
+}
+
+impl<W: Write> Output<'_, W> {
+    /// Feeds data set bytes (inflated, when the file is deflated).
+    fn push(&mut self, bytes: &[u8]) -> Result<(), FileError> {
+        self.stream.push(bytes, &mut self.out)?;
+        if self.uid.is_none() {
+            self.held.append(&mut self.out);
+            if let Some(rep) = self.stream.report().filter(|_| self.stream.head_done()) {
+                let (header, uid) = header_for(rep, self.meta, self.deid, self.out_ts);
+                self.w.write_all(&header)?;
+                self.w.write_all(&std::mem::take(&mut self.held))?;
+                self.uid = Some(uid);
+            }
+        } else {
+            self.w.write_all(&self.out)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(Outcome, String), FileError> {
+        let Output {
+            w,
+            stream,
+            meta,
+            deid,
+            out_ts,
+            held,
+            mut out,
+            uid,
+        } = self;
+        let outcome = stream.finish(&mut out)?;
+        let uid = match uid {
+            Some(uid) => uid,
+            None => {
+                let (header, uid) = header_for(&outcome.report, meta, deid, out_ts);
+                w.write_all(&header)?;
+                w.write_all(&held)?;
+                uid
+            }
+        };
+        w.write_all(&out)?;
+        w.flush()?;
+        Ok((outcome, uid))
+    }
+}
+
 /// De-identify a Part 10 stream into `w`. `w` holds a complete file only when this returns
-/// `Ok`. Deflated input is written as Explicit VR Little Endian.
+/// `Ok`. A deflated data set is inflated (under [`Limits::OFFLINE`]'s decompression-bomb caps)
+/// and written without the deflate; bytes after the end of its deflate stream are dropped.
 pub fn deidentify_part10(
     r: impl Read,
     w: &mut impl Write,
@@ -223,67 +210,53 @@ pub fn deidentify_part10(
     if meta.sop_class_uid.as_deref() == Some(MEDIA_STORAGE_DIRECTORY) {
         return Err(FileError::Dicomdir);
     }
-    let (mut source, out_ts): (Box<dyn Read + '_>, &str) = if meta.transfer_syntax.deflated {
-        let chained = std::io::Cursor::new(first).chain(r);
-        let inflated = flate2::read::DeflateDecoder::new(chained);
-        (
-            Box::new(Limited {
-                inner: inflated,
-                left: MAX_INFLATED,
-            }),
-            EXPLICIT_VR_LE,
-        )
-    } else {
-        (
-            Box::new(std::io::Cursor::new(first).chain(r)),
-            meta.transfer_syntax.uid.as_str(),
-        )
+    let stream =
+        StreamDeid::with_encoding(Arc::clone(deid), meta.transfer_syntax.encoding).with_cap(cap);
+    let mut inflater = meta
+        .transfer_syntax
+        .deflated
+        .then(|| Inflater::new(Limits::OFFLINE));
+    let mut o = Output {
+        w,
+        stream,
+        meta: &meta,
+        deid,
+        out_ts: inflated_uid(&meta.transfer_syntax),
+        held: Vec::new(),
+        out: Vec::with_capacity(CHUNK + 4096),
+        uid: None,
     };
-    let mut stream =
-        StreamDeid::with_syntax(Arc::clone(deid), meta.transfer_syntax.syntax).with_cap(cap);
-    let mut held = Vec::new(); // output until the head is done (the meta needs its UID)
-    let mut header_written = false;
-    let mut written_uid = String::new();
+    let mut source = std::io::Cursor::new(first).chain(r);
     let mut chunk = vec![0u8; CHUNK];
-    let mut out = Vec::with_capacity(CHUNK + 4096);
     loop {
-        let n = match source.read(&mut chunk) {
-            Ok(n) => n,
-            Err(e) if e.to_string() == "inflate limit" => return Err(FileError::InflateLimit),
-            Err(e) => return Err(e.into()),
-        };
+        let n = source.read(&mut chunk)?;
         if n == 0 {
             break;
         }
-        stream.push(chunk.get(..n).unwrap_or_default(), &mut out)?;
-        if !header_written {
-            held.append(&mut out);
-            if let Some(rep) = stream.report().filter(|_| stream.head_done()) {
-                let (header, uid) = header_for(rep, &meta, deid, out_ts);
-                written_uid = uid;
-                w.write_all(&header)?;
-                w.write_all(&held)?;
-                held = Vec::new();
-                header_written = true;
+        let bytes = chunk.get(..n).unwrap_or_default();
+        match inflater.as_mut() {
+            None => o.push(bytes)?,
+            Some(inf) => {
+                let mut failed = None;
+                inf.feed(bytes, |plain| {
+                    if failed.is_none() {
+                        failed = o.push(plain).err();
+                    }
+                })?;
+                if let Some(e) = failed {
+                    return Err(e);
+                }
             }
-        } else {
-            w.write_all(&out)?;
-            out.clear();
         }
     }
-    let outcome = stream.finish(&mut out)?;
-    if !header_written {
-        let (header, uid) = header_for(&outcome.report, &meta, deid, out_ts);
-        written_uid = uid;
-        w.write_all(&header)?;
-        w.write_all(&held)?;
+    if inflater.as_ref().is_some_and(|inf| !inf.done()) {
+        return Err(InflateError::Truncated.into());
     }
-    w.write_all(&out)?;
-    w.flush()?;
+    let (outcome, sop_instance_uid) = o.finish()?;
     Ok(Written {
         outcome,
         meta,
-        sop_instance_uid: written_uid,
+        sop_instance_uid,
     })
 }
 
@@ -304,7 +277,7 @@ fn header_for(
             .map(|u| deid.map_uid(u))
             .unwrap_or_default()
     });
-    (encode_header(&class, &inst, ts), inst)
+    (write_head(&class, &inst, ts), inst)
 }
 
 /// A UID that is safe to use as a file name (PS3.5 9.1 syntax, at most 64 characters).
@@ -381,31 +354,42 @@ pub fn deidentify_file(
     })
 }
 
-/// Read a whole Part 10 file into a data set (for checks; the pixel data is read too).
+/// Read a whole Part 10 file into a data set (for checks; the pixel data is read too), a
+/// deflated one through the inflater, under [`Limits::OFFLINE`].
 pub fn read_file(path: &Path) -> Result<(Meta, DataSet), FileError> {
     let mut f = BufReader::new(File::open(path)?);
     let (meta, first) = read_meta(&mut f)?;
-    let mut rest = first;
-    if meta.transfer_syntax.deflated {
-        let mut inflated = Vec::new();
-        let chained = std::io::Cursor::new(rest).chain(f);
-        let mut d = Limited {
-            inner: flate2::read::DeflateDecoder::new(chained),
-            left: MAX_INFLATED,
-        };
-        d.read_to_end(&mut inflated).map_err(|e| {
-            if e.to_string() == "inflate limit" {
-                FileError::InflateLimit
-            } else {
-                FileError::Io(e)
-            }
-        })?;
-        rest = inflated;
-    } else {
-        f.read_to_end(&mut rest)?;
+    let mut reader = DataSetReader::new(&meta.transfer_syntax, Limits::OFFLINE);
+    let mut tree = TreeBuilder::new(Limits::OFFLINE);
+    feed_tree(&mut reader, &mut tree, &first).map_err(DeidError::from)?;
+    let mut chunk = vec![0u8; CHUNK];
+    loop {
+        let n = f.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        feed_tree(&mut reader, &mut tree, chunk.get(..n).unwrap_or_default())
+            .map_err(DeidError::from)?;
     }
-    let ds = parse_dataset(&rest, meta.transfer_syntax.syntax).map_err(DeidError::from)?;
+    reader
+        .finish()
+        .map_err(|e| DeidError::from(ParseError::from(e)))?;
+    let ds = tree.finish().map_err(DeidError::from)?;
     Ok((meta, ds))
+}
+
+fn feed_tree(
+    reader: &mut DataSetReader,
+    tree: &mut TreeBuilder,
+    bytes: &[u8],
+) -> Result<(), ParseError> {
+    let mut failed = None;
+    reader.feed(bytes, |t| {
+        if failed.is_none() {
+            failed = tree.token(t).err();
+        }
+    });
+    failed.map_or(Ok(()), Err)
 }
 
 /// The SOP Class and Instance UIDs of a data set, as text.
@@ -432,17 +416,111 @@ mod tests {
     }
 
     #[test]
-    fn header_round_trip() {
-        let h = encode_header("1.2.840.10008.5.1.4.1.1.2", "2.25.1", EXPLICIT_VR_LE);
+    fn meta_round_trip() {
+        let h = write_head("1.2.840.10008.5.1.4.1.1.2", "2.25.1", ts::EXPLICIT_VR_LE);
         let mut extra = h.clone();
         extra.extend_from_slice(&[0x08, 0x00, 0x60, 0x00, b'C', b'S', 2, 0, b'C', b'T']);
         let (meta, rest) = read_meta(&mut std::io::Cursor::new(extra)).unwrap();
         assert_eq!(meta.sop_instance_uid.as_deref(), Some("2.25.1"));
-        assert_eq!(meta.transfer_syntax.uid, EXPLICIT_VR_LE);
+        assert_eq!(meta.transfer_syntax.uid(), ts::EXPLICIT_VR_LE);
         assert_eq!(rest.len(), 10);
         assert!(matches!(
             read_meta(&mut std::io::Cursor::new(vec![0u8; 200])),
             Err(FileError::NotPart10)
         ));
+        // Syntaxes de-identification cannot read are refused by name.
+        for uid in ["1.2.840.10008.1.2.4.999", "1.3.6.1.4.1.5962.300.1", "1..2"] {
+            let h = write_head("1.2.840.10008.5.1.4.1.1.2", "2.25.1", uid);
+            assert!(
+                matches!(
+                    read_meta(&mut std::io::Cursor::new(h)),
+                    Err(FileError::UnsupportedTransferSyntax(u)) if u == uid
+                ),
+                "{uid}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_repeated_transfer_syntax_in_the_meta_is_refused() {
+        let h = write_head("1.2.840.10008.5.1.4.1.1.2", "2.25.1", ts::EXPLICIT_VR_LE);
+        // (0002,0010) again after (0002,0013), with the group length grown to match.
+        let mut f = h.clone();
+        let extra = [
+            0x02, 0x00, 0x10, 0x00, b'U', b'I', 18, 0, b'1', b'.', b'2', b'.', b'8', b'4', b'0',
+            b'.', b'1', b'0', b'0', b'0', b'8', b'.', b'1', b'.', b'2', 0,
+        ];
+        f.extend_from_slice(&extra);
+        let gl = u32::from_le_bytes(f[140..144].try_into().unwrap()) + extra.len() as u32;
+        f[140..144].copy_from_slice(&gl.to_le_bytes());
+        assert!(matches!(
+            read_meta(&mut std::io::Cursor::new(f)),
+            Err(FileError::BadMeta(_))
+        ));
+    }
+
+    fn deflated_file(data_set: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut f = write_head(
+            "1.2.840.10008.5.1.4.1.1.2",
+            "2.25.1",
+            ts::DEFLATED_EXPLICIT_VR_LE,
+        );
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(data_set).unwrap();
+        f.extend_from_slice(&z.finish().unwrap());
+        f
+    }
+
+    fn deid() -> Arc<Deidentifier> {
+        let p = crate::Profile::new(crate::ProfileName::Basic, []).unwrap();
+        let k = crate::SiteKey::from_bytes(b"radguard-test-key-0123456789abcdef").unwrap();
+        Arc::new(Deidentifier::new(p, k))
+    }
+
+    #[test]
+    fn deflated_files_are_inflated_under_the_bomb_caps() {
+        // (0008,0060) CS "CT", (0010,0010) PN "DOE^JOHN": de-identified, written inflated.
+        let mut ds = vec![0x08, 0x00, 0x60, 0x00, b'C', b'S', 2, 0, b'C', b'T'];
+        ds.extend_from_slice(&[0x10, 0x00, 0x10, 0x00, b'P', b'N', 8, 0]);
+        ds.extend_from_slice(b"DOE^JOHN");
+        let mut out = Vec::new();
+        deidentify_part10(
+            std::io::Cursor::new(deflated_file(&ds)),
+            &mut out,
+            &deid(),
+            DEFAULT_HEAD_CAP,
+        )
+        .unwrap();
+        let h = read_head(&out).unwrap();
+        assert_eq!(
+            h.meta.transfer_syntax_uid.as_deref(),
+            Some(ts::EXPLICIT_VR_LE)
+        );
+        assert!(!out.windows(8).any(|w| w == b"DOE^JOHN"));
+        // Cut short: the deflate stream never ends.
+        let f = deflated_file(&ds);
+        let r = deidentify_part10(
+            std::io::Cursor::new(&f[..f.len() - 4]),
+            &mut Vec::new(),
+            &deid(),
+            DEFAULT_HEAD_CAP,
+        );
+        assert!(matches!(r, Err(FileError::Inflate(_))), "{r:?}");
+        // 40 MiB of zeros in one OB value: past the 200:1 ratio, refused while inflating.
+        let mut bomb = vec![0x09, 0x00, 0x10, 0x10, b'O', b'B', 0, 0];
+        bomb.extend_from_slice(&(40u32 << 20).to_le_bytes());
+        bomb.resize(12 + (40 << 20), 0);
+        // (A head cap above the value's size, so that only the inflater can refuse it.)
+        let r = deidentify_part10(
+            std::io::Cursor::new(deflated_file(&bomb)),
+            &mut Vec::new(),
+            &deid(),
+            64 << 20,
+        );
+        assert!(
+            matches!(r, Err(FileError::Inflate(InflateError::Ratio { .. }))),
+            "{r:?}"
+        );
     }
 }

@@ -415,7 +415,7 @@ fn delim(out: &mut Vec<u8>, e: u16, len: u32) {
 }
 
 fn file_with(body: &[u8], sop: &str) -> Vec<u8> {
-    let mut f = radguard_deid::part10::encode_header(CT_IMAGE, sop, EXPLICIT_LE);
+    let mut f = radguard_dicom::part10::write_head(CT_IMAGE, sop, EXPLICIT_LE);
     f.extend_from_slice(body);
     f
 }
@@ -470,9 +470,11 @@ fn bad_inputs_are_quarantined_never_half_written() {
     )
     .unwrap();
 
-    // A nested item whose length overruns its sequence.
+    // A nested item whose length overruns its sequence ((0040,A730) Content Sequence: after
+    // head()'s private creator, so that the elements are in order and only the overrun is
+    // wrong).
     let mut nested = head("1.2.3.102");
-    ex(&mut nested, 0x0008, 0x1140, b"SQ", &{
+    ex(&mut nested, 0x0040, 0xA730, b"SQ", &{
         let mut s = Vec::new();
         delim(&mut s, 0xE000, 400);
         ex(&mut s, 0x0008, 0x1155, b"UI", b"1.2.3\0");

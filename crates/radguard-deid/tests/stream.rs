@@ -60,7 +60,7 @@ fn dataset(part10: &[u8]) -> (String, Vec<u8>) {
     let mut c = std::io::Cursor::new(part10);
     let (meta, mut first) = read_meta(&mut c).unwrap();
     c.read_to_end(&mut first).unwrap();
-    (meta.transfer_syntax.uid, first)
+    (meta.transfer_syntax.uid().to_string(), first)
 }
 
 fn stream_all(
@@ -170,7 +170,7 @@ fn encapsulated_fragments_pass_and_the_tail_is_transformed() {
         "the trailing padding was removed"
     );
     // dicom-object reads the result.
-    let mut file = radguard_deid::part10::encode_header(CT_IMAGE, "2.25.1", ts);
+    let mut file = radguard_dicom::part10::write_head(CT_IMAGE, "2.25.1", ts);
     file.extend_from_slice(&whole);
     let obj = read(&file);
     assert_eq!(
@@ -282,7 +282,7 @@ fn dates_shift_per_patient_and_uids_stay_consistent() {
         );
         let (ts, data) = dataset(&to_part10(obj, EXPLICIT_LE));
         let (out, o) = stream_all(&d, &ts, &data, 512).unwrap();
-        let mut f = radguard_deid::part10::encode_header(CT_IMAGE, "2.25.1", &ts);
+        let mut f = radguard_dicom::part10::write_head(CT_IMAGE, "2.25.1", &ts);
         f.extend_from_slice(&out);
         (read(&f), o)
     };
@@ -323,4 +323,131 @@ fn dates_shift_per_patient_and_uids_stay_consistent() {
         "MODIFIED"
     );
     let _ = c;
+}
+
+/// The bytes of the explicit VR LE element `tag` in `data` (first occurrence), and where.
+fn find_element(data: &[u8], tag: Tag, value: &[u8]) -> (usize, Vec<u8>) {
+    let mut needle = Vec::new();
+    needle.extend_from_slice(&tag.group().to_le_bytes());
+    needle.extend_from_slice(&tag.element().to_le_bytes());
+    let at = data
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("element present");
+    let len = 8 + value.len();
+    assert_eq!(&data[at + 8..at + len], value);
+    (at, data[at..at + len].to_vec())
+}
+
+#[test]
+fn a_repeated_or_misplaced_patient_id_is_refused_not_passed() {
+    // A second Patient ID right after the first: a lookup finds one, the archive may show the
+    // other. Neither may leave unseen (PS3.5 §7.1: each tag once, in ascending order).
+    let (ts, data) = dataset(&to_part10(ct(vec![]), EXPLICIT_LE));
+    let (at, pid) = find_element(&data, Tag(0x0010, 0x0020), b"PID-4711");
+    let mut twice = data.clone();
+    twice.splice(at + pid.len()..at + pid.len(), pid.iter().copied());
+    let d = deid(&[]);
+    for chunk in [1, 100, twice.len()] {
+        let e = stream_all(&d, &ts, &twice, chunk).unwrap_err();
+        assert!(
+            e.to_string().contains("appears twice"),
+            "chunk {chunk}: {e}"
+        );
+        assert_eq!(e.dimse_status(), 0xC000);
+    }
+    // The same element moved after (0020,000D): out of order.
+    let (sat, study) = find_element(
+        &data,
+        Tag(0x0020, 0x000D),
+        b"1.2.826.0.1.3680043.2.1125.7.2",
+    );
+    let mut moved = data.clone();
+    moved.splice(sat + study.len()..sat + study.len(), pid.iter().copied());
+    moved.drain(at..at + pid.len());
+    let e = stream_all(&d, &ts, &moved, 64).unwrap_err();
+    assert!(e.to_string().contains("out of order"), "{e}");
+}
+
+#[test]
+fn a_standard_sequence_sent_as_un_is_de_identified() {
+    // (0008,1140) Referenced Image Sequence as UN of defined length (implicit VR LE inside,
+    // PS3.5 §6.2.2), holding a referenced SOP Instance UID that must be replaced.
+    let (ts, data) = dataset(&to_part10(ct(vec![]), EXPLICIT_LE));
+    let uid = b"1.2.826.0.1.3680043.2.1125.7.99";
+    let mut inner = Vec::new();
+    inner.extend_from_slice(&[0x08, 0x00, 0x55, 0x11]);
+    inner.extend_from_slice(&32u32.to_le_bytes());
+    inner.extend_from_slice(uid);
+    inner.push(0);
+    let mut value = vec![0xFE, 0xFF, 0x00, 0xE0];
+    value.extend_from_slice(&(inner.len() as u32).to_le_bytes());
+    value.extend_from_slice(&inner);
+    let mut un = vec![0x08, 0x00, 0x40, 0x11, b'U', b'N', 0, 0];
+    un.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    un.extend_from_slice(&value);
+    // After (0008,1030), before the private (0009,0010).
+    let (at, _) = find_element(&data, Tag(0x0009, 0x0010), b"ACME");
+    let mut input = data.clone();
+    input.splice(at..at, un);
+    let d = deid(&[]);
+    let (out, _) = stream_all(&d, &ts, &input, 77).unwrap();
+    assert!(
+        !out.windows(uid.len()).any(|w| w == uid),
+        "original UID left"
+    );
+    let new_uid = d.map_uid(std::str::from_utf8(uid).unwrap());
+    assert!(
+        out.windows(new_uid.len()).any(|w| w == new_uid.as_bytes()),
+        "the reference was replaced, not dropped"
+    );
+    let mut file = radguard_dicom::part10::write_head(CT_IMAGE, "2.25.1", &ts);
+    file.extend_from_slice(&out);
+    let obj = read(&file);
+    let seq = obj.element(Tag(0x0008, 0x1140)).unwrap();
+    assert_eq!(seq.vr(), VR::SQ);
+}
+
+#[test]
+fn the_head_cap_is_exact_whatever_the_chunking() {
+    let (ts, data) = dataset(&to_part10(ct(vec![]), EXPLICIT_LE));
+    let head = pixel_value_offset(&data, true) - 12;
+    let d = deid(&[]);
+    let run = |cap: usize, chunk: usize| {
+        let mut s = StreamDeid::new(Arc::clone(&d), &ts).unwrap().with_cap(cap);
+        let mut out = Vec::new();
+        for c in data.chunks(chunk) {
+            s.push(c, &mut out)?;
+        }
+        s.finish(&mut out).map(|_| out)
+    };
+    for chunk in [1, 5, 12, 13, head - 3, head + 5, data.len()] {
+        assert!(run(head, chunk).is_ok(), "chunk {chunk}");
+        let e = run(head - 1, chunk).unwrap_err();
+        assert!(
+            matches!(e, DeidError::HeadTooLarge { .. }),
+            "chunk {chunk}: {e}"
+        );
+    }
+}
+
+#[test]
+fn the_pixel_data_header_passes_as_it_was_read() {
+    // Non-zero reserved bytes in the pixel data header (PS3.5 §7.1.2 says 0000H; not ours
+    // to fix): they pass through as they came, in any chunking.
+    let (ts, mut data) = dataset(&to_part10(ct(vec![]), EXPLICIT_LE));
+    let at = pixel_value_offset(&data, true) - 12;
+    data[at + 6] = 0xAB;
+    data[at + 7] = 0xCD;
+    let d = deid(&[]);
+    let (whole, _) = stream_all(&d, &ts, &data, data.len()).unwrap();
+    let out_at = pixel_value_offset(&whole, true) - 12;
+    assert_eq!(&whole[out_at..], &data[at..]);
+    for chunk in [1, 7, 11] {
+        assert_eq!(
+            stream_all(&d, &ts, &data, chunk).unwrap().0,
+            whole,
+            "{chunk}"
+        );
+    }
 }

@@ -119,6 +119,7 @@ pub fn read_meta_group(bytes: &[u8]) -> Result<(FileMeta, usize, Vec<MetaIssue>)
     // Where the last complete meta element ended.
     let mut boundary = 0usize;
     let mut value_end = 0usize;
+    let mut held: Option<AnomalyKind> = None;
     let mut group_length_end: Option<u64> = None;
     let window = bytes.get(..bytes.len().min(MAX_META + 1)).unwrap_or(bytes);
     for t in tz.tokens(window) {
@@ -127,6 +128,9 @@ pub fn read_meta_group(bytes: &[u8]) -> Result<(FileMeta, usize, Vec<MetaIssue>)
                 if h.tag.group() != 0x0002 {
                     end = Some(h.offset as usize);
                     break;
+                }
+                if let Some(kind) = held.take() {
+                    issues.push(MetaIssue::Anomaly(kind));
                 }
                 if h.depth > 0 || h.kind != crate::tokens::ElementKind::Value {
                     return Err(MetaError::Malformed(GrammarError {
@@ -182,7 +186,9 @@ pub fn read_meta_group(bytes: &[u8]) -> Result<(FileMeta, usize, Vec<MetaIssue>)
                     _ => {}
                 }
             }
-            Token::Anomaly(a) => issues.push(MetaIssue::Anomaly(a.kind)),
+            // An anomaly comes before its element: it is the meta group's only when that element
+            // is in group 0002 (a data set starting with a lower group is not out of order).
+            Token::Anomaly(a) => held = Some(a.kind),
             Token::Error(e) => {
                 // The data set after the meta group may be implicit VR: a header that is not
                 // explicit VR is the end of the meta group when its group is not 0002.
@@ -348,6 +354,18 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    /// A data set whose first element is in group 0000 (lower than 0002) is not an irregular
+    /// meta group.
+    #[test]
+    fn data_set_group_below_0002_is_no_meta_issue() {
+        let mut f = write_head("1.2", "1.3", "1.2.840.10008.1.2");
+        let ds = f.len();
+        f.extend_from_slice(&[0x00, 0x00, 0x00, 0x00, 4, 0, 0, 0, 0, 0, 0, 0]);
+        let h = read_head(&f).unwrap();
+        assert_eq!(h.data_start, ds);
+        assert_eq!(h.issues, vec![]);
     }
 
     #[test]
