@@ -15,7 +15,6 @@ use radguard_dicom::pdu::{
     abort_bytes, decode_control, encode_pdata, pdvs, AbortReason, PduType, Pdv, RELEASE_RP,
     RELEASE_RQ,
 };
-use radguard_dicom::types::uids;
 use radguard_dicom::CommandField;
 use radguard_events::{AlertKind, AssocId, Blame, Event, Subject};
 use tokio::io::AsyncWriteExt;
