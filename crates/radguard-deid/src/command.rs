@@ -4,7 +4,7 @@
 
 use dicom_core::{Tag, VR};
 
-use crate::codec::{encode_elements, pad, parse_dataset, Element, Encoding, ParseError, Value};
+use crate::codec::{encode_elements, pad, parse_dataset, Element, Encoding, ParseError};
 
 /// (0000,1000) Affected SOP Instance UID.
 pub const AFFECTED_SOP_INSTANCE_UID: Tag = Tag(0x0000, 0x1000);
@@ -24,11 +24,11 @@ pub fn set_affected_sop_instance_uid(raw: &[u8], uid: &str) -> Result<Vec<u8>, P
     // Values come from a parsed command set plus one UID: they always encode.
     let _ = encode_elements(&ds.elements, Encoding::ImplicitLittle, &mut body);
     let mut out = Vec::with_capacity(body.len() + 12);
-    let gl = Element {
-        tag: GROUP_LENGTH,
-        vr: VR::UL,
-        value: Value::Bytes((body.len() as u32).to_le_bytes().to_vec()),
-    };
+    let gl = Element::bytes(
+        GROUP_LENGTH,
+        VR::UL,
+        (body.len() as u32).to_le_bytes().to_vec(),
+    );
     let _ = encode_elements(
         std::slice::from_ref(&gl),
         Encoding::ImplicitLittle,
@@ -41,6 +41,7 @@ pub fn set_affected_sop_instance_uid(raw: &[u8], uid: &str) -> Result<Vec<u8>, P
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Value;
 
     fn el(tag: Tag, vr: VR, v: &[u8]) -> Element {
         Element::bytes(tag, vr, pad(vr, v.to_vec()))

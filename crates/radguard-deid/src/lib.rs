@@ -13,8 +13,8 @@
 //! - [`profile`] — [`Profile`]: Basic profile + [`DeidOption`]s resolved per row; the safe
 //!   private list; what to do with burned-in annotation.
 //! - [`keys`] — [`SiteKey`]: UIDs → `2.25.<n>`, Patient ID pseudonyms, date offsets.
-//! - [`codec`] — the data-set tree built from `radguard_dicom`'s one grammar, and its writer
-//!   (lengths recomputed).
+//! - [`codec`] — the data-set tree and writer of `radguard_dicom::tree` (built from the one
+//!   grammar's tokens, lengths recomputed), read as de-identification must read it.
 //! - [`clean`] — dummy values, date shifting, the identifier matcher (clean and check).
 //! - [`transform`] — [`Deidentifier`]: the transform and its [`Report`].
 //! - [`stream`] — [`StreamDeid`]: the gateway's form; head held and rewritten, pixel data

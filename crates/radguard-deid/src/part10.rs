@@ -17,7 +17,7 @@ use radguard_dicom::tokens::AnomalyKind;
 use radguard_dicom::ts;
 use sha2::{Digest, Sha256};
 
-use crate::codec::{DataSet, ParseError, TransferSyntax, TreeBuilder};
+use crate::codec::{tree_builder, DataSet, ParseError, TransferSyntax};
 use crate::stream::{Outcome, StreamDeid, DEFAULT_HEAD_CAP};
 use crate::transform::{DeidError, Deidentifier, SOP_CLASS_UID, SOP_INSTANCE_UID};
 
@@ -360,15 +360,15 @@ pub fn read_file(path: &Path) -> Result<(Meta, DataSet), FileError> {
     let mut f = BufReader::new(File::open(path)?);
     let (meta, first) = read_meta(&mut f)?;
     let mut reader = DataSetReader::new(&meta.transfer_syntax, Limits::OFFLINE);
-    let mut tree = TreeBuilder::new(Limits::OFFLINE);
-    feed_tree(&mut reader, &mut tree, &first).map_err(DeidError::from)?;
+    let mut tree = tree_builder(Limits::OFFLINE);
+    tree.read(&mut reader, &first).map_err(DeidError::from)?;
     let mut chunk = vec![0u8; CHUNK];
     loop {
         let n = f.read(&mut chunk)?;
         if n == 0 {
             break;
         }
-        feed_tree(&mut reader, &mut tree, chunk.get(..n).unwrap_or_default())
+        tree.read(&mut reader, chunk.get(..n).unwrap_or_default())
             .map_err(DeidError::from)?;
     }
     reader
@@ -376,20 +376,6 @@ pub fn read_file(path: &Path) -> Result<(Meta, DataSet), FileError> {
         .map_err(|e| DeidError::from(ParseError::from(e)))?;
     let ds = tree.finish().map_err(DeidError::from)?;
     Ok((meta, ds))
-}
-
-fn feed_tree(
-    reader: &mut DataSetReader,
-    tree: &mut TreeBuilder,
-    bytes: &[u8],
-) -> Result<(), ParseError> {
-    let mut failed = None;
-    reader.feed(bytes, |t| {
-        if failed.is_none() {
-            failed = tree.token(t).err();
-        }
-    });
-    failed.map_or(Ok(()), Err)
 }
 
 /// The SOP Class and Instance UIDs of a data set, as text.

@@ -17,7 +17,8 @@ use radguard_dicom::limits::Limits;
 use radguard_dicom::tokens::{is_pixel_tag, ElementKind, ErrorKind, Header, Token, Tokenizer};
 
 use crate::codec::{
-    encode_elements, tag_str, DataSet, Encoding, ParseError, TransferSyntax, TreeBuilder,
+    encode_elements, tag_str, tree_builder, DataSet, Encoding, ParseError, TransferSyntax,
+    TreeBuilder,
 };
 use crate::transform::{DeidError, Deidentifier, Report, Session};
 
@@ -115,7 +116,7 @@ impl StreamDeid {
                 deid,
                 encoding,
                 phase: Phase::Head,
-                tree: TreeBuilder::new(Limits::GATEWAY),
+                tree: tree_builder(Limits::GATEWAY),
                 cap: DEFAULT_HEAD_CAP,
                 session: None,
                 bytes_in: 0,
@@ -175,7 +176,7 @@ impl StreamDeid {
             Phase::Tail { start } => {
                 end.map_err(ParseError::from)?;
                 st.check_cap(tz.offset().saturating_sub(start))?;
-                let tree = std::mem::replace(&mut st.tree, TreeBuilder::new(Limits::GATEWAY));
+                let tree = std::mem::replace(&mut st.tree, tree_builder(Limits::GATEWAY));
                 let mut ds = tree.finish()?;
                 if let Some(s) = st.session.as_mut() {
                     st.deid.apply_tail(s, &mut ds);

@@ -267,19 +267,19 @@ impl Deidentifier {
         ds.put(Element::text(DEID_METHOD, VR::LO, &meanings.join("\\")));
         let items = codes
             .iter()
-            .map(|(code, meaning)| DataSet {
-                elements: vec![
+            .map(|(code, meaning)| {
+                DataSet::new(vec![
                     Element::text(Tag(0x0008, 0x0100), VR::SH, code),
                     Element::text(Tag(0x0008, 0x0102), VR::SH, "DCM"),
                     Element::text(Tag(0x0008, 0x0104), VR::LO, meaning),
-                ],
+                ])
             })
             .collect();
-        ds.put(Element {
-            tag: DEID_METHOD_CODE_SEQUENCE,
-            vr: VR::SQ,
-            value: Value::Items(items),
-        });
+        ds.put(Element::new(
+            DEID_METHOD_CODE_SEQUENCE,
+            VR::SQ,
+            Value::Items(items),
+        ));
         ds.put(Element::text(
             LONGITUDINAL_TEMPORAL_MODIFIED,
             VR::CS,

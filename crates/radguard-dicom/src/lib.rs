@@ -7,6 +7,10 @@
 //! - [`dimse`]: DIMSE command sets: decode, validate, encode responses.
 //! - [`assembler`]: the per-direction message view: command sets reassembled whole, data sets
 //!   passed through as chunks.
+//! - [`tokens`], [`ts`], [`limits`], [`inflate`]: the one data-set grammar (push tokenizer,
+//!   transfer syntaxes, bounds, deflate); [`part10`]: the one File Meta reader/writer;
+//!   [`head`]: the gateway's head sniffer; [`tree`]: the data-set tree built from the tokens,
+//!   and its writer.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 
@@ -21,4 +25,5 @@ pub mod limits;
 pub mod part10;
 pub mod pdu;
 pub mod tokens;
+pub mod tree;
 pub mod ts;
