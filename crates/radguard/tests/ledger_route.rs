@@ -101,6 +101,36 @@ fn stores_are_fingerprinted_and_verified_and_conflicts_refused() {
     );
 }
 
+/// Deflated Explicit VR Little Endian on the wire (storescu -xd, storescp +xd): the origin route
+/// fingerprints the deflated data set through the one grammar's inflater, and the archive's
+/// deflated copies verify as unchanged (the fingerprint does not depend on the encoding).
+#[test]
+fn deflated_stores_are_fingerprinted_and_verify_unchanged() {
+    let d = test_data();
+    let scp = StoreScp::start_with("ARCHIVE", &["+xd"]);
+    let rg = Radguard::start_fresh(&origin_config(scp.port, "ARCHIVE"));
+    let ledger = rg.data_dir.join("ledger");
+    let files: Vec<_> = d.ct_files().into_iter().take(4).collect();
+    storescu_with(rg.port(), "RG_SCU", "ARCHIVE", &["-xd"], &files)
+        .assert_success("storescu -xd -> origin route");
+    let stored = scp.files();
+    assert_eq!(stored.len(), files.len());
+    // The archive really holds deflated copies (the transfer went deflated end to end).
+    let meta = dcmtk("dcmdump", &[std::ffi::OsString::from("-M"), stored[0].clone().into()]);
+    assert!(
+        meta.stdout.contains("DeflatedLittleEndianExplicit"),
+        "storescp's copy is not deflated:\n{}",
+        meta.all()
+    );
+    let (code, v, all) = verify(&ledger, &[&scp.dir]);
+    assert_eq!(code, Some(0), "verify failed:\n{all}");
+    assert_eq!(v["summary"]["unchanged"], files.len(), "{all}");
+    // And the originals (explicit VR) verify against the same entries.
+    let (code, v, all) = verify(&ledger, &[d.ct_files()[0].as_path()]);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(v["results"][0]["verdict"], "unchanged", "{all}");
+}
+
 /// End to end with a real archive: storescu → radguard (origin route) → Orthanc; the study
 /// fetched back from Orthanc verifies as unchanged; a change made inside Orthanc's own storage
 /// is reported as altered.

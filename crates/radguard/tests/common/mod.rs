@@ -552,6 +552,24 @@ pub fn storescu(port: u16, calling: &str, called: &str, paths: &[PathBuf]) -> Ou
     dcmtk_client("storescu", calling, called, &rest)
 }
 
+/// `storescu OPTIONS... 127.0.0.1 PORT FILES...` with extra DCMTK options (e.g. `-xd` to
+/// propose Deflated Explicit VR Little Endian).
+pub fn storescu_with(
+    port: u16,
+    calling: &str,
+    called: &str,
+    options: &[&str],
+    paths: &[PathBuf],
+) -> Output {
+    let mut rest: Vec<OsString> = options.iter().map(OsString::from).collect();
+    if paths.iter().any(|p| p.is_dir()) {
+        rest.push("+sd".into());
+    }
+    rest.extend(["127.0.0.1".into(), port.to_string().into()]);
+    rest.extend(paths.iter().map(|p| p.as_os_str().to_owned()));
+    dcmtk_client("storescu", calling, called, &rest)
+}
+
 /// `findscu -S -k 0008,0052=STUDY -k KEY... 127.0.0.1 PORT` (Study Root); see
 /// [`Output::find_matches`].
 pub fn findscu(port: u16, calling: &str, called: &str, keys: &[&str]) -> Output {
