@@ -811,8 +811,14 @@ impl<'o> Walker<'o> {
                 self.ref_file_ids
                     .push((offset, String::from_utf8_lossy(val).into_owned()));
             }
-            SOP_CLASS_UID if depth == 0 => self.facts.sop_class_uid = Some(trim_value(val)),
-            SOP_INSTANCE_UID if depth == 0 => self.facts.sop_instance_uid = Some(trim_value(val)),
+            // A repeated element: the first occurrence is the one recorded, as the gateway's
+            // head sniffer, DCMTK and pydicom read it.
+            SOP_CLASS_UID if depth == 0 && self.facts.sop_class_uid.is_none() => {
+                self.facts.sop_class_uid = Some(trim_value(val))
+            }
+            SOP_INSTANCE_UID if depth == 0 && self.facts.sop_instance_uid.is_none() => {
+                self.facts.sop_instance_uid = Some(trim_value(val))
+            }
             SAMPLES_PER_PIXEL => px.samples = us(),
             ROWS => px.rows = us(),
             COLUMNS => px.columns = us(),

@@ -217,13 +217,18 @@ impl Walk {
             return;
         }
         let text = (!text.is_empty()).then_some(text);
-        match tag {
-            tags::SOP_CLASS_UID => self.found.sop_class_uid = text,
-            tags::SOP_INSTANCE_UID => self.found.sop_instance_uid = text,
-            tags::PATIENT_ID => self.found.patient_id = text,
-            tags::STUDY_INSTANCE_UID => self.found.study_uid = text,
-            tags::SERIES_INSTANCE_UID => self.found.series_uid = text,
-            _ => {}
+        let slot = match tag {
+            tags::SOP_CLASS_UID => &mut self.found.sop_class_uid,
+            tags::SOP_INSTANCE_UID => &mut self.found.sop_instance_uid,
+            tags::PATIENT_ID => &mut self.found.patient_id,
+            tags::STUDY_INSTANCE_UID => &mut self.found.study_uid,
+            tags::SERIES_INSTANCE_UID => &mut self.found.series_uid,
+            _ => return,
+        };
+        // A repeated element: the first occurrence is indexed, as the gateway's head sniffer
+        // (and so the audit trail), DCMTK and pydicom read it.
+        if slot.is_none() {
+            *slot = text;
         }
     }
 }
@@ -310,6 +315,16 @@ mod tests {
         let attrs = scan_bytes(&z, "1.2.840.10008.1.2.1.99");
         assert_eq!(attrs.warning, None);
         assert_eq!(attrs.patient_id.as_deref(), Some("PID-42"));
+    }
+
+    #[test]
+    fn the_first_of_a_repeated_element_is_indexed() {
+        let mut ds = Vec::new();
+        ds.extend(ele(0x0008, 0x0018, b"UI", b"1.2.3\0"));
+        ds.extend(ele(0x0010, 0x0020, b"LO", b"P-FIRST "));
+        ds.extend(ele(0x0010, 0x0020, b"LO", b"P-SECOND"));
+        let attrs = scan_bytes(&ds, EVRLE);
+        assert_eq!(attrs.patient_id.as_deref(), Some("P-FIRST"));
     }
 
     #[test]
