@@ -27,3 +27,4 @@ pub mod pdu;
 pub mod tokens;
 pub mod tree;
 pub mod ts;
+pub mod validate;
