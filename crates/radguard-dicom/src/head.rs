@@ -11,7 +11,7 @@ use dicom_core::Tag;
 
 use crate::inflate::DataSetReader;
 use crate::limits::Limits;
-use crate::tokens::Token;
+use crate::tokens::{ElementKind, Token};
 use crate::ts::TransferSyntax;
 
 /// Identifying attributes found at the head of a data set.
@@ -84,7 +84,10 @@ impl HeadSniffer {
                 Token::Element(h) if h.depth == 0 => {
                     if (h.tag.group(), h.tag.element()) > (0x0020, 0x000E) {
                         *done = true;
-                    } else if wanted(h.tag) {
+                    } else if wanted(h.tag) && h.kind == ElementKind::Value {
+                        // An identifying attribute encoded as a sequence has no value: taking
+                        // the bytes of its items (or of the next element) would let a sender
+                        // write any Patient ID into the audit trail.
                         *collecting = Some((h.tag, Vec::new()));
                     }
                 }
