@@ -73,7 +73,12 @@ impl Inflater {
         mut sink: impl FnMut(&[u8]),
     ) -> Result<usize, InflateError> {
         let start = input.len();
-        while !self.done && !input.is_empty() {
+        // A call returns when the output buffer or the decompressor's 32 KiB window is full; if
+        // the input is used up at that moment, what it has already read still holds output.
+        // Once the input is used up, call again with none while calls still produce output,
+        // so that what a chunk yields does not depend on where the stream was split.
+        let mut more = false;
+        while !self.done && (!input.is_empty() || more) {
             let (in0, out0) = self.totals();
             let status = self
                 .d
@@ -81,6 +86,7 @@ impl Inflater {
             let (in1, out1) = self.totals();
             let used = (in1 - in0) as usize;
             let mut made = (out1 - out0) as usize;
+            more = made > 0;
             input = input.get(used..).unwrap_or_default();
             // The absolute cap cuts the output exactly at the limit, whatever the input's
             // splits; the ratio cap is checked after each step (its offset depends on them).
@@ -282,6 +288,162 @@ mod tests {
         // Cut short: the stream did not end.
         let (_, end) = read(&ts, &z[..z.len() / 2], 50);
         assert!(end.is_err());
+    }
+
+    /// A deflate stream that inflates `data` and then turns corrupt: a sync flush (byte
+    /// aligned, not final), then a final block of the reserved type 11 (RFC 1951 §3.2.3).
+    fn corrupt_after(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.flush().unwrap();
+        let mut z = e.get_ref().clone();
+        z.push(0x07);
+        z
+    }
+
+    #[test]
+    fn a_corrupt_stream_reads_the_same_whole_and_split() {
+        let d = data_set();
+        let z = corrupt_after(&d);
+        let ts = TransferSyntax::from_uid(DEFLATED_EXPLICIT_VR_LE).unwrap();
+        let whole = read(&ts, &z, z.len());
+        // Every byte inflated before the corruption was read, then the error.
+        let plain = tokenize_chunks(
+            Tokenizer::new(Encoding::ExplicitLittle, Limits::GATEWAY),
+            [d.as_slice()],
+        );
+        assert_eq!(whole.0.len(), plain.0.len() + 1);
+        assert_eq!(whole.0[..plain.0.len()], plain.0[..]);
+        assert!(matches!(
+            whole.0.last(),
+            Some(OwnedToken::Error(GrammarError {
+                kind: ErrorKind::Inflate(InflateError::Corrupt),
+                offset,
+            })) if *offset == d.len() as u64
+        ));
+        for chunk in [1, 7, 100] {
+            assert_eq!(read(&ts, &z, chunk), whole, "chunk {chunk}");
+        }
+    }
+
+    /// Pixel-like data: runs of random length of a random byte (long matches, so a few
+    /// compressed bytes can inflate to more than one output buffer).
+    fn runs(n: usize) -> Vec<u8> {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 4000) as usize + 1;
+            out.resize((out.len() + len).min(n), (x >> 32) as u8);
+        }
+        out
+    }
+
+    #[test]
+    fn inflated_bytes_still_held_when_the_input_runs_out_are_handed_on() {
+        // A deflated data set whose output per compressed byte is large: when a chunk's last
+        // bytes fill the output buffer, the decompressor still holds inflated bytes; they must
+        // come out with that chunk, not with the next one (or never, when it is the last).
+        let mut d = data_set();
+        d.extend_from_slice(&[0x09, 0x00, 0x00, 0x20, b'O', b'B', 0, 0]);
+        d.extend_from_slice(&(400u32 << 10).to_le_bytes());
+        d.extend_from_slice(&runs(400 << 10));
+        let plain = tokenize_chunks(
+            Tokenizer::new(Encoding::ExplicitLittle, Limits::GATEWAY),
+            [d.as_slice()],
+        );
+        assert_eq!(plain.1, Ok(()));
+        let ts = TransferSyntax::from_uid(DEFLATED_EXPLICIT_VR_LE).unwrap();
+        let z = deflate(&d);
+        for chunk in [z.len(), 1, 7, 100, 4096] {
+            assert_eq!(read(&ts, &z, chunk), plain, "chunk {chunk}");
+        }
+        // Split once anywhere, whole or cut short: the same tokens as read in one piece.
+        let split = |data: &[u8], at: usize| {
+            let mut r = DataSetReader::new(&ts, Limits::GATEWAY);
+            let mut buf = Vec::new();
+            for c in [&data[..at], &data[at..]] {
+                r.feed(c, |t| buf.push(OwnedToken::from(t)));
+            }
+            (merge(buf), r.finish())
+        };
+        for cut in [z.len(), z.len() / 2, z.len() / 3, z.len() - 3] {
+            let whole = read(&ts, &z[..cut], cut);
+            for at in (0..cut).step_by(cut / 200 + 1) {
+                assert_eq!(split(&z[..cut], at), whole, "cut {cut}, split at {at}");
+            }
+            for chunk in 1..=16 {
+                assert_eq!(
+                    read(&ts, &z[..cut], chunk),
+                    whole,
+                    "cut {cut}, chunk {chunk}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_cut_anywhere_inflates_to_the_same_bytes_whole_and_in_pieces() {
+        // The decompressor returns when its 32 KiB window is full; if the input is used up
+        // at that moment, bits already read still hold output. Without asking for it the
+        // last piece's output depended on where the pieces ended (a cut at a window end).
+        let z = deflate(&runs(70_000));
+        let inflate = |data: &[u8], step: usize| {
+            let mut inf = Inflater::new(Limits::GATEWAY);
+            let mut out = Vec::new();
+            for piece in data.chunks(step) {
+                inf.feed(piece, |b| out.extend_from_slice(b)).unwrap();
+            }
+            out
+        };
+        for cut in 1..z.len() {
+            let whole = inflate(&z[..cut], cut);
+            for step in [1, 2, 3] {
+                let pieces = inflate(&z[..cut], step);
+                assert!(
+                    pieces == whole,
+                    "cut {cut}, step {step}: {} bytes, whole {}",
+                    pieces.len(),
+                    whole.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_size_cap_stops_at_the_same_byte_whole_and_split() {
+        let d = data_set();
+        let limits = Limits {
+            max_inflated: 1000,
+            ..Limits::GATEWAY
+        };
+        let z = deflate(&d);
+        let ts = TransferSyntax::from_uid(DEFLATED_EXPLICIT_VR_LE).unwrap();
+        let run = |chunk: usize| {
+            let mut r = DataSetReader::new(&ts, limits);
+            let mut buf = Vec::new();
+            for c in z.chunks(chunk) {
+                r.feed(c, |t| buf.push(OwnedToken::from(t)));
+            }
+            (merge(buf), r.finish())
+        };
+        let whole = run(z.len());
+        assert!(
+            matches!(
+                whole.0.last(),
+                Some(OwnedToken::Error(GrammarError {
+                    kind: ErrorKind::Inflate(InflateError::TooLarge { limit: 1000 }),
+                    offset: 1000,
+                }))
+            ),
+            "{:?}",
+            whole.0.last()
+        );
+        for chunk in [1, 7, 100] {
+            assert_eq!(run(chunk), whole, "chunk {chunk}");
+        }
     }
 
     #[test]

@@ -325,15 +325,25 @@ proptest! {
             out.extend_from_slice(v);
             out
         };
+        // PS3.5 §7.1: ascending, each once. Unknown elements (all above (0000,0110)) follow.
+        let mut noise = noise;
+        noise.sort_by_key(|(e, _)| *e);
+        noise.dedup_by_key(|(e, _)| *e);
         let mut parts: Vec<Vec<u8>> = noise.iter().map(|(e, v)| elem(*e, v)).collect();
-        let i = at.index(parts.len() + 1);
-        parts.insert(i, elem(0x0110, &message_id.to_le_bytes()));
+        parts.insert(0, elem(0x0110, &message_id.to_le_bytes()));
         let bytes: Vec<u8> = parts.concat();
         let c = Command::decode(&bytes).unwrap();
         prop_assert_eq!(c.message_id, Some(message_id));
         prop_assert_eq!(c.field, None);
         // One byte short: the last element no longer fits.
         prop_assert!(Command::decode(&bytes[..bytes.len() - 1]).is_err());
+        // The Message ID moved after an unknown element: out of order, refused.
+        let i = at.index(parts.len());
+        if i > 0 {
+            let id = parts.remove(0);
+            parts.insert(i, id);
+            prop_assert!(Command::decode(&parts.concat()).is_err());
+        }
     }
 
     #[test]
