@@ -446,6 +446,22 @@ mod tests {
         }
     }
 
+    /// A match that reaches back before the start of the output (RFC 1951 §3.2.3) is corrupt,
+    /// as zlib (and so pydicom and DCMTK) reads it; a backend that fills it with zeros would
+    /// read a data set the others refuse.
+    #[test]
+    fn a_distance_before_the_start_is_corrupt() {
+        // Fixed-Huffman final block: length 3 at distance 1 with no output yet, end of block.
+        let z = [0x03, 0x02, 0x00];
+        let mut inf = Inflater::new(Limits::GATEWAY);
+        let mut out = Vec::new();
+        assert_eq!(
+            inf.feed(&z, |b| out.extend_from_slice(b)),
+            Err(InflateError::Corrupt),
+            "inflated {out:?}"
+        );
+    }
+
     #[test]
     fn bombs_are_refused() {
         let mut zeros = vec![0x09, 0x00, 0x00, 0x10, b'O', b'B', 0, 0];
