@@ -11,8 +11,8 @@ use std::time::Duration;
 use dicom_ul::pdu::{
     AssociationRQ, Pdu, PresentationContextResultReason, UserIdentityType, UserVariableItem,
 };
-use radguard_dicom::ts::TransferSyntax;
 use radguard_dicom::pdu::{abort_bytes, decode_control, reject_bytes, AbortReason, PduType};
+use radguard_dicom::ts::TransferSyntax;
 use radguard_dicom::types::uids;
 use radguard_dicom::AeTitle;
 use radguard_events::{AlertKind, AssocId, Blame, Event, TlsFacts, UserIdentityInfo};

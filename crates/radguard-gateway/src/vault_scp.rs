@@ -3,10 +3,10 @@
 //! answering success only after the instance is on disk (fsynced and indexed).
 
 use dicom_ul::pdu::Pdu;
-use radguard_dicom::ts::TransferSyntax;
 use radguard_dicom::assembler::{Assembler, Step};
 use radguard_dicom::dimse::encode_response;
 use radguard_dicom::pdu::{pdvs, AbortReason, PduType, RELEASE_RP};
+use radguard_dicom::ts::TransferSyntax;
 use radguard_dicom::types::{status, uids};
 use radguard_dicom::{CommandField, Uid};
 use radguard_events::{AlertKind, Blame, Event, VaultOutcome};

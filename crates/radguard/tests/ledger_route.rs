@@ -116,7 +116,10 @@ fn deflated_stores_are_fingerprinted_and_verify_unchanged() {
     let stored = scp.files();
     assert_eq!(stored.len(), files.len());
     // The archive really holds deflated copies (the transfer went deflated end to end).
-    let meta = dcmtk("dcmdump", &[std::ffi::OsString::from("-M"), stored[0].clone().into()]);
+    let meta = dcmtk(
+        "dcmdump",
+        &[std::ffi::OsString::from("-M"), stored[0].clone().into()],
+    );
     assert!(
         meta.stdout.contains("DeflatedLittleEndianExplicit"),
         "storescp's copy is not deflated:\n{}",
