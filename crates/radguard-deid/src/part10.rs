@@ -452,7 +452,7 @@ mod tests {
             "2.25.1",
             ts::DEFLATED_EXPLICIT_VR_LE,
         );
-        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
         z.write_all(data_set).unwrap();
         f.extend_from_slice(&z.finish().unwrap());
         f
