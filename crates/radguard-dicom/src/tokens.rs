@@ -191,6 +191,10 @@ pub enum AnomalyKind {
     OddLength { tag: Tag, length: u32 },
     #[error("delimiter {} has length {length}, not 0 (PS3.5 §7.5)", TagStr(*tag))]
     DelimiterLength { tag: Tag, length: u32 },
+    /// The two reserved bytes of a 32-bit-length explicit VR header are not zero: a reader
+    /// that takes them for part of the length, or of a 16-bit length, reads another data set.
+    #[error("element {} has reserved header bytes {value:#06x}, not 0000 (PS3.5 §7.1.2)", TagStr(*tag))]
+    ReservedBytes { tag: Tag, value: u16 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -331,7 +335,8 @@ pub struct Tokenizer {
     hdr_len: usize,
     offset: u64,
     total: Option<u64>,
-    pending: Option<Token<'static>>,
+    /// Tokens decided with the one returned, to come next (a stack: last pushed, first out).
+    pending: Vec<Token<'static>>,
     error: Option<GrammarError>,
 }
 
@@ -353,7 +358,7 @@ impl Tokenizer {
             hdr_len: 0,
             offset: 0,
             total: None,
-            pending: None,
+            pending: Vec::new(),
             error: None,
         }
     }
@@ -568,7 +573,7 @@ impl Tokenizer {
                         self.stack.pop();
                         let end = Token::ItemEnd { offset: start };
                         if len4 != 0 {
-                            self.pending = Some(end);
+                            self.pending.push(end);
                             return Token::Anomaly(Anomaly {
                                 offset: start,
                                 kind: AnomalyKind::DelimiterLength { tag, length: len4 },
@@ -590,7 +595,8 @@ impl Tokenizer {
                 } else {
                     (implicit_vr(tag), len4)
                 };
-                self.element(f, tag, vr, Length::from_raw(raw_len), start, n)
+                let reserved = (n == 12 && [b6, b7] != [0, 0]).then(|| enc.u16([b6, b7]));
+                self.element(f, tag, vr, Length::from_raw(raw_len), start, n, reserved)
             }
         }
     }
@@ -603,6 +609,7 @@ impl Tokenizer {
         length: Length,
         start: u64,
         n: usize,
+        reserved: Option<u16>,
     ) -> Token<'static> {
         let enc = f.enc;
         let anomaly = match f.last_tag {
@@ -677,11 +684,21 @@ impl Tokenizer {
             }
             _ => None,
         };
-        match (anomaly, odd) {
-            (None, None) => Token::Element(header),
-            (Some(a), _) | (None, Some(a)) => {
-                // The odd length of an out-of-order element is reported with it only once.
-                self.pending = Some(Token::Element(header));
+        // The odd length of an out-of-order element is reported with it only once.
+        let first = anomaly.or(odd);
+        let reserved = reserved.map(|value| AnomalyKind::ReservedBytes { tag, value });
+        self.pending.push(Token::Element(header));
+        match (first, reserved) {
+            (None, None) => self.pending.pop().unwrap_or(Token::Element(header)),
+            (Some(a), None) | (None, Some(a)) => Token::Anomaly(Anomaly {
+                offset: start,
+                kind: a,
+            }),
+            (Some(a), Some(r)) => {
+                self.pending.push(Token::Anomaly(Anomaly {
+                    offset: start,
+                    kind: r,
+                }));
                 Token::Anomaly(Anomaly {
                     offset: start,
                     kind: a,
@@ -718,7 +735,7 @@ impl Tokenizer {
                 self.sequences = self.sequences.saturating_sub(1);
                 let end = Token::SequenceEnd { offset: start };
                 if len != 0 {
-                    self.pending = Some(end);
+                    self.pending.push(end);
                     return Token::Anomaly(Anomaly {
                         offset: start,
                         kind: AnomalyKind::DelimiterLength { tag, length: len },
@@ -747,7 +764,7 @@ impl Tokenizer {
                 self.stack.pop();
                 let end = Token::SequenceEnd { offset: start };
                 if len != 0 {
-                    self.pending = Some(end);
+                    self.pending.push(end);
                     return Token::Anomaly(Anomaly {
                         offset: start,
                         kind: AnomalyKind::DelimiterLength { tag, length: len },
@@ -770,7 +787,7 @@ impl<'a> Iterator for Tokens<'_, 'a> {
     type Item = Token<'a>;
 
     fn next(&mut self) -> Option<Token<'a>> {
-        if let Some(t) = self.tz.pending.take() {
+        if let Some(t) = self.tz.pending.pop() {
             return Some(t);
         }
         let tz = &mut *self.tz;

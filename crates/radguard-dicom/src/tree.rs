@@ -518,7 +518,8 @@ impl TreeBuilder {
                 self.value = Some(Collecting::Fragment(Vec::with_capacity(first)));
             }
             Token::Anomaly(a) => match a.kind {
-                AnomalyKind::OddLength { .. } => {}
+                // Written back as zeros (PS3.5 §7.1.2); the header is read the same either way.
+                AnomalyKind::OddLength { .. } | AnomalyKind::ReservedBytes { .. } => {}
                 AnomalyKind::OutOfOrder { .. } | AnomalyKind::Duplicate { .. } => {
                     if self.options.strict_order {
                         return Err(ParseError::Ambiguous {

@@ -52,7 +52,10 @@ pub enum Check {
     Truncated,
     /// An odd value length (PS3.5 §7.1.1: values have even length).
     OddLength,
-    /// A delimitation item with a non-zero length (PS3.5 §7.5).
+    /// Non-zero reserved bytes in an explicit VR header (PS3.5 §7.1.2).
+    ReservedBytes,
+    /// A delimitation item with a non-zero length (PS3.5 §7.5). Refused by `safe`: a reader
+    /// that honours the length skips bytes that another reads as elements.
     DelimiterLength,
     /// A VR other than the dictionary's for a standard element that changes how the value is
     /// parsed (SQ against non-SQ, numbers against text or bytes): type confusion.
@@ -74,14 +77,13 @@ impl Check {
     /// they do not change what a parser reads:
     /// - odd value lengths (some encoders forget the padding byte; every parser reads the
     ///   declared length);
-    /// - non-zero delimiter lengths (the length of a delimitation item carries no meaning);
     /// - a VR that differs from the dictionary's when both are text or both binary of the same
     ///   unit (private re-encodings, retired VRs: e.g. OB/OW, SH/LO);
     /// - Pixel Data longer than the image attributes need (padding, vendor trailers).
     pub fn tolerated_by_safe(self) -> bool {
         matches!(
             self,
-            Check::OddLength | Check::DelimiterLength | Check::VrVariant | Check::PixelExcess
+            Check::OddLength | Check::VrVariant | Check::PixelExcess
         )
     }
 
@@ -95,6 +97,7 @@ impl Check {
             Check::Truncated => "truncated",
             Check::OddLength => "odd-length",
             Check::DelimiterLength => "delimiter-length",
+            Check::ReservedBytes => "reserved-bytes",
             Check::VrConfusion => "vr-confusion",
             Check::VrVariant => "vr-variant",
             Check::ValueLength => "value-length",
@@ -293,6 +296,7 @@ impl Checks {
                     AnomalyKind::Duplicate { .. } => Check::Duplicate,
                     AnomalyKind::OddLength { .. } => Check::OddLength,
                     AnomalyKind::DelimiterLength { .. } => Check::DelimiterLength,
+                    AnomalyKind::ReservedBytes { .. } => Check::ReservedBytes,
                 };
                 self.report(check, a.offset, a.kind.to_string());
             }
@@ -587,6 +591,19 @@ mod tests {
         el(&mut d, 0x0010, 0x0020, b"LO", b"P1X");
         assert_eq!(refused(&d, Level::Safe), None);
         assert_eq!(refused(&d, Level::Strict), Some(Check::OddLength));
+        // A non-zero item delimiter length: refused by safe.
+        let mut d = Vec::new();
+        d.extend_from_slice(&[
+            0x08, 0x00, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        d.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        d.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 4, 0, 0, 0]);
+        d.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        assert_eq!(refused(&d, Level::Safe), Some(Check::DelimiterLength));
+        // Non-zero reserved bytes in a long-form header.
+        let mut d = Vec::new();
+        d.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 8, 2, 0, 0, 0, 0, 0]);
+        assert_eq!(refused(&d, Level::Safe), Some(Check::ReservedBytes));
         // Truncated.
         let d = valid();
         assert_eq!(

@@ -1305,6 +1305,12 @@ impl Walk {
                 }
                 // Reported with the VR's unit by the length checks.
                 AnomalyKind::OddLength { .. } => {}
+                AnomalyKind::ReservedBytes { .. } => w.push(
+                    S::Warning,
+                    C::Structure,
+                    Some(self.base + a.offset),
+                    a.kind.to_string(),
+                ),
                 AnomalyKind::DelimiterLength { tag, length } => w.push(
                     S::Warning,
                     C::Structure,

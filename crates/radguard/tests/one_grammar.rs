@@ -1113,7 +1113,7 @@ fn tree_of(
             }
             OwnedToken::Fragment { .. } => value = Some((None, Vec::new())),
             OwnedToken::Anomaly(a) => match a.kind {
-                AnomalyKind::OddLength { .. } => {}
+                AnomalyKind::OddLength { .. } | AnomalyKind::ReservedBytes { .. } => {}
                 AnomalyKind::OutOfOrder { .. } | AnomalyKind::Duplicate { .. } => {
                     if options.strict_order {
                         return Err(a.offset);

@@ -381,3 +381,39 @@ fn defined_length_containers_ending_at_the_end_of_input_are_closed() {
         Some(OwnedToken::SequenceEnd { offset: 20 })
     ));
 }
+
+#[test]
+fn reserved_header_bytes_are_reported_with_an_order_anomaly_too() {
+    let el = Encoding::ExplicitLittle;
+    let mut d = Vec::new();
+    // (0010,0020) LO, then (0008,0016) OB with reserved bytes 0x0800: out of order and reserved.
+    d.extend_from_slice(&[0x10, 0x00, 0x20, 0x00, b'L', b'O', 2, 0, b'A', b'B']);
+    d.extend_from_slice(&[0x08, 0x00, 0x16, 0x00, b'O', b'B', 0, 8, 2, 0, 0, 0, 1, 2]);
+    let whole = toks(el, &d, d.len());
+    for chunk in 1..8 {
+        assert_eq!(toks(el, &d, chunk), whole, "chunk {chunk}");
+    }
+    let kinds: Vec<_> = whole
+        .0
+        .iter()
+        .filter_map(|t| match t {
+            OwnedToken::Anomaly(a) => Some(a.kind),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            AnomalyKind::OutOfOrder {
+                tag: Tag(0x0008, 0x0016),
+                previous: Tag(0x0010, 0x0020)
+            },
+            AnomalyKind::ReservedBytes {
+                tag: Tag(0x0008, 0x0016),
+                value: 0x0800
+            },
+        ]
+    );
+    assert!(matches!(whole.0.get(4), Some(OwnedToken::Anomaly(_))));
+    assert!(matches!(whole.0.get(5), Some(OwnedToken::Element(h)) if h.tag == Tag(0x0008, 0x0016)));
+}
