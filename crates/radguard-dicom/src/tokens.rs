@@ -595,8 +595,7 @@ impl Tokenizer {
                 } else {
                     (implicit_vr(tag), len4)
                 };
-                let reserved = (n == 12 && [b6, b7] != [0, 0]).then(|| enc.u16([b6, b7]));
-                self.element(f, tag, vr, Length::from_raw(raw_len), start, n, reserved)
+                self.element(f, tag, vr, Length::from_raw(raw_len), start, n)
             }
         }
     }
@@ -609,9 +608,11 @@ impl Tokenizer {
         length: Length,
         start: u64,
         n: usize,
-        reserved: Option<u16>,
     ) -> Token<'static> {
         let enc = f.enc;
+        // The header is still in `self.hdr`: bytes 6..8 are reserved in the long form.
+        let [_, _, _, _, _, _, r0, r1, ..] = self.hdr;
+        let reserved = (n == 12 && [r0, r1] != [0, 0]).then(|| enc.u16([r0, r1]));
         let anomaly = match f.last_tag {
             Some(prev) if tag == prev => Some(AnomalyKind::Duplicate { tag }),
             Some(prev) if tag < prev => Some(AnomalyKind::OutOfOrder {
