@@ -40,14 +40,7 @@ impl Limits {
     /// The media scanner reads files an attacker may have crafted to exhaust it, and reports
     /// rather than relays: it follows nesting as deep as the gateway would, so that what it
     /// passes the gateway also passes.
-    pub const SCANNER: Limits = Limits {
-        max_depth: 32,
-        max_value_length: u32::MAX - 1,
-        max_total: u64::MAX,
-        max_inflated: 1 << 30,
-        max_inflate_ratio: 200,
-        inflate_ratio_floor: 16 << 20,
-    };
+    pub const SCANNER: Limits = Limits::GATEWAY;
 
     /// Offline tools (`verify`, `deid` on files): as the gateway, since they must read exactly
     /// what the gateway relayed.
