@@ -66,6 +66,7 @@ pub fn alert_name(k: AlertKind) -> &'static str {
         AlertKind::NotAuthorized => "not-authorized",
         AlertKind::ProtocolViolation => "protocol-violation",
         AlertKind::InstanceConflict => "instance-conflict",
+        AlertKind::MalformedDataSet => "malformed-data-set",
     }
 }
 

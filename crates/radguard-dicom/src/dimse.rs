@@ -396,6 +396,37 @@ pub fn encode_response(
     out
 }
 
+/// Encodes a C-CANCEL-RQ for the request `responded_to` (PS3.7 §9.3.2.3: Command Field,
+/// Message ID Being Responded To, Command Data Set Type; nothing else).
+pub fn encode_cancel(responded_to: u16) -> Vec<u8> {
+    let elems = [
+        DataElement::new(
+            tags::COMMAND_FIELD,
+            VR::US,
+            PrimitiveValue::from(CommandField::CCancelRq.to_u16()),
+        ),
+        DataElement::new(
+            tags::MESSAGE_ID_BEING_RESPONDED_TO,
+            VR::US,
+            PrimitiveValue::from(responded_to),
+        ),
+        DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            PrimitiveValue::from(0x0101_u16),
+        ),
+    ];
+    let obj = InMemDicomObject::command_from_element_iter(elems);
+    let mut out = Vec::with_capacity(64);
+    if obj
+        .write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .is_err()
+    {
+        out.clear();
+    }
+    out
+}
+
 /// Encodes a request command (used by tests and by `radguard probe`-style clients).
 pub fn encode_request(
     field: CommandField,
@@ -452,6 +483,15 @@ mod tests {
     use super::*;
 
     const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
+
+    #[test]
+    fn cancel_request_decodes() {
+        let c = Command::decode(&encode_cancel(9)).unwrap();
+        assert_eq!(c.command_field(), Some(CommandField::CCancelRq));
+        assert_eq!(c.responded_to, Some(9));
+        assert!(!c.has_data_set());
+        assert_eq!(c.message_id, None);
+    }
 
     #[test]
     fn store_request_roundtrip() {

@@ -118,6 +118,13 @@ pub struct Violation {
     pub detail: String,
 }
 
+impl Violation {
+    /// The check and the offset alone (for a 64-character DICOM Error Comment).
+    pub fn summary(&self) -> String {
+        format!("{} at byte {}", self.check.name(), self.offset)
+    }
+}
+
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

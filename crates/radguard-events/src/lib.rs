@@ -60,6 +60,9 @@ pub enum AlertKind {
     ProtocolViolation,
     /// An instance arrived with a known SOP Instance UID but different content.
     InstanceConflict,
+    /// A data set the data-set firewall refused (or, at level `log`, would have): PS3.5
+    /// violations an unpatched parser behind the gateway could choke on or misread.
+    MalformedDataSet,
 }
 
 /// Whose images a request concerned: the identifying attributes from the head of its data set

@@ -12,7 +12,7 @@ use radguard_dicom::CommandField;
 use radguard_policy::{Admission, DimseFacts, Permitted, Policy};
 
 /// The accepted presentation contexts: id → (abstract syntax, transfer syntax).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Contexts(HashMap<u8, (String, String)>);
 
 impl Contexts {

@@ -9,17 +9,20 @@ use std::sync::Mutex as StdMutex;
 use bytes::BytesMut;
 use dicom_ul::pdu::{AssociationAC, Pdu};
 use radguard_dicom::assembler::{Assembler, Step};
-use radguard_dicom::dimse::{encode_response, Command, Request};
+use radguard_dicom::dimse::{encode_cancel, encode_response, Command, Request};
 use radguard_dicom::head::{HeadFacts, HeadSniffer};
+use radguard_dicom::limits::Limits;
 use radguard_dicom::pdu::{
     abort_bytes, decode_control, encode_pdata, pdvs, AbortReason, PduType, Pdv, RELEASE_RP,
     RELEASE_RQ,
 };
+use radguard_dicom::ts::TransferSyntax;
+use radguard_dicom::validate::{Level, Validator, Violation};
 use radguard_dicom::CommandField;
 use radguard_events::{AlertKind, AssocId, Blame, Event, Subject};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, Mutex};
 
 /// Pass-through PDUs are written upstream in batches of up to this many bytes.
 const BATCH_LIMIT: usize = 256 * 1024;
@@ -289,6 +292,7 @@ pub async fn run(
     // accepts); the upstream up to what we announced upstream (= what the client accepts).
     conn.reader.set_max_pdata(upstream_accepts);
     ureader.set_max_pdata(adm.client_accepts);
+    let (new_upstream, fresh) = mpsc::unbounded_channel();
     let st = RelayState {
         shared,
         adm: &adm,
@@ -315,11 +319,19 @@ pub async fn run(
         id: conn.id,
         to_client_max: adm.client_accepts,
         to_upstream_max: upstream_accepts,
+        firewall: adm
+            .policy
+            .route_entry(adm.admission.called_ae())
+            .map_or(Level::Safe, |r| r.firewall),
+        addr,
+        names: (calling, upstream_ae),
+        drops: AtomicU64::new(0),
+        new_upstream,
     };
     let uwr = Mutex::new(uwr);
     let end = tokio::select! {
         e = client_to_upstream(&st, &mut conn.reader, &uwr) => e,
-        e = upstream_to_client(&st, &mut ureader, &uwr) => e,
+        e = upstream_to_client(&st, ureader, fresh, &uwr) => e,
     };
     let mut cw = st.client_wr.lock().await;
     let mut uw = uwr.lock().await;
@@ -374,6 +386,16 @@ struct RelayState<'a> {
     id: radguard_events::AssocId,
     to_client_max: u32,
     to_upstream_max: u32,
+    /// The data-set firewall's level on this route.
+    firewall: Level,
+    /// Where the upstream is and the AE titles sent to it: a refused data set costs the
+    /// upstream association, and the next request goes over a fresh one.
+    addr: &'a str,
+    names: (&'a radguard_dicom::AeTitle, &'a radguard_dicom::AeTitle),
+    /// Upstream associations the firewall aborted so far.
+    drops: AtomicU64,
+    /// The reader of each fresh upstream association, for the upstream-to-client loop.
+    new_upstream: mpsc::UnboundedSender<PduReader<BoxRead>>,
 }
 
 impl RelayState<'_> {
@@ -484,12 +506,16 @@ enum Action<'a> {
         context_id: u8,
         raw: Vec<u8>,
     },
-    /// Data set bytes the gateway produced (de-identified), fragmented to the upstream's maximum.
+    /// Data set bytes the gateway produced (de-identified, or an identifier held until the
+    /// firewall passed it), fragmented to the upstream's maximum.
     Data {
         context_id: u8,
         bytes: Vec<u8>,
         last: bool,
     },
+    /// The firewall refused a data set part of which went upstream: abort the upstream
+    /// association before anything else goes (its last fragment never does).
+    DropUpstream,
 }
 
 /// A request the gateway answers itself.
@@ -501,6 +527,11 @@ struct Refusal {
     sop_instance: Option<String>,
     status: u16,
     comment: String,
+    /// What kind of alert the refusal raises.
+    kind: AlertKind,
+    /// The alert's detail when it says more than the Error Comment (which is at most 64
+    /// characters).
+    detail: Option<String>,
 }
 
 /// Answers a refused request to the client (its data set, if any, is dropped by the caller).
@@ -514,11 +545,13 @@ async fn refuse(st: &RelayState<'_>, uwr: &Mutex<BoxWrite>, r: Refusal) -> Resul
     });
     st.shared.bus.emit(Event::SecurityAlert {
         assoc: Some(st.id),
-        kind: AlertKind::NotAuthorized,
+        kind: r.kind,
         source: None,
         detail: format!(
             "{:?} refused with 0x{:04X}: {}",
-            r.field, r.status, r.comment
+            r.field,
+            r.status,
+            r.detail.as_deref().unwrap_or(&r.comment)
         ),
     });
     if r.field == CommandField::CCancelRq {
@@ -586,6 +619,13 @@ struct Message {
     fingerprinting: Option<Fingerprinting>,
     /// The query/retrieve whose identifier is being read (for its audit record).
     identifying: Option<Identifying>,
+    /// The data-set firewall on its data set.
+    checking: Option<Checking>,
+    /// A request whose data set is an identifier: held whole (command and identifier) until the
+    /// firewall passed it, so a refused one never reaches the upstream.
+    held: Option<Held>,
+    /// The firewall refused its data set: the client is answered once its last fragment came.
+    refused: Option<Refusal>,
 }
 
 impl Message {
@@ -596,7 +636,130 @@ impl Message {
             deid: None,
             fingerprinting: None,
             identifying: None,
+            checking: None,
+            held: None,
+            refused: None,
         }
+    }
+}
+
+/// The data-set firewall on one data set.
+struct Checking {
+    validator: Validator,
+    of: Subjected,
+}
+
+/// The request (or response) a data set belongs to: how a refusal of it is answered.
+struct Subjected {
+    context_id: u8,
+    field: CommandField,
+    message_id: u16,
+    sop_class: Option<String>,
+    sop_instance: Option<String>,
+}
+
+impl Subjected {
+    fn name(&self) -> String {
+        self.sop_instance
+            .clone()
+            .unwrap_or_else(|| format!("message {}", self.message_id))
+    }
+}
+
+/// A query or retrieve held until its identifier passed the firewall.
+struct Held {
+    context_id: u8,
+    command: Vec<u8>,
+    identifier: Vec<u8>,
+}
+
+/// Identifiers are small: the firewall reads them under [`Limits::QUERY`], bulk data under
+/// [`Limits::GATEWAY`].
+fn firewall_limits(field: CommandField) -> Limits {
+    match field {
+        CommandField::CStoreRq | CommandField::CStoreRsp => Limits::GATEWAY,
+        _ => Limits::QUERY,
+    }
+}
+
+/// A validator for a data set on this presentation context. A transfer syntax UID that is not
+/// a UID cannot have been negotiated; the grammar reads a private one as Explicit VR Little
+/// Endian (PS3.5 §10), and so does the firewall.
+fn validator_for(st: &RelayState<'_>, context_id: u8, field: CommandField) -> Validator {
+    let ts = st
+        .contexts
+        .get(context_id)
+        .and_then(|(_, t)| TransferSyntax::from_uid(t).ok())
+        .unwrap_or_else(TransferSyntax::explicit_vr_le);
+    Validator::new(&ts, firewall_limits(field), st.firewall)
+}
+
+/// The Error Comment of a firewall refusal (LO: at most 64 characters).
+fn firewall_comment(v: &Violation) -> String {
+    format!("Radguard firewall: {}", v.summary())
+}
+
+/// Feeds a fragment to the firewall. Returns the refused deviation, if any; at the end of the
+/// data set, deviations the level lets through are reported (as an alert at level `log`).
+fn check_fragment(
+    st: &RelayState<'_>,
+    c: &mut Option<Checking>,
+    data: &[u8],
+    is_last: bool,
+) -> Option<(Subjected, Violation)> {
+    let checking = c.as_mut()?;
+    if let Some(v) = checking.validator.feed(data).cloned() {
+        return c.take().map(|k| (k.of, v));
+    }
+    if !is_last {
+        return None;
+    }
+    let Checking { validator, of } = c.take()?;
+    let outcome = validator.finish();
+    if let Some(v) = outcome.refusal {
+        return Some((of, v));
+    }
+    report_tolerated(st, &of, &outcome.found);
+    None
+}
+
+/// Deviations found in a data set that was relayed: at level `log` an alert (what `safe` or
+/// `strict` would have refused), otherwise a debug line (the benign deviations `safe`
+/// tolerates, documented in docs/firewall.md).
+fn report_tolerated(st: &RelayState<'_>, of: &Subjected, found: &[Violation]) {
+    let Some(first) = found.first() else {
+        return;
+    };
+    if st.firewall == Level::Log {
+        st.shared.bus.emit(Event::SecurityAlert {
+            assoc: Some(st.id),
+            kind: AlertKind::MalformedDataSet,
+            source: None,
+            detail: format!(
+                "{:?} {} relayed (firewall = log): {first} ({} deviation(s))",
+                of.field,
+                of.name(),
+                found.len()
+            ),
+        });
+    } else {
+        tracing::debug!(assoc = %st.id, "{:?} {}: tolerated: {first}", of.field, of.name());
+    }
+}
+
+/// The answer to a data set the firewall refused.
+fn firewall_refusal(of: Subjected, v: &Violation) -> Refusal {
+    let detail = Some(format!("data set of {}: {v}", of.name()));
+    Refusal {
+        context_id: of.context_id,
+        field: of.field,
+        message_id: of.message_id,
+        sop_class: of.sop_class,
+        sop_instance: of.sop_instance,
+        status: radguard_dicom::types::status::CANNOT_UNDERSTAND,
+        comment: firewall_comment(v),
+        kind: AlertKind::MalformedDataSet,
+        detail,
     }
 }
 
@@ -614,6 +777,18 @@ async fn start_request(
     permit: &Permitted,
 ) -> Result<Option<Action<'static>>, End> {
     msg.forwarding = true;
+    msg.refused = None;
+    msg.held = None;
+    msg.checking = request.has_data_set.then(|| Checking {
+        validator: validator_for(st, context_id, request.field),
+        of: Subjected {
+            context_id,
+            field: request.field,
+            message_id: request.message_id,
+            sop_class: request.sop_class.as_ref().map(|u| u.to_string()),
+            sop_instance: request.sop_instance.as_ref().map(|u| u.to_string()),
+        },
+    });
     let ts = st
         .contexts
         .get(context_id)
@@ -708,6 +883,8 @@ async fn start_request(
                             sop_instance: Some(inst),
                             status,
                             comment,
+                            kind: AlertKind::NotAuthorized,
+                            detail: None,
                         };
                         refuse(st, uwr, r).await?;
                     }
@@ -727,6 +904,8 @@ async fn start_request(
                     sop_instance: None,
                     status: radguard_dicom::types::status::REFUSED_NOT_AUTHORIZED,
                     comment: "Radguard: not on a de-identifying route".into(),
+                    kind: AlertKind::NotAuthorized,
+                    detail: None,
                 };
                 refuse(st, uwr, r).await?;
                 return Ok(None);
@@ -735,6 +914,14 @@ async fn start_request(
         }
     }
     msg.sniffing = request.has_data_set.then(sniffing);
+    if request.has_data_set && !is_store {
+        msg.held = Some(Held {
+            context_id,
+            command: raw,
+            identifier: Vec::new(),
+        });
+        return Ok(None);
+    }
     Ok(Some(Action::Command { context_id, raw }))
 }
 
@@ -759,6 +946,39 @@ async fn on_data<'a>(
             }
         }
     }
+    if let Some((of, v)) = check_fragment(st, &mut msg.checking, data, is_last) {
+        let r = firewall_refusal(of, &v);
+        msg.forwarding = false;
+        msg.deid = None;
+        msg.fingerprinting = None;
+        msg.sniffing = None;
+        let others = forget_request(st, r.message_id);
+        if msg.held.take().is_none() {
+            // Part of the data set is upstream already and DIMSE cannot withdraw a C-STORE:
+            // the upstream association is aborted, so the destination never has the data set
+            // whole; the client's next request opens a fresh one.
+            if others {
+                let why = format!(
+                    "{}; other requests were outstanding upstream",
+                    r.detail.as_deref().unwrap_or(&r.comment)
+                );
+                return Err(st
+                    .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
+                    .await);
+            }
+            actions.push(Action::DropUpstream);
+        }
+        msg.refused = Some(r);
+    }
+    if msg.refused.is_some() {
+        // The rest of a refused data set is dropped; the answer follows its last fragment.
+        if is_last {
+            if let Some(r) = msg.refused.take() {
+                refuse(st, uwr, r).await?;
+            }
+        }
+        return Ok(());
+    }
     if let Some(f) = msg.fingerprinting.as_mut() {
         f.fp.feed(data);
     }
@@ -782,6 +1002,23 @@ async fn on_data<'a>(
             }
         }
     }
+    if let Some(h) = msg.held.as_mut() {
+        h.identifier.extend_from_slice(data);
+        if is_last {
+            if let Some(h) = msg.held.take() {
+                actions.push(Action::Command {
+                    context_id: h.context_id,
+                    raw: h.command,
+                });
+                actions.push(Action::Data {
+                    context_id: h.context_id,
+                    bytes: h.identifier,
+                    last: true,
+                });
+            }
+        }
+        return Ok(());
+    }
     if let Some(dm) = msg.deid.as_mut() {
         let more = deidentify(st, uwr, dm, data, is_last, actions).await?;
         if !more || is_last {
@@ -791,6 +1028,21 @@ async fn on_data<'a>(
         actions.push(Action::Forward(pdv));
     }
     Ok(())
+}
+
+/// Forgets a request the gateway answers itself (its response bookkeeping, de-identified UID
+/// and pending fingerprint). Returns whether other requests are still outstanding upstream.
+fn forget_request(st: &RelayState<'_>, message_id: u16) -> bool {
+    if let Ok(mut m) = st.uid_map.lock() {
+        m.remove(&message_id);
+    }
+    if let Ok(mut m) = st.fingerprints.lock() {
+        m.remove(&message_id);
+    }
+    st.outstanding.lock().is_ok_and(|mut o| {
+        o.remove(&message_id);
+        !o.is_empty()
+    })
 }
 
 /// Pushes a fragment through the de-identification of the current C-STORE. `Ok(false)` when
@@ -851,6 +1103,8 @@ async fn deidentify(
                 sop_instance: Some(dm.original_uid.clone()),
                 status,
                 comment,
+                kind: AlertKind::NotAuthorized,
+                detail: None,
             };
             refuse(st, uwr, r).await?;
             Ok(false)
@@ -873,6 +1127,8 @@ async fn client_to_upstream(
     // PDUs that go upstream unchanged, batched while more are already buffered (contiguous
     // slices of the read buffer: `unsplit` joins them without copying).
     let mut batch: Option<BytesMut> = None;
+    // The firewall aborted the upstream association; the next request opens a fresh one.
+    let mut upstream_gone = false;
     loop {
         let next = match reader.try_next() {
             Some(r) => r.map_err(IoError::Read),
@@ -908,6 +1164,11 @@ async fn client_to_upstream(
             PduType::PData => {}
             PduType::ReleaseRq => {
                 st.release_requested.store(true, Ordering::Relaxed);
+                if upstream_gone {
+                    // No upstream association to release: the gateway answers itself.
+                    let _ = st.to_client(&RELEASE_RP).await;
+                    return End::Released;
+                }
                 if write_timed(&mut *uwr.lock().await, &RELEASE_RQ, idle)
                     .await
                     .is_err()
@@ -996,6 +1257,8 @@ async fn client_to_upstream(
                             sop_instance,
                             status,
                             comment,
+                            kind: AlertKind::NotAuthorized,
+                            detail: None,
                         };
                         refuse(st, uwr, r).await
                     }
@@ -1010,13 +1273,31 @@ async fn client_to_upstream(
                 return end;
             }
         }
-        let all_forward =
-            actions.len() == n_items && actions.iter().all(|a| matches!(a, Action::Forward(_)));
+        let all_forward = !upstream_gone
+            && actions.len() == n_items
+            && actions.iter().all(|a| matches!(a, Action::Forward(_)));
         out.clear();
         if !all_forward {
             let mut data: Vec<Pdv<'_>> = Vec::new();
             for a in &actions {
+                if let Action::DropUpstream = a {
+                    // What was batched or built for the upstream so far belongs to the refused
+                    // data set (nothing else was outstanding): none of it goes.
+                    batch = None;
+                    out.clear();
+                    data.clear();
+                    drop_upstream(st, uwr).await;
+                    upstream_gone = true;
+                    continue;
+                }
+                if upstream_gone {
+                    if let Err(end) = reopen_upstream(st, uwr).await {
+                        return end;
+                    }
+                    upstream_gone = false;
+                }
                 match a {
+                    Action::DropUpstream => {}
                     Action::Forward(p) => data.push(*p),
                     Action::Command { context_id, raw } => {
                         if !data.is_empty() {
@@ -1071,16 +1352,143 @@ async fn client_to_upstream(
     }
 }
 
+/// Aborts the upstream association after the firewall refused a data set part of which went
+/// upstream: the destination discards the incomplete message (PS3.8 §7.3: A-ABORT).
+async fn drop_upstream(st: &RelayState<'_>, uwr: &Mutex<BoxWrite>) {
+    st.drops.fetch_add(1, Ordering::SeqCst);
+    let t = st.shared.settings.artim_timeout;
+    let mut w = uwr.lock().await;
+    let _ = write_timed(&mut *w, &abort_bytes(AbortReason::NotSpecified), t).await;
+    let _ = w.shutdown().await;
+}
+
+/// Opens a fresh upstream association with the same request as the first, for the requests
+/// after a refused data set. It must accept the same presentation contexts with the same
+/// transfer syntaxes and at least the same Maximum Length (the client was told both);
+/// otherwise the client's association is aborted.
+async fn reopen_upstream(st: &RelayState<'_>, uwr: &Mutex<BoxWrite>) -> Result<(), End> {
+    let opened = async {
+        let (urd, mut w) = connect_upstream(st.shared, st.id, st.adm, st.addr)
+            .await
+            .map_err(|r| r.why)?;
+        let mut reader = PduReader::new(urd, MAX_ASSOCIATION_PDU);
+        match ask_upstream(st.shared, st.adm, st.addr, st.names, &mut reader, &mut w).await {
+            Ok(UpstreamAnswer::Accepted(ac, accepts)) => {
+                let again = client_ac(&st.adm.rq, &st.adm.plan, &ac, accepts);
+                let contexts = Contexts::from_ac(&st.adm.rq.presentation_contexts, &again);
+                if contexts != st.contexts || accepts < st.to_upstream_max {
+                    let t = st.shared.settings.artim_timeout;
+                    let _ = write_timed(&mut w, &abort_bytes(AbortReason::NotSpecified), t).await;
+                    return Err(
+                        "the fresh upstream association accepted other presentation contexts \
+                         or a smaller Maximum Length"
+                            .to_string(),
+                    );
+                }
+                reader.set_max_pdata(st.adm.client_accepts);
+                Ok((reader, w))
+            }
+            Ok(UpstreamAnswer::Rejected(_)) => {
+                Err("the upstream rejected a fresh association".to_string())
+            }
+            Err(r) => Err(r.why),
+        }
+    };
+    match opened.await {
+        Ok((reader, w)) => {
+            *uwr.lock().await = w;
+            let _ = st.new_upstream.send(reader);
+            tracing::info!(assoc = %st.id, "fresh upstream association after a refused data set");
+            Ok(())
+        }
+        Err(why) => {
+            let why = format!("after a refused data set: {why}");
+            Err(st
+                .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
+                .await)
+        }
+    }
+}
+
+/// A response from the upstream whose data set (an identifier: C-FIND matches, a C-MOVE/C-GET
+/// failed-instance list) is held whole until the firewall passed it.
+struct HeldResponse {
+    context_id: u8,
+    raw: Vec<u8>,
+    command: Command,
+    data: Vec<u8>,
+    checking: Option<Checking>,
+}
+
+/// The upstream-to-client loop's view of the message being received.
+#[derive(Default)]
+struct Incoming {
+    held: Option<HeldResponse>,
+    /// A request from the upstream (C-GET's C-STORE sub-operations) whose data set streams to
+    /// the client under the firewall.
+    streaming: Option<Checking>,
+    /// The current message's data set is dropped (answers to a query the gateway ended).
+    skipping: bool,
+    /// Queries the gateway ended after refusing an answer: the upstream's further answers to
+    /// them are dropped until its final one.
+    ended: std::collections::HashSet<u16>,
+}
+
+/// What the upstream-to-client loop waits for.
+enum FromUpstream {
+    Frame(Result<crate::reader::Frame, IoError>),
+    /// The reader of a fresh upstream association (after the firewall aborted one).
+    Fresh(PduReader<BoxRead>),
+}
+
 async fn upstream_to_client(
     st: &RelayState<'_>,
-    reader: &mut PduReader<BoxRead>,
+    mut reader: PduReader<BoxRead>,
+    mut fresh: mpsc::UnboundedReceiver<PduReader<BoxRead>>,
     uwr: &Mutex<BoxWrite>,
 ) -> End {
     let idle = st.shared.settings.idle_timeout;
     let mut asm = Assembler::new();
+    let mut inc = Incoming::default();
+    // Fresh upstream associations this loop has read from; while the firewall has aborted
+    // more than that, the current reader belongs to an aborted association.
+    let mut generation = 0u64;
+    let mut dead = false;
     loop {
-        let frame = match read_idle(reader, &st.activity, idle).await {
-            Ok(f) => f,
+        let next = if dead {
+            match fresh.recv().await {
+                Some(r) => FromUpstream::Fresh(r),
+                None => std::future::pending().await,
+            }
+        } else {
+            tokio::select! {
+                Some(r) = fresh.recv() => FromUpstream::Fresh(r),
+                f = read_idle(&mut reader, &st.activity, idle) => FromUpstream::Frame(f),
+            }
+        };
+        let next = match next {
+            FromUpstream::Fresh(r) => {
+                reader = r;
+                generation += 1;
+                dead = false;
+                asm = Assembler::new();
+                inc = Incoming::default();
+                continue;
+            }
+            FromUpstream::Frame(f) => f,
+        };
+        // What the aborted association still sends (or its closing) is not the client's.
+        let aborted = st.drops.load(Ordering::SeqCst) > generation;
+        let frame = match next {
+            Ok(f) if !aborted => f,
+            Ok(f) => {
+                dead = f.ty == PduType::Abort;
+                continue;
+            }
+            Err(_) if aborted => {
+                dead = true;
+                continue;
+            }
             Err(e) => {
                 let (reason, blame, why) = read_failure(e, Blame::Upstream, "upstream");
                 return st.abort_both(uwr, reason, blame, why).await;
@@ -1099,58 +1507,14 @@ async fn upstream_to_client(
                             .await;
                     }
                 };
-                if st.deid.is_some() || st.origin.is_some() {
-                    // De-identifying route: commands are held until whole, so the C-STORE-RSP
-                    // can carry the client's own SOP Instance UID again; origin route: a success
-                    // is passed back only once the fingerprint is in the ledger. Data passes.
-                    let mut out = Vec::new();
-                    for pdv in items {
-                        match asm.push(pdv) {
-                            Ok(Step::Command {
-                                context_id,
-                                raw,
-                                command,
-                            }) => {
-                                note_response(st, &command);
-                                let original = command
-                                    .responded_to
-                                    .filter(|_| command.field == Some(0x8001))
-                                    .and_then(|id| st.uid_map.lock().ok()?.remove(&id));
-                                let bytes = original
-                                    .and_then(|uid| restore_uid(&raw, &uid))
-                                    .unwrap_or(raw);
-                                let bytes = record_on_success(st, &command, bytes).await;
-                                push_command(&mut out, context_id, &bytes, st.to_client_max);
-                            }
-                            Ok(Step::Data { .. }) => encode_pdata(&mut out, &[pdv]),
-                            Ok(Step::CommandPartial) => {}
-                            Err(e) => {
-                                let why = format!("upstream: {e}");
-                                return st
-                                    .abort_both(
-                                        uwr,
-                                        AbortReason::UnexpectedPduParameter,
-                                        Blame::Upstream,
-                                        why,
-                                    )
-                                    .await;
-                            }
-                        }
-                    }
-                    if !out.is_empty() {
-                        if let Err(e) = st.to_client(&out).await {
-                            let why = format!("client write failed: {e}");
-                            return st
-                                .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
-                                .await;
-                        }
-                    }
-                    continue;
-                }
+                // Commands are held until whole: a de-identifying route's C-STORE-RSP carries
+                // the client's own SOP Instance UID again, an origin route's success passes
+                // only once the fingerprint is in the ledger, and every data set passes the
+                // firewall first.
+                let mut out = Vec::new();
                 for pdv in items {
-                    match asm.push(pdv) {
-                        Ok(Step::Command { command, .. }) => note_response(st, &command),
-                        Ok(_) => {}
+                    let step = match asm.push(pdv) {
+                        Ok(step) => step,
                         Err(e) => {
                             let why = format!("upstream: {e}");
                             return st
@@ -1162,13 +1526,31 @@ async fn upstream_to_client(
                                 )
                                 .await;
                         }
+                    };
+                    let done = match step {
+                        Step::Command {
+                            context_id,
+                            raw,
+                            command,
+                        } => {
+                            upstream_command(st, &mut inc, &mut out, context_id, raw, command).await
+                        }
+                        Step::Data { data, is_last, .. } => {
+                            upstream_data(st, uwr, &mut inc, &mut out, pdv, data, is_last).await
+                        }
+                        Step::CommandPartial => Ok(()),
+                    };
+                    if let Err(end) = done {
+                        return end;
                     }
                 }
-                if let Err(e) = st.to_client(&frame.bytes).await {
-                    let why = format!("client write failed: {e}");
-                    return st
-                        .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
-                        .await;
+                if !out.is_empty() {
+                    if let Err(e) = st.to_client(&out).await {
+                        let why = format!("client write failed: {e}");
+                        return st
+                            .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
+                            .await;
+                    }
                 }
             }
             PduType::ReleaseRp => {
@@ -1205,6 +1587,187 @@ async fn upstream_to_client(
             }
         }
     }
+}
+
+/// A whole command from the upstream: a response is recorded and passed on (after the
+/// de-identifying and origin routes' work), or held with its data set for the firewall; a
+/// request (C-GET sub-operation) passes on and its data set streams under the firewall.
+async fn upstream_command(
+    st: &RelayState<'_>,
+    inc: &mut Incoming,
+    out: &mut Vec<u8>,
+    context_id: u8,
+    raw: Vec<u8>,
+    command: Command,
+) -> Result<(), End> {
+    let field = command.command_field();
+    let is_response = field.is_some_and(CommandField::is_response);
+    inc.skipping = false;
+    if let Some(id) = command.responded_to.filter(|id| inc.ended.contains(id)) {
+        // An answer to a query the gateway ended after refusing one of its answers.
+        if !matches!(command.status, Some(0xFF00 | 0xFF01)) {
+            inc.ended.remove(&id);
+        }
+        inc.skipping = command.has_data_set();
+        return Ok(());
+    }
+    if command.has_data_set() {
+        let field = field.unwrap_or(CommandField::Other(0));
+        let checking = Checking {
+            validator: validator_for(st, context_id, field),
+            of: Subjected {
+                context_id,
+                field,
+                message_id: command.responded_to.or(command.message_id).unwrap_or(0),
+                sop_class: command.affected_sop_class.clone(),
+                sop_instance: command.affected_sop_instance.clone(),
+            },
+        };
+        if is_response {
+            inc.held = Some(HeldResponse {
+                context_id,
+                raw,
+                command,
+                data: Vec::new(),
+                checking: Some(checking),
+            });
+            return Ok(());
+        }
+        inc.streaming = Some(checking);
+    }
+    pass_command(st, out, context_id, raw, &command).await;
+    Ok(())
+}
+
+/// The firewall refused an answer the upstream gave to a client's query or retrieve: the client
+/// gets a final failure (0xC000) for it instead, and the upstream a C-CANCEL-RQ when it had
+/// more answers to give (PS3.4 C.4.1.2.3), whose further answers are dropped.
+async fn end_query(
+    st: &RelayState<'_>,
+    uwr: &Mutex<BoxWrite>,
+    inc: &mut Incoming,
+    out: &mut Vec<u8>,
+    h: &HeldResponse,
+    of: Subjected,
+    v: &Violation,
+) -> Result<(), End> {
+    let id = of.message_id;
+    let request = CommandField::from_u16(of.field.to_u16() & 0x7FFF);
+    let status = radguard_dicom::types::status::CANNOT_UNDERSTAND;
+    let why = format!("upstream's answer to {request:?} message {id}: {v}");
+    st.shared.bus.emit(Event::DimseRefused {
+        assoc: st.id,
+        message_id: id,
+        command: format!("{:?}", of.field),
+        status,
+        why: why.clone(),
+    });
+    st.shared.bus.emit(Event::SecurityAlert {
+        assoc: Some(st.id),
+        kind: AlertKind::MalformedDataSet,
+        source: None,
+        detail: why,
+    });
+    forget_request(st, id);
+    let rsp = encode_response(
+        request,
+        id,
+        of.sop_class.as_deref(),
+        None,
+        status,
+        Some(&firewall_comment(v)),
+    );
+    push_command(out, h.context_id, &rsp, st.to_client_max);
+    if matches!(h.command.status, Some(0xFF00 | 0xFF01)) {
+        inc.ended.insert(id);
+        let mut cancel = Vec::new();
+        push_command(
+            &mut cancel,
+            h.context_id,
+            &encode_cancel(id),
+            st.to_upstream_max,
+        );
+        let idle = st.shared.settings.idle_timeout;
+        if let Err(e) = write_timed(&mut *uwr.lock().await, &cancel, idle).await {
+            let why = format!("upstream write failed: {e}");
+            return Err(st
+                .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
+                .await);
+        }
+    }
+    Ok(())
+}
+
+/// Records a command from the upstream and appends it for the client.
+async fn pass_command(
+    st: &RelayState<'_>,
+    out: &mut Vec<u8>,
+    context_id: u8,
+    raw: Vec<u8>,
+    command: &Command,
+) {
+    note_response(st, command);
+    let original = command
+        .responded_to
+        .filter(|_| command.field == Some(0x8001))
+        .and_then(|id| st.uid_map.lock().ok()?.remove(&id));
+    let bytes = original
+        .and_then(|uid| restore_uid(&raw, &uid))
+        .unwrap_or(raw);
+    let bytes = record_on_success(st, command, bytes).await;
+    push_command(out, context_id, &bytes, st.to_client_max);
+}
+
+/// A data fragment from the upstream, under the firewall.
+async fn upstream_data<'a>(
+    st: &RelayState<'_>,
+    uwr: &Mutex<BoxWrite>,
+    inc: &mut Incoming,
+    out: &mut Vec<u8>,
+    pdv: Pdv<'a>,
+    data: &[u8],
+    is_last: bool,
+) -> Result<(), End> {
+    if inc.skipping {
+        inc.skipping = !is_last;
+        return Ok(());
+    }
+    if let Some(h) = inc.held.as_mut() {
+        // Bounded: the firewall reads identifiers under Limits::QUERY and refuses past it.
+        h.data.extend_from_slice(data);
+        let refused = check_fragment(st, &mut h.checking, data, is_last);
+        let whole = refused.is_some() || is_last;
+        let Some(h) = inc.held.take_if(|_| whole) else {
+            return Ok(());
+        };
+        match refused {
+            Some((of, v)) => {
+                inc.skipping = !is_last;
+                end_query(st, uwr, inc, out, &h, of, &v).await?;
+            }
+            None => {
+                pass_command(st, out, h.context_id, h.raw, &h.command).await;
+                push_data(out, h.context_id, &h.data, true, st.to_client_max);
+            }
+        }
+        return Ok(());
+    }
+    if let Some((of, v)) = check_fragment(st, &mut inc.streaming, data, is_last) {
+        // The client is receiving this data set: withholding its last fragment means ending
+        // both associations.
+        let why = format!("upstream {:?} {}: {v}", of.field, of.name());
+        st.shared.bus.emit(Event::SecurityAlert {
+            assoc: Some(st.id),
+            kind: AlertKind::MalformedDataSet,
+            source: None,
+            detail: why.clone(),
+        });
+        return Err(st
+            .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
+            .await);
+    }
+    encode_pdata(out, &[pdv]);
+    Ok(())
 }
 
 /// At the end of a fingerprinted data set: finish the fingerprint and, on a route that refuses

@@ -5,9 +5,11 @@
 use dicom_ul::pdu::Pdu;
 use radguard_dicom::assembler::{Assembler, Step};
 use radguard_dicom::dimse::encode_response;
+use radguard_dicom::limits::Limits;
 use radguard_dicom::pdu::{pdvs, AbortReason, PduType, RELEASE_RP};
 use radguard_dicom::ts::TransferSyntax;
 use radguard_dicom::types::{status, uids};
+use radguard_dicom::validate::{Level, Validator, Violation};
 use radguard_dicom::{CommandField, Uid};
 use radguard_events::{AlertKind, Blame, Event, VaultOutcome};
 use radguard_vault::{PendingInstance, StoreOutcome};
@@ -29,10 +31,52 @@ struct Receiving {
     pending: Option<PendingInstance>,
     error: Option<radguard_vault::VaultError>,
     bytes: u64,
+    /// The data-set firewall on the data set; the vault keeps nothing it refuses.
+    checking: Option<Validator>,
+    refused: Option<Violation>,
+}
+
+impl Receiving {
+    /// Feeds a fragment to the firewall; a refused data set's pending file is discarded (the
+    /// vault keeps nothing the firewall refuses). At the end of an accepted data set, returns
+    /// the deviations the level let through.
+    fn check(&mut self, data: &[u8], is_last: bool) -> Vec<Violation> {
+        let Some(c) = self.checking.as_mut() else {
+            return Vec::new();
+        };
+        if let Some(v) = c.feed(data).cloned() {
+            self.refuse(v);
+            return Vec::new();
+        }
+        if !is_last {
+            return Vec::new();
+        }
+        let Some(c) = self.checking.take() else {
+            return Vec::new();
+        };
+        let outcome = c.finish();
+        match outcome.refusal {
+            Some(v) => {
+                self.refuse(v);
+                Vec::new()
+            }
+            None => outcome.found,
+        }
+    }
+
+    fn refuse(&mut self, v: Violation) {
+        self.checking = None;
+        self.pending = None;
+        self.refused = Some(v);
+    }
 }
 
 pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
     let vault = shared.vault.clone();
+    let firewall = adm
+        .policy
+        .route_entry(adm.admission.called_ae())
+        .map_or(Level::Safe, |r| r.firewall);
     let max = shared.settings.max_pdu_length;
     let ac = local_ac(&adm.rq, &adm.plan, max, |abs, proposed| {
         // The vault stores any standard transfer syntax (radguard-dicom's one classification).
@@ -195,6 +239,19 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
                 Step::Data { data, is_last, .. } => {
                     if let Some(r) = receiving.as_mut() {
                         r.bytes += data.len() as u64;
+                        let found = r.check(data, is_last);
+                        if let (Some(first), Level::Log) = (found.first(), firewall) {
+                            shared.bus.emit(Event::SecurityAlert {
+                                assoc: Some(conn.id),
+                                kind: AlertKind::MalformedDataSet,
+                                source: None,
+                                detail: format!(
+                                    "CStoreRq {} stored (firewall = log): {first} ({} deviation(s))",
+                                    r.sop_instance,
+                                    found.len()
+                                ),
+                            });
+                        }
                         if let Some(p) = r.pending.as_mut() {
                             if let Err(e) = p.write_chunk(data) {
                                 r.error = Some(e);
@@ -255,6 +312,10 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
                                     pending: None,
                                     error: None,
                                     bytes: 0,
+                                    checking: TransferSyntax::from_uid(&ts)
+                                        .ok()
+                                        .map(|t| Validator::new(&t, Limits::GATEWAY, firewall)),
+                                    refused: None,
                                 };
                                 if let (Some(c), Some(i), Ok(t)) = (
                                     request.sop_class.as_ref(),
@@ -352,6 +413,35 @@ async fn finish_store(
     assoc: radguard_events::AssocId,
     r: Receiving,
 ) -> (u8, Vec<u8>) {
+    if let Some(v) = &r.refused {
+        let comment = format!("Radguard firewall: {}", v.summary());
+        let why = format!("data set of {}: {v}", r.sop_instance);
+        shared.bus.emit(Event::DimseRefused {
+            assoc,
+            message_id: r.message_id,
+            command: "CStoreRq".into(),
+            status: status::CANNOT_UNDERSTAND,
+            why: why.clone(),
+        });
+        shared.bus.emit(Event::SecurityAlert {
+            assoc: Some(assoc),
+            kind: AlertKind::MalformedDataSet,
+            source: None,
+            detail: format!(
+                "CStoreRq refused with 0x{:04X}: {why}",
+                status::CANNOT_UNDERSTAND
+            ),
+        });
+        let rsp = encode_response(
+            CommandField::CStoreRq,
+            r.message_id,
+            Some(&r.sop_class),
+            Some(&r.sop_instance),
+            status::CANNOT_UNDERSTAND,
+            Some(&comment),
+        );
+        return (r.context_id, rsp);
+    }
     let outcome: Result<StoreOutcome, (u16, String)> = match (r.pending, r.error) {
         (Some(p), None) => match tokio::task::spawn_blocking(move || p.commit()).await {
             Ok(Ok(o)) => Ok(o),

@@ -22,6 +22,7 @@ use crate::policy::{
     AeTitles, OriginRoute, Peer, Policy, Route, RouteEntry, SopClassSet, UpstreamTls,
 };
 use crate::sop;
+use radguard_dicom::validate::Level as FirewallLevel;
 
 /// The config `radguard serve` uses without `--config` (docs/config.md, "Embedded default").
 pub const EMBEDDED_DEFAULT_TOML: &str = r#"# Radguard embedded default: loopback clients may echo and store anything into the vault.
@@ -343,6 +344,8 @@ struct RawRoute {
     /// On an origin route, what a C-STORE of an already-logged SOP Instance UID with a different
     /// fingerprint gets: "refuse" (default) or "record" (alert, forward, log both).
     on_fingerprint_conflict: Option<Str>,
+    /// The data-set firewall's level on this route: "strict", "safe" (default) or "log".
+    firewall: Option<Str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1984,6 +1987,22 @@ fn validate_routes(
             }
         }
         let origin = (is_origin && !vault).then_some(OriginRoute { refuse_conflicts });
+        let firewall = match &r.firewall {
+            None => FirewallLevel::Safe,
+            Some(v) => match v.get_ref().as_str() {
+                "strict" => FirewallLevel::Strict,
+                "safe" => FirewallLevel::Safe,
+                "log" => FirewallLevel::Log,
+                other => {
+                    cx.at(
+                        span(v),
+                        format!("{base}.firewall"),
+                        format!("{other:?}: expected \"strict\", \"safe\" or \"log\""),
+                    );
+                    FirewallLevel::Safe
+                }
+            },
+        };
         if let (Some(called_ae), Some(route), Some(tls)) = (called_ae, route, tls) {
             out.push(RouteEntry {
                 called_ae,
@@ -1991,6 +2010,7 @@ fn validate_routes(
                 tls,
                 deidentify,
                 origin,
+                firewall,
             });
         }
     }

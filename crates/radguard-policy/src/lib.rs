@@ -42,8 +42,8 @@ pub use identity::{
 };
 pub use policy::{
     Admission, AeTitles, AssociationFacts, AssociationRefusal, ContextDecision, DimseFacts,
-    DimseRefusal, DimseRefusalReason, OriginRoute, Peer, PeerMismatch, Permitted, Policy,
-    RejectWhy, Route, RouteEntry, SopClassSet, UpstreamTls,
+    DimseRefusal, DimseRefusalReason, FirewallLevel, OriginRoute, Peer, PeerMismatch, Permitted,
+    Policy, RejectWhy, Route, RouteEntry, SopClassSet, UpstreamTls,
 };
 
 #[cfg(test)]

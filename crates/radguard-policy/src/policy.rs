@@ -27,6 +27,7 @@ use crate::identity::{
     UserIdentityRequirement, UserStatus,
 };
 use crate::sop;
+pub use radguard_dicom::validate::Level as FirewallLevel;
 
 /// Calling AE titles a peer may use, or move destinations it may name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,6 +231,9 @@ pub struct RouteEntry {
     pub deidentify: Option<String>,
     /// `origin = true`: C-STOREs on this route are fingerprinted into the integrity ledger.
     pub origin: Option<OriginRoute>,
+    /// The data-set firewall's level for every data set relayed or stored on this route, in
+    /// both directions (PS3.5 §7: order, uniqueness, delimitation, lengths, VRs, UIDs, pixels).
+    pub firewall: FirewallLevel,
 }
 
 /// A route marked as the point of origin (next to the scanner).

@@ -1741,3 +1741,42 @@ fn live_swap_narrows_running_associations() {
     assert_eq!(clone, old);
     permitted(&clone, &ct, &store(CT));
 }
+
+// ------------------------------------------------------------------------------------------
+// The data-set firewall's level per route.
+
+#[test]
+fn firewall_level_defaults_to_safe_and_accepts_each_level() {
+    let c = parse_ok(&with_routes(
+        "[[route]]\ncalled_ae = \"A\"\nupstream = \"127.0.0.1:104\"\nupstream_ae = \"U\"\n",
+    ));
+    assert_eq!(c.policy.routes()[0].firewall, FirewallLevel::Safe);
+    for (text, level) in [
+        ("strict", FirewallLevel::Strict),
+        ("safe", FirewallLevel::Safe),
+        ("log", FirewallLevel::Log),
+    ] {
+        let c = parse_ok(&with_routes(&format!(
+            "[[route]]\ncalled_ae = \"A\"\nupstream = \"127.0.0.1:104\"\nupstream_ae = \"U\"\nfirewall = \"{text}\"\n[[route]]\ncalled_ae = \"V\"\nvault = true\nfirewall = \"{text}\"\n"
+        )));
+        assert_eq!(c.policy.routes()[0].firewall, level, "{text}");
+        assert_eq!(
+            c.policy.routes()[1].firewall,
+            level,
+            "{text} on the vault route"
+        );
+    }
+}
+
+#[test]
+fn unknown_firewall_level_is_an_error_at_its_line() {
+    let src = with_routes(
+        "[[route]]\ncalled_ae = \"A\"\nupstream = \"127.0.0.1:104\"\nupstream_ae = \"U\"\nfirewall = \"off\"\n",
+    );
+    one_err(
+        &src,
+        "firewall = \"off\"",
+        "route[0].firewall",
+        "\"off\": expected \"strict\", \"safe\" or \"log\"",
+    );
+}
