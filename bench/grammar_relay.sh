@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Before/after benchmark for the one data-set grammar: the relay's CPU-s/GB and MB/s on plain,
-# origin (fingerprint + ledger) and de-identifying routes, for two radguard binaries in the same
-# run (alternating, same storescp, same data), with the direct storescu -> storescp path beside
-# them. TCP_NODELAY=1 for DCMTK on every path.
+# Before/after relay benchmark: the relay's CPU-s/GB, MB/s and ratio to direct on plain, origin
+# (fingerprint + ledger) and de-identifying routes, for two radguard binaries in the same run
+# (alternating, same storescp, same data), with the direct storescu -> storescp path beside them.
+# TCP_NODELAY=1 for DCMTK on every path. Used for the one data-set grammar (BASE_COMMIT=539706d,
+# the default) and for the data-set firewall (BASE_COMMIT=c10059a: the last commit without it, so
+# "before" is validation off and "after" validation on at the default level, safe).
 #
 #   BEFORE=/path/to/old/radguard bash bench/grammar_relay.sh     # REPS=3 by default
+#   BASE_COMMIT=c10059a bash bench/grammar_relay.sh
 #
-# BEFORE defaults to a release build of the commit before the grammar (539706d) in a git worktree
-# at bench/out/before (built on first use). Needs: Debian dcmtk, the project's .venv.
+# BEFORE defaults to a release build of BASE_COMMIT in a git worktree at
+# bench/out/before-<commit> (built on first use). Needs: Debian dcmtk, the project's .venv.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -28,8 +31,8 @@ export TCP_NODELAY=1
 cargo build --release -q -p radguard --bin radguard
 AFTER="$ROOT/target/release/radguard"
 if [ -z "${BEFORE:-}" ]; then
-  if [ ! -d "$OUT/before" ]; then git worktree add -f "$OUT/before" "$BASE_COMMIT" >/dev/null; fi
-  (cd "$OUT/before" && CARGO_TARGET_DIR="$OUT/before-target" cargo build --release -q -p radguard --bin radguard)
+  if [ ! -d "$OUT/before-$BASE_COMMIT" ]; then git worktree add -f "$OUT/before-$BASE_COMMIT" "$BASE_COMMIT" >/dev/null; fi
+  (cd "$OUT/before-$BASE_COMMIT" && CARGO_TARGET_DIR="$OUT/before-target" cargo build --release -q -p radguard --bin radguard)
   BEFORE="$OUT/before-target/release/radguard"
 fi
 CT_BYTES=$(du -cb "$DATA"/ct-series/*.dcm | tail -1 | cut -f1)
@@ -101,11 +104,11 @@ import statistics, sys, os, datetime
 raw, ct_bytes, before = sys.argv[1:4]
 rows = [l.rstrip("\n").split("\t") for l in open(raw) if l.strip()]
 cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].split(":", 1)[1].strip()
-print(f"## Grammar before/after relay benchmark {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC\n")
+print(f"## Before/after relay benchmark {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC\n")
 print(f"machine: {os.cpu_count()} cores, {cpu}; CT = 300 files / {int(ct_bytes)/1e6:.1f} MB; "
       f"TCP_NODELAY=1; median of the timed runs after 1 warm-up; before = {before}\n")
-print("| route | direct MB/s | before MB/s | after MB/s | before CPU-s/GB | after CPU-s/GB | after/before CPU |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| route | direct MB/s | before MB/s | after MB/s | before/direct | after/direct | before CPU-s/GB | after CPU-s/GB | after/before CPU |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 d = [float(r[3]) for r in rows if r[1] == "direct"]
 b = int(ct_bytes)
 md = statistics.median(d)
@@ -116,6 +119,8 @@ for route, label in (("BENCH_SCP", "plain relay"), ("BENCH_ORIGIN", "origin (fin
         t = statistics.median(float(r[3]) for r in rr)
         cpu_gb = sum(float(r[4]) for r in rr) / (sum(int(r[2]) for r in rr) / 1e9)
         out[binary] = (b / t / 1e6, cpu_gb)
-    print(f"| {label} | {b/md/1e6:.0f} | {out['before'][0]:.0f} | {out['after'][0]:.0f} | "
+    direct = b / md / 1e6
+    print(f"| {label} | {direct:.0f} | {out['before'][0]:.0f} | {out['after'][0]:.0f} | "
+          f"{out['before'][0]/direct:.2f} | {out['after'][0]/direct:.2f} | "
           f"{out['before'][1]:.2f} | {out['after'][1]:.2f} | {out['after'][1]/out['before'][1]:.2f} |")
 PY

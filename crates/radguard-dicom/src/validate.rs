@@ -64,8 +64,14 @@ pub enum Check {
     VrVariant,
     /// A value length impossible for its VR (a US value of 3 bytes, a UI longer than 64).
     ValueLength,
-    /// A UID that is not a valid UID (PS3.5 §9.1).
+    /// A UID that is not a valid UID (PS3.5 §9.1): characters other than digits and dots, an
+    /// empty component, longer than 64.
     Uid,
+    /// A UID component with a leading zero (PS3.5 §9.1 forbids it; older devices write them).
+    UidLeadingZero,
+    /// An image attribute the pixel length check needs that is not a number (Number of Frames
+    /// "1A"): a parser computing the frame count from it reads the pixel data differently.
+    ImageAttribute,
     /// Native Pixel Data shorter than Rows × Columns × Samples × Bits Allocated × Frames says.
     PixelLength,
     /// Native Pixel Data longer than the image attributes say (beyond one byte of padding).
@@ -79,11 +85,13 @@ impl Check {
     ///   declared length);
     /// - a VR that differs from the dictionary's when both are text or both binary of the same
     ///   unit (private re-encodings, retired VRs: e.g. OB/OW, SH/LO);
-    /// - Pixel Data longer than the image attributes need (padding, vendor trailers).
+    /// - Pixel Data longer than the image attributes need (padding, vendor trailers);
+    /// - UID components with a leading zero (older devices' UID roots; a UID is compared as a
+    ///   string, so every parser reads the same UID).
     pub fn tolerated_by_safe(self) -> bool {
         matches!(
             self,
-            Check::OddLength | Check::VrVariant | Check::PixelExcess
+            Check::OddLength | Check::VrVariant | Check::PixelExcess | Check::UidLeadingZero
         )
     }
 
@@ -102,6 +110,8 @@ impl Check {
             Check::VrVariant => "vr-variant",
             Check::ValueLength => "value-length",
             Check::Uid => "uid",
+            Check::UidLeadingZero => "uid-leading-zero",
+            Check::ImageAttribute => "image-attribute",
             Check::PixelLength => "pixel-length",
             Check::PixelExcess => "pixel-excess",
         }
@@ -161,15 +171,22 @@ struct Image {
     samples: Option<u64>,
     bits: Option<u64>,
     frames: Option<u64>,
+    /// Photometric Interpretation YBR_FULL_422 or YBR_PARTIAL_422: two chroma samples shared
+    /// by each pair of pixels (PS3.3 C.7.6.3.1.2), two samples' worth of bytes per pixel.
+    subsampled: bool,
 }
 
 impl Image {
     /// Bytes of native pixel data the attributes call for, when all are known.
     fn expected(&self) -> Option<u64> {
+        let samples = match (self.samples.unwrap_or(1), self.subsampled) {
+            (3, true) => 2,
+            (n, _) => n,
+        };
         let pixels = self
             .rows?
             .checked_mul(self.columns?)?
-            .checked_mul(self.samples.unwrap_or(1))?
+            .checked_mul(samples)?
             .checked_mul(self.frames.unwrap_or(1).max(1))?;
         let bits = pixels.checked_mul(self.bits?)?;
         Some(bits.div_ceil(8))
@@ -383,8 +400,13 @@ impl Checks {
                     continue;
                 }
                 if let Err(e) = Uid::new(uid) {
+                    let check = if leading_zeros_only(uid) {
+                        Check::UidLeadingZero
+                    } else {
+                        Check::Uid
+                    };
                     self.report(
-                        Check::Uid,
+                        check,
                         at,
                         format!("{} value {} is not a valid UID: {e}", TagStr(tag), i + 1),
                     );
@@ -408,11 +430,22 @@ impl Checks {
                 0x0010 => self.image.rows = n,
                 0x0011 => self.image.columns = n,
                 0x0100 => self.image.bits = n,
+                0x0004 => {
+                    let text = String::from_utf8_lossy(value);
+                    let pi = text.trim_matches(['\0', ' ']);
+                    self.image.subsampled = matches!(pi, "YBR_FULL_422" | "YBR_PARTIAL_422");
+                }
                 0x0008 => {
-                    self.image.frames = String::from_utf8_lossy(value)
-                        .trim_matches(['\0', ' '])
-                        .parse()
-                        .ok()
+                    let text = String::from_utf8_lossy(value);
+                    let text = text.trim_matches(['\0', ' ']);
+                    self.image.frames = text.strip_prefix('+').unwrap_or(text).parse().ok();
+                    if self.image.frames.is_none() && !text.is_empty() {
+                        self.report(
+                            Check::ImageAttribute,
+                            at,
+                            format!("{} (Number of Frames) is not a number", TagStr(tag)),
+                        );
+                    }
                 }
                 _ => {}
             }
@@ -420,12 +453,27 @@ impl Checks {
     }
 }
 
+/// Whether a UID is invalid only for leading zeros in its components.
+fn leading_zeros_only(uid: &str) -> bool {
+    let stripped: Vec<&str> = uid
+        .split('.')
+        .map(|c| match c.trim_start_matches('0') {
+            "" if !c.is_empty() => "0",
+            rest => rest,
+        })
+        .collect();
+    Uid::new(&stripped.join(".")).is_ok()
+}
+
 /// What the checks need to see of a value.
 fn wants_value(h: &crate::tokens::Header) -> bool {
     h.vr == VR::UI
         || (h.depth == 0
             && h.tag.group() == 0x0028
-            && matches!(h.tag.element(), 0x0002 | 0x0008 | 0x0010 | 0x0011 | 0x0100))
+            && matches!(
+                h.tag.element(),
+                0x0002 | 0x0004 | 0x0008 | 0x0010 | 0x0011 | 0x0100
+            ))
 }
 
 /// The unit size of fixed-size binary VRs.
@@ -563,10 +611,43 @@ mod tests {
 
     #[test]
     fn one_case_per_check() {
-        // Bad UID.
+        // Bad UID; a leading zero alone is tolerated by safe (older devices' roots).
         let mut d = Vec::new();
-        el(&mut d, 0x0008, 0x0018, b"UI", b"1.02.3\0");
+        el(&mut d, 0x0008, 0x0018, b"UI", b"1.2a.34\0");
         assert_eq!(refused(&d, Level::Safe), Some(Check::Uid));
+        let mut d = Vec::new();
+        el(&mut d, 0x0008, 0x0018, b"UI", b"1..34\0");
+        assert_eq!(refused(&d, Level::Safe), Some(Check::Uid));
+        let mut d = Vec::new();
+        el(&mut d, 0x0008, 0x0018, b"UI", b"1.02.34\0");
+        assert_eq!(refused(&d, Level::Safe), None);
+        assert_eq!(refused(&d, Level::Strict), Some(Check::UidLeadingZero));
+        let mut d = Vec::new();
+        el(&mut d, 0x0008, 0x0018, b"UI", b"1.02..3\0");
+        assert_eq!(refused(&d, Level::Safe), Some(Check::Uid));
+        // Number of Frames that is not a number.
+        let mut d = valid();
+        let at = d.windows(4).position(|w| w == [0x28, 0, 0x10, 0]).unwrap();
+        let mut frames = Vec::new();
+        el(&mut frames, 0x0028, 0x0008, b"IS", b"1A");
+        d.splice(at..at, frames);
+        assert_eq!(refused(&d, Level::Safe), Some(Check::ImageAttribute));
+        // YBR_FULL_422: two samples' worth of bytes per pixel, not three.
+        let mut d = valid();
+        let at = d.windows(4).position(|w| w == [0x28, 0, 0x02, 0]).unwrap();
+        d.splice(at + 8..at + 10, 3u16.to_le_bytes());
+        let at = d.windows(4).position(|w| w == [0x28, 0, 0x10, 0]).unwrap();
+        let mut pi = Vec::new();
+        el(&mut pi, 0x0028, 0x0004, b"CS", b"YBR_FULL_422");
+        d.splice(at..at, pi.clone());
+        let n = d.len();
+        d.truncate(n - 20);
+        el(&mut d, 0x7FE0, 0x0010, b"OW", &[0; 16]);
+        assert_eq!(refused(&d, Level::Strict), None);
+        let n = d.len();
+        d.truncate(n - 28);
+        el(&mut d, 0x7FE0, 0x0010, b"OW", &[0; 12]);
+        assert_eq!(refused(&d, Level::Safe), Some(Check::PixelLength));
         // Pixel Data shorter than the image needs.
         let mut d = valid();
         let n = d.len();

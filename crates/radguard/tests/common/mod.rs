@@ -3386,3 +3386,37 @@ json.dump(out, sys.stdout)
         serde_json::from_str(&out.stdout).expect("A.5 fields JSON")
     }
 }
+
+// ================================================================ data-set firewall (firewall.rs)
+
+impl Config {
+    /// [`Config::route`] with extra lines in the `[[route]]` table, e.g.
+    /// `&["firewall = \"strict\""]`.
+    pub fn route_with(
+        mut self,
+        called_ae: &str,
+        port: u16,
+        upstream_ae: &str,
+        extra_lines: &[&str],
+    ) -> Config {
+        let mut s = format!(
+            "[[route]]\ncalled_ae = {called_ae:?}\nupstream = \"127.0.0.1:{port}\"\nupstream_ae = {upstream_ae:?}\n"
+        );
+        for l in extra_lines {
+            s.push_str(l);
+            s.push('\n');
+        }
+        self.sections.push(s);
+        self
+    }
+    /// [`Config::vault_route`] with extra lines in the `[[route]]` table.
+    pub fn vault_route_with(mut self, called_ae: &str, extra_lines: &[&str]) -> Config {
+        let mut s = format!("[[route]]\ncalled_ae = {called_ae:?}\nvault = true\n");
+        for l in extra_lines {
+            s.push_str(l);
+            s.push('\n');
+        }
+        self.sections.push(s);
+        self
+    }
+}
