@@ -316,6 +316,7 @@ pub async fn run(
             .and_then(|r| r.origin)
             .filter(|_| shared.ledger.is_some()),
         fingerprints: StdMutex::new(HashMap::new()),
+        upstream_requests: StdMutex::new(HashMap::new()),
         id: conn.id,
         to_client_max: adm.client_accepts,
         to_upstream_max: upstream_accepts,
@@ -383,6 +384,9 @@ struct RelayState<'a> {
     origin: Option<OriginRoute>,
     /// Origin route: message ID → the fingerprint to append when the upstream confirms.
     fingerprints: StdMutex<HashMap<u16, PendingEntry>>,
+    /// Requests the upstream sent the client (C-GET's C-STORE sub-operations), by Message ID,
+    /// until the client answers them.
+    upstream_requests: StdMutex<HashMap<u16, InFlight>>,
     id: radguard_events::AssocId,
     to_client_max: u32,
     to_upstream_max: u32,
@@ -1228,6 +1232,27 @@ async fn client_to_upstream(
                     context_id,
                     raw,
                     command,
+                } if command.command_field().is_some_and(CommandField::is_response) => {
+                    // The client answers a request the upstream sent on this association (the
+                    // C-STORE sub-operations of a C-GET, PS3.4 C.4.3): relayed once matched.
+                    if answers_upstream(st, &command) {
+                        actions.push(Action::Command { context_id, raw });
+                        Ok(())
+                    } else {
+                        let why = format!(
+                            "client sent a response (command field 0x{:04X}) to no request of \
+                             the upstream",
+                            command.field.unwrap_or(0)
+                        );
+                        return st
+                            .abort_both(uwr, AbortReason::UnexpectedPduParameter, Blame::Peer, why)
+                            .await;
+                    }
+                }
+                Step::Command {
+                    context_id,
+                    raw,
+                    command,
                 } => match judge(
                     &st.adm.policy,
                     &st.adm.admission,
@@ -1352,10 +1377,35 @@ async fn client_to_upstream(
     }
 }
 
+/// Whether a response from the client answers a request the upstream sent and the client has
+/// not answered yet; if so it is recorded (the audit trail sees the sub-operation's outcome).
+fn answers_upstream(st: &RelayState<'_>, command: &Command) -> bool {
+    let Some(id) = command.responded_to else {
+        return false;
+    };
+    let Some(request) = st.upstream_requests.lock().ok().and_then(|mut m| m.remove(&id)) else {
+        return false;
+    };
+    st.shared.bus.emit(Event::DimseResponse {
+        assoc: st.id,
+        message_id: id,
+        command: format!("{:?}", command.command_field().unwrap_or(CommandField::Other(0))),
+        status: command.status.unwrap_or(0xFFFF),
+        from: Blame::Peer,
+        sop_class: request.sop_class,
+        sop_instance: request.sop_instance,
+        subject: None,
+    });
+    true
+}
+
 /// Aborts the upstream association after the firewall refused a data set part of which went
 /// upstream: the destination discards the incomplete message (PS3.8 §7.3: A-ABORT).
 async fn drop_upstream(st: &RelayState<'_>, uwr: &Mutex<BoxWrite>) {
     st.drops.fetch_add(1, Ordering::SeqCst);
+    if let Ok(mut m) = st.upstream_requests.lock() {
+        m.clear();
+    }
     let t = st.shared.settings.artim_timeout;
     let mut w = uwr.lock().await;
     let _ = write_timed(&mut *w, &abort_bytes(AbortReason::NotSpecified), t).await;
@@ -1634,6 +1684,19 @@ async fn upstream_command(
             return Ok(());
         }
         inc.streaming = Some(checking);
+    }
+    if !is_response {
+        if let (Some(id), Ok(mut m)) = (command.message_id, st.upstream_requests.lock()) {
+            // Bounded: keyed by 16-bit Message IDs.
+            m.insert(
+                id,
+                InFlight {
+                    sop_class: command.affected_sop_class.clone(),
+                    sop_instance: command.affected_sop_instance.clone(),
+                    subject: None,
+                },
+            );
+        }
     }
     pass_command(st, out, context_id, raw, &command).await;
     Ok(())
