@@ -178,7 +178,7 @@ struct Image {
 
 impl Image {
     /// Bytes of native pixel data the attributes call for, when all are known.
-    fn expected(&self) -> Option<u64> {
+    fn expected(&self, bits: Option<u64>) -> Option<u64> {
         let samples = match (self.samples.unwrap_or(1), self.subsampled) {
             (3, true) => 2,
             (n, _) => n,
@@ -188,7 +188,7 @@ impl Image {
             .checked_mul(self.columns?)?
             .checked_mul(samples)?
             .checked_mul(self.frames.unwrap_or(1).max(1))?;
-        let bits = pixels.checked_mul(self.bits?)?;
+        let bits = pixels.checked_mul(bits?)?;
         Some(bits.div_ceil(8))
     }
 }
@@ -208,6 +208,11 @@ struct Checks {
     found: Vec<Violation>,
     /// The element whose value is collected for a check: (tag, VR, depth, value offset).
     collecting: Option<(Tag, VR, usize, u64)>,
+    /// A defined-length UN element whose tag the dictionary knows as a sequence, read as the
+    /// sequence it holds (PS3.5 §6.2.2: Implicit VR Little Endian), as de-identification and
+    /// pydicom read it: the firewall, the offset its bytes start at (less the synthetic header).
+    un_sequence: Option<(Box<Validator>, u64)>,
+    limits: Limits,
     value: Vec<u8>,
     image: Image,
     /// Byte order of the current element's data set (for the image attributes).
@@ -220,6 +225,8 @@ impl Validator {
             reader: DataSetReader::new(ts, limits),
             checks: Checks {
                 level,
+                un_sequence: None,
+                limits,
                 refusal: None,
                 found: Vec::new(),
                 collecting: None,
@@ -296,16 +303,41 @@ impl Checks {
             Token::Element(h) => {
                 self.big_endian = h.encoding.big_endian();
                 self.element_checks(&h);
-                if h.kind == ElementKind::Value && wants_value(&h) {
+                if let Some(sub) = self.un_as_sequence(&h) {
+                    self.un_sequence = Some(sub);
+                } else if h.kind == ElementKind::Value && wants_value(&h) {
                     self.collecting =
                         Some((h.tag, h.vr, h.depth, h.offset + u64::from(h.header_len)));
                     self.value.clear();
+                }
+            }
+            Token::Value(v) if self.un_sequence.is_some() => {
+                if let Some((sub, _)) = self.un_sequence.as_mut() {
+                    sub.feed(v);
                 }
             }
             Token::Value(v) if self.collecting.is_some() => {
                 let room = MAX_COLLECT.saturating_sub(self.value.len());
                 self.value
                     .extend_from_slice(v.get(..v.len().min(room)).unwrap_or_default());
+            }
+            Token::ValueEnd if self.un_sequence.is_some() => {
+                if let Some((sub, base)) = self.un_sequence.take() {
+                    let outcome = sub.finish();
+                    let found = outcome.refusal.iter().chain(
+                        outcome
+                            .found
+                            .iter()
+                            .filter(|f| Some(*f) != outcome.refusal.as_ref()),
+                    );
+                    for f in found {
+                        self.report(
+                            f.check,
+                            base + f.offset,
+                            format!("in a UN value read as a sequence (PS3.5 §6.2.2): {}", f.detail),
+                        );
+                    }
+                }
             }
             Token::ValueEnd => {
                 if let Some((tag, vr, depth, at)) = self.collecting.take() {
@@ -329,11 +361,46 @@ impl Checks {
         }
     }
 
+    /// The firewall for the content of a defined-length UN element that the dictionary knows
+    /// as a sequence: fed a synthetic Implicit VR Little Endian header for the same tag and
+    /// length first, so the value is read as that sequence.
+    fn un_as_sequence(&self, h: &crate::tokens::Header) -> Option<(Box<Validator>, u64)> {
+        let Length::Defined(len) = h.length else {
+            return None;
+        };
+        if h.vr != VR::UN
+            || h.kind != ElementKind::Value
+            || crate::tokens::implicit_vr(h.tag) != VR::SQ
+        {
+            return None;
+        }
+        let limits = Limits {
+            max_depth: self.limits.max_depth.saturating_sub(h.depth + 1),
+            ..self.limits
+        };
+        let ts = TransferSyntax::implicit_vr_le();
+        let mut sub = Validator::new(&ts, limits, self.level);
+        let mut header = Vec::with_capacity(8);
+        header.extend_from_slice(&h.tag.group().to_le_bytes());
+        header.extend_from_slice(&h.tag.element().to_le_bytes());
+        header.extend_from_slice(&len.to_le_bytes());
+        sub.feed(&header);
+        let value_at = h.offset + u64::from(h.header_len);
+        Some((Box::new(sub), value_at.saturating_sub(8)))
+    }
+
     fn element_checks(&mut self, h: &crate::tokens::Header) {
         // Pixel data at the top level: its length against the image attributes (a viewer that
         // trusts Rows x Columns reads past a shorter buffer).
-        if h.depth == 0 && h.tag == crate::tokens::PIXEL_DATA && h.kind == ElementKind::Value {
-            if let (Some(expected), Length::Defined(len)) = (self.image.expected(), h.length) {
+        let bits = match h.tag {
+            crate::tokens::PIXEL_DATA => self.image.bits,
+            // PS3.3 C.7.6.24: 32-bit and 64-bit IEEE floats.
+            crate::tokens::FLOAT_PIXEL_DATA => Some(32),
+            crate::tokens::DOUBLE_FLOAT_PIXEL_DATA => Some(64),
+            _ => None,
+        };
+        if h.depth == 0 && h.kind == ElementKind::Value && bits.is_some() {
+            if let (Some(expected), Length::Defined(len)) = (self.image.expected(bits), h.length) {
                 let len = u64::from(len);
                 let detail = || {
                     format!(
@@ -706,6 +773,39 @@ mod tests {
         d.extend_from_slice(&6u32.to_le_bytes());
         el(&mut d, 0x0008, 0x1150, b"UI", b"1.2\0");
         assert_eq!(refused(&d, Level::Safe), Some(Check::Length));
+        // A UN value of a standard sequence's tag is read as that sequence (PS3.5 §6.2.2):
+        // garbage in it is refused, a well-formed implicit VR sequence passes.
+        let mut d = Vec::new();
+        el(&mut d, 0x0008, 0x1140, b"UN", &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(refused(&d, Level::Safe), Some(Check::Structure));
+        let mut item = Vec::new();
+        item.extend_from_slice(&[0x08, 0x00, 0x50, 0x11, 4, 0, 0, 0]);
+        item.extend_from_slice(b"1.2\0");
+        let mut content = vec![0xFE, 0xFF, 0x00, 0xE0];
+        content.extend_from_slice(&(item.len() as u32).to_le_bytes());
+        content.extend_from_slice(&item);
+        let mut d = Vec::new();
+        el(&mut d, 0x0008, 0x1140, b"UN", &content);
+        assert_eq!(refused(&d, Level::Strict), None);
+        let at = 12 + 8 + 8; // the UN header, the item header, the element header
+        let mut bad = content.clone();
+        bad[8 + 8..8 + 11].copy_from_slice(b"1a2");
+        let mut d = Vec::new();
+        el(&mut d, 0x0008, 0x1140, b"UN", &bad);
+        let o = run(&d, Level::Safe, 3);
+        let v = o.refusal.expect("a bad UID inside the UN sequence");
+        assert_eq!((v.check, v.offset), (Check::Uid, at as u64));
+        // Float Pixel Data shorter than Rows x Columns x 32 bits.
+        let mut d = valid();
+        let n = d.len();
+        d.truncate(n - 20);
+        el(&mut d, 0x7FE0, 0x0008, b"OF", &[0; 12]);
+        assert_eq!(refused(&d, Level::Safe), Some(Check::PixelLength));
+        let mut d = valid();
+        let n = d.len();
+        d.truncate(n - 20);
+        el(&mut d, 0x7FE0, 0x0008, b"OF", &[0; 16]);
+        assert_eq!(refused(&d, Level::Strict), None);
         // Nesting past the limit.
         let mut d = Vec::new();
         for _ in 0..40 {
