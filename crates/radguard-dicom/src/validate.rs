@@ -334,7 +334,10 @@ impl Checks {
                         self.report(
                             f.check,
                             base + f.offset,
-                            format!("in a UN value read as a sequence (PS3.5 §6.2.2): {}", f.detail),
+                            format!(
+                                "in a UN value read as a sequence (PS3.5 §6.2.2): {}",
+                                f.detail
+                            ),
                         );
                     }
                 }

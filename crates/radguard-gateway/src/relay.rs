@@ -1232,7 +1232,10 @@ async fn client_to_upstream(
                     context_id,
                     raw,
                     command,
-                } if command.command_field().is_some_and(CommandField::is_response) => {
+                } if command
+                    .command_field()
+                    .is_some_and(CommandField::is_response) =>
+                {
                     // The client answers a request the upstream sent on this association (the
                     // C-STORE sub-operations of a C-GET, PS3.4 C.4.3): relayed once matched.
                     if answers_upstream(st, &command) {
@@ -1383,13 +1386,21 @@ fn answers_upstream(st: &RelayState<'_>, command: &Command) -> bool {
     let Some(id) = command.responded_to else {
         return false;
     };
-    let Some(request) = st.upstream_requests.lock().ok().and_then(|mut m| m.remove(&id)) else {
+    let Some(request) = st
+        .upstream_requests
+        .lock()
+        .ok()
+        .and_then(|mut m| m.remove(&id))
+    else {
         return false;
     };
     st.shared.bus.emit(Event::DimseResponse {
         assoc: st.id,
         message_id: id,
-        command: format!("{:?}", command.command_field().unwrap_or(CommandField::Other(0))),
+        command: format!(
+            "{:?}",
+            command.command_field().unwrap_or(CommandField::Other(0))
+        ),
         status: command.status.unwrap_or(0xFFFF),
         from: Blame::Peer,
         sop_class: request.sop_class,
