@@ -85,7 +85,9 @@ results="$OUT/grammar-relay-raw.tsv"
 : > "$results"
 for rep in $(seq 0 "$REPS"); do   # rep 0 = warm-up, not recorded
   for route in BENCH_SCP BENCH_ORIGIN BENCH_DEID; do
-    for bin in direct before after; do
+    # Alternate which binary goes first, so neither gains from its position in the rep.
+    order="direct before after"; [ $((rep % 2)) = 1 ] && order="direct after before"
+    for bin in $order; do
       [ $bin = direct ] && [ $route != BENCH_SCP ] && continue
       case $bin in direct) port=$SCP_PORT; pid=$SCP_PID;; before) port=$A_PORT; pid=$A_PID;; after) port=$B_PORT; pid=$B_PID;; esac
       c0=$(cpu_ticks $pid); t0=$(now)

@@ -8,7 +8,7 @@
 #   radguard-tls                storescu +tls -> radguard tls_listen (mutual TLS) -> storescp
 # Reports MB/s, the ratio to direct, and the middlebox's CPU-s/GB (stunnel: no client
 # certificate check; radguard: client certificate pinned per peer, policy, audit trail).
-#   REPS=5 bash bench/peers.sh
+#   REPS=5 bash bench/peers.sh            # RADGUARD=/path/to/radguard for another build
 # Needs: Debian dcmtk, haproxy, stunnel4; the project's .venv.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,8 +23,9 @@ mkdir -p "$OUT"
 export TCP_NODELAY=1
 for t in haproxy stunnel4; do command -v $t >/dev/null || { echo "bench: $t missing (apt-get install haproxy stunnel4)" >&2; exit 2; }; done
 .venv/bin/python bench/gen_relay_data.py "$DATA"
-cargo build --release -q -p radguard --bin radguard
-RGX="$ROOT/target/release/radguard"
+# RADGUARD=/path/to/radguard measures another build (e.g. an older commit's) in the same setup.
+if [ -z "${RADGUARD:-}" ]; then cargo build --release -q -p radguard --bin radguard; fi
+RGX="${RADGUARD:-$ROOT/target/release/radguard}"
 CT_BYTES=$(du -cb "$DATA"/ct-series/*.dcm | tail -1 | cut -f1)
 TCK=$(getconf CLK_TCK)
 WORK=$(mktemp -d)
