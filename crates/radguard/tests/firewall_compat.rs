@@ -29,7 +29,6 @@ use radguard_dicom::part10;
 use radguard_dicom::ts::TransferSyntax;
 use radguard_dicom::validate::{Level, Validator};
 use serde_json::Value;
-use tempfile::TempDir;
 
 /// The calling AE title of every client here.
 const CLIENT: &str = "FW_SCU";
@@ -602,53 +601,8 @@ fn every_corpus_file_storescu_can_send_passes_the_safe_firewall() {
 // ------------------------------------------------------------------------------ test 2
 
 /// tests/py/bad_find_scp.py on 127.0.0.1 (port chosen by the OS and printed).
-struct BadFindScp {
-    port: u16,
-    out: PathBuf,
-    proc: Proc,
-    _tmp: TempDir,
-}
-
-impl BadFindScp {
-    fn start(extra: &[&str]) -> BadFindScp {
-        let tmp = tmp_dir("badfind");
-        let mut cmd = Command::new(venv_python());
-        cmd.arg(py_script("bad_find_scp.py"))
-            .args(["--aet", "BADFIND", "--port", "0"])
-            .args(extra);
-        let mut proc = Proc::spawn("bad_find_scp.py", &mut cmd, tmp.path(), false);
-        let out = tmp.path().join("bad_find_scp.py.out");
-        let mut port = None;
-        wait_until(START_TIMEOUT, || {
-            port = fs::read_to_string(&out).ok().and_then(|s| {
-                s.lines().find_map(|l| {
-                    l.strip_prefix("bad_find_scp.py: listening on 127.0.0.1:")?
-                        .trim()
-                        .parse::<u16>()
-                        .ok()
-                })
-            });
-            port.is_some() || proc.exited().is_some()
-        });
-        let Some(port) = port else {
-            panic!("bad_find_scp.py did not report its port:\n{}", proc.log());
-        };
-        BadFindScp {
-            port,
-            out,
-            proc,
-            _tmp: tmp,
-        }
-    }
-
-    /// Its step log (stdout).
-    fn steps(&self) -> String {
-        fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    fn wait_step(&self, needle: &str, timeout: Duration) -> bool {
-        wait_until(timeout, || self.steps().contains(needle))
-    }
+fn bad_find_scp(extra: &[&str]) -> ScriptedScp {
+    ScriptedScp::start("bad_find_scp.py", "BADFIND", extra)
 }
 
 /// `findscu -d` (debug: prints every response's DIMSE status and Error Comment) for Study Root,
@@ -698,7 +652,7 @@ fn find_statuses(out: &Output) -> Vec<String> {
 /// pending answers and DCMTK's parser says it found (0010,0020) twice in the second.
 #[test]
 fn bad_find_scp_sends_a_repeated_element() {
-    let scp = BadFindScp::start(&["--cancel-wait", "0"]);
+    let scp = bad_find_scp(&["--cancel-wait", "0"]);
     let out = findscu_debug(scp.port, "BADFIND");
     assert!(!out.timed_out, "{}", out.text());
     assert_eq!(
@@ -721,7 +675,7 @@ fn bad_find_scp_sends_a_repeated_element() {
 
 #[test]
 fn malformed_find_answer_from_upstream_is_dropped_with_c000_and_c_cancel() {
-    let scp = BadFindScp::start(&["--verbose"]);
+    let scp = bad_find_scp(&["--verbose"]);
     let cfg = Config::new()
         .open_peer("lab", &[CLIENT], &["RECV"])
         .route("BADFIND", scp.port, "BADFIND");
@@ -786,7 +740,8 @@ fn malformed_find_answer_from_upstream_is_dropped_with_c000_and_c_cancel() {
         })
         .unwrap_or_else(|| panic!("the C-FIND never reached the upstream:\n{}", context()));
     assert!(
-        scp.wait_step(
+        scp.wait_step_since(
+            0,
             &format!("C-CANCEL-RQ received for message id {msg_id} ["),
             Duration::from_secs(15)
         ),
@@ -807,7 +762,7 @@ fn malformed_find_answer_from_upstream_is_dropped_with_c000_and_c_cancel() {
         context()
     );
     assert!(
-        scp.wait_step("association released", Duration::from_secs(10)),
+        scp.wait_step_since(0, "association released", Duration::from_secs(10)),
         "the upstream association was not released:\n{}",
         context()
     );

@@ -26,8 +26,7 @@ mod common;
 
 use std::ffi::OsString;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -36,7 +35,6 @@ use radguard_dicom::part10;
 use radguard_dicom::ts::TransferSyntax;
 use radguard_dicom::validate::{Level, Validator};
 use serde_json::Value;
-use tempfile::TempDir;
 
 /// The calling AE title of getscu and echoscu here.
 const CLIENT: &str = "FW_GETSCU";
@@ -51,75 +49,27 @@ const FILLER: usize = 100_000;
 
 // -------------------------------------------------------------------------- the upstream
 
-/// tests/py/bad_get_scp.py on 127.0.0.1 (port chosen by the OS and printed).
-struct BadGetScp {
-    port: u16,
-    out: PathBuf,
-    _proc: Proc,
-    _tmp: TempDir,
+/// tests/py/bad_get_scp.py on 127.0.0.1 (port chosen by the OS and printed), its filler
+/// element before the repeated Patient ID.
+fn bad_get_scp(extra: &[&str]) -> ScriptedScp {
+    let filler = FILLER.to_string();
+    let mut args = vec!["--filler", filler.as_str()];
+    args.extend_from_slice(extra);
+    ScriptedScp::start("bad_get_scp.py", UPSTREAM, &args)
 }
 
-impl BadGetScp {
-    fn start(extra: &[&str]) -> BadGetScp {
-        let tmp = tmp_dir("badget");
-        let mut cmd = Command::new(venv_python());
-        cmd.arg(py_script("bad_get_scp.py"))
-            .args(["--aet", UPSTREAM, "--port", "0"])
-            .args(["--filler", &FILLER.to_string()])
-            .args(extra);
-        let mut proc = Proc::spawn("bad_get_scp.py", &mut cmd, tmp.path(), false);
-        let out = tmp.path().join("bad_get_scp.py.out");
-        let mut port = None;
-        wait_until(START_TIMEOUT, || {
-            port = fs::read_to_string(&out).ok().and_then(|s| {
-                s.lines().find_map(|l| {
-                    l.strip_prefix("bad_get_scp.py: listening on 127.0.0.1:")?
-                        .trim()
-                        .parse::<u16>()
-                        .ok()
-                })
-            });
-            port.is_some() || proc.exited().is_some()
-        });
-        let Some(port) = port else {
-            panic!("bad_get_scp.py did not report its port:\n{}", proc.log());
-        };
-        BadGetScp {
-            port,
-            out,
-            _proc: proc,
-            _tmp: tmp,
-        }
-    }
-
-    /// Its step log (stdout).
-    fn steps(&self) -> String {
-        fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    /// Its step log from byte `from` on (what it logged after an earlier `steps().len()`).
-    fn steps_since(&self, from: usize) -> String {
-        self.steps().get(from..).unwrap_or_default().to_string()
-    }
-
-    /// Waits for `needle` in the step log after byte `from`.
-    fn wait_step_since(&self, from: usize, needle: &str, timeout: Duration) -> bool {
-        wait_until(timeout, || self.steps_since(from).contains(needle))
-    }
-
-    /// (where the repeated Patient ID starts, the data set's length) in the malformed
-    /// sub-operation, as the script logged them when it sent it ("... the repeated element at
-    /// byte N, UID, L bytes): sending").
-    fn malformed(&self) -> Option<(usize, usize)> {
-        self.steps().lines().find_map(|l| {
-            let rest = l.split("the repeated element at byte ").nth(1)?;
-            let mut parts = rest.split(", ");
-            let at = parts.next()?.parse().ok()?;
-            let _uid = parts.next()?;
-            let len = parts.next()?.split(" bytes)").next()?.parse().ok()?;
-            Some((at, len))
-        })
-    }
+/// (where the repeated Patient ID starts, the data set's length) in the malformed
+/// sub-operation, as the script logged them when it sent it ("... the repeated element at byte
+/// N, UID, L bytes): sending").
+fn malformed(scp: &ScriptedScp) -> Option<(usize, usize)> {
+    scp.steps().lines().find_map(|l| {
+        let rest = l.split("the repeated element at byte ").nth(1)?;
+        let mut parts = rest.split(", ");
+        let at = parts.next()?.parse().ok()?;
+        let _uid = parts.next()?;
+        let len = parts.next()?.split(" bytes)").next()?.parse().ok()?;
+        Some((at, len))
+    })
 }
 
 // ---------------------------------------------------------------------------- the client
@@ -287,7 +237,7 @@ fn wait_event(rg: &Radguard, pred: impl Fn(&Value) -> bool) -> Option<Value> {
 /// it with the duplicate check at the byte the script names.
 #[test]
 fn bad_get_scp_sends_a_repeated_element() {
-    let scp = BadGetScp::start(&[]);
+    let scp = bad_get_scp(&[]);
     let recv = tmp_dir("getscu-direct");
     let out = getscu(scp.port, UPSTREAM, recv.path());
     let steps = scp.steps();
@@ -315,8 +265,7 @@ fn bad_get_scp_sends_a_repeated_element() {
             context()
         );
     }
-    let (at, len) = scp
-        .malformed()
+    let (at, len) = malformed(&scp)
         .unwrap_or_else(|| panic!("the script did not log the malformed data set:\n{steps}"));
     assert!(
         at > FILLER,
@@ -365,7 +314,7 @@ fn get_through_relay(malformed_first: bool) {
     if malformed_first {
         extra.push("--malformed-first");
     }
-    let scp = BadGetScp::start(&extra);
+    let scp = bad_get_scp(&extra);
     let (valid_n, bad_n) = if malformed_first { (2, 1) } else { (1, 2) };
 
     // Baseline: what getscu stores straight from the script.
@@ -376,9 +325,7 @@ fn get_through_relay(malformed_first: bool) {
         "getscu straight to the script failed:\n{}",
         getscu_summary(&base)
     );
-    let (at, len) = scp
-        .malformed()
-        .expect("the script logged the malformed data set");
+    let (at, len) = malformed(&scp).expect("the script logged the malformed data set");
 
     // A relay route at the default firewall level; the peer may only echo and get CT.
     let cfg = Config::new()

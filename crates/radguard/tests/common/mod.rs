@@ -1248,6 +1248,61 @@ impl Drop for PyScp {
     }
 }
 
+/// A scripted pynetdicom peer from `tests/py/` (e.g. `bad_find_scp.py`, `bad_get_scp.py`) on
+/// 127.0.0.1 with `--aet AET --port 0`: it prints `<script>: listening on 127.0.0.1:PORT` and then
+/// one line per step on stdout, which tests wait for.
+pub struct ScriptedScp {
+    pub port: u16,
+    out: PathBuf,
+    pub proc: Proc,
+    _tmp: TempDir,
+}
+
+impl ScriptedScp {
+    pub fn start(script: &str, aet: &str, extra: &[&str]) -> ScriptedScp {
+        let tmp = tmp_dir(script.trim_end_matches(".py"));
+        let mut cmd = Command::new(venv_python());
+        cmd.arg(py_script(script))
+            .args(["--aet", aet, "--port", "0"])
+            .args(extra);
+        let mut proc = Proc::spawn(script, &mut cmd, tmp.path(), false);
+        let out = tmp.path().join(format!("{script}.out"));
+        let prefix = format!("{script}: listening on 127.0.0.1:");
+        let mut port = None;
+        wait_until(START_TIMEOUT, || {
+            port = std::fs::read_to_string(&out).ok().and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix(prefix.as_str())?.trim().parse::<u16>().ok())
+            });
+            port.is_some() || proc.exited().is_some()
+        });
+        let Some(port) = port else {
+            panic!("{script} did not report its port:\n{}", proc.log());
+        };
+        ScriptedScp {
+            port,
+            out,
+            proc,
+            _tmp: tmp,
+        }
+    }
+
+    /// Its step log (stdout).
+    pub fn steps(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Its step log from byte `from` on (what it logged after an earlier `steps().len()`).
+    pub fn steps_since(&self, from: usize) -> String {
+        self.steps().get(from..).unwrap_or_default().to_string()
+    }
+
+    /// Waits for `needle` in the step log after byte `from`.
+    pub fn wait_step_since(&self, from: usize, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.steps_since(from).contains(needle))
+    }
+}
+
 /// DCMTK dcmqrscp (an image archive with Q/R SCP): one AE with a storage area, and a move
 /// destination table. Runs in fork mode in its own process group (killed as a group).
 pub struct DcmQrScp {
