@@ -23,6 +23,10 @@ pub struct Limits {
     pub max_inflate_ratio: u64,
     /// Inflated size below which the ratio is not checked (small sets of zeros compress well).
     pub inflate_ratio_floor: u64,
+    /// Most elements (at every nesting level, items' elements included) in one data set. A
+    /// parser behind the gateway builds a node per element: millions of tiny elements exhaust
+    /// its memory long before the byte count looks unusual.
+    pub max_elements: u64,
 }
 
 impl Limits {
@@ -35,6 +39,9 @@ impl Limits {
         max_inflated: 1 << 30,
         max_inflate_ratio: 200,
         inflate_ratio_floor: 16 << 20,
+        // The largest real objects (RT Structure Sets, per-frame functional groups of
+        // enhanced multi-frame and parametric maps) have some 10^5 elements.
+        max_elements: 1 << 21,
     };
 
     /// The media scanner reads files an attacker may have crafted to exhaust it, and reports
@@ -50,6 +57,7 @@ impl Limits {
     /// 16 MiB data set is already far beyond any query.
     pub const QUERY: Limits = Limits {
         max_total: 16 * 1024 * 1024,
+        max_elements: 1 << 16,
         ..Limits::GATEWAY
     };
 }

@@ -233,6 +233,8 @@ pub enum ErrorKind {
     ValueTooLong { tag: Tag, length: u32, limit: u32 },
     #[error("data set larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error("data set with more than {limit} elements")]
+    TooManyElements { limit: u64 },
     #[error("data ends inside {0}")]
     Truncated(Inside),
     #[error("{0}")]
@@ -335,6 +337,8 @@ pub struct Tokenizer {
     hdr_len: usize,
     offset: u64,
     total: Option<u64>,
+    /// Elements read so far, at every level.
+    elements: u64,
     /// Tokens decided with the one returned, to come next (a stack: last pushed, first out).
     pending: Vec<Token<'static>>,
     error: Option<GrammarError>,
@@ -358,6 +362,7 @@ impl Tokenizer {
             hdr_len: 0,
             offset: 0,
             total: None,
+            elements: 0,
             pending: Vec::new(),
             error: None,
         }
@@ -610,6 +615,11 @@ impl Tokenizer {
         n: usize,
     ) -> Token<'static> {
         let enc = f.enc;
+        self.elements += 1;
+        if self.elements > self.limits.max_elements {
+            let limit = self.limits.max_elements;
+            return self.fail(start, ErrorKind::TooManyElements { limit });
+        }
         // The header is still in `self.hdr`: bytes 6..8 are reserved in the long form.
         let [_, _, _, _, _, _, r0, r1, ..] = self.hdr;
         let reserved = (n == 12 && [r0, r1] != [0, 0]).then(|| enc.u16([r0, r1]));

@@ -48,6 +48,8 @@ pub enum Check {
     Length,
     /// Sequences nested past the limit.
     Depth,
+    /// More elements than the limit (2^21 in a stored instance, 2^16 in an identifier).
+    ElementCount,
     /// The data set ends inside an element, item or sequence.
     Truncated,
     /// An odd value length (PS3.5 §7.1.1: values have even length).
@@ -102,6 +104,7 @@ impl Check {
             Check::Duplicate => "duplicate",
             Check::Length => "length",
             Check::Depth => "depth",
+            Check::ElementCount => "element-count",
             Check::Truncated => "truncated",
             Check::OddLength => "odd-length",
             Check::DelimiterLength => "delimiter-length",
@@ -292,6 +295,7 @@ impl Checks {
             | ErrorKind::ValueTooLong { .. }
             | ErrorKind::TooLarge { .. } => Check::Length,
             ErrorKind::TooDeep { .. } => Check::Depth,
+            ErrorKind::TooManyElements { .. } => Check::ElementCount,
             ErrorKind::Truncated(_) => Check::Truncated,
             _ => Check::Structure,
         };
@@ -809,6 +813,22 @@ mod tests {
         d.truncate(n - 20);
         el(&mut d, 0x7FE0, 0x0008, b"OF", &[0; 16]);
         assert_eq!(refused(&d, Level::Strict), None);
+        // More elements than the limit allows.
+        let mut d = Vec::new();
+        for e in 0..20u16 {
+            el(&mut d, 0x0009, 0x1000 + e, b"LO", b"XY");
+        }
+        let few = Limits {
+            max_elements: 19,
+            ..Limits::GATEWAY
+        };
+        let mut v = Validator::new(&TransferSyntax::explicit_vr_le(), few, Level::Safe);
+        v.feed(&d);
+        let o = v.finish();
+        assert_eq!(
+            o.refusal.map(|v| (v.check, v.offset)),
+            Some((Check::ElementCount, 19 * 10))
+        );
         // Nesting past the limit.
         let mut d = Vec::new();
         for _ in 0..40 {

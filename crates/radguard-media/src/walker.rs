@@ -994,6 +994,7 @@ impl<'o> Walker<'o> {
                 ),
             ),
             ErrorKind::TooLarge { .. } => (C::ImpossibleLength, e.kind.to_string()),
+            ErrorKind::TooManyElements { .. } => (C::Structure, e.kind.to_string()),
             ErrorKind::TooDeep { limit } => (
                 C::NestingTooDeep,
                 format!("sequences nested more than {limit} deep"),
