@@ -975,44 +975,64 @@ fn every_check_refused_at_its_level_tolerated_at_safe_relayed_at_log() {
     );
 }
 
-/// Test 3: the three motivating data sets through a route to Orthanc: refused, not in
-/// Orthanc; a valid one after them on the same association is.
+/// Test 3: the three motivating data sets and one per check, through routes to Orthanc at
+/// `safe` and `strict`: each refused as documented, none in Orthanc; the valid one after them on
+/// each association is.
 #[test]
-fn motivating_cases_refused_before_orthanc() {
+fn every_check_refused_before_orthanc() {
     let orthanc = Orthanc::start("ORTHANC", &[]);
+    let strict = ["firewall = \"strict\""];
     let rg = Radguard::start_fresh(&config_with(|c| {
         c.route("ORTHANC", orthanc.dicom_port, "ORTHANC")
+            .route_with("ORTHANC_STRICT", orthanc.dicom_port, "ORTHANC", &strict)
     }));
-    let mut c = associate(rg.port(), "ORTHANC");
+    // The three motivating data sets, then one per check, each at the level that refuses it.
+    let cases: Vec<(Level, Bad)> = motivating()
+        .into_iter()
+        .map(|b| (Level::Safe, b))
+        .chain(per_check())
+        .collect();
     let mut problems = Vec::new();
     let mut refused = Vec::new();
-    for (i, bad) in motivating().iter().enumerate() {
-        let sop = format!("{ROOT}.5.{}", i + 1);
-        let d = (bad.build)(&sop);
-        let (check, off) = expected(bad, &d, Level::Safe);
-        let id = i as u16 + 1;
-        match store(&mut c, id, &sop, &fragments(&d, Some(off))) {
-            Ok(cmd) => {
-                if let Some(p) = refusal_problem(&cmd, check, off) {
-                    problems.push(format!("{}: {p}", bad.what));
+    let mut good = Vec::new();
+    for (level, called) in [(Level::Safe, "ORTHANC"), (Level::Strict, "ORTHANC_STRICT")] {
+        let mut c = associate(rg.port(), called);
+        let mut id = 0u16;
+        for (i, (_, bad)) in cases.iter().enumerate().filter(|(_, (l, _))| *l == level) {
+            id += 1;
+            let sop = format!("{ROOT}.5.{}", i + 1);
+            let d = (bad.build)(&sop);
+            let (check, off) = expected(bad, &d, level);
+            match store(&mut c, id, &sop, &fragments(&d, Some(off))) {
+                Ok(cmd) => {
+                    if let Some(p) = refusal_problem(&cmd, check, off) {
+                        problems.push(format!("{} ({called}): {p}", bad.what));
+                    }
                 }
+                Err(e) => panic!("{} ({called}): {e}\nradguard:\n{}", bad.what, rg.log()),
             }
-            Err(e) => panic!("{}: {e}\nradguard:\n{}", bad.what, rg.log()),
+            if let Err(e) = wait_refusal_alert(&rg, check, off) {
+                problems.push(format!("{} ({called}): {e}", bad.what));
+            }
+            refused.push(sop);
         }
-        if let Err(e) = wait_refusal_alert(&rg, check, off) {
-            problems.push(format!("{}: {e}", bad.what));
+        // A valid instance after them, on the same association (a fresh upstream one).
+        id += 1;
+        let sop = format!("{ROOT}.5.9{}", good.len());
+        match store(&mut c, id, &sop, &fragments(&valid(&sop), None)) {
+            Ok(cmd) if cmd.status == Some(0) => {}
+            other => problems.push(format!(
+                "valid C-STORE after the refused ({called}): {other:?}"
+            )),
         }
-        refused.push(sop);
+        release(c);
+        good.push(sop);
     }
-    let good = format!("{ROOT}.5.9");
-    match store(&mut c, 9, &good, &fragments(&valid(&good), None)) {
-        Ok(cmd) if cmd.status == Some(0) => {}
-        other => problems.push(format!("valid C-STORE after the three: {other:?}")),
-    }
-    release(c);
-    // The valid instance was stored before its success was answered.
-    if orthanc.find_instance(&good).is_none() {
-        problems.push(format!("Orthanc does not have the valid instance {good}"));
+    // The valid instances were stored before their success was answered; none of the others.
+    for s in &good {
+        if orthanc.find_instance(s).is_none() {
+            problems.push(format!("Orthanc does not have the valid instance {s}"));
+        }
     }
     for s in &refused {
         if orthanc.find_instance(s).is_some() {
@@ -1020,8 +1040,11 @@ fn motivating_cases_refused_before_orthanc() {
         }
     }
     let n = orthanc.instance_count();
-    if n != 1 {
-        problems.push(format!("Orthanc holds {n} instances, expected 1"));
+    if n != good.len() as u64 {
+        problems.push(format!(
+            "Orthanc holds {n} instances, expected {}",
+            good.len()
+        ));
     }
     assert!(
         problems.is_empty(),
