@@ -18,7 +18,8 @@ Every C-FIND request gets, whatever it asks for:
      (logged as "C-CANCEL-RQ received for message id N", or "no C-CANCEL-RQ for message id N
      within S s"), a third valid Pending answer (PatientID RG-FIND-3), sent whether or not a
      cancel arrived ("sent pending 3 (valid)");
-  4. the final Success response.
+  4. the final Success response (after --final-delay seconds more, default 0, with the third).
+An A-RELEASE-RQ is logged when it arrives ("A-RELEASE-RQ received").
 The handler sends the responses itself (dimse.send_msg) instead of yielding them: pynetdicom
 stops a yielding handler, and swallows the A-RELEASE-RQ without answering it, when the release
 arrives while the handler still runs -- which a client that got its final answer from a gateway
@@ -87,6 +88,12 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=0, help="0 = any free port")
     ap.add_argument("--aet", default="BADFIND")
     ap.add_argument("--cancel-wait", type=float, default=10.0)
+    ap.add_argument(
+        "--final-delay",
+        type=float,
+        default=0.0,
+        help="seconds between the cancel (or its timeout) and the third answer and final status",
+    )
     ap.add_argument("--verbose", action="store_true", help="pynetdicom debug log on stderr")
     a = ap.parse_args()
 
@@ -137,6 +144,8 @@ def main() -> int:
             log(f"C-CANCEL-RQ received for message id {msg_id}")
         else:
             log(f"no C-CANCEL-RQ for message id {msg_id} within {a.cancel_wait} s")
+        if a.final_delay:
+            time.sleep(a.final_delay)
         if not event.assoc.is_established:
             log("association gone before pending 3")
             return
@@ -146,6 +155,11 @@ def main() -> int:
         # A generator that yields nothing: pynetdicom then sends the final Success itself.
         yield from ()
 
+    def on_pdu_recv(event):
+        # PS3.8 9.3.6: an A-RELEASE-RQ (PDU type 0x05), logged when it arrives.
+        if getattr(event.pdu, "pdu_type", None) == 0x05:
+            log("A-RELEASE-RQ received")
+
     def on_aborted(event):
         log("association aborted")
 
@@ -154,6 +168,7 @@ def main() -> int:
 
     handlers = [
         (evt.EVT_C_FIND, on_find),
+        (evt.EVT_PDU_RECV, on_pdu_recv),
         (evt.EVT_ABORTED, on_aborted),
         (evt.EVT_RELEASED, on_released),
     ]

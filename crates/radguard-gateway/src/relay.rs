@@ -317,6 +317,7 @@ pub async fn run(
             .filter(|_| shared.ledger.is_some()),
         fingerprints: StdMutex::new(HashMap::new()),
         upstream_requests: StdMutex::new(HashMap::new()),
+        ended: Ended::default(),
         id: conn.id,
         to_client_max: adm.client_accepts,
         to_upstream_max: upstream_accepts,
@@ -384,6 +385,10 @@ struct RelayState<'a> {
     origin: Option<OriginRoute>,
     /// Origin route: message ID → the fingerprint to append when the upstream confirms.
     fingerprints: StdMutex<HashMap<u16, PendingEntry>>,
+    /// Queries the gateway ended after refusing one of the upstream's answers (it sent the
+    /// upstream a C-CANCEL-RQ): the upstream's further answers to them are dropped until its
+    /// final one, and the client's A-RELEASE-RQ waits for that.
+    ended: Ended,
     /// Requests the upstream sent the client (C-GET's C-STORE sub-operations), by Message ID,
     /// until the client answers them.
     upstream_requests: StdMutex<HashMap<u16, InFlight>>,
@@ -1173,6 +1178,13 @@ async fn client_to_upstream(
                     let _ = st.to_client(&RELEASE_RP).await;
                     return End::Released;
                 }
+                if !st.ended.settled(st.shared.settings.artim_timeout).await {
+                    let why =
+                        "the upstream did not end a cancelled query before the release".to_string();
+                    return st
+                        .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
+                        .await;
+                }
                 if write_timed(&mut *uwr.lock().await, &RELEASE_RQ, idle)
                     .await
                     .is_err()
@@ -1414,6 +1426,7 @@ fn answers_upstream(st: &RelayState<'_>, command: &Command) -> bool {
 /// upstream: the destination discards the incomplete message (PS3.8 §7.3: A-ABORT).
 async fn drop_upstream(st: &RelayState<'_>, uwr: &Mutex<BoxWrite>) {
     st.drops.fetch_add(1, Ordering::SeqCst);
+    st.ended.clear();
     if let Ok(mut m) = st.upstream_requests.lock() {
         m.clear();
     }
@@ -1490,9 +1503,58 @@ struct Incoming {
     streaming: Option<Checking>,
     /// The current message's data set is dropped (answers to a query the gateway ended).
     skipping: bool,
-    /// Queries the gateway ended after refusing an answer: the upstream's further answers to
-    /// them are dropped until its final one.
-    ended: std::collections::HashSet<u16>,
+}
+
+/// Message IDs of queries the gateway ended while the upstream still answers them.
+#[derive(Default)]
+struct Ended {
+    ids: StdMutex<std::collections::HashSet<u16>>,
+    /// Woken when the last one is gone.
+    done: tokio::sync::Notify,
+}
+
+impl Ended {
+    fn contains(&self, id: u16) -> bool {
+        self.ids.lock().is_ok_and(|s| s.contains(&id))
+    }
+
+    fn insert(&self, id: u16) {
+        if let Ok(mut s) = self.ids.lock() {
+            s.insert(id);
+        }
+    }
+
+    fn remove(&self, id: u16) {
+        let empty = self.ids.lock().is_ok_and(|mut s| {
+            s.remove(&id);
+            s.is_empty()
+        });
+        if empty {
+            self.done.notify_waiters();
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut s) = self.ids.lock() {
+            s.clear();
+        }
+        self.done.notify_waiters();
+    }
+
+    /// Waits until the upstream has given its final answer to every ended query (PS3.7: an
+    /// association is released only with no operation outstanding), at most `limit`.
+    async fn settled(&self, limit: std::time::Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.done.notified();
+                if self.ids.lock().map_or(true, |s| s.is_empty()) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
 }
 
 /// What the upstream-to-client loop waits for.
@@ -1664,10 +1726,10 @@ async fn upstream_command(
     let field = command.command_field();
     let is_response = field.is_some_and(CommandField::is_response);
     inc.skipping = false;
-    if let Some(id) = command.responded_to.filter(|id| inc.ended.contains(id)) {
+    if let Some(id) = command.responded_to.filter(|id| st.ended.contains(*id)) {
         // An answer to a query the gateway ended after refusing one of its answers.
         if !matches!(command.status, Some(0xFF00 | 0xFF01)) {
-            inc.ended.remove(&id);
+            st.ended.remove(id);
         }
         inc.skipping = command.has_data_set();
         return Ok(());
@@ -1719,7 +1781,6 @@ async fn upstream_command(
 async fn end_query(
     st: &RelayState<'_>,
     uwr: &Mutex<BoxWrite>,
-    inc: &mut Incoming,
     out: &mut Vec<u8>,
     h: &HeldResponse,
     of: Subjected,
@@ -1753,7 +1814,7 @@ async fn end_query(
     );
     push_command(out, h.context_id, &rsp, st.to_client_max);
     if matches!(h.command.status, Some(0xFF00 | 0xFF01)) {
-        inc.ended.insert(id);
+        st.ended.insert(id);
         let mut cancel = Vec::new();
         push_command(
             &mut cancel,
@@ -1817,7 +1878,7 @@ async fn upstream_data<'a>(
         match refused {
             Some((of, v)) => {
                 inc.skipping = !is_last;
-                end_query(st, uwr, inc, out, &h, of, &v).await?;
+                end_query(st, uwr, out, &h, of, &v).await?;
             }
             None => {
                 pass_command(st, out, h.context_id, h.raw, &h.command).await;

@@ -675,7 +675,10 @@ fn bad_find_scp_sends_a_repeated_element() {
 
 #[test]
 fn malformed_find_answer_from_upstream_is_dropped_with_c000_and_c_cancel() {
-    let scp = bad_find_scp(&["--verbose"]);
+    // The upstream takes a second after the cancel to end the query: the client, answered at
+    // once by the gateway, releases meanwhile, and the gateway must hold that release until
+    // the upstream's final answer (PS3.7: no release with an operation outstanding).
+    let scp = bad_find_scp(&["--verbose", "--final-delay", "1"]);
     let cfg = Config::new()
         .open_peer("lab", &[CLIENT], &["RECV"])
         .route("BADFIND", scp.port, "BADFIND");
@@ -764,6 +767,17 @@ fn malformed_find_answer_from_upstream_is_dropped_with_c000_and_c_cancel() {
     assert!(
         scp.wait_step_since(0, "association released", Duration::from_secs(10)),
         "the upstream association was not released:\n{}",
+        context()
+    );
+    let steps = scp.steps();
+    let at = |needle: &str| {
+        steps
+            .find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in the upstream's log:\n{}", context()))
+    };
+    assert!(
+        at("sending final success") < at("A-RELEASE-RQ received"),
+        "the release reached the upstream before its final answer to the cancelled query:\n{}",
         context()
     );
 }
