@@ -1188,6 +1188,24 @@ fn find_identifier(dup: bool) -> Vec<u8> {
     d
 }
 
+/// A C-FIND identifier of 65,537 elements (zero-length private LOs after the query keys): one
+/// more than an identifier may hold.
+fn find_identifier_too_many() -> Vec<u8> {
+    let mut d = ex(0x0008, 0x0052, b"CS", b"STUDY ");
+    // Query/Retrieve Level, the private elements, Patient ID and Study Instance UID.
+    let private = (1usize << 16) + 1 - 3;
+    let elements = [0x0009u16, 0x000B]
+        .into_iter()
+        .flat_map(|g| (0x1000..=0xFFFFu16).map(move |e| (g, e)))
+        .take(private);
+    for (group, elem) in elements {
+        d.extend(ex(group, elem, b"LO", b""));
+    }
+    d.extend(ex(0x0010, 0x0020, b"LO", b"P-FIRST "));
+    d.extend(ex(0x0020, 0x000D, b"UI", b""));
+    d
+}
+
 fn find_rq(id: u16) -> Vec<u8> {
     raw::command(&[
         (0x0002, Cv::Ui(uid::STUDY_ROOT_FIND)),
@@ -1198,8 +1216,9 @@ fn find_rq(id: u16) -> Vec<u8> {
     ])
 }
 
-/// Test 5: a C-FIND identifier with a repeated Patient ID is answered 0xC000 by the gateway and
-/// dcmqrscp never sees it; a valid C-FIND right after on the same association reaches it.
+/// Test 5: a C-FIND identifier with a repeated Patient ID, and one with more elements than an
+/// identifier may hold, are answered 0xC000 by the gateway and dcmqrscp never sees them; a valid
+/// C-FIND right after on the same association reaches it.
 #[test]
 fn find_identifier_with_duplicate_never_reaches_dcmqrscp() {
     let qr = DcmQrScp::start("QRSCP", &[]);
@@ -1233,6 +1252,36 @@ fn find_identifier_with_duplicate_never_reaches_dcmqrscp() {
     }
     if let Err(e) = wait_dimse_refused(&rg, 1) {
         problems.push(e);
+    }
+    // An identifier with more elements than any query needs (PS3.4 C.6: a few dozen keys),
+    // sent in 8 KiB fragments (dcmqrscp accepts 16 KiB PDUs): refused by the element-count
+    // check, never forwarded.
+    let many = find_identifier_too_many();
+    let (check, off) = validator_says(&many, Level::Safe, Limits::QUERY).expect("refused at safe");
+    assert_eq!(check, "element-count");
+    c.send(&raw::pdata(&[(FIND_CTX, raw::CMD_LAST, &find_rq(3))]))
+        .unwrap();
+    let mut parts = many.chunks(8 * 1024).peekable();
+    while let Some(part) = parts.next() {
+        let flag = if parts.peek().is_some() {
+            raw::DATA_MORE
+        } else {
+            raw::DATA_LAST
+        };
+        c.send(&raw::pdata(&[(FIND_CTX, flag, part)])).unwrap();
+    }
+    match response(&mut c, 3) {
+        Ok(cmd) => {
+            let want = comment(check, off);
+            if cmd.status != Some(CANNOT_UNDERSTAND)
+                || cmd.error_comment.as_deref() != Some(want.as_str())
+            {
+                problems.push(format!(
+                    "65,537-element identifier: expected 0xC000 with {want:?}; got {cmd:?}"
+                ));
+            }
+        }
+        Err(e) => panic!("{e}\nradguard:\n{}", rg.log()),
     }
     // A valid C-FIND on the same association: answered by dcmqrscp (an empty archive: one final
     // response, success).
