@@ -9,7 +9,7 @@ use dicom_ul::pdu::{AssociationAC, PresentationContextResultReason};
 use radguard_dicom::dimse::{Command, Request};
 use radguard_dicom::types::status;
 use radguard_dicom::CommandField;
-use radguard_policy::{Admission, DimseFacts, Permitted, Policy};
+use radguard_policy::{Admission, DimseFacts, DimseRefusalReason, Permitted, Policy};
 
 /// The accepted presentation contexts: id → (abstract syntax, transfer syntax).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -65,6 +65,9 @@ pub enum Verdict {
         sop_instance: Option<String>,
         status: u16,
         comment: String,
+        /// The policy in force no longer admits the association's peer (a reload removed or
+        /// narrowed it): `[server] on_revoke` decides what happens to the association.
+        revoked: bool,
     },
     /// It cannot be answered (no message ID, or on a context that was not accepted): abort.
     Abort(String),
@@ -82,7 +85,7 @@ pub fn judge(
             "message on presentation context {context_id}, which was not accepted"
         ));
     };
-    let refuse = |status: u16, comment: String| -> Verdict {
+    let refuse_as = |status: u16, comment: String, revoked: bool| -> Verdict {
         match command.message_id.or(command.responded_to) {
             Some(message_id) => Verdict::Refuse {
                 field: command.command_field().unwrap_or(CommandField::Other(0)),
@@ -91,10 +94,12 @@ pub fn judge(
                 sop_instance: command.affected_sop_instance.clone(),
                 status,
                 comment,
+                revoked,
             },
             None => Verdict::Abort(format!("request without a Message ID: {comment}")),
         }
     };
+    let refuse = |status: u16, comment: String| refuse_as(status, comment, false);
     let request = match command.validate_request() {
         Ok(r) => r,
         Err(p) => return refuse(p.status, p.detail),
@@ -116,6 +121,10 @@ pub fn judge(
     };
     match policy.dimse(admission, &facts) {
         Ok(permit) => Verdict::Pass { request, permit },
-        Err(refusal) => refuse(refusal.status, refusal.comment().to_string()),
+        Err(refusal) => refuse_as(
+            refusal.status,
+            refusal.comment().to_string(),
+            refusal.reason == DimseRefusalReason::AdmissionWithdrawn,
+        ),
     }
 }

@@ -39,7 +39,7 @@ use crate::server::Shared;
 use crate::tls::DeidRoute;
 use radguard_dicom::pdu::MAX_ASSOCIATION_PDU;
 use radguard_ledger::{Fingerprint, Fingerprinter, LedgerEntry, OnConflict, Timestamp};
-use radguard_policy::{OriginRoute, Permitted};
+use radguard_policy::{OnRevoke, OriginRoute, Permitted};
 
 /// How the relay phase ended.
 #[derive(Debug)]
@@ -1269,7 +1269,9 @@ async fn client_to_upstream(
                     raw,
                     command,
                 } => match judge(
-                    &st.adm.policy,
+                    // The policy in force now, not the one the association was admitted under:
+                    // a reload that removes or narrows the peer reaches its next request.
+                    &st.shared.policy_now(),
                     &st.adm.admission,
                     &st.contexts,
                     context_id,
@@ -1287,8 +1289,14 @@ async fn client_to_upstream(
                         sop_instance,
                         status,
                         comment,
+                        revoked,
                     } => {
                         msg.forwarding = false;
+                        let detail = revoked.then(|| {
+                            format!(
+                                "{comment} (the peer is no longer admitted by the policy in force)"
+                            )
+                        });
                         let r = Refusal {
                             context_id,
                             field,
@@ -1298,9 +1306,21 @@ async fn client_to_upstream(
                             status,
                             comment,
                             kind: AlertKind::NotAuthorized,
-                            detail: None,
+                            detail,
                         };
-                        refuse(st, uwr, r).await
+                        let answered = refuse(st, uwr, r).await;
+                        if revoked
+                            && answered.is_ok()
+                            && st.shared.settings.on_revoke == OnRevoke::Abort
+                        {
+                            let why = "admission withdrawn by the policy in force (on_revoke = \
+                                       \"abort\")"
+                                .to_string();
+                            return st
+                                .abort_both(uwr, AbortReason::NotSpecified, Blame::Local, why)
+                                .await;
+                        }
+                        answered
                     }
                     Verdict::Abort(why) => {
                         return st

@@ -79,6 +79,12 @@ impl Drop for PeerSlot {
 }
 
 impl Shared {
+    /// The policy in force now (a reload swaps it): every decision about a new request is
+    /// taken under it, so revocation reaches running associations.
+    pub fn policy_now(&self) -> Policy {
+        self.policy.borrow().clone()
+    }
+
     pub fn new(
         settings: ServerSettings,
         policy: watch::Receiver<Policy>,

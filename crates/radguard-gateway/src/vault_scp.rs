@@ -12,6 +12,7 @@ use radguard_dicom::types::{status, uids};
 use radguard_dicom::validate::{Level, Validator, Violation};
 use radguard_dicom::{CommandField, Uid};
 use radguard_events::{AlertKind, Blame, Event, VaultOutcome};
+use radguard_policy::OnRevoke;
 use radguard_vault::{PendingInstance, StoreOutcome};
 use tokio::io::AsyncWriteExt;
 
@@ -234,6 +235,7 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
                 }
             };
             let mut answer: Option<(u8, Vec<u8>)> = None;
+            let mut revoke = false;
             match step {
                 Step::CommandPartial => {}
                 Step::Data { data, is_last, .. } => {
@@ -270,7 +272,14 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
                     context_id,
                     command,
                     ..
-                } => match judge(&adm.policy, &adm.admission, &contexts, context_id, &command) {
+                } => match judge(
+                    // The policy in force now: revocation reaches running associations.
+                    &shared.policy_now(),
+                    &adm.admission,
+                    &contexts,
+                    context_id,
+                    &command,
+                ) {
                     Verdict::Pass { request, permit } => {
                         shared.bus.emit(Event::DimseRequest {
                             assoc: conn.id,
@@ -351,7 +360,16 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
                         sop_instance,
                         status,
                         comment,
+                        revoked,
                     } => {
+                        revoke |= revoked && shared.settings.on_revoke == OnRevoke::Abort;
+                        let comment_alert = if revoked {
+                            format!(
+                                "{comment} (the peer is no longer admitted by the policy in force)"
+                            )
+                        } else {
+                            comment.clone()
+                        };
                         shared.bus.emit(Event::DimseRefused {
                             assoc: conn.id,
                             message_id,
@@ -363,7 +381,9 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
                             assoc: Some(conn.id),
                             kind: AlertKind::NotAuthorized,
                             source: Some(conn.source),
-                            detail: format!("{field:?} refused with 0x{status:04X}: {comment}"),
+                            detail: format!(
+                                "{field:?} refused with 0x{status:04X}: {comment_alert}"
+                            ),
                         });
                         if field != CommandField::CCancelRq {
                             let rsp = encode_response(
@@ -402,6 +422,18 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
                     return;
                 }
                 activity.touch();
+            }
+            if revoke {
+                let why = "admission withdrawn by the policy in force (on_revoke = \"abort\")";
+                abort_client(
+                    shared,
+                    &mut conn,
+                    AbortReason::NotSpecified,
+                    Blame::Local,
+                    why.to_string(),
+                )
+                .await;
+                return;
             }
         }
     }

@@ -77,6 +77,20 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// What happens to a running association whose peer the policy in force no longer admits
+    /// (after a reload): its next request is refused with 0x0124 either way.
+    pub on_revoke: OnRevoke,
+}
+
+/// `[server] on_revoke`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnRevoke {
+    /// The refusal is followed by an A-ABORT (the default: a stolen identity loses its
+    /// association at its next request).
+    #[default]
+    Abort,
+    /// Every further request is refused with 0x0124; the client ends the association itself.
+    RefuseRequests,
 }
 
 /// `[server.tls]`. Paths are resolved against the config file's directory and were readable
@@ -149,11 +163,62 @@ impl Default for ServerSettings {
             idle_timeout: secs(IDLE_SECS.0),
             connect_timeout: secs(CONNECT_SECS.0),
             shutdown_grace: secs(SHUTDOWN_SECS.0),
+            on_revoke: OnRevoke::Abort,
         }
     }
 }
 
 impl Config {
+    /// The keys of `new` whose change a reload cannot apply to a running gateway: listeners,
+    /// the AE title, caps, timeouts and `on_revoke` are fixed at start, and so are the audit
+    /// trail and the ledger. A reload that changes any of them is refused whole, naming them
+    /// (the policy, routes and certificates — `[server.tls]` included — are what a reload
+    /// applies).
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let (a, b) = (&self.server, &new.server);
+        let changed = [
+            (a.listen != b.listen, "server.listen"),
+            (a.tls_listen != b.tls_listen, "server.tls_listen"),
+            (a.ae_title != b.ae_title, "server.ae_title"),
+            (
+                a.max_associations != b.max_associations,
+                "server.max_associations",
+            ),
+            (
+                a.max_associations_per_peer != b.max_associations_per_peer,
+                "server.max_associations_per_peer",
+            ),
+            (
+                a.max_connections != b.max_connections,
+                "server.max_connections",
+            ),
+            (
+                a.max_pdu_length != b.max_pdu_length,
+                "server.max_pdu_length",
+            ),
+            (
+                a.artim_timeout != b.artim_timeout,
+                "server.artim_timeout_secs",
+            ),
+            (a.idle_timeout != b.idle_timeout, "server.idle_timeout_secs"),
+            (
+                a.connect_timeout != b.connect_timeout,
+                "server.connect_timeout_secs",
+            ),
+            (
+                a.shutdown_grace != b.shutdown_grace,
+                "server.shutdown_grace_secs",
+            ),
+            (a.on_revoke != b.on_revoke, "server.on_revoke"),
+            (self.audit != new.audit, "[audit]"),
+            (self.ledger != new.ledger, "[ledger]"),
+        ];
+        changed
+            .into_iter()
+            .filter_map(|(c, key)| c.then_some(key))
+            .collect()
+    }
+
     /// The embedded default ([`EMBEDDED_DEFAULT_TOML`]): listen `127.0.0.1:11112`, AE
     /// `RADGUARD`, route `RADGUARD` → vault, peer `loopback` (any calling AE from `127.0.0.0/8`
     /// or `::1`) allowed echo and store of every Storage SOP class.
@@ -307,6 +372,7 @@ struct RawServer {
     idle_timeout_secs: Option<Int>,
     connect_timeout_secs: Option<Int>,
     shutdown_grace_secs: Option<Int>,
+    on_revoke: Option<Str>,
 }
 
 // Required keys are `Option` too, so that a missing one is reported with all other errors.
@@ -763,6 +829,17 @@ fn validate_server(
     for (field, value, (d, r), slot) in timeouts {
         if let Some(n) = int_in(cx, field, value.as_ref(), *d, r) {
             *slot = secs(n);
+        }
+    }
+    if let Some(v) = &s.on_revoke {
+        match v.get_ref().as_str() {
+            "abort" => settings.on_revoke = OnRevoke::Abort,
+            "refuse-requests" => settings.on_revoke = OnRevoke::RefuseRequests,
+            other => cx.at(
+                span(v),
+                "server.on_revoke",
+                format!("{other:?}: expected \"abort\" or \"refuse-requests\""),
+            ),
         }
     }
     settings

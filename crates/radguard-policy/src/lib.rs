@@ -32,8 +32,8 @@ pub mod policy;
 pub mod sop;
 
 pub use config::{
-    load_file, parse_config, parse_config_in, ClientCertMode, Config, ServerSettings, ServerTls,
-    EMBEDDED_DEFAULT_TOML,
+    load_file, parse_config, parse_config_in, ClientCertMode, Config, OnRevoke, ServerSettings,
+    ServerTls, EMBEDDED_DEFAULT_TOML,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use identity::{

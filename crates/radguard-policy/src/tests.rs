@@ -1780,3 +1780,37 @@ fn unknown_firewall_level_is_an_error_at_its_line() {
         "\"off\": expected \"strict\", \"safe\" or \"log\"",
     );
 }
+
+#[test]
+fn on_revoke_defaults_to_abort_and_names_bad_values() {
+    assert_eq!(
+        parse_ok(ECHO_PEER_WITH_VAULT).server.on_revoke,
+        OnRevoke::Abort
+    );
+    let src = format!("[server]\non_revoke = \"refuse-requests\"\n{ECHO_PEER_WITH_VAULT}");
+    assert_eq!(parse_ok(&src).server.on_revoke, OnRevoke::RefuseRequests);
+    let src = format!("[server]\non_revoke = \"ignore\"\n{ECHO_PEER_WITH_VAULT}");
+    one_err(
+        &src,
+        "on_revoke = \"ignore\"",
+        "server.on_revoke",
+        "\"ignore\": expected \"abort\" or \"refuse-requests\"",
+    );
+}
+
+const ECHO_PEER_WITH_VAULT: &str = "[[peer]]\nname = \"p\"\nae_titles = [\"A\"]\naddresses = [\"10.0.0.1\"]\nallow = [\"echo\"]\n\n[[route]]\ncalled_ae = \"RADGUARD\"\nvault = true\n";
+
+#[test]
+fn restart_needed_names_the_keys_a_reload_cannot_apply() {
+    let old = parse_ok(ECHO_PEER_WITH_VAULT);
+    // Policy changes (peers, routes) are what a reload applies.
+    let policy_only = parse_ok(&ECHO_PEER_WITH_VAULT.replace("10.0.0.1", "10.0.0.2"));
+    assert_eq!(old.restart_needed(&policy_only), Vec::<&str>::new());
+    let src = format!(
+        "[server]\nlisten = [\"127.0.0.1:104\"]\non_revoke = \"refuse-requests\"\n\n[audit]\nenabled = false\n\n{ECHO_PEER_WITH_VAULT}"
+    );
+    assert_eq!(
+        old.restart_needed(&parse_ok(&src)),
+        ["server.listen", "server.on_revoke", "[audit]"]
+    );
+}

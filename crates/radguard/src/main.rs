@@ -359,7 +359,7 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
             Some((Arc::new(ledger), gateway_id)),
             bus.clone(),
         );
-        reload_on_sighup(config.clone(), policy_tx, tls_tx, bus.clone());
+        reload_on_sighup(config.clone(), cfg.clone(), policy_tx, tls_tx, bus.clone());
         radguard_gateway::serve(shared, listeners, shutdown_signal()).await;
         for e in exporters {
             let _ = e.shutdown().await;
@@ -376,10 +376,13 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
 }
 
 /// SIGHUP (or `radguard reload`): reload the config file; a config that fails anywhere (syntax,
-/// policy, certificates) is refused whole and the one in force stays. Running associations keep
-/// going; new ones see the new policy. Listener addresses are not changed by a reload.
+/// policy, certificates) is refused whole and the one in force stays, and so is one that changes
+/// what only a restart applies (`Config::restart_needed`: listeners, caps, timeouts, `[audit]`,
+/// `[ledger]`), naming the keys. Every request after a reload, on running associations too, is
+/// judged under the new policy.
 fn reload_on_sighup(
     config: Option<PathBuf>,
+    started: Config,
     policy_tx: tokio::sync::watch::Sender<radguard_policy::Policy>,
     tls_tx: tokio::sync::watch::Sender<Arc<radguard_gateway::TlsState>>,
     bus: EventBus,
@@ -401,6 +404,16 @@ fn reload_on_sighup(
             let p = path.to_path_buf();
             let loaded = tokio::task::spawn_blocking(move || load_config(Some(&p))).await;
             match loaded {
+                Ok(Ok((cfg, _, _))) if !started.restart_needed(&cfg).is_empty() => {
+                    let keys = started.restart_needed(&cfg).join(", ");
+                    bus.emit(Event::ConfigReloaded {
+                        ok: false,
+                        detail: format!(
+                            "new config refused, the old one stays in force: {keys} changed, \
+                             which only a restart applies"
+                        ),
+                    });
+                }
                 Ok(Ok((cfg, tls, _audit))) => {
                     let _ = tls_tx.send(Arc::new(tls));
                     let _ = policy_tx.send(cfg.policy);
@@ -421,7 +434,7 @@ fn reload_on_sighup(
         }
     });
     #[cfg(not(unix))]
-    let _ = (config, policy_tx, tls_tx, bus);
+    let _ = (config, started, policy_tx, tls_tx, bus);
 }
 
 /// `radguard reload`: signal the running gateway (pid file in its data folder) to reload.

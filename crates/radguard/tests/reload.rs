@@ -1,0 +1,46 @@
+//! Reload (`radguard reload`, SIGHUP) of what a running gateway cannot apply: a config that
+//! changes listeners, caps, timeouts, `on_revoke`, `[audit]` or `[ledger]` is refused whole,
+//! naming the keys, and the policy in force stays.
+
+mod common;
+
+use common::*;
+
+fn config(max_associations: u32, peer_ae: &str) -> String {
+    Config::new()
+        .server(&format!("max_associations = {max_associations}"))
+        .peer("p", &[peer_ae], &["127.0.0.1/32"], &["echo"], &[], &[])
+        .vault_route("RADGUARD")
+        .toml()
+}
+
+#[test]
+fn reload_changing_a_restart_key_is_refused_whole_and_names_it() {
+    let rg = Radguard::start_fresh(&config(64, "ECHO1"));
+    echoscu(rg.port(), "ECHO1", "RADGUARD").assert_success("echo before the reload");
+    // The peer renamed (a policy change a reload applies) together with a cap (which it cannot).
+    rg.rewrite_config(&config(32, "ECHO2"));
+    let before = rg.reload_events().len();
+    rg.reload_cli().assert_success("radguard reload");
+    let ev = rg.wait_reload(before);
+    assert_eq!(ev["ok"], false, "{ev:#}");
+    let detail = ev["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("server.max_associations") && detail.contains("only a restart applies"),
+        "{ev:#}"
+    );
+    // Refused whole: the old peer is still admitted, the new one is not.
+    echoscu(rg.port(), "ECHO1", "RADGUARD").assert_success("echo by the old peer");
+    assert!(
+        !echoscu(rg.port(), "ECHO2", "RADGUARD").success(),
+        "the renamed peer was admitted although the reload was refused:\n{}",
+        rg.log()
+    );
+    // The same change without the cap is applied.
+    rg.rewrite_config(&config(64, "ECHO2"));
+    let before = rg.reload_events().len();
+    rg.reload_cli().assert_success("radguard reload");
+    let ev = rg.wait_reload(before);
+    assert_eq!(ev["ok"], true, "{ev:#}");
+    echoscu(rg.port(), "ECHO2", "RADGUARD").assert_success("echo by the renamed peer");
+}
