@@ -1246,23 +1246,14 @@ async fn client_to_upstream(
                     command,
                 } if command
                     .command_field()
-                    .is_some_and(CommandField::is_response) =>
+                    .is_some_and(CommandField::is_response)
+                    && answers_upstream(st, &command) =>
                 {
                     // The client answers a request the upstream sent on this association (the
-                    // C-STORE sub-operations of a C-GET, PS3.4 C.4.3): relayed once matched.
-                    if answers_upstream(st, &command) {
-                        actions.push(Action::Command { context_id, raw });
-                        Ok(())
-                    } else {
-                        let why = format!(
-                            "client sent a response (command field 0x{:04X}) to no request of \
-                             the upstream",
-                            command.field.unwrap_or(0)
-                        );
-                        return st
-                            .abort_both(uwr, AbortReason::UnexpectedPduParameter, Blame::Peer, why)
-                            .await;
-                    }
+                    // C-STORE sub-operations of a C-GET, PS3.4 C.4.3): relayed. A response that
+                    // answers nothing is judged below like any command (0x0211).
+                    actions.push(Action::Command { context_id, raw });
+                    Ok(())
                 }
                 Step::Command {
                     context_id,

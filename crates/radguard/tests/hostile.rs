@@ -786,7 +786,8 @@ fn pdata_exactly_max(env: &Env, _e: &Expect) -> Out {
     let uid = "1.2.826.0.1.3680043.10.1234.7.100";
     let cmd = store_rq(21, CT_STORAGE, uid);
     let mut ds = ct_dataset(uid);
-    ds.extend(element(0x0010, 0x4000, &vec![b'A'; max + 2000], b' '));
+    // Image Comments (0020,4000): after the data set's last element, in tag order (PS3.5 §7.1).
+    ds.extend(element(0x0020, 0x4000, &vec![b'A'; max + 2000], b' '));
     let first = max - 12 - cmd.len();
     let mut b = pdata(&[(3, CMD_LAST, &cmd), (3, DATA_MORE, &ds[..first])]);
     assert_eq!(b.len() - 6, max);

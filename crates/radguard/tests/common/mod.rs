@@ -1751,7 +1751,10 @@ pub mod raw {
                 app_context: APP_CONTEXT.as_bytes().to_vec(),
                 contexts: vec![
                     Pc::new(1, "1.2.840.10008.1.1", &[IMPLICIT_LE]),
-                    Pc::new(3, "1.2.840.10008.5.1.4.1.1.2", &[IMPLICIT_LE, EXPLICIT_LE]),
+                    // Implicit VR Little Endian only: `ct_dataset` is encoded so, and an SCP that
+                    // prefers Explicit VR (DCMTK's storescp does) would otherwise receive a data
+                    // set in another transfer syntax than the one it accepted.
+                    Pc::new(3, "1.2.840.10008.5.1.4.1.1.2", &[IMPLICIT_LE]),
                 ],
                 user_info: Some(user_info(Some(16384), Some(IMPL_CLASS), &[])),
             }
