@@ -12,18 +12,25 @@
 //! - a narrowed `store_sop_classes` refuses the class no longer allowed (0x0124, SOP class not
 //!   allowed) without ending the association: it is not a revocation;
 //! - the same revocation on a vault route (no upstream): the vault index keeps the first
-//!   instance only.
+//!   instance only;
+//! - a DICOM TLS peer pinned to its client certificate (`cert_sha256`) whose pin a reload moves
+//!   to a replacement certificate: the next C-STORE on its running TLS association is refused
+//!   0x0124 and aborted; the old certificate is rejected (1,1,3), the new one admitted.
 //!
 //! The attack: a modality's identity is stolen (or a peer is retired) and its entry removed
-//! from the policy; an association opened before the reload must not keep storing for hours.
+//! from the policy (or its certificate pin moved to a new certificate); an association opened
+//! before the reload must not keep storing for hours.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command as Cmd;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
 use std::time::Duration;
 
 use common::raw::{self, Answer, Conn, Pc, Rq};
+use common::tls_peers::{fingerprint, Pki};
 use common::*;
 use radguard_dicom::dimse::Command;
 use serde_json::Value;
@@ -94,7 +101,11 @@ fn reload(rg: &Radguard, toml: &str) {
 /// An association from `calling` to `called` proposing Verification, CT and MR Image Storage
 /// (Implicit VR LE); panics unless all three are accepted.
 fn associate(rg: &Radguard, calling: &str, called: &str) -> Conn {
-    let mut c = Conn::connect(rg.port());
+    associate_on(rg, Conn::connect(rg.port()), calling, called)
+}
+
+/// [`associate`] on a connection already open (e.g. through a [`TlsBridge`]).
+fn associate_on(rg: &Radguard, mut c: Conn, calling: &str, called: &str) -> Conn {
     let ac = c
         .associate(&proposal(calling, called))
         .unwrap_or_else(|a| panic!("{calling} -> {called} not accepted: {a}\n{}", rg.log()));
@@ -245,7 +256,11 @@ fn assert_aborted(rg: &Radguard, c: &mut Conn, who: &str) {
 /// A new association from `calling` is rejected with A-ASSOCIATE-RJ (1, 1, 3): calling AE not
 /// recognized.
 fn assert_rejected_now(rg: &Radguard, calling: &str, called: &str) {
-    let mut c = Conn::connect(rg.port());
+    assert_rejected_on(rg, Conn::connect(rg.port()), calling, called);
+}
+
+/// [`assert_rejected_now`] on a connection already open.
+fn assert_rejected_on(rg: &Radguard, mut c: Conn, calling: &str, called: &str) {
     match c.associate(&proposal(calling, called)) {
         Ok(ac) => panic!(
             "a new association from {calling} was accepted after the reload: {ac:?}\n{}",
@@ -257,6 +272,80 @@ fn assert_rejected_now(rg: &Radguard, calling: &str, called: &str) {
             "{calling}: expected A-ASSOCIATE-RJ 1/1/3, got {a}\nradguard:\n{}",
             rg.log()
         ),
+    }
+}
+
+// ------------------------------------------------------------------------- TLS bridge
+
+/// A DICOM TLS client for the raw helpers: a plain listener on 127.0.0.1 whose every
+/// connection is carried over its own TLS connection (radguard-tls's client profile,
+/// presenting `client`, verifying the gateway against `ca` as `localhost`) to radguard's TLS
+/// listener. Bytes are copied both ways and each side's end is passed on (EOF becomes a TLS
+/// close_notify and the reverse), so a [`Conn`] to [`TlsBridge::connect`] speaks DICOM TLS to
+/// radguard one PDU at a time, with the certificate presented.
+struct TlsBridge {
+    port: u16,
+    /// Handshake and copy errors (an error at the end of an aborted association is normal),
+    /// for failure messages.
+    notes: Arc<Mutex<Vec<String>>>,
+}
+
+impl TlsBridge {
+    fn start(target: u16, ca: &Path, client: &(PathBuf, PathBuf)) -> TlsBridge {
+        use radguard_tls::tokio_rustls::TlsConnector;
+        let cfg = radguard_tls::client_config(ca, Some((&client.0, &client.1)))
+            .expect("TLS client config for the bridge");
+        let notes = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&notes);
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                    .await
+                    .expect("bind the bridge");
+                tx.send(listener.local_addr().expect("addr").port()).ok();
+                let connector = TlsConnector::from(cfg);
+                while let Ok((mut plain, _)) = listener.accept().await {
+                    let connector = connector.clone();
+                    let log = Arc::clone(&log);
+                    tokio::spawn(async move {
+                        let note = |e: String| log.lock().unwrap().push(e);
+                        let tcp = match tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                        {
+                            Ok(t) => t,
+                            Err(e) => return note(format!("connect to radguard: {e}")),
+                        };
+                        let _ = tcp.set_nodelay(true);
+                        let _ = plain.set_nodelay(true);
+                        let name = radguard_tls::server_name("localhost").expect("server name");
+                        let mut tls = match connector.connect(name, tcp).await {
+                            Ok(t) => t,
+                            Err(e) => return note(format!("TLS handshake: {e}")),
+                        };
+                        if let Err(e) = tokio::io::copy_bidirectional(&mut plain, &mut tls).await {
+                            note(format!("copy: {e}"));
+                        }
+                    });
+                }
+            });
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the TLS bridge's port");
+        TlsBridge { port, notes }
+    }
+
+    /// A new raw connection, carried over a new TLS connection to radguard.
+    fn connect(&self) -> Conn {
+        Conn::connect(self.port)
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.lock().unwrap().clone()
     }
 }
 
@@ -618,4 +707,102 @@ fn vault_route_revocation() {
     assert_eq!(index, want, "vault index\nradguard:\n{}", rg.log());
     let objects = files_under(&rg.data_dir, ".dcm");
     assert_eq!(objects.len(), 3, "vault objects: {objects:?}");
+}
+
+/// The TLS test's config: a TLS listener only (the PKI's gateway certificate; client
+/// certificates verified against its CA), MOD1 from 127.0.0.1 pinned to the certificate
+/// `pinned` by its SHA-256 fingerprint (`cert_sha256`), a route ARCHIVE to storescp.
+fn pinned_config(pki: &Pki, pinned: &Path, scp_port: u16) -> String {
+    let fp = fingerprint(pinned);
+    format!(
+        "[server]\ntls_listen = [\"127.0.0.1:0\"]\nae_title = \"RADGUARD\"\n\
+         connect_timeout_secs = 5\nartim_timeout_secs = 10\nidle_timeout_secs = 60\n\
+         shutdown_grace_secs = 2\n\n[server.tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\n\
+         [[peer]]\nname = \"mod1\"\nae_titles = [{MOD1:?}]\naddresses = [\"127.0.0.1/32\"]\n\
+         allow = [\"echo\", \"store\"]\nstore_sop_classes = [\"*\"]\ncert_sha256 = [{fp:?}]\n\n\
+         [[route]]\ncalled_ae = \"ARCHIVE\"\nupstream = \"127.0.0.1:{scp_port}\"\n\
+         upstream_ae = \"ARCHIVE\"\n",
+        pki.gateway_cert(),
+        pki.gateway_key(),
+        pki.ca()
+    )
+}
+
+/// A DICOM TLS peer pinned to its client certificate (`cert_sha256`) holds an association
+/// through radguard's TLS listener (C-ECHO and C-STORE succeed); its certificate is then
+/// reported stolen and a reload pins the peer to a replacement certificate instead. The next
+/// C-STORE on the running TLS association is refused 0x0124 with a revocation alert, then
+/// A-ABORT; storescp never sees that instance; a new TLS association with the old certificate
+/// is rejected (1,1,3, condition `cert_sha256`) while the replacement certificate is admitted.
+#[test]
+fn revoked_certificate_pin_cuts_the_running_tls_association() {
+    let pki = Pki::init("revoke-pin", &["mod1"]);
+    let stolen = pki.client("mod1");
+    let replacement = pki.issue("mod1-new");
+    let scp = StoreScp::start_with("ARCHIVE", &["--fork"]);
+    let rg = Radguard::start_any(&pinned_config(&pki, &stolen.0, scp.port));
+    let port = rg.tls_port();
+    let (s1, s2, s3) = (
+        format!("{ROOT}.5.1.1"),
+        format!("{ROOT}.5.1.2"),
+        format!("{ROOT}.5.2.1"),
+    );
+
+    let old_tls = TlsBridge::start(port, &pki.ca(), &stolen);
+    let mut a = associate_on(&rg, old_tls.connect(), MOD1, "ARCHIVE");
+    let a_id = assoc_of(&rg, "mod1");
+    let rsp = send_echo(&mut a, 1);
+    let echo = response(&rg, &rsp, 1, 0x8030);
+    assert_eq!(echo.status, Some(0), "C-ECHO 1: {echo:?}");
+    store_ok(&rg, &mut a, 2, Image::Ct, &s1);
+
+    reload(&rg, &pinned_config(&pki, &replacement.0, scp.port));
+
+    let rsp = send_store(&mut a, 3, Image::Ct, &s2);
+    assert_store_status(&rg, &rsp, 3, NOT_AUTHORIZED);
+    assert_aborted(&rg, &mut a, "MOD1 (certificate no longer pinned)");
+    wait_refused(&rg, &a_id, 3, "CStoreRq", NOT_AUTHORIZED);
+    let alerts = wait_revocation_alerts(&rg, &a_id, 1);
+    assert_eq!(
+        alerts.len(),
+        1,
+        "one refused request, one alert: {alerts:#?}"
+    );
+    wait_revoked_abort(&rg, &a_id);
+
+    // A new TLS association with the stolen certificate: the handshake succeeds (it still
+    // chains to the CA), the association is rejected for the pin.
+    let before = rg.security_alerts().len();
+    assert_rejected_on(&rg, old_tls.connect(), MOD1, "ARCHIVE");
+    let pin_alert = wait_until(EVENT, || {
+        rg.security_alerts().get(before..).is_some_and(|new| {
+            new.iter().any(|e| {
+                e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("(condition: cert_sha256"))
+            })
+        })
+    });
+    assert!(
+        pin_alert,
+        "no security-alert naming the condition cert_sha256; alerts: {:#?}\nbridge: {:?}",
+        rg.security_alerts(),
+        old_tls.notes()
+    );
+
+    // Positive control: the replacement certificate is admitted and stores.
+    let new_tls = TlsBridge::start(port, &pki.ca(), &replacement);
+    let mut c = associate_on(&rg, new_tls.connect(), MOD1, "ARCHIVE");
+    store_ok(&rg, &mut c, 1, Image::Ct, &s3);
+    release(&rg, c, "MOD1 with the replacement certificate");
+
+    let files = scp.files();
+    let held = |sop: &str| stored_by(&files, sop);
+    assert!(
+        held(&s1) && held(&s3) && !held(&s2),
+        "storescp holds {files:?}\nradguard:\n{}\nstorescp:\n{}",
+        rg.log(),
+        scp.log()
+    );
+    assert_eq!(files.len(), 2, "storescp holds {files:?}");
 }
