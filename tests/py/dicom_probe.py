@@ -67,6 +67,34 @@ from pynetdicom.pdu_primitives import UserIdentityNegotiation
 UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
 
+def _keep_responses_for_the_sender() -> None:
+    """Work around a race in pynetdicom's requestor (3.0): its association reactor thread
+    pauses itself between `_is_paused = True` and `_reactor_checkpoint.wait()`; a send_*()
+    method that clears the checkpoint in that window sees the reactor "paused", sends, and the
+    reactor -- not paused after all -- then takes the response off the DIMSE queue when it
+    arrives fast (a gateway answers in one write; a peer with Nagle on is slower) and drops it
+    as an "unexpected ... service message", so the sender times out. Here a response the
+    reactor takes is put back on the queue for the sender that waits for it."""
+    from pynetdicom.association import Association
+
+    serve = Association._serve_request
+
+    def _serve_request(self, msg, context_id):
+        if msg is not None and not msg.is_valid_request and getattr(
+            msg, "is_valid_response", False
+        ):
+            print("dicom_probe.py: a response the reactor took went back to the sender",
+                  file=sys.stderr)
+            self.dimse.msg_queue.put((context_id, msg))
+            return
+        serve(self, msg, context_id)
+
+    Association._serve_request = _serve_request
+
+
+_keep_responses_for_the_sender()
+
+
 def resolve_sop(name: str) -> str:
     name = name.strip()
     if name and name[0].isdigit():
