@@ -146,7 +146,7 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         } => match radguard_policy::load_file(&file) {
             Ok(_) => match load_config(Some(&file)) {
-                Ok((cfg, _, _)) => {
+                Ok((cfg, ..)) => {
                     println!("{}: OK", file.display());
                     println!("{}", cfg.describe());
                     ExitCode::SUCCESS
@@ -205,11 +205,9 @@ struct LedgerSettings {
     gateway_id: Option<String>,
 }
 
-/// Loads and checks everything a config names (policy, TLS files, audit settings): a config is
-/// taken whole or not at all.
-fn load_config(
-    config: Option<&Path>,
-) -> anyhow::Result<(Config, radguard_gateway::TlsState, AuditConfig)> {
+/// Loads and checks everything a config names (policy, TLS files, audit and ledger settings):
+/// a config is taken whole or not at all, and `config check` checks exactly what `serve` takes.
+fn load_config(config: Option<&Path>) -> anyhow::Result<Loaded> {
     let cfg = match config {
         Some(path) => radguard_policy::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => Config::embedded_default(),
@@ -222,11 +220,27 @@ fn load_config(
             .map_err(|e| anyhow::anyhow!("[audit]: {e}"))?,
         None => AuditConfig::default(),
     };
-    Ok((cfg, tls, audit))
+    let ledger: LedgerSettings = match &cfg.ledger {
+        Some(t) => t
+            .clone()
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("[ledger]: {e}"))?,
+        None => LedgerSettings::default(),
+    };
+    Ok((cfg, tls, audit, ledger))
 }
 
+/// A config with everything it names loaded: policy and server settings, certificates and
+/// keys, the `[audit]` and `[ledger]` settings.
+type Loaded = (
+    Config,
+    radguard_gateway::TlsState,
+    AuditConfig,
+    LedgerSettings,
+);
+
 fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
-    let (cfg, tls, audit_cfg) = load_config(config.as_deref())?;
+    let (cfg, tls, audit_cfg, ledger_cfg) = load_config(config.as_deref())?;
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let audit = audit_cfg
         .resolve(&data, Some(cfg.server.ae_title.as_str()))
@@ -234,13 +248,6 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
     let vault_dir = data.join("vault");
     let vault = radguard_vault::Vault::open(&vault_dir)
         .with_context(|| format!("opening the vault in {}", vault_dir.display()))?;
-    let ledger_cfg: LedgerSettings = match &cfg.ledger {
-        Some(t) => t
-            .clone()
-            .try_into()
-            .map_err(|e| anyhow::anyhow!("[ledger]: {e}"))?,
-        None => LedgerSettings::default(),
-    };
     let ledger_dir = data.join("ledger");
     let origin = ledger_cfg
         .origin
@@ -404,7 +411,7 @@ fn reload_on_sighup(
             let p = path.to_path_buf();
             let loaded = tokio::task::spawn_blocking(move || load_config(Some(&p))).await;
             match loaded {
-                Ok(Ok((cfg, _, _))) if !started.restart_needed(&cfg).is_empty() => {
+                Ok(Ok((cfg, ..))) if !started.restart_needed(&cfg).is_empty() => {
                     let keys = started.restart_needed(&cfg).join(", ");
                     bus.emit(Event::ConfigReloaded {
                         ok: false,
@@ -414,7 +421,7 @@ fn reload_on_sighup(
                         ),
                     });
                 }
-                Ok(Ok((cfg, tls, _audit))) => {
+                Ok(Ok((cfg, tls, ..))) => {
                     let _ = tls_tx.send(Arc::new(tls));
                     let _ = policy_tx.send(cfg.policy);
                     bus.emit(Event::ConfigReloaded {

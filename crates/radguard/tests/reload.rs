@@ -1,6 +1,7 @@
 //! Reload (`radguard reload`, SIGHUP) of what a running gateway cannot apply: a config that
 //! changes listeners, caps, timeouts, `on_revoke`, `[audit]` or `[ledger]` is refused whole,
 //! naming the keys, and the policy in force stays.
+//! And `radguard config check` checks what `serve` and a reload take, `[ledger]` included.
 
 mod common;
 
@@ -43,4 +44,38 @@ fn reload_changing_a_restart_key_is_refused_whole_and_names_it() {
     let ev = rg.wait_reload(before);
     assert_eq!(ev["ok"], true, "{ev:#}");
     echoscu(rg.port(), "ECHO2", "RADGUARD").assert_success("echo by the renamed peer");
+}
+
+/// `radguard config check` checks everything `serve` takes, `[ledger]` included: an unknown key
+/// there is an error (exit 1) naming the section and the key, as `serve` would refuse it.
+#[test]
+fn config_check_validates_the_ledger_table() {
+    let dir = tmp_dir("config-check");
+    let good = dir.path().join("good.toml");
+    let bad = dir.path().join("bad.toml");
+    let base = config(64, "ECHO1");
+    std::fs::write(
+        &good,
+        format!("{base}\n[ledger]\norigin = \"example.org/radguard\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        &bad,
+        format!("{base}\n[ledger]\norigins = \"example.org/radguard\"\n"),
+    )
+    .unwrap();
+    let check = |file: &std::path::Path| {
+        let mut cmd = std::process::Command::new(Radguard::exe());
+        cmd.arg("config").arg("check").arg(file);
+        run(&mut cmd, std::time::Duration::from_secs(30))
+    };
+    let ok = check(&good);
+    assert_eq!(ok.code, Some(0), "{}", ok.text());
+    let out = check(&bad);
+    assert_eq!(out.code, Some(1), "{}", out.text());
+    let text = out.text();
+    assert!(
+        text.contains("[ledger]") && text.contains("origins"),
+        "the error should name [ledger] and the key: {text}"
+    );
 }
