@@ -25,8 +25,7 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command as Cmd;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::raw::{self, Answer, Conn, Cv, Pc, Rq};
@@ -1111,22 +1110,6 @@ fn refusal_waits_for_the_last_fragment_and_the_upstream_is_aborted_at_the_violat
         "storescp holds {:?}",
         names(&files)
     );
-}
-
-/// SOP Instance UIDs in the vault's index (`<data>/vault/index.sqlite`), read-only.
-fn vault_index(data: &Path) -> Vec<String> {
-    let db = data.join("vault").join("index.sqlite");
-    let mut cmd = Cmd::new(venv_python());
-    cmd.args([
-        "-c",
-        "import sqlite3, sys\n\
-         c = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)\n\
-         for (u,) in c.execute('SELECT sop_instance_uid FROM instances ORDER BY 1'):\n    print(u)\n",
-    ])
-    .arg(&db);
-    let out = run(&mut cmd, Duration::from_secs(60));
-    out.assert_success("read the vault index");
-    out.stdout.lines().map(|l| l.trim().to_string()).collect()
 }
 
 /// Test 4: a vault route (default level) refuses a repeated Patient ID: 0xC000, nothing in the

@@ -24,7 +24,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command as Cmd;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -466,22 +465,6 @@ fn stored_by(files: &[PathBuf], sop: &str) -> bool {
         p.file_name()
             .is_some_and(|n| n.to_string_lossy().ends_with(&needle))
     })
-}
-
-/// The SOP Instance UIDs in the vault's index (read-only), sorted.
-fn vault_index(data: &Path) -> Vec<String> {
-    let db = data.join("vault").join("index.sqlite");
-    let mut cmd = Cmd::new(venv_python());
-    cmd.args([
-        "-c",
-        "import sqlite3, sys\n\
-         c = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)\n\
-         for (u,) in c.execute('SELECT sop_instance_uid FROM instances ORDER BY 1'):\n    print(u)\n",
-    ])
-    .arg(&db);
-    let out = run(&mut cmd, Duration::from_secs(60));
-    out.assert_success("read the vault index");
-    out.stdout.lines().map(|l| l.trim().to_string()).collect()
 }
 
 // -------------------------------------------------------------------------- scenarios

@@ -1248,6 +1248,23 @@ impl Drop for PyScp {
     }
 }
 
+/// The SOP Instance UIDs in a gateway's vault index (`DATA/vault/index.sqlite`, opened
+/// read-only while the gateway runs), sorted.
+pub fn vault_index(data: &Path) -> Vec<String> {
+    let db = data.join("vault").join("index.sqlite");
+    let mut cmd = Command::new(venv_python());
+    cmd.args([
+        "-c",
+        "import sqlite3, sys\n\
+         c = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)\n\
+         for (u,) in c.execute('SELECT sop_instance_uid FROM instances ORDER BY 1'):\n    print(u)\n",
+    ])
+    .arg(&db);
+    let out = run(&mut cmd, Duration::from_secs(60));
+    out.assert_success("read the vault index");
+    out.stdout.lines().map(|l| l.trim().to_string()).collect()
+}
+
 /// A scripted pynetdicom peer from `tests/py/` (e.g. `bad_find_scp.py`, `bad_get_scp.py`) on
 /// 127.0.0.1 with `--aet AET --port 0`: it prints `<script>: listening on 127.0.0.1:PORT` and then
 /// one line per step on stdout, which tests wait for.
