@@ -911,6 +911,3 @@ pub fn tokenize_chunks<'c>(
     let end = tz.finish();
     (out, end)
 }
-
-#[cfg(test)]
-mod tests;

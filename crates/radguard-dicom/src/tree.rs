@@ -700,7 +700,8 @@ pub fn encoded_len(e: &Element, encoding: Encoding, lengths: Lengths) -> u64 {
     header_len(vr, encoding) + value_len(e, encoding, lengths)
 }
 
-fn dataset_len(ds: &DataSet, encoding: Encoding, lengths: Lengths) -> u64 {
+/// The encoded length of a data set's elements (what [`encode_elements_with`] writes).
+pub fn dataset_len(ds: &DataSet, encoding: Encoding, lengths: Lengths) -> u64 {
     ds.elements
         .iter()
         .map(|e| encoded_len(e, encoding, lengths))
@@ -842,6 +843,3 @@ pub fn group_sizes(
     }
     sizes
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,4 +1,9 @@
-use super::*;
+//! The tokenizer through its public API: every grammar rule, split at every byte.
+
+use dicom_core::{Tag, VR};
+use radguard_dicom::limits::Limits;
+use radguard_dicom::tokens::*;
+use radguard_dicom::ts::Encoding;
 
 /// A little data-set writer for the tests.
 struct W {

@@ -1,10 +1,15 @@
+//! The data-set tree through its public API: parse, encode, options, limits.
+
 use std::io::Write as _;
 
 use proptest::prelude::*;
 
-use super::*;
-use crate::tokens::ITEM_DELIMITER;
-use crate::ts::{DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE};
+use dicom_core::{Tag, VR};
+use radguard_dicom::inflate::InflateError;
+use radguard_dicom::limits::Limits;
+use radguard_dicom::tokens::{implicit_vr, AnomalyKind, Tokenizer, ITEM_DELIMITER, UNDEFINED};
+use radguard_dicom::tree::*;
+use radguard_dicom::ts::{Encoding, TransferSyntax, DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE};
 
 /// The default options under the offline limits.
 fn parse_dataset(buf: &[u8], enc: Encoding) -> Result<DataSet, ParseError> {
