@@ -29,8 +29,8 @@ die() { log "ERROR: $*"; exit 1; }
 command -v openssl >/dev/null || die "openssl missing: run scripts/setup-radguard-ledger.sh"
 
 log "building (release)"
-cargo build --release -q -p radguard-ledger --example ledger-cli
-BIN="$ROOT/target/release/examples/ledger-cli"
+cargo build --release -q -p radguard --bin radguard
+BIN="$ROOT/target/release/radguard"
 
 mkdir -p "$WORK"
 stamp="$WORK/.data-$SLICES"

@@ -86,6 +86,23 @@ pub fn public_key_path(key_path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// The trusted public key to verify a store's checkpoints with when none is named: for a SQLite
+/// store, `audit-signing.key.pub` beside the store file if it exists (the writer's default key
+/// location); none for PostgreSQL, whose gateways keep their keys elsewhere.
+pub fn default_public_key(spec: &crate::store::StoreSpec) -> Option<PathBuf> {
+    match spec {
+        crate::store::StoreSpec::Sqlite(p) => {
+            let k = public_key_path(
+                &p.parent()
+                    .unwrap_or(Path::new("."))
+                    .join("audit-signing.key"),
+            );
+            k.exists().then_some(k)
+        }
+        crate::store::StoreSpec::Postgres { .. } => None,
+    }
+}
+
 fn parse_hex32(path: &Path, text: &str) -> Result<[u8; 32]> {
     let t = text.trim();
     let bytes = hex::decode(t).map_err(|_| key_err(path, "not hex"))?;

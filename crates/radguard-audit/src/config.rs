@@ -1,5 +1,7 @@
-//! The `[audit]` configuration: raw serde structs (unknown keys are errors), resolved into the
-//! store, writer and exporter settings.
+//! The `[audit]` configuration: serde structs (unknown keys are errors) read from the whole config
+//! file by [`AuditConfig::from_document`], which reports every problem as
+//! `FILE:LINE:COL: field `audit.key`: message` ([`ConfigError`]); then resolved into the store,
+//! writer and exporter settings ([`AuditConfig::resolve`], at start).
 //!
 //! ```toml
 //! [audit]
@@ -22,6 +24,8 @@
 //! client_key = "/etc/radguard/gw.key"
 //! ```
 
+use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +38,7 @@ use crate::error::{AuditError, Result};
 use crate::store::StoreSpec;
 use crate::syslog::{ExporterOptions, SyslogFormat, SyslogTransport, TlsTarget};
 use crate::writer::{FailurePolicy, WriterOptions};
+use radguard_toml::{line_col, path_at, render, span_of, Seg};
 
 /// Which store kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -53,7 +58,7 @@ pub enum TransportKind {
 }
 
 /// One `[[audit.syslog]]` receiver.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogConfig {
     /// Name of this receiver's delivery cursor (default `syslog`, `syslog-2`, ...).
@@ -67,8 +72,8 @@ pub struct SyslogConfig {
     pub client_key: Option<PathBuf>,
 }
 
-/// The raw `[audit]` table.
-#[derive(Debug, Clone, Deserialize)]
+/// The `[audit]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// `false` turns the audit trail off (no store, no syslog): for benchmarks and labs only;
@@ -150,48 +155,315 @@ fn rel(data: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// What is wrong with the `[audit]` section.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// A syntax error, an unknown key or a value of the wrong type (the TOML parser's words).
+    #[error("{0}")]
+    Toml(String),
+    #[error("node {0:?}: printable ASCII without spaces, 1 to 255 characters")]
+    Node(String),
+    #[error("postgresql is set but store = \"sqlite\"")]
+    PostgresqlWithSqlite,
+    #[error("store = \"postgresql\" needs postgresql = \"...\"")]
+    PostgresqlMissing,
+    #[error("{0}")]
+    Schema(String),
+    #[error("must be at least 1")]
+    Zero,
+    #[error(
+        "transport = \"tls\" needs ca_file (the CAs the receiver's certificate must chain to)"
+    )]
+    SyslogCaMissing,
+    #[error(
+        "invalid address {0:?} (expected host:port, e.g. siem.example.org:6514 or [fd00::5]:514)"
+    )]
+    SyslogAddress(String),
+    #[error("give both client_cert and client_key, or neither")]
+    SyslogClientPair,
+    #[error("only for transport = \"tls\"")]
+    SyslogTlsOnly,
+    #[error("cannot read {}: {why}", path.display())]
+    Unreadable { path: PathBuf, why: String },
+}
+
+/// One problem in the `[audit]` section, with its place in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct ConfigError {
+    /// The file name (or other label) the section was read from.
+    pub file: String,
+    /// 1-based line, when the problem has a place in the file.
+    pub line: Option<usize>,
+    /// 1-based column (in characters), when the problem has a place in the file.
+    pub col: Option<usize>,
+    /// The byte range in the file the problem is about.
+    pub span: Option<Range<usize>>,
+    /// The key path, e.g. `audit.syslog[0].ca_file`; empty when none applies.
+    pub field: String,
+    pub problem: Problem,
+}
+
+impl ConfigError {
+    fn new(
+        src: &str,
+        file: &str,
+        span: Option<Range<usize>>,
+        field: String,
+        problem: Problem,
+    ) -> Self {
+        let (line, col) = match &span {
+            Some(s) => {
+                let (l, c) = line_col(src, s.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        ConfigError {
+            file: file.to_string(),
+            line,
+            col,
+            span,
+            field,
+            problem,
+        }
+    }
+
+    /// `FILE:LINE:COL: field `path`: message`, the format of every config error.
+    fn render(&self) -> String {
+        let mut out = self.file.clone();
+        if let Some(line) = self.line {
+            out.push_str(&format!(":{line}"));
+            if let Some(col) = self.col {
+                out.push_str(&format!(":{col}"));
+            }
+        }
+        out.push_str(": ");
+        if !self.field.is_empty() {
+            out.push_str(&format!("field `{}`: ", self.field));
+        }
+        out.push_str(&self.problem.to_string());
+        out
+    }
+}
+
+/// Every problem found in the `[audit]` section (never empty when returned as an error), in
+/// file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+/// One line per error.
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Only the section this crate owns; the other keys of the file are other crates' business.
+#[derive(Deserialize)]
+struct Document {
+    audit: Option<AuditConfig>,
+}
+
+/// A problem found by [`AuditConfig::problems`]: the key it is about, where to point in the
+/// file (the key itself, or a sibling when the key is missing), and what is wrong.
+struct Found {
+    field: Vec<Seg<'static>>,
+    at: Vec<Seg<'static>>,
+    problem: Problem,
+}
+
+impl Found {
+    fn at(field: Vec<Seg<'static>>, problem: Problem) -> Found {
+        Found {
+            at: field.clone(),
+            field,
+            problem,
+        }
+    }
+}
+
+fn valid_node(node: &str) -> bool {
+    !node.is_empty() && node.len() <= 255 && node.chars().all(|c| c.is_ascii_graphic())
+}
+
+/// `host:port` with a port in 1..=65535 and a non-empty host (IPv6 in brackets).
+fn valid_address(address: &str) -> bool {
+    match address.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')))
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+        }
+        None => false,
+    }
+}
+
+/// Why `path` cannot be read as a file, if it cannot.
+fn unreadable(path: &Path) -> Option<Problem> {
+    let why = match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Some("is a directory".to_string()),
+        Ok(_) => std::fs::File::open(path).err().map(|e| e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    why.map(|why| Problem::Unreadable {
+        path: path.to_path_buf(),
+        why,
+    })
+}
+
 impl AuditConfig {
+    /// Reads and checks the `[audit]` section of a whole config file `src` (named `file` in
+    /// errors); no section gives the defaults. Every problem is reported, with its place: unknown
+    /// keys and wrong types (the first one stops the reading), then every value that
+    /// [`AuditConfig::resolve`] would refuse and every `[[audit.syslog]]` file that cannot be
+    /// read. What needs the data folder (the store, the signing key) is opened at start.
+    pub fn from_document(src: &str, file: &str) -> std::result::Result<AuditConfig, ConfigErrors> {
+        let doc: Document = toml::from_str(src).map_err(|e| {
+            let span = e.span();
+            let field = span
+                .as_ref()
+                .and_then(|s| path_at(src, s.start))
+                .unwrap_or_default();
+            let problem = Problem::Toml(e.message().trim_end().to_string());
+            ConfigErrors(vec![ConfigError::new(src, file, span, field, problem)])
+        })?;
+        let config = doc.audit.unwrap_or_default();
+        let mut errors: Vec<ConfigError> = config
+            .problems(true)
+            .into_iter()
+            .map(|f| {
+                let in_file = |path: &[Seg<'static>]| {
+                    let mut full = vec![Seg::Key("audit")];
+                    full.extend_from_slice(path);
+                    full
+                };
+                let field = in_file(&f.field);
+                let span =
+                    span_of(src, &in_file(&f.at)).or_else(|| span_of(src, &[Seg::Key("audit")]));
+                ConfigError::new(src, file, span, render(&field), f.problem)
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            errors.sort_by_key(|e| e.span.as_ref().map(|s| s.start));
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Every problem of the values (`files`: also whether the syslog TLS files can be read).
+    fn problems(&self, files: bool) -> Vec<Found> {
+        let key = |k: &'static str| vec![Seg::Key(k)];
+        let mut out = Vec::new();
+        if let Some(node) = &self.node {
+            if !valid_node(node) {
+                out.push(Found::at(key("node"), Problem::Node(node.clone())));
+            }
+        }
+        match self.store {
+            StoreKind::Sqlite if self.postgresql.is_some() => {
+                out.push(Found::at(key("postgresql"), Problem::PostgresqlWithSqlite));
+            }
+            StoreKind::Postgresql if self.postgresql.is_none() => out.push(Found {
+                field: key("postgresql"),
+                at: key("store"),
+                problem: Problem::PostgresqlMissing,
+            }),
+            _ => {}
+        }
+        if let Some(schema) = &self.postgresql_schema {
+            if let Err(why) = crate::store::check_schema_name(schema) {
+                out.push(Found::at(key("postgresql_schema"), Problem::Schema(why)));
+            }
+        }
+        if self.checkpoint_every == 0 {
+            out.push(Found::at(key("checkpoint_every"), Problem::Zero));
+        }
+        if self.checkpoint_interval_secs == 0 {
+            out.push(Found::at(key("checkpoint_interval_secs"), Problem::Zero));
+        }
+        for (i, s) in self.syslog.iter().enumerate() {
+            let at = |k: &'static str| vec![Seg::Key("syslog"), Seg::Index(i), Seg::Key(k)];
+            if !valid_address(&s.address) {
+                out.push(Found::at(
+                    at("address"),
+                    Problem::SyslogAddress(s.address.clone()),
+                ));
+            }
+            if s.transport == TransportKind::Tls && s.ca_file.is_none() {
+                out.push(Found {
+                    field: at("ca_file"),
+                    at: at("transport"),
+                    problem: Problem::SyslogCaMissing,
+                });
+            }
+            let files_of = [
+                ("ca_file", &s.ca_file),
+                ("client_cert", &s.client_cert),
+                ("client_key", &s.client_key),
+            ];
+            for (k, path) in files_of {
+                let Some(path) = path else { continue };
+                if s.transport == TransportKind::Udp {
+                    out.push(Found::at(at(k), Problem::SyslogTlsOnly));
+                } else if let Some(problem) = files.then(|| unreadable(path)).flatten() {
+                    out.push(Found::at(at(k), problem));
+                }
+            }
+            match (&s.client_cert, &s.client_key) {
+                (Some(_), None) => {
+                    out.push(Found::at(at("client_cert"), Problem::SyslogClientPair))
+                }
+                (None, Some(_)) => out.push(Found::at(at("client_key"), Problem::SyslogClientPair)),
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// Checks the table and resolves paths against `data_dir`; loads (or creates) the signing
     /// key. `ae_title` is the gateway's AE title, for the messages' `AETITLES=`.
     pub fn resolve(&self, data_dir: &Path, ae_title: Option<&str>) -> Result<ResolvedAudit> {
-        let node = self.node.clone().unwrap_or_else(default_node);
-        if node.is_empty() || node.len() > 255 || !node.chars().all(|c| c.is_ascii_graphic()) {
+        // The same checks as `from_document` (a table built in code gets them too), the files
+        // aside: the exporters open them and say so.
+        if let Some(f) = self.problems(false).into_iter().next() {
             return Err(AuditError::Config(format!(
-                "node {node:?}: printable ASCII without spaces, 1 to 255 characters"
+                "{}: {}",
+                render(&f.field),
+                f.problem
             )));
         }
+        let node = self.node.clone().unwrap_or_else(default_node);
+        if !valid_node(&node) {
+            return Err(AuditError::Config(Problem::Node(node).to_string()));
+        }
         let store = match self.store {
-            StoreKind::Sqlite => {
-                if self.postgresql.is_some() {
-                    return Err(AuditError::Config(
-                        "postgresql is set but store = \"sqlite\"".into(),
-                    ));
-                }
-                StoreSpec::Sqlite(rel(
-                    data_dir,
-                    self.sqlite_path
-                        .as_deref()
-                        .unwrap_or(Path::new("audit.sqlite")),
-                ))
-            }
+            StoreKind::Sqlite => StoreSpec::Sqlite(rel(
+                data_dir,
+                self.sqlite_path
+                    .as_deref()
+                    .unwrap_or(Path::new("audit.sqlite")),
+            )),
             StoreKind::Postgresql => {
-                let conn = self.postgresql.clone().ok_or_else(|| {
-                    AuditError::Config("store = \"postgresql\" needs postgresql = \"...\"".into())
-                })?;
-                if let Some(s) = &self.postgresql_schema {
-                    crate::store::check_schema_name(s).map_err(AuditError::Config)?;
-                }
+                let conn = self
+                    .postgresql
+                    .clone()
+                    .ok_or_else(|| AuditError::Config(Problem::PostgresqlMissing.to_string()))?;
                 StoreSpec::Postgres {
                     conn,
                     schema: self.postgresql_schema.clone(),
                 }
             }
         };
-        if self.checkpoint_every == 0 || self.checkpoint_interval_secs == 0 {
-            return Err(AuditError::Config(
-                "checkpoint_every and checkpoint_interval_secs must be at least 1".into(),
-            ));
-        }
         let key_path = rel(
             data_dir,
             self.signing_key
@@ -215,7 +487,11 @@ impl AuditConfig {
                 },
                 TransportKind::Tls => {
                     let ca_file = s.ca_file.clone().ok_or_else(|| {
-                        AuditError::Config(format!("syslog {}: TLS needs ca_file", s.address))
+                        AuditError::Config(format!(
+                            "syslog {}: {}",
+                            s.address,
+                            Problem::SyslogCaMissing
+                        ))
                     })?;
                     let host = s
                         .address

@@ -12,8 +12,8 @@ pub enum AuditError {
     /// The PostgreSQL store failed (server down, permission, ...).
     #[error("audit store (PostgreSQL): {0}")]
     Postgres(#[from] postgres::Error),
-    /// The chain head in the store is not the one this writer extended: another writer uses
-    /// the same node name, or a previous write of ours committed after we gave up on it.
+    /// The chain head in the store is neither the one this writer extended nor one of the
+    /// records it is appending: another writer uses the same node name.
     #[error(
         "audit store: chain head of node {node:?} moved (expected seq {expected}, found {found}); \
          is another gateway using the same node name?"

@@ -10,7 +10,7 @@
 //!                store/      SQLite (WAL, synchronous=FULL) | PostgreSQL, one trait
 //!          store ──▶ syslog.rs  RFC 5424 + PS3.15 A.5 XML (atna.rs) over TLS (RFC 5425) or
 //!                               UDP (RFC 5426), in order, from a cursor kept in the store
-//!          store ──▶ cli.rs     radguard audit tail | search | verify | export
+//!          store ──▶ verify.rs  chains checked from the first record (`radguard audit verify`)
 //! ```
 //!
 //! | module | job |
@@ -23,9 +23,13 @@
 //! | [`writer`] | [`AuditWriter::spawn`] → [`AuditHandle`] (health for the gateway's admission) |
 //! | [`atna`] | PS3.15 A.5 audit messages (pure) |
 //! | [`syslog`] | RFC 5424/5425/5426 export with a delivery cursor |
-//! | [`config`] | the `[audit]` configuration |
-//! | [`cli`] | the `radguard audit` subcommands |
-//! | [`time`] | RFC 3339 formatting and the CLI's time filters |
+//! | [`config`] | the `[audit]` configuration, its errors placed as `FILE:LINE:COL` |
+//! | [`time`] | RFC 3339 formatting and time filters (`2024-05-01`, `90m`, ...) |
+//! | [`verify`] | [`verify_chain`] / [`verify::verify_store`]: chains checked from a store |
+//!
+//! The crate prints nothing: `radguard audit tail|search|verify|export` (flags, text and JSON
+//! output, exit codes) is the binary's (`crates/radguard/src/cmd/audit.rs`); it reads stores
+//! with [`store::Filter`], [`store::Follower`], [`verify::verify_store`] and [`atna`].
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
@@ -33,7 +37,6 @@
 pub mod atna;
 pub mod chain;
 pub mod checkpoint;
-pub mod cli;
 pub mod config;
 mod error;
 pub mod mapper;
@@ -46,6 +49,6 @@ pub mod writer;
 
 pub use error::{AuditError, Result};
 pub use record::{AuditEvent, AuditRecord, RecordKind};
-pub use store::{AuditStore, PgStore, SqliteStore, StoreSpec};
-pub use verify::verify_chain;
+pub use store::{AuditStore, Follower, PgStore, SqliteStore, StoreSpec};
+pub use verify::{verify_chain, verify_store};
 pub use writer::{AuditHandle, AuditWriter, FailurePolicy, Health, WriterOptions};

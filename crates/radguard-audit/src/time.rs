@@ -1,5 +1,6 @@
-//! UTC timestamps without a date-time dependency: RFC 3339 formatting and the time filters the
-//! CLI accepts (`2024-05-01`, `2024-05-01T10:00:00Z`, `2024-05-01T12:00:00+02:00`, `90m`, `7d`).
+//! UTC timestamps without a date-time dependency: RFC 3339 formatting and the time filters
+//! `radguard audit` accepts (`2024-05-01`, `2024-05-01T10:00:00Z`, `2024-05-01T12:00:00+02:00`,
+//! `90m`, `7d`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -46,3 +46,20 @@ pub fn verify_chain(
 
 /// Reads of a chain that a writer keeps moving, before the last one is reported as it is.
 const MAX_ATTEMPTS: usize = 5;
+
+/// Verifies the chain of `node`, or every chain in the store when `node` is `None`, one report
+/// per chain in the store's order (empty: the store holds no chain).
+pub fn verify_store(
+    store: &mut dyn AuditStore,
+    node: Option<&str>,
+    key: Option<&VerifyingKey>,
+) -> Result<Vec<VerifyReport>> {
+    let nodes = match node {
+        Some(n) => vec![n.to_string()],
+        None => store.nodes()?,
+    };
+    nodes
+        .iter()
+        .map(|n| verify_chain(&mut *store, n, key))
+        .collect()
+}

@@ -21,9 +21,12 @@
 //!   passed through untouched.
 //! - [`part10`] — Part 10 files in and out (temporary file, then rename).
 //! - [`check`] — the residual-PHI check.
-//! - [`spec`] — [`DeidSpec`]: the route/CLI configuration and how it is built.
+//! - [`spec`] — [`DeidSpec`]: the route/CLI configuration and how it is built; [`DeidTable`]:
+//!   a route's `deidentify` table as read from a config file, checked with positions.
 //! - [`command`] — rewrite the Affected SOP Instance UID of a DIMSE command set.
-//! - [`cli`] — `radguard deid` and `radguard deid --check`.
+//! - [`batch`] — files and folders de-identified into an output folder (reports, quarantine)
+//!   or checked for residual PHI, in parallel, with progress through a callback: what
+//!   `radguard deid` runs (its arguments, output and exit status are the binary's).
 //!
 //! # Example
 //!
@@ -48,9 +51,9 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod check;
 pub mod clean;
-pub mod cli;
 pub mod codec;
 pub mod command;
 pub mod keys;
@@ -65,7 +68,7 @@ pub use keys::{KeyError, SiteKey};
 pub use profile::{
     BurnedInPolicy, DeidOption, Op, Profile, ProfileError, ProfileName, SafePrivateList,
 };
-pub use spec::{DeidSpec, SpecError};
+pub use spec::{DeidSpec, DeidTable, SpecError, TableError};
 pub use stream::{Outcome, StreamDeid, DEFAULT_HEAD_CAP};
 pub use table::{Action, Column, Table};
 pub use transform::{Change, DeidError, Deidentifier, Report};

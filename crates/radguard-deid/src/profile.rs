@@ -10,17 +10,7 @@ use crate::table::{Action, Column, Row, Table, TagPattern};
 
 /// A profile option (PS3.15 E.3), with its code from CID 7050 "De-identification Method".
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum DeidOption {
@@ -151,17 +141,7 @@ pub const BASIC_PROFILE_CODE: (&str, &str) =
     ("113100", "Basic Application Confidentiality Profile");
 
 /// The named profiles (only the Basic profile exists in PS3.15; options refine it).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProfileName {
     /// Basic Application Level Confidentiality Profile (PS3.15 E.2).
@@ -170,17 +150,7 @@ pub enum ProfileName {
 }
 
 /// What to do with burned-in annotation (Clean Pixel Data is not implemented).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BurnedInPolicy {
     /// Refuse instances that have, or are likely to have, text burned into the pixels.

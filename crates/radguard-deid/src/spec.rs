@@ -1,10 +1,18 @@
 //! The configuration of a de-identifying route (`deidentify = { ... }` in the gateway's
-//! TOML) and of the CLI, in two stages: [`DeidSpec`] is the raw serde form (unknown keys are
-//! errors), [`DeidSpec::build`] loads the key and the safe private list and resolves the
-//! profile into a ready [`Deidentifier`].
+//! TOML) and of the CLI, in two stages: [`DeidSpec`] is the typed form, [`DeidSpec::build`]
+//! loads the key and the safe private list and resolves the profile into a ready
+//! [`Deidentifier`].
+//!
+//! In a config file the table is read as a [`DeidTable`] (unknown keys are errors, every value
+//! keeps its byte range in the file) and checked by [`DeidTable::check`], which reports every
+//! problem as a [`TableError`] at the value it is about, so that the config loader can print
+//! it as `FILE:LINE:COL`.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use toml::Spanned;
 
 use crate::keys::{KeyError, SiteKey};
 use crate::profile::{
@@ -52,6 +60,126 @@ pub enum SpecError {
     SafePrivateWithoutOption,
     #[error("max_head_mib must be between 1 and 1024")]
     HeadCap,
+    #[error("missing required key `key_file` (the per-site secret: no key, no de-identification)")]
+    MissingKeyFile,
+}
+
+/// A route's `deidentify = { ... }` table as written in a config file: the keys of
+/// [`DeidSpec`], each value with its byte range in the file. Unknown keys and values of the
+/// wrong type (an unknown profile or option name) are deserialization errors, which the TOML
+/// parser places itself.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeidTable {
+    profile: Option<Spanned<ProfileName>>,
+    options: Option<Spanned<Vec<DeidOption>>>,
+    key_file: Option<Spanned<PathBuf>>,
+    safe_private_file: Option<Spanned<PathBuf>>,
+    burned_in: Option<Spanned<BurnedInPolicy>>,
+    max_head_mib: Option<Spanned<usize>>,
+}
+
+/// A problem found by [`DeidTable::check`], at the value it is about.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct TableError {
+    /// Byte range in the config file: the offending value, or the whole table for a missing
+    /// key.
+    pub span: Range<usize>,
+    /// The key it is about (`key_file`, `options`, ...), relative to the table.
+    pub key: &'static str,
+    pub error: SpecError,
+}
+
+impl DeidTable {
+    /// Checks everything [`DeidSpec::build`] would (the profile options together, the key file
+    /// readable and long enough, the safe private list readable and well formed, the head cap),
+    /// collecting every problem. `table` is the byte range of the whole table (where a missing
+    /// `key_file` is reported); relative paths are resolved against `base_dir` (the config
+    /// file's folder). The spec returned holds the resolved paths.
+    pub fn check(&self, table: Range<usize>, base_dir: &Path) -> Result<DeidSpec, Vec<TableError>> {
+        let mut errors = Vec::new();
+        let profile = self
+            .profile
+            .as_ref()
+            .map(|p| *p.get_ref())
+            .unwrap_or_default();
+        let options = self
+            .options
+            .as_ref()
+            .map(|o| o.get_ref().clone())
+            .unwrap_or_default();
+        if let Err(e) = Profile::new(profile, options.iter().copied()) {
+            let span = self.options.as_ref().map_or(table.clone(), Spanned::span);
+            errors.push(TableError {
+                span,
+                key: "options",
+                error: e.into(),
+            });
+        }
+        let safe_private_file = self.safe_private_file.as_ref().map(|v| {
+            let path = base_dir.join(v.get_ref());
+            let problem = if !options.contains(&DeidOption::RetainSafePrivate) {
+                Some(SpecError::SafePrivateWithoutOption)
+            } else {
+                read_safe_private(&path).err()
+            };
+            if let Some(error) = problem {
+                errors.push(TableError {
+                    span: v.span(),
+                    key: "safe_private_file",
+                    error,
+                });
+            }
+            path
+        });
+        let key_file = match &self.key_file {
+            None => {
+                errors.push(TableError {
+                    span: table,
+                    key: "key_file",
+                    error: SpecError::MissingKeyFile,
+                });
+                None
+            }
+            Some(v) => {
+                let path = base_dir.join(v.get_ref());
+                if let Err(e) = SiteKey::from_file(&path) {
+                    errors.push(TableError {
+                        span: v.span(),
+                        key: "key_file",
+                        error: e.into(),
+                    });
+                }
+                Some(path)
+            }
+        };
+        let spec = DeidSpec {
+            profile,
+            options,
+            key_file: key_file.unwrap_or_default(),
+            safe_private_file,
+            burned_in: self
+                .burned_in
+                .as_ref()
+                .map(|b| *b.get_ref())
+                .unwrap_or_default(),
+            max_head_mib: self.max_head_mib.as_ref().map(|m| *m.get_ref()),
+        };
+        if let (Err(error), Some(m)) = (spec.head_cap(), &self.max_head_mib) {
+            errors.push(TableError {
+                span: m.span(),
+                key: "max_head_mib",
+                error,
+            });
+        }
+        if errors.is_empty() {
+            Ok(spec)
+        } else {
+            errors.sort_by_key(|e| e.span.start);
+            Err(errors)
+        }
+    }
 }
 
 impl DeidSpec {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use radguard_deid::{DeidSpec, Deidentifier};
+use radguard_deid::Deidentifier;
 use radguard_dicom::AeTitle;
 use radguard_policy::{ClientCertMode, Config};
 use radguard_tls::rustls::{ClientConfig, ServerConfig};
@@ -79,12 +79,11 @@ pub fn build(cfg: &Config) -> Result<TlsState, LoadError> {
     }
     let mut deid = HashMap::new();
     for r in cfg.policy.routes() {
-        if let Some(text) = &r.deidentify {
+        if let Some(spec) = &r.deidentify {
             let err = |message: String| LoadError::Deid {
                 route: r.called_ae.to_string(),
                 message,
             };
-            let spec: DeidSpec = toml::from_str(text).map_err(|e| err(e.to_string()))?;
             let built = spec.build().map_err(|e| err(e.to_string()))?;
             let head_cap = spec.head_cap().map_err(|e| err(e.to_string()))?;
             deid.insert(

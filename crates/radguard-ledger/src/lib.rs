@@ -8,16 +8,22 @@
 //! - [`merkle`]: RFC 9162 tree hashing, inclusion and consistency proofs (pure).
 //! - [`note`]: C2SP signed notes, Ed25519 keys, tlog checkpoints (pure).
 //! - [`entry`]: the ledger entry and its canonical bytes (pure).
+//! - [`config`]: the `[ledger]` section of the gateway's config file ([`LedgerConfig`]), its
+//!   errors placed as `FILE:LINE:COL`.
 //! - `store`: the SQLite log (durable, append-only).
 //! - [`Ledger`] / [`LedgerView`]: the writable ledger for the gateway, and a read-only view.
 //! - [`verify`]: verdicts for files (`unchanged`, `altered`, `lossy-reencoded`, `unknown`).
-//! - [`cli`]: `radguard verify` and `radguard ledger …`.
+//! - [`auditor`]: proof bundles, their offline check, recording trusted originals.
+//!
+//! The crate prints nothing: `radguard verify` and `radguard ledger …` (flags, text and JSON
+//! output, progress bar, exit codes) are the binary's (`crates/radguard/src/cmd/ledger.rs`).
 //!
 //! All APIs are synchronous std I/O; call them from async code through `spawn_blocking`.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 
-pub mod cli;
+pub mod auditor;
+pub mod config;
 pub mod entry;
 pub mod fingerprint;
 mod ledger;
@@ -26,6 +32,7 @@ pub mod note;
 mod store;
 pub mod verify;
 
+pub use config::LedgerConfig;
 pub use entry::{LedgerEntry, Timestamp};
 pub use fingerprint::{fingerprint_file, Fingerprint, FingerprintError, Fingerprinter};
 pub use ledger::{
@@ -48,5 +55,9 @@ mod tests {
         assert_send::<Fingerprinter>();
         assert_send_sync::<LedgerError>();
         assert_send_sync::<FingerprintError>();
+        assert_send_sync::<auditor::AuditorError>();
+        assert_send_sync::<auditor::CheckFailure>();
+        assert_send_sync::<verify::VerifyError>();
+        assert_send_sync::<verify::VaultError>();
     }
 }

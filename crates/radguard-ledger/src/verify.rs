@@ -3,7 +3,8 @@
 //! is in the vault), `lossy-reencoded`, `unknown`, `unsupported`, or `error`.
 //!
 //! The comparison itself ([`compare`]) is pure; [`verify_file`] adds the file, ledger and
-//! vault I/O; [`collect_files`] walks folders.
+//! vault I/O; [`collect_files`] walks folders; [`verify_all`] verifies many files in parallel,
+//! reporting each as it is done; [`open_views`] opens ledgers under pinned keys.
 
 use std::path::{Path, PathBuf};
 
@@ -13,8 +14,72 @@ use crate::fingerprint::{
     attribute_name, fingerprint_file, fingerprint_file_with_pixels, Fingerprint, FingerprintError,
     Layout, PixelDigest, DEFAULT_MAX_ENCAPSULATED, REPRESENTATION_ATTRIBUTES,
 };
-use crate::ledger::LedgerView;
+use crate::ledger::{LedgerError, LedgerView};
+use crate::note::{NoteError, VerifierKey};
 use crate::store::LoggedEntry;
+
+/// Why a verifier key or a ledger could not be opened ([`load_key`], [`open_views`]).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// `arg` is neither a verifier key nor a readable file.
+    #[error("key {arg}: {source}")]
+    KeyFile {
+        arg: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file `arg` does not hold a verifier key.
+    #[error("key {arg}: {source}")]
+    Key {
+        arg: String,
+        #[source]
+        source: NoteError,
+    },
+    /// Keys were pinned, but none for this ledger's origin (a swapped `verifier.key` must not
+    /// be trusted instead).
+    #[error("no --key given for the ledger in {}", .0.display())]
+    NoKeyFor(PathBuf),
+    #[error("ledger {}: {source}", dir.display())]
+    Ledger {
+        dir: PathBuf,
+        #[source]
+        source: LedgerError,
+    },
+}
+
+/// Why the vault's copy of an instance could not be looked up ([`vault_object`]).
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// The vault has no index (not a vault, or the wrong directory).
+    #[error("{} does not exist", .0.display())]
+    NoIndex(PathBuf),
+    #[error("vault index: {0}")]
+    Index(#[from] rusqlite::Error),
+    /// The index names an object by something other than a lowercase SHA-256 (refused: it
+    /// would become a path, e.g. `../..`).
+    #[error("vault index holds an invalid hash")]
+    InvalidHash,
+}
+
+/// Why an altered file got no changed-region report (it goes into the report's detail).
+#[derive(Debug, thiserror::Error)]
+enum RegionError {
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("the original is not in the vault")]
+    NotInVault,
+    #[error("vault copy: {0}")]
+    VaultCopy(#[source] FingerprintError),
+    #[error("the vault copy does not match the ledger either")]
+    VaultCopyMismatch,
+    /// The copy being verified could not be read with its pixels.
+    #[error(transparent)]
+    Copy(FingerprintError),
+    #[error("pixel samples unavailable")]
+    NoPixelSamples,
+    #[error("the image geometry differs")]
+    GeometryDiffers,
+}
 
 /// The verdict for one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -107,6 +172,13 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report for an input that could not be read as a file to verify (`why`).
+    pub fn unreadable(path: PathBuf, why: String) -> Report {
+        let mut r = Report::new(&path, Verdict::Error);
+        r.detail = Some(why);
+        r
+    }
+
     fn new(path: &Path, verdict: Verdict) -> Report {
         Report {
             path: path.to_path_buf(),
@@ -344,30 +416,27 @@ pub fn verify_file(path: &Path, ctx: &Context) -> Report {
 }
 
 /// The vault object for a SOP Instance UID (read-only access to `<vault>/index.sqlite`).
-pub fn vault_object(vault: &Path, sop_instance_uid: &str) -> Result<Option<PathBuf>, String> {
+pub fn vault_object(vault: &Path, sop_instance_uid: &str) -> Result<Option<PathBuf>, VaultError> {
     let index = vault.join("index.sqlite");
     if !index.exists() {
-        return Err(format!("{} does not exist", index.display()));
+        return Err(VaultError::NoIndex(index));
     }
     let conn = Connection::open_with_flags(
         &index,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| format!("vault index: {e}"))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))
-        .map_err(|e| format!("vault index: {e}"))?;
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
     let sha: Option<String> = conn
         .query_row(
             "SELECT sha256 FROM instances WHERE sop_instance_uid = ?1",
             [sop_instance_uid],
             |r| r.get(0),
         )
-        .optional()
-        .map_err(|e| format!("vault index: {e}"))?;
+        .optional()?;
     let Some(sha) = sha else { return Ok(None) };
     // Only a lowercase SHA-256 may become a path.
     if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return Err("vault index holds an invalid hash".into());
+        return Err(VaultError::InvalidHash);
     }
     Ok(Some(
         vault
@@ -384,18 +453,18 @@ fn regions_from_vault(
     logged: &Fingerprint,
     vault: &Path,
     max_encapsulated: u64,
-) -> Result<Vec<Region>, String> {
-    let original = vault_object(vault, uid)?.ok_or("the original is not in the vault")?;
+) -> Result<Vec<Region>, RegionError> {
+    let original = vault_object(vault, uid)?.ok_or(RegionError::NotInVault)?;
     let orig = fingerprint_file_with_pixels(&original, max_encapsulated)
-        .map_err(|e| format!("vault copy: {e}"))?;
+        .map_err(RegionError::VaultCopy)?;
     if orig.fingerprint.digest != logged.digest {
-        return Err("the vault copy does not match the ledger either".into());
+        return Err(RegionError::VaultCopyMismatch);
     }
-    let new = fingerprint_file_with_pixels(copy, max_encapsulated).map_err(|e| e.to_string())?;
+    let new = fingerprint_file_with_pixels(copy, max_encapsulated).map_err(RegionError::Copy)?;
     let (Some((la, a)), Some((lb, b))) = (orig.pixels, new.pixels) else {
-        return Err("pixel samples unavailable".into());
+        return Err(RegionError::NoPixelSamples);
     };
-    changed_regions(&la, &a, &lb, &b).ok_or_else(|| "the image geometry differs".into())
+    changed_regions(&la, &a, &lb, &b).ok_or(RegionError::GeometryDiffers)
 }
 
 /// Bounding boxes of changed pixels per frame, between two canonical sample buffers of the
@@ -532,6 +601,84 @@ pub fn looks_like_dicom(path: &Path) -> bool {
         return false;
     }
     head.get(128..132) == Some(b"DICM") || head.get(..4) == Some(b"DICM")
+}
+
+/// Verifies `files` on `jobs` worker threads (at least one), in the order given; `done` is
+/// called (from the workers) as each report is made, e.g. to drive a progress bar.
+pub fn verify_all(
+    files: &[PathBuf],
+    ctx: &Context,
+    jobs: usize,
+    done: &(dyn Fn(&Report) + Sync),
+) -> Result<Vec<Report>, rayon::ThreadPoolBuildError> {
+    use rayon::prelude::*;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs.max(1))
+        .build()?;
+    Ok(pool.install(|| {
+        files
+            .par_iter()
+            .map(|f| {
+                let r = verify_file(f, ctx);
+                done(&r);
+                r
+            })
+            .collect()
+    }))
+}
+
+/// Reads a verifier key given as text (`name+hash+key`) or as a file holding it.
+pub fn load_key(arg: &str) -> Result<VerifierKey, VerifyError> {
+    if let Ok(k) = VerifierKey::parse(arg) {
+        return Ok(k);
+    }
+    let text = std::fs::read_to_string(arg).map_err(|source| VerifyError::KeyFile {
+        arg: arg.to_string(),
+        source,
+    })?;
+    VerifierKey::parse(&text).map_err(|source| VerifyError::Key {
+        arg: arg.to_string(),
+        source,
+    })
+}
+
+/// Opens each ledger directory read-only. Without `pinned` keys each ledger is checked with its
+/// own `verifier.key`; with them, each ledger needs the pinned key of its origin (or the only
+/// one given), so a ledger whose key was swapped is refused instead of trusted.
+pub fn open_views(
+    ledgers: &[PathBuf],
+    pinned: &[VerifierKey],
+) -> Result<Vec<LedgerView>, VerifyError> {
+    let mut views = Vec::new();
+    for dir in ledgers {
+        let key = if pinned.is_empty() {
+            None
+        } else {
+            let own = std::fs::read_to_string(dir.join(crate::VERIFIER_KEY_FILE))
+                .ok()
+                .and_then(|t| VerifierKey::parse(&t).ok());
+            let name = own.as_ref().map(|k| k.name().to_string());
+            let k = pinned
+                .iter()
+                .find(|k| Some(k.name()) == name.as_deref())
+                .or_else(|| {
+                    if pinned.len() == 1 {
+                        pinned.first()
+                    } else {
+                        None
+                    }
+                })
+                .ok_or_else(|| VerifyError::NoKeyFor(dir.clone()))?;
+            Some(k.clone())
+        };
+        views.push(
+            LedgerView::open(dir, key).map_err(|source| VerifyError::Ledger {
+                dir: dir.clone(),
+                source,
+            })?,
+        );
+    }
+    Ok(views)
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 //! - [`sanitize_file`] — content disarm and reconstruction: a new Part 10 file with a zeroed
 //!   preamble and a rebuilt meta group, written under a validated UID (or a SHA-256) inside
 //!   the output folder; what cannot be made safe goes to `quarantine/` with a reason file.
-//! - [`cli`] — the `radguard scan` / `radguard sanitize` subcommands (clap args + runners).
+//! - [`batch`] — files, folders and media scanned or sanitized in parallel, with progress
+//!   through a callback: what `radguard scan` and `radguard sanitize` run (their arguments,
+//!   output and exit status are the binary's).
 //!
 //! Inside: `source` (bounded buffer with look-ahead probes), `signature` (structural checks
 //! for PE, ELF, Mach-O), `content` (chunked signature search in values), `walker` (the Part 10
@@ -35,8 +37,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 
+pub mod batch;
 mod bytes;
-pub mod cli;
 mod content;
 mod dicomdir;
 mod report;

@@ -228,4 +228,9 @@ impl FileReport {
             facts,
         }
     }
+
+    /// The worst severity among the findings, for callers that want a one-word summary.
+    pub fn worst_severity(&self) -> Option<Severity> {
+        self.findings.iter().map(|f| f.severity).max()
+    }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
+use radguard_deid::DeidTable;
 use radguard_dicom::{AeTitle, Operation, Uid};
 use serde::Deserialize;
 use toml::Spanned;
@@ -47,10 +48,6 @@ vault = true
 pub struct Config {
     pub server: ServerSettings,
     pub policy: Policy,
-    /// The `[audit]` table, for radguard-audit to validate (`None` = its defaults).
-    pub audit: Option<toml::Table>,
-    /// The `[ledger]` table, for radguard-ledger to validate (`None` = no ledger).
-    pub ledger: Option<toml::Table>,
 }
 
 /// `[server]`: listeners, the gateway's AE title, caps and timeouts.
@@ -170,10 +167,10 @@ impl Default for ServerSettings {
 
 impl Config {
     /// The keys of `new` whose change a reload cannot apply to a running gateway: listeners,
-    /// the AE title, caps, timeouts and `on_revoke` are fixed at start, and so are the audit
-    /// trail and the ledger. A reload that changes any of them is refused whole, naming them
-    /// (the policy, routes and certificates — `[server.tls]` included — are what a reload
-    /// applies).
+    /// the AE title, caps, timeouts and `on_revoke` are fixed at start. A reload that changes
+    /// any of them is refused whole, naming them (the policy, routes and certificates —
+    /// `[server.tls]` included — are what a reload applies). `[audit]` and `[ledger]`, fixed at
+    /// start too, are not this crate's: radguard-config's `Loaded::restart_needed` adds them.
     pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
         let (a, b) = (&self.server, &new.server);
         let changed = [
@@ -210,8 +207,6 @@ impl Config {
                 "server.shutdown_grace_secs",
             ),
             (a.on_revoke != b.on_revoke, "server.on_revoke"),
-            (self.audit != new.audit, "[audit]"),
-            (self.ledger != new.ledger, "[ledger]"),
         ];
         changed
             .into_iter()
@@ -328,8 +323,6 @@ pub fn parse_config_in(src: &str, origin: &str, base_dir: &Path) -> Result<Confi
     Ok(Config {
         server,
         policy: Policy::new(peers, routes, directory),
-        audit: raw.audit,
-        ledger: raw.ledger,
     })
 }
 
@@ -351,10 +344,13 @@ struct RawConfig {
     #[serde(default)]
     user: Vec<Spanned<RawUser>>,
     jwt: Option<Spanned<RawJwt>>,
-    /// `[audit]`: validated by the audit trail's own config (radguard-audit), kept raw here.
-    audit: Option<toml::Table>,
-    /// `[ledger]`: validated by the integrity ledger's own config, kept raw here.
-    ledger: Option<toml::Table>,
+    /// `[audit]`: radguard-audit's section (`AuditConfig::from_document` reads and checks it);
+    /// named here only so that it is not an unknown key.
+    #[allow(dead_code)]
+    audit: Option<serde::de::IgnoredAny>,
+    /// `[ledger]`: radguard-ledger's section (`LedgerConfig::from_document`).
+    #[allow(dead_code)]
+    ledger: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -402,8 +398,8 @@ struct RawRoute {
     upstream_ae: Option<Str>,
     upstream_calling_ae: Option<Str>,
     tls: Option<Spanned<RawRouteTls>>,
-    /// De-identification of what leaves through this route; validated by radguard-deid.
-    deidentify: Option<Spanned<toml::Table>>,
+    /// De-identification of what leaves through this route; its keys are radguard-deid's.
+    deidentify: Option<Spanned<DeidTable>>,
     /// This route is the point of origin: every C-STORE relayed on it is fingerprinted into the
     /// integrity ledger before its success is passed back.
     origin: Option<Spanned<bool>>,
@@ -2008,26 +2004,20 @@ fn validate_routes(
                 );
                 None
             }
-            (Some(t), false) => {
-                // File paths in the table are relative to the config file, like every other path.
-                let mut table = t.get_ref().clone();
-                for key in ["key_file", "safe_private_file"] {
-                    if let Some(toml::Value::String(p)) = table.get(key) {
-                        let resolved = base_dir.join(p);
-                        table.insert(
-                            key.into(),
-                            toml::Value::String(resolved.display().to_string()),
+            // File paths in the table are relative to the config file, like every other path.
+            (Some(t), false) => match t.get_ref().check(t.span(), base_dir) {
+                Ok(spec) => Some(spec),
+                Err(errors) => {
+                    for e in errors {
+                        cx.at(
+                            Some(e.span),
+                            format!("{base}.deidentify.{}", e.key),
+                            e.error.to_string(),
                         );
                     }
+                    None
                 }
-                match toml::to_string(&table) {
-                    Ok(text) => Some(text),
-                    Err(e) => {
-                        cx.at(span(t), format!("{base}.deidentify"), e.to_string());
-                        None
-                    }
-                }
-            }
+            },
         };
         let is_origin = r.origin.as_ref().is_some_and(|o| *o.get_ref());
         if is_origin && vault {

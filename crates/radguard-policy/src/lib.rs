@@ -45,8 +45,3 @@ pub use policy::{
     DimseRefusal, DimseRefusalReason, FirewallLevel, OriginRoute, Peer, PeerMismatch, Permitted,
     Policy, RejectWhy, Route, RouteEntry, SopClassSet, UpstreamTls,
 };
-
-#[cfg(test)]
-mod tests;
-#[cfg(test)]
-mod tests_identity;

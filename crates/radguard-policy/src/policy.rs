@@ -226,9 +226,10 @@ pub struct RouteEntry {
     /// TLS towards the upstream (`tls = { ... }` of the route); `None` = plain TCP. Never set
     /// for [`Route::Vault`].
     pub tls: Option<UpstreamTls>,
-    /// The route's `deidentify = { ... }` table as TOML text (paths resolved against the config
-    /// file's folder), for radguard-deid's `DeidSpec`; `None` = data sets pass unchanged.
-    pub deidentify: Option<String>,
+    /// The route's `deidentify = { ... }` table, checked when the config was loaded (paths
+    /// resolved against the config file's folder, the key and safe private list readable); the
+    /// gateway builds its de-identifier from it. `None` = data sets pass unchanged.
+    pub deidentify: Option<radguard_deid::DeidSpec>,
     /// `origin = true`: C-STOREs on this route are fingerprinted into the integrity ledger.
     pub origin: Option<OriginRoute>,
     /// The data-set firewall's level for every data set relayed or stored on this route, in
@@ -662,8 +663,9 @@ impl Policy {
         self.admit_at(facts, identity, SystemTime::now())
     }
 
-    /// [`Policy::admit_with`] at a given time (JWT `exp` / `nbf`).
-    pub(crate) fn admit_at(
+    /// [`Policy::admit_with`] at a given time (JWT `exp` / `nbf`): the decision is a pure
+    /// function of the facts and the clock.
+    pub fn admit_at(
         &self,
         facts: &AssociationFacts,
         identity: &IdentityFacts,

@@ -12,11 +12,14 @@
 //!   optional client certificate). There is no switch to weaken it.
 //! - [`facts`]: [`PeerCertFacts`] (SHA-256 fingerprint, subject CN, SANs, validity) of a verified
 //!   leaf certificate, and [`SessionInfo`] for the audit trail.
-//! - [`quickstart`]: `radguard tls init DIR` / `radguard tls issue DIR NAME` (rcgen, ECDSA P-256,
-//!   keys written 0600, nothing overwritten).
-//! - [`passwd`]: Argon2id PHC hashes of User Identity passcodes (`radguard passwd`).
-//! - [`cli`]: the clap front ends.
+//! - [`quickstart`]: the PKI behind `radguard tls init DIR` / `radguard tls issue DIR NAME`
+//!   (rcgen, ECDSA P-256, keys written 0600, nothing overwritten).
+//! - [`passwd`]: Argon2id PHC hashes of User Identity passcodes and the `[[user]]` table
+//!   (`radguard passwd`).
 //! - [`error`]: the crate's error type, [`TlsError`].
+//!
+//! The crate prints nothing and reads no terminal: the `radguard` binary owns the commands, their
+//! flags, output and exit codes (`crates/radguard/src/cmd/tls.rs`).
 //!
 //! The crate re-exports the `rustls` and `tokio_rustls` it was built with, so the gateway uses
 //! the same versions.
@@ -24,7 +27,6 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
-pub mod cli;
 pub mod error;
 pub mod facts;
 pub mod passwd;

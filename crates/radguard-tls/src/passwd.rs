@@ -52,6 +52,15 @@ pub fn read_passcode_line(input: &mut impl BufRead) -> Result<String, TlsError> 
     Ok(line)
 }
 
+/// A complete `[[user]]` table for the config: `name` quoted as a TOML basic string, `hash`
+/// (a PHC string from [`hash_passcode`]) as `passcode_argon2`.
+pub fn user_table(name: &str, hash: &str) -> String {
+    format!(
+        "[[user]]\nname = {}\npasscode_argon2 = \"{hash}\"\n",
+        crate::quickstart::toml_quote(name)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +92,13 @@ mod tests {
         assert!(read("\n").is_err());
         assert!(hash_passcode("").is_err());
         assert!(hash_passcode(&"x".repeat(MAX_PASSCODE_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn user_tables_quote_the_name() {
+        assert_eq!(
+            user_table("al\"ice", "$argon2id$x"),
+            "[[user]]\nname = \"al\\\"ice\"\npasscode_argon2 = \"$argon2id$x\"\n"
+        );
     }
 }

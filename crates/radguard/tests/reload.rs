@@ -74,8 +74,16 @@ fn config_check_validates_the_ledger_table() {
     let out = check(&bad);
     assert_eq!(out.code, Some(1), "{}", out.text());
     let text = out.text();
+    // Placed like every other config error: FILE:LINE:COL, the key path.
+    let line = std::fs::read_to_string(&bad)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("origins"))
+        .unwrap()
+        + 1;
+    let want = format!("{}:{line}:1: field `ledger.origins`", bad.display());
     assert!(
-        text.contains("[ledger]") && text.contains("origins"),
-        "the error should name [ledger] and the key: {text}"
+        text.contains(&want),
+        "the error should be placed at {want}: {text}"
     );
 }

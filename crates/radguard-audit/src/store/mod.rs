@@ -6,6 +6,13 @@
 //! with the last append (`audit_head`), signed checkpoints (`audit_checkpoint`) and the delivery
 //! cursor of each export sink (`audit_cursor`). An append is one transaction that first checks
 //! the head is still the one the writer extended.
+//!
+//! Appends are idempotent: when the connection ends after COMMIT was sent, the writer cannot
+//! know whether the records are in the store, and it sends them again (the same records, sealed
+//! at the same positions, possibly followed by newer ones). The store then finds its head to be
+//! one of those records — same `seq`, same hash, which covers every record before it through
+//! the chain's links — and writes only the records after it, so each record is in the chain
+//! once ([`AuditStore::append`]).
 
 mod pg;
 mod sql;
@@ -21,8 +28,55 @@ pub use sqlite::SqliteStore;
 
 use crate::chain::{ChainHead, SealedRecord, StoredRow};
 use crate::checkpoint::Checkpoint;
-use crate::error::Result;
+use crate::error::{AuditError, Result};
 use crate::record::RecordKind;
+
+/// Which of `records` (sealed after `expected`) an append must still write, given the head the
+/// store holds (`stored`) and `stored_hash_at`, which reads the hash of the stored record at a
+/// seq.
+///
+/// - `stored == expected`: all of them.
+/// - `stored` is one of `records` (same seq and hash, and the record row at that seq holds that
+///   hash): an earlier append of these same records committed although its answer was lost;
+///   only the records after it.
+/// - anything else: [`AuditError::HeadMoved`] (another writer extended the chain; nothing is
+///   written).
+pub(crate) fn still_to_write<'a>(
+    node: &str,
+    expected: &ChainHead,
+    stored: &ChainHead,
+    records: &'a [SealedRecord],
+    stored_hash_at: impl FnOnce(u64) -> Result<Option<[u8; 32]>>,
+) -> Result<&'a [SealedRecord]> {
+    if stored == expected {
+        return Ok(records);
+    }
+    let moved = || AuditError::HeadMoved {
+        node: node.to_string(),
+        expected: expected.seq,
+        found: stored.seq,
+    };
+    let written = stored
+        .seq
+        .checked_sub(expected.seq)
+        .and_then(|k| usize::try_from(k).ok())
+        .filter(|k| *k > 0)
+        .ok_or_else(moved)?;
+    let ours = records
+        .get(written - 1)
+        .filter(|r| r.record.seq == stored.seq && r.hash == stored.hash)
+        .ok_or_else(moved)?;
+    if stored_hash_at(ours.record.seq)? != Some(ours.hash) {
+        return Err(moved());
+    }
+    tracing::warn!(
+        target: "radguard::audit",
+        node,
+        already_stored = written,
+        "an earlier append committed although its answer was lost: its records are not written again"
+    );
+    Ok(records.get(written..).unwrap_or_default())
+}
 
 /// What `search` selects. Empty filter: everything.
 #[derive(Debug, Clone, Default)]
@@ -54,6 +108,51 @@ pub struct FoundRow {
     pub entry: String,
 }
 
+/// Follows a store as its chains grow (`radguard audit tail --follow`): each [`Follower::poll`]
+/// returns the matching records appended since the previous one, per chain by `seq`, so a record
+/// is returned once however the polls and the appends interleave (for a filter that stays the
+/// same: the cursor moves past the records returned).
+#[derive(Debug, Clone)]
+pub struct Follower {
+    /// Per chain, the last `seq` already returned (or the head when following began).
+    last: std::collections::BTreeMap<String, u64>,
+    /// Only this chain (none: every chain, including ones created while following).
+    only: Option<String>,
+}
+
+impl Follower {
+    /// Starts after the current head of every chain: records already written are not returned.
+    pub fn new(store: &mut dyn AuditStore, only: Option<String>) -> Result<Self> {
+        let mut last = std::collections::BTreeMap::new();
+        for n in store.nodes()? {
+            let head = store.head(&n)?;
+            last.insert(n, head.map(|h| h.seq).unwrap_or(0));
+        }
+        Ok(Follower { last, only })
+    }
+
+    /// The records matching `filter` appended since the previous poll, chain by chain, each
+    /// chain's in `seq` order. `filter.node` and `filter.after_seq` are set per chain.
+    pub fn poll(&mut self, store: &mut dyn AuditStore, filter: &Filter) -> Result<Vec<FoundRow>> {
+        let mut out = Vec::new();
+        for n in store.nodes()? {
+            if self.only.as_ref().is_some_and(|only| *only != n) {
+                continue;
+            }
+            let mut f = filter.clone();
+            f.node = Some(n.clone());
+            f.after_seq = Some(self.last.get(&n).copied().unwrap_or(0));
+            let mut rows = store.search(&f)?;
+            rows.sort_by_key(|r| r.seq);
+            if let Some(r) = rows.last() {
+                self.last.insert(n, r.seq);
+            }
+            out.append(&mut rows);
+        }
+        Ok(out)
+    }
+}
+
 /// An audit store. Only one writer per node may append; readers may run concurrently.
 pub trait AuditStore: Send {
     /// Where the store is, for messages and the audit-started record (no passwords).
@@ -63,8 +162,10 @@ pub trait AuditStore: Send {
     fn head(&mut self, node: &str) -> Result<Option<ChainHead>>;
 
     /// Appends `records` (already sealed after `expected`) and, optionally, a checkpoint, in
-    /// one transaction. Fails with [`crate::AuditError::HeadMoved`] if the stored head is not
-    /// `expected`.
+    /// one transaction. Idempotent: records the store already holds at their positions (an
+    /// earlier append of them committed although its answer was lost) are not written again.
+    /// Fails with [`crate::AuditError::HeadMoved`] if the stored head is neither `expected` nor
+    /// one of `records`.
     fn append(
         &mut self,
         node: &str,

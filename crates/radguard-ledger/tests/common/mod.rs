@@ -19,8 +19,9 @@ pub fn python() -> PathBuf {
     p
 }
 
+/// (From the workspace root: crates/radguard/tests/cli_ledger.rs includes this module too.)
 pub fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/ctdata.py")
+    workspace_root().join("crates/radguard-ledger/tests/support/ctdata.py")
 }
 
 /// Runs `ctdata.py ARGS…` and returns its stdout.

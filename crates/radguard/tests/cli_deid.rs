@@ -1,30 +1,93 @@
 //! Real data through the CLI: pydicom's sample files and a generated CT series go through
-//! `radguard deid`; outputs are read by DCMTK's dcmdump and by pydicom; pixel data is
+//! `radguard deid` (the real binary); outputs are read by DCMTK's dcmdump and by pydicom; pixel data is
 //! unchanged; UIDs are consistent across a series and across two runs; `--check` finds the
 //! PHI in the originals and none in the outputs; bad inputs are quarantined with a reason
 //! and never half-written.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
-use clap::Parser;
-use common::*;
 use dicom_core::header::HasLength;
-use radguard_deid::cli::{run_deid, DeidArgs, EXIT_FINDINGS, EXIT_OK};
+use radguard_deid::SiteKey;
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    args: DeidArgs,
+/// Exit status of `radguard deid`: everything written (--check: nothing found).
+const EXIT_OK: i32 = 0;
+/// Something quarantined (--check: residue found or a file unreadable).
+const EXIT_FINDINGS: i32 = 1;
+/// Usage error.
+const EXIT_USAGE: i32 = 2;
+
+const KEY: &[u8] = b"radguard-test-key-0123456789abcdef";
+const CT_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+
+fn site_key() -> SiteKey {
+    SiteKey::from_bytes(KEY).unwrap()
 }
 
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The project's venv Python (fails, not skips, when absent).
+fn python() -> PathBuf {
+    let p = root().join(".venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/setup-test-env.sh (pydicom is required by these tests)",
+        p.display()
+    );
+    p
+}
+
+fn run_python(args: &[&str]) -> String {
+    let out = Command::new(python())
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python {args:?} failed:\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A temporary folder under target/tmp.
+fn tmpdir() -> tempfile::TempDir {
+    let base = root().join("target/tmp");
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::Builder::new()
+        .prefix("cli-deid-")
+        .tempdir_in(base)
+        .unwrap()
+}
+
+/// Read Part 10 bytes with dicom-object.
+fn read(bytes: &[u8]) -> dicom_object::DefaultDicomObject {
+    dicom_object::from_reader(&bytes[128..]).expect("dicom-object reads the output")
+}
+
+/// `radguard deid --no-progress -j 2 ARGS...`.
+fn run_cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_radguard"))
+        .args(["deid", "--no-progress", "-j", "2"])
+        .args(args)
+        .output()
+        .expect("run radguard deid")
+}
+
+/// The exit status of `radguard deid ARGS...`.
 fn cli(args: &[&str]) -> i32 {
-    let mut v = vec!["deid", "--no-progress", "-j", "2"];
-    v.extend_from_slice(args);
-    run_deid(Cli::try_parse_from(v).expect("arguments parse").args)
+    let out = run_cli(args);
+    out.status.code().unwrap_or_else(|| {
+        panic!(
+            "radguard deid {args:?} killed by a signal: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 fn write_key(dir: &Path) -> PathBuf {
@@ -200,7 +263,7 @@ fn pydicom_samples_through_the_cli() {
     for r in &q {
         assert!(!r["reason"].as_str().unwrap().is_empty());
     }
-    let all = radguard_deid::cli::collect_inputs(std::slice::from_ref(&samples), None).unwrap();
+    let all = radguard_deid::batch::collect_inputs(std::slice::from_ref(&samples), None).unwrap();
     // Every input is accounted for: quarantined by path, or written (by content hash).
     let written_shas: BTreeSet<String> = json_files(&o1.join("reports"))
         .iter()
@@ -319,7 +382,7 @@ fn ct_series_consistency_and_check() {
         sops.insert(t(0x0008, 0x0018));
         dates.insert(t(0x0008, 0x0020));
         assert_eq!(format!("{}.dcm", t(0x0008, 0x0018)), *name);
-        assert_eq!(t(0x0010, 0x0020), common::key().patient_id(b"PAT-889911"));
+        assert_eq!(t(0x0010, 0x0020), site_key().patient_id(b"PAT-889911"));
         assert_eq!(t(0x0028, 0x0303), "MODIFIED");
         // The referenced previous slice maps to that slice's new UID.
         let refd = obj
@@ -607,7 +670,14 @@ fn usage_errors() {
     let tmp = tmpdir();
     let out = tmp.path().join("o");
     // No key file: refused before anything is written.
-    assert!(Cli::try_parse_from(["deid", "x", "--out", out.to_str().unwrap()]).is_err());
+    let r = run_cli(&["x", "--out", out.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(EXIT_USAGE));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("--key-file"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(!out.exists());
     let short = tmp.path().join("short.key");
     std::fs::write(&short, "short").unwrap();
     assert_eq!(
@@ -618,7 +688,7 @@ fn usage_errors() {
             "--key-file",
             short.to_str().unwrap()
         ]),
-        radguard_deid::cli::EXIT_USAGE
+        EXIT_USAGE
     );
     let key = write_key(tmp.path());
     assert_eq!(
@@ -631,7 +701,7 @@ fn usage_errors() {
             "--option",
             "clean-pixel-data"
         ]),
-        radguard_deid::cli::EXIT_USAGE
+        EXIT_USAGE
     );
     assert!(!out.join("reports").exists() || outputs(&out).is_empty());
 }

@@ -1,26 +1,26 @@
-//! The `radguard scan` and `radguard sanitize` subcommands: clap arguments and runners that
-//! return the process exit status. The binary wires them in; all the work is in the library.
+//! `radguard scan` and `radguard sanitize`: arguments, output, exit status. The work is
+//! [`radguard_media::batch`].
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use radguard_dicom::limits::Limits;
-use rayon::prelude::*;
+use radguard_media::batch::{self, ScanBatch};
+use radguard_media::{FileReport, SanitizeOptions, SanitizeOutcome, ScanOptions, Verdict};
 
-use crate::{
-    sanitize_file, scan_path, FileReport, SanitizeOptions, SanitizeOutcome, ScanOptions, Severity,
-    Verdict,
-};
+use super::files_bar::FilesBar;
 
 /// Exit status: everything clean (scan) or written (sanitize).
-pub const EXIT_OK: i32 = 0;
+pub const EXIT_OK: u8 = 0;
 /// Exit status: at least one file is not clean (scan) or was quarantined (sanitize).
-pub const EXIT_FINDINGS: i32 = 1;
+pub const EXIT_FINDINGS: u8 = 1;
 /// Exit status: bad arguments, a path that does not exist, an unusable output folder.
-pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_USAGE: u8 = 2;
+
+const BAR: &str = "{elapsed_precise} [{bar:40}] {pos}/{len} files {msg}";
+const BAR_CHARS: &str = "=> ";
 
 /// Check DICOM files, folders and media (CD, DVD, USB stick with a DICOMDIR) for malware.
 ///
@@ -141,73 +141,6 @@ pub struct SanitizeArgs {
     pub no_progress: bool,
 }
 
-/// Expands files and folders into a sorted list of files; errors are reported as findings.
-fn collect(paths: &[PathBuf], skip_under: Option<&Path>) -> Result<Vec<PathBuf>, String> {
-    let mut out = Vec::new();
-    for p in paths {
-        let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        if meta.is_dir() {
-            walk_dir(p, &mut out, skip_under);
-        } else {
-            out.push(p.clone());
-        }
-    }
-    Ok(out)
-}
-
-fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>, skip_under: Option<&Path>) {
-    if let (Some(skip), Ok(canon)) = (skip_under, std::fs::canonicalize(dir)) {
-        if canon.starts_with(skip) {
-            return;
-        }
-    }
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        // Unreadable folders show up as an I/O finding when scanned as a file.
-        out.push(dir.to_path_buf());
-        return;
-    };
-    let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for p in entries {
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => walk_dir(&p, out, skip_under),
-            Ok(m) if m.file_type().is_symlink() => {
-                // Follow links to files, never links to folders (loops, escapes).
-                if std::fs::metadata(&p).is_ok_and(|t| t.is_file()) {
-                    out.push(p);
-                }
-            }
-            Ok(_) => out.push(p),
-            Err(_) => out.push(p),
-        }
-    }
-}
-
-fn progress(n: usize, hide: bool) -> ProgressBar {
-    if hide || n < 2 || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(n as u64);
-    if let Ok(style) =
-        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} files {msg}")
-    {
-        pb.set_style(style.progress_chars("=> "));
-    }
-    pb
-}
-
-fn pool(jobs: Option<usize>) -> Result<rayon::ThreadPool, String> {
-    let mut b = rayon::ThreadPoolBuilder::new();
-    if let Some(j) = jobs {
-        if j == 0 {
-            return Err("--jobs must be at least 1".into());
-        }
-        b = b.num_threads(j);
-    }
-    b.build()
-        .map_err(|e| format!("cannot start worker threads: {e}"))
-}
-
 fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
@@ -238,8 +171,20 @@ fn print_report(out: &mut impl Write, r: &FileReport) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs `radguard scan`; returns the exit status.
-pub fn run_scan(args: ScanArgs) -> i32 {
+/// The worker threads for --jobs: 0 is refused (None is one per CPU).
+fn jobs(cmd: &str, jobs: Option<usize>) -> Result<usize, u8> {
+    match jobs {
+        Some(0) => {
+            eprintln!("radguard {cmd}: --jobs must be at least 1");
+            Err(EXIT_USAGE)
+        }
+        Some(j) => Ok(j),
+        None => Ok(0),
+    }
+}
+
+/// Runs `radguard scan`.
+pub fn run_scan(args: ScanArgs) -> ExitCode {
     let opts = ScanOptions {
         allow_tiff_preamble: args.allow_tiff,
         max_depth: args.max_depth,
@@ -247,40 +192,29 @@ pub fn run_scan(args: ScanArgs) -> i32 {
         max_inflate_ratio: args.max_inflate_ratio,
         ..ScanOptions::default()
     };
-    let files = match collect(&args.paths, None) {
-        Ok(f) => f,
+    let jobs = match jobs("scan", args.jobs) {
+        Ok(j) => j,
+        Err(code) => return ExitCode::from(code),
+    };
+    let bar = FilesBar::new(args.no_progress, 2, BAR, Some(BAR_CHARS));
+    let result = batch::scan_files(&args.paths, &opts, jobs, &|p| bar.update(p.into()));
+    bar.finish();
+    match result {
+        Ok(b) => ExitCode::from(report_scan(&b, &args)),
         Err(e) => {
             eprintln!("radguard scan: {e}");
-            return EXIT_USAGE;
+            ExitCode::from(EXIT_USAGE)
         }
-    };
-    let pool = match pool(args.jobs) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("radguard scan: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let started = Instant::now();
-    let pb = progress(files.len(), args.no_progress);
-    let reports: Vec<FileReport> = pool.install(|| {
-        files
-            .par_iter()
-            .map(|p| {
-                let r = scan_path(p, &opts);
-                pb.inc(1);
-                r
-            })
-            .collect()
-    });
-    pb.finish_and_clear();
-    let elapsed = started.elapsed();
+    }
+}
 
+fn report_scan(b: &ScanBatch, args: &ScanArgs) -> u8 {
+    let reports = &b.reports;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut counts: BTreeMap<Verdict, usize> = BTreeMap::new();
     let mut bytes = 0u64;
-    for r in &reports {
+    for r in reports {
         *counts.entry(r.verdict).or_default() += 1;
         bytes += r.facts.as_ref().map(|f| f.bytes_read).unwrap_or(0);
         let res = if args.json {
@@ -298,7 +232,7 @@ pub fn run_scan(args: ScanArgs) -> i32 {
         }
     }
     let _ = out.flush();
-    let secs = elapsed.as_secs_f64();
+    let secs = b.elapsed.as_secs_f64();
     let rate = if secs > 0.0 {
         format!(", {}/s", human_bytes((bytes as f64 / secs) as u64))
     } else {
@@ -335,8 +269,8 @@ pub fn run_scan(args: ScanArgs) -> i32 {
     }
 }
 
-/// Runs `radguard sanitize`; returns the exit status.
-pub fn run_sanitize(args: SanitizeArgs) -> i32 {
+/// Runs `radguard sanitize`.
+pub fn run_sanitize(args: SanitizeArgs) -> ExitCode {
     let opts = SanitizeOptions {
         scan: ScanOptions {
             allow_tiff_preamble: args.allow_tiff,
@@ -348,40 +282,22 @@ pub fn run_sanitize(args: SanitizeArgs) -> i32 {
         drop_encapsulated_documents: args.drop_encapsulated_documents,
         max_input_bytes: args.max_input_mib.saturating_mul(1 << 20),
     };
-    if let Err(e) = std::fs::create_dir_all(&args.out) {
-        eprintln!(
-            "radguard sanitize: cannot create {}: {e}",
-            args.out.display()
-        );
-        return EXIT_USAGE;
-    }
-    let out_canon = std::fs::canonicalize(&args.out).ok();
-    let files = match collect(&args.inputs, out_canon.as_deref()) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("radguard sanitize: {e}");
-            return EXIT_USAGE;
-        }
+    let jobs = match jobs("sanitize", args.jobs) {
+        Ok(j) => j,
+        Err(code) => return ExitCode::from(code),
     };
-    let pool = match pool(args.jobs) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("radguard sanitize: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let pb = progress(files.len(), args.no_progress);
-    let results: Vec<(PathBuf, Result<SanitizeOutcome, String>)> = pool.install(|| {
-        files
-            .par_iter()
-            .map(|p| {
-                let r = sanitize_file(p, &args.out, &opts).map_err(|e| e.to_string());
-                pb.inc(1);
-                (p.clone(), r)
-            })
-            .collect()
+    let bar = FilesBar::new(args.no_progress, 2, BAR, Some(BAR_CHARS));
+    let result = batch::sanitize_files(&args.inputs, &args.out, &opts, jobs, &|p| {
+        bar.update(p.into())
     });
-    pb.finish_and_clear();
+    bar.finish();
+    let results = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("radguard sanitize: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
 
     let (mut written, mut dups, mut quarantined, mut skipped, mut errors) = (0, 0, 0, 0, 0);
     let stdout = std::io::stdout();
@@ -408,7 +324,8 @@ pub fn run_sanitize(args: SanitizeArgs) -> i32 {
             Err(e) => {
                 errors += 1;
                 if args.json {
-                    serde_json::json!({"outcome": "error", "input": input, "error": e}).to_string()
+                    serde_json::json!({"outcome": "error", "input": input, "error": e.to_string()})
+                        .to_string()
                 } else {
                     format!("error       {}: {e}", input.display())
                 }
@@ -429,13 +346,13 @@ pub fn run_sanitize(args: SanitizeArgs) -> i32 {
     } else {
         println!("{summary}");
     }
-    if errors > 0 {
+    ExitCode::from(if errors > 0 {
         EXIT_USAGE
     } else if quarantined > 0 {
         EXIT_FINDINGS
     } else {
         EXIT_OK
-    }
+    })
 }
 
 fn human_outcome(o: &SanitizeOutcome, quiet: bool) -> String {
@@ -482,11 +399,6 @@ fn human_outcome(o: &SanitizeOutcome, quiet: bool) -> String {
             format!("{:<11} {}: {reason}", "skipped", input.display())
         }
     }
-}
-
-/// The worst severity in a report, for callers that want a one-word summary.
-pub fn worst_severity(r: &FileReport) -> Option<Severity> {
-    r.findings.iter().map(|f| f.severity).max()
 }
 
 #[cfg(test)]

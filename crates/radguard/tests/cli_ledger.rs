@@ -1,20 +1,187 @@
-//! `verify` end to end: instances are recorded as the gateway does (data set streamed through a
+//! `radguard verify` and `radguard ledger …` end to end, the real binary: instances are recorded
+//! as the gateway does (data set streamed through a
 //! Fingerprinter in P-DATA-sized chunks, appended to the ledger, stored in a real vault), then
 //! copies are verified: benign re-encodings by DCMTK and pydicom, CT-GAN-like tampering,
 //! lossy re-encoding, never-logged instances. Also the auditor commands and offline checks.
 
+#[path = "../../radguard-ledger/tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use cli::{LedgerArgs, LedgerCommand, VerifyArgs};
 use common::*;
 use radguard_dicom::Uid;
-use radguard_ledger::cli::{self, LedgerArgs, LedgerCommand, VerifyArgs};
 use radguard_ledger::fingerprint::part10_data_set;
 use radguard_ledger::{Fingerprinter, Ledger, LedgerEntry, Timestamp};
 use radguard_vault::{StoreOutcome, Vault};
 use serde_json::Value;
+
+/// The command lines of `radguard verify` and `radguard ledger …`, run as the real binary.
+mod cli {
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    /// Exit code: every file verified, nothing altered.
+    pub const EXIT_OK: i32 = 0;
+    /// Exit code: at least one file is altered.
+    pub const EXIT_ALTERED: i32 = 1;
+    /// Exit code: errors (unreadable files, a ledger that does not check out, bad arguments).
+    pub const EXIT_ERROR: i32 = 2;
+
+    /// `radguard verify` arguments.
+    pub struct VerifyArgs {
+        pub paths: Vec<PathBuf>,
+        pub ledgers: Vec<PathBuf>,
+        pub keys: Vec<String>,
+        pub vault: Option<PathBuf>,
+        pub json: bool,
+        pub jobs: Option<usize>,
+    }
+
+    /// `radguard ledger …` arguments.
+    pub struct LedgerArgs {
+        pub command: LedgerCommand,
+    }
+
+    pub enum LedgerCommand {
+        Checkpoint {
+            ledger: PathBuf,
+        },
+        Prove {
+            ledger: PathBuf,
+            uid: Option<String>,
+            index: Option<u64>,
+            file: Option<PathBuf>,
+        },
+        Consistency {
+            ledger: PathBuf,
+            from: Option<PathBuf>,
+            from_size: Option<u64>,
+        },
+        Check {
+            bundle: PathBuf,
+            key: String,
+            file: Option<PathBuf>,
+            old_checkpoint: Option<PathBuf>,
+            json: bool,
+        },
+        Record {
+            ledger: PathBuf,
+            origin: Option<String>,
+            gateway_id: String,
+            paths: Vec<PathBuf>,
+        },
+        ExportKey {
+            ledger: PathBuf,
+        },
+    }
+
+    fn path(p: &std::path::Path) -> String {
+        p.display().to_string()
+    }
+
+    /// Runs the binary; its stdout goes to `out` (stderr is passed through for the test log).
+    fn run(argv: Vec<String>, out: &mut Vec<u8>) -> i32 {
+        let o = Command::new(env!("CARGO_BIN_EXE_radguard"))
+            .args(&argv)
+            .output()
+            .expect("run radguard");
+        eprint!("{}", String::from_utf8_lossy(&o.stderr));
+        out.extend_from_slice(&o.stdout);
+        o.status.code().expect("exit code")
+    }
+
+    pub fn run_verify_with(args: &VerifyArgs, out: &mut Vec<u8>) -> i32 {
+        let mut argv = vec!["verify".to_string()];
+        for l in &args.ledgers {
+            argv.extend(["--ledger".into(), path(l)]);
+        }
+        for k in &args.keys {
+            argv.extend(["--key".into(), k.clone()]);
+        }
+        if let Some(v) = &args.vault {
+            argv.extend(["--vault".into(), path(v)]);
+        }
+        if args.json {
+            argv.push("--json".into());
+        }
+        if let Some(j) = args.jobs {
+            argv.extend(["-j".into(), j.to_string()]);
+        }
+        argv.push("--".into());
+        argv.extend(args.paths.iter().map(|p| path(p)));
+        run(argv, out)
+    }
+
+    pub fn run_ledger_with(args: &LedgerArgs, out: &mut Vec<u8>) -> i32 {
+        let mut argv = vec!["ledger".to_string()];
+        let opt = |argv: &mut Vec<String>, flag: &str, v: Option<String>| {
+            if let Some(v) = v {
+                argv.extend([flag.to_string(), v]);
+            }
+        };
+        match &args.command {
+            LedgerCommand::Checkpoint { ledger } => {
+                argv.extend(["checkpoint".into(), "--ledger".into(), path(ledger)]);
+            }
+            LedgerCommand::ExportKey { ledger } => {
+                argv.extend(["export-key".into(), "--ledger".into(), path(ledger)]);
+            }
+            LedgerCommand::Prove {
+                ledger,
+                uid,
+                index,
+                file,
+            } => {
+                argv.extend(["prove".into(), "--ledger".into(), path(ledger)]);
+                opt(&mut argv, "--uid", uid.clone());
+                opt(&mut argv, "--index", index.map(|i| i.to_string()));
+                opt(&mut argv, "--file", file.as_deref().map(path));
+            }
+            LedgerCommand::Consistency {
+                ledger,
+                from,
+                from_size,
+            } => {
+                argv.extend(["consistency".into(), "--ledger".into(), path(ledger)]);
+                opt(&mut argv, "--from", from.as_deref().map(path));
+                opt(&mut argv, "--from-size", from_size.map(|n| n.to_string()));
+            }
+            LedgerCommand::Check {
+                bundle,
+                key,
+                file,
+                old_checkpoint,
+                json,
+            } => {
+                argv.extend(["check".into(), path(bundle), "--key".into(), key.clone()]);
+                opt(&mut argv, "--file", file.as_deref().map(path));
+                opt(
+                    &mut argv,
+                    "--old-checkpoint",
+                    old_checkpoint.as_deref().map(path),
+                );
+                if *json {
+                    argv.push("--json".into());
+                }
+            }
+            LedgerCommand::Record {
+                ledger,
+                origin,
+                gateway_id,
+                paths,
+            } => {
+                argv.extend(["record".into(), "--ledger".into(), path(ledger)]);
+                opt(&mut argv, "--origin", origin.clone());
+                argv.extend(["--gateway-id".into(), gateway_id.clone(), "--".into()]);
+                argv.extend(paths.iter().map(|p| path(p)));
+            }
+        }
+        run(argv, out)
+    }
+}
 
 const ORIGIN: &str = "radguard.test/ledger/ct-gw1";
 const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";

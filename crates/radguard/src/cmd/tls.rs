@@ -1,14 +1,12 @@
-//! Command-line front ends: `radguard tls init|issue|fingerprint` ([`TlsArgs`], [`run_tls`])
-//! and `radguard passwd` ([`PasswdArgs`], [`run_passwd`]). Each `run_*` returns the exit code:
-//! 0 success, 1 failure (message on stderr), 2 usage error.
+//! `radguard tls init|issue|fingerprint` ([`TlsArgs`], [`run_tls`]) and `radguard passwd`
+//! ([`PasswdArgs`], [`run_passwd`]): arguments, output and exit codes over `radguard_tls`.
+//! Each `run_*` returns the exit code: 0 success, 1 failure (message on stderr), 2 usage error.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use crate::error::TlsError;
-use crate::facts::{cert_file_facts, PeerCertFacts};
-use crate::passwd::{check_passcode, hash_passcode, read_passcode_line};
-use crate::quickstart::{init_quickstart, issue_client};
+use radguard_tls::passwd::{check_passcode, hash_passcode, read_passcode_line, user_table};
+use radguard_tls::{cert_file_facts, init_quickstart, issue_client, PeerCertFacts, TlsError};
 
 /// Certificates for DICOM TLS: a quick-start PKI, more client certificates, fingerprints.
 #[derive(Debug, clap::Args)]
@@ -114,7 +112,7 @@ fn print_json(value: &impl serde::Serialize) -> i32 {
 }
 
 /// `radguard tls init DIR`.
-pub fn run_tls_init(args: TlsInitArgs) -> i32 {
+fn run_tls_init(args: TlsInitArgs) -> i32 {
     let clients = if args.clients.is_empty() {
         vec!["client".to_string()]
     } else {
@@ -131,7 +129,7 @@ pub fn run_tls_init(args: TlsInitArgs) -> i32 {
 }
 
 /// `radguard tls issue DIR NAME`.
-pub fn run_tls_issue(args: TlsIssueArgs) -> i32 {
+fn run_tls_issue(args: TlsIssueArgs) -> i32 {
     match issue_client(&args.dir, &args.name) {
         Ok(issued) if args.json => print_json(&issued),
         Ok(issued) => {
@@ -145,7 +143,7 @@ pub fn run_tls_issue(args: TlsIssueArgs) -> i32 {
 }
 
 /// `radguard tls fingerprint CERT.pem…`.
-pub fn run_fingerprint(args: FingerprintArgs) -> i32 {
+fn run_fingerprint(args: FingerprintArgs) -> i32 {
     #[derive(serde::Serialize)]
     struct Entry<'a> {
         file: &'a std::path::Path,
@@ -216,26 +214,31 @@ pub fn run_passwd(args: PasswdArgs) -> i32 {
     };
     let text = match &args.user {
         None => format!("{hash}\n"),
-        Some(user) => format!(
-            "[[user]]\nname = {}\npasscode_argon2 = \"{hash}\"\n",
-            crate::quickstart::toml_quote(user)
-        ),
+        Some(user) => user_table(user, &hash),
     };
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => 0,
-        Err(e) => fail(&TlsError::io("<stdout>", e)),
+        Err(source) => fail(&TlsError::Io {
+            path: "<stdout>".into(),
+            source,
+        }),
     }
 }
 
 fn prompt_twice() -> Result<String, TlsError> {
-    let first =
-        rpassword::prompt_password("Passcode: ").map_err(|e| TlsError::io("/dev/tty", e))?;
+    let first = rpassword::prompt_password("Passcode: ").map_err(tty)?;
     check_passcode(&first)?;
-    let second =
-        rpassword::prompt_password("Passcode again: ").map_err(|e| TlsError::io("/dev/tty", e))?;
+    let second = rpassword::prompt_password("Passcode again: ").map_err(tty)?;
     if first != second {
         return Err(TlsError::Hash("the two passcodes differ".into()));
     }
     Ok(first)
+}
+
+fn tty(source: std::io::Error) -> TlsError {
+    TlsError::Io {
+        path: "/dev/tty".into(),
+        source,
+    }
 }

@@ -1,16 +1,17 @@
-//! `radguard audit tail|search|verify|export`: clap arguments and runners that return the exit
-//! status. The binary wires them in.
+//! `radguard audit tail|search|verify|export`: arguments, text and JSON output and exit statuses
+//! over the trail `radguard_audit` reads (store, filters, follower, chain verification, PS3.15
+//! A.5 messages).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::atna::{message_for, AtnaSource};
-use crate::checkpoint::{load_verifying_key, public_key_path};
-use crate::record::{AuditEvent, AuditRecord, RecordKind};
-use crate::store::{AuditStore, Filter, FoundRow, StoreSpec};
-use crate::time::{now_ms, parse_time, rfc3339_ms};
-use crate::verify::verify_chain;
+use radguard_audit::atna::{message_for, AtnaSource};
+use radguard_audit::checkpoint::{default_public_key, load_verifying_key};
+use radguard_audit::record::{AuditEvent, AuditRecord, RecordKind};
+use radguard_audit::store::{AuditStore, Filter, Follower, FoundRow, StoreSpec};
+use radguard_audit::time::{now_ms, parse_time, rfc3339_ms};
+use radguard_audit::verify_store;
 
 /// Exit status: success (verify: every chain intact).
 pub const EXIT_OK: i32 = 0;
@@ -227,7 +228,7 @@ fn filter(f: &FilterArgs) -> Result<Filter, String> {
 }
 
 /// One line describing a record.
-pub fn summary(r: &AuditRecord) -> String {
+fn summary(r: &AuditRecord) -> String {
     let mut s = format!(
         "{} {}#{} {}",
         rfc3339_ms(r.time_ms),
@@ -323,7 +324,7 @@ fn print_rows(rows: &[FoundRow], json: bool, out: &mut impl Write) -> std::io::R
 }
 
 /// `audit tail`.
-pub fn run_tail(a: TailArgs) -> Result<i32, String> {
+fn run_tail(a: TailArgs) -> Result<i32, String> {
     let (_, mut store) = open(&a.store)?;
     let mut f = filter(&a.filter)?;
     f.newest_first = true;
@@ -338,34 +339,20 @@ pub fn run_tail(a: TailArgs) -> Result<i32, String> {
         return Ok(EXIT_OK);
     }
     // Follow: per chain, everything after the last seq seen.
-    let mut last: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    for n in store.nodes().map_err(|e| e.to_string())? {
-        let head = store.head(&n).map_err(|e| e.to_string())?;
-        last.insert(n, head.map(|h| h.seq).unwrap_or(0));
-    }
+    let mut follower =
+        Follower::new(store.as_mut(), a.filter.node.clone()).map_err(|e| e.to_string())?;
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        for n in store.nodes().map_err(|e| e.to_string())? {
-            if a.filter.node.as_ref().is_some_and(|only| *only != n) {
-                continue;
-            }
-            let after = last.get(&n).copied().unwrap_or(0);
-            let mut f = filter(&a.filter)?;
-            f.node = Some(n.clone());
-            f.after_seq = Some(after);
-            let mut rows = store.search(&f).map_err(|e| e.to_string())?;
-            rows.sort_by_key(|r| r.seq);
-            if let Some(r) = rows.last() {
-                last.insert(n.clone(), r.seq);
-            }
-            print_rows(&rows, a.json, &mut out).map_err(|e| e.to_string())?;
-            out.flush().map_err(|e| e.to_string())?;
-        }
+        let rows = follower
+            .poll(store.as_mut(), &filter(&a.filter)?)
+            .map_err(|e| e.to_string())?;
+        print_rows(&rows, a.json, &mut out).map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())?;
     }
 }
 
 /// `audit search`.
-pub fn run_search(a: SearchArgs) -> Result<i32, String> {
+fn run_search(a: SearchArgs) -> Result<i32, String> {
     let (_, mut store) = open(&a.store)?;
     let mut f = filter(&a.filter)?;
     f.limit = a.limit;
@@ -380,40 +367,24 @@ pub fn run_search(a: SearchArgs) -> Result<i32, String> {
 }
 
 /// `audit verify`.
-pub fn run_verify(a: VerifyArgs) -> Result<i32, String> {
+fn run_verify(a: VerifyArgs) -> Result<i32, String> {
     let (spec, mut store) = open(&a.store)?;
-    let key_path = a.key.clone().or_else(|| match &spec {
-        StoreSpec::Sqlite(p) => {
-            let k = public_key_path(
-                &p.parent()
-                    .unwrap_or(std::path::Path::new("."))
-                    .join("audit-signing.key"),
-            );
-            k.exists().then_some(k)
-        }
-        StoreSpec::Postgres { .. } => None,
-    });
+    let key_path = a.key.clone().or_else(|| default_public_key(&spec));
     let key = key_path
         .as_deref()
         .map(load_verifying_key)
         .transpose()
         .map_err(|e| e.to_string())?;
-    let nodes = match &a.node {
-        Some(n) => vec![n.clone()],
-        None => store.nodes().map_err(|e| e.to_string())?,
-    };
-    if nodes.is_empty() {
+    let reports =
+        verify_store(store.as_mut(), a.node.as_deref(), key.as_ref()).map_err(|e| e.to_string())?;
+    if reports.is_empty() {
         return Err("the store holds no chain".into());
     }
-    let mut code = EXIT_OK;
-    let mut reports = Vec::new();
-    for n in &nodes {
-        let rep = verify_chain(store.as_mut(), n, key.as_ref()).map_err(|e| e.to_string())?;
-        if !rep.ok() {
-            code = EXIT_FAULT;
-        }
-        reports.push(rep);
-    }
+    let code = if reports.iter().all(|r| r.ok()) {
+        EXIT_OK
+    } else {
+        EXIT_FAULT
+    };
     if a.json {
         let v = serde_json::json!({ "ok": code == EXIT_OK, "chains": reports });
         println!("{v}");
@@ -444,7 +415,7 @@ pub fn run_verify(a: VerifyArgs) -> Result<i32, String> {
 }
 
 /// `audit export`.
-pub fn run_export(a: ExportArgs) -> Result<i32, String> {
+fn run_export(a: ExportArgs) -> Result<i32, String> {
     let (_, mut store) = open(&a.store)?;
     let f = filter(&a.filter)?;
     let rows = store.search(&f).map_err(|e| e.to_string())?;

@@ -1,4 +1,4 @@
-//! Unit tests for TLS settings and peer identity: every new config key (valid forms, and each
+//! Tests for TLS settings and peer identity: every new config key (valid forms, and each
 //! error with its line and field), and every identity condition of `admit_with`.
 
 use std::net::IpAddr;
@@ -10,7 +10,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use jsonwebtoken::{EncodingKey, Header};
 use radguard_dicom::AeTitle;
 
-use crate::*;
+use radguard_policy::*;
 
 // ------------------------------------------------------------------------------------------
 // Helpers.
@@ -394,13 +394,15 @@ fn peer_identity_settings() {
         .next()
         .map(|p| p.identity().clone())
         .expect("peer");
-    assert_eq!(
-        id,
-        PeerIdentity {
-            user_identity: UserIdentityRequirement::Ignore,
-            ..PeerIdentity::default()
-        }
-    );
+    // Only the user identity differs from a plain peer's (seen through the accessors).
+    let plain = PeerIdentity::default();
+    assert_eq!(id.user_identity(), UserIdentityRequirement::Ignore);
+    assert_ne!(plain.user_identity(), UserIdentityRequirement::Ignore);
+    assert_eq!(id.tls(), plain.tls());
+    assert_eq!(id.cert_sha256(), plain.cert_sha256());
+    assert_eq!(id.cert_subject_cn(), plain.cert_subject_cn());
+    assert_eq!(id.cert_san(), plain.cert_san());
+    assert_eq!(id.users(), plain.users());
     assert!(!id.is_constrained());
     assert!(c.describe().contains("user identity: ignored"));
     // A plain peer has no conditions at all.

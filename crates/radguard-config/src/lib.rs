@@ -1,0 +1,202 @@
+//! Radguard's config file, read whole: each section is validated by the crate that owns it, and
+//! every problem of every section comes back at once, in file order, as
+//! `FILE:LINE:COL: field `path`: message` (docs/config.md).
+//!
+//! | section | owner | type |
+//! |---|---|---|
+//! | `[server]` (and `[server.tls]`), `[[peer]]`, `[[route]]`, `[[user]]`, `[jwt]` | radguard-policy | [`Config`] |
+//! | a route's `deidentify = { ... }` | radguard-deid, through radguard-policy | `radguard_deid::DeidSpec` in each `RouteEntry` |
+//! | `[audit]` | radguard-audit | [`AuditConfig`] |
+//! | `[ledger]` | radguard-ledger | [`LedgerConfig`] |
+//!
+//! This crate only composes: it reads the file once, hands the text to each section's loader
+//! and merges their errors ([`ConfigErrors`]). A syntax error is reported once (by the policy's
+//! loader), not by every section. What needs the gateway's data folder (the audit store and
+//! signing key, the ledger) or builds TLS configurations is done at start by the binary.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::path::Path;
+
+pub use radguard_audit::config::AuditConfig;
+pub use radguard_ledger::LedgerConfig;
+pub use radguard_policy::Config;
+
+/// A config file, every section validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    /// `[server]`, the peers, routes (with their `deidentify`), users and `[jwt]`.
+    pub config: Config,
+    /// `[audit]` (its defaults when the file has none).
+    pub audit: AuditConfig,
+    /// `[ledger]` (its defaults when the file has none).
+    pub ledger: LedgerConfig,
+}
+
+impl Loaded {
+    /// The embedded default ([`radguard_policy::EMBEDDED_DEFAULT_TOML`]): no `[audit]` and no
+    /// `[ledger]`, so both take their defaults.
+    pub fn embedded_default() -> Loaded {
+        Loaded {
+            config: Config::embedded_default(),
+            audit: AuditConfig::default(),
+            ledger: LedgerConfig::default(),
+        }
+    }
+
+    /// The keys of `new` whose change a reload cannot apply to a running gateway
+    /// ([`Config::restart_needed`]: listeners, AE title, caps, timeouts, `on_revoke`), and
+    /// `[audit]` and `[ledger]` when their settings differ. A reload that changes any of them is
+    /// refused whole, naming them.
+    pub fn restart_needed(&self, new: &Loaded) -> Vec<&'static str> {
+        let mut keys = self.config.restart_needed(&new.config);
+        if self.audit != new.audit {
+            keys.push("[audit]");
+        }
+        if self.ledger != new.ledger {
+            keys.push("[ledger]");
+        }
+        keys
+    }
+}
+
+/// One problem, from the section that found it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `[server]`, `[[peer]]`, `[[route]]` (`deidentify` included), `[[user]]`, `[jwt]`; also
+    /// a file that cannot be read and a syntax error.
+    #[error(transparent)]
+    Policy(radguard_policy::ConfigError),
+    /// `[audit]`.
+    #[error(transparent)]
+    Audit(radguard_audit::config::ConfigError),
+    /// `[ledger]`.
+    #[error(transparent)]
+    Ledger(radguard_ledger::config::ConfigError),
+}
+
+impl ConfigError {
+    /// 1-based line, when the problem has a place in the file.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Policy(e) => e.line,
+            ConfigError::Audit(e) => e.line,
+            ConfigError::Ledger(e) => e.line,
+        }
+    }
+
+    /// 1-based column (in characters), when the problem has a place in the file.
+    pub fn col(&self) -> Option<usize> {
+        match self {
+            ConfigError::Policy(e) => e.col,
+            ConfigError::Audit(e) => e.col,
+            ConfigError::Ledger(e) => e.col,
+        }
+    }
+
+    /// The key path (`route[1].deidentify.key_file`, `audit.node`); empty when none applies.
+    pub fn field(&self) -> &str {
+        match self {
+            ConfigError::Policy(e) => &e.field,
+            ConfigError::Audit(e) => &e.field,
+            ConfigError::Ledger(e) => &e.field,
+        }
+    }
+}
+
+/// Every problem of every section (never empty when returned as an error), in file order;
+/// problems without a place (no `[[peer]]` at all, an unreadable file) last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    pub errors: Vec<ConfigError>,
+}
+
+impl ConfigErrors {
+    pub fn errors(&self) -> &[ConfigError] {
+        &self.errors
+    }
+
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// One line per error, `FILE:LINE:COL: field `path`: message`.
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads a config file and validates every section. Relative paths in the policy's sections
+/// (certificates, keys, `deidentify` files) are resolved against the file's folder. A file
+/// that cannot be read is one error without a line.
+pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
+    let origin = path.display().to_string();
+    let base = path.parent().unwrap_or(Path::new(""));
+    match std::fs::read_to_string(path) {
+        Ok(src) => parse_config_in(&src, &origin, base),
+        // Worded as the policy's own loader words it.
+        Err(e) => Err(ConfigErrors {
+            errors: vec![ConfigError::Policy(radguard_policy::ConfigError {
+                origin,
+                line: None,
+                col: None,
+                field: String::new(),
+                message: format!("cannot read config file: {e}"),
+            })],
+        }),
+    }
+}
+
+/// Validates the config text `src` (named `origin` in errors; relative paths resolved against
+/// `base_dir`): every section, every error.
+pub fn parse_config_in(src: &str, origin: &str, base_dir: &Path) -> Result<Loaded, ConfigErrors> {
+    let mut errors = Vec::new();
+    let config = radguard_policy::parse_config_in(src, origin, base_dir)
+        .map_err(|e| errors.extend(e.errors.into_iter().map(ConfigError::Policy)))
+        .ok();
+    // A file that is not TOML at all: the policy's loader has said where; the other sections
+    // would only say it again.
+    let syntax_ok = src.parse::<toml::Table>().is_ok();
+    let audit = if syntax_ok {
+        AuditConfig::from_document(src, origin)
+            .map_err(|e| errors.extend(e.0.into_iter().map(ConfigError::Audit)))
+            .ok()
+    } else {
+        None
+    };
+    let ledger = if syntax_ok {
+        LedgerConfig::from_document(src, origin)
+            .map_err(|e| errors.extend(e.0.into_iter().map(ConfigError::Ledger)))
+            .ok()
+    } else {
+        None
+    };
+    match (config, audit, ledger) {
+        (Some(config), Some(audit), Some(ledger)) if errors.is_empty() => Ok(Loaded {
+            config,
+            audit,
+            ledger,
+        }),
+        _ => {
+            // Stable: errors at the same place keep their section order.
+            errors.sort_by_key(|e| (e.line().is_none(), e.line(), e.col()));
+            Err(ConfigErrors { errors })
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The whole file: every section's errors together, in file order, each `FILE:LINE:COL`.
+
+use std::path::Path;
+
+use radguard_config::{load_file, parse_config_in, ConfigError, Loaded};
+
+const PEER: &str =
+    "[[peer]]\nname = \"p\"\nae_titles = [\"A\"]\naddresses = [\"10.0.0.1\"]\nallow = [\"echo\"]\n";
+const VAULT: &str = "[[route]]\ncalled_ae = \"RADGUARD\"\nvault = true\n";
+
+fn load(src: &str) -> Result<Loaded, radguard_config::ConfigErrors> {
+    parse_config_in(src, "gw.toml", Path::new(""))
+}
+
+#[test]
+fn a_valid_file_gives_every_section() {
+    let src =
+        format!("{PEER}\n{VAULT}\n[audit]\nnode = \"gw1\"\n\n[ledger]\ngateway_id = \"gw-1\"\n");
+    let loaded = load(&src).expect("valid");
+    assert_eq!(loaded.audit.node.as_deref(), Some("gw1"));
+    assert_eq!(loaded.ledger.gateway_id.as_deref(), Some("gw-1"));
+    assert_eq!(loaded.config.policy.peers().count(), 1);
+}
+
+#[test]
+fn errors_of_every_section_come_together_in_file_order() {
+    let src = format!(
+        "[ledger]\norigin = \"a b\"\n\n{}\n{VAULT}\n[audit]\ncheckpoint_every = 0\n",
+        PEER.replace("10.0.0.1", "10.0.0.300")
+    );
+    let errors = load(&src).expect_err("invalid");
+    let rendered: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
+    assert_eq!(rendered.len(), 3, "{rendered:#?}");
+    assert!(matches!(errors.errors()[0], ConfigError::Ledger(_)));
+    assert!(rendered[0].starts_with("gw.toml:2:10: field `ledger.origin`: invalid origin \"a b\""));
+    assert!(matches!(errors.errors()[1], ConfigError::Policy(_)));
+    assert_eq!(
+        rendered[1],
+        "gw.toml:7:14: field `peer[0].addresses[0]`: invalid address \"10.0.0.300\" (expected a CIDR or an IP address)"
+    );
+    assert!(matches!(errors.errors()[2], ConfigError::Audit(_)));
+    assert_eq!(
+        rendered[2],
+        "gw.toml:15:20: field `audit.checkpoint_every`: must be at least 1"
+    );
+    assert_eq!(errors.to_string().lines().count(), 3);
+    assert_eq!(
+        (errors.errors()[2].line(), errors.errors()[2].col()),
+        (Some(15), Some(20))
+    );
+    assert_eq!(errors.errors()[2].field(), "audit.checkpoint_every");
+}
+
+#[test]
+fn unknown_keys_in_two_sections_are_both_reported() {
+    // The policy's reading stops at its first unknown key; the audit and ledger readings are
+    // their own, so their first unknown keys are reported too.
+    let src = format!(
+        "[server]\nlistn = 1\n\n{PEER}\n{VAULT}\n[audit]\nnod = 1\n\n[ledger]\norign = \"x\"\n"
+    );
+    let errors = load(&src).expect_err("invalid");
+    let places: Vec<(Option<usize>, Option<usize>, &str)> = errors
+        .errors()
+        .iter()
+        .map(|e| (e.line(), e.col(), e.field()))
+        .collect();
+    assert_eq!(
+        places,
+        [
+            (Some(2), Some(1), "server.listn"),
+            (Some(15), Some(1), "audit.nod"),
+            (Some(18), Some(1), "ledger.orign"),
+        ]
+    );
+}
+
+#[test]
+fn a_syntax_error_is_reported_once() {
+    let errors = load("[server\nlisten = 1\n").expect_err("invalid");
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_eq!(
+        (errors.errors()[0].line(), errors.errors()[0].col()),
+        (Some(1), Some(8))
+    );
+}
+
+#[test]
+fn an_unreadable_file_is_one_error_without_a_place() {
+    let errors = load_file(Path::new("/nonexistent/radguard.toml")).expect_err("missing");
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors
+            .to_string()
+            .starts_with("/nonexistent/radguard.toml: cannot read config file: "),
+        "{errors}"
+    );
+}
+
+#[test]
+fn files_are_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("site.key"),
+        "00112233445566778899aabbccddeeff\n",
+    )
+    .expect("write");
+    let path = dir.path().join("gw.toml");
+    std::fs::write(
+        &path,
+        format!("{PEER}\n[[route]]\ncalled_ae = \"TELERAD\"\nupstream = \"127.0.0.1:104\"\nupstream_ae = \"PACS\"\ndeidentify = {{ key_file = \"site.key\" }}\n"),
+    )
+    .expect("write");
+    let loaded = load_file(&path).expect("valid");
+    let spec = loaded.config.policy.routes()[0]
+        .deidentify
+        .clone()
+        .expect("de-identifying");
+    assert_eq!(spec.key_file, dir.path().join("site.key"));
+}
+
+#[test]
+fn restart_needed_names_audit_and_ledger_changes() {
+    let old = load(&format!("{PEER}\n{VAULT}")).expect("valid");
+    assert_eq!(old, Loaded { ..old.clone() });
+    // Policy changes are what a reload applies.
+    let policy_only = load(&format!(
+        "{}\n{VAULT}",
+        PEER.replace("10.0.0.1", "10.0.0.2")
+    ))
+    .expect("valid");
+    assert_eq!(old.restart_needed(&policy_only), Vec::<&str>::new());
+    // Writing a default explicitly is no change.
+    let same = load(&format!("{PEER}\n{VAULT}\n[audit]\nenabled = true\n")).expect("valid");
+    assert_eq!(old.restart_needed(&same), Vec::<&str>::new());
+    let src = format!(
+        "[server]\nlisten = [\"127.0.0.1:104\"]\non_revoke = \"refuse-requests\"\n\n[audit]\nenabled = false\n\n[ledger]\ngateway_id = \"x\"\n\n{PEER}\n{VAULT}"
+    );
+    assert_eq!(
+        old.restart_needed(&load(&src).expect("valid")),
+        ["server.listen", "server.on_revoke", "[audit]", "[ledger]"]
+    );
+}
+
+#[test]
+fn embedded_default_takes_the_sections_defaults() {
+    let d = Loaded::embedded_default();
+    assert_eq!(d.audit, radguard_config::AuditConfig::default());
+    assert_eq!(d.ledger, radguard_config::LedgerConfig::default());
+    assert_eq!(
+        d,
+        load(radguard_policy::EMBEDDED_DEFAULT_TOML).expect("the embedded default is valid")
+    );
+}

@@ -1,0 +1,206 @@
+//! The `[ledger]` section of the gateway's config file, read from the whole file so that every
+//! problem is reported as `FILE:LINE:COL: field `ledger.key`: message`.
+//!
+//! ```toml
+//! [ledger]
+//! origin = "radiology.example.org/radguard/ct1"  # checkpoint origin; default radguard.local/<AE title>
+//! gateway_id = "ct1-gw"                          # this gateway in ledger entries; default its AE title
+//! ```
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::Deserialize;
+
+use crate::note;
+use radguard_toml::{line_col, path_at, render, span_of, Seg};
+
+/// The `[ledger]` table; every key is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// The log's origin line in its signed checkpoints (C2SP tlog-checkpoint), e.g.
+    /// `radiology.example.org/radguard/ct1`; default `radguard.local/<AE title>`.
+    pub origin: Option<String>,
+    /// This gateway's name in ledger entries; default its AE title.
+    pub gateway_id: Option<String>,
+}
+
+/// The longest `gateway_id`: an entry stores it behind a one-byte length.
+pub const MAX_GATEWAY_ID: usize = 255;
+
+/// What is wrong with the `[ledger]` section.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// A syntax error, an unknown key or a value of the wrong type (the TOML parser's words).
+    #[error("{0}")]
+    Toml(String),
+    /// Not usable as a checkpoint origin (C2SP signed-note key name).
+    #[error(
+        "invalid origin {0:?}: 1 to 255 bytes, no spaces, control characters or '+' (it names the \
+         log in its signed checkpoints, e.g. \"radiology.example.org/radguard/ct1\")"
+    )]
+    Origin(String),
+    /// Empty, or longer than an entry can hold.
+    #[error("gateway_id must be 1 to {MAX_GATEWAY_ID} bytes (it is {0})")]
+    GatewayId(usize),
+}
+
+/// One problem in the `[ledger]` section, with its place in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct ConfigError {
+    /// The file name (or other label) the section was read from.
+    pub file: String,
+    /// 1-based line, when the problem has a place in the file.
+    pub line: Option<usize>,
+    /// 1-based column (in characters), when the problem has a place in the file.
+    pub col: Option<usize>,
+    /// The byte range in the file the problem is about.
+    pub span: Option<Range<usize>>,
+    /// The key path, e.g. `ledger.origin`; empty when none applies.
+    pub field: String,
+    pub problem: Problem,
+}
+
+impl ConfigError {
+    fn new(
+        src: &str,
+        file: &str,
+        span: Option<Range<usize>>,
+        field: String,
+        problem: Problem,
+    ) -> Self {
+        let (line, col) = match &span {
+            Some(s) => {
+                let (l, c) = line_col(src, s.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        ConfigError {
+            file: file.to_string(),
+            line,
+            col,
+            span,
+            field,
+            problem,
+        }
+    }
+
+    /// `FILE:LINE:COL: field `path`: message`, the format of every config error.
+    fn render(&self) -> String {
+        let mut out = self.file.clone();
+        if let Some(line) = self.line {
+            out.push_str(&format!(":{line}"));
+            if let Some(col) = self.col {
+                out.push_str(&format!(":{col}"));
+            }
+        }
+        out.push_str(": ");
+        if !self.field.is_empty() {
+            out.push_str(&format!("field `{}`: ", self.field));
+        }
+        out.push_str(&self.problem.to_string());
+        out
+    }
+}
+
+/// Every problem found in the `[ledger]` section (never empty when returned as an error), in
+/// file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+/// One line per error.
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Only the section this crate owns; the other keys of the file are other crates' business.
+#[derive(Deserialize)]
+struct Document {
+    ledger: Option<LedgerConfig>,
+}
+
+impl LedgerConfig {
+    /// Reads and checks the `[ledger]` section of a whole config file `src` (named `file` in
+    /// errors); no section gives the defaults.
+    pub fn from_document(src: &str, file: &str) -> Result<LedgerConfig, ConfigErrors> {
+        let doc: Document = toml::from_str(src).map_err(|e| {
+            let span = e.span();
+            let field = span
+                .as_ref()
+                .and_then(|s| path_at(src, s.start))
+                .unwrap_or_default();
+            let problem = Problem::Toml(e.message().trim_end().to_string());
+            ConfigErrors(vec![ConfigError::new(src, file, span, field, problem)])
+        })?;
+        let config = doc.ledger.unwrap_or_default();
+        let mut errors: Vec<ConfigError> = config
+            .problems()
+            .into_iter()
+            .map(|(key, problem)| {
+                let path = [Seg::Key("ledger"), Seg::Key(key)];
+                ConfigError::new(src, file, span_of(src, &path), render(&path), problem)
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            errors.sort_by_key(|e| e.span.as_ref().map(|s| s.start));
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// What is wrong with the values (each with its key), whatever their origin.
+    pub fn problems(&self) -> Vec<(&'static str, Problem)> {
+        let mut out = Vec::new();
+        if let Some(origin) = &self.origin {
+            if !note::valid_name(origin) {
+                out.push(("origin", Problem::Origin(origin.clone())));
+            }
+        }
+        if let Some(id) = &self.gateway_id {
+            if id.is_empty() || id.len() > MAX_GATEWAY_ID {
+                out.push(("gateway_id", Problem::GatewayId(id.len())));
+            }
+        }
+        out
+    }
+
+    /// The checkpoint origin: `origin`, or `radguard.local/<AE title>` with each character an
+    /// origin cannot hold (a space, which AE titles may contain inside — PS3.5 §6.2 — a control
+    /// character or '+') written as '_', so that every valid AE title gives a valid origin.
+    pub fn origin_for(&self, ae_title: &str) -> String {
+        self.origin.clone().unwrap_or_else(|| {
+            let name: String = ae_title
+                .chars()
+                .map(|c| {
+                    if c == ' ' || c == '+' || c.is_control() {
+                        '_'
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            format!("radguard.local/{name}")
+        })
+    }
+
+    /// The gateway's name in entries: `gateway_id`, or the AE title.
+    pub fn gateway_id_for(&self, ae_title: &str) -> String {
+        self.gateway_id
+            .clone()
+            .unwrap_or_else(|| ae_title.to_string())
+    }
+}

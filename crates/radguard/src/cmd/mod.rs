@@ -1,0 +1,12 @@
+//! The commands of the binary: each module owns its flags, output formats and exit codes over
+//! the library crates, which return typed results.
+
+pub mod audit;
+pub mod config;
+pub mod deid;
+pub mod files_bar;
+pub mod ledger;
+pub mod media;
+pub mod reload;
+pub mod serve;
+pub mod tls;

@@ -1,0 +1,292 @@
+//! `radguard serve`: the inline gateway. All its wiring is here, in one place: config, data
+//! folder, vault, integrity ledger, the audit trail's health gating admission, the pid file,
+//! SIGHUP reloads and the shutdown signals.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use radguard_audit::AuditWriter;
+use radguard_events::{Event, EventBus};
+
+use super::config::load_config;
+use crate::logfmt;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Policy and server settings (TOML). Unknown keys are errors.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Where the gateway keeps its state (vault, index).
+    #[arg(long, default_value = "./radguard-data")]
+    pub data: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Runs `radguard serve` until SIGTERM or Ctrl-C.
+pub fn run(args: ServeArgs) -> ExitCode {
+    init_logs(args.log_format);
+    match serve(args.config, args.data) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("radguard: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    // tokio-postgres logs statement parameters (patient identifiers of audit records) at debug
+    // level: never, whatever RADGUARD_LOG asks for.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RADGUARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive(
+            "tokio_postgres::query=off"
+                .parse()
+                .expect("a static, valid directive"),
+        );
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.event_format(logfmt::JsonLines).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
+    let (loaded, tls) = load_config(config.as_deref())?;
+    let started = loaded.clone();
+    let radguard_config::Loaded {
+        config: cfg,
+        audit: audit_cfg,
+        ledger: ledger_cfg,
+    } = loaded;
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let audit = audit_cfg
+        .resolve(&data, Some(cfg.server.ae_title.as_str()))
+        .context("the audit trail settings")?;
+    let vault_dir = data.join("vault");
+    let vault = radguard_vault::Vault::open(&vault_dir)
+        .with_context(|| format!("opening the vault in {}", vault_dir.display()))?;
+    let ledger_dir = data.join("ledger");
+    let origin = ledger_cfg.origin_for(cfg.server.ae_title.as_str());
+    let ledger = radguard_ledger::Ledger::open(&ledger_dir, &origin)
+        .with_context(|| format!("opening the integrity ledger in {}", ledger_dir.display()))?;
+    let gateway_id = ledger_cfg.gateway_id_for(cfg.server.ae_title.as_str());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let listeners = radguard_gateway::bind(&cfg.server)
+            .await
+            .context("binding the listeners")?;
+        // The audit writer subscribes before anything can happen. The bus is large enough for
+        // bursts (10,000 associations ≈ 60,000 events) so the writer does not lose events.
+        let bus = EventBus::new(1 << 17);
+        let mut audit_handle = None;
+        let mut exporters = Vec::new();
+        let (admit_tx, admit_rx) = tokio::sync::watch::channel(true);
+        if audit_cfg.enabled {
+            let store = audit
+                .store
+                .open_async()
+                .await
+                .context("opening the audit store")?;
+            let handle = AuditWriter::spawn(store, bus.subscribe(), audit.writer.clone());
+            for e in &audit.exporters {
+                let st = audit
+                    .store
+                    .open_async()
+                    .await
+                    .context("opening the audit store")?;
+                exporters.push(
+                    radguard_audit::syslog::SyslogExporter::spawn(
+                        st,
+                        e.clone(),
+                        Some(handle.health()),
+                    )
+                    .context("starting the syslog export")?,
+                );
+            }
+            // Admit nothing before the writer has read the chain head (or given up on the store).
+            {
+                let mut h = handle.health();
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    h.wait_for(|x| x.store_ok || x.stopped),
+                )
+                .await;
+            }
+            let _ = admit_tx.send(handle.admit_associations());
+            let mut health = handle.health();
+            let refuse = audit.writer.on_store_failure == radguard_audit::FailurePolicy::Refuse;
+            tokio::spawn(async move {
+                while health.changed().await.is_ok() {
+                    let h = health.borrow().clone();
+                    let ok = !refuse || (h.store_ok && !h.stopped);
+                    if admit_tx.send(ok).is_err() {
+                        break;
+                    }
+                }
+            });
+            audit_handle = Some(handle);
+        } else {
+            eprintln!("radguard: WARNING: [audit] enabled = false: nothing is audited");
+        }
+        for l in &listeners {
+            let addr = l.tcp.local_addr()?;
+            let scheme = if l.tls { "dicom-tls" } else { "dicom" };
+            println!(
+                "radguard: listening on {scheme}://{addr} as AE {}",
+                cfg.server.ae_title
+            );
+        }
+        let data_abs = std::fs::canonicalize(&data).unwrap_or(data.clone());
+        println!("radguard: data in {}", data_abs.display());
+        println!(
+            "radguard: integrity ledger in {} (origin {origin})",
+            ledger_dir.display()
+        );
+        match &audit.store {
+            _ if !audit_cfg.enabled => {
+                println!("radguard: audit trail OFF ([audit] enabled = false)")
+            }
+            radguard_audit::StoreSpec::Sqlite(p) => {
+                println!("radguard: audit trail in {} (SQLite)", p.display())
+            }
+            radguard_audit::StoreSpec::Postgres { schema, .. } => {
+                println!(
+                    "radguard: audit trail in PostgreSQL (schema {})",
+                    schema.as_deref().unwrap_or("default")
+                )
+            }
+        }
+        match &config {
+            Some(p) => println!("radguard: policy from {}", p.display()),
+            None => println!("radguard: policy: embedded defaults (loopback only)"),
+        }
+        println!("{}", cfg.describe());
+        let pid_file = data.join("radguard.pid");
+        let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
+        let (policy_tx, policy_rx) = tokio::sync::watch::channel(cfg.policy.clone());
+        let (tls_tx, tls_rx) = tokio::sync::watch::channel(Arc::new(tls));
+        let shared = radguard_gateway::Shared::new(
+            cfg.server.clone(),
+            policy_rx,
+            tls_rx,
+            admit_rx,
+            Some(Arc::new(vault)),
+            Some((Arc::new(ledger), gateway_id)),
+            bus.clone(),
+        );
+        reload_on_sighup(config.clone(), started, policy_tx, tls_tx, bus.clone());
+        radguard_gateway::serve(shared, listeners, shutdown_signal()).await;
+        for e in exporters {
+            let _ = e.shutdown().await;
+        }
+        if let Some(h) = audit_handle {
+            if let Err(e) = h.shutdown().await {
+                eprintln!("radguard: audit trail shutdown: {e}");
+            }
+        }
+        let _ = std::fs::remove_file(&pid_file);
+        println!("radguard: stopped");
+        anyhow::Ok(())
+    })
+}
+
+/// SIGHUP (or `radguard reload`): reload the config file; a config that fails anywhere (syntax,
+/// policy, certificates) is refused whole and the one in force stays, and so is one that changes
+/// what only a restart applies (`radguard_config::Loaded::restart_needed`: listeners, caps,
+/// timeouts, `[audit]`, `[ledger]`), naming the keys. Every request after a reload, on running associations too, is
+/// judged under the new policy.
+fn reload_on_sighup(
+    config: Option<PathBuf>,
+    started: radguard_config::Loaded,
+    policy_tx: tokio::sync::watch::Sender<radguard_policy::Policy>,
+    tls_tx: tokio::sync::watch::Sender<Arc<radguard_gateway::TlsState>>,
+    bus: EventBus,
+) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let Some(path) = config.as_deref() else {
+                bus.emit(Event::ConfigReloaded {
+                    ok: false,
+                    detail: "running on embedded defaults: nothing to reload".into(),
+                });
+                continue;
+            };
+            let p = path.to_path_buf();
+            let loaded = tokio::task::spawn_blocking(move || load_config(Some(&p))).await;
+            match loaded {
+                Ok(Ok((new, _))) if !started.restart_needed(&new).is_empty() => {
+                    let keys = started.restart_needed(&new).join(", ");
+                    bus.emit(Event::ConfigReloaded {
+                        ok: false,
+                        detail: format!(
+                            "new config refused, the old one stays in force: {keys} changed, \
+                             which only a restart applies"
+                        ),
+                    });
+                }
+                Ok(Ok((new, tls))) => {
+                    let _ = tls_tx.send(Arc::new(tls));
+                    let _ = policy_tx.send(new.config.policy);
+                    bus.emit(Event::ConfigReloaded {
+                        ok: true,
+                        detail: format!("policy and certificates reloaded from {}", path.display()),
+                    });
+                }
+                Ok(Err(e)) => bus.emit(Event::ConfigReloaded {
+                    ok: false,
+                    detail: format!("new config refused, the old one stays in force: {e:#}"),
+                }),
+                Err(e) => bus.emit(Event::ConfigReloaded {
+                    ok: false,
+                    detail: format!("reload failed: {e}"),
+                }),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (config, started, policy_tx, tls_tx, bus);
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
