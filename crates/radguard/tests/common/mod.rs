@@ -522,10 +522,27 @@ pub fn dcmtk<S: AsRef<std::ffi::OsStr>>(tool: &str, args: &[S]) -> Output {
 
 const DCMTK_NET_TIMEOUTS: [&str; 6] = ["-to", "15", "-ta", "15", "-td", "60"];
 
-fn dcmtk_client(tool: &str, calling: &str, called: &str, rest: &[OsString]) -> Output {
+/// Starts `/usr/bin/<tool> args...` (TCP_NODELAY=1, as [`dcmtk`]) in the background, its
+/// output in `log_dir/<tool>.{out,err}`: for a client a test pauses (`signal("STOP")` /
+/// `signal("CONT")`) at a point it chooses, or watches while it runs.
+pub fn dcmtk_spawn<S: AsRef<std::ffi::OsStr>>(tool: &str, args: &[S], log_dir: &Path) -> Proc {
+    let exe = require_tool(&format!("{DCMTK_BIN}/{tool}"));
+    let mut cmd = Command::new(exe);
+    cmd.args(args).env("TCP_NODELAY", "1");
+    Proc::spawn(tool, &mut cmd, log_dir, false)
+}
+
+/// The options every DCMTK client of these tests gets: `-v -aet CALLING -aec CALLED` and
+/// bounded network timeouts; the tool's own options and the peer follow.
+pub fn dcmtk_client_args(calling: &str, called: &str) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec!["-v".into(), "-aet".into(), calling.into()];
     args.extend(["-aec".into(), called.into()]);
     args.extend(DCMTK_NET_TIMEOUTS.iter().map(OsString::from));
+    args
+}
+
+fn dcmtk_client(tool: &str, calling: &str, called: &str, rest: &[OsString]) -> Output {
+    let mut args = dcmtk_client_args(calling, called);
     args.extend(rest.iter().cloned());
     dcmtk(tool, &args)
 }
@@ -1169,6 +1186,12 @@ impl StoreScp {
     /// Number of associations storescp has received (its `-v` log).
     pub fn associations(&self) -> usize {
         self.proc.log().matches("Association Received").count()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, …) to storescp: a stopped receiver answers no C-STORE,
+    /// so a sender waiting for its response (a C-MOVE's sub-operations) holds where it is.
+    pub fn signal(&self, signal: &str) {
+        self.proc.signal(signal)
     }
 
     pub fn log(&self) -> String {
