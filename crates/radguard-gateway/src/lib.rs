@@ -1,13 +1,17 @@
 //! Radguard's inline DICOM gateway.
 //!
-//! Data flow (see ARCHITECTURE.md at the project root):
+//! Data flow (see ARCHITECTURE.md at the project root). Modules form layers, each naming only
+//! the ones below it (tests/layers.rs fails on a cycle):
 //! - [`server`]: TCP listeners, global and per-peer caps, graceful shutdown.
-//! - [`assoc`]: one task per association: ARTIM, A-ASSOCIATE-RQ decoding, peer identification,
-//!   policy admission, presentation context planning.
-//! - [`negotiate`]: pure functions building the upstream request and the client's answer,
-//!   rewriting Maximum Length in both directions.
+//! - [`assoc`]: one task per association: connection, establishment, then relay or vault.
+//! - [`establish`]: ARTIM, A-ASSOCIATE-RQ decoding, peer identification, policy admission,
+//!   presentation context planning.
 //! - [`relay`]: cut-through relay to an upstream SCP; P-DATA passes as the same bytes.
 //! - [`vault_scp`]: the gateway as Storage SCP in front of the built-in vault.
+//! - [`conn`]: the client connection (both socket halves; send, abort, reject, close).
+//! - [`shared`]: what every connection task shares (settings, live policy, budgets).
+//! - [`negotiate`]: pure functions building the upstream request and the client's answer,
+//!   rewriting Maximum Length in both directions.
 //! - [`gate`]: the per-request check (command set, context, policy) shared by both.
 //! - [`reader`], [`io`]: cancel-safe PDU reader, timers, writes.
 
@@ -15,15 +19,19 @@
 #![forbid(unsafe_code)]
 
 pub mod assoc;
+pub mod conn;
 pub mod deid_relay;
+pub mod establish;
 pub mod gate;
 pub mod io;
 pub mod negotiate;
 pub mod reader;
 pub mod relay;
 pub mod server;
+pub mod shared;
 pub mod tls;
 pub mod vault_scp;
 
-pub use server::{bind, serve, Listener, Shared};
+pub use server::{bind, serve, Listener};
+pub use shared::Shared;
 pub use tls::TlsState;

@@ -27,15 +27,16 @@ use tokio::sync::{mpsc, Mutex};
 /// Pass-through PDUs are written upstream in batches of up to this many bytes.
 const BATCH_LIMIT: usize = 256 * 1024;
 
-use crate::assoc::{abort_client, reject_client, Admitted, ClientConn, MIN_PDU};
+use crate::conn::{ClientConn, MIN_PDU};
 use crate::deid_relay::{restore_uid, DeidMessage, DeidStep};
+use crate::establish::Admitted;
 use crate::gate::{judge, Contexts, Verdict};
 use crate::io::{
     push_command, read_idle, split_tcp, write_timed, Activity, BoxRead, BoxWrite, IoError,
 };
 use crate::negotiate::{client_ac, effective_max, max_length, upstream_rq};
 use crate::reader::{PduReader, ReadError};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::tls::DeidRoute;
 use radguard_dicom::pdu::MAX_ASSOCIATION_PDU;
 use radguard_ledger::{Fingerprint, Fingerprinter, LedgerEntry, OnConflict, Timestamp};
@@ -247,7 +248,8 @@ pub async fn run(
         }
         Err(UpstreamRefusal { blame, why }) => {
             let (calling, called) = (Some(calling_s.as_str()), Some(called_s.as_str()));
-            reject_client(shared, &mut conn, (2, 3, 1), calling, called, blame, why).await;
+            conn.reject(shared, (2, 3, 1), (calling, called), blame, why)
+                .await;
             return;
         }
     };
@@ -258,9 +260,8 @@ pub async fn run(
         Ok(b) => b,
         Err(e) => {
             let _ = write_timed(&mut uwr, &abort_bytes(AbortReason::NotSpecified), timeout).await;
-            abort_client(
+            conn.abort(
                 shared,
-                &mut conn,
                 AbortReason::NotSpecified,
                 Blame::Local,
                 e.to_string(),

@@ -16,12 +16,13 @@ use radguard_policy::OnRevoke;
 use radguard_vault::{PendingInstance, StoreOutcome};
 use tokio::io::AsyncWriteExt;
 
-use crate::assoc::{abort_client, Admitted, ClientConn};
+use crate::conn::ClientConn;
+use crate::establish::Admitted;
 use crate::gate::{judge, Contexts, Verdict};
 use crate::io::{push_command, read_idle, write_timed, Activity, IoError};
 use crate::negotiate::local_ac;
 use crate::reader::ReadError;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// The instance being received.
 struct Receiving {
@@ -97,9 +98,8 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
     let bytes = match radguard_dicom::pdu::encode(&Pdu::AssociationAC(ac.clone())) {
         Ok(b) => b,
         Err(e) => {
-            abort_client(
+            conn.abort(
                 shared,
-                &mut conn,
                 AbortReason::NotSpecified,
                 Blame::Local,
                 e.to_string(),
@@ -139,26 +139,14 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
         let frame = match read_idle(&mut conn.reader, &activity, idle).await {
             Ok(f) => f,
             Err(IoError::Read(ReadError::Frame(e))) => {
-                abort_client(
-                    shared,
-                    &mut conn,
-                    e.abort_reason(),
-                    Blame::Peer,
-                    e.to_string(),
-                )
-                .await;
+                conn.abort(shared, e.abort_reason(), Blame::Peer, e.to_string())
+                    .await;
                 return;
             }
             Err(IoError::Idle(d)) => {
                 let why = format!("idle for {d:?}");
-                abort_client(
-                    shared,
-                    &mut conn,
-                    AbortReason::NotSpecified,
-                    Blame::Local,
-                    why,
-                )
-                .await;
+                conn.abort(shared, AbortReason::NotSpecified, Blame::Local, why)
+                    .await;
                 return;
             }
             Err(e) => {
@@ -193,28 +181,16 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
             }
             other => {
                 let why = format!("unexpected {} from the client", other.name());
-                abort_client(
-                    shared,
-                    &mut conn,
-                    AbortReason::UnexpectedPdu,
-                    Blame::Peer,
-                    why,
-                )
-                .await;
+                conn.abort(shared, AbortReason::UnexpectedPdu, Blame::Peer, why)
+                    .await;
                 return;
             }
         }
         let items = match pdvs(frame.body()) {
             Ok(v) => v,
             Err(e) => {
-                abort_client(
-                    shared,
-                    &mut conn,
-                    e.abort_reason(),
-                    Blame::Peer,
-                    e.to_string(),
-                )
-                .await;
+                conn.abort(shared, e.abort_reason(), Blame::Peer, e.to_string())
+                    .await;
                 return;
             }
         };
@@ -223,9 +199,8 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
                 Ok(s) => s,
                 Err(e) => {
                     let why = e.to_string();
-                    abort_client(
+                    conn.abort(
                         shared,
-                        &mut conn,
                         AbortReason::UnexpectedPduParameter,
                         Blame::Peer,
                         why,
@@ -398,9 +373,8 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
                         }
                     }
                     Verdict::Abort(why) => {
-                        abort_client(
+                        conn.abort(
                             shared,
-                            &mut conn,
                             AbortReason::UnexpectedPduParameter,
                             Blame::Peer,
                             why,
@@ -425,9 +399,8 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
             }
             if revoke {
                 let why = "admission withdrawn by the policy in force (on_revoke = \"abort\")";
-                abort_client(
+                conn.abort(
                     shared,
-                    &mut conn,
                     AbortReason::NotSpecified,
                     Blame::Local,
                     why.to_string(),
