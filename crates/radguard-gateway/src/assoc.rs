@@ -27,8 +27,9 @@ pub async fn run(
     let Some(mut conn) = ClientConn::accept(&shared, id, stream, source, tls).await else {
         return;
     };
-    let Some(admitted) = establish(&shared, &mut conn).await else {
-        return;
+    let admitted = match establish(&shared, &mut conn).await {
+        Ok(a) => a,
+        Err(refusal) => return refusal.send(&shared, &mut conn).await,
     };
     let nothing_to_forward = admitted.plan.iter().all(|p| p.rejected.is_some());
     match admitted.admission.route().clone() {

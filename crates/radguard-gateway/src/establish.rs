@@ -1,5 +1,12 @@
-//! Association establishment (PS3.8 states Sta2→Sta3): read the A-ASSOCIATE-RQ under the
-//! ARTIM timer, identify the peer, ask the policy, plan the presentation contexts.
+//! Association establishment (PS3.8 states Sta2→Sta3), one type per phase:
+//!
+//! ```text
+//! ClientConn ─read under ARTIM─▶ Requested ─identify─▶ Identified ─admit─▶ Permitted ─plan─▶ Admitted
+//! ```
+//!
+//! Each phase returns `Result<Next, Refusal>`; a [`Refusal`] says what the client gets
+//! (A-ASSOCIATE-RJ, A-ABORT, or a plain close) and which events and alerts it raises, and
+//! [`Refusal::send`] is the one place that carries it out.
 
 use dicom_ul::pdu::{
     AssociationRQ, Pdu, PresentationContextResultReason, UserIdentityType, UserVariableItem,
@@ -45,303 +52,388 @@ impl Admitted {
     }
 }
 
-pub async fn establish(shared: &Shared, conn: &mut ClientConn) -> Option<Admitted> {
-    let artim = shared.settings.artim_timeout;
-    let frame = match tokio::time::timeout(artim, conn.reader.next()).await {
-        Err(_) => {
-            shared.bus.emit(Event::AssociationAborted {
+/// How establishment ended without an association: what the client is sent, and what is
+/// recorded.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Nothing is sent, the transport is closed (ARTIM expired, the peer aborted or went away
+    /// in Sta2). Recorded as aborted by the peer.
+    Close { why: String },
+    /// A-ABORT (provider) with `reason` (PS3.8 §9.3.8); blame on the peer raises a protocol
+    /// violation alert.
+    Abort {
+        reason: AbortReason,
+        blame: Blame,
+        why: String,
+    },
+    /// A-ASSOCIATE-RJ with this result/source/reason (PS3.8 §9.3.4).
+    Reject {
+        rj: (u8, u8, u8),
+        /// The calling and called AE titles as recorded (none before they were read).
+        names: Option<(String, String)>,
+        blame: Blame,
+        why: String,
+        /// The alert raised before answering (peer not recognized), if any.
+        alert: Option<AlertKind>,
+    },
+}
+
+impl Refusal {
+    fn abort(reason: AbortReason, blame: Blame, why: impl Into<String>) -> Self {
+        Refusal::Abort {
+            reason,
+            blame,
+            why: why.into(),
+        }
+    }
+
+    fn peer_abort(reason: AbortReason, why: impl Into<String>) -> Self {
+        Self::abort(reason, Blame::Peer, why)
+    }
+
+    fn reject(rj: (u8, u8, u8), names: (&str, &str), blame: Blame, why: String) -> Self {
+        Refusal::Reject {
+            rj,
+            names: Some((names.0.to_string(), names.1.to_string())),
+            blame,
+            why,
+            alert: None,
+        }
+    }
+
+    fn alerting(mut self, kind: AlertKind) -> Self {
+        if let Refusal::Reject { alert, .. } = &mut self {
+            *alert = Some(kind);
+        }
+        self
+    }
+
+    /// Answers the client, records the outcome, and closes the connection.
+    pub async fn send(self, shared: &Shared, conn: &mut ClientConn) {
+        match self {
+            Refusal::Close { why } => shared.bus.emit(Event::AssociationAborted {
                 assoc: conn.id,
                 blame: Blame::Peer,
-                why: "ARTIM expired before an A-ASSOCIATE-RQ arrived".into(),
+                why,
+            }),
+            Refusal::Abort { reason, blame, why } => conn.abort(shared, reason, blame, why).await,
+            Refusal::Reject {
+                rj,
+                names,
+                blame,
+                why,
+                alert,
+            } => {
+                if let Some(kind) = alert {
+                    shared.bus.emit(Event::SecurityAlert {
+                        assoc: Some(conn.id),
+                        kind,
+                        source: Some(conn.source),
+                        detail: why.clone(),
+                    });
+                }
+                let names = names
+                    .as_ref()
+                    .map_or((None, None), |(a, b)| (Some(a.as_str()), Some(b.as_str())));
+                conn.reject(shared, rj, names, blame, why).await;
+            }
+        }
+    }
+}
+
+/// Establishes the association on `conn`, phase by phase; on success `conn` holds one of the
+/// `max_associations` slots.
+pub async fn establish(shared: &Shared, conn: &mut ClientConn) -> Result<Admitted, Refusal> {
+    let requested = Requested::read(shared, conn).await?;
+    let identified = requested.identify()?;
+    let permitted = identified.admit(shared, conn).await?;
+    permitted.plan(shared, conn)
+}
+
+/// Phase 1: an A-ASSOCIATE-RQ, read under the ARTIM timer and decoded (Sta2 → Sta3).
+pub struct Requested {
+    rq: AssociationRQ,
+    implementation_class: Option<String>,
+}
+
+impl Requested {
+    /// Reads and decodes the request, and records it.
+    async fn read(shared: &Shared, conn: &mut ClientConn) -> Result<Self, Refusal> {
+        let artim = shared.settings.artim_timeout;
+        let frame = match tokio::time::timeout(artim, conn.reader.next()).await {
+            Err(_) => {
+                return Err(Refusal::Close {
+                    why: "ARTIM expired before an A-ASSOCIATE-RQ arrived".into(),
+                })
+            }
+            Ok(Err(ReadError::Frame(e))) => {
+                return Err(Refusal::peer_abort(e.abort_reason(), e.to_string()))
+            }
+            Ok(Err(e)) => {
+                return Err(Refusal::Close {
+                    why: format!("before association: {e}"),
+                })
+            }
+            Ok(Ok(f)) => f,
+        };
+        if frame.ty == PduType::Abort {
+            // Sta2 + Evt16 (AA-2): close the transport, answer nothing.
+            return Err(Refusal::Close {
+                why: "A-ABORT before any A-ASSOCIATE-RQ".into(),
             });
-            return None;
         }
-        Ok(Err(ReadError::Frame(e))) => {
-            let reason = e.abort_reason();
-            conn.abort(shared, reason, Blame::Peer, e.to_string()).await;
-            return None;
+        if frame.ty != PduType::AssociateRq {
+            let why = format!("{} where an A-ASSOCIATE-RQ was expected", frame.ty.name());
+            return Err(Refusal::peer_abort(AbortReason::UnexpectedPdu, why));
         }
-        Ok(Err(e)) => {
-            shared.bus.emit(Event::AssociationAborted {
-                assoc: conn.id,
-                blame: Blame::Peer,
-                why: format!("before association: {e}"),
-            });
-            return None;
-        }
-        Ok(Ok(f)) => f,
-    };
-    if frame.ty == PduType::Abort {
-        // Sta2 + Evt16 (AA-2): close the transport, answer nothing.
-        shared.bus.emit(Event::AssociationAborted {
+        let rq = match decode_control(&frame.bytes) {
+            Ok(Pdu::AssociationRQ(rq)) => rq,
+            Ok(_) => {
+                return Err(Refusal::peer_abort(
+                    AbortReason::InvalidPduParameter,
+                    "A-ASSOCIATE-RQ could not be decoded",
+                ))
+            }
+            Err(e) => {
+                return Err(Refusal::peer_abort(
+                    AbortReason::InvalidPduParameter,
+                    e.to_string(),
+                ))
+            }
+        };
+        drop(frame);
+        let (implementation_class, impl_version) = implementation(&rq.user_variables);
+        shared.bus.emit(Event::AssociationRequested {
             assoc: conn.id,
-            blame: Blame::Peer,
-            why: "A-ABORT before any A-ASSOCIATE-RQ".into(),
+            source: conn.source,
+            calling_ae: rq.calling_ae_title.clone(),
+            called_ae: rq.called_ae_title.clone(),
+            implementation_class_uid: implementation_class.clone().unwrap_or_default(),
+            implementation_version: impl_version,
+            contexts: rq.presentation_contexts.len(),
+            tls: conn.tls.clone(),
+            user_identity: user_identity_claim(&rq.user_variables).map(|c| UserIdentityInfo {
+                kind: c.kind.code(),
+                user: match c.kind {
+                    UserIdentityKind::Username | UserIdentityKind::UsernamePasscode => Some(
+                        String::from_utf8_lossy(&c.primary)
+                            .chars()
+                            .take(64)
+                            .collect(),
+                    ),
+                    _ => None,
+                },
+            }),
         });
-        return None;
+        Ok(Requested {
+            rq,
+            implementation_class,
+        })
     }
-    if frame.ty != PduType::AssociateRq {
-        let why = format!("{} where an A-ASSOCIATE-RQ was expected", frame.ty.name());
-        conn.abort(shared, AbortReason::UnexpectedPdu, Blame::Peer, why)
-            .await;
-        return None;
-    }
-    let rq = match decode_control(&frame.bytes) {
-        Ok(Pdu::AssociationRQ(rq)) => rq,
-        Ok(_) => {
-            let why = "A-ASSOCIATE-RQ could not be decoded".to_string();
-            conn.abort(shared, AbortReason::InvalidPduParameter, Blame::Peer, why)
-                .await;
-            return None;
-        }
-        Err(e) => {
-            conn.abort(
-                shared,
-                AbortReason::InvalidPduParameter,
-                Blame::Peer,
-                e.to_string(),
-            )
-            .await;
-            return None;
-        }
-    };
-    drop(frame);
-    let (impl_class, impl_version) = implementation(&rq.user_variables);
-    shared.bus.emit(Event::AssociationRequested {
-        assoc: conn.id,
-        source: conn.source,
-        calling_ae: rq.calling_ae_title.clone(),
-        called_ae: rq.called_ae_title.clone(),
-        implementation_class_uid: impl_class.clone().unwrap_or_default(),
-        implementation_version: impl_version,
-        contexts: rq.presentation_contexts.len(),
-        tls: conn.tls.clone(),
-        user_identity: user_identity_claim(&rq.user_variables).map(|c| UserIdentityInfo {
-            kind: c.kind.code(),
-            user: match c.kind {
-                UserIdentityKind::Username | UserIdentityKind::UsernamePasscode => Some(
-                    String::from_utf8_lossy(&c.primary)
-                        .chars()
-                        .take(64)
-                        .collect(),
+
+    /// Checks what PS3.8 requires of the request itself: protocol version, application
+    /// context, AE titles, Implementation Class UID.
+    fn identify(self) -> Result<Identified, Refusal> {
+        let rq = self.rq;
+        if rq.protocol_version & 1 == 0 {
+            return Err(Refusal::Reject {
+                rj: (1, 2, 2),
+                names: None,
+                blame: Blame::Peer,
+                why: format!(
+                    "protocol version 0x{:04X} not supported",
+                    rq.protocol_version
                 ),
-                _ => None,
-            },
-        }),
-    });
-    if rq.protocol_version & 1 == 0 {
-        let why = format!(
-            "protocol version 0x{:04X} not supported",
-            rq.protocol_version
-        );
-        conn.reject(shared, (1, 2, 2), (None, None), Blame::Peer, why)
-            .await;
-        return None;
-    }
-    let calling_raw = rq.calling_ae_title.clone();
-    let called_raw = rq.called_ae_title.clone();
-    if rq.application_context_name.trim_end_matches('\0') != uids::APPLICATION_CONTEXT {
-        let why = "application context name not supported".to_string();
-        conn.reject(
-            shared,
-            (1, 1, 2),
-            (Some(&calling_raw), Some(&called_raw)),
-            Blame::Peer,
-            why,
-        )
-        .await;
-        return None;
-    }
-    let calling = match AeTitle::new(&calling_raw) {
-        Ok(a) => a,
-        Err(e) => {
+                alert: None,
+            });
+        }
+        let raw = (rq.calling_ae_title.as_str(), rq.called_ae_title.as_str());
+        if rq.application_context_name.trim_end_matches('\0') != uids::APPLICATION_CONTEXT {
+            let why = "application context name not supported".to_string();
+            return Err(Refusal::reject((1, 1, 2), raw, Blame::Peer, why));
+        }
+        let calling = AeTitle::new(raw.0).map_err(|e| {
             let why = format!("calling AE title invalid: {e}");
-            alert(shared, conn, AlertKind::PeerNotRecognized, &why);
-            conn.reject(
-                shared,
-                (1, 1, 3),
-                (Some(&calling_raw), Some(&called_raw)),
-                Blame::Peer,
-                why,
-            )
-            .await;
-            return None;
-        }
-    };
-    let called = match AeTitle::new(&called_raw) {
-        Ok(a) => a,
-        Err(e) => {
+            Refusal::reject((1, 1, 3), raw, Blame::Peer, why).alerting(AlertKind::PeerNotRecognized)
+        })?;
+        let called = AeTitle::new(raw.1).map_err(|e| {
             let why = format!("called AE title invalid: {e}");
-            conn.reject(
-                shared,
-                (1, 1, 7),
-                (Some(&calling_raw), Some(&called_raw)),
-                Blame::Peer,
-                why,
-            )
-            .await;
-            return None;
+            Refusal::reject((1, 1, 7), raw, Blame::Peer, why)
+        })?;
+        if self.implementation_class.is_none() {
+            return Err(Refusal::peer_abort(
+                AbortReason::InvalidPduParameter,
+                "A-ASSOCIATE-RQ without Implementation Class UID",
+            ));
         }
-    };
-    if impl_class.is_none() {
-        let why = "A-ASSOCIATE-RQ without Implementation Class UID".to_string();
-        conn.abort(shared, AbortReason::InvalidPduParameter, Blame::Peer, why)
-            .await;
-        return None;
+        Ok(Identified {
+            rq,
+            calling,
+            called,
+        })
     }
-    if !*shared.admit.borrow() {
-        let why = "the audit trail cannot be written: refusing rather than relaying unaudited"
-            .to_string();
-        conn.reject(
-            shared,
-            (2, 3, 2),
-            (Some(&calling_raw), Some(&called_raw)),
-            Blame::Local,
-            why,
-        )
-        .await;
-        return None;
-    }
-    let policy = shared.policy.borrow().clone();
-    let facts = AssociationFacts {
-        source: conn.source.ip(),
-        calling_ae: calling.clone(),
-        called_ae: called.clone(),
-    };
-    let identity = IdentityFacts {
-        client_cert: conn.cert.clone(),
-        user: user_identity_claim(&rq.user_variables),
-    };
-    // Passcode checks (Argon2) are slow on purpose: off the async threads.
-    let p = policy.clone();
-    let verdict = tokio::task::spawn_blocking(move || p.admit_with(&facts, &identity)).await;
-    let verdict = match verdict {
-        Ok(v) => v,
-        Err(e) => {
-            let why = format!("admission check failed: {e}");
-            conn.abort(shared, AbortReason::NotSpecified, Blame::Local, why)
-                .await;
-            return None;
+}
+
+/// Phase 2: a well-formed request from named AEs, not yet admitted.
+pub struct Identified {
+    rq: AssociationRQ,
+    calling: AeTitle,
+    called: AeTitle,
+}
+
+impl Identified {
+    /// Asks the policy in force (peer, certificate, user identity) and takes one of the
+    /// `max_associations` slots.
+    async fn admit(self, shared: &Shared, conn: &mut ClientConn) -> Result<Permitted, Refusal> {
+        let Identified {
+            rq,
+            calling,
+            called,
+        } = self;
+        if !*shared.admit.borrow() {
+            let why = "the audit trail cannot be written: refusing rather than relaying unaudited"
+                .to_string();
+            let raw = (rq.calling_ae_title.as_str(), rq.called_ae_title.as_str());
+            return Err(Refusal::reject((2, 3, 2), raw, Blame::Local, why));
         }
-    };
-    let admission = match verdict {
-        Ok(a) => a,
-        Err(refusal) => {
+        let policy = shared.policy_now();
+        let facts = AssociationFacts {
+            source: conn.source.ip(),
+            calling_ae: calling.clone(),
+            called_ae: called.clone(),
+        };
+        let identity = IdentityFacts {
+            client_cert: conn.cert.clone(),
+            user: user_identity_claim(&rq.user_variables),
+        };
+        // Passcode checks (Argon2) are slow on purpose: off the async threads.
+        let p = policy.clone();
+        let verdict = tokio::task::spawn_blocking(move || p.admit_with(&facts, &identity))
+            .await
+            .map_err(|e| {
+                let why = format!("admission check failed: {e}");
+                Refusal::abort(AbortReason::NotSpecified, Blame::Local, why)
+            })?;
+        let names = (calling.as_str(), called.as_str());
+        let admission = verdict.map_err(|refusal| {
             let why = match &refusal {
                 AssociationRefusal::CallingAeNotRecognized { why } => {
                     format!("{refusal} (condition: {})", why.condition())
                 }
                 AssociationRefusal::CalledAeNotRecognized => refusal.to_string(),
             };
-            alert(shared, conn, AlertKind::PeerNotRecognized, &why);
-            conn.reject(
-                shared,
-                refusal.rj_triple(),
-                (Some(calling.as_str()), Some(called.as_str())),
-                Blame::Peer,
-                why,
-            )
-            .await;
-            return None;
-        }
-    };
-    // Only now does the association count against `max_associations`: a connection that is
-    // still negotiating (or never will) holds a connection slot, not an association slot.
-    let Ok(permit) = shared.global.clone().try_acquire_owned() else {
-        conn.reject(
-            shared,
-            (2, 3, 2),
-            (Some(calling.as_str()), Some(called.as_str())),
-            Blame::Local,
-            "global association limit reached".into(),
-        )
-        .await;
-        return None;
-    };
-    conn.assoc_permit = Some(permit);
-    let is_vault = matches!(admission.route(), Route::Vault);
-    let plan = plan_contexts(&rq, |abs| match policy.context(&admission, abs) {
-        ContextDecision::Accept => {
-            if is_vault && !vault_serves(abs) {
-                Some(PresentationContextResultReason::AbstractSyntaxNotSupported)
-            } else {
-                None
-            }
-        }
-        ContextDecision::Reject(why) => Some(match why {
-            RejectWhy::AbstractSyntaxNotSupported => {
-                PresentationContextResultReason::AbstractSyntaxNotSupported
-            }
-            _ => PresentationContextResultReason::UserRejection,
-        }),
-    });
-    let plan = match plan {
-        // De-identifying routes cannot transform Deflated data sets in the stream: that
-        // transfer syntax is not offered upstream.
-        Ok(mut p) if shared.tls.borrow().deid.contains_key(&called) => {
-            for c in p.iter_mut().filter(|c| c.rejected.is_none()) {
-                // Queries and retrieves would carry identifiers out unchanged.
-                let abs = c.proposed.abstract_syntax.trim_end_matches('\0');
-                if radguard_policy::sop::FIND_MODELS.contains(&abs)
-                    || radguard_policy::sop::MOVE_MODELS.contains(&abs)
-                    || radguard_policy::sop::GET_MODELS.contains(&abs)
-                {
-                    c.rejected = Some(PresentationContextResultReason::UserRejection);
-                    continue;
-                }
-                c.proposed
-                    .transfer_syntaxes
-                    .retain(|t| TransferSyntax::from_uid(t).is_ok_and(|t| !t.deflated));
-                if c.proposed.transfer_syntaxes.is_empty() {
-                    c.rejected =
-                        Some(PresentationContextResultReason::TransferSyntaxesNotSupported);
+            Refusal::reject(refusal.rj_triple(), names, Blame::Peer, why)
+                .alerting(AlertKind::PeerNotRecognized)
+        })?;
+        // Only now does the association count against `max_associations`: a connection that
+        // is still negotiating (or never will) holds a connection slot, not an association
+        // slot.
+        let Ok(permit) = shared.global.clone().try_acquire_owned() else {
+            let why = "global association limit reached".to_string();
+            return Err(Refusal::reject((2, 3, 2), names, Blame::Local, why));
+        };
+        conn.assoc_permit = Some(permit);
+        Ok(Permitted {
+            rq,
+            called,
+            policy,
+            admission,
+        })
+    }
+}
+
+/// Phase 3: admitted by the policy, holding an association slot; its presentation contexts
+/// are not planned yet.
+pub struct Permitted {
+    rq: AssociationRQ,
+    called: AeTitle,
+    policy: Policy,
+    admission: Admission,
+}
+
+impl Permitted {
+    /// Decides every proposed presentation context (policy, the vault's services, what a
+    /// de-identifying route can transform) and the Maximum Length towards the client.
+    fn plan(self, shared: &Shared, conn: &ClientConn) -> Result<Admitted, Refusal> {
+        let Permitted {
+            rq,
+            called,
+            policy,
+            admission,
+        } = self;
+        let is_vault = matches!(admission.route(), Route::Vault);
+        let plan = plan_contexts(&rq, |abs| match policy.context(&admission, abs) {
+            ContextDecision::Accept => {
+                if is_vault && !vault_serves(abs) {
+                    Some(PresentationContextResultReason::AbstractSyntaxNotSupported)
+                } else {
+                    None
                 }
             }
-            p
-        }
-        Ok(p) => p,
-        Err(e) => {
-            conn.abort(
-                shared,
-                AbortReason::InvalidPduParameter,
-                Blame::Peer,
-                e.to_string(),
-            )
-            .await;
-            return None;
-        }
-    };
-    for p in plan.iter().filter(|p| p.rejected.is_some()) {
-        shared.bus.emit(Event::ContextRejected {
-            assoc: conn.id,
-            context_id: p.proposed.id,
-            abstract_syntax: p.proposed.abstract_syntax.clone(),
-            why: match &p.rejected {
-                Some(PresentationContextResultReason::UserRejection) => "not allowed by policy",
-                _ => "abstract syntax not supported",
-            }
-            .to_string(),
+            ContextDecision::Reject(why) => Some(match why {
+                RejectWhy::AbstractSyntaxNotSupported => {
+                    PresentationContextResultReason::AbstractSyntaxNotSupported
+                }
+                _ => PresentationContextResultReason::UserRejection,
+            }),
         });
+        let mut plan =
+            plan.map_err(|e| Refusal::peer_abort(AbortReason::InvalidPduParameter, e.to_string()))?;
+        if shared.tls.borrow().deid.contains_key(&called) {
+            deid_contexts(&mut plan);
+        }
+        for p in plan.iter().filter(|p| p.rejected.is_some()) {
+            shared.bus.emit(Event::ContextRejected {
+                assoc: conn.id,
+                context_id: p.proposed.id,
+                abstract_syntax: p.proposed.abstract_syntax.clone(),
+                why: match &p.rejected {
+                    Some(PresentationContextResultReason::UserRejection) => "not allowed by policy",
+                    _ => "abstract syntax not supported",
+                }
+                .to_string(),
+            });
+        }
+        let client_accepts = effective_max(
+            max_length(&rq.user_variables),
+            shared.settings.max_pdu_length,
+        );
+        if client_accepts < MIN_PDU {
+            let why = format!("Maximum Length {client_accepts} is below {MIN_PDU}");
+            return Err(Refusal::peer_abort(AbortReason::InvalidPduParameter, why));
+        }
+        let user_identity_response = admission.user_identity_response().map(<[u8]>::to_vec);
+        Ok(Admitted {
+            rq,
+            admission,
+            policy,
+            plan,
+            client_accepts,
+            user_identity_response,
+        })
     }
-    let client_accepts = effective_max(
-        max_length(&rq.user_variables),
-        shared.settings.max_pdu_length,
-    );
-    if client_accepts < MIN_PDU {
-        let why = format!("Maximum Length {client_accepts} is below {MIN_PDU}");
-        conn.abort(shared, AbortReason::InvalidPduParameter, Blame::Peer, why)
-            .await;
-        return None;
+}
+
+/// De-identifying routes cannot transform Deflated data sets in the stream (that transfer
+/// syntax is not offered upstream), and queries and retrieves would carry identifiers out
+/// unchanged (refused).
+fn deid_contexts(plan: &mut [ContextPlan]) {
+    for c in plan.iter_mut().filter(|c| c.rejected.is_none()) {
+        let abs = c.proposed.abstract_syntax.trim_end_matches('\0');
+        if radguard_policy::sop::FIND_MODELS.contains(&abs)
+            || radguard_policy::sop::MOVE_MODELS.contains(&abs)
+            || radguard_policy::sop::GET_MODELS.contains(&abs)
+        {
+            c.rejected = Some(PresentationContextResultReason::UserRejection);
+            continue;
+        }
+        c.proposed
+            .transfer_syntaxes
+            .retain(|t| TransferSyntax::from_uid(t).is_ok_and(|t| !t.deflated));
+        if c.proposed.transfer_syntaxes.is_empty() {
+            c.rejected = Some(PresentationContextResultReason::TransferSyntaxesNotSupported);
+        }
     }
-    let user_identity_response = admission.user_identity_response().map(<[u8]>::to_vec);
-    Some(Admitted {
-        rq,
-        admission,
-        policy,
-        plan,
-        client_accepts,
-        user_identity_response,
-    })
 }
 
 /// The User Identity sub-item of an A-ASSOCIATE-RQ, as the policy sees it.
@@ -371,13 +463,4 @@ fn user_identity_claim(vars: &[UserVariableItem]) -> Option<UserIdentityClaim> {
 fn vault_serves(abstract_syntax: &str) -> bool {
     abstract_syntax == uids::VERIFICATION
         || radguard_policy::sop::is_storage_sop_class(abstract_syntax)
-}
-
-fn alert(shared: &Shared, conn: &ClientConn, kind: AlertKind, detail: &str) {
-    shared.bus.emit(Event::SecurityAlert {
-        assoc: Some(conn.id),
-        kind,
-        source: Some(conn.source),
-        detail: detail.to_string(),
-    });
 }
