@@ -303,20 +303,18 @@ pub async fn run(
         release_requested: AtomicBool::new(false),
         from_client: AtomicU64::new(0),
         from_upstream: AtomicU64::new(0),
-        outstanding: StdMutex::new(HashMap::new()),
+        outstanding: Outstanding::default(),
         deid: shared
             .tls
             .borrow()
             .deid
             .get(adm.admission.called_ae())
             .cloned(),
-        uid_map: StdMutex::new(HashMap::new()),
         origin: adm
             .policy
             .route_entry(adm.admission.called_ae())
             .and_then(|r| r.origin)
             .filter(|_| shared.ledger.is_some()),
-        fingerprints: StdMutex::new(HashMap::new()),
         upstream_requests: StdMutex::new(HashMap::new()),
         ended: Ended::default(),
         id: conn.id,
@@ -375,17 +373,12 @@ struct RelayState<'a> {
     release_requested: AtomicBool,
     from_client: AtomicU64,
     from_upstream: AtomicU64,
-    /// Message ID → command of the requests in flight (for the response events).
-    outstanding: StdMutex<HashMap<u16, InFlight>>,
+    /// The client's requests relayed upstream and not answered yet.
+    outstanding: Outstanding,
     /// De-identifying route: its transform.
     deid: Option<DeidRoute>,
-    /// De-identifying route: message ID → the client's own SOP Instance UID, to put back into
-    /// the upstream's C-STORE-RSP.
-    uid_map: StdMutex<HashMap<u16, String>>,
     /// Origin route: its conflict policy.
     origin: Option<OriginRoute>,
-    /// Origin route: message ID → the fingerprint to append when the upstream confirms.
-    fingerprints: StdMutex<HashMap<u16, PendingEntry>>,
     /// Queries the gateway ended after refusing one of the upstream's answers (it sent the
     /// upstream a C-CANCEL-RQ): the upstream's further answers to them are dropped until its
     /// final one, and the client's A-RELEASE-RQ waits for that.
@@ -481,11 +474,66 @@ struct Fingerprinting {
     fp: Fingerprinter,
 }
 
-/// A request relayed upstream and not yet answered.
+/// A request the upstream sent the client (a C-GET's C-STORE sub-operation), not answered yet.
 struct InFlight {
     sop_class: Option<String>,
     sop_instance: Option<String>,
+}
+
+/// What the gateway knows of one of the client's requests relayed upstream and not answered
+/// yet.
+#[derive(Default)]
+struct Awaiting {
+    sop_class: Option<String>,
+    sop_instance: Option<String>,
+    /// The patient and study its data set names (for the response's audit record).
     subject: Option<Subject>,
+    /// De-identifying route: the client's own SOP Instance UID, put back into the upstream's
+    /// C-STORE-RSP.
+    original_uid: Option<String>,
+    /// Origin route: the fingerprint appended to the ledger once the upstream confirms.
+    entry: Option<PendingEntry>,
+}
+
+/// The client's requests outstanding upstream, by Message ID (bounded: 16-bit IDs). Both
+/// directions of the relay use it: one lock.
+#[derive(Default)]
+struct Outstanding(StdMutex<HashMap<u16, Awaiting>>);
+
+impl Outstanding {
+    fn insert(&self, message_id: u16, request: Awaiting) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(message_id, request);
+        }
+    }
+
+    /// Updates a request still outstanding (nothing if it was answered or forgotten).
+    fn update(&self, message_id: u16, f: impl FnOnce(&mut Awaiting)) {
+        if let Some(a) = self
+            .0
+            .lock()
+            .ok()
+            .as_mut()
+            .and_then(|m| m.get_mut(&message_id))
+        {
+            f(a);
+        }
+    }
+
+    /// Takes one piece of what is known about a request, leaving it outstanding.
+    fn take<T>(&self, message_id: u16, f: impl FnOnce(&mut Awaiting) -> Option<T>) -> Option<T> {
+        let mut m = self.0.lock().ok()?;
+        m.get_mut(&message_id).and_then(f)
+    }
+
+    /// The request is answered (or the gateway answered it itself): forgotten. Returns what was
+    /// known of it and whether other requests are still outstanding.
+    fn remove(&self, message_id: u16) -> (Option<Awaiting>, bool) {
+        match self.0.lock() {
+            Ok(mut m) => (m.remove(&message_id), !m.is_empty()),
+            Err(_) => (None, false),
+        }
+    }
 }
 
 /// The data set of the request being relayed: its identifying head is sniffed on the way.
@@ -617,38 +665,44 @@ fn push_data(out: &mut Vec<u8>, context_id: u8, bytes: &[u8], last: bool, max: u
     }
 }
 
-/// The client-to-upstream loop's view of the message whose data set is arriving.
+/// What becomes of the data set of the client's current message.
+enum Fate {
+    /// It goes upstream as it is.
+    Forward,
+    /// An identifier, held whole with its command until the firewall passed it, so a refused
+    /// one never reaches the upstream.
+    Hold(Held),
+    /// A C-STORE rewritten by the de-identifying route on its way upstream.
+    Deidentify(Box<DeidMessage>),
+    /// Dropped: the gateway answered the request itself (or ended its de-identification).
+    Drop,
+    /// The firewall refused it: the rest is dropped, and the client is answered once its last
+    /// fragment came.
+    Refused(Refusal),
+}
+
+/// The client-to-upstream loop's view of the message whose data set is arriving: what becomes
+/// of the data set, and what inspects it on the way (each until it is done with it).
 struct Message {
-    /// Whether its data set goes upstream as it is (false after a refusal, and while a
-    /// de-identifying route rewrites it).
-    forwarding: bool,
-    sniffing: Option<Sniffing>,
-    /// The C-STORE being de-identified (de-identifying routes only).
-    deid: Option<DeidMessage>,
-    /// The C-STORE being fingerprinted (origin routes only).
-    fingerprinting: Option<Fingerprinting>,
-    /// The query/retrieve whose identifier is being read (for its audit record).
-    identifying: Option<Identifying>,
+    fate: Fate,
     /// The data-set firewall on its data set.
     checking: Option<Checking>,
-    /// A request whose data set is an identifier: held whole (command and identifier) until the
-    /// firewall passed it, so a refused one never reaches the upstream.
-    held: Option<Held>,
-    /// The firewall refused its data set: the client is answered once its last fragment came.
-    refused: Option<Refusal>,
+    /// Its identifying head, for the response's audit record.
+    sniffing: Option<Sniffing>,
+    /// The C-STORE's fingerprint (origin routes only).
+    fingerprinting: Option<Fingerprinting>,
+    /// The query/retrieve whose identifier is read for its request's audit record.
+    identifying: Option<Identifying>,
 }
 
 impl Message {
-    fn new() -> Self {
+    fn new(fate: Fate) -> Self {
         Message {
-            forwarding: true,
+            fate,
+            checking: None,
             sniffing: None,
-            deid: None,
             fingerprinting: None,
             identifying: None,
-            checking: None,
-            held: None,
-            refused: None,
         }
     }
 }
@@ -786,9 +840,7 @@ async fn start_request(
     request: Request,
     permit: &Permitted,
 ) -> Result<Option<Action<'static>>, End> {
-    msg.forwarding = true;
-    msg.refused = None;
-    msg.held = None;
+    *msg = Message::new(Fate::Forward);
     msg.checking = request.has_data_set.then(|| Checking {
         validator: validator_for(st, context_id, request.field),
         of: Subjected {
@@ -830,14 +882,12 @@ async fn start_request(
         st.shared.bus.emit(event);
     }
     if request.field != CommandField::CCancelRq {
-        if let Ok(mut o) = st.outstanding.lock() {
-            let flight = InFlight {
-                sop_class: sop_class.clone(),
-                sop_instance: sop_instance.clone(),
-                subject: None,
-            };
-            o.insert(request.message_id, flight);
-        }
+        let awaiting = Awaiting {
+            sop_class: sop_class.clone(),
+            sop_instance: sop_instance.clone(),
+            ..Awaiting::default()
+        };
+        st.outstanding.insert(request.message_id, awaiting);
     }
     if st.origin.is_some() && is_store {
         let inst = sop_instance.clone().unwrap_or_default();
@@ -865,23 +915,19 @@ async fn start_request(
             .and_then(|(_, ts)| sniffer_for(ts)),
     };
     let forget = || {
-        if let Ok(mut o) = st.outstanding.lock() {
-            o.remove(&request.message_id);
-        }
+        st.outstanding.remove(request.message_id);
     };
     if let Some(route) = st.deid.as_ref() {
         match request.field {
             CommandField::CStoreRq => {
-                msg.forwarding = false;
+                msg.fate = Fate::Drop;
                 let class = sop_class.unwrap_or_default();
                 let inst = sop_instance.unwrap_or_default();
                 let id = request.message_id;
                 match DeidMessage::start(route, &ts, id, context_id, raw, &class, &inst) {
                     Ok(m) => {
-                        if let Ok(mut map) = st.uid_map.lock() {
-                            map.insert(id, inst);
-                        }
-                        msg.deid = Some(m);
+                        st.outstanding.update(id, |a| a.original_uid = Some(inst));
+                        msg.fate = Fate::Deidentify(Box::new(m));
                     }
                     Err((status, comment)) => {
                         forget();
@@ -904,7 +950,7 @@ async fn start_request(
             }
             CommandField::CFindRq | CommandField::CMoveRq | CommandField::CGetRq => {
                 // Queries and retrieves would carry identifiers out unchanged.
-                msg.forwarding = false;
+                msg.fate = Fate::Drop;
                 forget();
                 let r = Refusal {
                     context_id,
@@ -925,7 +971,7 @@ async fn start_request(
     }
     msg.sniffing = request.has_data_set.then(sniffing);
     if request.has_data_set && !is_store {
-        msg.held = Some(Held {
+        msg.fate = Fate::Hold(Held {
             context_id,
             command: raw,
             identifier: Vec::new(),
@@ -958,12 +1004,10 @@ async fn on_data<'a>(
     }
     if let Some((of, v)) = check_fragment(st, &mut msg.checking, data, is_last) {
         let r = firewall_refusal(of, &v);
-        msg.forwarding = false;
-        msg.deid = None;
         msg.fingerprinting = None;
         msg.sniffing = None;
         let others = forget_request(st, r.message_id);
-        if msg.held.take().is_none() {
+        if !matches!(msg.fate, Fate::Hold(_)) {
             // Part of the data set is upstream already and DIMSE cannot withdraw a C-STORE:
             // the upstream association is aborted, so the destination never has the data set
             // whole; the client's next request opens a fresh one.
@@ -978,12 +1022,12 @@ async fn on_data<'a>(
             }
             actions.push(Action::DropUpstream);
         }
-        msg.refused = Some(r);
+        msg.fate = Fate::Refused(r);
     }
-    if msg.refused.is_some() {
+    if let Fate::Refused(_) = msg.fate {
         // The rest of a refused data set is dropped; the answer follows its last fragment.
         if is_last {
-            if let Some(r) = msg.refused.take() {
+            if let Fate::Refused(r) = std::mem::replace(&mut msg.fate, Fate::Drop) {
                 refuse(st, uwr, r).await?;
             }
         }
@@ -997,45 +1041,42 @@ async fn on_data<'a>(
             settle_fingerprint(st, uwr, f).await?;
         }
     }
-    if msg.forwarding || msg.deid.is_some() {
+    if !matches!(msg.fate, Fate::Drop) {
         if let Some(sn) = msg.sniffing.as_mut() {
             let done = sn.sniffer.as_mut().is_none_or(|s| s.feed(data));
             if done || is_last {
                 if let Some(sn) = msg.sniffing.take() {
                     let facts = sn.sniffer.map(|s| subject_of(s.finish()));
-                    if let Ok(mut o) = st.outstanding.lock() {
-                        if let Some(f) = o.get_mut(&sn.message_id) {
-                            f.subject = facts;
-                        }
-                    }
+                    st.outstanding.update(sn.message_id, |a| a.subject = facts);
                 }
             }
         }
     }
-    if let Some(h) = msg.held.as_mut() {
-        h.identifier.extend_from_slice(data);
-        if is_last {
-            if let Some(h) = msg.held.take() {
-                actions.push(Action::Command {
-                    context_id: h.context_id,
-                    raw: h.command,
-                });
-                actions.push(Action::Data {
-                    context_id: h.context_id,
-                    bytes: h.identifier,
-                    last: true,
-                });
+    match &mut msg.fate {
+        Fate::Forward => actions.push(Action::Forward(pdv)),
+        Fate::Hold(h) => {
+            h.identifier.extend_from_slice(data);
+            if is_last {
+                if let Fate::Hold(h) = std::mem::replace(&mut msg.fate, Fate::Forward) {
+                    actions.push(Action::Command {
+                        context_id: h.context_id,
+                        raw: h.command,
+                    });
+                    actions.push(Action::Data {
+                        context_id: h.context_id,
+                        bytes: h.identifier,
+                        last: true,
+                    });
+                }
             }
         }
-        return Ok(());
-    }
-    if let Some(dm) = msg.deid.as_mut() {
-        let more = deidentify(st, uwr, dm, data, is_last, actions).await?;
-        if !more || is_last {
-            msg.deid = None;
+        Fate::Deidentify(dm) => {
+            let more = deidentify(st, uwr, dm, data, is_last, actions).await?;
+            if !more || is_last {
+                msg.fate = Fate::Drop;
+            }
         }
-    } else if msg.forwarding {
-        actions.push(Action::Forward(pdv));
+        Fate::Drop | Fate::Refused(_) => {}
     }
     Ok(())
 }
@@ -1043,16 +1084,7 @@ async fn on_data<'a>(
 /// Forgets a request the gateway answers itself (its response bookkeeping, de-identified UID
 /// and pending fingerprint). Returns whether other requests are still outstanding upstream.
 fn forget_request(st: &RelayState<'_>, message_id: u16) -> bool {
-    if let Ok(mut m) = st.uid_map.lock() {
-        m.remove(&message_id);
-    }
-    if let Ok(mut m) = st.fingerprints.lock() {
-        m.remove(&message_id);
-    }
-    st.outstanding.lock().is_ok_and(|mut o| {
-        o.remove(&message_id);
-        !o.is_empty()
-    })
+    st.outstanding.remove(message_id).1
 }
 
 /// Pushes a fragment through the de-identification of the current C-STORE. `Ok(false)` when
@@ -1099,12 +1131,7 @@ async fn deidentify(
             Ok(true)
         }
         DeidStep::Refuse { status, comment } => {
-            if let Ok(mut o) = st.outstanding.lock() {
-                o.remove(&dm.message_id);
-            }
-            if let Ok(mut m) = st.uid_map.lock() {
-                m.remove(&dm.message_id);
-            }
+            st.outstanding.remove(dm.message_id);
             let r = Refusal {
                 context_id: ctx,
                 field: CommandField::CStoreRq,
@@ -1132,7 +1159,7 @@ async fn client_to_upstream(
 ) -> End {
     let idle = st.shared.settings.idle_timeout;
     let mut asm = Assembler::new();
-    let mut msg = Message::new();
+    let mut msg = Message::new(Fate::Forward);
     let mut out: Vec<u8> = Vec::new();
     // PDUs that go upstream unchanged, batched while more are already buffered (contiguous
     // slices of the read buffer: `unsplit` joins them without copying).
@@ -1283,7 +1310,7 @@ async fn client_to_upstream(
                         comment,
                         revoked,
                     } => {
-                        msg.forwarding = false;
+                        msg = Message::new(Fate::Drop);
                         let detail = revoked.then(|| {
                             format!(
                                 "{comment} (the peer is no longer admitted by the policy in force)"
@@ -1778,7 +1805,6 @@ async fn upstream_command(
                 InFlight {
                     sop_class: command.affected_sop_class.clone(),
                     sop_instance: command.affected_sop_instance.clone(),
-                    subject: None,
                 },
             );
         }
@@ -1853,15 +1879,18 @@ async fn pass_command(
     raw: Vec<u8>,
     command: &Command,
 ) {
-    note_response(st, command);
-    let original = command
+    // A C-STORE-RSP: the client's own SOP Instance UID goes back in (de-identifying routes),
+    // the fingerprint into the ledger (origin routes).
+    let store_rsp = command
         .responded_to
-        .filter(|_| command.field == Some(0x8001))
-        .and_then(|id| st.uid_map.lock().ok()?.remove(&id));
+        .filter(|_| command.field == Some(0x8001));
+    let original = store_rsp.and_then(|id| st.outstanding.take(id, |a| a.original_uid.take()));
+    let entry = store_rsp.and_then(|id| st.outstanding.take(id, |a| a.entry.take()));
+    note_response(st, command);
     let bytes = original
         .and_then(|uid| restore_uid(&raw, &uid))
         .unwrap_or(raw);
-    let bytes = record_on_success(st, command, bytes).await;
+    let bytes = record_on_success(st, command, bytes, entry).await;
     push_command(out, context_id, &bytes, st.to_client_max);
 }
 
@@ -1978,33 +2007,29 @@ async fn settle_fingerprint(
                 .await);
         }
     }
-    if let Ok(mut m) = st.fingerprints.lock() {
-        m.insert(
-            f.message_id,
-            PendingEntry {
-                sop_instance: f.sop_instance,
-                fingerprint,
-                on_conflict: if origin.refuse_conflicts {
-                    OnConflict::Refuse
-                } else {
-                    OnConflict::Record
-                },
-            },
-        );
-    }
+    let entry = PendingEntry {
+        sop_instance: f.sop_instance,
+        fingerprint,
+        on_conflict: if origin.refuse_conflicts {
+            OnConflict::Refuse
+        } else {
+            OnConflict::Record
+        },
+    };
+    st.outstanding
+        .update(f.message_id, |a| a.entry = Some(entry));
     Ok(())
 }
 
 /// On an origin route, a C-STORE-RSP with success or warning passes only after the instance's
 /// fingerprint is appended to the ledger; if that fails, the client gets a failure instead.
-async fn record_on_success(st: &RelayState<'_>, command: &Command, raw: Vec<u8>) -> Vec<u8> {
-    if command.field != Some(0x8001) {
-        return raw;
-    }
-    let Some(id) = command.responded_to else {
-        return raw;
-    };
-    let Some(pending) = st.fingerprints.lock().ok().and_then(|mut m| m.remove(&id)) else {
+async fn record_on_success(
+    st: &RelayState<'_>,
+    command: &Command,
+    raw: Vec<u8>,
+    pending: Option<PendingEntry>,
+) -> Vec<u8> {
+    let (Some(id), Some(pending)) = (command.responded_to, pending) else {
         return raw;
     };
     let Some(ledger) = st.shared.ledger.clone() else {
@@ -2093,7 +2118,7 @@ fn note_response(st: &RelayState<'_>, command: &Command) {
     if pending {
         return;
     }
-    let flight = st.outstanding.lock().ok().and_then(|mut o| o.remove(&id));
+    let (flight, _) = st.outstanding.remove(id);
     let (sop_class, sop_instance, subject) = match flight {
         Some(f) => (f.sop_class, f.sop_instance, f.subject),
         None => (None, None, None),
