@@ -22,6 +22,7 @@ use radguard_policy::{
 };
 
 use crate::conn::{ClientConn, MIN_PDU};
+use crate::inspect::Pipeline;
 use crate::negotiate::{effective_max, implementation, max_length, plan_contexts, ContextPlan};
 use crate::reader::ReadError;
 use crate::shared::Shared;
@@ -36,6 +37,8 @@ pub struct Admitted {
     pub client_accepts: u32,
     /// The User Identity server response to put in the A-ASSOCIATE-AC (item 0x59), if any.
     pub user_identity_response: Option<Vec<u8>>,
+    /// What inspects the association's data sets (firewall, ledger, de-identification).
+    pub pipeline: Pipeline,
 }
 
 impl Admitted {
@@ -343,7 +346,7 @@ impl Identified {
 }
 
 /// Phase 3: admitted by the policy, holding an association slot; its presentation contexts
-/// are not planned yet.
+/// and inspection pipeline are not set up yet.
 pub struct Permitted {
     rq: AssociationRQ,
     called: AeTitle,
@@ -352,8 +355,9 @@ pub struct Permitted {
 }
 
 impl Permitted {
-    /// Decides every proposed presentation context (policy, the vault's services, what a
-    /// de-identifying route can transform) and the Maximum Length towards the client.
+    /// Builds the route's inspection pipeline, decides every proposed presentation context
+    /// (policy, the vault's services, what a de-identifying route can transform) and the
+    /// Maximum Length towards the client.
     fn plan(self, shared: &Shared, conn: &ClientConn) -> Result<Admitted, Refusal> {
         let Permitted {
             rq,
@@ -379,7 +383,8 @@ impl Permitted {
         });
         let mut plan =
             plan.map_err(|e| Refusal::peer_abort(AbortReason::InvalidPduParameter, e.to_string()))?;
-        if shared.tls.borrow().deid.contains_key(&called) {
+        let pipeline = Pipeline::for_route(shared, conn.id, &policy, &called);
+        if pipeline.deid().is_some() {
             deid_contexts(&mut plan);
         }
         for p in plan.iter().filter(|p| p.rejected.is_some()) {
@@ -410,6 +415,7 @@ impl Permitted {
             plan,
             client_accepts,
             user_identity_response,
+            pipeline,
         })
     }
 }

@@ -23,6 +23,7 @@ pub mod conn;
 pub mod deid_relay;
 pub mod establish;
 pub mod gate;
+pub mod inspect;
 pub mod io;
 pub mod negotiate;
 pub mod reader;

@@ -10,14 +10,11 @@ use bytes::BytesMut;
 use dicom_ul::pdu::{AssociationAC, Pdu};
 use radguard_dicom::assembler::{Assembler, Step};
 use radguard_dicom::dimse::{encode_cancel, encode_response, Command, Request};
-use radguard_dicom::head::{HeadFacts, HeadSniffer};
-use radguard_dicom::limits::Limits;
 use radguard_dicom::pdu::{
     abort_bytes, decode_control, encode_pdata, pdvs, AbortReason, PduType, Pdv, RELEASE_RP,
     RELEASE_RQ,
 };
-use radguard_dicom::ts::TransferSyntax;
-use radguard_dicom::validate::{Level, Validator, Violation};
+use radguard_dicom::validate::Violation;
 use radguard_dicom::CommandField;
 use radguard_events::{AlertKind, AssocId, Blame, Event, Subject};
 use tokio::io::AsyncWriteExt;
@@ -31,16 +28,16 @@ use crate::conn::{ClientConn, MIN_PDU};
 use crate::deid_relay::{restore_uid, DeidMessage, DeidStep};
 use crate::establish::Admitted;
 use crate::gate::{judge, Contexts, Verdict};
+use crate::inspect::{firewall_comment, Checking, Fingerprinting, Inspections, Subjected};
 use crate::io::{
     push_command, read_idle, split_tcp, write_timed, Activity, BoxRead, BoxWrite, IoError,
 };
 use crate::negotiate::{client_ac, effective_max, max_length, upstream_rq};
 use crate::reader::{PduReader, ReadError};
 use crate::shared::Shared;
-use crate::tls::DeidRoute;
 use radguard_dicom::pdu::MAX_ASSOCIATION_PDU;
-use radguard_ledger::{Fingerprint, Fingerprinter, LedgerEntry, OnConflict, Timestamp};
-use radguard_policy::{OnRevoke, OriginRoute, Permitted};
+use radguard_ledger::{Fingerprint, LedgerEntry, OnConflict, Timestamp};
+use radguard_policy::{OnRevoke, Permitted};
 
 /// How the relay phase ended.
 #[derive(Debug)]
@@ -304,26 +301,11 @@ pub async fn run(
         from_client: AtomicU64::new(0),
         from_upstream: AtomicU64::new(0),
         outstanding: Outstanding::default(),
-        deid: shared
-            .tls
-            .borrow()
-            .deid
-            .get(adm.admission.called_ae())
-            .cloned(),
-        origin: adm
-            .policy
-            .route_entry(adm.admission.called_ae())
-            .and_then(|r| r.origin)
-            .filter(|_| shared.ledger.is_some()),
         upstream_requests: StdMutex::new(HashMap::new()),
         ended: Ended::default(),
         id: conn.id,
         to_client_max: adm.client_accepts,
         to_upstream_max: upstream_accepts,
-        firewall: adm
-            .policy
-            .route_entry(adm.admission.called_ae())
-            .map_or(Level::Safe, |r| r.firewall),
         addr,
         names: (calling, upstream_ae),
         drops: AtomicU64::new(0),
@@ -375,10 +357,6 @@ struct RelayState<'a> {
     from_upstream: AtomicU64,
     /// The client's requests relayed upstream and not answered yet.
     outstanding: Outstanding,
-    /// De-identifying route: its transform.
-    deid: Option<DeidRoute>,
-    /// Origin route: its conflict policy.
-    origin: Option<OriginRoute>,
     /// Queries the gateway ended after refusing one of the upstream's answers (it sent the
     /// upstream a C-CANCEL-RQ): the upstream's further answers to them are dropped until its
     /// final one, and the client's A-RELEASE-RQ waits for that.
@@ -389,8 +367,6 @@ struct RelayState<'a> {
     id: radguard_events::AssocId,
     to_client_max: u32,
     to_upstream_max: u32,
-    /// The data-set firewall's level on this route.
-    firewall: Level,
     /// Where the upstream is and the AE titles sent to it: a refused data set costs the
     /// upstream association, and the next request goes over a fresh one.
     addr: &'a str,
@@ -429,49 +405,6 @@ struct PendingEntry {
     sop_instance: String,
     fingerprint: Fingerprint,
     on_conflict: OnConflict,
-}
-
-/// Query/retrieve identifiers kept for the audit record.
-const IDENTIFIER_LIMIT: usize = 64 * 1024;
-
-/// A query or retrieve whose identifier is being read; its request event waits for it.
-struct Identifying {
-    event: Event,
-    transfer_syntax: String,
-    bytes: Vec<u8>,
-    truncated: bool,
-}
-
-impl Identifying {
-    fn finish(self) -> Event {
-        let mut event = self.event;
-        let facts = sniffer_for(&self.transfer_syntax).map(|mut s| {
-            s.feed(&self.bytes);
-            s.finish()
-        });
-        if let Event::DimseRequest {
-            subject,
-            identifier,
-            ..
-        } = &mut event
-        {
-            *identifier = Some(radguard_events::Identifier {
-                transfer_syntax: self.transfer_syntax,
-                level: facts.as_ref().and_then(|f| f.query_level.clone()),
-                dataset: self.bytes,
-                truncated: self.truncated,
-            });
-            *subject = facts.map(subject_of);
-        }
-        event
-    }
-}
-
-/// The C-STORE being fingerprinted (origin routes only).
-struct Fingerprinting {
-    message_id: u16,
-    sop_instance: String,
-    fp: Fingerprinter,
 }
 
 /// A request the upstream sent the client (a C-GET's C-STORE sub-operation), not answered yet.
@@ -534,28 +467,6 @@ impl Outstanding {
             Err(_) => (None, false),
         }
     }
-}
-
-/// The data set of the request being relayed: its identifying head is sniffed on the way.
-struct Sniffing {
-    message_id: u16,
-    sniffer: Option<HeadSniffer>,
-}
-
-fn subject_of(f: HeadFacts) -> Subject {
-    Subject {
-        patient_id: f.patient_id,
-        patient_name: f.patient_name,
-        study_uid: f.study_uid,
-        series_uid: f.series_uid,
-        accession_number: f.accession_number,
-    }
-}
-
-/// The head sniffer for a data set in this transfer syntax (any valid transfer syntax UID:
-/// big endian and deflated heads are read through the one grammar too).
-pub(crate) fn sniffer_for(ts: &str) -> Option<HeadSniffer> {
-    HeadSniffer::for_uid(ts)
 }
 
 enum Action<'a> {
@@ -682,51 +593,18 @@ enum Fate {
 }
 
 /// The client-to-upstream loop's view of the message whose data set is arriving: what becomes
-/// of the data set, and what inspects it on the way (each until it is done with it).
+/// of the data set, and what the route's pipeline inspects in it on the way.
 struct Message {
     fate: Fate,
-    /// The data-set firewall on its data set.
-    checking: Option<Checking>,
-    /// Its identifying head, for the response's audit record.
-    sniffing: Option<Sniffing>,
-    /// The C-STORE's fingerprint (origin routes only).
-    fingerprinting: Option<Fingerprinting>,
-    /// The query/retrieve whose identifier is read for its request's audit record.
-    identifying: Option<Identifying>,
+    inspect: Inspections,
 }
 
 impl Message {
     fn new(fate: Fate) -> Self {
         Message {
             fate,
-            checking: None,
-            sniffing: None,
-            fingerprinting: None,
-            identifying: None,
+            inspect: Inspections::default(),
         }
-    }
-}
-
-/// The data-set firewall on one data set.
-struct Checking {
-    validator: Validator,
-    of: Subjected,
-}
-
-/// The request (or response) a data set belongs to: how a refusal of it is answered.
-struct Subjected {
-    context_id: u8,
-    field: CommandField,
-    message_id: u16,
-    sop_class: Option<String>,
-    sop_instance: Option<String>,
-}
-
-impl Subjected {
-    fn name(&self) -> String {
-        self.sop_instance
-            .clone()
-            .unwrap_or_else(|| format!("message {}", self.message_id))
     }
 }
 
@@ -735,80 +613,6 @@ struct Held {
     context_id: u8,
     command: Vec<u8>,
     identifier: Vec<u8>,
-}
-
-/// Identifiers are small: the firewall reads them under [`Limits::QUERY`], bulk data under
-/// [`Limits::GATEWAY`].
-fn firewall_limits(field: CommandField) -> Limits {
-    match field {
-        CommandField::CStoreRq | CommandField::CStoreRsp => Limits::GATEWAY,
-        _ => Limits::QUERY,
-    }
-}
-
-/// A validator for a data set on this presentation context. A transfer syntax UID that is not
-/// a UID cannot have been negotiated; the grammar reads a private one as Explicit VR Little
-/// Endian (PS3.5 §10), and so does the firewall.
-fn validator_for(st: &RelayState<'_>, context_id: u8, field: CommandField) -> Validator {
-    let ts = st
-        .contexts
-        .get(context_id)
-        .and_then(|(_, t)| TransferSyntax::from_uid(t).ok())
-        .unwrap_or_else(TransferSyntax::explicit_vr_le);
-    Validator::new(&ts, firewall_limits(field), st.firewall)
-}
-
-/// The Error Comment of a firewall refusal (LO: at most 64 characters).
-fn firewall_comment(v: &Violation) -> String {
-    format!("Radguard firewall: {}", v.summary())
-}
-
-/// Feeds a fragment to the firewall. Returns the refused deviation, if any; at the end of the
-/// data set, deviations the level lets through are reported (as an alert at level `log`).
-fn check_fragment(
-    st: &RelayState<'_>,
-    c: &mut Option<Checking>,
-    data: &[u8],
-    is_last: bool,
-) -> Option<(Subjected, Violation)> {
-    let checking = c.as_mut()?;
-    if let Some(v) = checking.validator.feed(data).cloned() {
-        return c.take().map(|k| (k.of, v));
-    }
-    if !is_last {
-        return None;
-    }
-    let Checking { validator, of } = c.take()?;
-    let outcome = validator.finish();
-    if let Some(v) = outcome.refusal {
-        return Some((of, v));
-    }
-    report_tolerated(st, &of, &outcome.found);
-    None
-}
-
-/// Deviations found in a data set that was relayed: at level `log` an alert (what `safe` or
-/// `strict` would have refused), otherwise a debug line (the benign deviations `safe`
-/// tolerates, documented in docs/firewall.md).
-fn report_tolerated(st: &RelayState<'_>, of: &Subjected, found: &[Violation]) {
-    let Some(first) = found.first() else {
-        return;
-    };
-    if st.firewall == Level::Log {
-        st.shared.bus.emit(Event::SecurityAlert {
-            assoc: Some(st.id),
-            kind: AlertKind::MalformedDataSet,
-            source: None,
-            detail: format!(
-                "{:?} {} relayed (firewall = log): {first} ({} deviation(s))",
-                of.field,
-                of.name(),
-                found.len()
-            ),
-        });
-    } else {
-        tracing::debug!(assoc = %st.id, "{:?} {}: tolerated: {first}", of.field, of.name());
-    }
 }
 
 /// The answer to a data set the firewall refused.
@@ -840,22 +644,6 @@ async fn start_request(
     request: Request,
     permit: &Permitted,
 ) -> Result<Option<Action<'static>>, End> {
-    *msg = Message::new(Fate::Forward);
-    msg.checking = request.has_data_set.then(|| Checking {
-        validator: validator_for(st, context_id, request.field),
-        of: Subjected {
-            context_id,
-            field: request.field,
-            message_id: request.message_id,
-            sop_class: request.sop_class.as_ref().map(|u| u.to_string()),
-            sop_instance: request.sop_instance.as_ref().map(|u| u.to_string()),
-        },
-    });
-    let ts = st
-        .contexts
-        .get(context_id)
-        .map(|(_, t)| t.to_string())
-        .unwrap_or_default();
     let sop_class = request.sop_class.as_ref().map(|u| u.to_string());
     let sop_instance = request.sop_instance.as_ref().map(|u| u.to_string());
     let event = Event::DimseRequest {
@@ -868,19 +656,12 @@ async fn start_request(
         subject: None,
         identifier: None,
     };
+    let pipeline = &st.adm.pipeline;
+    *msg = Message {
+        fate: Fate::Forward,
+        inspect: pipeline.inspect(&st.contexts, context_id, &request, event),
+    };
     let is_store = request.field == CommandField::CStoreRq;
-    if request.has_data_set && !is_store {
-        // A query or retrieve: recorded once its identifier is complete, with the patient and
-        // study it names.
-        msg.identifying = Some(Identifying {
-            event,
-            transfer_syntax: ts.clone(),
-            bytes: Vec::new(),
-            truncated: false,
-        });
-    } else {
-        st.shared.bus.emit(event);
-    }
     if request.field != CommandField::CCancelRq {
         let awaiting = Awaiting {
             sop_class: sop_class.clone(),
@@ -889,41 +670,21 @@ async fn start_request(
         };
         st.outstanding.insert(request.message_id, awaiting);
     }
-    if st.origin.is_some() && is_store {
-        let inst = sop_instance.clone().unwrap_or_default();
-        match Fingerprinter::new(&ts) {
-            Ok(fp) => {
-                msg.fingerprinting = Some(Fingerprinting {
-                    message_id: request.message_id,
-                    sop_instance: inst,
-                    fp,
-                })
-            }
-            Err(e) => st.shared.bus.emit(Event::SecurityAlert {
-                assoc: Some(st.id),
-                kind: AlertKind::InstanceConflict,
-                source: None,
-                detail: format!("{inst} relayed without a fingerprint: {e}"),
-            }),
-        }
-    }
-    let sniffing = || Sniffing {
-        message_id: request.message_id,
-        sniffer: st
-            .contexts
-            .get(context_id)
-            .and_then(|(_, ts)| sniffer_for(ts)),
-    };
     let forget = || {
         st.outstanding.remove(request.message_id);
     };
-    if let Some(route) = st.deid.as_ref() {
+    if let Some(route) = pipeline.deid() {
         match request.field {
             CommandField::CStoreRq => {
                 msg.fate = Fate::Drop;
                 let class = sop_class.unwrap_or_default();
                 let inst = sop_instance.unwrap_or_default();
                 let id = request.message_id;
+                let ts = st
+                    .contexts
+                    .get(context_id)
+                    .map(|(_, t)| t.to_string())
+                    .unwrap_or_default();
                 match DeidMessage::start(route, &ts, id, context_id, raw, &class, &inst) {
                     Ok(m) => {
                         st.outstanding.update(id, |a| a.original_uid = Some(inst));
@@ -945,7 +706,6 @@ async fn start_request(
                         refuse(st, uwr, r).await?;
                     }
                 }
-                msg.sniffing = Some(sniffing());
                 return Ok(None);
             }
             CommandField::CFindRq | CommandField::CMoveRq | CommandField::CGetRq => {
@@ -969,7 +729,6 @@ async fn start_request(
             _ => {}
         }
     }
-    msg.sniffing = request.has_data_set.then(sniffing);
     if request.has_data_set && !is_store {
         msg.fate = Fate::Hold(Held {
             context_id,
@@ -992,20 +751,20 @@ async fn on_data<'a>(
     is_last: bool,
     actions: &mut Vec<Action<'a>>,
 ) -> Result<(), End> {
-    if let Some(q) = msg.identifying.as_mut() {
-        let room = IDENTIFIER_LIMIT.saturating_sub(q.bytes.len());
-        q.truncated |= data.len() > room;
-        q.bytes.extend(data.iter().take(room));
+    let pipeline = &st.adm.pipeline;
+    let inspect = &mut msg.inspect;
+    if let Some(q) = inspect.identifier.as_mut() {
+        q.feed(data);
         if is_last {
-            if let Some(q) = msg.identifying.take() {
+            if let Some(q) = inspect.identifier.take() {
                 st.shared.bus.emit(q.finish());
             }
         }
     }
-    if let Some((of, v)) = check_fragment(st, &mut msg.checking, data, is_last) {
+    if let Some((of, v)) = pipeline.check(&mut inspect.firewall, data, is_last) {
         let r = firewall_refusal(of, &v);
-        msg.fingerprinting = None;
-        msg.sniffing = None;
+        inspect.fingerprint = None;
+        inspect.head = None;
         let others = forget_request(st, r.message_id);
         if !matches!(msg.fate, Fate::Hold(_)) {
             // Part of the data set is upstream already and DIMSE cannot withdraw a C-STORE:
@@ -1033,23 +792,19 @@ async fn on_data<'a>(
         }
         return Ok(());
     }
-    if let Some(f) = msg.fingerprinting.as_mut() {
+    if let Some(f) = inspect.fingerprint.as_mut() {
         f.fp.feed(data);
     }
     if is_last {
-        if let Some(f) = msg.fingerprinting.take() {
+        if let Some(f) = inspect.fingerprint.take() {
             settle_fingerprint(st, uwr, f).await?;
         }
     }
     if !matches!(msg.fate, Fate::Drop) {
-        if let Some(sn) = msg.sniffing.as_mut() {
-            let done = sn.sniffer.as_mut().is_none_or(|s| s.feed(data));
-            if done || is_last {
-                if let Some(sn) = msg.sniffing.take() {
-                    let facts = sn.sniffer.map(|s| subject_of(s.finish()));
-                    st.outstanding.update(sn.message_id, |a| a.subject = facts);
-                }
-            }
+        let sniffed = inspect.head.as_mut().and_then(|h| h.feed(data, is_last));
+        if let Some((message_id, subject)) = sniffed {
+            inspect.head = None;
+            st.outstanding.update(message_id, |a| a.subject = subject);
         }
     }
     match &mut msg.fate {
@@ -1775,16 +1530,14 @@ async fn upstream_command(
     }
     if command.has_data_set() {
         let field = field.unwrap_or(CommandField::Other(0));
-        let checking = Checking {
-            validator: validator_for(st, context_id, field),
-            of: Subjected {
-                context_id,
-                field,
-                message_id: command.responded_to.or(command.message_id).unwrap_or(0),
-                sop_class: command.affected_sop_class.clone(),
-                sop_instance: command.affected_sop_instance.clone(),
-            },
+        let of = Subjected {
+            context_id,
+            field,
+            message_id: command.responded_to.or(command.message_id).unwrap_or(0),
+            sop_class: command.affected_sop_class.clone(),
+            sop_instance: command.affected_sop_instance.clone(),
         };
+        let checking = st.adm.pipeline.checking(&st.contexts, of);
         if is_response {
             inc.held = Some(HeldResponse {
                 context_id,
@@ -1911,7 +1664,7 @@ async fn upstream_data<'a>(
     if let Some(h) = inc.held.as_mut() {
         // Bounded: the firewall reads identifiers under Limits::QUERY and refuses past it.
         h.data.extend_from_slice(data);
-        let refused = check_fragment(st, &mut h.checking, data, is_last);
+        let refused = st.adm.pipeline.check(&mut h.checking, data, is_last);
         let whole = refused.is_some() || is_last;
         let Some(h) = inc.held.take_if(|_| whole) else {
             return Ok(());
@@ -1928,7 +1681,7 @@ async fn upstream_data<'a>(
         }
         return Ok(());
     }
-    if let Some((of, v)) = check_fragment(st, &mut inc.streaming, data, is_last) {
+    if let Some((of, v)) = st.adm.pipeline.check(&mut inc.streaming, data, is_last) {
         // The client is receiving this data set: withholding its last fragment means ending
         // both associations.
         let why = format!("upstream {:?} {}: {v}", of.field, of.name());
@@ -1954,9 +1707,10 @@ async fn settle_fingerprint(
     uwr: &Mutex<BoxWrite>,
     f: Fingerprinting,
 ) -> Result<(), End> {
-    let (Some(ledger), Some(origin)) = (st.shared.ledger.clone(), st.origin) else {
+    let Some(origin) = st.adm.pipeline.origin() else {
         return Ok(());
     };
+    let (ledger, origin) = (origin.ledger.clone(), origin.route);
     let uid = f.sop_instance.clone();
     let fp = f.fp;
     let checked = tokio::task::spawn_blocking(move || {
@@ -2032,7 +1786,7 @@ async fn record_on_success(
     let (Some(id), Some(pending)) = (command.responded_to, pending) else {
         return raw;
     };
-    let Some(ledger) = st.shared.ledger.clone() else {
+    let Some(ledger) = st.adm.pipeline.origin().map(|o| o.ledger.clone()) else {
         return raw;
     };
     let status = command.status.unwrap_or(0xFFFF);

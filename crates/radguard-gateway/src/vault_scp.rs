@@ -75,10 +75,7 @@ impl Receiving {
 
 pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
     let vault = shared.vault.clone();
-    let firewall = adm
-        .policy
-        .route_entry(adm.admission.called_ae())
-        .map_or(Level::Safe, |r| r.firewall);
+    let firewall = adm.pipeline.firewall();
     let max = shared.settings.max_pdu_length;
     let ac = local_ac(&adm.rq, &adm.plan, max, |abs, proposed| {
         // The vault stores any standard transfer syntax (radguard-dicom's one classification).
