@@ -29,6 +29,7 @@ pub mod negotiate;
 pub mod reader;
 pub mod relay;
 pub mod server;
+mod session;
 pub mod shared;
 pub mod tls;
 pub mod vault_scp;

@@ -27,13 +27,14 @@ const BATCH_LIMIT: usize = 256 * 1024;
 use crate::conn::{ClientConn, MIN_PDU};
 use crate::deid_relay::{restore_uid, DeidMessage, DeidStep};
 use crate::establish::Admitted;
-use crate::gate::{judge, Contexts, Verdict};
+use crate::gate::{Contexts, Verdict};
 use crate::inspect::{firewall_comment, Checking, Fingerprinting, Inspections, Subjected};
 use crate::io::{
     push_command, read_idle, split_tcp, write_timed, Activity, BoxRead, BoxWrite, IoError,
 };
 use crate::negotiate::{client_ac, effective_max, max_length, upstream_rq};
-use crate::reader::{PduReader, ReadError};
+use crate::reader::{Frame, PduReader, ReadError};
+use crate::session::{self, Gate, Session};
 use crate::shared::Shared;
 use radguard_dicom::pdu::MAX_ASSOCIATION_PDU;
 use radguard_ledger::{Fingerprint, LedgerEntry, OnConflict, Timestamp};
@@ -469,8 +470,10 @@ impl Outstanding {
     }
 }
 
-enum Action<'a> {
-    Forward(Pdv<'a>),
+/// What a PDV of the client's current PDU became, applied once every PDV was seen.
+enum Action {
+    /// The `n`-th PDV of the PDU goes upstream as it is.
+    Forward(usize),
     Command {
         context_id: u8,
         raw: Vec<u8>,
@@ -643,7 +646,7 @@ async fn start_request(
     raw: Vec<u8>,
     request: Request,
     permit: &Permitted,
-) -> Result<Option<Action<'static>>, End> {
+) -> Result<Option<Action>, End> {
     let sop_class = request.sop_class.as_ref().map(|u| u.to_string());
     let sop_instance = request.sop_instance.as_ref().map(|u| u.to_string());
     let event = Event::DimseRequest {
@@ -742,14 +745,14 @@ async fn start_request(
 
 /// One fragment of the current message's data set: observed (identifier, fingerprint, head),
 /// then de-identified, forwarded as it is, or dropped (after a refusal).
-async fn on_data<'a>(
+async fn on_data(
     st: &RelayState<'_>,
     uwr: &Mutex<BoxWrite>,
     msg: &mut Message,
-    pdv: Pdv<'a>,
+    pdv: usize,
     data: &[u8],
     is_last: bool,
-    actions: &mut Vec<Action<'a>>,
+    actions: &mut Vec<Action>,
 ) -> Result<(), End> {
     let pipeline = &st.adm.pipeline;
     let inspect = &mut msg.inspect;
@@ -850,7 +853,7 @@ async fn deidentify(
     dm: &mut DeidMessage,
     data: &[u8],
     is_last: bool,
-    actions: &mut Vec<Action<'_>>,
+    actions: &mut Vec<Action>,
 ) -> Result<bool, End> {
     let ctx = dm.context_id;
     match dm.push(data, is_last) {
@@ -907,238 +910,227 @@ async fn deidentify(
     }
 }
 
-async fn client_to_upstream(
-    st: &RelayState<'_>,
-    reader: &mut PduReader<BoxRead>,
-    uwr: &Mutex<BoxWrite>,
-) -> End {
-    let idle = st.shared.settings.idle_timeout;
-    let mut asm = Assembler::new();
-    let mut msg = Message::new(Fate::Forward);
-    let mut out: Vec<u8> = Vec::new();
-    // PDUs that go upstream unchanged, batched while more are already buffered (contiguous
-    // slices of the read buffer: `unsplit` joins them without copying).
-    let mut batch: Option<BytesMut> = None;
-    // The firewall aborted the upstream association; the next request opens a fresh one.
-    let mut upstream_gone = false;
-    loop {
-        let next = match reader.try_next() {
-            Some(r) => r.map_err(IoError::Read),
-            None => {
-                if let Some(b) = batch.take() {
-                    if let Err(e) = write_timed(&mut *uwr.lock().await, &b, idle).await {
-                        let why = format!("upstream write failed: {e}");
-                        return st
-                            .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
-                            .await;
-                    }
-                    st.activity.touch();
-                }
-                read_idle(reader, &st.activity, idle).await
-            }
-        };
-        let frame = match next {
-            Ok(f) => f,
-            Err(e) => {
-                let (reason, blame, why) = read_failure(e, Blame::Peer, "client");
-                return st.abort_both(uwr, reason, blame, why).await;
-            }
-        };
+/// The relay's side of the session loop ([`crate::session`]): what the client sends goes
+/// upstream, judged, inspected and, where the route says so, rewritten.
+struct ClientSide<'s, 'a> {
+    st: &'s RelayState<'a>,
+    uwr: &'s Mutex<BoxWrite>,
+    msg: Message,
+    /// What the current PDU's PDVs became, in order.
+    actions: Vec<Action>,
+    out: Vec<u8>,
+    /// PDUs that go upstream unchanged, batched while more are already buffered (contiguous
+    /// slices of the read buffer: `unsplit` joins them without copying).
+    batch: Option<BytesMut>,
+    /// The firewall aborted the upstream association; the next request opens a fresh one.
+    upstream_gone: bool,
+}
+
+impl ClientSide<'_, '_> {
+    async fn abort_both(&self, reason: AbortReason, blame: Blame, why: String) -> End {
+        self.st.abort_both(self.uwr, reason, blame, why).await
+    }
+
+    async fn to_upstream(&self, bytes: &[u8]) -> Result<(), IoError> {
+        let idle = self.st.shared.settings.idle_timeout;
+        write_timed(&mut *self.uwr.lock().await, bytes, idle).await
+    }
+}
+
+impl Session for ClientSide<'_, '_> {
+    type End = End;
+
+    async fn received(&mut self, frame: &Frame) -> Result<(), End> {
+        let st = self.st;
         st.from_client
             .fetch_add(frame.bytes.len() as u64, Ordering::Relaxed);
         if st.release_requested.load(Ordering::Relaxed) && frame.ty != PduType::Abort {
             let why = format!("{} after A-RELEASE-RQ", frame.ty.name());
-            return st
-                .abort_both(uwr, AbortReason::UnexpectedPdu, Blame::Peer, why)
-                .await;
+            return Err(self
+                .abort_both(AbortReason::UnexpectedPdu, Blame::Peer, why)
+                .await);
         }
+        Ok(())
+    }
+
+    async fn before_wait(&mut self) -> Result<(), End> {
+        if let Some(b) = self.batch.take() {
+            if let Err(e) = self.to_upstream(&b).await {
+                let why = format!("upstream write failed: {e}");
+                return Err(self
+                    .abort_both(AbortReason::NotSpecified, Blame::Upstream, why)
+                    .await);
+            }
+            self.st.activity.touch();
+        }
+        Ok(())
+    }
+
+    async fn read_failed(&mut self, e: IoError) -> End {
+        let (reason, blame, why) = read_failure(e, Blame::Peer, "client");
+        self.abort_both(reason, blame, why).await
+    }
+
+    async fn control(&mut self, frame: Frame) -> Result<(), End> {
+        let st = self.st;
         match frame.ty {
-            PduType::PData => {}
             PduType::ReleaseRq => {
                 st.release_requested.store(true, Ordering::Relaxed);
-                if upstream_gone {
+                if self.upstream_gone {
                     // No upstream association to release: the gateway answers itself.
                     let _ = st.to_client(&RELEASE_RP).await;
-                    return End::Released;
+                    return Err(End::Released);
                 }
                 if !st.ended.settled(st.shared.settings.artim_timeout).await {
                     let why =
                         "the upstream did not end a cancelled query before the release".to_string();
-                    return st
-                        .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
-                        .await;
+                    return Err(self
+                        .abort_both(AbortReason::NotSpecified, Blame::Upstream, why)
+                        .await);
                 }
-                if write_timed(&mut *uwr.lock().await, &RELEASE_RQ, idle)
-                    .await
-                    .is_err()
-                {
+                if self.to_upstream(&RELEASE_RQ).await.is_err() {
                     let why = "upstream lost at release".to_string();
-                    return st
-                        .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
-                        .await;
+                    return Err(self
+                        .abort_both(AbortReason::NotSpecified, Blame::Upstream, why)
+                        .await);
                 }
-                continue;
+                Ok(())
             }
             PduType::ReleaseRp => {
                 // Answer to a release the upstream asked for.
-                let _ = write_timed(&mut *uwr.lock().await, &RELEASE_RP, idle).await;
-                return End::Released;
+                let _ = self.to_upstream(&RELEASE_RP).await;
+                Err(End::Released)
             }
             PduType::Abort => {
-                let _ = write_timed(&mut *uwr.lock().await, &frame.bytes, idle).await;
-                return End::Aborted {
+                let _ = self.to_upstream(&frame.bytes).await;
+                Err(End::Aborted {
                     blame: Blame::Peer,
                     why: "A-ABORT from the client".into(),
-                };
+                })
             }
             other => {
                 let why = format!("unexpected {} from the client", other.name());
-                return st
-                    .abort_both(uwr, AbortReason::UnexpectedPdu, Blame::Peer, why)
-                    .await;
+                Err(self
+                    .abort_both(AbortReason::UnexpectedPdu, Blame::Peer, why)
+                    .await)
             }
         }
-        let items = match pdvs(frame.body()) {
-            Ok(v) => v,
-            Err(e) => {
-                return st
-                    .abort_both(uwr, e.abort_reason(), Blame::Peer, format!("client: {e}"))
-                    .await;
-            }
-        };
-        let mut actions: Vec<Action<'_>> = Vec::with_capacity(items.len());
-        let n_items = items.len();
-        for pdv in items {
-            let step = match asm.push(pdv) {
-                Ok(s) => s,
-                Err(e) => {
-                    let why = format!("client: {e}");
-                    return st
-                        .abort_both(uwr, AbortReason::UnexpectedPduParameter, Blame::Peer, why)
-                        .await;
-                }
-            };
-            let done = match step {
-                Step::CommandPartial => Ok(()),
-                Step::Data { data, is_last, .. } => {
-                    on_data(st, uwr, &mut msg, pdv, data, is_last, &mut actions).await
-                }
-                Step::Command {
-                    context_id,
-                    raw,
-                    command,
-                } if command
-                    .command_field()
-                    .is_some_and(CommandField::is_response)
-                    && answers_upstream(st, &command) =>
-                {
-                    // The client answers a request the upstream sent on this association (the
-                    // C-STORE sub-operations of a C-GET, PS3.4 C.4.3): relayed. A response that
-                    // answers nothing is judged below like any command (0x0211).
-                    actions.push(Action::Command { context_id, raw });
-                    Ok(())
-                }
-                Step::Command {
-                    context_id,
-                    raw,
-                    command,
-                } => match judge(
-                    // The policy in force now, not the one the association was admitted under:
-                    // a reload that removes or narrows the peer reaches its next request.
-                    &st.shared.policy_now(),
-                    &st.adm.admission,
-                    &st.contexts,
-                    context_id,
-                    &command,
-                ) {
-                    Verdict::Pass { request, permit } => {
-                        start_request(st, uwr, &mut msg, context_id, raw, request, &permit)
-                            .await
-                            .map(|forward| actions.extend(forward))
-                    }
-                    Verdict::Refuse {
-                        field,
-                        message_id,
-                        sop_class,
-                        sop_instance,
-                        status,
-                        comment,
-                        revoked,
-                    } => {
-                        msg = Message::new(Fate::Drop);
-                        let detail = revoked.then(|| {
-                            format!(
-                                "{comment} (the peer is no longer admitted by the policy in force)"
-                            )
-                        });
-                        let r = Refusal {
-                            context_id,
-                            field,
-                            message_id,
-                            sop_class,
-                            sop_instance,
-                            status,
-                            comment,
-                            kind: AlertKind::NotAuthorized,
-                            detail,
-                        };
-                        let answered = refuse(st, uwr, r).await;
-                        if revoked
-                            && answered.is_ok()
-                            && st.shared.settings.on_revoke == OnRevoke::Abort
-                        {
-                            let why = "admission withdrawn by the policy in force (on_revoke = \
-                                       \"abort\")"
-                                .to_string();
-                            return st
-                                .abort_both(uwr, AbortReason::NotSpecified, Blame::Local, why)
-                                .await;
-                        }
-                        answered
-                    }
-                    Verdict::Abort(why) => {
-                        return st
-                            .abort_both(uwr, AbortReason::UnexpectedPduParameter, Blame::Peer, why)
-                            .await;
-                    }
-                },
-            };
-            if let Err(end) = done {
-                return end;
-            }
+    }
+
+    async fn malformed(&mut self, reason: AbortReason, error: String) -> End {
+        let why = format!("client: {error}");
+        self.abort_both(reason, Blame::Peer, why).await
+    }
+
+    async fn data(&mut self, pdv: usize, data: &[u8], is_last: bool) -> Result<(), End> {
+        on_data(
+            self.st,
+            self.uwr,
+            &mut self.msg,
+            pdv,
+            data,
+            is_last,
+            &mut self.actions,
+        )
+        .await
+    }
+
+    fn response(&mut self, context_id: u8, raw: Vec<u8>, command: &Command) -> Option<Vec<u8>> {
+        if !answers_upstream(self.st, command) {
+            return Some(raw);
         }
-        let all_forward = !upstream_gone
+        // The client answers a request the upstream sent on this association (the C-STORE
+        // sub-operations of a C-GET, PS3.4 C.4.3): relayed. A response that answers nothing is
+        // judged like any command (0x0211).
+        self.actions.push(Action::Command { context_id, raw });
+        None
+    }
+
+    async fn judged(&mut self, context_id: u8, raw: Vec<u8>, verdict: Verdict) -> Result<(), End> {
+        let (st, uwr) = (self.st, self.uwr);
+        match verdict {
+            Verdict::Pass { request, permit } => {
+                let forward =
+                    start_request(st, uwr, &mut self.msg, context_id, raw, request, &permit)
+                        .await?;
+                self.actions.extend(forward);
+                Ok(())
+            }
+            Verdict::Refuse {
+                field,
+                message_id,
+                sop_class,
+                sop_instance,
+                status,
+                comment,
+                revoked,
+            } => {
+                self.msg = Message::new(Fate::Drop);
+                let detail = revoked.then(|| {
+                    format!("{comment} (the peer is no longer admitted by the policy in force)")
+                });
+                let r = Refusal {
+                    context_id,
+                    field,
+                    message_id,
+                    sop_class,
+                    sop_instance,
+                    status,
+                    comment,
+                    kind: AlertKind::NotAuthorized,
+                    detail,
+                };
+                refuse(st, uwr, r).await?;
+                if revoked && st.shared.settings.on_revoke == OnRevoke::Abort {
+                    let why = "admission withdrawn by the policy in force (on_revoke = \"abort\")"
+                        .to_string();
+                    return Err(self
+                        .abort_both(AbortReason::NotSpecified, Blame::Local, why)
+                        .await);
+                }
+                Ok(())
+            }
+            Verdict::Abort(why) => Err(self
+                .abort_both(AbortReason::UnexpectedPduParameter, Blame::Peer, why)
+                .await),
+        }
+    }
+
+    async fn pdu_done(&mut self, frame: Frame, n_items: usize) -> Result<(), End> {
+        let st = self.st;
+        let actions = std::mem::take(&mut self.actions);
+        let all_forward = !self.upstream_gone
             && actions.len() == n_items
             && actions.iter().all(|a| matches!(a, Action::Forward(_)));
-        out.clear();
+        self.out.clear();
         if !all_forward {
+            // The PDVs again (they parsed once already), for the ones forwarded as they are.
+            let items = pdvs(frame.body()).unwrap_or_default();
             let mut data: Vec<Pdv<'_>> = Vec::new();
             for a in &actions {
                 if let Action::DropUpstream = a {
                     // What was batched or built for the upstream so far belongs to the refused
                     // data set (nothing else was outstanding): none of it goes.
-                    batch = None;
-                    out.clear();
+                    self.batch = None;
+                    self.out.clear();
                     data.clear();
-                    drop_upstream(st, uwr).await;
-                    upstream_gone = true;
+                    drop_upstream(st, self.uwr).await;
+                    self.upstream_gone = true;
                     continue;
                 }
-                if upstream_gone {
-                    if let Err(end) = reopen_upstream(st, uwr).await {
-                        return end;
-                    }
-                    upstream_gone = false;
+                if self.upstream_gone {
+                    reopen_upstream(st, self.uwr).await?;
+                    self.upstream_gone = false;
                 }
                 match a {
                     Action::DropUpstream => {}
-                    Action::Forward(p) => data.push(*p),
+                    Action::Forward(i) => data.extend(items.get(*i).copied()),
                     Action::Command { context_id, raw } => {
                         if !data.is_empty() {
-                            encode_pdata(&mut out, &data);
+                            encode_pdata(&mut self.out, &data);
                             data.clear();
                         }
-                        push_command(&mut out, *context_id, raw, st.to_upstream_max);
+                        push_command(&mut self.out, *context_id, raw, st.to_upstream_max);
                     }
                     Action::Data {
                         context_id,
@@ -1146,44 +1138,67 @@ async fn client_to_upstream(
                         last,
                     } => {
                         if !data.is_empty() {
-                            encode_pdata(&mut out, &data);
+                            encode_pdata(&mut self.out, &data);
                             data.clear();
                         }
-                        push_data(&mut out, *context_id, bytes, *last, st.to_upstream_max);
+                        push_data(&mut self.out, *context_id, bytes, *last, st.to_upstream_max);
                     }
                 }
             }
             if !data.is_empty() {
-                encode_pdata(&mut out, &data);
+                encode_pdata(&mut self.out, &data);
             }
         }
         drop(actions);
         if all_forward {
             // Fast path: the PDU goes upstream as the same bytes, batched with its neighbours.
-            match batch.as_mut() {
+            match self.batch.as_mut() {
                 Some(b) => b.unsplit(frame.bytes),
-                None => batch = Some(frame.bytes),
+                None => self.batch = Some(frame.bytes),
             }
-            if batch.as_ref().is_none_or(|b| b.len() < BATCH_LIMIT) {
-                continue;
+            if self.batch.as_ref().is_none_or(|b| b.len() < BATCH_LIMIT) {
+                return Ok(());
             }
         }
         // Anything batched goes first, then what this PDU became.
         let mut result = Ok(());
-        if let Some(b) = batch.take() {
-            result = write_timed(&mut *uwr.lock().await, &b, idle).await;
+        if let Some(b) = self.batch.take() {
+            result = self.to_upstream(&b).await;
         }
-        if result.is_ok() && !out.is_empty() {
-            result = write_timed(&mut *uwr.lock().await, &out, idle).await;
+        if result.is_ok() && !self.out.is_empty() {
+            result = self.to_upstream(&self.out).await;
         }
         if let Err(e) = result {
             let why = format!("upstream write failed: {e}");
-            return st
-                .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
-                .await;
+            return Err(self
+                .abort_both(AbortReason::NotSpecified, Blame::Upstream, why)
+                .await);
         }
         st.activity.touch();
+        Ok(())
     }
+}
+
+async fn client_to_upstream(
+    st: &RelayState<'_>,
+    reader: &mut PduReader<BoxRead>,
+    uwr: &Mutex<BoxWrite>,
+) -> End {
+    let mut side = ClientSide {
+        st,
+        uwr,
+        msg: Message::new(Fate::Forward),
+        actions: Vec::new(),
+        out: Vec::new(),
+        batch: None,
+        upstream_gone: false,
+    };
+    let gate = Gate {
+        shared: st.shared,
+        admission: &st.adm.admission,
+        contexts: &st.contexts,
+    };
+    session::run(gate, reader, &st.activity, &mut side).await
 }
 
 /// Whether a response from the client answers a request the upstream sent and the client has
