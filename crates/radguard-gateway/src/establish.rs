@@ -470,3 +470,60 @@ fn vault_serves(abstract_syntax: &str) -> bool {
     abstract_syntax == uids::VERIFICATION
         || radguard_policy::sop::is_storage_sop_class(abstract_syntax)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requested(edit: impl FnOnce(&mut AssociationRQ)) -> Requested {
+        let mut rq = AssociationRQ {
+            protocol_version: 1,
+            calling_ae_title: "MODALITY".into(),
+            called_ae_title: "RADGUARD".into(),
+            application_context_name: uids::APPLICATION_CONTEXT.into(),
+            presentation_contexts: vec![],
+            user_variables: vec![UserVariableItem::ImplementationClassUID("1.2.3".into())],
+        };
+        edit(&mut rq);
+        let (implementation_class, _) = implementation(&rq.user_variables);
+        Requested {
+            rq,
+            implementation_class,
+        }
+    }
+
+    fn rejected(r: Result<Identified, Refusal>) -> ((u8, u8, u8), Option<AlertKind>) {
+        match r {
+            Err(Refusal::Reject { rj, alert, .. }) => (rj, alert),
+            Err(other) => panic!("expected an A-ASSOCIATE-RJ, got {other:?}"),
+            Ok(_) => panic!("expected an A-ASSOCIATE-RJ, got through"),
+        }
+    }
+
+    #[test]
+    fn a_well_formed_request_is_identified() {
+        let id = requested(|_| {}).identify().expect("identified");
+        assert_eq!(id.calling.as_str(), "MODALITY");
+        assert_eq!(id.called.as_str(), "RADGUARD");
+    }
+
+    #[test]
+    fn identify_refuses_what_ps3_8_does_not_allow() {
+        // PS3.8 §9.3.4: the result/source/reason of each refusal.
+        let r = requested(|rq| rq.protocol_version = 2).identify();
+        assert_eq!(rejected(r), ((1, 2, 2), None));
+        let r = requested(|rq| rq.application_context_name = "1.2.3".into()).identify();
+        assert_eq!(rejected(r), ((1, 1, 2), None));
+        let r = requested(|rq| rq.calling_ae_title = String::new()).identify();
+        assert_eq!(rejected(r), ((1, 1, 3), Some(AlertKind::PeerNotRecognized)));
+        let r = requested(|rq| rq.called_ae_title = String::new()).identify();
+        assert_eq!(rejected(r), ((1, 1, 7), None));
+        match requested(|rq| rq.user_variables.clear()).identify() {
+            Err(Refusal::Abort { reason, blame, .. }) => {
+                assert_eq!(reason, AbortReason::InvalidPduParameter);
+                assert_eq!(blame, Blame::Peer);
+            }
+            _ => panic!("a request without Implementation Class UID is aborted"),
+        }
+    }
+}

@@ -1,6 +1,10 @@
 //! The cut-through relay to an upstream SCP: negotiation, then P-DATA both ways until release
-//! or abort. P-DATA PDUs whose PDVs are all forwarded pass as the same bytes; commands are
-//! judged whole ([`crate::gate`]) before a byte of them goes upstream.
+//! or abort. The client's side runs the session loop (session.rs) with `ClientSide`: commands
+//! are judged whole ([`crate::gate`]) before a byte of them goes upstream, each message's data
+//! set has one `Fate`, the route's [`crate::inspect::Pipeline`] inspects it, and the requests
+//! awaiting an answer are one `Outstanding` table. P-DATA PDUs whose PDVs are all forwarded
+//! pass as the same bytes. The upstream's side (responses, C-GET sub-operations) is the
+//! relay's own loop.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

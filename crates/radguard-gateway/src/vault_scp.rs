@@ -1,6 +1,8 @@
 //! The gateway as the SCP for routes whose destination is the built-in vault: it accepts the
 //! allowed contexts itself, answers C-ECHO, and streams each C-STORE data set into the vault,
-//! answering success only after the instance is on disk (fsynced and indexed).
+//! answering success only after the instance is on disk (fsynced and indexed). The client's
+//! requests come through the session loop (session.rs) the relay runs too; `VaultSide` says
+//! what each judged one becomes.
 
 use std::net::SocketAddr;
 
