@@ -1,29 +1,46 @@
 //! Radguard's inline DICOM gateway.
 //!
-//! Data flow (see ARCHITECTURE.md at the project root):
+//! Data flow (see ARCHITECTURE.md at the project root). Modules form layers, each naming only
+//! the ones below it (tests/layers.rs fails on a cycle):
 //! - [`server`]: TCP listeners, global and per-peer caps, graceful shutdown.
-//! - [`assoc`]: one task per association: ARTIM, A-ASSOCIATE-RQ decoding, peer identification,
-//!   policy admission, presentation context planning.
-//! - [`negotiate`]: pure functions building the upstream request and the client's answer,
-//!   rewriting Maximum Length in both directions.
+//! - [`assoc`]: one task per association: connection, establishment, then relay or vault.
+//! - [`establish`]: establishment as phases (ARTIM and A-ASSOCIATE-RQ decoding, peer
+//!   identification, policy admission, presentation context planning), each returning
+//!   `Result<Next, Refusal>`; the refusal is sent in one place.
 //! - [`relay`]: cut-through relay to an upstream SCP; P-DATA passes as the same bytes.
 //! - [`vault_scp`]: the gateway as Storage SCP in front of the built-in vault.
+//! - `session` (crate-private): the client-side loop both run: read, assemble, judge, then the
+//!   relay forwards and the vault stores or answers.
+//! - [`inspect`]: the per-route inspection pipeline built at admission (firewall level,
+//!   integrity ledger, de-identification) and the inspections it sets up per data set.
+//! - [`conn`]: the client connection (both socket halves; send, abort, reject, close).
+//! - [`shared`]: what every connection task shares (settings, live policy, budgets).
+//! - [`negotiate`]: pure functions building the upstream request and the client's answer,
+//!   rewriting Maximum Length in both directions.
 //! - [`gate`]: the per-request check (command set, context, policy) shared by both.
 //! - [`reader`], [`io`]: cancel-safe PDU reader, timers, writes.
+//! - [`tls`], [`deid_relay`]: the TLS configurations and de-identifiers in force; a C-STORE
+//!   de-identified in the stream.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
 pub mod assoc;
+pub mod conn;
 pub mod deid_relay;
+pub mod establish;
 pub mod gate;
+pub mod inspect;
 pub mod io;
 pub mod negotiate;
 pub mod reader;
 pub mod relay;
 pub mod server;
+mod session;
+pub mod shared;
 pub mod tls;
 pub mod vault_scp;
 
-pub use server::{bind, serve, Listener, Shared};
+pub use server::{bind, serve, Listener};
+pub use shared::Shared;
 pub use tls::TlsState;

@@ -1,6 +1,10 @@
 //! The cut-through relay to an upstream SCP: negotiation, then P-DATA both ways until release
-//! or abort. P-DATA PDUs whose PDVs are all forwarded pass as the same bytes; commands are
-//! judged whole ([`crate::gate`]) before a byte of them goes upstream.
+//! or abort. The client's side runs the session loop (session.rs) with `ClientSide`: commands
+//! are judged whole ([`crate::gate`]) before a byte of them goes upstream, each message's data
+//! set has one `Fate`, the route's [`crate::inspect::Pipeline`] inspects it, and the requests
+//! awaiting an answer are one `Outstanding` table. P-DATA PDUs whose PDVs are all forwarded
+//! pass as the same bytes. The upstream's side (responses, C-GET sub-operations) is the
+//! relay's own loop.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,14 +14,11 @@ use bytes::BytesMut;
 use dicom_ul::pdu::{AssociationAC, Pdu};
 use radguard_dicom::assembler::{Assembler, Step};
 use radguard_dicom::dimse::{encode_cancel, encode_response, Command, Request};
-use radguard_dicom::head::{HeadFacts, HeadSniffer};
-use radguard_dicom::limits::Limits;
 use radguard_dicom::pdu::{
     abort_bytes, decode_control, encode_pdata, pdvs, AbortReason, PduType, Pdv, RELEASE_RP,
     RELEASE_RQ,
 };
-use radguard_dicom::ts::TransferSyntax;
-use radguard_dicom::validate::{Level, Validator, Violation};
+use radguard_dicom::validate::Violation;
 use radguard_dicom::CommandField;
 use radguard_events::{AlertKind, AssocId, Blame, Event, Subject};
 use tokio::io::AsyncWriteExt;
@@ -27,19 +28,21 @@ use tokio::sync::{mpsc, Mutex};
 /// Pass-through PDUs are written upstream in batches of up to this many bytes.
 const BATCH_LIMIT: usize = 256 * 1024;
 
-use crate::assoc::{abort_client, reject_client, Admitted, ClientConn, MIN_PDU};
+use crate::conn::{ClientConn, MIN_PDU};
 use crate::deid_relay::{restore_uid, DeidMessage, DeidStep};
-use crate::gate::{judge, Contexts, Verdict};
+use crate::establish::Admitted;
+use crate::gate::{Contexts, Verdict};
+use crate::inspect::{firewall_comment, Checking, Fingerprinting, Inspections, Subjected};
 use crate::io::{
     push_command, read_idle, split_tcp, write_timed, Activity, BoxRead, BoxWrite, IoError,
 };
 use crate::negotiate::{client_ac, effective_max, max_length, upstream_rq};
-use crate::reader::{PduReader, ReadError};
-use crate::server::Shared;
-use crate::tls::DeidRoute;
+use crate::reader::{Frame, PduReader, ReadError};
+use crate::session::{self, Gate, Session};
+use crate::shared::Shared;
 use radguard_dicom::pdu::MAX_ASSOCIATION_PDU;
-use radguard_ledger::{Fingerprint, Fingerprinter, LedgerEntry, OnConflict, Timestamp};
-use radguard_policy::{OnRevoke, OriginRoute, Permitted};
+use radguard_ledger::{Fingerprint, LedgerEntry, OnConflict, Timestamp};
+use radguard_policy::{OnRevoke, Permitted};
 
 /// How the relay phase ended.
 #[derive(Debug)]
@@ -247,7 +250,8 @@ pub async fn run(
         }
         Err(UpstreamRefusal { blame, why }) => {
             let (calling, called) = (Some(calling_s.as_str()), Some(called_s.as_str()));
-            reject_client(shared, &mut conn, (2, 3, 1), calling, called, blame, why).await;
+            conn.reject(shared, (2, 3, 1), (calling, called), blame, why)
+                .await;
             return;
         }
     };
@@ -258,9 +262,8 @@ pub async fn run(
         Ok(b) => b,
         Err(e) => {
             let _ = write_timed(&mut uwr, &abort_bytes(AbortReason::NotSpecified), timeout).await;
-            abort_client(
+            conn.abort(
                 shared,
-                &mut conn,
                 AbortReason::NotSpecified,
                 Blame::Local,
                 e.to_string(),
@@ -302,29 +305,12 @@ pub async fn run(
         release_requested: AtomicBool::new(false),
         from_client: AtomicU64::new(0),
         from_upstream: AtomicU64::new(0),
-        outstanding: StdMutex::new(HashMap::new()),
-        deid: shared
-            .tls
-            .borrow()
-            .deid
-            .get(adm.admission.called_ae())
-            .cloned(),
-        uid_map: StdMutex::new(HashMap::new()),
-        origin: adm
-            .policy
-            .route_entry(adm.admission.called_ae())
-            .and_then(|r| r.origin)
-            .filter(|_| shared.ledger.is_some()),
-        fingerprints: StdMutex::new(HashMap::new()),
+        outstanding: Outstanding::default(),
         upstream_requests: StdMutex::new(HashMap::new()),
         ended: Ended::default(),
         id: conn.id,
         to_client_max: adm.client_accepts,
         to_upstream_max: upstream_accepts,
-        firewall: adm
-            .policy
-            .route_entry(adm.admission.called_ae())
-            .map_or(Level::Safe, |r| r.firewall),
         addr,
         names: (calling, upstream_ae),
         drops: AtomicU64::new(0),
@@ -374,17 +360,8 @@ struct RelayState<'a> {
     release_requested: AtomicBool,
     from_client: AtomicU64,
     from_upstream: AtomicU64,
-    /// Message ID → command of the requests in flight (for the response events).
-    outstanding: StdMutex<HashMap<u16, InFlight>>,
-    /// De-identifying route: its transform.
-    deid: Option<DeidRoute>,
-    /// De-identifying route: message ID → the client's own SOP Instance UID, to put back into
-    /// the upstream's C-STORE-RSP.
-    uid_map: StdMutex<HashMap<u16, String>>,
-    /// Origin route: its conflict policy.
-    origin: Option<OriginRoute>,
-    /// Origin route: message ID → the fingerprint to append when the upstream confirms.
-    fingerprints: StdMutex<HashMap<u16, PendingEntry>>,
+    /// The client's requests relayed upstream and not answered yet.
+    outstanding: Outstanding,
     /// Queries the gateway ended after refusing one of the upstream's answers (it sent the
     /// upstream a C-CANCEL-RQ): the upstream's further answers to them are dropped until its
     /// final one, and the client's A-RELEASE-RQ waits for that.
@@ -395,8 +372,6 @@ struct RelayState<'a> {
     id: radguard_events::AssocId,
     to_client_max: u32,
     to_upstream_max: u32,
-    /// The data-set firewall's level on this route.
-    firewall: Level,
     /// Where the upstream is and the AE titles sent to it: a refused data set costs the
     /// upstream association, and the next request goes over a fresh one.
     addr: &'a str,
@@ -437,80 +412,72 @@ struct PendingEntry {
     on_conflict: OnConflict,
 }
 
-/// Query/retrieve identifiers kept for the audit record.
-const IDENTIFIER_LIMIT: usize = 64 * 1024;
-
-/// A query or retrieve whose identifier is being read; its request event waits for it.
-struct Identifying {
-    event: Event,
-    transfer_syntax: String,
-    bytes: Vec<u8>,
-    truncated: bool,
-}
-
-impl Identifying {
-    fn finish(self) -> Event {
-        let mut event = self.event;
-        let facts = sniffer_for(&self.transfer_syntax).map(|mut s| {
-            s.feed(&self.bytes);
-            s.finish()
-        });
-        if let Event::DimseRequest {
-            subject,
-            identifier,
-            ..
-        } = &mut event
-        {
-            *identifier = Some(radguard_events::Identifier {
-                transfer_syntax: self.transfer_syntax,
-                level: facts.as_ref().and_then(|f| f.query_level.clone()),
-                dataset: self.bytes,
-                truncated: self.truncated,
-            });
-            *subject = facts.map(subject_of);
-        }
-        event
-    }
-}
-
-/// The C-STORE being fingerprinted (origin routes only).
-struct Fingerprinting {
-    message_id: u16,
-    sop_instance: String,
-    fp: Fingerprinter,
-}
-
-/// A request relayed upstream and not yet answered.
+/// A request the upstream sent the client (a C-GET's C-STORE sub-operation), not answered yet.
 struct InFlight {
     sop_class: Option<String>,
     sop_instance: Option<String>,
+}
+
+/// What the gateway knows of one of the client's requests relayed upstream and not answered
+/// yet.
+#[derive(Default)]
+struct Awaiting {
+    sop_class: Option<String>,
+    sop_instance: Option<String>,
+    /// The patient and study its data set names (for the response's audit record).
     subject: Option<Subject>,
+    /// De-identifying route: the client's own SOP Instance UID, put back into the upstream's
+    /// C-STORE-RSP.
+    original_uid: Option<String>,
+    /// Origin route: the fingerprint appended to the ledger once the upstream confirms.
+    entry: Option<PendingEntry>,
 }
 
-/// The data set of the request being relayed: its identifying head is sniffed on the way.
-struct Sniffing {
-    message_id: u16,
-    sniffer: Option<HeadSniffer>,
-}
+/// The client's requests outstanding upstream, by Message ID (bounded: 16-bit IDs). Both
+/// directions of the relay use it: one lock.
+#[derive(Default)]
+struct Outstanding(StdMutex<HashMap<u16, Awaiting>>);
 
-fn subject_of(f: HeadFacts) -> Subject {
-    Subject {
-        patient_id: f.patient_id,
-        patient_name: f.patient_name,
-        study_uid: f.study_uid,
-        series_uid: f.series_uid,
-        accession_number: f.accession_number,
+impl Outstanding {
+    fn insert(&self, message_id: u16, request: Awaiting) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(message_id, request);
+        }
+    }
+
+    /// Updates a request still outstanding (nothing if it was answered or forgotten).
+    fn update(&self, message_id: u16, f: impl FnOnce(&mut Awaiting)) {
+        if let Some(a) = self
+            .0
+            .lock()
+            .ok()
+            .as_mut()
+            .and_then(|m| m.get_mut(&message_id))
+        {
+            f(a);
+        }
+    }
+
+    /// Takes one piece of what is known about a request, leaving it outstanding.
+    fn take<T>(&self, message_id: u16, f: impl FnOnce(&mut Awaiting) -> Option<T>) -> Option<T> {
+        let mut m = self.0.lock().ok()?;
+        m.get_mut(&message_id).and_then(f)
+    }
+
+    /// The request is answered (or the gateway answered it itself): forgotten. Returns what was
+    /// known of it and whether other requests are still outstanding.
+    fn remove(&self, message_id: u16) -> (Option<Awaiting>, bool) {
+        match self.0.lock() {
+            Ok(mut m) => (m.remove(&message_id), !m.is_empty()),
+            Err(_) => (None, false),
+        }
     }
 }
 
-/// The head sniffer for a data set in this transfer syntax (any valid transfer syntax UID:
-/// big endian and deflated heads are read through the one grammar too).
-pub(crate) fn sniffer_for(ts: &str) -> Option<HeadSniffer> {
-    HeadSniffer::for_uid(ts)
-}
-
-enum Action<'a> {
-    Forward(Pdv<'a>),
+/// What a PDV of the client's current PDU became, applied once every PDV was seen.
+enum Action {
+    /// The `n`-th PDV of the PDU goes upstream as it is.
+    Forward(usize),
     Command {
         context_id: u8,
         raw: Vec<u8>,
@@ -616,62 +583,35 @@ fn push_data(out: &mut Vec<u8>, context_id: u8, bytes: &[u8], last: bool, max: u
     }
 }
 
-/// The client-to-upstream loop's view of the message whose data set is arriving.
+/// What becomes of the data set of the client's current message.
+enum Fate {
+    /// It goes upstream as it is.
+    Forward,
+    /// An identifier, held whole with its command until the firewall passed it, so a refused
+    /// one never reaches the upstream.
+    Hold(Held),
+    /// A C-STORE rewritten by the de-identifying route on its way upstream.
+    Deidentify(Box<DeidMessage>),
+    /// Dropped: the gateway answered the request itself (or ended its de-identification).
+    Drop,
+    /// The firewall refused it: the rest is dropped, and the client is answered once its last
+    /// fragment came.
+    Refused(Refusal),
+}
+
+/// The client-to-upstream loop's view of the message whose data set is arriving: what becomes
+/// of the data set, and what the route's pipeline inspects in it on the way.
 struct Message {
-    /// Whether its data set goes upstream as it is (false after a refusal, and while a
-    /// de-identifying route rewrites it).
-    forwarding: bool,
-    sniffing: Option<Sniffing>,
-    /// The C-STORE being de-identified (de-identifying routes only).
-    deid: Option<DeidMessage>,
-    /// The C-STORE being fingerprinted (origin routes only).
-    fingerprinting: Option<Fingerprinting>,
-    /// The query/retrieve whose identifier is being read (for its audit record).
-    identifying: Option<Identifying>,
-    /// The data-set firewall on its data set.
-    checking: Option<Checking>,
-    /// A request whose data set is an identifier: held whole (command and identifier) until the
-    /// firewall passed it, so a refused one never reaches the upstream.
-    held: Option<Held>,
-    /// The firewall refused its data set: the client is answered once its last fragment came.
-    refused: Option<Refusal>,
+    fate: Fate,
+    inspect: Inspections,
 }
 
 impl Message {
-    fn new() -> Self {
+    fn new(fate: Fate) -> Self {
         Message {
-            forwarding: true,
-            sniffing: None,
-            deid: None,
-            fingerprinting: None,
-            identifying: None,
-            checking: None,
-            held: None,
-            refused: None,
+            fate,
+            inspect: Inspections::default(),
         }
-    }
-}
-
-/// The data-set firewall on one data set.
-struct Checking {
-    validator: Validator,
-    of: Subjected,
-}
-
-/// The request (or response) a data set belongs to: how a refusal of it is answered.
-struct Subjected {
-    context_id: u8,
-    field: CommandField,
-    message_id: u16,
-    sop_class: Option<String>,
-    sop_instance: Option<String>,
-}
-
-impl Subjected {
-    fn name(&self) -> String {
-        self.sop_instance
-            .clone()
-            .unwrap_or_else(|| format!("message {}", self.message_id))
     }
 }
 
@@ -680,80 +620,6 @@ struct Held {
     context_id: u8,
     command: Vec<u8>,
     identifier: Vec<u8>,
-}
-
-/// Identifiers are small: the firewall reads them under [`Limits::QUERY`], bulk data under
-/// [`Limits::GATEWAY`].
-fn firewall_limits(field: CommandField) -> Limits {
-    match field {
-        CommandField::CStoreRq | CommandField::CStoreRsp => Limits::GATEWAY,
-        _ => Limits::QUERY,
-    }
-}
-
-/// A validator for a data set on this presentation context. A transfer syntax UID that is not
-/// a UID cannot have been negotiated; the grammar reads a private one as Explicit VR Little
-/// Endian (PS3.5 §10), and so does the firewall.
-fn validator_for(st: &RelayState<'_>, context_id: u8, field: CommandField) -> Validator {
-    let ts = st
-        .contexts
-        .get(context_id)
-        .and_then(|(_, t)| TransferSyntax::from_uid(t).ok())
-        .unwrap_or_else(TransferSyntax::explicit_vr_le);
-    Validator::new(&ts, firewall_limits(field), st.firewall)
-}
-
-/// The Error Comment of a firewall refusal (LO: at most 64 characters).
-fn firewall_comment(v: &Violation) -> String {
-    format!("Radguard firewall: {}", v.summary())
-}
-
-/// Feeds a fragment to the firewall. Returns the refused deviation, if any; at the end of the
-/// data set, deviations the level lets through are reported (as an alert at level `log`).
-fn check_fragment(
-    st: &RelayState<'_>,
-    c: &mut Option<Checking>,
-    data: &[u8],
-    is_last: bool,
-) -> Option<(Subjected, Violation)> {
-    let checking = c.as_mut()?;
-    if let Some(v) = checking.validator.feed(data).cloned() {
-        return c.take().map(|k| (k.of, v));
-    }
-    if !is_last {
-        return None;
-    }
-    let Checking { validator, of } = c.take()?;
-    let outcome = validator.finish();
-    if let Some(v) = outcome.refusal {
-        return Some((of, v));
-    }
-    report_tolerated(st, &of, &outcome.found);
-    None
-}
-
-/// Deviations found in a data set that was relayed: at level `log` an alert (what `safe` or
-/// `strict` would have refused), otherwise a debug line (the benign deviations `safe`
-/// tolerates, documented in docs/firewall.md).
-fn report_tolerated(st: &RelayState<'_>, of: &Subjected, found: &[Violation]) {
-    let Some(first) = found.first() else {
-        return;
-    };
-    if st.firewall == Level::Log {
-        st.shared.bus.emit(Event::SecurityAlert {
-            assoc: Some(st.id),
-            kind: AlertKind::MalformedDataSet,
-            source: None,
-            detail: format!(
-                "{:?} {} relayed (firewall = log): {first} ({} deviation(s))",
-                of.field,
-                of.name(),
-                found.len()
-            ),
-        });
-    } else {
-        tracing::debug!(assoc = %st.id, "{:?} {}: tolerated: {first}", of.field, of.name());
-    }
 }
 
 /// The answer to a data set the firewall refused.
@@ -784,25 +650,7 @@ async fn start_request(
     raw: Vec<u8>,
     request: Request,
     permit: &Permitted,
-) -> Result<Option<Action<'static>>, End> {
-    msg.forwarding = true;
-    msg.refused = None;
-    msg.held = None;
-    msg.checking = request.has_data_set.then(|| Checking {
-        validator: validator_for(st, context_id, request.field),
-        of: Subjected {
-            context_id,
-            field: request.field,
-            message_id: request.message_id,
-            sop_class: request.sop_class.as_ref().map(|u| u.to_string()),
-            sop_instance: request.sop_instance.as_ref().map(|u| u.to_string()),
-        },
-    });
-    let ts = st
-        .contexts
-        .get(context_id)
-        .map(|(_, t)| t.to_string())
-        .unwrap_or_default();
+) -> Result<Option<Action>, End> {
     let sop_class = request.sop_class.as_ref().map(|u| u.to_string());
     let sop_instance = request.sop_instance.as_ref().map(|u| u.to_string());
     let event = Event::DimseRequest {
@@ -815,72 +663,39 @@ async fn start_request(
         subject: None,
         identifier: None,
     };
+    let pipeline = &st.adm.pipeline;
+    *msg = Message {
+        fate: Fate::Forward,
+        inspect: pipeline.inspect(&st.contexts, context_id, &request, event),
+    };
     let is_store = request.field == CommandField::CStoreRq;
-    if request.has_data_set && !is_store {
-        // A query or retrieve: recorded once its identifier is complete, with the patient and
-        // study it names.
-        msg.identifying = Some(Identifying {
-            event,
-            transfer_syntax: ts.clone(),
-            bytes: Vec::new(),
-            truncated: false,
-        });
-    } else {
-        st.shared.bus.emit(event);
-    }
     if request.field != CommandField::CCancelRq {
-        if let Ok(mut o) = st.outstanding.lock() {
-            let flight = InFlight {
-                sop_class: sop_class.clone(),
-                sop_instance: sop_instance.clone(),
-                subject: None,
-            };
-            o.insert(request.message_id, flight);
-        }
+        let awaiting = Awaiting {
+            sop_class: sop_class.clone(),
+            sop_instance: sop_instance.clone(),
+            ..Awaiting::default()
+        };
+        st.outstanding.insert(request.message_id, awaiting);
     }
-    if st.origin.is_some() && is_store {
-        let inst = sop_instance.clone().unwrap_or_default();
-        match Fingerprinter::new(&ts) {
-            Ok(fp) => {
-                msg.fingerprinting = Some(Fingerprinting {
-                    message_id: request.message_id,
-                    sop_instance: inst,
-                    fp,
-                })
-            }
-            Err(e) => st.shared.bus.emit(Event::SecurityAlert {
-                assoc: Some(st.id),
-                kind: AlertKind::InstanceConflict,
-                source: None,
-                detail: format!("{inst} relayed without a fingerprint: {e}"),
-            }),
-        }
-    }
-    let sniffing = || Sniffing {
-        message_id: request.message_id,
-        sniffer: st
-            .contexts
-            .get(context_id)
-            .and_then(|(_, ts)| sniffer_for(ts)),
-    };
     let forget = || {
-        if let Ok(mut o) = st.outstanding.lock() {
-            o.remove(&request.message_id);
-        }
+        st.outstanding.remove(request.message_id);
     };
-    if let Some(route) = st.deid.as_ref() {
+    if let Some(route) = pipeline.deid() {
         match request.field {
             CommandField::CStoreRq => {
-                msg.forwarding = false;
+                msg.fate = Fate::Drop;
                 let class = sop_class.unwrap_or_default();
                 let inst = sop_instance.unwrap_or_default();
                 let id = request.message_id;
+                let ts = st
+                    .contexts
+                    .get(context_id)
+                    .map(|(_, t)| t.to_string())
+                    .unwrap_or_default();
                 match DeidMessage::start(route, &ts, id, context_id, raw, &class, &inst) {
                     Ok(m) => {
-                        if let Ok(mut map) = st.uid_map.lock() {
-                            map.insert(id, inst);
-                        }
-                        msg.deid = Some(m);
+                        st.outstanding.update(id, |a| a.original_uid = Some(inst));
+                        msg.fate = Fate::Deidentify(Box::new(m));
                     }
                     Err((status, comment)) => {
                         forget();
@@ -898,12 +713,11 @@ async fn start_request(
                         refuse(st, uwr, r).await?;
                     }
                 }
-                msg.sniffing = Some(sniffing());
                 return Ok(None);
             }
             CommandField::CFindRq | CommandField::CMoveRq | CommandField::CGetRq => {
                 // Queries and retrieves would carry identifiers out unchanged.
-                msg.forwarding = false;
+                msg.fate = Fate::Drop;
                 forget();
                 let r = Refusal {
                     context_id,
@@ -922,9 +736,8 @@ async fn start_request(
             _ => {}
         }
     }
-    msg.sniffing = request.has_data_set.then(sniffing);
     if request.has_data_set && !is_store {
-        msg.held = Some(Held {
+        msg.fate = Fate::Hold(Held {
             context_id,
             command: raw,
             identifier: Vec::new(),
@@ -936,33 +749,31 @@ async fn start_request(
 
 /// One fragment of the current message's data set: observed (identifier, fingerprint, head),
 /// then de-identified, forwarded as it is, or dropped (after a refusal).
-async fn on_data<'a>(
+async fn on_data(
     st: &RelayState<'_>,
     uwr: &Mutex<BoxWrite>,
     msg: &mut Message,
-    pdv: Pdv<'a>,
+    pdv: usize,
     data: &[u8],
     is_last: bool,
-    actions: &mut Vec<Action<'a>>,
+    actions: &mut Vec<Action>,
 ) -> Result<(), End> {
-    if let Some(q) = msg.identifying.as_mut() {
-        let room = IDENTIFIER_LIMIT.saturating_sub(q.bytes.len());
-        q.truncated |= data.len() > room;
-        q.bytes.extend(data.iter().take(room));
+    let pipeline = &st.adm.pipeline;
+    let inspect = &mut msg.inspect;
+    if let Some(q) = inspect.identifier.as_mut() {
+        q.feed(data);
         if is_last {
-            if let Some(q) = msg.identifying.take() {
+            if let Some(q) = inspect.identifier.take() {
                 st.shared.bus.emit(q.finish());
             }
         }
     }
-    if let Some((of, v)) = check_fragment(st, &mut msg.checking, data, is_last) {
+    if let Some((of, v)) = pipeline.check(&mut inspect.firewall, data, is_last) {
         let r = firewall_refusal(of, &v);
-        msg.forwarding = false;
-        msg.deid = None;
-        msg.fingerprinting = None;
-        msg.sniffing = None;
+        inspect.fingerprint = None;
+        inspect.head = None;
         let others = forget_request(st, r.message_id);
-        if msg.held.take().is_none() {
+        if !matches!(msg.fate, Fate::Hold(_)) {
             // Part of the data set is upstream already and DIMSE cannot withdraw a C-STORE:
             // the upstream association is aborted, so the destination never has the data set
             // whole; the client's next request opens a fresh one.
@@ -977,64 +788,57 @@ async fn on_data<'a>(
             }
             actions.push(Action::DropUpstream);
         }
-        msg.refused = Some(r);
+        msg.fate = Fate::Refused(r);
     }
-    if msg.refused.is_some() {
+    if let Fate::Refused(_) = msg.fate {
         // The rest of a refused data set is dropped; the answer follows its last fragment.
         if is_last {
-            if let Some(r) = msg.refused.take() {
+            if let Fate::Refused(r) = std::mem::replace(&mut msg.fate, Fate::Drop) {
                 refuse(st, uwr, r).await?;
             }
         }
         return Ok(());
     }
-    if let Some(f) = msg.fingerprinting.as_mut() {
+    if let Some(f) = inspect.fingerprint.as_mut() {
         f.fp.feed(data);
     }
     if is_last {
-        if let Some(f) = msg.fingerprinting.take() {
+        if let Some(f) = inspect.fingerprint.take() {
             settle_fingerprint(st, uwr, f).await?;
         }
     }
-    if msg.forwarding || msg.deid.is_some() {
-        if let Some(sn) = msg.sniffing.as_mut() {
-            let done = sn.sniffer.as_mut().is_none_or(|s| s.feed(data));
-            if done || is_last {
-                if let Some(sn) = msg.sniffing.take() {
-                    let facts = sn.sniffer.map(|s| subject_of(s.finish()));
-                    if let Ok(mut o) = st.outstanding.lock() {
-                        if let Some(f) = o.get_mut(&sn.message_id) {
-                            f.subject = facts;
-                        }
-                    }
+    if !matches!(msg.fate, Fate::Drop) {
+        let sniffed = inspect.head.as_mut().and_then(|h| h.feed(data, is_last));
+        if let Some((message_id, subject)) = sniffed {
+            inspect.head = None;
+            st.outstanding.update(message_id, |a| a.subject = subject);
+        }
+    }
+    match &mut msg.fate {
+        Fate::Forward => actions.push(Action::Forward(pdv)),
+        Fate::Hold(h) => {
+            h.identifier.extend_from_slice(data);
+            if is_last {
+                if let Fate::Hold(h) = std::mem::replace(&mut msg.fate, Fate::Forward) {
+                    actions.push(Action::Command {
+                        context_id: h.context_id,
+                        raw: h.command,
+                    });
+                    actions.push(Action::Data {
+                        context_id: h.context_id,
+                        bytes: h.identifier,
+                        last: true,
+                    });
                 }
             }
         }
-    }
-    if let Some(h) = msg.held.as_mut() {
-        h.identifier.extend_from_slice(data);
-        if is_last {
-            if let Some(h) = msg.held.take() {
-                actions.push(Action::Command {
-                    context_id: h.context_id,
-                    raw: h.command,
-                });
-                actions.push(Action::Data {
-                    context_id: h.context_id,
-                    bytes: h.identifier,
-                    last: true,
-                });
+        Fate::Deidentify(dm) => {
+            let more = deidentify(st, uwr, dm, data, is_last, actions).await?;
+            if !more || is_last {
+                msg.fate = Fate::Drop;
             }
         }
-        return Ok(());
-    }
-    if let Some(dm) = msg.deid.as_mut() {
-        let more = deidentify(st, uwr, dm, data, is_last, actions).await?;
-        if !more || is_last {
-            msg.deid = None;
-        }
-    } else if msg.forwarding {
-        actions.push(Action::Forward(pdv));
+        Fate::Drop | Fate::Refused(_) => {}
     }
     Ok(())
 }
@@ -1042,16 +846,7 @@ async fn on_data<'a>(
 /// Forgets a request the gateway answers itself (its response bookkeeping, de-identified UID
 /// and pending fingerprint). Returns whether other requests are still outstanding upstream.
 fn forget_request(st: &RelayState<'_>, message_id: u16) -> bool {
-    if let Ok(mut m) = st.uid_map.lock() {
-        m.remove(&message_id);
-    }
-    if let Ok(mut m) = st.fingerprints.lock() {
-        m.remove(&message_id);
-    }
-    st.outstanding.lock().is_ok_and(|mut o| {
-        o.remove(&message_id);
-        !o.is_empty()
-    })
+    st.outstanding.remove(message_id).1
 }
 
 /// Pushes a fragment through the de-identification of the current C-STORE. `Ok(false)` when
@@ -1062,7 +857,7 @@ async fn deidentify(
     dm: &mut DeidMessage,
     data: &[u8],
     is_last: bool,
-    actions: &mut Vec<Action<'_>>,
+    actions: &mut Vec<Action>,
 ) -> Result<bool, End> {
     let ctx = dm.context_id;
     match dm.push(data, is_last) {
@@ -1098,12 +893,7 @@ async fn deidentify(
             Ok(true)
         }
         DeidStep::Refuse { status, comment } => {
-            if let Ok(mut o) = st.outstanding.lock() {
-                o.remove(&dm.message_id);
-            }
-            if let Ok(mut m) = st.uid_map.lock() {
-                m.remove(&dm.message_id);
-            }
+            st.outstanding.remove(dm.message_id);
             let r = Refusal {
                 context_id: ctx,
                 field: CommandField::CStoreRq,
@@ -1124,238 +914,227 @@ async fn deidentify(
     }
 }
 
-async fn client_to_upstream(
-    st: &RelayState<'_>,
-    reader: &mut PduReader<BoxRead>,
-    uwr: &Mutex<BoxWrite>,
-) -> End {
-    let idle = st.shared.settings.idle_timeout;
-    let mut asm = Assembler::new();
-    let mut msg = Message::new();
-    let mut out: Vec<u8> = Vec::new();
-    // PDUs that go upstream unchanged, batched while more are already buffered (contiguous
-    // slices of the read buffer: `unsplit` joins them without copying).
-    let mut batch: Option<BytesMut> = None;
-    // The firewall aborted the upstream association; the next request opens a fresh one.
-    let mut upstream_gone = false;
-    loop {
-        let next = match reader.try_next() {
-            Some(r) => r.map_err(IoError::Read),
-            None => {
-                if let Some(b) = batch.take() {
-                    if let Err(e) = write_timed(&mut *uwr.lock().await, &b, idle).await {
-                        let why = format!("upstream write failed: {e}");
-                        return st
-                            .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
-                            .await;
-                    }
-                    st.activity.touch();
-                }
-                read_idle(reader, &st.activity, idle).await
-            }
-        };
-        let frame = match next {
-            Ok(f) => f,
-            Err(e) => {
-                let (reason, blame, why) = read_failure(e, Blame::Peer, "client");
-                return st.abort_both(uwr, reason, blame, why).await;
-            }
-        };
+/// The relay's side of the session loop ([`crate::session`]): what the client sends goes
+/// upstream, judged, inspected and, where the route says so, rewritten.
+struct ClientSide<'s, 'a> {
+    st: &'s RelayState<'a>,
+    uwr: &'s Mutex<BoxWrite>,
+    msg: Message,
+    /// What the current PDU's PDVs became, in order.
+    actions: Vec<Action>,
+    out: Vec<u8>,
+    /// PDUs that go upstream unchanged, batched while more are already buffered (contiguous
+    /// slices of the read buffer: `unsplit` joins them without copying).
+    batch: Option<BytesMut>,
+    /// The firewall aborted the upstream association; the next request opens a fresh one.
+    upstream_gone: bool,
+}
+
+impl ClientSide<'_, '_> {
+    async fn abort_both(&self, reason: AbortReason, blame: Blame, why: String) -> End {
+        self.st.abort_both(self.uwr, reason, blame, why).await
+    }
+
+    async fn to_upstream(&self, bytes: &[u8]) -> Result<(), IoError> {
+        let idle = self.st.shared.settings.idle_timeout;
+        write_timed(&mut *self.uwr.lock().await, bytes, idle).await
+    }
+}
+
+impl Session for ClientSide<'_, '_> {
+    type End = End;
+
+    async fn received(&mut self, frame: &Frame) -> Result<(), End> {
+        let st = self.st;
         st.from_client
             .fetch_add(frame.bytes.len() as u64, Ordering::Relaxed);
         if st.release_requested.load(Ordering::Relaxed) && frame.ty != PduType::Abort {
             let why = format!("{} after A-RELEASE-RQ", frame.ty.name());
-            return st
-                .abort_both(uwr, AbortReason::UnexpectedPdu, Blame::Peer, why)
-                .await;
+            return Err(self
+                .abort_both(AbortReason::UnexpectedPdu, Blame::Peer, why)
+                .await);
         }
+        Ok(())
+    }
+
+    async fn before_wait(&mut self) -> Result<(), End> {
+        if let Some(b) = self.batch.take() {
+            if let Err(e) = self.to_upstream(&b).await {
+                let why = format!("upstream write failed: {e}");
+                return Err(self
+                    .abort_both(AbortReason::NotSpecified, Blame::Upstream, why)
+                    .await);
+            }
+            self.st.activity.touch();
+        }
+        Ok(())
+    }
+
+    async fn read_failed(&mut self, e: IoError) -> End {
+        let (reason, blame, why) = read_failure(e, Blame::Peer, "client");
+        self.abort_both(reason, blame, why).await
+    }
+
+    async fn control(&mut self, frame: Frame) -> Result<(), End> {
+        let st = self.st;
         match frame.ty {
-            PduType::PData => {}
             PduType::ReleaseRq => {
                 st.release_requested.store(true, Ordering::Relaxed);
-                if upstream_gone {
+                if self.upstream_gone {
                     // No upstream association to release: the gateway answers itself.
                     let _ = st.to_client(&RELEASE_RP).await;
-                    return End::Released;
+                    return Err(End::Released);
                 }
                 if !st.ended.settled(st.shared.settings.artim_timeout).await {
                     let why =
                         "the upstream did not end a cancelled query before the release".to_string();
-                    return st
-                        .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
-                        .await;
+                    return Err(self
+                        .abort_both(AbortReason::NotSpecified, Blame::Upstream, why)
+                        .await);
                 }
-                if write_timed(&mut *uwr.lock().await, &RELEASE_RQ, idle)
-                    .await
-                    .is_err()
-                {
+                if self.to_upstream(&RELEASE_RQ).await.is_err() {
                     let why = "upstream lost at release".to_string();
-                    return st
-                        .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
-                        .await;
+                    return Err(self
+                        .abort_both(AbortReason::NotSpecified, Blame::Upstream, why)
+                        .await);
                 }
-                continue;
+                Ok(())
             }
             PduType::ReleaseRp => {
                 // Answer to a release the upstream asked for.
-                let _ = write_timed(&mut *uwr.lock().await, &RELEASE_RP, idle).await;
-                return End::Released;
+                let _ = self.to_upstream(&RELEASE_RP).await;
+                Err(End::Released)
             }
             PduType::Abort => {
-                let _ = write_timed(&mut *uwr.lock().await, &frame.bytes, idle).await;
-                return End::Aborted {
+                let _ = self.to_upstream(&frame.bytes).await;
+                Err(End::Aborted {
                     blame: Blame::Peer,
                     why: "A-ABORT from the client".into(),
-                };
+                })
             }
             other => {
                 let why = format!("unexpected {} from the client", other.name());
-                return st
-                    .abort_both(uwr, AbortReason::UnexpectedPdu, Blame::Peer, why)
-                    .await;
+                Err(self
+                    .abort_both(AbortReason::UnexpectedPdu, Blame::Peer, why)
+                    .await)
             }
         }
-        let items = match pdvs(frame.body()) {
-            Ok(v) => v,
-            Err(e) => {
-                return st
-                    .abort_both(uwr, e.abort_reason(), Blame::Peer, format!("client: {e}"))
-                    .await;
-            }
-        };
-        let mut actions: Vec<Action<'_>> = Vec::with_capacity(items.len());
-        let n_items = items.len();
-        for pdv in items {
-            let step = match asm.push(pdv) {
-                Ok(s) => s,
-                Err(e) => {
-                    let why = format!("client: {e}");
-                    return st
-                        .abort_both(uwr, AbortReason::UnexpectedPduParameter, Blame::Peer, why)
-                        .await;
-                }
-            };
-            let done = match step {
-                Step::CommandPartial => Ok(()),
-                Step::Data { data, is_last, .. } => {
-                    on_data(st, uwr, &mut msg, pdv, data, is_last, &mut actions).await
-                }
-                Step::Command {
-                    context_id,
-                    raw,
-                    command,
-                } if command
-                    .command_field()
-                    .is_some_and(CommandField::is_response)
-                    && answers_upstream(st, &command) =>
-                {
-                    // The client answers a request the upstream sent on this association (the
-                    // C-STORE sub-operations of a C-GET, PS3.4 C.4.3): relayed. A response that
-                    // answers nothing is judged below like any command (0x0211).
-                    actions.push(Action::Command { context_id, raw });
-                    Ok(())
-                }
-                Step::Command {
-                    context_id,
-                    raw,
-                    command,
-                } => match judge(
-                    // The policy in force now, not the one the association was admitted under:
-                    // a reload that removes or narrows the peer reaches its next request.
-                    &st.shared.policy_now(),
-                    &st.adm.admission,
-                    &st.contexts,
-                    context_id,
-                    &command,
-                ) {
-                    Verdict::Pass { request, permit } => {
-                        start_request(st, uwr, &mut msg, context_id, raw, request, &permit)
-                            .await
-                            .map(|forward| actions.extend(forward))
-                    }
-                    Verdict::Refuse {
-                        field,
-                        message_id,
-                        sop_class,
-                        sop_instance,
-                        status,
-                        comment,
-                        revoked,
-                    } => {
-                        msg.forwarding = false;
-                        let detail = revoked.then(|| {
-                            format!(
-                                "{comment} (the peer is no longer admitted by the policy in force)"
-                            )
-                        });
-                        let r = Refusal {
-                            context_id,
-                            field,
-                            message_id,
-                            sop_class,
-                            sop_instance,
-                            status,
-                            comment,
-                            kind: AlertKind::NotAuthorized,
-                            detail,
-                        };
-                        let answered = refuse(st, uwr, r).await;
-                        if revoked
-                            && answered.is_ok()
-                            && st.shared.settings.on_revoke == OnRevoke::Abort
-                        {
-                            let why = "admission withdrawn by the policy in force (on_revoke = \
-                                       \"abort\")"
-                                .to_string();
-                            return st
-                                .abort_both(uwr, AbortReason::NotSpecified, Blame::Local, why)
-                                .await;
-                        }
-                        answered
-                    }
-                    Verdict::Abort(why) => {
-                        return st
-                            .abort_both(uwr, AbortReason::UnexpectedPduParameter, Blame::Peer, why)
-                            .await;
-                    }
-                },
-            };
-            if let Err(end) = done {
-                return end;
-            }
+    }
+
+    async fn malformed(&mut self, reason: AbortReason, error: String) -> End {
+        let why = format!("client: {error}");
+        self.abort_both(reason, Blame::Peer, why).await
+    }
+
+    async fn data(&mut self, pdv: usize, data: &[u8], is_last: bool) -> Result<(), End> {
+        on_data(
+            self.st,
+            self.uwr,
+            &mut self.msg,
+            pdv,
+            data,
+            is_last,
+            &mut self.actions,
+        )
+        .await
+    }
+
+    fn response(&mut self, context_id: u8, raw: Vec<u8>, command: &Command) -> Option<Vec<u8>> {
+        if !answers_upstream(self.st, command) {
+            return Some(raw);
         }
-        let all_forward = !upstream_gone
+        // The client answers a request the upstream sent on this association (the C-STORE
+        // sub-operations of a C-GET, PS3.4 C.4.3): relayed. A response that answers nothing is
+        // judged like any command (0x0211).
+        self.actions.push(Action::Command { context_id, raw });
+        None
+    }
+
+    async fn judged(&mut self, context_id: u8, raw: Vec<u8>, verdict: Verdict) -> Result<(), End> {
+        let (st, uwr) = (self.st, self.uwr);
+        match verdict {
+            Verdict::Pass { request, permit } => {
+                let forward =
+                    start_request(st, uwr, &mut self.msg, context_id, raw, request, &permit)
+                        .await?;
+                self.actions.extend(forward);
+                Ok(())
+            }
+            Verdict::Refuse {
+                field,
+                message_id,
+                sop_class,
+                sop_instance,
+                status,
+                comment,
+                revoked,
+            } => {
+                self.msg = Message::new(Fate::Drop);
+                let detail = revoked.then(|| {
+                    format!("{comment} (the peer is no longer admitted by the policy in force)")
+                });
+                let r = Refusal {
+                    context_id,
+                    field,
+                    message_id,
+                    sop_class,
+                    sop_instance,
+                    status,
+                    comment,
+                    kind: AlertKind::NotAuthorized,
+                    detail,
+                };
+                refuse(st, uwr, r).await?;
+                if revoked && st.shared.settings.on_revoke == OnRevoke::Abort {
+                    let why = "admission withdrawn by the policy in force (on_revoke = \"abort\")"
+                        .to_string();
+                    return Err(self
+                        .abort_both(AbortReason::NotSpecified, Blame::Local, why)
+                        .await);
+                }
+                Ok(())
+            }
+            Verdict::Abort(why) => Err(self
+                .abort_both(AbortReason::UnexpectedPduParameter, Blame::Peer, why)
+                .await),
+        }
+    }
+
+    async fn pdu_done(&mut self, frame: Frame, n_items: usize) -> Result<(), End> {
+        let st = self.st;
+        let actions = std::mem::take(&mut self.actions);
+        let all_forward = !self.upstream_gone
             && actions.len() == n_items
             && actions.iter().all(|a| matches!(a, Action::Forward(_)));
-        out.clear();
+        self.out.clear();
         if !all_forward {
+            // The PDVs again (they parsed once already), for the ones forwarded as they are.
+            let items = pdvs(frame.body()).unwrap_or_default();
             let mut data: Vec<Pdv<'_>> = Vec::new();
             for a in &actions {
                 if let Action::DropUpstream = a {
                     // What was batched or built for the upstream so far belongs to the refused
                     // data set (nothing else was outstanding): none of it goes.
-                    batch = None;
-                    out.clear();
+                    self.batch = None;
+                    self.out.clear();
                     data.clear();
-                    drop_upstream(st, uwr).await;
-                    upstream_gone = true;
+                    drop_upstream(st, self.uwr).await;
+                    self.upstream_gone = true;
                     continue;
                 }
-                if upstream_gone {
-                    if let Err(end) = reopen_upstream(st, uwr).await {
-                        return end;
-                    }
-                    upstream_gone = false;
+                if self.upstream_gone {
+                    reopen_upstream(st, self.uwr).await?;
+                    self.upstream_gone = false;
                 }
                 match a {
                     Action::DropUpstream => {}
-                    Action::Forward(p) => data.push(*p),
+                    Action::Forward(i) => data.extend(items.get(*i).copied()),
                     Action::Command { context_id, raw } => {
                         if !data.is_empty() {
-                            encode_pdata(&mut out, &data);
+                            encode_pdata(&mut self.out, &data);
                             data.clear();
                         }
-                        push_command(&mut out, *context_id, raw, st.to_upstream_max);
+                        push_command(&mut self.out, *context_id, raw, st.to_upstream_max);
                     }
                     Action::Data {
                         context_id,
@@ -1363,44 +1142,67 @@ async fn client_to_upstream(
                         last,
                     } => {
                         if !data.is_empty() {
-                            encode_pdata(&mut out, &data);
+                            encode_pdata(&mut self.out, &data);
                             data.clear();
                         }
-                        push_data(&mut out, *context_id, bytes, *last, st.to_upstream_max);
+                        push_data(&mut self.out, *context_id, bytes, *last, st.to_upstream_max);
                     }
                 }
             }
             if !data.is_empty() {
-                encode_pdata(&mut out, &data);
+                encode_pdata(&mut self.out, &data);
             }
         }
         drop(actions);
         if all_forward {
             // Fast path: the PDU goes upstream as the same bytes, batched with its neighbours.
-            match batch.as_mut() {
+            match self.batch.as_mut() {
                 Some(b) => b.unsplit(frame.bytes),
-                None => batch = Some(frame.bytes),
+                None => self.batch = Some(frame.bytes),
             }
-            if batch.as_ref().is_none_or(|b| b.len() < BATCH_LIMIT) {
-                continue;
+            if self.batch.as_ref().is_none_or(|b| b.len() < BATCH_LIMIT) {
+                return Ok(());
             }
         }
         // Anything batched goes first, then what this PDU became.
         let mut result = Ok(());
-        if let Some(b) = batch.take() {
-            result = write_timed(&mut *uwr.lock().await, &b, idle).await;
+        if let Some(b) = self.batch.take() {
+            result = self.to_upstream(&b).await;
         }
-        if result.is_ok() && !out.is_empty() {
-            result = write_timed(&mut *uwr.lock().await, &out, idle).await;
+        if result.is_ok() && !self.out.is_empty() {
+            result = self.to_upstream(&self.out).await;
         }
         if let Err(e) = result {
             let why = format!("upstream write failed: {e}");
-            return st
-                .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
-                .await;
+            return Err(self
+                .abort_both(AbortReason::NotSpecified, Blame::Upstream, why)
+                .await);
         }
         st.activity.touch();
+        Ok(())
     }
+}
+
+async fn client_to_upstream(
+    st: &RelayState<'_>,
+    reader: &mut PduReader<BoxRead>,
+    uwr: &Mutex<BoxWrite>,
+) -> End {
+    let mut side = ClientSide {
+        st,
+        uwr,
+        msg: Message::new(Fate::Forward),
+        actions: Vec::new(),
+        out: Vec::new(),
+        batch: None,
+        upstream_gone: false,
+    };
+    let gate = Gate {
+        shared: st.shared,
+        admission: &st.adm.admission,
+        contexts: &st.contexts,
+    };
+    session::run(gate, reader, &st.activity, &mut side).await
 }
 
 /// Whether a response from the client answers a request the upstream sent and the client has
@@ -1747,16 +1549,14 @@ async fn upstream_command(
     }
     if command.has_data_set() {
         let field = field.unwrap_or(CommandField::Other(0));
-        let checking = Checking {
-            validator: validator_for(st, context_id, field),
-            of: Subjected {
-                context_id,
-                field,
-                message_id: command.responded_to.or(command.message_id).unwrap_or(0),
-                sop_class: command.affected_sop_class.clone(),
-                sop_instance: command.affected_sop_instance.clone(),
-            },
+        let of = Subjected {
+            context_id,
+            field,
+            message_id: command.responded_to.or(command.message_id).unwrap_or(0),
+            sop_class: command.affected_sop_class.clone(),
+            sop_instance: command.affected_sop_instance.clone(),
         };
+        let checking = st.adm.pipeline.checking(&st.contexts, of);
         if is_response {
             inc.held = Some(HeldResponse {
                 context_id,
@@ -1777,7 +1577,6 @@ async fn upstream_command(
                 InFlight {
                     sop_class: command.affected_sop_class.clone(),
                     sop_instance: command.affected_sop_instance.clone(),
-                    subject: None,
                 },
             );
         }
@@ -1852,15 +1651,18 @@ async fn pass_command(
     raw: Vec<u8>,
     command: &Command,
 ) {
-    note_response(st, command);
-    let original = command
+    // A C-STORE-RSP: the client's own SOP Instance UID goes back in (de-identifying routes),
+    // the fingerprint into the ledger (origin routes).
+    let store_rsp = command
         .responded_to
-        .filter(|_| command.field == Some(0x8001))
-        .and_then(|id| st.uid_map.lock().ok()?.remove(&id));
+        .filter(|_| command.field == Some(0x8001));
+    let original = store_rsp.and_then(|id| st.outstanding.take(id, |a| a.original_uid.take()));
+    let entry = store_rsp.and_then(|id| st.outstanding.take(id, |a| a.entry.take()));
+    note_response(st, command);
     let bytes = original
         .and_then(|uid| restore_uid(&raw, &uid))
         .unwrap_or(raw);
-    let bytes = record_on_success(st, command, bytes).await;
+    let bytes = record_on_success(st, command, bytes, entry).await;
     push_command(out, context_id, &bytes, st.to_client_max);
 }
 
@@ -1881,7 +1683,7 @@ async fn upstream_data<'a>(
     if let Some(h) = inc.held.as_mut() {
         // Bounded: the firewall reads identifiers under Limits::QUERY and refuses past it.
         h.data.extend_from_slice(data);
-        let refused = check_fragment(st, &mut h.checking, data, is_last);
+        let refused = st.adm.pipeline.check(&mut h.checking, data, is_last);
         let whole = refused.is_some() || is_last;
         let Some(h) = inc.held.take_if(|_| whole) else {
             return Ok(());
@@ -1898,7 +1700,7 @@ async fn upstream_data<'a>(
         }
         return Ok(());
     }
-    if let Some((of, v)) = check_fragment(st, &mut inc.streaming, data, is_last) {
+    if let Some((of, v)) = st.adm.pipeline.check(&mut inc.streaming, data, is_last) {
         // The client is receiving this data set: withholding its last fragment means ending
         // both associations.
         let why = format!("upstream {:?} {}: {v}", of.field, of.name());
@@ -1924,9 +1726,10 @@ async fn settle_fingerprint(
     uwr: &Mutex<BoxWrite>,
     f: Fingerprinting,
 ) -> Result<(), End> {
-    let (Some(ledger), Some(origin)) = (st.shared.ledger.clone(), st.origin) else {
+    let Some(origin) = st.adm.pipeline.origin() else {
         return Ok(());
     };
+    let (ledger, origin) = (origin.ledger.clone(), origin.route);
     let uid = f.sop_instance.clone();
     let fp = f.fp;
     let checked = tokio::task::spawn_blocking(move || {
@@ -1977,36 +1780,32 @@ async fn settle_fingerprint(
                 .await);
         }
     }
-    if let Ok(mut m) = st.fingerprints.lock() {
-        m.insert(
-            f.message_id,
-            PendingEntry {
-                sop_instance: f.sop_instance,
-                fingerprint,
-                on_conflict: if origin.refuse_conflicts {
-                    OnConflict::Refuse
-                } else {
-                    OnConflict::Record
-                },
-            },
-        );
-    }
+    let entry = PendingEntry {
+        sop_instance: f.sop_instance,
+        fingerprint,
+        on_conflict: if origin.refuse_conflicts {
+            OnConflict::Refuse
+        } else {
+            OnConflict::Record
+        },
+    };
+    st.outstanding
+        .update(f.message_id, |a| a.entry = Some(entry));
     Ok(())
 }
 
 /// On an origin route, a C-STORE-RSP with success or warning passes only after the instance's
 /// fingerprint is appended to the ledger; if that fails, the client gets a failure instead.
-async fn record_on_success(st: &RelayState<'_>, command: &Command, raw: Vec<u8>) -> Vec<u8> {
-    if command.field != Some(0x8001) {
-        return raw;
-    }
-    let Some(id) = command.responded_to else {
+async fn record_on_success(
+    st: &RelayState<'_>,
+    command: &Command,
+    raw: Vec<u8>,
+    pending: Option<PendingEntry>,
+) -> Vec<u8> {
+    let (Some(id), Some(pending)) = (command.responded_to, pending) else {
         return raw;
     };
-    let Some(pending) = st.fingerprints.lock().ok().and_then(|mut m| m.remove(&id)) else {
-        return raw;
-    };
-    let Some(ledger) = st.shared.ledger.clone() else {
+    let Some(ledger) = st.adm.pipeline.origin().map(|o| o.ledger.clone()) else {
         return raw;
     };
     let status = command.status.unwrap_or(0xFFFF);
@@ -2092,7 +1891,7 @@ fn note_response(st: &RelayState<'_>, command: &Command) {
     if pending {
         return;
     }
-    let flight = st.outstanding.lock().ok().and_then(|mut o| o.remove(&id));
+    let (flight, _) = st.outstanding.remove(id);
     let (sop_class, sop_instance, subject) = match flight {
         Some(f) => (f.sop_class, f.sop_instance, f.subject),
         None => (None, None, None),

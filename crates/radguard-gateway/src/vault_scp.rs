@@ -1,27 +1,32 @@
 //! The gateway as the SCP for routes whose destination is the built-in vault: it accepts the
 //! allowed contexts itself, answers C-ECHO, and streams each C-STORE data set into the vault,
-//! answering success only after the instance is on disk (fsynced and indexed).
+//! answering success only after the instance is on disk (fsynced and indexed). The client's
+//! requests come through the session loop (session.rs) the relay runs too; `VaultSide` says
+//! what each judged one becomes.
+
+use std::net::SocketAddr;
 
 use dicom_ul::pdu::Pdu;
-use radguard_dicom::assembler::{Assembler, Step};
-use radguard_dicom::dimse::encode_response;
+use radguard_dicom::dimse::{encode_response, Request};
 use radguard_dicom::limits::Limits;
-use radguard_dicom::pdu::{pdvs, AbortReason, PduType, RELEASE_RP};
+use radguard_dicom::pdu::{AbortReason, PduType, RELEASE_RP};
 use radguard_dicom::ts::TransferSyntax;
 use radguard_dicom::types::{status, uids};
 use radguard_dicom::validate::{Level, Validator, Violation};
 use radguard_dicom::{CommandField, Uid};
-use radguard_events::{AlertKind, Blame, Event, VaultOutcome};
+use radguard_events::{AlertKind, AssocId, Blame, Event, VaultOutcome};
 use radguard_policy::OnRevoke;
 use radguard_vault::{PendingInstance, StoreOutcome};
 use tokio::io::AsyncWriteExt;
 
-use crate::assoc::{abort_client, Admitted, ClientConn};
-use crate::gate::{judge, Contexts, Verdict};
-use crate::io::{push_command, read_idle, write_timed, Activity, IoError};
+use crate::conn::ClientConn;
+use crate::establish::Admitted;
+use crate::gate::{Contexts, Verdict};
+use crate::io::{push_command, write_timed, Activity, BoxWrite, IoError};
 use crate::negotiate::local_ac;
-use crate::reader::ReadError;
-use crate::server::Shared;
+use crate::reader::{Frame, ReadError};
+use crate::session::{self, Gate, Session};
+use crate::shared::Shared;
 
 /// The instance being received.
 struct Receiving {
@@ -73,11 +78,7 @@ impl Receiving {
 }
 
 pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
-    let vault = shared.vault.clone();
-    let firewall = adm
-        .policy
-        .route_entry(adm.admission.called_ae())
-        .map_or(Level::Safe, |r| r.firewall);
+    let firewall = adm.pipeline.firewall();
     let max = shared.settings.max_pdu_length;
     let ac = local_ac(&adm.rq, &adm.plan, max, |abs, proposed| {
         // The vault stores any standard transfer syntax (radguard-dicom's one classification).
@@ -97,9 +98,8 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
     let bytes = match radguard_dicom::pdu::encode(&Pdu::AssociationAC(ac.clone())) {
         Ok(b) => b,
         Err(e) => {
-            abort_client(
+            conn.abort(
                 shared,
-                &mut conn,
                 AbortReason::NotSpecified,
                 Blame::Local,
                 e.to_string(),
@@ -109,7 +109,7 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
         }
     };
     let idle = shared.settings.idle_timeout;
-    if write_timed(&mut conn.writer, &bytes, idle).await.is_err() {
+    if conn.send(&bytes, idle).await.is_err() {
         return;
     }
     shared.bus.emit(Event::AssociationAccepted {
@@ -131,310 +131,320 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
     });
     conn.reader.set_max_pdata(max);
     let activity = Activity::new();
-    let mut asm = Assembler::new();
-    let mut receiving: Option<Receiving> = None;
-    let mut from_client = 0u64;
-    let calling_ae = adm.admission.calling_ae().to_string();
-    loop {
-        let frame = match read_idle(&mut conn.reader, &activity, idle).await {
-            Ok(f) => f,
-            Err(IoError::Read(ReadError::Frame(e))) => {
-                abort_client(
-                    shared,
-                    &mut conn,
-                    e.abort_reason(),
-                    Blame::Peer,
-                    e.to_string(),
-                )
-                .await;
-                return;
-            }
-            Err(IoError::Idle(d)) => {
-                let why = format!("idle for {d:?}");
-                abort_client(
-                    shared,
-                    &mut conn,
-                    AbortReason::NotSpecified,
-                    Blame::Local,
-                    why,
-                )
-                .await;
-                return;
-            }
-            Err(e) => {
-                shared.bus.emit(Event::AssociationAborted {
-                    assoc: conn.id,
-                    blame: Blame::Peer,
-                    why: format!("client connection lost: {e}"),
-                });
-                return;
-            }
+    let mut side = VaultSide {
+        shared,
+        id: conn.id,
+        source: conn.source,
+        writer: &mut conn.writer,
+        activity: &activity,
+        contexts: &contexts,
+        firewall,
+        client_accepts: adm.client_accepts,
+        calling_ae: adm.admission.calling_ae().to_string(),
+        receiving: None,
+        from_client: 0,
+    };
+    let gate = Gate {
+        shared,
+        admission: &adm.admission,
+        contexts: &contexts,
+    };
+    let end = session::run(gate, &mut conn.reader, &activity, &mut side).await;
+    match end {
+        VaultEnd::Released => {}
+        VaultEnd::Abort { reason, blame, why } => conn.abort(shared, reason, blame, why).await,
+        VaultEnd::Gone { why } => shared.bus.emit(Event::AssociationAborted {
+            assoc: conn.id,
+            blame: Blame::Peer,
+            why,
+        }),
+    }
+}
+
+/// How a vault session ended.
+enum VaultEnd {
+    /// Released (answered and recorded).
+    Released,
+    /// The gateway aborts the association (A-ABORT, recorded, closing linger).
+    Abort {
+        reason: AbortReason,
+        blame: Blame,
+        why: String,
+    },
+    /// The client aborted or went away: recorded, nothing more is sent.
+    Gone { why: String },
+}
+
+impl VaultEnd {
+    fn peer(reason: AbortReason, why: String) -> Self {
+        VaultEnd::Abort {
+            reason,
+            blame: Blame::Peer,
+            why,
+        }
+    }
+}
+
+/// The vault's side of the session loop ([`crate::session`]): a judged C-ECHO is answered, a
+/// C-STORE streamed into the vault and answered once it is stored.
+struct VaultSide<'a> {
+    shared: &'a Shared,
+    id: AssocId,
+    source: SocketAddr,
+    writer: &'a mut BoxWrite,
+    activity: &'a Activity,
+    contexts: &'a Contexts,
+    firewall: Level,
+    client_accepts: u32,
+    calling_ae: String,
+    /// The instance being received.
+    receiving: Option<Receiving>,
+    from_client: u64,
+}
+
+impl VaultSide<'_> {
+    /// Answers the client (a command set on `context_id`).
+    async fn answer(&mut self, context_id: u8, rsp: &[u8]) -> Result<(), VaultEnd> {
+        let mut buf = Vec::with_capacity(rsp.len() + 12);
+        push_command(&mut buf, context_id, rsp, self.client_accepts);
+        let idle = self.shared.settings.idle_timeout;
+        if write_timed(&mut *self.writer, &buf, idle).await.is_err() {
+            return Err(VaultEnd::Gone {
+                why: "client lost while answering".into(),
+            });
+        }
+        self.activity.touch();
+        Ok(())
+    }
+
+    /// A C-STORE the gate passed: the instance is begun in the vault.
+    fn begin_store(&mut self, context_id: u8, request: &Request) {
+        let ts = self
+            .contexts
+            .get(context_id)
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default();
+        let mut r = Receiving {
+            message_id: request.message_id,
+            sop_class: request
+                .sop_class
+                .as_ref()
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
+            sop_instance: request
+                .sop_instance
+                .as_ref()
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
+            context_id,
+            pending: None,
+            error: None,
+            bytes: 0,
+            checking: TransferSyntax::from_uid(&ts)
+                .ok()
+                .map(|t| Validator::new(&t, Limits::GATEWAY, self.firewall)),
+            refused: None,
         };
-        from_client += frame.bytes.len() as u64;
-        match frame.ty {
-            PduType::PData => {}
-            PduType::ReleaseRq => {
-                let _ = write_timed(&mut conn.writer, &RELEASE_RP, idle).await;
-                shared.bus.emit(Event::AssociationReleased {
-                    assoc: conn.id,
-                    bytes_from_client: from_client,
-                    bytes_from_upstream: 0,
-                });
-                let _ = conn.writer.shutdown().await;
-                return;
-            }
-            PduType::Abort => {
-                shared.bus.emit(Event::AssociationAborted {
-                    assoc: conn.id,
-                    blame: Blame::Peer,
-                    why: "A-ABORT from the client".into(),
-                });
-                return;
-            }
-            other => {
-                let why = format!("unexpected {} from the client", other.name());
-                abort_client(
-                    shared,
-                    &mut conn,
-                    AbortReason::UnexpectedPdu,
-                    Blame::Peer,
-                    why,
-                )
-                .await;
-                return;
+        if let (Some(c), Some(i), Ok(t)) = (
+            request.sop_class.as_ref(),
+            request.sop_instance.as_ref(),
+            Uid::new(&ts),
+        ) {
+            match self
+                .shared
+                .vault
+                .as_ref()
+                .map(|v| v.begin(c, i, &t, &self.calling_ae))
+            {
+                Some(Ok(p)) => r.pending = Some(p),
+                Some(Err(e)) => r.error = Some(e),
+                None => {}
             }
         }
-        let items = match pdvs(frame.body()) {
-            Ok(v) => v,
-            Err(e) => {
-                abort_client(
-                    shared,
-                    &mut conn,
-                    e.abort_reason(),
-                    Blame::Peer,
-                    e.to_string(),
-                )
-                .await;
-                return;
+        self.receiving = Some(r);
+    }
+}
+
+impl Session for VaultSide<'_> {
+    type End = VaultEnd;
+
+    async fn received(&mut self, frame: &Frame) -> Result<(), VaultEnd> {
+        self.from_client += frame.bytes.len() as u64;
+        Ok(())
+    }
+
+    async fn read_failed(&mut self, e: IoError) -> VaultEnd {
+        match e {
+            IoError::Read(ReadError::Frame(e)) => VaultEnd::peer(e.abort_reason(), e.to_string()),
+            IoError::Idle(d) => VaultEnd::Abort {
+                reason: AbortReason::NotSpecified,
+                blame: Blame::Local,
+                why: format!("idle for {d:?}"),
+            },
+            e => VaultEnd::Gone {
+                why: format!("client connection lost: {e}"),
+            },
+        }
+    }
+
+    async fn control(&mut self, frame: Frame) -> Result<(), VaultEnd> {
+        match frame.ty {
+            PduType::ReleaseRq => {
+                let idle = self.shared.settings.idle_timeout;
+                let _ = write_timed(&mut *self.writer, &RELEASE_RP, idle).await;
+                self.shared.bus.emit(Event::AssociationReleased {
+                    assoc: self.id,
+                    bytes_from_client: self.from_client,
+                    bytes_from_upstream: 0,
+                });
+                let _ = self.writer.shutdown().await;
+                Err(VaultEnd::Released)
             }
-        };
-        for pdv in items {
-            let step = match asm.push(pdv) {
-                Ok(s) => s,
-                Err(e) => {
-                    let why = e.to_string();
-                    abort_client(
-                        shared,
-                        &mut conn,
-                        AbortReason::UnexpectedPduParameter,
-                        Blame::Peer,
-                        why,
-                    )
-                    .await;
-                    return;
+            PduType::Abort => Err(VaultEnd::Gone {
+                why: "A-ABORT from the client".into(),
+            }),
+            other => {
+                let why = format!("unexpected {} from the client", other.name());
+                Err(VaultEnd::peer(AbortReason::UnexpectedPdu, why))
+            }
+        }
+    }
+
+    async fn malformed(&mut self, reason: AbortReason, error: String) -> VaultEnd {
+        VaultEnd::peer(reason, error)
+    }
+
+    async fn data(&mut self, _pdv: usize, data: &[u8], is_last: bool) -> Result<(), VaultEnd> {
+        if let Some(r) = self.receiving.as_mut() {
+            r.bytes += data.len() as u64;
+            let found = r.check(data, is_last);
+            if let (Some(first), Level::Log) = (found.first(), self.firewall) {
+                self.shared.bus.emit(Event::SecurityAlert {
+                    assoc: Some(self.id),
+                    kind: AlertKind::MalformedDataSet,
+                    source: None,
+                    detail: format!(
+                        "CStoreRq {} stored (firewall = log): {first} ({} deviation(s))",
+                        r.sop_instance,
+                        found.len()
+                    ),
+                });
+            }
+            if let Some(p) = r.pending.as_mut() {
+                if let Err(e) = p.write_chunk(data) {
+                    r.error = Some(e);
+                    r.pending = None;
                 }
-            };
-            let mut answer: Option<(u8, Vec<u8>)> = None;
-            let mut revoke = false;
-            match step {
-                Step::CommandPartial => {}
-                Step::Data { data, is_last, .. } => {
-                    if let Some(r) = receiving.as_mut() {
-                        r.bytes += data.len() as u64;
-                        let found = r.check(data, is_last);
-                        if let (Some(first), Level::Log) = (found.first(), firewall) {
-                            shared.bus.emit(Event::SecurityAlert {
-                                assoc: Some(conn.id),
-                                kind: AlertKind::MalformedDataSet,
-                                source: None,
-                                detail: format!(
-                                    "CStoreRq {} stored (firewall = log): {first} ({} deviation(s))",
-                                    r.sop_instance,
-                                    found.len()
-                                ),
-                            });
-                        }
-                        if let Some(p) = r.pending.as_mut() {
-                            if let Err(e) = p.write_chunk(data) {
-                                r.error = Some(e);
-                                r.pending = None;
-                            }
-                        }
+            }
+        }
+        if is_last {
+            if let Some(r) = self.receiving.take() {
+                let (ctx, rsp) = finish_store(self.shared, self.id, r).await;
+                self.answer(ctx, &rsp).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn judged(
+        &mut self,
+        context_id: u8,
+        _raw: Vec<u8>,
+        verdict: Verdict,
+    ) -> Result<(), VaultEnd> {
+        let shared = self.shared;
+        match verdict {
+            Verdict::Pass { request, permit } => {
+                shared.bus.emit(Event::DimseRequest {
+                    assoc: self.id,
+                    message_id: request.message_id,
+                    command: format!("{:?}", permit.command()),
+                    sop_class: request.sop_class.as_ref().map(|u| u.to_string()),
+                    sop_instance: request.sop_instance.as_ref().map(|u| u.to_string()),
+                    move_destination: None,
+                    subject: None,
+                    identifier: None,
+                });
+                let class = request.sop_class.as_ref().map(|u| u.to_string());
+                match request.field {
+                    CommandField::CEchoRq => {
+                        let rsp = encode_response(
+                            CommandField::CEchoRq,
+                            request.message_id,
+                            class.as_deref(),
+                            None,
+                            status::SUCCESS,
+                            None,
+                        );
+                        self.answer(context_id, &rsp).await
                     }
-                    if is_last {
-                        if let Some(r) = receiving.take() {
-                            let rsp = finish_store(shared, conn.id, r).await;
-                            answer = Some(rsp);
-                        }
+                    CommandField::CStoreRq => {
+                        self.begin_store(context_id, &request);
+                        Ok(())
+                    }
+                    other => {
+                        // Contexts for other services are never accepted on a vault route.
+                        let rsp = encode_response(
+                            other,
+                            request.message_id,
+                            class.as_deref(),
+                            None,
+                            status::REFUSED_SOP_CLASS_NOT_SUPPORTED,
+                            Some("Radguard vault: operation not supported"),
+                        );
+                        self.answer(context_id, &rsp).await
                     }
                 }
-                Step::Command {
-                    context_id,
-                    command,
-                    ..
-                } => match judge(
-                    // The policy in force now: revocation reaches running associations.
-                    &shared.policy_now(),
-                    &adm.admission,
-                    &contexts,
-                    context_id,
-                    &command,
-                ) {
-                    Verdict::Pass { request, permit } => {
-                        shared.bus.emit(Event::DimseRequest {
-                            assoc: conn.id,
-                            message_id: request.message_id,
-                            command: format!("{:?}", permit.command()),
-                            sop_class: request.sop_class.as_ref().map(|u| u.to_string()),
-                            sop_instance: request.sop_instance.as_ref().map(|u| u.to_string()),
-                            move_destination: None,
-                            subject: None,
-                            identifier: None,
-                        });
-                        let class = request.sop_class.as_ref().map(|u| u.to_string());
-                        match request.field {
-                            CommandField::CEchoRq => {
-                                let rsp = encode_response(
-                                    CommandField::CEchoRq,
-                                    request.message_id,
-                                    class.as_deref(),
-                                    None,
-                                    status::SUCCESS,
-                                    None,
-                                );
-                                answer = Some((context_id, rsp));
-                            }
-                            CommandField::CStoreRq => {
-                                let ts = contexts
-                                    .get(context_id)
-                                    .map(|(_, t)| t.to_string())
-                                    .unwrap_or_default();
-                                let mut r = Receiving {
-                                    message_id: request.message_id,
-                                    sop_class: class.clone().unwrap_or_default(),
-                                    sop_instance: request
-                                        .sop_instance
-                                        .as_ref()
-                                        .map(|u| u.to_string())
-                                        .unwrap_or_default(),
-                                    context_id,
-                                    pending: None,
-                                    error: None,
-                                    bytes: 0,
-                                    checking: TransferSyntax::from_uid(&ts)
-                                        .ok()
-                                        .map(|t| Validator::new(&t, Limits::GATEWAY, firewall)),
-                                    refused: None,
-                                };
-                                if let (Some(c), Some(i), Ok(t)) = (
-                                    request.sop_class.as_ref(),
-                                    request.sop_instance.as_ref(),
-                                    Uid::new(&ts),
-                                ) {
-                                    match vault.as_ref().map(|v| v.begin(c, i, &t, &calling_ae)) {
-                                        Some(Ok(p)) => r.pending = Some(p),
-                                        Some(Err(e)) => r.error = Some(e),
-                                        None => {}
-                                    }
-                                }
-                                receiving = Some(r);
-                            }
-                            other => {
-                                // Contexts for other services are never accepted on a vault route.
-                                let rsp = encode_response(
-                                    other,
-                                    request.message_id,
-                                    class.as_deref(),
-                                    None,
-                                    status::REFUSED_SOP_CLASS_NOT_SUPPORTED,
-                                    Some("Radguard vault: operation not supported"),
-                                );
-                                answer = Some((context_id, rsp));
-                            }
-                        }
-                    }
-                    Verdict::Refuse {
+            }
+            Verdict::Refuse {
+                field,
+                message_id,
+                sop_class,
+                sop_instance,
+                status,
+                comment,
+                revoked,
+            } => {
+                let comment_alert = if revoked {
+                    format!("{comment} (the peer is no longer admitted by the policy in force)")
+                } else {
+                    comment.clone()
+                };
+                shared.bus.emit(Event::DimseRefused {
+                    assoc: self.id,
+                    message_id,
+                    command: format!("{field:?}"),
+                    status,
+                    why: comment.clone(),
+                });
+                shared.bus.emit(Event::SecurityAlert {
+                    assoc: Some(self.id),
+                    kind: AlertKind::NotAuthorized,
+                    source: Some(self.source),
+                    detail: format!("{field:?} refused with 0x{status:04X}: {comment_alert}"),
+                });
+                if field != CommandField::CCancelRq {
+                    let rsp = encode_response(
                         field,
                         message_id,
-                        sop_class,
-                        sop_instance,
+                        sop_class.as_deref(),
+                        sop_instance.as_deref(),
                         status,
-                        comment,
-                        revoked,
-                    } => {
-                        revoke |= revoked && shared.settings.on_revoke == OnRevoke::Abort;
-                        let comment_alert = if revoked {
-                            format!(
-                                "{comment} (the peer is no longer admitted by the policy in force)"
-                            )
-                        } else {
-                            comment.clone()
-                        };
-                        shared.bus.emit(Event::DimseRefused {
-                            assoc: conn.id,
-                            message_id,
-                            command: format!("{field:?}"),
-                            status,
-                            why: comment.clone(),
-                        });
-                        shared.bus.emit(Event::SecurityAlert {
-                            assoc: Some(conn.id),
-                            kind: AlertKind::NotAuthorized,
-                            source: Some(conn.source),
-                            detail: format!(
-                                "{field:?} refused with 0x{status:04X}: {comment_alert}"
-                            ),
-                        });
-                        if field != CommandField::CCancelRq {
-                            let rsp = encode_response(
-                                field,
-                                message_id,
-                                sop_class.as_deref(),
-                                sop_instance.as_deref(),
-                                status,
-                                Some(&comment),
-                            );
-                            answer = Some((context_id, rsp));
-                        }
-                    }
-                    Verdict::Abort(why) => {
-                        abort_client(
-                            shared,
-                            &mut conn,
-                            AbortReason::UnexpectedPduParameter,
-                            Blame::Peer,
-                            why,
-                        )
-                        .await;
-                        return;
-                    }
-                },
-            }
-            if let Some((ctx, rsp)) = answer {
-                let mut buf = Vec::with_capacity(rsp.len() + 12);
-                push_command(&mut buf, ctx, &rsp, adm.client_accepts);
-                if write_timed(&mut conn.writer, &buf, idle).await.is_err() {
-                    shared.bus.emit(Event::AssociationAborted {
-                        assoc: conn.id,
-                        blame: Blame::Peer,
-                        why: "client lost while answering".into(),
-                    });
-                    return;
+                        Some(&comment),
+                    );
+                    self.answer(context_id, &rsp).await?;
                 }
-                activity.touch();
+                if revoked && shared.settings.on_revoke == OnRevoke::Abort {
+                    let why = "admission withdrawn by the policy in force (on_revoke = \"abort\")";
+                    return Err(VaultEnd::Abort {
+                        reason: AbortReason::NotSpecified,
+                        blame: Blame::Local,
+                        why: why.to_string(),
+                    });
+                }
+                Ok(())
             }
-            if revoke {
-                let why = "admission withdrawn by the policy in force (on_revoke = \"abort\")";
-                abort_client(
-                    shared,
-                    &mut conn,
-                    AbortReason::NotSpecified,
-                    Blame::Local,
-                    why.to_string(),
-                )
-                .await;
-                return;
-            }
+            Verdict::Abort(why) => Err(VaultEnd::peer(AbortReason::UnexpectedPduParameter, why)),
         }
     }
 }
