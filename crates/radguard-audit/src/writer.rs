@@ -8,7 +8,9 @@
 //! every `checkpoint_every` records or `checkpoint_interval`, whichever comes first.
 //!
 //! The gateway never waits on it: emitting is a broadcast send. If the store cannot be written,
-//! the records stay queued (up to `max_pending`), the task retries with backoff, and
+//! the records stay queued (up to `max_pending`), the task retries with backoff (sealing the
+//! same records at the same positions, so a retry after a commit whose answer was lost writes
+//! none of them twice: see [`crate::store`]), and
 //! [`AuditHandle::healthy`] turns false so the gateway can refuse new associations
 //! ([`FailurePolicy`]). If the task falls behind the bus by more than the bus capacity, the
 //! lost events are counted and recorded (`events-lost`).
@@ -399,7 +401,12 @@ async fn run(
                     Err(e) => {
                         tracing::error!(target: "radguard::audit", error = %e, pending = queue.len(), "audit append failed");
                         if let AuditError::HeadMoved { .. } = e {
-                            // Re-read the head: a write we gave up on may have committed.
+                            // Another writer extended this chain (a second gateway with the
+                            // same node name): go on after its records. (A retry of our own
+                            // batch whose commit answer was lost does not get here: the store
+                            // recognises its records and writes only the rest, so the queue
+                            // keeps the same records at the same positions until one append
+                            // succeeds.)
                             if let Some(s) = store.take() {
                                 let n2 = node.clone();
                                 let (s, h2) = blocking(s, move |s| s.head(&n2)).await;

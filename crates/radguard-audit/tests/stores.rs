@@ -67,8 +67,13 @@ fn append_read_head_and_cursor(b: Backend) {
     s.append("gw", &sealed[3].head(), &sealed[4..], None)
         .unwrap();
     assert_eq!(s.head("gw").unwrap(), Some(head));
-    // A stale writer is refused and nothing is written.
-    match s.append("gw", &sealed[3].head(), &sealed[4..], None) {
+    // A stale writer (its own records, at the same positions) is refused and nothing is
+    // written.
+    let stale: Vec<_> = (0..6)
+        .map(|i| draft(1500 + i, "192.0.2.2", "MR", Some("P2"), 0))
+        .collect();
+    let (stale, _) = seal_all("gw", &sealed[3].head(), stale).unwrap();
+    match s.append("gw", &sealed[3].head(), &stale, None) {
         Err(AuditError::HeadMoved {
             expected: 4,
             found: 10,
@@ -76,6 +81,11 @@ fn append_read_head_and_cursor(b: Backend) {
         }) => {}
         other => panic!("{other:?}"),
     }
+    // The same records again (a retry after a lost commit answer): nothing more is written.
+    s.append("gw", &sealed[3].head(), &sealed[4..], None)
+        .unwrap();
+    assert_eq!(s.head("gw").unwrap(), Some(head));
+    assert_eq!(s.read_after("gw", 0, 100).unwrap().len(), 10);
     let rows = s.read_after("gw", 3, 4).unwrap();
     assert_eq!(
         rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
@@ -615,6 +625,400 @@ impl AuditStore for Flaky {
     }
 }
 
+// ------------------------------------------------------------- commits whose answer was lost
+
+/// The connection ended after COMMIT was sent (server restart, failover, a terminated backend,
+/// a network cut): the records are in the store but the writer saw an error, and it sends them
+/// again, re-sealed at the same positions, possibly with newer ones after them. The store
+/// writes each record once; the same append once more writes nothing; different records at
+/// those positions (another writer's) are refused, as is a head that names a record of the
+/// batch whose row is not there.
+fn append_retried_after_a_lost_commit_answer_writes_each_record_once(b: Backend) {
+    let mut s = b.open();
+    let drafts: Vec<_> = (0..6)
+        .map(|i| draft(3000 + i, "192.0.2.7", "CT", Some("P7"), 0))
+        .collect();
+    let (sealed, head) = seal_all("gw", &ChainHead::GENESIS, drafts.clone()).unwrap();
+    // The first attempt commits 4 records; its answer is lost.
+    s.append("gw", &ChainHead::GENESIS, &sealed[..4], None)
+        .unwrap();
+    // The retry: the same 4, sealed again from the same drafts, and 2 newer.
+    let (resealed, _) = seal_all("gw", &ChainHead::GENESIS, drafts).unwrap();
+    s.append("gw", &ChainHead::GENESIS, &resealed, None)
+        .unwrap();
+    assert_eq!(s.head("gw").unwrap(), Some(head));
+    // Again (its answer lost too): nothing left to write.
+    s.append("gw", &ChainHead::GENESIS, &resealed, None)
+        .unwrap();
+    let rows = s.read_after("gw", 0, 100).unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6]
+    );
+    for (row, want) in rows.iter().zip(&sealed) {
+        assert_eq!(row.entry, want.entry);
+    }
+    let rep = sync(|| verify_chain(s.as_mut(), "gw", None).unwrap());
+    assert!(rep.ok() && rep.records == 6, "{rep:?}");
+
+    // Other records at those positions: not ours, nothing written.
+    let others: Vec<_> = (0..8)
+        .map(|i| draft(4000 + i, "192.0.2.8", "MR", None, 1))
+        .collect();
+    let (theirs, _) = seal_all("gw", &ChainHead::GENESIS, others).unwrap();
+    match s.append("gw", &ChainHead::GENESIS, &theirs, None) {
+        Err(AuditError::HeadMoved {
+            expected: 0,
+            found: 6,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // The head row names a record of the batch, but that record's row is not in the store.
+    let next: Vec<_> = (0..3)
+        .map(|i| draft(5000 + i, "192.0.2.9", "US", None, 0))
+        .collect();
+    let (more, _) = seal_all("gw", &head, next).unwrap();
+    b.exec(&format!(
+        "UPDATE audit_head SET seq = 8, hash = '{}' WHERE node = 'gw'",
+        hex::encode(more[1].hash)
+    ));
+    assert!(matches!(
+        s.append("gw", &head, &more, None),
+        Err(AuditError::HeadMoved { found: 8, .. })
+    ));
+    assert_eq!(s.read_after("gw", 6, 100).unwrap().len(), 0);
+}
+
+/// A store whose next append, once `lose` is set, commits and then reports the connection
+/// lost; later appends fail before touching the store while `hold` is set.
+struct AnswerLost {
+    inner: Box<dyn AuditStore>,
+    lose: Arc<AtomicBool>,
+    /// Set when an answer was lost.
+    lost: Arc<AtomicBool>,
+    hold: Arc<AtomicBool>,
+}
+
+impl AuditStore for AnswerLost {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn head(&mut self, node: &str) -> radguard_audit::Result<Option<ChainHead>> {
+        self.inner.head(node)
+    }
+    fn append(
+        &mut self,
+        node: &str,
+        expected: &ChainHead,
+        records: &[SealedRecord],
+        cp: Option<&Checkpoint>,
+    ) -> radguard_audit::Result<()> {
+        if self.hold.load(Ordering::SeqCst) {
+            return Err(AuditError::Store("server unreachable (simulated)".into()));
+        }
+        self.inner.append(node, expected, records, cp)?;
+        if self.lose.swap(false, Ordering::SeqCst) {
+            self.hold.store(true, Ordering::SeqCst);
+            self.lost.store(true, Ordering::SeqCst);
+            return Err(AuditError::Store(
+                "connection closed after COMMIT was sent (simulated)".into(),
+            ));
+        }
+        Ok(())
+    }
+    fn read_after(
+        &mut self,
+        node: &str,
+        after: u64,
+        limit: usize,
+    ) -> radguard_audit::Result<Vec<StoredRow>> {
+        self.inner.read_after(node, after, limit)
+    }
+    fn search(&mut self, f: &Filter) -> radguard_audit::Result<Vec<FoundRow>> {
+        self.inner.search(f)
+    }
+    fn nodes(&mut self) -> radguard_audit::Result<Vec<String>> {
+        self.inner.nodes()
+    }
+    fn checkpoints(&mut self, node: &str) -> radguard_audit::Result<Vec<Checkpoint>> {
+        self.inner.checkpoints(node)
+    }
+    fn cursor(&mut self, node: &str, sink: &str) -> radguard_audit::Result<u64> {
+        self.inner.cursor(node, sink)
+    }
+    fn set_cursor(&mut self, node: &str, sink: &str, seq: u64) -> radguard_audit::Result<()> {
+        self.inner.set_cursor(node, sink, seq)
+    }
+}
+
+/// Waits (up to 10 s) until `flag` is set.
+async fn until_set(flag: &AtomicBool, what: &str) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !flag.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}"));
+}
+
+/// Counts each kind's records in the chain and checks it verifies (with `key` when given).
+fn assert_each_event_once(
+    b: &Backend,
+    key: Option<&AuditKey>,
+    head_seq: u64,
+    assocs: usize,
+    stores: usize,
+) {
+    let mut s = b.open();
+    let rep =
+        sync(|| verify_chain(s.as_mut(), "gw", key.map(|k| k.verifying_key()).as_ref())).unwrap();
+    assert!(rep.ok(), "{:?}", rep.fault);
+    assert_eq!(rep.records, head_seq);
+    let count = |s: &mut Box<dyn AuditStore>, k: RecordKind| {
+        sync(|| {
+            s.search(&Filter {
+                kinds: vec![k],
+                ..Filter::default()
+            })
+            .unwrap()
+            .len()
+        })
+    };
+    for (kind, want) in [
+        (RecordKind::AssociationRequested, assocs),
+        (RecordKind::AssociationReleased, assocs),
+        (RecordKind::DimseRequest, assocs * stores),
+        (RecordKind::AuditStarted, 1),
+        (RecordKind::AuditStopped, 1),
+    ] {
+        assert_eq!(count(&mut s, kind), want, "{kind:?} records");
+    }
+}
+
+/// The writer retries a batch whose commit answer was lost (and, meanwhile, received more):
+/// every event is in the chain once, and the chain verifies.
+async fn writer_retry_after_a_lost_commit_answer_records_each_event_once(b: Backend) {
+    let (_kd, k) = key();
+    let (lose, lost, hold) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let bus = EventBus::new(4096);
+    let mut opt = WriterOptions::new("gw");
+    opt.key = Some(k.clone());
+    opt.retry_min = Duration::from_millis(20);
+    opt.retry_max = Duration::from_millis(50);
+    let h = AuditWriter::spawn(
+        Box::new(AnswerLost {
+            inner: b.open(),
+            lose: lose.clone(),
+            lost: lost.clone(),
+            hold: hold.clone(),
+        }),
+        bus.subscribe(),
+        opt,
+    );
+    let mut health = h.health();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        health.wait_for(|x| x.store_ok && x.head_seq >= 1),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    lose.store(true, Ordering::SeqCst);
+    emit_assoc(&bus, 1, 1);
+    until_set(&lost, "the armed append did not run").await;
+    // More events while the store is unreachable: the retry carries the lost batch and these.
+    emit_assoc(&bus, 2, 1);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        health.wait_for(|x| x.pending >= 14),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    hold.store(false, Ordering::SeqCst);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        health.wait_for(|x| x.store_ok && x.pending == 0),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stats = h.shutdown().await.unwrap();
+    // audit-started, 2 x 7 (one C-STORE each), audit-stopped.
+    assert_eq!(stats.head_seq, 1 + 2 * 7 + 1, "{stats:?}");
+    assert_each_event_once(&b, Some(&k), stats.head_seq, 2, 1);
+}
+
+/// A TCP relay in front of the PostgreSQL server that, once armed, forwards the client's next
+/// COMMIT, waits for the server's answer (so the commit is done), drops that answer and closes
+/// both connections: the client sees its connection end with the outcome unknown.
+struct CutAfterCommit {
+    port: u16,
+    armed: Arc<AtomicBool>,
+    /// Set once the server answered a COMMIT (CommandComplete: committed) and the answer was
+    /// dropped.
+    cut: Arc<AtomicBool>,
+}
+
+impl CutAfterCommit {
+    fn start(upstream: (String, u16)) -> Self {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicBool::new(false));
+        let (a2, c2) = (armed.clone(), cut.clone());
+        std::thread::spawn(move || {
+            for client in l.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut server) = TcpStream::connect((upstream.0.as_str(), upstream.1)) else {
+                    return;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let cutting = Arc::new(AtomicBool::new(false));
+                let (mut c_rd, mut s_wr) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (armed, flag) = (a2.clone(), cutting.clone());
+                // Client to server, message by message (startup message: no type byte).
+                std::thread::spawn(move || {
+                    let mut first = true;
+                    loop {
+                        let head_len = if first { 4 } else { 5 };
+                        let mut head = vec![0u8; head_len];
+                        if c_rd.read_exact(&mut head).is_err() {
+                            break;
+                        }
+                        let n = u32::from_be_bytes(head[head_len - 4..].try_into().unwrap());
+                        let mut body = vec![0u8; (n as usize).saturating_sub(4)];
+                        if c_rd.read_exact(&mut body).is_err() {
+                            break;
+                        }
+                        if !first
+                            && head[0] == b'Q'
+                            && body.starts_with(b"COMMIT")
+                            && armed.swap(false, Ordering::SeqCst)
+                        {
+                            flag.store(true, Ordering::SeqCst);
+                        }
+                        first = false;
+                        head.extend_from_slice(&body);
+                        if s_wr.write_all(&head).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_wr.shutdown(Shutdown::Write);
+                });
+                let cut = c2.clone();
+                // Server to client, message by message; after an armed COMMIT, the server's
+                // CommandComplete for it is dropped (answers to earlier messages, such as the
+                // client's statement closes, still pass).
+                std::thread::spawn(move || {
+                    loop {
+                        let mut head = [0u8; 5];
+                        if server.read_exact(&mut head).is_err() {
+                            break;
+                        }
+                        let n = u32::from_be_bytes(head[1..].try_into().unwrap());
+                        let mut body = vec![0u8; (n as usize).saturating_sub(4)];
+                        if server.read_exact(&mut body).is_err() {
+                            break;
+                        }
+                        if cutting.load(Ordering::SeqCst)
+                            && head[0] == b'C'
+                            && body.starts_with(b"COMMIT")
+                        {
+                            cut.store(true, Ordering::SeqCst);
+                            let _ = client.shutdown(Shutdown::Both);
+                            let _ = server.shutdown(Shutdown::Both);
+                            return;
+                        }
+                        if client.write_all(&[&head[..], &body[..]].concat()).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        CutAfterCommit { port, armed, cut }
+    }
+
+    /// A connection string like `conn` that goes through the relay.
+    fn conn(&self, conn: &str) -> String {
+        let cfg: ::postgres::Config = conn.parse().unwrap();
+        let mut s = format!("host=127.0.0.1 port={}", self.port);
+        if let Some(u) = cfg.get_user() {
+            s.push_str(&format!(" user={u}"));
+        }
+        if let Some(p) = cfg.get_password() {
+            s.push_str(&format!(" password={}", String::from_utf8_lossy(p)));
+        }
+        if let Some(d) = cfg.get_dbname() {
+            s.push_str(&format!(" dbname={d}"));
+        }
+        s
+    }
+}
+
+/// The server's host and port in a connection string.
+fn pg_addr(conn: &str) -> (String, u16) {
+    let cfg: ::postgres::Config = conn.parse().unwrap();
+    let host = match cfg.get_hosts().first() {
+        Some(::postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    (host, cfg.get_ports().first().copied().unwrap_or(5432))
+}
+
+/// The same with a real PostgreSQL session: the connection ends after the server has
+/// committed the writer's COMMIT and before its answer reaches the writer. The writer
+/// reconnects and retries; every event is in the chain once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connection_cut_after_commit_records_each_event_once() {
+    let b = Backend::pg("cut");
+    let Backend::Pg { conn, schema } = &b else {
+        unreachable!("a PostgreSQL backend")
+    };
+    let relay = CutAfterCommit::start(pg_addr(conn));
+    let (via, schema) = (relay.conn(conn), schema.clone());
+    let store = sync(|| radguard_audit::PgStore::connect(&via, Some(&schema))).unwrap();
+    let bus = EventBus::new(4096);
+    let mut opt = WriterOptions::new("gw");
+    opt.retry_min = Duration::from_millis(20);
+    opt.retry_max = Duration::from_millis(50);
+    let h = AuditWriter::spawn(Box::new(store), bus.subscribe(), opt);
+    let mut health = h.health();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        health.wait_for(|x| x.store_ok && x.head_seq >= 1),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    relay.armed.store(true, Ordering::SeqCst);
+    emit_assoc(&bus, 1, 2);
+    until_set(&relay.cut, "no COMMIT was committed and its answer dropped").await;
+    emit_assoc(&bus, 2, 2);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        health.wait_for(|x| x.store_ok && x.pending == 0 && x.head_seq > 2 * 9),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stats = h.shutdown().await.unwrap();
+    // audit-started, 2 x 9 (two C-STOREs each), audit-stopped.
+    assert_eq!(stats.head_seq, 1 + 2 * 9 + 1, "{stats:?}");
+    assert_each_event_once(&b, None, stats.head_seq, 2, 2);
+}
+
 async fn unwritable_store_turns_health_off_and_nothing_is_lost(b: Backend) {
     let down = Arc::new(AtomicBool::new(false));
     let bus = EventBus::new(4096);
@@ -811,6 +1215,19 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn crash_mid_stream_then_reopen_still_verifies() {
                 super::crash_mid_stream_then_reopen_still_verifies($make("crash")).await;
+            }
+            #[test]
+            fn append_retried_after_a_lost_commit_answer_writes_each_record_once() {
+                super::append_retried_after_a_lost_commit_answer_writes_each_record_once($make(
+                    "lostans",
+                ));
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn writer_retry_after_a_lost_commit_answer_records_each_event_once() {
+                super::writer_retry_after_a_lost_commit_answer_records_each_event_once($make(
+                    "lostretry",
+                ))
+                .await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn unwritable_store_turns_health_off_and_nothing_is_lost() {

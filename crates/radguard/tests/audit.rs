@@ -995,6 +995,194 @@ fn postgresql_store_failing_refuses_associations_then_admits_them_again() {
     assert_eq!(code, Some(0), "{}", out.text());
 }
 
+/// A TCP relay in front of the PostgreSQL test server that, once armed, forwards the client's
+/// next COMMIT, waits for the server's CommandComplete (so the commit is done), drops it and
+/// closes both connections: the gateway sees its session end with the outcome unknown (as
+/// when the database ends the session, fails over or the network drops, right after COMMIT).
+struct CutAfterCommit {
+    port: u16,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Set once a COMMIT was answered by the server and the answer dropped.
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CutAfterCommit {
+    /// Relays to the server that the key=value connection string `conn` names.
+    fn start(conn: &str) -> Self {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let kv = |k: &str| {
+            conn.split_whitespace()
+                .find_map(|p| p.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+                .map(str::to_string)
+        };
+        let host = kv("host").unwrap_or_else(|| "127.0.0.1".into());
+        let port: u16 = kv("port").map_or(5432, |p| p.parse().unwrap());
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let relay_port = l.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicBool::new(false));
+        let (a2, c2) = (armed.clone(), cut.clone());
+        std::thread::spawn(move || {
+            for client in l.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut server) = TcpStream::connect((host.as_str(), port)) else {
+                    return;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let cutting = Arc::new(AtomicBool::new(false));
+                let (mut c_rd, mut s_wr) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (armed, flag) = (a2.clone(), cutting.clone());
+                // Client to server, message by message (the startup message has no type byte).
+                std::thread::spawn(move || {
+                    let mut first = true;
+                    loop {
+                        let head_len = if first { 4 } else { 5 };
+                        let mut head = vec![0u8; head_len];
+                        if c_rd.read_exact(&mut head).is_err() {
+                            break;
+                        }
+                        let n = u32::from_be_bytes(head[head_len - 4..].try_into().unwrap());
+                        let mut body = vec![0u8; (n as usize).saturating_sub(4)];
+                        if c_rd.read_exact(&mut body).is_err() {
+                            break;
+                        }
+                        if !first
+                            && head[0] == b'Q'
+                            && body.starts_with(b"COMMIT")
+                            && armed.swap(false, Ordering::SeqCst)
+                        {
+                            flag.store(true, Ordering::SeqCst);
+                        }
+                        first = false;
+                        head.extend_from_slice(&body);
+                        if s_wr.write_all(&head).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_wr.shutdown(Shutdown::Write);
+                });
+                let cut = c2.clone();
+                // Server to client, message by message; the CommandComplete of an armed
+                // COMMIT is dropped and both connections closed.
+                std::thread::spawn(move || {
+                    loop {
+                        let mut head = [0u8; 5];
+                        if server.read_exact(&mut head).is_err() {
+                            break;
+                        }
+                        let n = u32::from_be_bytes(head[1..].try_into().unwrap());
+                        let mut body = vec![0u8; (n as usize).saturating_sub(4)];
+                        if server.read_exact(&mut body).is_err() {
+                            break;
+                        }
+                        if cutting.load(Ordering::SeqCst)
+                            && head[0] == b'C'
+                            && body.starts_with(b"COMMIT")
+                        {
+                            cut.store(true, Ordering::SeqCst);
+                            let _ = client.shutdown(Shutdown::Both);
+                            let _ = server.shutdown(Shutdown::Both);
+                            return;
+                        }
+                        if client.write_all(&[&head[..], &body[..]].concat()).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        CutAfterCommit {
+            port: relay_port,
+            armed,
+            cut,
+        }
+    }
+
+    /// `conn` (key=value) with its host and port replaced by the relay's.
+    fn conn(&self, conn: &str) -> String {
+        let mut s = format!("host=127.0.0.1 port={}", self.port);
+        for p in conn.split_whitespace() {
+            if !p.starts_with("host=") && !p.starts_with("port=") {
+                s.push(' ');
+                s.push_str(p);
+            }
+        }
+        s
+    }
+}
+
+/// The append that brings the store back holds the associations refused while it failed; the
+/// session ends after the server committed it and before its answer reached the gateway. The
+/// gateway retries that append on a new session: each refusal is in the trail once. (Written
+/// again, the trail held more refused associations than the client saw — a clean-clone CI run
+/// on a busy machine saw 9 for 8 in the test above, where the database ends the gateway's
+/// sessions.)
+#[test]
+fn postgresql_commit_answer_lost_keeps_each_refusal_once() {
+    use std::sync::atomic::Ordering;
+    let pg = PgSchema::new("lostans");
+    let relay = CutAfterCommit::start(&pg.conn);
+    let scp = StoreScp::start("ARCHIVE");
+    let data = tmp_dir("rg-audit-lostans");
+    let cfg = archive_route(scp.port);
+    let audit = pg.audit_toml(NODE, "").replace(
+        &format!("{:?}", pg.gateway_conn()),
+        &format!("{:?}", relay.conn(&pg.gateway_conn())),
+    );
+    assert!(audit.contains(&format!("port={}", relay.port)), "{audit}");
+    let rg = Radguard::start(&format!("{}{audit}", cfg.toml()), data.path());
+    let port = rg.port();
+    let mut refused = until_admitted(port, Duration::from_secs(20));
+    let mut accepted = 1;
+
+    // The store refuses writes; a few associations are refused meanwhile.
+    pg.exec(
+        "CREATE FUNCTION rg_refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$BEGIN RAISE EXCEPTION 'audit store read-only (test)'; END$$; \
+         CREATE TRIGGER rg_refuse BEFORE INSERT ON audit_record \
+         FOR EACH ROW EXECUTE FUNCTION rg_refuse();",
+    );
+    let (a, r) = until_refused(port, Duration::from_secs(20));
+    accepted += a;
+    refused += r;
+    for _ in 0..3 {
+        match raw_echo(port) {
+            Err(a) if a.reject() == Some((2, 3, 2)) => refused += 1,
+            Err(a) => panic!("expected RJ 2/3/2 while the store fails, got {a}"),
+            Ok(()) => panic!("admitted while the store fails"),
+        }
+    }
+    // The store comes back; the answer to the next COMMIT (the queued records) is lost.
+    relay.armed.store(true, Ordering::SeqCst);
+    pg.exec("DROP TRIGGER rg_refuse ON audit_record; DROP FUNCTION rg_refuse();");
+    refused += until_admitted(port, Duration::from_secs(30));
+    accepted += 1;
+    assert!(
+        relay.cut.load(Ordering::SeqCst),
+        "no COMMIT was answered by the server and the answer dropped"
+    );
+
+    assert_all_recorded(&pg.spec(), accepted, refused);
+    assert!(rg.stop().success());
+    let (code, _, out) = audit_verify(
+        &pg.spec(),
+        &[
+            "--key",
+            &data
+                .path()
+                .join("audit-signing.key.pub")
+                .display()
+                .to_string(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{}", out.text());
+}
+
 /// `radguard serve` prints its listening line and accepts before the audit writer has read
 /// the chain head from the store; until then the admission watch says "store not ok" and new
 /// associations get A-ASSOCIATE-RJ 2/3/2. Made deterministic here: the store's head table is

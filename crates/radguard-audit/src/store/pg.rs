@@ -174,13 +174,14 @@ impl AuditStore for PgStore {
         // Serialises writers of one node (a second gateway misconfigured with the same name).
         tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&node])?;
         let cur = read_head(&mut tx, node, true)?.unwrap_or(ChainHead::GENESIS);
-        if cur != *expected {
-            return Err(AuditError::HeadMoved {
-                node: node.to_string(),
-                expected: expected.seq,
-                found: cur.seq,
-            });
-        }
+        let records = super::still_to_write(node, expected, &cur, records, |seq| {
+            tx.query_opt(
+                "SELECT hash FROM audit_record WHERE node = $1 AND seq = $2",
+                &[&node, &to_i64(seq)],
+            )?
+            .map(|r| hash_from_hex(&r.get::<_, String>(0)))
+            .transpose()
+        })?;
         let ins = tx.prepare(
             "INSERT INTO audit_record (node, seq, time_ms, kind, assoc, peer_ip, calling_ae, \
              peer_name, entry, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",

@@ -151,17 +151,23 @@ impl AuditStore for SqliteStore {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let (cur_seq, cur_hash) = match current {
-            Some((s, h)) => (to_u64(s), h),
-            None => (0, ChainHead::GENESIS.hash_hex()),
+        let stored = match current {
+            Some((s, h)) => ChainHead {
+                seq: to_u64(s),
+                hash: hash_from_hex(&h)?,
+            },
+            None => ChainHead::GENESIS,
         };
-        if cur_seq != expected.seq || cur_hash != expected.hash_hex() {
-            return Err(AuditError::HeadMoved {
-                node: node.to_string(),
-                expected: expected.seq,
-                found: cur_seq,
-            });
-        }
+        let records = super::still_to_write(node, expected, &stored, records, |seq| {
+            let h: Option<String> = tx
+                .query_row(
+                    "SELECT hash FROM audit_record WHERE node = ?1 AND seq = ?2",
+                    params![node, to_i64(seq)],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            h.as_deref().map(hash_from_hex).transpose()
+        })?;
         {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO audit_record (node, seq, time_ms, kind, assoc, peer_ip, calling_ae, \
