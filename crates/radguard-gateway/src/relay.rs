@@ -34,7 +34,7 @@ use crate::establish::Admitted;
 use crate::gate::{Contexts, Verdict};
 use crate::inspect::{firewall_comment, Checking, Fingerprinting, Inspections, Subjected};
 use crate::io::{
-    push_command, read_idle, split_tcp, write_timed, Activity, BoxRead, BoxWrite, IoError,
+    linger, push_command, read_idle, split_tcp, write_timed, Activity, BoxRead, BoxWrite, IoError,
 };
 use crate::negotiate::{client_ac, effective_max, max_length, upstream_rq};
 use crate::reader::{Frame, PduReader, ReadError};
@@ -345,6 +345,15 @@ pub async fn run(
                 blame,
                 why,
             });
+            // PS3.8 Sta13: after an A-ABORT, wait (at most ARTIM) for the client to close,
+            // reading and discarding what it still sends — the rest of a data set it was
+            // sending when its request was refused. Closing with its bytes unread would reset
+            // the connection, and the client would lose the refusal and the A-ABORT it has not
+            // read yet (it sees a broken pipe instead). The association's slot is given back
+            // first.
+            conn.assoc_permit = None;
+            let _ = uw.shutdown().await;
+            linger(&mut conn.reader, &mut *cw, shared.settings.artim_timeout).await;
         }
     }
     let _ = cw.shutdown().await;
