@@ -24,8 +24,6 @@
 //! client_key = "/etc/radguard/gw.key"
 //! ```
 
-use std::fmt;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +36,7 @@ use crate::error::{AuditError, Result};
 use crate::store::StoreSpec;
 use crate::syslog::{ExporterOptions, SyslogFormat, SyslogTransport, TlsTarget};
 use crate::writer::{FailurePolicy, WriterOptions};
-use radguard_toml::{line_col, path_at, render, span_of, Seg};
+use radguard_toml::{render, span_of, Placed, PlacedErrors, Seg};
 
 /// Which store kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -188,84 +186,11 @@ pub enum Problem {
 }
 
 /// One problem in the `[audit]` section, with its place in the file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", self.render())]
-pub struct ConfigError {
-    /// The file name (or other label) the section was read from.
-    pub file: String,
-    /// 1-based line, when the problem has a place in the file.
-    pub line: Option<usize>,
-    /// 1-based column (in characters), when the problem has a place in the file.
-    pub col: Option<usize>,
-    /// The byte range in the file the problem is about.
-    pub span: Option<Range<usize>>,
-    /// The key path, e.g. `audit.syslog[0].ca_file`; empty when none applies.
-    pub field: String,
-    pub problem: Problem,
-}
-
-impl ConfigError {
-    fn new(
-        src: &str,
-        file: &str,
-        span: Option<Range<usize>>,
-        field: String,
-        problem: Problem,
-    ) -> Self {
-        let (line, col) = match &span {
-            Some(s) => {
-                let (l, c) = line_col(src, s.start);
-                (Some(l), Some(c))
-            }
-            None => (None, None),
-        };
-        ConfigError {
-            file: file.to_string(),
-            line,
-            col,
-            span,
-            field,
-            problem,
-        }
-    }
-
-    /// `FILE:LINE:COL: field `path`: message`, the format of every config error.
-    fn render(&self) -> String {
-        let mut out = self.file.clone();
-        if let Some(line) = self.line {
-            out.push_str(&format!(":{line}"));
-            if let Some(col) = self.col {
-                out.push_str(&format!(":{col}"));
-            }
-        }
-        out.push_str(": ");
-        if !self.field.is_empty() {
-            out.push_str(&format!("field `{}`: ", self.field));
-        }
-        out.push_str(&self.problem.to_string());
-        out
-    }
-}
+pub type ConfigError = Placed<Problem>;
 
 /// Every problem found in the `[audit]` section (never empty when returned as an error), in
 /// file order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-/// One line per error.
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
+pub type ConfigErrors = PlacedErrors<ConfigError>;
 
 /// Only the section this crate owns; the other keys of the file are other crates' business.
 #[derive(Deserialize)]
@@ -327,14 +252,8 @@ impl AuditConfig {
     /// [`AuditConfig::resolve`] would refuse and every `[[audit.syslog]]` file that cannot be
     /// read. What needs the data folder (the store, the signing key) is opened at start.
     pub fn from_document(src: &str, file: &str) -> std::result::Result<AuditConfig, ConfigErrors> {
-        let doc: Document = toml::from_str(src).map_err(|e| {
-            let span = e.span();
-            let field = span
-                .as_ref()
-                .and_then(|s| path_at(src, s.start))
-                .unwrap_or_default();
-            let problem = Problem::Toml(e.message().trim_end().to_string());
-            ConfigErrors(vec![ConfigError::new(src, file, span, field, problem)])
+        let doc: Document = toml::from_str(src).map_err(|e| ConfigErrors {
+            errors: vec![ConfigError::from_toml(src, file, &e, Problem::Toml)],
         })?;
         let config = doc.audit.unwrap_or_default();
         let mut errors: Vec<ConfigError> = config
@@ -356,7 +275,7 @@ impl AuditConfig {
             Ok(config)
         } else {
             errors.sort_by_key(|e| e.span.as_ref().map(|s| s.start));
-            Err(ConfigErrors(errors))
+            Err(ConfigErrors { errors })
         }
     }
 

@@ -9,7 +9,7 @@ const OTHERS: &str = "[server]\nlisten = [\"127.0.0.1:11112\"]\n\n[[peer]]\nname
 fn errors(src: &str) -> Vec<String> {
     match AuditConfig::from_document(src, "gw.toml") {
         Ok(c) => panic!("expected errors, got {c:?}"),
-        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        Err(e) => e.errors.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -79,7 +79,7 @@ fn every_semantic_error_is_placed_in_file_order() {
 fn errors_are_typed() {
     let e = AuditConfig::from_document("[audit]\ncheckpoint_interval_secs = 0\n", "gw.toml")
         .expect_err("invalid");
-    let [e] = &e.0[..] else { panic!("{e}") };
+    let [e] = &e.errors[..] else { panic!("{e}") };
     assert_eq!(e.problem, Problem::Zero);
     assert_eq!((e.line, e.col), (Some(2), Some(28)));
     assert_eq!(e.field, "audit.checkpoint_interval_secs");

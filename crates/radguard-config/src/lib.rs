@@ -17,7 +17,6 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
-use std::fmt;
 use std::path::Path;
 
 pub use radguard_audit::config::AuditConfig;
@@ -107,40 +106,9 @@ impl ConfigError {
 }
 
 /// Every problem of every section (never empty when returned as an error), in file order;
-/// problems without a place (no `[[peer]]` at all, an unreadable file) last.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors {
-    pub errors: Vec<ConfigError>,
-}
-
-impl ConfigErrors {
-    pub fn errors(&self) -> &[ConfigError] {
-        &self.errors
-    }
-
-    pub fn len(&self) -> usize {
-        self.errors.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.errors.is_empty()
-    }
-}
-
-/// One line per error, `FILE:LINE:COL: field `path`: message`.
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.errors.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
+/// problems without a place (no `[[peer]]` at all, an unreadable file) last. One line per
+/// error, `FILE:LINE:COL: field `path`: message`.
+pub type ConfigErrors = radguard_toml::PlacedErrors<ConfigError>;
 
 /// Reads a config file and validates every section. Relative paths in the policy's sections
 /// (certificates, keys, `deidentify` files) are resolved against the file's folder. A file
@@ -152,13 +120,10 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
         Ok(src) => parse_config_in(&src, &origin, base),
         // Worded as the policy's own loader words it.
         Err(e) => Err(ConfigErrors {
-            errors: vec![ConfigError::Policy(radguard_policy::ConfigError {
-                origin,
-                line: None,
-                col: None,
-                field: String::new(),
-                message: format!("cannot read config file: {e}"),
-            })],
+            errors: vec![ConfigError::Policy(radguard_policy::ConfigError::unplaced(
+                &origin,
+                format!("cannot read config file: {e}"),
+            ))],
         }),
     }
 }
@@ -175,14 +140,14 @@ pub fn parse_config_in(src: &str, origin: &str, base_dir: &Path) -> Result<Loade
     let syntax_ok = src.parse::<toml::Table>().is_ok();
     let audit = if syntax_ok {
         AuditConfig::from_document(src, origin)
-            .map_err(|e| errors.extend(e.0.into_iter().map(ConfigError::Audit)))
+            .map_err(|e| errors.extend(e.errors.into_iter().map(ConfigError::Audit)))
             .ok()
     } else {
         None
     };
     let ledger = if syntax_ok {
         LedgerConfig::from_document(src, origin)
-            .map_err(|e| errors.extend(e.0.into_iter().map(ConfigError::Ledger)))
+            .map_err(|e| errors.extend(e.errors.into_iter().map(ConfigError::Ledger)))
             .ok()
     } else {
         None

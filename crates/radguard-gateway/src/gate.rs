@@ -9,7 +9,8 @@ use dicom_ul::pdu::{AssociationAC, PresentationContextResultReason};
 use radguard_dicom::dimse::{Command, Request};
 use radguard_dicom::types::status;
 use radguard_dicom::CommandField;
-use radguard_policy::{Admission, DimseFacts, DimseRefusalReason, Permitted, Policy};
+use radguard_events::AlertKind;
+use radguard_policy::{Admission, DimseFacts, DimseRefusalReason, OnRevoke, Permitted, Policy};
 
 /// The accepted presentation contexts: id → (abstract syntax, transfer syntax).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -58,19 +59,50 @@ pub enum Verdict {
     /// Relay (or serve) it.
     Pass { request: Request, permit: Permitted },
     /// Answer it ourselves with this status; consume its data set; forward nothing.
-    Refuse {
-        field: CommandField,
-        message_id: u16,
-        sop_class: Option<String>,
-        sop_instance: Option<String>,
-        status: u16,
-        comment: String,
-        /// The policy in force no longer admits the association's peer (a reload removed or
-        /// narrowed it): `[server] on_revoke` decides what happens to the association.
-        revoked: bool,
-    },
+    Refuse(Refused),
     /// It cannot be answered (no message ID, or on a context that was not accepted): abort.
     Abort(String),
+}
+
+/// A request the gateway answers itself, with the response it gives.
+#[derive(Debug)]
+pub struct Refused {
+    pub field: CommandField,
+    pub message_id: u16,
+    pub sop_class: Option<String>,
+    pub sop_instance: Option<String>,
+    pub status: u16,
+    /// The Error Comment (0000,0902) of the response.
+    pub comment: String,
+    /// The policy in force no longer admits the association's peer (a reload removed or
+    /// narrowed it): `[server] on_revoke` decides what happens to the association.
+    pub revoked: bool,
+}
+
+impl Refused {
+    /// The kind of security alert a refused request raises.
+    pub fn alert_kind(&self) -> AlertKind {
+        AlertKind::NotAuthorized
+    }
+
+    /// The alert's detail when it says more than the Error Comment: that the peer was revoked.
+    pub fn detail(&self) -> Option<String> {
+        self.revoked.then(|| {
+            format!(
+                "{} (the peer is no longer admitted by the policy in force)",
+                self.comment
+            )
+        })
+    }
+
+    /// Why the association is aborted once the refusal is answered, when it is: its peer was
+    /// revoked and `[server] on_revoke = "abort"`. The A-ABORT's reason is "not specified"
+    /// (PS3.8 §9.3.8), the gateway's own decision.
+    pub fn abort_after(&self, on_revoke: OnRevoke) -> Option<String> {
+        (self.revoked && on_revoke == OnRevoke::Abort).then(|| {
+            "admission withdrawn by the policy in force (on_revoke = \"abort\")".to_string()
+        })
+    }
 }
 
 pub fn judge(
@@ -87,7 +119,7 @@ pub fn judge(
     };
     let refuse_as = |status: u16, comment: String, revoked: bool| -> Verdict {
         match command.message_id.or(command.responded_to) {
-            Some(message_id) => Verdict::Refuse {
+            Some(message_id) => Verdict::Refuse(Refused {
                 field: command.command_field().unwrap_or(CommandField::Other(0)),
                 message_id,
                 sop_class: command.affected_sop_class.clone(),
@@ -95,7 +127,7 @@ pub fn judge(
                 status,
                 comment,
                 revoked,
-            },
+            }),
             None => Verdict::Abort(format!("request without a Message ID: {comment}")),
         }
     };

@@ -42,7 +42,7 @@ use crate::session::{self, Gate, Session};
 use crate::shared::Shared;
 use radguard_dicom::pdu::MAX_ASSOCIATION_PDU;
 use radguard_ledger::{Fingerprint, LedgerEntry, OnConflict, Timestamp};
-use radguard_policy::{OnRevoke, Permitted};
+use radguard_policy::Permitted;
 
 /// How the relay phase ended.
 #[derive(Debug)]
@@ -1069,34 +1069,22 @@ impl Session for ClientSide<'_, '_> {
                 self.actions.extend(forward);
                 Ok(())
             }
-            Verdict::Refuse {
-                field,
-                message_id,
-                sop_class,
-                sop_instance,
-                status,
-                comment,
-                revoked,
-            } => {
+            Verdict::Refuse(refused) => {
                 self.msg = Message::new(Fate::Drop);
-                let detail = revoked.then(|| {
-                    format!("{comment} (the peer is no longer admitted by the policy in force)")
-                });
+                let abort = refused.abort_after(st.shared.settings.on_revoke);
                 let r = Refusal {
                     context_id,
-                    field,
-                    message_id,
-                    sop_class,
-                    sop_instance,
-                    status,
-                    comment,
-                    kind: AlertKind::NotAuthorized,
-                    detail,
+                    kind: refused.alert_kind(),
+                    detail: refused.detail(),
+                    field: refused.field,
+                    message_id: refused.message_id,
+                    sop_class: refused.sop_class,
+                    sop_instance: refused.sop_instance,
+                    status: refused.status,
+                    comment: refused.comment,
                 };
                 refuse(st, uwr, r).await?;
-                if revoked && st.shared.settings.on_revoke == OnRevoke::Abort {
-                    let why = "admission withdrawn by the policy in force (on_revoke = \"abort\")"
-                        .to_string();
+                if let Some(why) = abort {
                     return Err(self
                         .abort_both(AbortReason::NotSpecified, Blame::Local, why)
                         .await);

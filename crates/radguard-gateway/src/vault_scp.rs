@@ -15,7 +15,6 @@ use radguard_dicom::types::{status, uids};
 use radguard_dicom::validate::{Level, Validator, Violation};
 use radguard_dicom::{CommandField, Uid};
 use radguard_events::{AlertKind, AssocId, Blame, Event, VaultOutcome};
-use radguard_policy::OnRevoke;
 use radguard_vault::{PendingInstance, StoreOutcome};
 use tokio::io::AsyncWriteExt;
 
@@ -396,50 +395,41 @@ impl Session for VaultSide<'_> {
                     }
                 }
             }
-            Verdict::Refuse {
-                field,
-                message_id,
-                sop_class,
-                sop_instance,
-                status,
-                comment,
-                revoked,
-            } => {
-                let comment_alert = if revoked {
-                    format!("{comment} (the peer is no longer admitted by the policy in force)")
-                } else {
-                    comment.clone()
-                };
+            Verdict::Refuse(r) => {
                 shared.bus.emit(Event::DimseRefused {
                     assoc: self.id,
-                    message_id,
-                    command: format!("{field:?}"),
-                    status,
-                    why: comment.clone(),
+                    message_id: r.message_id,
+                    command: format!("{:?}", r.field),
+                    status: r.status,
+                    why: r.comment.clone(),
                 });
                 shared.bus.emit(Event::SecurityAlert {
                     assoc: Some(self.id),
-                    kind: AlertKind::NotAuthorized,
+                    kind: r.alert_kind(),
                     source: Some(self.source),
-                    detail: format!("{field:?} refused with 0x{status:04X}: {comment_alert}"),
+                    detail: format!(
+                        "{:?} refused with 0x{:04X}: {}",
+                        r.field,
+                        r.status,
+                        r.detail().as_deref().unwrap_or(&r.comment)
+                    ),
                 });
-                if field != CommandField::CCancelRq {
+                if r.field != CommandField::CCancelRq {
                     let rsp = encode_response(
-                        field,
-                        message_id,
-                        sop_class.as_deref(),
-                        sop_instance.as_deref(),
-                        status,
-                        Some(&comment),
+                        r.field,
+                        r.message_id,
+                        r.sop_class.as_deref(),
+                        r.sop_instance.as_deref(),
+                        r.status,
+                        Some(&r.comment),
                     );
                     self.answer(context_id, &rsp).await?;
                 }
-                if revoked && shared.settings.on_revoke == OnRevoke::Abort {
-                    let why = "admission withdrawn by the policy in force (on_revoke = \"abort\")";
+                if let Some(why) = r.abort_after(shared.settings.on_revoke) {
                     return Err(VaultEnd::Abort {
                         reason: AbortReason::NotSpecified,
                         blame: Blame::Local,
-                        why: why.to_string(),
+                        why,
                     });
                 }
                 Ok(())

@@ -7,13 +7,10 @@
 //! gateway_id = "ct1-gw"                          # this gateway in ledger entries; default its AE title
 //! ```
 
-use std::fmt;
-use std::ops::Range;
-
 use serde::Deserialize;
 
 use crate::note;
-use radguard_toml::{line_col, path_at, render, span_of, Seg};
+use radguard_toml::{render, span_of, Placed, PlacedErrors, Seg};
 
 /// The `[ledger]` table; every key is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -47,84 +44,11 @@ pub enum Problem {
 }
 
 /// One problem in the `[ledger]` section, with its place in the file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", self.render())]
-pub struct ConfigError {
-    /// The file name (or other label) the section was read from.
-    pub file: String,
-    /// 1-based line, when the problem has a place in the file.
-    pub line: Option<usize>,
-    /// 1-based column (in characters), when the problem has a place in the file.
-    pub col: Option<usize>,
-    /// The byte range in the file the problem is about.
-    pub span: Option<Range<usize>>,
-    /// The key path, e.g. `ledger.origin`; empty when none applies.
-    pub field: String,
-    pub problem: Problem,
-}
-
-impl ConfigError {
-    fn new(
-        src: &str,
-        file: &str,
-        span: Option<Range<usize>>,
-        field: String,
-        problem: Problem,
-    ) -> Self {
-        let (line, col) = match &span {
-            Some(s) => {
-                let (l, c) = line_col(src, s.start);
-                (Some(l), Some(c))
-            }
-            None => (None, None),
-        };
-        ConfigError {
-            file: file.to_string(),
-            line,
-            col,
-            span,
-            field,
-            problem,
-        }
-    }
-
-    /// `FILE:LINE:COL: field `path`: message`, the format of every config error.
-    fn render(&self) -> String {
-        let mut out = self.file.clone();
-        if let Some(line) = self.line {
-            out.push_str(&format!(":{line}"));
-            if let Some(col) = self.col {
-                out.push_str(&format!(":{col}"));
-            }
-        }
-        out.push_str(": ");
-        if !self.field.is_empty() {
-            out.push_str(&format!("field `{}`: ", self.field));
-        }
-        out.push_str(&self.problem.to_string());
-        out
-    }
-}
+pub type ConfigError = Placed<Problem>;
 
 /// Every problem found in the `[ledger]` section (never empty when returned as an error), in
 /// file order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-/// One line per error.
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
+pub type ConfigErrors = PlacedErrors<ConfigError>;
 
 /// Only the section this crate owns; the other keys of the file are other crates' business.
 #[derive(Deserialize)]
@@ -136,14 +60,8 @@ impl LedgerConfig {
     /// Reads and checks the `[ledger]` section of a whole config file `src` (named `file` in
     /// errors); no section gives the defaults.
     pub fn from_document(src: &str, file: &str) -> Result<LedgerConfig, ConfigErrors> {
-        let doc: Document = toml::from_str(src).map_err(|e| {
-            let span = e.span();
-            let field = span
-                .as_ref()
-                .and_then(|s| path_at(src, s.start))
-                .unwrap_or_default();
-            let problem = Problem::Toml(e.message().trim_end().to_string());
-            ConfigErrors(vec![ConfigError::new(src, file, span, field, problem)])
+        let doc: Document = toml::from_str(src).map_err(|e| ConfigErrors {
+            errors: vec![ConfigError::from_toml(src, file, &e, Problem::Toml)],
         })?;
         let config = doc.ledger.unwrap_or_default();
         let mut errors: Vec<ConfigError> = config
@@ -158,7 +76,7 @@ impl LedgerConfig {
             Ok(config)
         } else {
             errors.sort_by_key(|e| e.span.as_ref().map(|s| s.start));
-            Err(ConfigErrors(errors))
+            Err(ConfigErrors { errors })
         }
     }
 

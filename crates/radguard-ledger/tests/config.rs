@@ -9,7 +9,7 @@ const OTHERS: &str = "[server]\nae_title = \"CT_GW\"\n\n[audit]\nnode = \"gw\"\n
 fn errors(src: &str) -> Vec<String> {
     match LedgerConfig::from_document(src, "gw.toml") {
         Ok(c) => panic!("expected errors, got {c:?}"),
-        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        Err(e) => e.errors.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -50,8 +50,8 @@ fn bad_values_are_placed() {
         ]
     );
     let e = LedgerConfig::from_document("[ledger]\norigin = \"\"\n", "gw.toml").expect_err("empty");
-    assert_eq!(e.0[0].problem, Problem::Origin(String::new()));
-    assert_eq!((e.0[0].line, e.0[0].col), (Some(2), Some(10)));
+    assert_eq!(e.errors[0].problem, Problem::Origin(String::new()));
+    assert_eq!((e.errors[0].line, e.errors[0].col), (Some(2), Some(10)));
 }
 
 #[test]

@@ -14,7 +14,7 @@ use radguard_dicom::{AeTitle, Operation, Uid};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::error::{from_toml_error, Collector, ConfigError, ConfigErrors};
+use crate::error::{Collector, ConfigError, ConfigErrors};
 use crate::identity::{
     normalize_fingerprint, normalize_san, valid_username, JwtAlg, JwtKey, JwtSettings,
     PeerIdentity, TlsRequirement, UserDirectory, UserIdentityRequirement,
@@ -275,13 +275,10 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     match std::fs::read_to_string(path) {
         Ok(src) => parse_config_in(&src, &origin, base),
         Err(e) => Err(ConfigErrors {
-            errors: vec![ConfigError {
-                origin,
-                line: None,
-                col: None,
-                field: String::new(),
-                message: format!("cannot read config file: {e}"),
-            }],
+            errors: vec![ConfigError::unplaced(
+                &origin,
+                format!("cannot read config file: {e}"),
+            )],
         }),
     }
 }
@@ -300,7 +297,7 @@ pub fn parse_config(src: &str, origin: &str) -> Result<Config, ConfigErrors> {
 /// keys are read and parsed.
 pub fn parse_config_in(src: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let raw: RawConfig = toml::from_str(src).map_err(|e| ConfigErrors {
-        errors: vec![from_toml_error(src, origin, &e)],
+        errors: vec![ConfigError::from_toml(src, origin, &e, |message| message)],
     })?;
     let mut cx = Collector::new(src, origin);
     let server = validate_server(&mut cx, raw.server.as_ref(), base_dir);

@@ -311,7 +311,7 @@ fn duplicate_peer_names() {
     assert_eq!(errs[0].field, "peer[1].name");
     assert_eq!(errs[0].line, Some(8));
     assert!(errs[0]
-        .message
+        .problem
         .contains("duplicate peer name \"p\" (also peer[0])"));
 }
 
@@ -336,7 +336,7 @@ fn missing_required_peer_keys() {
     );
     assert!(errs
         .iter()
-        .all(|e| e.line == Some(1) && e.message.contains("missing required key")));
+        .all(|e| e.line == Some(1) && e.problem.contains("missing required key")));
 
     let src = format!("[[peer]]\nae_titles = [\"A\"]\naddresses = [\"10.0.0.1\"]\nallow = [\"echo\"]\n{VAULT_ROUTE}");
     one_err(
@@ -704,7 +704,7 @@ fn route_errors() {
     assert_eq!(errs.len(), 1, "{errs:#?}");
     assert_eq!(errs[0].field, "route[1].called_ae");
     assert!(errs[0]
-        .message
+        .problem
         .contains("duplicate called AE \"R\" (also route[0])"));
 
     let both = with_routes(
@@ -951,7 +951,7 @@ fn load_file_reports_unreadable_files() {
     let e = load_file(std::path::Path::new("/nonexistent/radguard.toml")).expect_err("missing");
     assert_eq!(e.len(), 1);
     assert_eq!(e.errors[0].line, None);
-    assert_eq!(e.errors[0].origin, "/nonexistent/radguard.toml");
+    assert_eq!(e.errors[0].file, "/nonexistent/radguard.toml");
     assert!(e
         .to_string()
         .starts_with("/nonexistent/radguard.toml: cannot read config file"));

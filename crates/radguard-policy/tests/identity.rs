@@ -104,7 +104,7 @@ fn one_err(src: &str, needle: &str, field: &str, msg: &str) {
     assert_eq!(e.line, Some(line_of(src, needle)), "line of {e}");
     assert_eq!(e.field, field, "field of {e}");
     assert!(
-        e.message.contains(msg),
+        e.problem.contains(msg),
         "message of {e} should contain {msg:?}"
     );
 }
@@ -246,7 +246,7 @@ fn relative_paths_follow_the_config_file() {
     let e = parse_config(&src, "x").expect_err("not found from cwd");
     assert_eq!(e.errors[0].field, "server.tls.cert");
     assert!(
-        e.errors[0].message.contains("cannot read certs/gw.pem"),
+        e.errors[0].problem.contains("cannot read certs/gw.pem"),
         "{e}"
     );
 }
@@ -746,7 +746,7 @@ fn user_errors() {
         Some(line_of(&src, "[[user]]\nname = \"alice\"\npasscode_argon2") + 5)
     );
     assert!(errs[0]
-        .message
+        .problem
         .contains("duplicate user name \"alice\" (also user[0])"));
 
     one_err(

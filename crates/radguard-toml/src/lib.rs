@@ -1,15 +1,140 @@
 //! Places in a TOML document, for config errors reported as `FILE:LINE:COL: field `path``:
 //! byte offsets to 1-based line and column, the key path at an offset, the byte range of a key
-//! path. Every crate that validates a section of Radguard's config file (radguard-policy,
-//! radguard-audit, radguard-ledger) places its errors with these, so they are placed alike.
+//! path, and the placed error itself ([`Placed`], listed one per line by [`PlacedErrors`]).
+//! Every crate that validates a section of Radguard's config file (radguard-policy,
+//! radguard-audit, radguard-ledger) places and words its errors with these, so they read alike.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
+use std::fmt;
 use std::ops::Range;
 
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
+
+/// One problem in a config file, with its place: `FILE:LINE:COL: field `path`: problem`
+/// (the line and column, and the field, left out when there are none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed<P> {
+    /// The file name (or other label) the config was read from.
+    pub file: String,
+    /// 1-based line, when the problem has a place in the file.
+    pub line: Option<usize>,
+    /// 1-based column (in characters), when the problem has a place in the file.
+    pub col: Option<usize>,
+    /// The byte range in the file the problem is about.
+    pub span: Option<Range<usize>>,
+    /// The key path, e.g. `audit.syslog[0].ca_file`; empty when none applies.
+    pub field: String,
+    /// What is wrong (never shortened: it is meant for the operator).
+    pub problem: P,
+}
+
+impl<P> Placed<P> {
+    /// A problem about `field` at `span` (a byte range into `src`, the text of `file`).
+    pub fn new(
+        src: &str,
+        file: &str,
+        span: Option<Range<usize>>,
+        field: String,
+        problem: P,
+    ) -> Self {
+        let (line, col) = match &span {
+            Some(s) => {
+                let (l, c) = line_col(src, s.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        Placed {
+            file: file.to_string(),
+            line,
+            col,
+            span,
+            field,
+            problem,
+        }
+    }
+
+    /// A problem with the whole file (it cannot be read, say): no place, no field.
+    pub fn unplaced(file: &str, problem: P) -> Self {
+        Placed::new("", file, None, String::new(), problem)
+    }
+
+    /// A syntax error, an unknown key or a value of the wrong type, in the TOML parser's words
+    /// (given to `problem`), placed where the parser stopped and naming the key found there.
+    pub fn from_toml(
+        src: &str,
+        file: &str,
+        err: &toml::de::Error,
+        problem: impl FnOnce(String) -> P,
+    ) -> Self {
+        let span = err.span();
+        let field = span
+            .as_ref()
+            .and_then(|s| path_at(src, s.start))
+            .unwrap_or_default();
+        let problem = problem(err.message().trim_end().to_string());
+        Placed::new(src, file, span, field, problem)
+    }
+}
+
+/// `FILE:LINE:COL: field `path`: problem`, the format of every config error.
+impl<P: fmt::Display> fmt::Display for Placed<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.col {
+                write!(f, ":{col}")?;
+            }
+        }
+        f.write_str(": ")?;
+        if !self.field.is_empty() {
+            write!(f, "field `{}`: ", self.field)?;
+        }
+        write!(f, "{}", self.problem)
+    }
+}
+
+impl<P: fmt::Debug + fmt::Display> std::error::Error for Placed<P> {}
+
+/// Every problem found in a config file (never empty when returned as an error), each placed
+/// (a [`Placed`], or an enum of them when several sections are read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedErrors<E> {
+    pub errors: Vec<E>,
+}
+
+impl<E> PlacedErrors<E> {
+    pub fn errors(&self) -> &[E] {
+        &self.errors
+    }
+
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// One line per error.
+impl<E: fmt::Display> fmt::Display for PlacedErrors<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for PlacedErrors<E> {}
 
 /// One step of a key path: a table key or an array index.
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +244,41 @@ mod tests {
         assert_eq!(line_col(src, 10), (2, 4));
         assert_eq!(line_col(src, 8), (2, 2)); // inside 'é' -> clamped back to its start
         assert_eq!(line_col(src, 999), (3, 1));
+    }
+
+    #[test]
+    fn placed_shapes() {
+        let src = "[[peer]]\naddresses = [\"10.0.0.300/8\"]\n";
+        let at = src.find("\"10.").unwrap();
+        let e = Placed::new(
+            src,
+            "f.toml",
+            Some(at..at + 14),
+            "peer[0].addresses[0]".into(),
+            "invalid CIDR \"10.0.0.300/8\"",
+        );
+        assert_eq!(
+            e.to_string(),
+            "f.toml:2:14: field `peer[0].addresses[0]`: invalid CIDR \"10.0.0.300/8\""
+        );
+        let e2 = Placed::unplaced("f.toml", "cannot read");
+        assert_eq!(e2.to_string(), "f.toml: cannot read");
+        let all = PlacedErrors {
+            errors: vec![e, e2],
+        };
+        assert_eq!(all.to_string().lines().count(), 2);
+        // A value of the wrong type: placed at the value, naming its key.
+        let src = "a = 1\nb = \"x\"\n";
+        let err = toml::from_str::<std::collections::BTreeMap<String, u32>>(src).unwrap_err();
+        let e3 = Placed::from_toml(src, "f.toml", &err, |m| m);
+        assert_eq!(
+            (e3.line, e3.col, e3.field.as_str()),
+            (Some(2), Some(5), "b")
+        );
+        assert!(
+            e3.to_string().starts_with("f.toml:2:5: field `b`: "),
+            "{e3}"
+        );
     }
 
     #[test]

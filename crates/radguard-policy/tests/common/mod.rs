@@ -52,10 +52,10 @@ pub fn one_err(src: &str, needle: &str, field: &str, msg: &str) -> ConfigError {
     assert!(e.col.is_some(), "{e}");
     assert_eq!(e.field, field, "field of {e}");
     assert!(
-        e.message.contains(msg),
+        e.problem.contains(msg),
         "message of {e} should contain {msg:?}"
     );
-    assert_eq!(e.origin, "test.toml");
+    assert_eq!(e.file, "test.toml");
     e
 }
 
