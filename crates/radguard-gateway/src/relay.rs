@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex as StdMutex;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use dicom_ul::pdu::{AssociationAC, Pdu};
@@ -34,7 +35,7 @@ use crate::establish::Admitted;
 use crate::gate::{Contexts, Verdict};
 use crate::inspect::{firewall_comment, Checking, Fingerprinting, Inspections, Subjected};
 use crate::io::{
-    linger, push_command, read_idle, split_tcp, write_timed, Activity, BoxRead, BoxWrite, IoError,
+    push_command, read_idle, split_tcp, write_timed, Activity, BoxRead, BoxWrite, IoError,
 };
 use crate::negotiate::{client_ac, effective_max, max_length, upstream_rq};
 use crate::reader::{Frame, PduReader, ReadError};
@@ -345,15 +346,6 @@ pub async fn run(
                 blame,
                 why,
             });
-            // PS3.8 Sta13: after an A-ABORT, wait (at most ARTIM) for the client to close,
-            // reading and discarding what it still sends — the rest of a data set it was
-            // sending when its request was refused. Closing with its bytes unread would reset
-            // the connection, and the client would lose the refusal and the A-ABORT it has not
-            // read yet (it sees a broken pipe instead). The association's slot is given back
-            // first.
-            conn.assoc_permit = None;
-            let _ = uw.shutdown().await;
-            linger(&mut conn.reader, &mut *cw, shared.settings.artim_timeout).await;
         }
     }
     let _ = cw.shutdown().await;
@@ -937,6 +929,10 @@ struct ClientSide<'s, 'a> {
     batch: Option<BytesMut>,
     /// The firewall aborted the upstream association; the next request opens a fresh one.
     upstream_gone: bool,
+    /// A refused request whose peer was revoked (`on_revoke = "abort"`) and whose data set is
+    /// still arriving: why the association is aborted once its last fragment is read, and
+    /// since when (at most ARTIM).
+    abort_after_data: Option<(String, Instant)>,
 }
 
 impl ClientSide<'_, '_> {
@@ -1036,7 +1032,7 @@ impl Session for ClientSide<'_, '_> {
     }
 
     async fn data(&mut self, pdv: usize, data: &[u8], is_last: bool) -> Result<(), End> {
-        on_data(
+        let r = on_data(
             self.st,
             self.uwr,
             &mut self.msg,
@@ -1045,7 +1041,17 @@ impl Session for ClientSide<'_, '_> {
             is_last,
             &mut self.actions,
         )
-        .await
+        .await;
+        let artim = self.st.shared.settings.artim_timeout;
+        if let Some((why, since)) = self.abort_after_data.take() {
+            if is_last || since.elapsed() >= artim {
+                return Err(self
+                    .abort_both(AbortReason::NotSpecified, Blame::Local, why)
+                    .await);
+            }
+            self.abort_after_data = Some((why, since));
+        }
+        r
     }
 
     fn response(&mut self, context_id: u8, raw: Vec<u8>, command: &Command) -> Option<Vec<u8>> {
@@ -1085,6 +1091,14 @@ impl Session for ClientSide<'_, '_> {
                 };
                 refuse(st, uwr, r).await?;
                 if let Some(why) = abort {
+                    // The client may still be sending the refused request's data set: it is
+                    // read (and dropped) to its last fragment, at most ARTIM, before the
+                    // A-ABORT. Closing with its bytes unread would reset the connection and the
+                    // client would lose the 0x0124 and the A-ABORT (a broken pipe instead).
+                    if Command::decode(&raw).is_ok_and(|c| c.has_data_set()) {
+                        self.abort_after_data = Some((why, Instant::now()));
+                        return Ok(());
+                    }
                     return Err(self
                         .abort_both(AbortReason::NotSpecified, Blame::Local, why)
                         .await);
@@ -1193,6 +1207,7 @@ async fn client_to_upstream(
         out: Vec::new(),
         batch: None,
         upstream_gone: false,
+        abort_after_data: None,
     };
     let gate = Gate {
         shared: st.shared,
