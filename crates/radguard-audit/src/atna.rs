@@ -293,6 +293,9 @@ pub fn alert_type(alert: &str) -> (Code, u8) {
             local("instance-conflict", "Conflicting Instance Content"),
             8,
         ),
+        // A detection rule fired (reconnaissance, bulk query or retrieve, identity drift):
+        // the Event Type Code says so; the rule and its evidence are in the object's detail.
+        "detection" => (local("detection", "Detected Attack Pattern"), 4),
         other => (local(other, other), 4),
     }
 }

@@ -67,6 +67,7 @@ pub fn alert_name(k: AlertKind) -> &'static str {
         AlertKind::ProtocolViolation => "protocol-violation",
         AlertKind::InstanceConflict => "instance-conflict",
         AlertKind::MalformedDataSet => "malformed-data-set",
+        AlertKind::Detection => "detection",
     }
 }
 

@@ -8,6 +8,7 @@
 //! | a route's `deidentify = { ... }` | radguard-deid, through radguard-policy | `radguard_deid::DeidSpec` in each `RouteEntry` |
 //! | `[audit]` | radguard-audit | [`AuditConfig`] |
 //! | `[ledger]` | radguard-ledger | [`LedgerConfig`] |
+//! | `[detect]`, `[[detect.rule]]` | radguard-detect | [`DetectConfig`] |
 //!
 //! This crate only composes: it reads the file once, hands the text to each section's loader
 //! and merges their errors ([`ConfigErrors`]). A syntax error is reported once (by the policy's
@@ -20,6 +21,7 @@
 use std::path::Path;
 
 pub use radguard_audit::config::AuditConfig;
+pub use radguard_detect::DetectConfig;
 pub use radguard_ledger::LedgerConfig;
 pub use radguard_policy::Config;
 
@@ -32,23 +34,27 @@ pub struct Loaded {
     pub audit: AuditConfig,
     /// `[ledger]` (its defaults when the file has none).
     pub ledger: LedgerConfig,
+    /// `[detect]` and its rules (detection on with the default rules when the file has none).
+    pub detect: DetectConfig,
 }
 
 impl Loaded {
-    /// The embedded default ([`radguard_policy::EMBEDDED_DEFAULT_TOML`]): no `[audit]` and no
-    /// `[ledger]`, so both take their defaults.
+    /// The embedded default ([`radguard_policy::EMBEDDED_DEFAULT_TOML`]): no `[audit]`,
+    /// `[ledger]` or `[detect]`, so all take their defaults (detection on, default rules).
     pub fn embedded_default() -> Loaded {
         Loaded {
             config: Config::embedded_default(),
             audit: AuditConfig::default(),
             ledger: LedgerConfig::default(),
+            detect: DetectConfig::default(),
         }
     }
 
     /// The keys of `new` whose change a reload cannot apply to a running gateway
     /// ([`Config::restart_needed`]: listeners, AE title, caps, timeouts, `on_revoke`), and
-    /// `[audit]` and `[ledger]` when their settings differ. A reload that changes any of them is
-    /// refused whole, naming them.
+    /// `[audit]`, `[ledger]` and `[detect]` when their settings differ (the detectors are built
+    /// at start with their tables). A reload that changes any of them is refused whole, naming
+    /// them.
     pub fn restart_needed(&self, new: &Loaded) -> Vec<&'static str> {
         let mut keys = self.config.restart_needed(&new.config);
         if self.audit != new.audit {
@@ -56,6 +62,9 @@ impl Loaded {
         }
         if self.ledger != new.ledger {
             keys.push("[ledger]");
+        }
+        if self.detect != new.detect {
+            keys.push("[detect]");
         }
         keys
     }
@@ -74,6 +83,9 @@ pub enum ConfigError {
     /// `[ledger]`.
     #[error(transparent)]
     Ledger(radguard_ledger::config::ConfigError),
+    /// `[detect]` and `[[detect.rule]]`.
+    #[error(transparent)]
+    Detect(radguard_detect::config::ConfigError),
 }
 
 impl ConfigError {
@@ -83,6 +95,7 @@ impl ConfigError {
             ConfigError::Policy(e) => e.line,
             ConfigError::Audit(e) => e.line,
             ConfigError::Ledger(e) => e.line,
+            ConfigError::Detect(e) => e.line,
         }
     }
 
@@ -92,6 +105,7 @@ impl ConfigError {
             ConfigError::Policy(e) => e.col,
             ConfigError::Audit(e) => e.col,
             ConfigError::Ledger(e) => e.col,
+            ConfigError::Detect(e) => e.col,
         }
     }
 
@@ -101,6 +115,7 @@ impl ConfigError {
             ConfigError::Policy(e) => &e.field,
             ConfigError::Audit(e) => &e.field,
             ConfigError::Ledger(e) => &e.field,
+            ConfigError::Detect(e) => &e.field,
         }
     }
 }
@@ -152,12 +167,22 @@ pub fn parse_config_in(src: &str, origin: &str, base_dir: &Path) -> Result<Loade
     } else {
         None
     };
-    match (config, audit, ledger) {
-        (Some(config), Some(audit), Some(ledger)) if errors.is_empty() => Ok(Loaded {
-            config,
-            audit,
-            ledger,
-        }),
+    let detect = if syntax_ok {
+        DetectConfig::from_document(src, origin)
+            .map_err(|e| errors.extend(e.errors.into_iter().map(ConfigError::Detect)))
+            .ok()
+    } else {
+        None
+    };
+    match (config, audit, ledger, detect) {
+        (Some(config), Some(audit), Some(ledger), Some(detect)) if errors.is_empty() => {
+            Ok(Loaded {
+                config,
+                audit,
+                ledger,
+                detect,
+            })
+        }
         _ => {
             // Stable: errors at the same place keep their section order.
             errors.sort_by_key(|e| (e.line().is_none(), e.line(), e.col()));

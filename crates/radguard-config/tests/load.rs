@@ -146,8 +146,41 @@ fn embedded_default_takes_the_sections_defaults() {
     let d = Loaded::embedded_default();
     assert_eq!(d.audit, radguard_config::AuditConfig::default());
     assert_eq!(d.ledger, radguard_config::LedgerConfig::default());
+    assert_eq!(d.detect, radguard_config::DetectConfig::default());
     assert_eq!(
         d,
         load(radguard_policy::EMBEDDED_DEFAULT_TOML).expect("the embedded default is valid")
     );
+}
+
+#[test]
+fn detect_section_is_read_and_its_errors_merged() {
+    let loaded = load(&format!(
+        "{PEER}\n{VAULT}\n[detect]\nmax_sources = 10\n\n[[detect.rule]]\nname = \"enum\"\nkind = \"recon-refused\"\nthreshold = 3\n"
+    ))
+    .expect("valid");
+    assert_eq!(loaded.detect.max_sources, 10);
+    assert_eq!(loaded.detect.rules().len(), 1);
+    // Absent: on, with the default rules.
+    let plain = load(&format!("{PEER}\n{VAULT}")).expect("valid");
+    assert!(plain.detect.enabled);
+    assert_eq!(plain.detect, radguard_config::DetectConfig::default());
+    // Errors of [detect] come with the others, in file order.
+    let src = format!(
+        "[[detect.rule]]\nname = \"x\"\nkind = \"bulk-query\"\nthreshold = 0\n\n{}\n{VAULT}",
+        PEER.replace("10.0.0.1", "10.0.0.300")
+    );
+    let errors = load(&src).expect_err("invalid");
+    let rendered: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
+    assert_eq!(rendered.len(), 2, "{rendered:#?}");
+    assert!(matches!(errors.errors()[0], ConfigError::Detect(_)));
+    assert_eq!(
+        rendered[0],
+        "gw.toml:4:13: field `detect.rule[0].threshold`: must be at least 1 (it is 0)"
+    );
+    assert_eq!(errors.errors()[0].field(), "detect.rule[0].threshold");
+    assert!(matches!(errors.errors()[1], ConfigError::Policy(_)));
+    // A change of [detect] needs a restart.
+    let changed = load(&format!("{PEER}\n{VAULT}\n[detect]\nenabled = false\n")).expect("valid");
+    assert_eq!(plain.restart_needed(&changed), ["[detect]"]);
 }

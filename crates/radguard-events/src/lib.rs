@@ -63,6 +63,9 @@ pub enum AlertKind {
     /// A data set the data-set firewall refused (or, at level `log`, would have): PS3.5
     /// violations an unpatched parser behind the gateway could choke on or misread.
     MalformedDataSet,
+    /// A detection rule fired (radguard-detect): the detail names the rule and its evidence
+    /// (counts, thresholds, AE titles, addresses; no patient data) and the rule's response.
+    Detection,
 }
 
 /// Whose images a request concerned: the identifying attributes from the head of its data set

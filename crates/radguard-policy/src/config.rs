@@ -169,8 +169,8 @@ impl Config {
     /// The keys of `new` whose change a reload cannot apply to a running gateway: listeners,
     /// the AE title, caps, timeouts and `on_revoke` are fixed at start. A reload that changes
     /// any of them is refused whole, naming them (the policy, routes and certificates —
-    /// `[server.tls]` included — are what a reload applies). `[audit]` and `[ledger]`, fixed at
-    /// start too, are not this crate's: radguard-config's `Loaded::restart_needed` adds them.
+    /// `[server.tls]` included — are what a reload applies). `[audit]`, `[ledger]` and `[detect]`,
+    /// fixed at start too, are not this crate's: radguard-config's `Loaded::restart_needed` adds them.
     pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
         let (a, b) = (&self.server, &new.server);
         let changed = [
@@ -348,6 +348,10 @@ struct RawConfig {
     /// `[ledger]`: radguard-ledger's section (`LedgerConfig::from_document`).
     #[allow(dead_code)]
     ledger: Option<serde::de::IgnoredAny>,
+    /// `[detect]` and its `[[detect.rule]]`: radguard-detect's section
+    /// (`DetectConfig::from_document`).
+    #[allow(dead_code)]
+    detect: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]

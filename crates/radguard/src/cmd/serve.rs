@@ -70,6 +70,7 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         config: cfg,
         audit: audit_cfg,
         ledger: ledger_cfg,
+        detect: detect_cfg,
     } = loaded;
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let audit = audit_cfg
@@ -94,6 +95,10 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         // The audit writer subscribes before anything can happen. The bus is large enough for
         // bursts (10,000 associations ≈ 60,000 events) so the writer does not lose events.
         let bus = EventBus::new(1 << 17);
+        // The detectors subscribe before the listeners start too: they see every association.
+        if detect_cfg.enabled {
+            spawn_detection(&detect_cfg, &bus);
+        }
         let mut audit_handle = None;
         let mut exporters = Vec::new();
         let (admit_tx, admit_rx) = tokio::sync::watch::channel(true);
@@ -172,6 +177,12 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
                 )
             }
         }
+        if detect_cfg.enabled {
+            let names: Vec<String> = detect_cfg.rules().into_iter().map(|r| r.name).collect();
+            println!("radguard: detection on: {}", names.join(", "));
+        } else {
+            println!("radguard: detection OFF ([detect] enabled = false)");
+        }
         match &config {
             Some(p) => println!("radguard: policy from {}", p.display()),
             None => println!("radguard: policy: embedded defaults (loopback only)"),
@@ -206,10 +217,43 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
     })
 }
 
+/// Feeds every event of the bus to the detectors (radguard-detect) and emits one
+/// `security-alert` (kind `detection`) per rule that fires; the audit trail records it as a
+/// PS3.15 A.5 Security Alert (110113). The detectors' clock is this task's monotonic clock.
+/// Responses (`throttle`, `block`) are recorded in the alert, not enforced.
+fn spawn_detection(config: &radguard_config::DetectConfig, bus: &EventBus) {
+    let mut detectors = radguard_detect::Detectors::new(config);
+    let mut rx = bus.subscribe();
+    let bus = bus.clone();
+    let start = tokio::time::Instant::now();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let record = match rx.recv().await {
+                Ok(r) => r,
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(target: "radguard::detect", "detection fell behind: {n} events not seen");
+                    continue;
+                }
+                Err(RecvError::Closed) => break,
+            };
+            let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            for d in detectors.observe(now, &record.event) {
+                bus.emit(Event::SecurityAlert {
+                    assoc: d.assoc,
+                    kind: radguard_events::AlertKind::Detection,
+                    source: d.source,
+                    detail: d.summary(),
+                });
+            }
+        }
+    });
+}
+
 /// SIGHUP (or `radguard reload`): reload the config file; a config that fails anywhere (syntax,
 /// policy, certificates) is refused whole and the one in force stays, and so is one that changes
 /// what only a restart applies (`radguard_config::Loaded::restart_needed`: listeners, caps,
-/// timeouts, `[audit]`, `[ledger]`), naming the keys. Every request after a reload, on running associations too, is
+/// timeouts, `[audit]`, `[ledger]`, `[detect]`), naming the keys. Every request after a reload, on running associations too, is
 /// judged under the new policy.
 fn reload_on_sighup(
     config: Option<PathBuf>,

@@ -1,0 +1,591 @@
+//! The `[detect]` section of the gateway's config file and its `[[detect.rule]]` entries, read
+//! from the whole file so that every problem is reported as `FILE:LINE:COL: field `key`: message`.
+//!
+//! ```toml
+//! [detect]
+//! enabled = true            # default true: detection is on even when the section is absent
+//! max_sources = 4096        # entries per rule table (sources, peers); least recently used evicted
+//! max_associations = 4096   # associations followed at once; least recently used evicted
+//!
+//! [[detect.rule]]           # none: the default rules (`default_rules`); some: exactly these
+//! name = "recon-refused"
+//! kind = "recon-refused"
+//! threshold = 10
+//! window_secs = 60
+//! response = "alert"        # "alert" (default), "throttle", "block" (+ block_secs): recorded only
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use radguard_toml::{render, span_of, Placed, PlacedErrors, Seg};
+
+/// Default bound of each rule's table of sources or peers.
+pub const DEFAULT_MAX_SOURCES: usize = 4096;
+/// Default bound of the associations followed at once.
+pub const DEFAULT_MAX_ASSOCIATIONS: usize = 4096;
+/// The largest table bound accepted (memory is a few hundred bytes per entry).
+pub const MAX_TABLE: usize = 1 << 20;
+/// Default duration of a `block` response.
+pub const DEFAULT_BLOCK_SECS: u64 = 3600;
+/// Destinations remembered per peer by `new-move-destination`.
+pub const MAX_DESTINATIONS_PER_PEER: usize = 64;
+
+/// What a rule looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleKind {
+    /// Refused associations from one source address (AE title enumeration, user-identity
+    /// guessing).
+    ReconRefused,
+    /// Accepted associations that end without any DIMSE request, per source address
+    /// (connect-and-idle probing).
+    ReconIdle,
+    /// A scanner's known AE titles or implementation version name.
+    ScannerSignature,
+    /// C-FIND with universal matching at PATIENT or STUDY level (the whole patient list), per
+    /// peer, from a peer not in `allow`.
+    BulkQuery,
+    /// Instances retrieved (C-GET sub-operations) per peer.
+    BulkRetrieve,
+    /// A C-MOVE to a destination AE title the peer never used before.
+    NewMoveDestination,
+    /// A known peer with another implementation, certificate or address than first seen.
+    IdentityDrift,
+}
+
+impl RuleKind {
+    /// Every kind, in the order of the default rules.
+    pub const ALL: [RuleKind; 7] = [
+        RuleKind::ReconRefused,
+        RuleKind::ReconIdle,
+        RuleKind::ScannerSignature,
+        RuleKind::BulkQuery,
+        RuleKind::BulkRetrieve,
+        RuleKind::NewMoveDestination,
+        RuleKind::IdentityDrift,
+    ];
+
+    /// The kebab-case name (as in the config file).
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleKind::ReconRefused => "recon-refused",
+            RuleKind::ReconIdle => "recon-idle",
+            RuleKind::ScannerSignature => "scanner-signature",
+            RuleKind::BulkQuery => "bulk-query",
+            RuleKind::BulkRetrieve => "bulk-retrieve",
+            RuleKind::NewMoveDestination => "new-move-destination",
+            RuleKind::IdentityDrift => "identity-drift",
+        }
+    }
+
+    /// Default (threshold, window in seconds).
+    fn defaults(self) -> (u64, u64) {
+        match self {
+            RuleKind::ReconRefused => (10, 60),
+            RuleKind::ReconIdle => (10, 60),
+            RuleKind::ScannerSignature => (1, 300),
+            RuleKind::BulkQuery => (1, 300),
+            RuleKind::BulkRetrieve => (1000, 3600),
+            RuleKind::NewMoveDestination => (1, 3600),
+            RuleKind::IdentityDrift => (1, 3600),
+        }
+    }
+}
+
+/// What the gateway is to do when a rule fires. Recorded in the detection and its alert only:
+/// this version does not throttle or block (enforcement comes with live blocking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "response")]
+pub enum Response {
+    Alert,
+    Throttle,
+    Block { for_secs: u64 },
+}
+
+/// The response as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResponseName {
+    Alert,
+    Throttle,
+    Block,
+}
+
+/// An identity attribute `identity-drift` compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriftAttribute {
+    /// Implementation Class UID (PS3.7 D.3.3.2).
+    ImplementationClassUid,
+    /// Implementation Version Name (PS3.7 D.3.3.2.2).
+    ImplementationVersion,
+    /// SHA-256 of the client's TLS certificate ("none" without one).
+    Certificate,
+    /// Source IP address (the port is not compared).
+    Address,
+}
+
+/// A scanner signature: every field given must match (AE titles compared without padding).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    /// What the signature is (in the evidence), e.g. "nmap dicom-ping".
+    pub name: String,
+    pub calling_ae: Option<String>,
+    pub called_ae: Option<String>,
+    pub implementation_version: Option<String>,
+}
+
+impl Signature {
+    fn new(name: &str, calling: &str, called: &str, version: Option<&str>) -> Self {
+        Signature {
+            name: name.into(),
+            calling_ae: Some(calling.into()),
+            called_ae: Some(called.into()),
+            implementation_version: version.map(Into::into),
+        }
+    }
+}
+
+/// The default scanner signatures: nmap's dicom-ping script (calling `ECHOSCU`, called
+/// `ANY-SCP`) and Shodan's DICOM crawler (`FINDSCU` calling `ANY-SCP` with DCMTK 3.6.0 or
+/// 3.6.2 version names).
+pub fn default_signatures() -> Vec<Signature> {
+    vec![
+        Signature::new("nmap dicom-ping", "ECHOSCU", "ANY-SCP", None),
+        Signature::new("shodan", "FINDSCU", "ANY-SCP", Some("OFFIS_DCMTK_360")),
+        Signature::new("shodan", "FINDSCU", "ANY-SCP", Some("OFFIS_DCMTK_362")),
+    ]
+}
+
+/// One `[[detect.rule]]` as written; the keys a kind does not use are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    pub kind: RuleKind,
+    pub threshold: Option<u64>,
+    pub window_secs: Option<u64>,
+    pub response: Option<ResponseName>,
+    /// With `response = "block"`: for how long (default [`DEFAULT_BLOCK_SECS`]).
+    pub block_secs: Option<u64>,
+    /// scanner-signature: the signatures (default [`default_signatures`]).
+    pub signatures: Option<Vec<Signature>>,
+    /// bulk-query: peers (policy names) allowed to query the whole list.
+    pub allow: Option<Vec<String>>,
+    /// bulk-query: the query levels watched (default PATIENT and STUDY).
+    pub levels: Option<Vec<String>>,
+    /// new-move-destination: C-MOVEs seen from a peer before a new destination is alerted on
+    /// (default 20).
+    pub learning: Option<u64>,
+    /// identity-drift: the attributes compared (default all).
+    pub attributes: Option<Vec<DriftAttribute>>,
+}
+
+/// A rule with every default applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub name: String,
+    pub kind: RuleKind,
+    pub threshold: u64,
+    pub window_secs: u64,
+    pub response: Response,
+    pub signatures: Vec<Signature>,
+    pub allow: Vec<String>,
+    pub levels: Vec<String>,
+    pub learning: u64,
+    pub attributes: Vec<DriftAttribute>,
+}
+
+/// Default `learning` of new-move-destination.
+pub const DEFAULT_LEARNING: u64 = 20;
+
+impl Rule {
+    /// The default rule of a kind (named after it).
+    pub fn default_for(kind: RuleKind) -> Rule {
+        let (threshold, window_secs) = kind.defaults();
+        Rule {
+            name: kind.name().to_string(),
+            kind,
+            threshold,
+            window_secs,
+            response: Response::Alert,
+            signatures: default_signatures(),
+            allow: Vec::new(),
+            levels: vec!["PATIENT".into(), "STUDY".into()],
+            learning: DEFAULT_LEARNING,
+            attributes: vec![
+                DriftAttribute::ImplementationClassUid,
+                DriftAttribute::ImplementationVersion,
+                DriftAttribute::Certificate,
+                DriftAttribute::Address,
+            ],
+        }
+    }
+
+    /// The window in milliseconds.
+    pub fn window_ms(&self) -> u64 {
+        self.window_secs.saturating_mul(1000)
+    }
+}
+
+impl RuleConfig {
+    /// The rule, defaults applied.
+    pub fn resolve(&self) -> Rule {
+        let mut r = Rule::default_for(self.kind);
+        r.name = self.name.clone();
+        if let Some(t) = self.threshold {
+            r.threshold = t;
+        }
+        if let Some(w) = self.window_secs {
+            r.window_secs = w;
+        }
+        r.response = match self.response.unwrap_or(ResponseName::Alert) {
+            ResponseName::Alert => Response::Alert,
+            ResponseName::Throttle => Response::Throttle,
+            ResponseName::Block => Response::Block {
+                for_secs: self.block_secs.unwrap_or(DEFAULT_BLOCK_SECS),
+            },
+        };
+        if let Some(s) = &self.signatures {
+            r.signatures = s.clone();
+        }
+        if let Some(a) = &self.allow {
+            r.allow = a.clone();
+        }
+        if let Some(l) = &self.levels {
+            r.levels = l.iter().map(|l| l.trim().to_ascii_uppercase()).collect();
+        }
+        if let Some(l) = self.learning {
+            r.learning = l;
+        }
+        if let Some(a) = &self.attributes {
+            r.attributes = a.clone();
+        }
+        r
+    }
+
+    /// What is wrong with this rule (each with its key).
+    fn problems(&self) -> Vec<(&'static str, Problem)> {
+        let mut out = Vec::new();
+        if self.name.trim().is_empty() {
+            out.push(("name", Problem::EmptyName));
+        }
+        if self.threshold == Some(0) {
+            out.push(("threshold", Problem::Zero("threshold")));
+        }
+        if self.window_secs == Some(0) {
+            out.push(("window_secs", Problem::Zero("window_secs")));
+        }
+        if self.block_secs == Some(0) {
+            out.push(("block_secs", Problem::Zero("block_secs")));
+        }
+        if self.block_secs.is_some() && self.response != Some(ResponseName::Block) {
+            out.push(("block_secs", Problem::BlockSecsWithoutBlock));
+        }
+        let k = self.kind;
+        let mut only = |key: &'static str, set: bool, kind: RuleKind| {
+            if set && k != kind {
+                out.push((key, Problem::NotForKind(key, k.name())));
+            }
+        };
+        only(
+            "signatures",
+            self.signatures.is_some(),
+            RuleKind::ScannerSignature,
+        );
+        only("allow", self.allow.is_some(), RuleKind::BulkQuery);
+        only("levels", self.levels.is_some(), RuleKind::BulkQuery);
+        only(
+            "learning",
+            self.learning.is_some(),
+            RuleKind::NewMoveDestination,
+        );
+        only(
+            "attributes",
+            self.attributes.is_some(),
+            RuleKind::IdentityDrift,
+        );
+        if let Some(sigs) = &self.signatures {
+            if sigs.iter().any(|s| {
+                s.calling_ae.is_none()
+                    && s.called_ae.is_none()
+                    && s.implementation_version.is_none()
+            }) {
+                out.push(("signatures", Problem::EmptySignature));
+            }
+        }
+        if let Some(levels) = &self.levels {
+            for l in levels {
+                let u = l.trim().to_ascii_uppercase();
+                if !matches!(u.as_str(), "PATIENT" | "STUDY" | "SERIES" | "IMAGE") {
+                    out.push(("levels", Problem::Level(l.clone())));
+                }
+            }
+        }
+        if self.attributes.as_ref().is_some_and(|a| a.is_empty()) {
+            out.push(("attributes", Problem::NoAttributes));
+        }
+        out
+    }
+}
+
+/// The `[detect]` table; every key is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Detection on (default) or off.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Bound of each rule's table of sources or peers.
+    #[serde(default = "default_max_sources")]
+    pub max_sources: usize,
+    /// Bound of the associations followed at once.
+    #[serde(default = "default_max_associations")]
+    pub max_associations: usize,
+    /// The rules; none means [`default_rules`].
+    #[serde(default)]
+    pub rule: Vec<RuleConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_max_sources() -> usize {
+    DEFAULT_MAX_SOURCES
+}
+fn default_max_associations() -> usize {
+    DEFAULT_MAX_ASSOCIATIONS
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            enabled: true,
+            max_sources: DEFAULT_MAX_SOURCES,
+            max_associations: DEFAULT_MAX_ASSOCIATIONS,
+            rule: Vec::new(),
+        }
+    }
+}
+
+/// One rule of each kind, with the defaults of docs/config.md.
+pub fn default_rules() -> Vec<Rule> {
+    RuleKind::ALL
+        .iter()
+        .map(|k| Rule::default_for(*k))
+        .collect()
+}
+
+/// What is wrong with the `[detect]` section.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// A syntax error, an unknown key or a value of the wrong type (the TOML parser's words).
+    #[error("{0}")]
+    Toml(String),
+    #[error("must be at least 1 (it is 0)")]
+    Zero(&'static str),
+    #[error("must be 1 to {MAX_TABLE} (it is {0})")]
+    TableSize(usize),
+    #[error("a rule needs a name")]
+    EmptyName,
+    #[error("rule name {0:?} is used by another rule")]
+    DuplicateName(String),
+    #[error("block_secs is for response = \"block\" only")]
+    BlockSecsWithoutBlock,
+    #[error("{0} does not apply to a rule of kind {1}")]
+    NotForKind(&'static str, &'static str),
+    #[error("a signature needs at least one of calling_ae, called_ae, implementation_version")]
+    EmptySignature,
+    #[error("unknown query level {0:?} (PATIENT, STUDY, SERIES or IMAGE)")]
+    Level(String),
+    #[error("at least one attribute is needed")]
+    NoAttributes,
+}
+
+/// One problem in the `[detect]` section, with its place in the file.
+pub type ConfigError = Placed<Problem>;
+
+/// Every problem found in the `[detect]` section (never empty when returned as an error), in
+/// file order.
+pub type ConfigErrors = PlacedErrors<ConfigError>;
+
+/// Only the section this crate owns.
+#[derive(Deserialize)]
+struct Document {
+    detect: Option<DetectConfig>,
+}
+
+impl DetectConfig {
+    /// Reads and checks the `[detect]` section of a whole config file `src` (named `file` in
+    /// errors); no section gives the defaults (detection on, the default rules).
+    pub fn from_document(src: &str, file: &str) -> Result<DetectConfig, ConfigErrors> {
+        let doc: Document = toml::from_str(src).map_err(|e| ConfigErrors {
+            errors: vec![ConfigError::from_toml(src, file, &e, Problem::Toml)],
+        })?;
+        let config = doc.detect.unwrap_or_default();
+        let mut errors: Vec<ConfigError> = config
+            .problems()
+            .into_iter()
+            .map(|(path, problem)| {
+                ConfigError::new(src, file, span_of(src, &path), render(&path), problem)
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            errors.sort_by_key(|e| e.span.as_ref().map(|s| s.start));
+            Err(ConfigErrors { errors })
+        }
+    }
+
+    /// What is wrong with the values (each with its key path).
+    pub fn problems(&self) -> Vec<(Vec<Seg<'static>>, Problem)> {
+        let mut out = Vec::new();
+        for (key, v) in [
+            ("max_sources", self.max_sources),
+            ("max_associations", self.max_associations),
+        ] {
+            if v == 0 || v > MAX_TABLE {
+                out.push((
+                    vec![Seg::Key("detect"), Seg::Key(key)],
+                    Problem::TableSize(v),
+                ));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in self.rule.iter().enumerate() {
+            let at = |key: &'static str| {
+                vec![
+                    Seg::Key("detect"),
+                    Seg::Key("rule"),
+                    Seg::Index(i),
+                    Seg::Key(key),
+                ]
+            };
+            if !names.insert(r.name.as_str()) {
+                out.push((at("name"), Problem::DuplicateName(r.name.clone())));
+            }
+            for (key, p) in r.problems() {
+                out.push((at(key), p));
+            }
+        }
+        out
+    }
+
+    /// The rules in force: the configured ones, or [`default_rules`] when none is configured.
+    pub fn rules(&self) -> Vec<Rule> {
+        if self.rule.is_empty() {
+            default_rules()
+        } else {
+            self.rule.iter().map(RuleConfig::resolve).collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_section_gives_the_default_rules_on() {
+        let c = DetectConfig::from_document("[server]\nae_title = \"X\"\n", "f.toml").unwrap();
+        assert_eq!(c, DetectConfig::default());
+        assert!(c.enabled);
+        let rules = c.rules();
+        assert_eq!(rules.len(), RuleKind::ALL.len());
+        assert_eq!(rules[0].name, "recon-refused");
+        assert_eq!((rules[0].threshold, rules[0].window_secs), (10, 60));
+    }
+
+    #[test]
+    fn rules_are_read_with_their_defaults() {
+        let src = r#"
+[detect]
+max_sources = 100
+
+[[detect.rule]]
+name = "enum"
+kind = "recon-refused"
+threshold = 3
+response = "block"
+
+[[detect.rule]]
+name = "q"
+kind = "bulk-query"
+allow = ["admin"]
+levels = ["patient"]
+"#;
+        let c = DetectConfig::from_document(src, "f.toml").unwrap();
+        assert_eq!(c.max_sources, 100);
+        let rules = c.rules();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].threshold, 3);
+        assert_eq!(rules[0].window_secs, 60);
+        assert_eq!(
+            rules[0].response,
+            Response::Block {
+                for_secs: DEFAULT_BLOCK_SECS
+            }
+        );
+        assert_eq!(rules[1].allow, vec!["admin".to_string()]);
+        assert_eq!(rules[1].levels, vec!["PATIENT".to_string()]);
+    }
+
+    #[test]
+    fn problems_are_placed() {
+        let src = r#"[detect]
+max_sources = 0
+
+[[detect.rule]]
+name = "a"
+kind = "recon-idle"
+threshold = 0
+allow = ["x"]
+
+[[detect.rule]]
+name = "a"
+kind = "bulk-query"
+block_secs = 5
+levels = ["WARD"]
+"#;
+        let e = DetectConfig::from_document(src, "f.toml").unwrap_err();
+        let lines: Vec<String> = e.errors().iter().map(|e| e.to_string()).collect();
+        assert_eq!(lines.len(), 6, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("f.toml:2:15: field `detect.max_sources`"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with("f.toml:7:13: field `detect.rule[0].threshold`"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains("allow does not apply to a rule of kind recon-idle"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[3].contains("detect.rule[1].name") && lines[3].contains("used by another"));
+        assert!(
+            lines[4].contains("block_secs is for response"),
+            "{}",
+            lines[4]
+        );
+        assert!(
+            lines[5].starts_with("f.toml:14:") && lines[5].contains("WARD"),
+            "{}",
+            lines[5]
+        );
+        // An unknown key and an unknown kind: the TOML parser's words, placed.
+        let e = DetectConfig::from_document("[detect]\nnope = 1\n", "f.toml").unwrap_err();
+        assert!(e.errors()[0].to_string().starts_with("f.toml:2:1"), "{}", e);
+        let e = DetectConfig::from_document(
+            "[[detect.rule]]\nname = \"x\"\nkind = \"telepathy\"\n",
+            "f.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("telepathy"), "{e}");
+    }
+}
