@@ -709,6 +709,3 @@ fn detection(rule: &Rule, assoc: AssocId, facts: &AssocFacts, evidence: Evidence
         evidence,
     }
 }
-
-#[cfg(test)]
-mod tests;

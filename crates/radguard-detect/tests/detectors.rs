@@ -1,6 +1,9 @@
 //! Each detector on event sequences (no sockets).
 
-use super::*;
+use std::net::SocketAddr;
+
+use radguard_detect::*;
+use radguard_events::{AssocId, Blame, Event, Subject};
 use radguard_events::{Identifier, TlsFacts};
 
 const SEC: u64 = 1000;
