@@ -432,6 +432,8 @@ struct Awaiting {
     original_uid: Option<String>,
     /// Origin route: the fingerprint appended to the ledger once the upstream confirms.
     entry: Option<PendingEntry>,
+    /// C-FIND: the pending responses (matches) the upstream gave so far.
+    matches: u32,
 }
 
 /// The client's requests outstanding upstream, by Message ID (bounded: 16-bit IDs). Both
@@ -1597,33 +1599,105 @@ async fn upstream_command(
     Ok(())
 }
 
-/// The firewall refused an answer the upstream gave to a client's query or retrieve: the client
-/// gets a final failure (0xC000) for it instead, and the upstream a C-CANCEL-RQ when it had
-/// more answers to give (PS3.4 C.4.1.2.3), whose further answers are dropped.
+/// Why the gateway ends a query or retrieve the upstream is still answering.
+struct QueryEnd {
+    /// The final status the client gets.
+    status: u16,
+    /// Its Error Comment (at most 64 characters).
+    comment: String,
+    /// The refusal's reason (dimse-refused event).
+    why: String,
+    kind: AlertKind,
+    /// The security alert's detail.
+    alert: String,
+}
+
+/// The firewall refused an answer of the upstream: a failure (0xC000) naming the violation.
+fn refused_answer(of: &Subjected, v: &Violation) -> QueryEnd {
+    let request = CommandField::from_u16(of.field.to_u16() & 0x7FFF);
+    let why = format!(
+        "upstream's answer to {request:?} message {}: {v}",
+        of.message_id
+    );
+    QueryEnd {
+        status: radguard_dicom::types::status::CANNOT_UNDERSTAND,
+        comment: firewall_comment(v),
+        why: why.clone(),
+        kind: AlertKind::MalformedDataSet,
+        alert: why,
+    }
+}
+
+/// The request a held response answers.
+fn of_request(h: &HeldResponse) -> Subjected {
+    Subjected {
+        context_id: h.context_id,
+        field: h.command.command_field().unwrap_or(CommandField::Other(0)),
+        message_id: h.command.responded_to.unwrap_or(0),
+        sop_class: h.command.affected_sop_class.clone(),
+        sop_instance: None,
+    }
+}
+
+/// Counts a match (pending C-FIND-RSP) of the upstream; the peer's `max_find_results` under
+/// the policy in force when it exceeds it (bulk query: harvesting the archive with an allowed
+/// identity).
+fn over_find_cap(st: &RelayState<'_>, command: &Command) -> Option<u32> {
+    if command.command_field() != Some(CommandField::CFindRsp)
+        || !matches!(command.status, Some(0xFF00 | 0xFF01))
+    {
+        return None;
+    }
+    let id = command.responded_to?;
+    let n = st.outstanding.take(id, |a| {
+        a.matches = a.matches.saturating_add(1);
+        Some(a.matches)
+    })?;
+    let cap = st.shared.policy_now().max_find_results(&st.adm.admission)?;
+    (n > cap).then_some(cap)
+}
+
+/// The peer's C-FIND got more matches than its cap: Refused, Out of Resources (0xA700, PS3.4
+/// C.4.1.1.4), no more matches relayed.
+fn find_cap_reached(st: &RelayState<'_>, cap: u32) -> QueryEnd {
+    let peer = st.adm.admission.peer_name();
+    QueryEnd {
+        status: radguard_dicom::types::status::OUT_OF_RESOURCES,
+        comment: format!("Radguard: more than {cap} matches (max_find_results)"),
+        why: format!("more than {cap} matches (max_find_results of peer {peer})"),
+        kind: AlertKind::Detection,
+        alert: format!(
+            "rule max-find-results (bulk-query) peer {peer}: more than {cap} matches, query ended"
+        ),
+    }
+}
+
+/// The gateway ends a query or retrieve the upstream is answering (`end` says why): the client
+/// gets a final response with `end.status` instead of the held answer, and the upstream a
+/// C-CANCEL-RQ when it had more answers to give (PS3.4 C.4.1.2.3), whose further answers are
+/// dropped.
 async fn end_query(
     st: &RelayState<'_>,
     uwr: &Mutex<BoxWrite>,
     out: &mut Vec<u8>,
     h: &HeldResponse,
     of: Subjected,
-    v: &Violation,
+    end: QueryEnd,
 ) -> Result<(), End> {
     let id = of.message_id;
     let request = CommandField::from_u16(of.field.to_u16() & 0x7FFF);
-    let status = radguard_dicom::types::status::CANNOT_UNDERSTAND;
-    let why = format!("upstream's answer to {request:?} message {id}: {v}");
     st.shared.bus.emit(Event::DimseRefused {
         assoc: st.id,
         message_id: id,
         command: format!("{:?}", of.field),
-        status,
-        why: why.clone(),
+        status: end.status,
+        why: end.why,
     });
     st.shared.bus.emit(Event::SecurityAlert {
         assoc: Some(st.id),
-        kind: AlertKind::MalformedDataSet,
+        kind: end.kind,
         source: None,
-        detail: why,
+        detail: end.alert,
     });
     forget_request(st, id);
     let rsp = encode_response(
@@ -1631,8 +1705,8 @@ async fn end_query(
         id,
         of.sop_class.as_deref(),
         None,
-        status,
-        Some(&firewall_comment(v)),
+        end.status,
+        Some(&end.comment),
     );
     push_command(out, h.context_id, &rsp, st.to_client_max);
     if matches!(h.command.status, Some(0xFF00 | 0xFF01)) {
@@ -1703,12 +1777,19 @@ async fn upstream_data<'a>(
         match refused {
             Some((of, v)) => {
                 inc.skipping = !is_last;
-                end_query(st, uwr, out, &h, of, &v).await?;
+                let end = refused_answer(&of, &v);
+                end_query(st, uwr, out, &h, of, end).await?;
             }
-            None => {
-                pass_command(st, out, h.context_id, h.raw, &h.command).await;
-                push_data(out, h.context_id, &h.data, true, st.to_client_max);
-            }
+            None => match over_find_cap(st, &h.command) {
+                Some(cap) => {
+                    let end = find_cap_reached(st, cap);
+                    end_query(st, uwr, out, &h, of_request(&h), end).await?;
+                }
+                None => {
+                    pass_command(st, out, h.context_id, h.raw, &h.command).await;
+                    push_data(out, h.context_id, &h.data, true, st.to_client_max);
+                }
+            },
         }
         return Ok(());
     }

@@ -125,6 +125,9 @@ const DEFAULT_LISTEN: SocketAddr =
 const DEFAULT_AE_TITLE: &str = "RADGUARD";
 const MAX_ASSOCIATIONS: (i64, RangeInclusive<i64>) = (64, 1..=100_000);
 const MAX_ASSOCIATIONS_PER_PEER: i64 = 16;
+/// `[[peer]] max_find_results`: matches per C-FIND (1 to 2^32 - 1).
+const MAX_FIND_RESULTS: RangeInclusive<i64> = 1..=u32::MAX as i64;
+
 /// `max_connections` defaults to this many times `max_associations`.
 const CONNECTIONS_PER_ASSOCIATION: i64 = 4;
 const MAX_CONNECTIONS_CAP: i64 = 400_000;
@@ -388,6 +391,7 @@ struct RawPeer {
     cert_san: Option<StrList>,
     user_identity: Option<Str>,
     users: Option<StrList>,
+    max_find_results: Option<Int>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1025,9 +1029,38 @@ fn validate_peers(
 
         let identity = validate_peer_identity(cx, &base, p, header.clone(), context);
 
-        if let (Some(name), Some(ae_titles), Some(addresses), Some(allow), true, Some(identity)) =
-            (name, ae_titles, addresses, allow, conditional_ok, identity)
-        {
+        // Bulk query (archive harvesting with an allowed identity): no more C-FIND matches per
+        // query than this. Absent: no cap.
+        let max_find_results = match &p.max_find_results {
+            None => Some(None),
+            Some(v) => int_in(
+                cx,
+                &format!("{base}.max_find_results"),
+                Some(v),
+                1,
+                &MAX_FIND_RESULTS,
+            )
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some),
+        };
+
+        if let (
+            Some(name),
+            Some(ae_titles),
+            Some(addresses),
+            Some(allow),
+            true,
+            Some(identity),
+            Some(max_find_results),
+        ) = (
+            name,
+            ae_titles,
+            addresses,
+            allow,
+            conditional_ok,
+            identity,
+            max_find_results,
+        ) {
             checked.push(CheckedPeer {
                 peer: Peer {
                     name,
@@ -1037,6 +1070,7 @@ fn validate_peers(
                     store_sop_classes,
                     move_destinations,
                     identity,
+                    max_find_results,
                 },
                 index: i,
                 name_span: p.name.as_ref().map(|n| n.span()),

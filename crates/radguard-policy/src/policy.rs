@@ -120,6 +120,8 @@ pub struct Peer {
     pub(crate) store_sop_classes: Option<SopClassSet>,
     pub(crate) move_destinations: Option<AeTitles>,
     pub(crate) identity: PeerIdentity,
+    /// At most this many matches per C-FIND query (`None`: no cap).
+    pub(crate) max_find_results: Option<u32>,
 }
 
 impl Peer {
@@ -137,6 +139,11 @@ impl Peer {
 
     pub fn allowed(&self) -> &BTreeSet<Operation> {
         &self.allow
+    }
+
+    /// The most C-FIND matches the gateway relays for one query of this peer (`None`: no cap).
+    pub fn max_find_results(&self) -> Option<u32> {
+        self.max_find_results
     }
 
     pub fn allows(&self, op: Operation) -> bool {
@@ -808,6 +815,12 @@ impl Policy {
     /// allowed storage class for C-STORE). C-MOVE must name an allowed destination. C-CANCEL is
     /// permitted when the peer may find, move or get (otherwise refused as `find` not allowed).
     /// N-services and unknown commands: 0x0211.
+    /// The C-FIND result cap of an admitted association's peer under this policy (`None`: no
+    /// cap, or the policy no longer admits it — its next request is refused anyway).
+    pub fn max_find_results(&self, adm: &Admission) -> Option<u32> {
+        self.current_peer(adm)?.max_find_results
+    }
+
     pub fn dimse(&self, adm: &Admission, req: &DimseFacts) -> Result<Permitted, DimseRefusal> {
         let refuse = |reason| Err(DimseRefusal::new(reason));
         let Some(peer) = self.current_peer(adm) else {
