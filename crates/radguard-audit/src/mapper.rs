@@ -410,6 +410,7 @@ impl Mapper {
                 sop_class,
                 sop_instance,
                 subject,
+                ..
             } => {
                 let (study_uid, patient) = subject_facts(subject.as_ref());
                 let ctx = self.ctx(assoc.0);
@@ -745,6 +746,7 @@ mod tests {
                 study_uid: Some(format!("1.2.{p}")),
                 ..Subject::default()
             }),
+            sub_operations: None,
         }))
     }
 

@@ -383,6 +383,7 @@ fn messages_from_todays_events_lack_only_unreported_facts() {
                 study_uid: Some("1.2.3.77".into()),
                 ..Default::default()
             }),
+            sub_operations: None,
         },
         Event::SecurityAlert {
             assoc: Some(a),

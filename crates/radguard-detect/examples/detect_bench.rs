@@ -110,6 +110,7 @@ fn association(rng: &mut Rng, id: u64, out: &mut Vec<Event>) {
             sop_class: None,
             sop_instance: None,
             subject: None,
+            sub_operations: None,
         });
     }
     out.push(Event::AssociationReleased {

@@ -45,7 +45,8 @@ pub enum RuleKind {
     /// C-FIND with universal matching at PATIENT or STUDY level (the whole patient list), per
     /// peer, from a peer not in `allow`.
     BulkQuery,
-    /// Instances retrieved (C-GET sub-operations) per peer.
+    /// Instances retrieved per peer: C-GET sub-operations the client acknowledged, C-MOVE
+    /// completed (and warning) sub-operations from the responses' counts.
     BulkRetrieve,
     /// A C-MOVE to a destination AE title the peer never used before.
     NewMoveDestination,

@@ -1,6 +1,7 @@
 //! Detectors fed by the gateway's events: reconnaissance (refused associations, associations
 //! without a request, scanner signatures), bulk query (universal C-FIND at PATIENT or STUDY
-//! level), bulk retrieve (instances per peer, C-MOVE to a new destination) and identity drift
+//! level), bulk retrieve (instances per peer: C-GET sub-operations the client acknowledged and
+//! C-MOVE completed sub-operations; C-MOVE to a new destination) and identity drift
 //! (a known peer with another implementation, certificate or address).
 //!
 //! Pure logic: no I/O, no clock, no tasks. The caller feeds every [`Event`] with the time it
@@ -32,7 +33,7 @@ mod window;
 
 use std::net::{IpAddr, SocketAddr};
 
-use radguard_events::{AssocId, Blame, Event, Subject};
+use radguard_events::{AssocId, Blame, Event, SubOperations, Subject};
 use serde::Serialize;
 
 pub use config::{
@@ -190,6 +191,20 @@ struct AssocFacts {
     peer: Option<String>,
     accepted: bool,
     requests: u64,
+    /// C-MOVEs in progress: (Message ID, sub-operations already counted), so that a pending
+    /// response's completed count and the final one's are counted once between them. At most
+    /// [`MAX_MOVES_PER_ASSOC`] (oldest dropped).
+    moves: Vec<(u16, u64)>,
+}
+
+/// C-MOVEs followed at once on one association (PS3.7 §D.3.3.3: asynchronous operations are
+/// negotiated; a peer cannot grow this table past the bound).
+const MAX_MOVES_PER_ASSOC: usize = 16;
+
+/// Instances a C-MOVE response says were sent: completed + warning sub-operations (PS3.4
+/// C.4.2.1.5: a warning sub-operation still stored the instance).
+fn moved(s: &SubOperations) -> u64 {
+    u64::from(s.completed.unwrap_or(0)) + u64::from(s.warning.unwrap_or(0))
 }
 
 /// Who a count is kept for.
@@ -412,6 +427,63 @@ impl Detectors {
                         (*assoc, &facts),
                         &mut out,
                     );
+                }
+            }
+            // A C-MOVE's sub-operations are C-STOREs on another association (PS3.4 C.4.2):
+            // counted from the responses' Number of Completed/Warning Sub-operations. Each
+            // response adds the growth since the previous one of the same C-MOVE, so pending
+            // responses and the final one are not counted twice.
+            Event::DimseResponse {
+                assoc,
+                message_id,
+                command,
+                status,
+                from: Blame::Upstream | Blame::Local,
+                sub_operations,
+                ..
+            } if command == "CMoveRsp" => {
+                let final_response = !matches!(*status, 0xFF00 | 0xFF01);
+                let Some(facts) = self.assocs.get_mut(assoc) else {
+                    return out;
+                };
+                let seen = sub_operations.as_ref().map_or(0, moved);
+                let index = facts.moves.iter().position(|(id, _)| id == message_id);
+                let before = index
+                    .and_then(|i| facts.moves.get(i))
+                    .map_or(0, |(_, counted)| *counted);
+                let total = seen.max(before);
+                match index {
+                    Some(i) if final_response => {
+                        facts.moves.remove(i);
+                    }
+                    Some(i) => {
+                        if let Some(entry) = facts.moves.get_mut(i) {
+                            entry.1 = total;
+                        }
+                    }
+                    None if !final_response => {
+                        if facts.moves.len() >= MAX_MOVES_PER_ASSOC {
+                            facts.moves.remove(0);
+                        }
+                        facts.moves.push((*message_id, total));
+                    }
+                    None => {}
+                }
+                let n = total - before;
+                let facts = facts.clone();
+                if n > 0 {
+                    if let Some(key) = peer_key(&facts) {
+                        self.count(
+                            now_ms,
+                            RuleKind::BulkRetrieve,
+                            &key,
+                            n,
+                            Counted::InstancesRetrieved,
+                            None,
+                            (*assoc, &facts),
+                            &mut out,
+                        );
+                    }
                 }
             }
             Event::AssociationReleased { assoc, .. } | Event::AssociationAborted { assoc, .. } => {

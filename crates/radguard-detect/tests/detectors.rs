@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use radguard_detect::*;
-use radguard_events::{AssocId, Blame, Event, Subject};
+use radguard_events::{AssocId, Blame, Event, SubOperations, Subject};
 use radguard_events::{Identifier, TlsFacts};
 
 const SEC: u64 = 1000;
@@ -115,6 +115,27 @@ fn get_suboperation(id: u64, status: u16) -> Event {
         sop_class: None,
         sop_instance: None,
         subject: None,
+        sub_operations: None,
+    }
+}
+
+/// A C-MOVE-RSP from the upstream for Message ID `msg` with the given counts.
+fn move_response(id: u64, msg: u16, status: u16, completed: u16, warning: u16) -> Event {
+    Event::DimseResponse {
+        assoc: AssocId(id),
+        message_id: msg,
+        command: "CMoveRsp".into(),
+        status,
+        from: Blame::Upstream,
+        sop_class: None,
+        sop_instance: None,
+        subject: None,
+        sub_operations: Some(SubOperations {
+            remaining: (status == 0xFF00).then_some(1),
+            completed: Some(completed),
+            failed: Some(0),
+            warning: Some(warning),
+        }),
     }
 }
 
@@ -402,6 +423,110 @@ fn bulk_retrieve_counts_get_suboperations_per_peer() {
     for i in 0..99 {
         assert!(d.observe(70 * SEC + i, &get_suboperation(1, 0)).is_empty());
     }
+}
+
+#[test]
+fn bulk_retrieve_counts_move_suboperations_from_the_final_response() {
+    let mut d = one_rule(lite(RuleKind::BulkRetrieve, 10, 60));
+    d.observe(0, &requested(1, "10.3.0.2:1", "WS2", "RADGUARD", None));
+    d.observe(0, &accepted(1, "ws2"));
+    d.observe(0, &cmove(1, "WS2"));
+    // 9 completed: under the threshold.
+    assert!(d.observe(SEC, &move_response(1, 1, 0, 9, 0)).is_empty());
+    // The next C-MOVE: 0 completed + 1 warning reaches 10 (a warning sub-operation stored the
+    // instance).
+    d.observe(2 * SEC, &cmove(1, "WS2"));
+    let out = d.observe(2 * SEC, &move_response(1, 2, 0xB000, 0, 1));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].peer.as_deref(), Some("ws2"));
+    assert_eq!(
+        out[0].evidence,
+        Evidence::Count {
+            counted: Counted::InstancesRetrieved,
+            count: 10,
+            threshold: 10,
+            window_secs: 60,
+            level: None
+        }
+    );
+    assert!(
+        out[0].summary().contains("10 instances retrieved"),
+        "{}",
+        out[0].summary()
+    );
+    // The window slides: 60 s later 9 more are under the threshold again.
+    assert!(d
+        .observe(70 * SEC, &move_response(1, 3, 0, 9, 0))
+        .is_empty());
+    // A C-MOVE response without counts, or failed sub-operations only, counts nothing.
+    let mut no_counts = move_response(1, 4, 0, 0, 0);
+    if let Event::DimseResponse { sub_operations, .. } = &mut no_counts {
+        *sub_operations = None;
+    }
+    assert!(d.observe(71 * SEC, &no_counts).is_empty());
+    let out = d.observe(72 * SEC, &move_response(1, 5, 0, 1, 0));
+    assert_eq!(out.len(), 1, "9 + 0 + 1 reach 10 in the window");
+}
+
+#[test]
+fn bulk_retrieve_counts_pending_and_final_move_responses_once() {
+    let mut d = one_rule(lite(RuleKind::BulkRetrieve, 10, 60));
+    d.observe(0, &requested(1, "10.3.0.3:1", "WS3", "RADGUARD", None));
+    d.observe(0, &accepted(1, "ws3"));
+    d.observe(0, &cmove(1, "WS3"));
+    // Pending responses carry the running count: 3, 6, 9 completed is 9 instances, not 18.
+    for (t, done) in [(1, 3), (2, 6), (3, 9)] {
+        assert!(
+            d.observe(t * SEC, &move_response(1, 1, 0xFF00, done, 0))
+                .is_empty(),
+            "pending {done}"
+        );
+    }
+    // The final response repeats the total: nothing more is counted.
+    assert!(d.observe(4 * SEC, &move_response(1, 1, 0, 9, 0)).is_empty());
+    // A second C-MOVE on the same association: its own count starts from zero.
+    let out = d.observe(5 * SEC, &move_response(1, 2, 0xFF00, 1, 0));
+    assert_eq!(out.len(), 1);
+    assert!(matches!(out[0].evidence, Evidence::Count { count: 10, .. }));
+    // A count going backwards (a confused or hostile upstream) counts nothing and does not
+    // lower what was counted.
+    let mut d = one_rule(lite(RuleKind::BulkRetrieve, 10, 60));
+    d.observe(0, &requested(2, "10.3.0.4:1", "WS4", "RADGUARD", None));
+    d.observe(0, &accepted(2, "ws4"));
+    assert!(d
+        .observe(SEC, &move_response(2, 1, 0xFF00, 8, 0))
+        .is_empty());
+    assert!(d
+        .observe(SEC, &move_response(2, 1, 0xFF00, 2, 0))
+        .is_empty());
+    assert!(d.observe(SEC, &move_response(2, 1, 0, 9, 0)).is_empty());
+    let out = d.observe(SEC, &move_response(2, 2, 0, 1, 0));
+    assert_eq!(out.len(), 1);
+    assert!(matches!(out[0].evidence, Evidence::Count { count: 10, .. }));
+}
+
+#[test]
+fn bulk_retrieve_ignores_counts_of_c_get_responses_and_peer_responses() {
+    // C-GET keeps counting the C-STORE sub-operations the client acknowledged: its final
+    // C-GET-RSP's counts would count them twice.
+    let mut d = one_rule(lite(RuleKind::BulkRetrieve, 3, 60));
+    d.observe(0, &requested(1, "10.3.0.5:1", "WS5", "RADGUARD", None));
+    d.observe(0, &accepted(1, "ws5"));
+    d.observe(0, &request(1, "CGetRq"));
+    assert!(d.observe(1, &get_suboperation(1, 0)).is_empty());
+    assert!(d.observe(2, &get_suboperation(1, 0)).is_empty());
+    let mut get_rsp = move_response(1, 1, 0, 2, 0);
+    if let Event::DimseResponse { command, .. } = &mut get_rsp {
+        *command = "CGetRsp".into();
+    }
+    assert!(d.observe(3, &get_rsp).is_empty());
+    // A C-MOVE-RSP from the client (it answers no C-MOVE of this peer) counts nothing.
+    let mut from_peer = move_response(1, 2, 0, 5, 0);
+    if let Event::DimseResponse { from, .. } = &mut from_peer {
+        *from = Blame::Peer;
+    }
+    assert!(d.observe(4, &from_peer).is_empty());
+    assert_eq!(d.observe(5, &get_suboperation(1, 0)).len(), 1);
 }
 
 #[test]

@@ -33,6 +33,15 @@ pub struct Command {
     pub status: Option<u16>,
     pub priority: Option<u16>,
     pub error_comment: Option<String>,
+    /// (0000,1020) Number of Remaining Sub-operations (C-MOVE/C-GET responses, PS3.7 §9.1.3,
+    /// §9.1.4).
+    pub remaining_sub_operations: Option<u16>,
+    /// (0000,1021) Number of Completed Sub-operations.
+    pub completed_sub_operations: Option<u16>,
+    /// (0000,1022) Number of Failed Sub-operations.
+    pub failed_sub_operations: Option<u16>,
+    /// (0000,1023) Number of Warning Sub-operations.
+    pub warning_sub_operations: Option<u16>,
 }
 
 /// Why bytes could not be decoded as a command set at all.
@@ -162,6 +171,10 @@ impl Command {
             tags::STATUS => self.status = Some(us()?),
             tags::PRIORITY => self.priority = Some(us()?),
             tags::ERROR_COMMENT => self.error_comment = Some(text()),
+            tags::NUMBER_OF_REMAINING_SUBOPERATIONS => self.remaining_sub_operations = Some(us()?),
+            tags::NUMBER_OF_COMPLETED_SUBOPERATIONS => self.completed_sub_operations = Some(us()?),
+            tags::NUMBER_OF_FAILED_SUBOPERATIONS => self.failed_sub_operations = Some(us()?),
+            tags::NUMBER_OF_WARNING_SUBOPERATIONS => self.warning_sub_operations = Some(us()?),
             _ => {}
         }
         Ok(())
@@ -523,6 +536,54 @@ mod tests {
         assert_eq!(c.affected_sop_instance.as_deref(), Some("1.2.3.4.5"));
         assert_eq!(c.error_comment.as_deref(), Some("refused by policy"));
         assert!(!c.has_data_set());
+    }
+
+    #[test]
+    fn sub_operation_counts_decode() {
+        // A C-MOVE-RSP (Pending) as PS3.7 §9.3.4.2 lays it out: the four sub-operation counts
+        // (0000,1020)-(0000,1023), US, after Status.
+        let el = |d: &mut Vec<u8>, elem: u16, v: u16| {
+            d.extend_from_slice(&0u16.to_le_bytes());
+            d.extend_from_slice(&elem.to_le_bytes());
+            d.extend_from_slice(&2u32.to_le_bytes());
+            d.extend_from_slice(&v.to_le_bytes());
+        };
+        let mut d = Vec::new();
+        el(&mut d, 0x0100, 0x8021);
+        el(&mut d, 0x0120, 4);
+        el(&mut d, 0x0800, 0x0101);
+        el(&mut d, 0x0900, 0xFF00);
+        el(&mut d, 0x1020, 3);
+        el(&mut d, 0x1021, 5);
+        el(&mut d, 0x1022, 1);
+        el(&mut d, 0x1023, 2);
+        let c = Command::decode(&d).unwrap();
+        assert_eq!(c.command_field(), Some(CommandField::CMoveRsp));
+        assert_eq!(c.status, Some(0xFF00));
+        assert_eq!(c.remaining_sub_operations, Some(3));
+        assert_eq!(c.completed_sub_operations, Some(5));
+        assert_eq!(c.failed_sub_operations, Some(1));
+        assert_eq!(c.warning_sub_operations, Some(2));
+        // Absent counts stay absent (a final response may omit Remaining).
+        let c = Command::decode(&encode_response(
+            CommandField::CMoveRq,
+            4,
+            None,
+            None,
+            0,
+            None,
+        ))
+        .unwrap();
+        assert_eq!(c.remaining_sub_operations, None);
+        assert_eq!(c.completed_sub_operations, None);
+        // A count of the wrong length is refused like any other US element.
+        let mut bad = Vec::new();
+        el(&mut bad, 0x0100, 0x8021);
+        bad.extend_from_slice(&[0, 0, 0x21, 0x10, 4, 0, 0, 0, 1, 0, 0, 0]);
+        assert!(matches!(
+            Command::decode(&bad),
+            Err(CommandError::Undecodable(_))
+        ));
     }
 
     #[test]

@@ -93,6 +93,17 @@ pub struct Identifier {
 }
 
 /// The TLS session of a client connection.
+/// The Number of Remaining/Completed/Failed/Warning Sub-operations of a C-MOVE-RSP or
+/// C-GET-RSP (0000,1020)-(0000,1023), PS3.7 §9.1.3/§9.1.4. Each is absent when the response
+/// does not carry it (a final response may omit Remaining; a peer may omit any).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SubOperations {
+    pub remaining: Option<u16>,
+    pub completed: Option<u16>,
+    pub failed: Option<u16>,
+    pub warning: Option<u16>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TlsFacts {
     pub protocol: String,
@@ -189,6 +200,9 @@ pub enum Event {
         sop_instance: Option<String>,
         /// Patient/study of the request (PHI: removed from log lines).
         subject: Option<Subject>,
+        /// C-MOVE-RSP/C-GET-RSP: the sub-operation counts the response carries (PS3.7 §9.1.3,
+        /// §9.1.4). Counts only, not PHI.
+        sub_operations: Option<SubOperations>,
     },
     InstanceStored {
         assoc: AssocId,
@@ -418,5 +432,29 @@ mod tests {
         };
         let log = serde_json::to_string(&*a.for_log()).unwrap();
         assert!(!log.contains("alice-secret"), "{log}");
+        // A C-MOVE response: the subject goes, the sub-operation counts (not PHI) stay.
+        let r = Event::DimseResponse {
+            assoc: AssocId(1),
+            message_id: 1,
+            command: "CMoveRsp".into(),
+            status: 0,
+            from: Blame::Upstream,
+            sop_class: None,
+            sop_instance: None,
+            subject: Some(Subject {
+                patient_id: Some("PID-SECRET".into()),
+                ..Default::default()
+            }),
+            sub_operations: Some(SubOperations {
+                remaining: None,
+                completed: Some(24),
+                failed: Some(0),
+                warning: Some(1),
+            }),
+        };
+        let log = serde_json::to_value(&*r.for_log()).unwrap();
+        assert!(!log.to_string().contains("PID-SECRET"), "{log}");
+        assert_eq!(log["sub_operations"]["completed"], 24, "{log}");
+        assert_eq!(log["sub_operations"]["warning"], 1, "{log}");
     }
 }

@@ -21,7 +21,7 @@ use radguard_dicom::pdu::{
 };
 use radguard_dicom::validate::Violation;
 use radguard_dicom::CommandField;
-use radguard_events::{AlertKind, AssocId, Blame, Event, Subject};
+use radguard_events::{AlertKind, AssocId, Blame, Event, SubOperations, Subject};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Mutex};
@@ -1245,6 +1245,7 @@ fn answers_upstream(st: &RelayState<'_>, command: &Command) -> bool {
         sop_class: request.sop_class,
         sop_instance: request.sop_instance,
         subject: None,
+        sub_operations: None,
     });
     true
 }
@@ -1998,5 +1999,21 @@ fn note_response(st: &RelayState<'_>, command: &Command) {
         sop_class: sop_class.or_else(|| command.affected_sop_class.clone()),
         sop_instance: sop_instance.or_else(|| command.affected_sop_instance.clone()),
         subject,
+        sub_operations: sub_operations(field, command),
     });
+}
+
+/// The sub-operation counts of a C-MOVE-RSP or C-GET-RSP (PS3.7 §9.1.3, §9.1.4), when it
+/// carries any: the detectors count a peer's retrieved instances from them.
+fn sub_operations(field: CommandField, command: &Command) -> Option<SubOperations> {
+    if !matches!(field, CommandField::CMoveRsp | CommandField::CGetRsp) {
+        return None;
+    }
+    let s = SubOperations {
+        remaining: command.remaining_sub_operations,
+        completed: command.completed_sub_operations,
+        failed: command.failed_sub_operations,
+        warning: command.warning_sub_operations,
+    };
+    (s != SubOperations::default()).then_some(s)
 }

@@ -585,6 +585,7 @@ async fn finish_store(
         sop_class: Some(r.sop_class.clone()),
         sop_instance: Some(r.sop_instance.clone()),
         subject,
+        sub_operations: None,
     });
     let rsp = encode_response(
         CommandField::CStoreRq,

@@ -2,7 +2,9 @@
 //! enumeration loop (echoscu with wrong called AE titles) fires recon-refused once with the
 //! right counts; echoscu as nmap's dicom-ping (`ECHOSCU` calling `ANY-SCP`) fires
 //! scanner-signature; findscu with universal matching at STUDY level through radguard to
-//! dcmqrscp fires bulk-query (a query narrowed to one patient does not). Each detection is a
+//! dcmqrscp fires bulk-query (a query narrowed to one patient does not); movescu of a whole
+//! study through radguard from dcmqrscp to storescp fires bulk-retrieve with the instance count
+//! the C-MOVE responses report. Each detection is a
 //! `security-alert` event (kind `detection`, no patient data) and a Security Alert (110113)
 //! record in the audit trail.
 
@@ -183,4 +185,45 @@ fn universal_study_query_is_a_bulk_query() {
     let text = serde_json::to_string(&all[0]).unwrap();
     assert!(!text.contains(&pid), "{text}");
     wait_audited(&rg, &["rule bulk"]);
+}
+
+#[test]
+fn study_move_is_a_bulk_retrieve_counted_from_the_move_responses() {
+    let d = test_data();
+    let ct = d.ct_files();
+    assert!(ct.len() >= 5, "the CT study has {} instances", ct.len());
+    let recv = StoreScp::start("RECV");
+    let qr = DcmQrScp::start("QRSCP", &[("RECV", recv.port)]);
+    qr.load(&ct);
+    let cfg = Config::new()
+        .open_peer("lab", &[SCU], &["RECV"])
+        .route("QRSCP", qr.port, "QRSCP");
+    let toml = format!(
+        "{}{}\n[[detect.rule]]\nname = \"pull\"\nkind = \"bulk-retrieve\"\nthreshold = 3\n\
+         window_secs = 600\n",
+        cfg.toml(),
+        audit_toml()
+    );
+    let rg = Radguard::start_fresh(&toml);
+    let study = format!("StudyInstanceUID={}", d.ct_study_uid());
+    movescu(rg.port(), SCU, "QRSCP", "RECV", &[&study])
+        .assert_success("movescu -> radguard -> dcmqrscp (destination RECV)");
+    assert_eq!(recv.files().len(), ct.len(), "storescp got the study");
+    let all = wait_detection(&rg, "rule pull");
+    assert_eq!(all.len(), 1, "one detection per peer per window: {all:#?}");
+    let detail = all[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("(bulk-retrieve) peer lab"), "{detail}");
+    // The whole study, counted once (pending responses and the final one do not add up).
+    assert!(
+        detail.contains(&format!(
+            ": {} instances retrieved in 600 s (threshold 3)",
+            ct.len()
+        )),
+        "{detail}"
+    );
+    // No patient data in the alert.
+    let text = serde_json::to_string(&all[0]).unwrap();
+    assert!(!text.contains(&d.ct_patient_id()), "{text}");
+    assert!(!text.contains(&d.ct_study_uid()), "{text}");
+    wait_audited(&rg, &["rule pull"]);
 }

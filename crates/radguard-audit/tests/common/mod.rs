@@ -167,6 +167,7 @@ pub fn emit_assoc(bus: &EventBus, id: u64, stores: u16) -> usize {
                 study_uid: Some(format!("1.2.826.0.1.3680043.9.{id}")),
                 ..Subject::default()
             }),
+            sub_operations: None,
         });
     }
     bus.emit(Event::AssociationReleased {
