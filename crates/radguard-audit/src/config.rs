@@ -349,23 +349,11 @@ impl AuditConfig {
         out
     }
 
-    /// Checks the table and resolves paths against `data_dir`; loads (or creates) the signing
-    /// key. `ae_title` is the gateway's AE title, for the messages' `AETITLES=`.
-    pub fn resolve(&self, data_dir: &Path, ae_title: Option<&str>) -> Result<ResolvedAudit> {
-        // The same checks as `from_document` (a table built in code gets them too), the files
-        // aside: the exporters open them and say so.
-        if let Some(f) = self.problems(false).into_iter().next() {
-            return Err(AuditError::Config(format!(
-                "{}: {}",
-                render(&f.field),
-                f.problem
-            )));
-        }
-        let node = self.node.clone().unwrap_or_else(default_node);
-        if !valid_node(&node) {
-            return Err(AuditError::Config(Problem::Node(node).to_string()));
-        }
-        let store = match self.store {
+    /// The store these settings name for a gateway whose data folder is `data_dir`, without
+    /// touching the folder (readers such as `radguard alerts` must not create the signing key
+    /// that [`AuditConfig::resolve`] creates).
+    pub fn store_spec(&self, data_dir: &Path) -> Result<StoreSpec> {
+        Ok(match self.store {
             StoreKind::Sqlite => StoreSpec::Sqlite(rel(
                 data_dir,
                 self.sqlite_path
@@ -382,7 +370,26 @@ impl AuditConfig {
                     schema: self.postgresql_schema.clone(),
                 }
             }
-        };
+        })
+    }
+
+    /// Checks the table and resolves paths against `data_dir`; loads (or creates) the signing
+    /// key. `ae_title` is the gateway's AE title, for the messages' `AETITLES=`.
+    pub fn resolve(&self, data_dir: &Path, ae_title: Option<&str>) -> Result<ResolvedAudit> {
+        // The same checks as `from_document` (a table built in code gets them too), the files
+        // aside: the exporters open them and say so.
+        if let Some(f) = self.problems(false).into_iter().next() {
+            return Err(AuditError::Config(format!(
+                "{}: {}",
+                render(&f.field),
+                f.problem
+            )));
+        }
+        let node = self.node.clone().unwrap_or_else(default_node);
+        if !valid_node(&node) {
+            return Err(AuditError::Config(Problem::Node(node).to_string()));
+        }
+        let store = self.store_spec(data_dir)?;
         let key_path = rel(
             data_dir,
             self.signing_key

@@ -59,6 +59,12 @@ enum Command {
     Deid(cmd::deid::DeidArgs),
     /// Read, search, verify and export the tamper-evident audit trail.
     Audit(cmd::audit::AuditArgs),
+    /// List the security alerts of the audit trail (detections and every other alert kind),
+    /// oldest first; with --follow, new ones as they are recorded.
+    ///
+    /// Reads the store `radguard serve --config CONFIG --data DIR` writes to. Exit status 0, 2 on
+    /// usage or store error.
+    Alerts(cmd::alerts::AlertsArgs),
     /// TLS quick start: a local CA, gateway and client certificates; certificate fingerprints.
     Tls(cmd::tls::TlsArgs),
     /// Make an Argon2id hash of a passcode for a `[[user]]` entry (User Identity type 2).
@@ -84,6 +90,7 @@ fn main() -> ExitCode {
         Command::Ledger(args) => exit(cmd::ledger::run_ledger(args)),
         Command::Deid(args) => cmd::deid::run(args),
         Command::Audit(args) => exit(cmd::audit::run_audit(args)),
+        Command::Alerts(args) => exit(cmd::alerts::run(args)),
         Command::Tls(args) => exit(cmd::tls::run_tls(args)),
         Command::Passwd(args) => exit(cmd::tls::run_passwd(args)),
         Command::Scan(args) => cmd::media::run_scan(args),

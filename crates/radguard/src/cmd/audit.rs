@@ -192,22 +192,27 @@ fn store_spec(a: &StoreArgs) -> Result<StoreSpec, String> {
                 .filter(|s| !s.is_empty())
         })
         .unwrap_or_else(|| "./radguard-data/audit.sqlite".into());
-    let spec = StoreSpec::parse(&s)?;
+    StoreSpec::parse(&s)
+}
+
+fn open(a: &StoreArgs) -> Result<(StoreSpec, Box<dyn AuditStore>), String> {
+    open_spec(store_spec(a)?)
+}
+
+/// Opens the store `spec` names for reading (`audit` and `alerts`): a SQLite file must exist
+/// already, reading never creates one.
+pub(crate) fn open_spec(spec: StoreSpec) -> Result<(StoreSpec, Box<dyn AuditStore>), String> {
     if let StoreSpec::Sqlite(p) = &spec {
         if !p.exists() {
             return Err(format!("no audit store at {}", p.display()));
         }
     }
-    Ok(spec)
-}
-
-fn open(a: &StoreArgs) -> Result<(StoreSpec, Box<dyn AuditStore>), String> {
-    let spec = store_spec(a)?;
     let store = spec.open().map_err(|e| e.to_string())?;
     Ok((spec, store))
 }
 
-fn filter(f: &FilterArgs) -> Result<Filter, String> {
+/// The store filter of `f` (times relative to now; `alerts` builds its own `FilterArgs`).
+pub(crate) fn filter(f: &FilterArgs) -> Result<Filter, String> {
     let now = now_ms();
     let kinds = f
         .kind
@@ -326,6 +331,12 @@ fn print_rows(rows: &[FoundRow], json: bool, out: &mut impl Write) -> std::io::R
 /// `audit tail`.
 fn run_tail(a: TailArgs) -> Result<i32, String> {
     let (_, mut store) = open(&a.store)?;
+    // Taken before the first search: a record written in between is then printed once.
+    let follower = a
+        .follow
+        .then(|| Follower::new(store.as_mut(), a.filter.node.clone()))
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let mut f = filter(&a.filter)?;
     f.newest_first = true;
     f.limit = a.lines;
@@ -335,19 +346,40 @@ fn run_tail(a: TailArgs) -> Result<i32, String> {
     let mut out = stdout.lock();
     print_rows(&rows, a.json, &mut out).map_err(|e| e.to_string())?;
     out.flush().map_err(|e| e.to_string())?;
-    if !a.follow {
+    let Some(follower) = follower else {
         return Ok(EXIT_OK);
-    }
-    // Follow: per chain, everything after the last seq seen.
-    let mut follower =
-        Follower::new(store.as_mut(), a.filter.node.clone()).map_err(|e| e.to_string())?;
+    };
+    follow(
+        follower,
+        store.as_mut(),
+        &rows,
+        || filter(&a.filter),
+        |rows| {
+            print_rows(rows, a.json, &mut out).map_err(|e| e.to_string())?;
+            out.flush().map_err(|e| e.to_string())
+        },
+    )
+}
+
+/// Follows the store from where `follower` started (`audit tail --follow`, `alerts --follow`):
+/// every 500 ms, the records matching `filter()` written since, chain by chain in `seq` order,
+/// go to `print`, except those already `printed` by the first search. Returns only on an error.
+pub(crate) fn follow(
+    mut follower: Follower,
+    store: &mut dyn AuditStore,
+    printed: &[FoundRow],
+    filter: impl Fn() -> Result<Filter, String>,
+    mut print: impl FnMut(&[FoundRow]) -> Result<(), String>,
+) -> Result<i32, String> {
+    let printed: std::collections::BTreeSet<(&str, u64)> =
+        printed.iter().map(|r| (r.node.as_str(), r.seq)).collect();
     loop {
-        std::thread::sleep(Duration::from_millis(500));
-        let rows = follower
-            .poll(store.as_mut(), &filter(&a.filter)?)
+        let mut rows = follower
+            .poll(store, &filter()?)
             .map_err(|e| e.to_string())?;
-        print_rows(&rows, a.json, &mut out).map_err(|e| e.to_string())?;
-        out.flush().map_err(|e| e.to_string())?;
+        rows.retain(|r| !printed.contains(&(r.node.as_str(), r.seq)));
+        print(&rows)?;
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

@@ -1,6 +1,7 @@
 //! The commands of the binary: each module owns its flags, output formats and exit codes over
 //! the library crates, which return typed results.
 
+pub mod alerts;
 pub mod audit;
 pub mod config;
 pub mod deid;
