@@ -126,6 +126,18 @@ pub enum DriftAttribute {
     Address,
 }
 
+impl DriftAttribute {
+    /// Its name in the config (`attributes = [...]`), also used in alerts.
+    pub fn name(self) -> &'static str {
+        match self {
+            DriftAttribute::ImplementationClassUid => "implementation-class-uid",
+            DriftAttribute::ImplementationVersion => "implementation-version",
+            DriftAttribute::Certificate => "certificate",
+            DriftAttribute::Address => "address",
+        }
+    }
+}
+
 /// A scanner signature: every field given must match (AE titles compared without padding).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -164,7 +164,7 @@ impl Detection {
             Evidence::IdentityDrift { drifts } => {
                 let parts: Vec<String> = drifts
                     .iter()
-                    .map(|d| format!("{:?} {:?} -> {:?}", d.attribute, d.first, d.now))
+                    .map(|d| format!("{} {:?} -> {:?}", d.attribute.name(), d.first, d.now))
                     .collect();
                 s.push_str(&format!("identity drift: {}", parts.join(", ")));
             }

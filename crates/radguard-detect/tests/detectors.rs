@@ -710,3 +710,17 @@ fn spraying_a_million_sources_and_ae_titles_keeps_the_tables_at_their_bound() {
     // A sprayed source never repeats: recon-refused cannot fire.
     assert_eq!(fired, 0);
 }
+
+#[test]
+fn drift_attribute_names_are_the_config_names() {
+    // Alerts name an attribute as the config does (`attributes = [...]`).
+    for a in [
+        DriftAttribute::ImplementationClassUid,
+        DriftAttribute::ImplementationVersion,
+        DriftAttribute::Certificate,
+        DriftAttribute::Address,
+    ] {
+        let toml_name = toml::Value::try_from(a).expect("serializes");
+        assert_eq!(toml_name.as_str(), Some(a.name()));
+    }
+}
