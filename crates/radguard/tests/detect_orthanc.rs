@@ -7,7 +7,9 @@
 //! C-MOVEs) and bulk-retrieve with the instance count Orthanc's C-MOVE responses report;
 //! getscu of whole studies fires bulk-retrieve with the instances getscu acknowledged. Each
 //! alert is read back with `radguard alerts --json` from the audit trail: exact rule, evidence,
-//! peer and source, exactly once, no patient ID, name, accession number or study UID.
+//! peer and source, exactly once, no patient ID, name, accession number or study UID. The
+//! recon loops (AE-title enumeration, connect-and-idle, user-identity guessing) and a
+//! pynetdicom client posing as the DCMTK workstation run in front of the same archive.
 //!
 //! A benign day with the embedded default rules (no `[[detect.rule]]`): three modalities
 //! (distinct AE titles) echo and store a series each through the gateway, a workstation
@@ -207,13 +209,14 @@ fn wait_alert(rg: &Radguard, rule: &str) -> Vec<Value> {
 }
 
 /// Once every association so far has ended: a C-ECHO as the marker `name`; returns the trail's
-/// alerts once its alert is there, markers left out.
+/// detection alerts once its alert is there, markers left out (refusals and aborts have
+/// alerts of their own kinds).
 fn mark(rg: &Radguard, name: &str) -> Vec<Value> {
     wait_settled(rg);
     echoscu(rg.port(), &name.to_ascii_uppercase(), PACS).assert_success("echoscu as a marker");
     let all = wait_alert(rg, name);
     all.into_iter()
-        .filter(|a| !MARKERS.iter().any(|m| a["rule"] == *m))
+        .filter(|a| a["kind"] == "detection" && !MARKERS.iter().any(|m| a["rule"] == *m))
         .collect()
 }
 
@@ -222,15 +225,12 @@ fn of_rule<'a>(all: &'a [Value], rule: &str) -> Vec<&'a Value> {
     all.iter().filter(|a| a["rule"] == rule).collect()
 }
 
-/// Checks one detection alert: kind, rule, peer, calling/called AE titles, a loopback source,
-/// its exact detail, no patient data.
-fn assert_alert(a: &Value, rule: &str, peer: &str, calling: &str, detail: &str) {
+/// Checks one detection alert: kind, rule, a loopback source, its exact detail, no patient
+/// data.
+fn assert_detection(a: &Value, rule: &str, detail: &str) {
     assert_eq!(a["kind"], "detection", "{a:#}");
     assert_eq!(a["rule"], rule, "{a:#}");
     assert_eq!(a["node"], NODE, "{a:#}");
-    assert_eq!(a["peer"], peer, "{a:#}");
-    assert_eq!(a["calling_ae"], calling, "{a:#}");
-    assert_eq!(a["called_ae"], PACS, "{a:#}");
     assert!(
         a["source"]
             .as_str()
@@ -242,6 +242,15 @@ fn assert_alert(a: &Value, rule: &str, peer: &str, calling: &str, detail: &str) 
     for p in phi(archive()) {
         assert!(!text.contains(&p), "patient data {p:?} in {a:#}");
     }
+}
+
+/// [`assert_detection`] of an admitted association to [`PACS`]: the peer and its calling AE
+/// title too.
+fn assert_alert(a: &Value, rule: &str, peer: &str, calling: &str, detail: &str) {
+    assert_detection(a, rule, detail);
+    assert_eq!(a["peer"], peer, "{a:#}");
+    assert_eq!(a["calling_ae"], calling, "{a:#}");
+    assert_eq!(a["called_ae"], PACS, "{a:#}");
 }
 
 // ---------------------------------------------------------------------------------- clients
@@ -580,6 +589,221 @@ fn whole_study_gets_are_a_bulk_retrieve() {
              {threshold} instances retrieved in 600 s (threshold {threshold}); response alert"
         ),
     );
+}
+
+// ------------------------------------------------------------------------ recon and drift
+
+/// One association accepted and ended without any DIMSE request, as a connect-and-idle probe
+/// does: released (A-RELEASE-RQ/RP) or aborted (A-ABORT) by the client.
+fn idle_association(port: u16, calling: &str, abort: bool) {
+    let mut c = raw::Conn::connect(port);
+    let ac = c
+        .associate(&raw::Rq::new(calling, PACS))
+        .unwrap_or_else(|a| panic!("the idle association was not accepted: {a}"));
+    assert!(!ac.accepted().is_empty(), "no context accepted: {ac:?}");
+    if abort {
+        c.send(&raw::USER_ABORT).expect("send A-ABORT");
+        let (end, _) = c.read_until_close(Duration::from_secs(10));
+        assert!(end.is_close(), "after A-ABORT: {end}");
+    } else {
+        c.send(&raw::RELEASE_RQ).expect("send A-RELEASE-RQ");
+        let rp = c.read_pdu(Duration::from_secs(10));
+        assert_eq!(rp.pdu_type(), Some(0x06), "after A-RELEASE-RQ: {rp}");
+    }
+}
+
+/// pynetdicom's own Implementation Class UID and Version Name, from the venv's package.
+fn pynetdicom_implementation() -> (String, String) {
+    let out = run(
+        Command::new(venv_python()).args([
+            "-c",
+            "import pynetdicom as p; print(p.PYNETDICOM_IMPLEMENTATION_UID); \
+             print(p.PYNETDICOM_IMPLEMENTATION_VERSION)",
+        ]),
+        Duration::from_secs(60),
+    );
+    out.assert_success("python -c 'import pynetdicom'");
+    let mut lines = out.stdout.lines().map(|l| l.trim().to_string());
+    (
+        lines.next().expect("the UID"),
+        lines.next().expect("the version"),
+    )
+}
+
+/// The recon loops do not depend on the upstream, but here they run in front of the archive:
+/// an AE-title enumeration loop (recon-refused), a connect-and-idle loop (recon-idle) and a
+/// pynetdicom client posing as the DCMTK workstation (identity-drift) on one gateway; a
+/// user-identity guessing loop (recon-refused, counted per source like the enumeration, so on
+/// a second gateway) — each fires once with its exact evidence.
+#[test]
+fn recon_loops_and_identity_drift_in_front_of_orthanc() {
+    let arc = archive();
+    let pacs = loaded_orthanc(&[], arc);
+    let base = Config::new()
+        .peer("ws", &[WS], &["127.0.0.1/32"], &["echo", "find"], &[], &[])
+        .peer("idler", &["IDLER"], &["127.0.0.1/32"], &["echo"], &[], &[])
+        .route(PACS, pacs.dicom_port, PACS);
+    let (cfg, markers) = with_markers(base);
+    let toml = format!(
+        "{}{}\n[[detect.rule]]\nname = \"enum\"\nkind = \"recon-refused\"\nthreshold = 5\n\
+         window_secs = 600\n\n\
+         [[detect.rule]]\nname = \"idle\"\nkind = \"recon-idle\"\nthreshold = 5\n\
+         window_secs = 600\n\n\
+         [[detect.rule]]\nname = \"drift\"\nkind = \"identity-drift\"\n{markers}",
+        cfg.toml(),
+        audit_toml()
+    );
+    let rg = Radguard::start_fresh(&toml);
+    let port = rg.port();
+    // The workstation as first seen: DCMTK.
+    let f = findscu(
+        port,
+        WS,
+        PACS,
+        &[
+            &format!("PatientID={}", arc[0].patient_id),
+            "StudyInstanceUID",
+        ],
+    );
+    f.assert_success("findscu as the workstation");
+    assert_eq!(f.find_matches(), 2, "{}", f.text());
+    // Under every threshold: 4 wrong called AE titles, 4 idle associations.
+    for i in 0..4 {
+        assert!(
+            !echoscu(port, WS, &format!("GUESS{i}")).success(),
+            "GUESS{i} accepted"
+        );
+        idle_association(port, "IDLER", i % 2 == 1);
+    }
+    let none = mark(&rg, "mark1");
+    assert!(none.is_empty(), "fired early: {none:#?}");
+    // The fifth of each, then more in the same window; pynetdicom as the workstation, twice.
+    for i in 4..7 {
+        assert!(
+            !echoscu(port, WS, &format!("GUESS{i}")).success(),
+            "GUESS{i} accepted"
+        );
+        idle_association(port, "IDLER", i % 2 == 1);
+    }
+    for _ in 0..2 {
+        let v = probe(
+            port,
+            WS,
+            PACS,
+            &[
+                "find",
+                "--key",
+                &format!("PatientID={}", arc[2].patient_id),
+                "--return-key",
+                "StudyInstanceUID",
+            ],
+        );
+        assert_accepted(&v);
+        assert_eq!(v["matches"], 2, "{v:#}");
+    }
+    let all = mark(&rg, "mark2");
+    assert_eq!(all.len(), 3, "{all:#?}");
+    let fired = of_rule(&all, "enum");
+    assert_eq!(fired.len(), 1, "{all:#?}");
+    assert_detection(
+        fired[0],
+        "enum",
+        "rule enum (recon-refused) from 127.0.0.1 \"WS\" -> \"GUESS4\": \
+         5 refused associations in 600 s (threshold 5); response alert",
+    );
+    let fired = of_rule(&all, "idle");
+    assert_eq!(fired.len(), 1, "{all:#?}");
+    // (The trail's record of this one carries no peer or AE titles: it fires on the release,
+    // after the association is gone; the detail names them.)
+    assert_detection(
+        fired[0],
+        "idle",
+        "rule idle (recon-idle) peer idler from 127.0.0.1 \"IDLER\" -> \"ORTHANC\": \
+         5 associations without a request in 600 s (threshold 5); response alert",
+    );
+    // What each client announced, as the gateway saw it: DCMTK first, pynetdicom then.
+    let requested: Vec<Value> = rg
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "association-requested" && e["calling_ae"] == WS)
+        .filter(|e| e["called_ae"] == PACS)
+        .collect();
+    let imp = |e: &Value, k: &str| e[k].as_str().unwrap_or("none").trim().to_string();
+    let dcmtk_uid = imp(&requested[0], "implementation_class_uid");
+    let dcmtk_ver = imp(&requested[0], "implementation_version");
+    assert!(dcmtk_ver.starts_with("OFFIS_DCMTK_"), "{dcmtk_ver}");
+    let (py_uid, py_ver) = pynetdicom_implementation();
+    let fired = of_rule(&all, "drift");
+    assert_eq!(fired.len(), 1, "{all:#?}");
+    assert_alert(
+        fired[0],
+        "drift",
+        "ws",
+        WS,
+        &format!(
+            "rule drift (identity-drift) peer ws from 127.0.0.1 \"WS\" -> \"ORTHANC\": \
+             identity drift: implementation-class-uid {dcmtk_uid:?} -> {py_uid:?}, \
+             implementation-version {dcmtk_ver:?} -> {py_ver:?}; response alert"
+        ),
+    );
+
+    // User-identity guessing: wrong passcodes, each refused (PS3.7 D.3.3.7).
+    const USER: &str = "alice";
+    const PASS: &str = "correct horse battery staple";
+    let hash = radguard_tls::hash_passcode(PASS).expect("argon2id hash");
+    let (cfg, markers) = with_markers(Config::new().route(PACS, pacs.dicom_port, PACS));
+    let toml = format!(
+        "{}\n[[peer]]\nname = \"ws\"\nae_titles = [{WS:?}]\naddresses = [\"127.0.0.1/32\"]\n\
+         allow = [\"echo\", \"find\"]\nuser_identity = \"required\"\nusers = [{USER:?}]\n\n\
+         [[user]]\nname = {USER:?}\npasscode_argon2 = {hash:?}\n{}\n\
+         [[detect.rule]]\nname = \"guess\"\nkind = \"recon-refused\"\nthreshold = 4\n\
+         window_secs = 600\n{markers}",
+        cfg.toml(),
+        audit_toml()
+    );
+    let rg = Radguard::start_fresh(&toml);
+    let port = rg.port();
+    let with = |pass: &str| {
+        let id = [
+            "--user-identity-type",
+            "2",
+            "--user",
+            USER,
+            "--passcode",
+            pass,
+        ];
+        let mut args: Vec<&str> = id.to_vec();
+        args.extend([
+            "find",
+            "--key",
+            "PatientID=*",
+            "--return-key",
+            "PatientName",
+        ]);
+        probe(port, WS, PACS, &args)
+    };
+    let v = with(PASS);
+    assert_accepted(&v);
+    assert_eq!(v["matches"], arc.len(), "{v:#}");
+    for i in 0..3 {
+        assert_rejected(&with(&format!("guess-{i}")), 1, 1, 3);
+    }
+    let none = mark(&rg, "mark1");
+    // The one query with the right passcode was universal, but bulk-query is not armed here.
+    assert!(none.is_empty(), "fired early: {none:#?}");
+    for i in 3..6 {
+        assert_rejected(&with(&format!("guess-{i}")), 1, 1, 3);
+    }
+    let all = mark(&rg, "mark2");
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_detection(
+        &all[0],
+        "guess",
+        "rule guess (recon-refused) from 127.0.0.1 \"WS\" -> \"ORTHANC\": \
+         4 refused associations in 600 s (threshold 4); response alert",
+    );
+    let log = rg.log();
+    assert!(!log.contains(PASS), "the passcode was logged");
 }
 
 // ------------------------------------------------------------------------------- benign day
