@@ -67,7 +67,9 @@ def instance(root: str, prefix: str, p: int, s: int, n: int) -> Dataset:
     ds.PixelRepresentation = 0
     ds.RescaleIntercept = -1024
     ds.RescaleSlope = 1
-    ds.PixelData = b"".join(((p * 7 + s * 3 + n + i) % 4096).to_bytes(2, "little") for i in range(64))
+    ds.PixelData = b"".join(
+        ((p * 7 + s * 3 + n + i) % 4096).to_bytes(2, "little") for i in range(64)
+    )
     return ds
 
 

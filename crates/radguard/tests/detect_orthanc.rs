@@ -547,8 +547,8 @@ fn whole_study_gets_are_a_bulk_retrieve() {
     // The whole archive: fires on the last study's C-STOREs and no earlier.
     let threshold = total_instances(arc);
     let toml = format!(
-        "{}{}\n[[detect.rule]]\nname = \"pull\"\nkind = \"bulk-retrieve\"\nthreshold = {threshold}\n\
-         window_secs = 600\n{markers}",
+        "{}{}\n[[detect.rule]]\nname = \"pull\"\nkind = \"bulk-retrieve\"\n\
+         threshold = {threshold}\nwindow_secs = 600\n{markers}",
         cfg.toml(),
         audit_toml()
     );
@@ -869,7 +869,8 @@ fn benign_day_raises_no_alert() {
     for round in 0..ROUNDS as usize {
         for ((_, ae), studies) in modalities.iter().zip(&day) {
             let st = &studies[round];
-            storescu(port, ae, PACS, &[st.dir.clone()]).assert_success("storescu from a modality");
+            storescu(port, ae, PACS, std::slice::from_ref(&st.dir))
+                .assert_success("storescu from a modality");
             stored += st.instances;
         }
         for studies in &day {
