@@ -1037,7 +1037,10 @@ mod tests {
             cut: 1,
         }));
         assert_eq!(r.len(), 1);
-        assert_eq!(r[0].peer.as_ref().unwrap().address.as_deref(), Some("10.0.0.7"));
+        assert_eq!(
+            r[0].peer.as_ref().unwrap().address.as_deref(),
+            Some("10.0.0.7")
+        );
         match &r[0].event {
             AuditEvent::SecurityAlert { alert, detail } => {
                 assert_eq!(alert, "block-added");
@@ -1053,9 +1056,14 @@ mod tests {
             rule: "bulk".into(),
             by: "alice".into(),
         }));
-        assert_eq!(r[0].peer.as_ref().unwrap().calling_ae.as_deref(), Some("EVIL"));
-        assert!(matches!(&r[0].event, AuditEvent::SecurityAlert { alert, detail }
-            if alert == "block-removed" && detail.contains("removed by alice")));
+        assert_eq!(
+            r[0].peer.as_ref().unwrap().calling_ae.as_deref(),
+            Some("EVIL")
+        );
+        assert!(
+            matches!(&r[0].event, AuditEvent::SecurityAlert { alert, detail }
+            if alert == "block-removed" && detail.contains("removed by alice"))
+        );
         let r = m.map(&rec(Event::BlockExpired {
             id: 3,
             subject: "certificate=ab".into(),
@@ -1063,7 +1071,9 @@ mod tests {
             rule: "t".into(),
         }));
         assert!(r[0].peer.is_none());
-        assert!(matches!(&r[0].event, AuditEvent::SecurityAlert { alert, .. } if alert == "block-expired"));
+        assert!(
+            matches!(&r[0].event, AuditEvent::SecurityAlert { alert, .. } if alert == "block-expired")
+        );
         let (code, outcome) = crate::atna::alert_type("block-added");
         assert_eq!((code.code.as_str(), outcome), ("110129", 0));
     }

@@ -338,9 +338,11 @@ impl BlockList {
         announced: bool,
     ) -> Added {
         let existing = self.index.get(&subject).and_then(|ids| {
-            ids.iter()
-                .copied()
-                .find(|id| self.entries.get(id).is_some_and(|e| e.action.same_kind(&action)))
+            ids.iter().copied().find(|id| {
+                self.entries
+                    .get(id)
+                    .is_some_and(|e| e.action.same_kind(&action))
+            })
         });
         if let Some(e) = existing.and_then(|id| self.entries.get_mut(&id)) {
             e.until_unix_ms = e.until_unix_ms.max(until_unix_ms);

@@ -19,9 +19,18 @@ fn facts<'a>(addr: &str, ae: &'a str, cert: Option<&'a str>) -> Facts<'a> {
 }
 
 fn block(l: &mut BlockList, s: Subject, now: u64, until: u64) -> u64 {
-    l.add(s, Action::Block, "r", "why", Origin::Detection, now, until, true)
-        .entry
-        .id
+    l.add(
+        s,
+        Action::Block,
+        "r",
+        "why",
+        Origin::Detection,
+        now,
+        until,
+        true,
+    )
+    .entry
+    .id
 }
 
 #[test]
@@ -38,7 +47,9 @@ fn each_subject_kind_matches_only_its_own() {
     assert_eq!(e.subject, Subject::CallingAe("EVIL".into()));
     // Certificate, whatever the hex case.
     let upper = CERT.to_ascii_uppercase();
-    let e = l.matching(&facts("10.0.0.3", "GOOD", Some(&upper)), 1).unwrap();
+    let e = l
+        .matching(&facts("10.0.0.3", "GOOD", Some(&upper)), 1)
+        .unwrap();
     assert_eq!(e.subject.kind(), "certificate");
     assert!(l.matching(&facts("10.0.0.3", "GOOD", None), 1).is_none());
 }
@@ -69,17 +80,44 @@ fn the_same_subject_and_action_extends_instead_of_duplicating() {
     let mut l = BlockList::new();
     let a = Subject::Address(ip("10.0.0.1"));
     let id = block(&mut l, a.clone(), 0, 1000);
-    let added = l.add(a.clone(), Action::Block, "r2", "again", Origin::Detection, 500, 3000, true);
+    let added = l.add(
+        a.clone(),
+        Action::Block,
+        "r2",
+        "again",
+        Origin::Detection,
+        500,
+        3000,
+        true,
+    );
     assert!(added.extended);
     assert_eq!(added.entry.id, id);
     assert_eq!(added.entry.until_unix_ms, 3000);
     assert_eq!(added.entry.since_unix_ms, 0);
     // An earlier end does not shorten it.
-    let added = l.add(a.clone(), Action::Block, "r", "", Origin::Detection, 600, 2000, true);
+    let added = l.add(
+        a.clone(),
+        Action::Block,
+        "r",
+        "",
+        Origin::Detection,
+        600,
+        2000,
+        true,
+    );
     assert_eq!(added.entry.until_unix_ms, 3000);
     assert_eq!(l.len(), 1);
     // A throttle of the same subject is another entry.
-    let t = l.add(a, Action::Throttle { per_minute: 1 }, "t", "", Origin::Detection, 0, 10, true);
+    let t = l.add(
+        a,
+        Action::Throttle { per_minute: 1 },
+        "t",
+        "",
+        Origin::Detection,
+        0,
+        10,
+        true,
+    );
     assert!(!t.extended);
     assert_eq!(l.len(), 2);
 }
@@ -131,13 +169,22 @@ fn the_bound_evicts_the_oldest_detection_entry_and_says_so() {
     // Spraying addresses never grows it.
     for i in 0..1000u32 {
         let a = IpAddr::from(i.to_be_bytes());
-        let r = l.add(Subject::Address(a), Action::Block, "r", "", Origin::Detection, 4, 9, true);
+        let r = l.add(
+            Subject::Address(a),
+            Action::Block,
+            "r",
+            "",
+            Origin::Detection,
+            4,
+            9,
+            true,
+        );
         assert!(r.evicted.is_some());
     }
     assert_eq!(l.len(), 3);
     assert!(l.get(op.entry.id).is_some());
     assert_eq!(BlockList::new().len(), 0);
-    assert!(DEFAULT_MAX_ENTRIES >= 65_536);
+    assert_eq!(DEFAULT_MAX_ENTRIES, 65_536);
 }
 
 #[test]
@@ -145,7 +192,16 @@ fn removal_by_id_or_subject_and_tombstones() {
     let mut l = BlockList::new();
     let a = Subject::Address(ip("10.0.0.1"));
     let id = block(&mut l, a.clone(), 0, 1000);
-    l.add(a.clone(), Action::Throttle { per_minute: 2 }, "t", "", Origin::Detection, 0, 1000, true);
+    l.add(
+        a.clone(),
+        Action::Throttle { per_minute: 2 },
+        "t",
+        "",
+        Origin::Detection,
+        0,
+        1000,
+        true,
+    );
     let marked = l.mark_removed(&Selector::Id(id), "alice", 5);
     assert_eq!(marked.len(), 1);
     assert_eq!(marked[0].removed.as_ref().unwrap().by, "alice");
@@ -171,7 +227,9 @@ fn removal_by_id_or_subject_and_tombstones() {
     );
     assert!("nonsense".parse::<Selector>().is_err());
     assert!("certificate=12".parse::<Subject>().is_err());
-    assert!("calling-ae=TOO-LONG-FOR-AN-AE-TITLE".parse::<Subject>().is_err());
+    assert!("calling-ae=TOO-LONG-FOR-AN-AE-TITLE"
+        .parse::<Subject>()
+        .is_err());
 }
 
 #[test]
@@ -235,7 +293,16 @@ fn concurrent_cli_and_gateway_changes_are_both_kept() {
                 .update(|l| {
                     let s = Subject::calling_ae(&ae).unwrap();
                     (
-                        l.add(s, Action::Block, "operator", "", Origin::Operator, 0, 9, false),
+                        l.add(
+                            s,
+                            Action::Block,
+                            "operator",
+                            "",
+                            Origin::Operator,
+                            0,
+                            9,
+                            false,
+                        ),
                         true,
                     )
                 })
@@ -263,7 +330,9 @@ fn a_corrupt_file_is_a_clear_error() {
     assert!(msg.contains("not a block list"), "{msg}");
     // An update does not overwrite what it could not read.
     assert!(store.update(|_| ((), true)).is_err());
-    assert!(std::fs::read_to_string(store.path()).unwrap().contains("\"x\""));
+    assert!(std::fs::read_to_string(store.path())
+        .unwrap()
+        .contains("\"x\""));
 }
 
 #[test]

@@ -109,9 +109,14 @@ impl RuleKind {
 pub enum Response {
     Alert,
     /// At most `per_minute` associations from the subject for `for_secs`.
-    Throttle { per_minute: u32, for_secs: u64 },
+    Throttle {
+        per_minute: u32,
+        for_secs: u64,
+    },
     /// No new association from the subject for `for_secs`; its running ones are cut.
-    Block { for_secs: u64 },
+    Block {
+        for_secs: u64,
+    },
 }
 
 /// Whom a `block` or `throttle` response names.
@@ -652,14 +657,32 @@ levels = ["WARD"]
         let e = DetectConfig::from_document(src, "f.toml").unwrap_err();
         let lines: Vec<String> = e.errors().iter().map(|e| e.to_string()).collect();
         assert_eq!(lines.len(), 2, "{lines:#?}");
-        assert!(lines[0].starts_with("f.toml:4:12: field `detect.rule[0].block_by`"), "{}", lines[0]);
-        assert!(lines[1].starts_with("f.toml:5:") && lines[1].contains("for response = \"throttle\" only"), "{}", lines[1]);
+        assert!(
+            lines[0].starts_with("f.toml:4:12: field `detect.rule[0].block_by`"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with("f.toml:5:")
+                && lines[1].contains("for response = \"throttle\" only"),
+            "{}",
+            lines[1]
+        );
         let src = "[[detect.rule]]\nname = \"a\"\nkind = \"recon-idle\"\nresponse = \"throttle\"\nthrottle_per_minute = 0\n";
         let e = DetectConfig::from_document(src, "f.toml").unwrap_err();
-        assert!(e.to_string().contains("detect.rule[0].throttle_per_minute"), "{e}");
+        assert!(
+            e.to_string().contains("detect.rule[0].throttle_per_minute"),
+            "{e}"
+        );
         let src = "[[detect.rule]]\nname = \"a\"\nkind = \"recon-idle\"\nresponse = \"throttle\"\nblock_by = \"certificate\"\nblock_secs = 9\n";
         let r = &DetectConfig::from_document(src, "f.toml").unwrap().rules()[0];
-        assert_eq!(r.response, Response::Throttle { per_minute: DEFAULT_THROTTLE_PER_MINUTE, for_secs: 9 });
+        assert_eq!(
+            r.response,
+            Response::Throttle {
+                per_minute: DEFAULT_THROTTLE_PER_MINUTE,
+                for_secs: 9
+            }
+        );
         assert_eq!(r.block_by, BlockBy::Certificate);
         // An unknown key and an unknown kind: the TOML parser's words, placed.
         let e = DetectConfig::from_document("[detect]\nnope = 1\n", "f.toml").unwrap_err();

@@ -328,8 +328,13 @@ pub async fn run(
     let end = match cut {
         Ok(e) => e,
         Err(why) => {
-            st.abort_both(&uwr, AbortReason::NotSpecified, Blame::Local, format!("cut: {why}"))
-                .await
+            st.abort_both(
+                &uwr,
+                AbortReason::NotSpecified,
+                Blame::Local,
+                format!("cut: {why}"),
+            )
+            .await
         }
     };
     let mut cw = st.client_wr.lock().await;

@@ -46,10 +46,7 @@ fn block_cli(args: &[&str]) -> Output {
 fn wait_event(rg: &Radguard, name: &str, f: impl Fn(&Value) -> bool) -> Value {
     let mut found = None;
     let ok = wait_until(Duration::from_secs(30), || {
-        found = rg
-            .events()
-            .into_iter()
-            .find(|e| e["event"] == name && f(e));
+        found = rg.events().into_iter().find(|e| e["event"] == name && f(e));
         found.is_some()
     });
     assert!(ok, "no {name} event; log:\n{}", rg.log());
@@ -63,7 +60,11 @@ fn wait_audited(rg: &Radguard, alert: &str) {
         rows.iter()
             .any(|r| r.kind() == "security-alert" && r.entry.contains(&needle))
     });
-    assert!(rows.is_some(), "audit trail lacks {alert}; log:\n{}", rg.log());
+    assert!(
+        rows.is_some(),
+        "audit trail lacks {alert}; log:\n{}",
+        rg.log()
+    );
 }
 
 fn echo(rg: &Radguard, calling: &str) -> Value {
@@ -77,7 +78,10 @@ fn a_block_cuts_the_running_association_refuses_new_ones_persists_and_is_removab
     let rg = Radguard::start(&toml, data.path());
     assert_accepted(&echo(&rg, "PROBE"));
     let mut holder = probe_spawn(rg.port(), "PROBE", "RADGUARD", &["echo", "--hold", "60"]);
-    assert!(holder.wait_ready(Duration::from_secs(20)), "holder not established");
+    assert!(
+        holder.wait_ready(Duration::from_secs(20)),
+        "holder not established"
+    );
     // The marker fires the rule: block by address (the default), the holder's address too.
     let _ = echoscu(rg.port(), "MARKER", "RADGUARD");
     let added = wait_event(&rg, "block-added", |_| true);
@@ -127,13 +131,20 @@ fn a_block_cuts_the_running_association_refuses_new_ones_persists_and_is_removab
     out.assert_success("block remove");
     let removed = wait_event(&rg, "block-removed", |_| true);
     assert_eq!(removed["subject"], "address=127.0.0.1", "{removed}");
-    assert!(removed["by"].as_str().unwrap().starts_with("operator"), "{removed}");
+    assert!(
+        removed["by"].as_str().unwrap().starts_with("operator"),
+        "{removed}"
+    );
     wait_audited(&rg, "block-removed");
     assert_accepted(&echo(&rg, "PROBE"));
     // Nothing left to remove: exit 1 with a clear message.
     let again = block_cli(&["remove", &id, "--data", rg.data_dir.to_str().unwrap()]);
     assert_eq!(again.code, Some(1), "{}", again.text());
-    assert!(again.stderr.contains("no block matches"), "{}", again.text());
+    assert!(
+        again.stderr.contains("no block matches"),
+        "{}",
+        again.text()
+    );
 }
 
 #[test]

@@ -434,14 +434,16 @@ impl Keeper {
         // At start: expired entries dropped, operator changes made while stopped reported.
         self.sync(&shared)?;
         #[cfg(unix)]
-        let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
-            .context("listening for SIGUSR1")?;
+        let mut usr1 =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+                .context("listening for SIGUSR1")?;
         let keeper = Arc::new(self);
         tokio::spawn(async move {
             loop {
                 let next = shared.blocks().next_expiry();
                 let wait = next.map_or(Duration::from_secs(3600), |t| {
-                    Duration::from_millis(t.saturating_sub(unix_ms())).min(Duration::from_secs(3600))
+                    Duration::from_millis(t.saturating_sub(unix_ms()))
+                        .min(Duration::from_secs(3600))
                 });
                 #[cfg(unix)]
                 let usr = usr1.recv();
@@ -479,7 +481,10 @@ impl Keeper {
 /// Cuts the subject's running associations for a block entry; a throttle cuts nothing.
 fn cut_for(shared: &Shared, e: &Entry) -> usize {
     match e.action {
-        Action::Block => shared.cut(&e.subject, &format!("blocked by rule {} (block {})", e.rule, e.id)),
+        Action::Block => shared.cut(
+            &e.subject,
+            &format!("blocked by rule {} (block {})", e.rule, e.id),
+        ),
         Action::Throttle { .. } => 0,
     }
 }
