@@ -7,7 +7,7 @@
 //! | `transfer-begun`, `dimse-request` C-MOVE/C-GET | Begin Transferring DICOM Instances (110102) |
 //! | `instances-transferred` | DICOM Instances Transferred (110104), one per patient and outcome |
 //! | `dimse-request` C-FIND | Query (110112) with the query data set (base64) |
-//! | `security-alert` | Security Alert (110113): 110126 Node Authentication (peer not recognized), 110132 Use of Restricted Function (not authorized); protocol violations and instance conflicts carry local codes (`99RADGUARD`) |
+//! | `security-alert` | Security Alert (110113): 110126 Node Authentication (peer not recognized), 110132 Use of Restricted Function (not authorized), 110129 Security Configuration (block list changes: `block-added`, `block-removed`, `block-expired`; outcome 0); protocol violations and instance conflicts carry local codes (`99RADGUARD`) |
 //! | `audit-started` / `audit-stopped` / `events-lost` | Security Alert (110113), 110134 Audit Recording Started / 110133 Audit Recording Stopped |
 //! | `association-accepted` / `-refused` / `-released` / `-aborted` with a user identity | User Authentication (110114), 110122 Login (success or failure) / 110123 Logout |
 //!
@@ -296,6 +296,11 @@ pub fn alert_type(alert: &str) -> (Code, u8) {
         // A detection rule fired (reconnaissance, bulk query or retrieve, identity drift):
         // the Event Type Code says so; the rule and its evidence are in the object's detail.
         "detection" => (local("detection", "Detected Attack Pattern"), 4),
+        // The block list changed (a rule's block or throttle response, an operator, expiry):
+        // a change of the gateway's security configuration, not a failure.
+        "block-added" | "block-removed" | "block-expired" => {
+            (dcm("110129", "Security Configuration"), 0)
+        }
         other => (local(other, other), 4),
     }
 }

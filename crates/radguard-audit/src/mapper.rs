@@ -71,6 +71,21 @@ pub fn alert_name(k: AlertKind) -> &'static str {
     }
 }
 
+/// The participant a block-list subject names (`address=IP`, `calling-ae=AE`), if any.
+fn block_peer(subject: &str) -> Option<Peer> {
+    match subject.split_once('=') {
+        Some(("address", a)) => Some(Peer {
+            address: Some(a.to_string()),
+            ..Peer::default()
+        }),
+        Some(("calling-ae", ae)) => Some(Peer {
+            calling_ae: Some(ae.to_string()),
+            ..Peer::default()
+        }),
+        _ => None,
+    }
+}
+
 fn vault_outcome(o: VaultOutcome) -> &'static str {
     match o {
         VaultOutcome::Stored => "stored",
@@ -177,6 +192,57 @@ impl Mapper {
                         "security-configuration-refused".into()
                     },
                     detail: detail.clone(),
+                },
+            ),
+            // Block-list changes: PS3.15 A.5.3.11 Security Alert, Security Configuration.
+            Event::BlockAdded {
+                id,
+                subject,
+                action,
+                rule,
+                reason,
+                until_unix_ms,
+                origin,
+                cut,
+            } => push(
+                &mut out,
+                None,
+                block_peer(subject),
+                AuditEvent::SecurityAlert {
+                    alert: "block-added".into(),
+                    detail: format!(
+                        "block {id} {subject}: {action} until {until_unix_ms} (unix ms), \
+                         rule {rule} ({origin}), {cut} running association(s) cut: {reason}"
+                    ),
+                },
+            ),
+            Event::BlockRemoved {
+                id,
+                subject,
+                action,
+                rule,
+                by,
+            } => push(
+                &mut out,
+                None,
+                block_peer(subject),
+                AuditEvent::SecurityAlert {
+                    alert: "block-removed".into(),
+                    detail: format!("block {id} {subject}: {action} (rule {rule}) removed by {by}"),
+                },
+            ),
+            Event::BlockExpired {
+                id,
+                subject,
+                action,
+                rule,
+            } => push(
+                &mut out,
+                None,
+                block_peer(subject),
+                AuditEvent::SecurityAlert {
+                    alert: "block-expired".into(),
+                    detail: format!("block {id} {subject}: {action} (rule {rule}) expired"),
                 },
             ),
             Event::ShutdownFinished { aborted } => push(
@@ -955,6 +1021,61 @@ mod tests {
             })
             .collect();
         assert_eq!(pats, vec![("P1".to_string(), 2), ("P2".to_string(), 1)]);
+    }
+
+    #[test]
+    fn block_list_changes_are_security_alerts_naming_the_subject() {
+        let mut m = Mapper::new(16);
+        let r = m.map(&rec(Event::BlockAdded {
+            id: 3,
+            subject: "address=10.0.0.7".into(),
+            action: "block".into(),
+            rule: "bulk".into(),
+            reason: "rule bulk: 40 instances retrieved".into(),
+            until_unix_ms: 5000,
+            origin: "detection".into(),
+            cut: 1,
+        }));
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            r[0].peer.as_ref().unwrap().address.as_deref(),
+            Some("10.0.0.7")
+        );
+        match &r[0].event {
+            AuditEvent::SecurityAlert { alert, detail } => {
+                assert_eq!(alert, "block-added");
+                assert!(detail.contains("block 3 address=10.0.0.7"), "{detail}");
+                assert!(detail.contains("1 running association(s) cut"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = m.map(&rec(Event::BlockRemoved {
+            id: 3,
+            subject: "calling-ae=EVIL".into(),
+            action: "block".into(),
+            rule: "bulk".into(),
+            by: "alice".into(),
+        }));
+        assert_eq!(
+            r[0].peer.as_ref().unwrap().calling_ae.as_deref(),
+            Some("EVIL")
+        );
+        assert!(
+            matches!(&r[0].event, AuditEvent::SecurityAlert { alert, detail }
+            if alert == "block-removed" && detail.contains("removed by alice"))
+        );
+        let r = m.map(&rec(Event::BlockExpired {
+            id: 3,
+            subject: "certificate=ab".into(),
+            action: "throttle 6/min".into(),
+            rule: "t".into(),
+        }));
+        assert!(r[0].peer.is_none());
+        assert!(
+            matches!(&r[0].event, AuditEvent::SecurityAlert { alert, .. } if alert == "block-expired")
+        );
+        let (code, outcome) = crate::atna::alert_type("block-added");
+        assert_eq!((code.code.as_str(), outcome), ("110129", 0));
     }
 
     #[test]

@@ -12,8 +12,15 @@
 //! kind = "recon-refused"
 //! threshold = 10
 //! window_secs = 60
-//! response = "alert"        # "alert" (default), "throttle", "block" (+ block_secs): recorded only
+//! response = "alert"        # "alert" (default), "throttle", "block": see below
+//! block_secs = 3600         # block/throttle: for how long (default 3600)
+//! block_by = "address"      # block/throttle: "address" (default), "calling-ae", "certificate"
+//! throttle_per_minute = 6   # throttle: associations admitted per minute (default 6)
 //! ```
+//!
+//! `radguard serve` enforces the responses: a `block` puts the subject on the block list
+//! (new associations refused, running ones cut), a `throttle` limits its associations per
+//! minute; both are audited, kept in `<data>/blocks.json` and shown by `radguard block list`.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,8 +32,10 @@ pub const DEFAULT_MAX_SOURCES: usize = 4096;
 pub const DEFAULT_MAX_ASSOCIATIONS: usize = 4096;
 /// The largest table bound accepted (memory is a few hundred bytes per entry).
 pub const MAX_TABLE: usize = 1 << 20;
-/// Default duration of a `block` response.
+/// Default duration of a `block` or `throttle` response.
 pub const DEFAULT_BLOCK_SECS: u64 = 3600;
+/// Default rate of a `throttle` response: associations admitted per minute.
+pub const DEFAULT_THROTTLE_PER_MINUTE: u32 = 6;
 /// Destinations remembered per peer by `new-move-destination`.
 pub const MAX_DESTINATIONS_PER_PEER: usize = 64;
 
@@ -93,14 +102,34 @@ impl RuleKind {
     }
 }
 
-/// What the gateway is to do when a rule fires. Recorded in the detection and its alert only:
-/// this version does not throttle or block (enforcement comes with live blocking).
+/// What the gateway is to do when a rule fires (recorded in the detection and its alert;
+/// `radguard serve` enforces `throttle` and `block` through the block list).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "response")]
 pub enum Response {
     Alert,
-    Throttle,
-    Block { for_secs: u64 },
+    /// At most `per_minute` associations from the subject for `for_secs`.
+    Throttle {
+        per_minute: u32,
+        for_secs: u64,
+    },
+    /// No new association from the subject for `for_secs`; its running ones are cut.
+    Block {
+        for_secs: u64,
+    },
+}
+
+/// Whom a `block` or `throttle` response names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlockBy {
+    /// The source IP address.
+    #[default]
+    Address,
+    /// The calling AE title.
+    CallingAe,
+    /// The client's TLS certificate (SHA-256); a detection without one blocks nothing.
+    Certificate,
 }
 
 /// The response as written in the file.
@@ -180,8 +209,14 @@ pub struct RuleConfig {
     pub threshold: Option<u64>,
     pub window_secs: Option<u64>,
     pub response: Option<ResponseName>,
-    /// With `response = "block"`: for how long (default [`DEFAULT_BLOCK_SECS`]).
+    /// With `response = "block"` or `"throttle"`: for how long (default
+    /// [`DEFAULT_BLOCK_SECS`]).
     pub block_secs: Option<u64>,
+    /// With `response = "block"` or `"throttle"`: whom (default address).
+    pub block_by: Option<BlockBy>,
+    /// With `response = "throttle"`: associations per minute (default
+    /// [`DEFAULT_THROTTLE_PER_MINUTE`]).
+    pub throttle_per_minute: Option<u32>,
     /// scanner-signature: the signatures (default [`default_signatures`]).
     pub signatures: Option<Vec<Signature>>,
     /// bulk-query: peers (policy names) allowed to query the whole list.
@@ -203,6 +238,8 @@ pub struct Rule {
     pub threshold: u64,
     pub window_secs: u64,
     pub response: Response,
+    /// Whom a block or throttle names.
+    pub block_by: BlockBy,
     pub signatures: Vec<Signature>,
     pub allow: Vec<String>,
     pub levels: Vec<String>,
@@ -223,6 +260,7 @@ impl Rule {
             threshold,
             window_secs,
             response: Response::Alert,
+            block_by: BlockBy::Address,
             signatures: default_signatures(),
             allow: Vec::new(),
             levels: vec!["PATIENT".into(), "STUDY".into()],
@@ -255,11 +293,17 @@ impl RuleConfig {
         }
         r.response = match self.response.unwrap_or(ResponseName::Alert) {
             ResponseName::Alert => Response::Alert,
-            ResponseName::Throttle => Response::Throttle,
+            ResponseName::Throttle => Response::Throttle {
+                per_minute: self
+                    .throttle_per_minute
+                    .unwrap_or(DEFAULT_THROTTLE_PER_MINUTE),
+                for_secs: self.block_secs.unwrap_or(DEFAULT_BLOCK_SECS),
+            },
             ResponseName::Block => Response::Block {
                 for_secs: self.block_secs.unwrap_or(DEFAULT_BLOCK_SECS),
             },
         };
+        r.block_by = self.block_by.unwrap_or_default();
         if let Some(s) = &self.signatures {
             r.signatures = s.clone();
         }
@@ -293,8 +337,21 @@ impl RuleConfig {
         if self.block_secs == Some(0) {
             out.push(("block_secs", Problem::Zero("block_secs")));
         }
-        if self.block_secs.is_some() && self.response != Some(ResponseName::Block) {
+        let enforced = matches!(
+            self.response,
+            Some(ResponseName::Block | ResponseName::Throttle)
+        );
+        if self.block_secs.is_some() && !enforced {
             out.push(("block_secs", Problem::BlockSecsWithoutBlock));
+        }
+        if self.block_by.is_some() && !enforced {
+            out.push(("block_by", Problem::BlockByWithoutBlock));
+        }
+        if self.throttle_per_minute == Some(0) {
+            out.push(("throttle_per_minute", Problem::Zero("throttle_per_minute")));
+        }
+        if self.throttle_per_minute.is_some() && self.response != Some(ResponseName::Throttle) {
+            out.push(("throttle_per_minute", Problem::RateWithoutThrottle));
         }
         let k = self.kind;
         let mut only = |key: &'static str, set: bool, kind: RuleKind| {
@@ -404,8 +461,12 @@ pub enum Problem {
     EmptyName,
     #[error("rule name {0:?} is used by another rule")]
     DuplicateName(String),
-    #[error("block_secs is for response = \"block\" only")]
+    #[error("block_secs is for response = \"block\" or \"throttle\" only")]
     BlockSecsWithoutBlock,
+    #[error("block_by is for response = \"block\" or \"throttle\" only")]
+    BlockByWithoutBlock,
+    #[error("throttle_per_minute is for response = \"throttle\" only")]
+    RateWithoutThrottle,
     #[error("{0} does not apply to a rule of kind {1}")]
     NotForKind(&'static str, &'static str),
     #[error("a signature needs at least one of calling_ae, called_ae, implementation_version")]
@@ -591,6 +652,38 @@ levels = ["WARD"]
             "{}",
             lines[5]
         );
+        // The enforcement keys belong to the responses that use them.
+        let src = "[[detect.rule]]\nname = \"a\"\nkind = \"recon-idle\"\nblock_by = \"calling-ae\"\nthrottle_per_minute = 3\n";
+        let e = DetectConfig::from_document(src, "f.toml").unwrap_err();
+        let lines: Vec<String> = e.errors().iter().map(|e| e.to_string()).collect();
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("f.toml:4:12: field `detect.rule[0].block_by`"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with("f.toml:5:")
+                && lines[1].contains("for response = \"throttle\" only"),
+            "{}",
+            lines[1]
+        );
+        let src = "[[detect.rule]]\nname = \"a\"\nkind = \"recon-idle\"\nresponse = \"throttle\"\nthrottle_per_minute = 0\n";
+        let e = DetectConfig::from_document(src, "f.toml").unwrap_err();
+        assert!(
+            e.to_string().contains("detect.rule[0].throttle_per_minute"),
+            "{e}"
+        );
+        let src = "[[detect.rule]]\nname = \"a\"\nkind = \"recon-idle\"\nresponse = \"throttle\"\nblock_by = \"certificate\"\nblock_secs = 9\n";
+        let r = &DetectConfig::from_document(src, "f.toml").unwrap().rules()[0];
+        assert_eq!(
+            r.response,
+            Response::Throttle {
+                per_minute: DEFAULT_THROTTLE_PER_MINUTE,
+                for_secs: 9
+            }
+        );
+        assert_eq!(r.block_by, BlockBy::Certificate);
         // An unknown key and an unknown kind: the TOML parser's words, placed.
         let e = DetectConfig::from_document("[detect]\nnope = 1\n", "f.toml").unwrap_err();
         assert!(e.errors()[0].to_string().starts_with("f.toml:2:1"), "{}", e);

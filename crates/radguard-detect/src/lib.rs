@@ -20,9 +20,11 @@
 //! addresses, implementation names and certificate fingerprints: never a patient's name or ID
 //! or a study's UID (a bulk query is recognised from the identifier, which is not kept).
 //!
-//! **Responses are recorded, not enforced.** A rule's `response` (`alert`, `throttle`,
-//! `block`) is carried in the detection and its alert; this version does not throttle or block
-//! (that needs live blocking in the gateway).
+//! **Responses.** A rule's `response` (`alert`, `throttle`, `block`) and whom it names
+//! (`block_by`: address, calling AE or certificate) are carried in the detection; this crate
+//! only decides. `radguard serve` enforces them through the block list (radguard-block): a
+//! block refuses the subject's new associations and cuts its running ones, a throttle limits
+//! its associations per minute.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
@@ -37,8 +39,8 @@ use radguard_events::{AssocId, Blame, Event, SubOperations, Subject};
 use serde::Serialize;
 
 pub use config::{
-    default_rules, default_signatures, DetectConfig, DriftAttribute, Response, Rule, RuleKind,
-    Signature,
+    default_rules, default_signatures, BlockBy, DetectConfig, DriftAttribute, Response, Rule,
+    RuleKind, Signature,
 };
 pub use table::Lru;
 use window::Window;
@@ -106,6 +108,11 @@ pub struct Detection {
     pub peer: Option<String>,
     pub calling_ae: Option<String>,
     pub called_ae: Option<String>,
+    /// SHA-256 of the client's TLS certificate, if it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// Whom a block or throttle response names.
+    pub block_by: BlockBy,
     pub evidence: Evidence,
 }
 
@@ -171,7 +178,10 @@ impl Detection {
         }
         let response = match self.response {
             Response::Alert => "alert".to_string(),
-            Response::Throttle => "throttle".to_string(),
+            Response::Throttle {
+                per_minute,
+                for_secs,
+            } => format!("throttle {per_minute}/min {for_secs} s"),
             Response::Block { for_secs } => format!("block {for_secs} s"),
         };
         s.push_str(&format!("; response {response}"));
@@ -778,6 +788,8 @@ fn detection(rule: &Rule, assoc: AssocId, facts: &AssocFacts, evidence: Evidence
         peer: facts.peer.clone(),
         calling_ae: facts.calling_ae.clone(),
         called_ae: facts.called_ae.clone(),
+        certificate: facts.certificate.clone(),
+        block_by: rule.block_by,
         evidence,
     }
 }

@@ -163,6 +163,8 @@ impl RuleConfigLite {
             window_secs: Some(self.window_secs),
             response: None,
             block_secs: None,
+            block_by: None,
+            throttle_per_minute: None,
             signatures: None,
             allow: None,
             levels: None,

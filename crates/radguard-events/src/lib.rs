@@ -253,6 +253,38 @@ pub enum Event {
         ok: bool,
         detail: String,
     },
+    /// A block-list entry was made or extended: a detection rule's `block` or `throttle`
+    /// response, or an operator's `radguard block add`. `cut`: running associations aborted.
+    BlockAdded {
+        id: u64,
+        /// `address=IP`, `calling-ae=AE` or `certificate=SHA256`.
+        subject: String,
+        /// `block` or `throttle N/min`.
+        action: String,
+        rule: String,
+        /// The detection's summary or the operator's text (no PHI).
+        reason: String,
+        until_unix_ms: u64,
+        /// `detection` or `operator`.
+        origin: String,
+        cut: usize,
+    },
+    /// A block-list entry was removed before its end: by an operator (`radguard block
+    /// remove`), or evicted because the list was full (`by` says which).
+    BlockRemoved {
+        id: u64,
+        subject: String,
+        action: String,
+        rule: String,
+        by: String,
+    },
+    /// A block-list entry reached its end.
+    BlockExpired {
+        id: u64,
+        subject: String,
+        action: String,
+        rule: String,
+    },
     ShutdownStarted {
         running: usize,
     },

@@ -25,7 +25,7 @@ use crate::conn::{ClientConn, MIN_PDU};
 use crate::inspect::Pipeline;
 use crate::negotiate::{effective_max, implementation, max_length, plan_contexts, ContextPlan};
 use crate::reader::ReadError;
-use crate::shared::Shared;
+use crate::shared::{cert_key, unix_ms, BlockVerdict, Registration, Shared};
 
 /// An association the policy admitted, with its planned contexts.
 pub struct Admitted {
@@ -39,6 +39,8 @@ pub struct Admitted {
     pub user_identity_response: Option<Vec<u8>>,
     /// What inspects the association's data sets (firewall, ledger, de-identification).
     pub pipeline: Pipeline,
+    /// Its place among the running associations: a block of its subject cuts it.
+    pub registration: Registration,
 }
 
 impl Admitted {
@@ -299,6 +301,42 @@ impl Identified {
             let raw = (rq.calling_ae_title.as_str(), rq.called_ae_title.as_str());
             return Err(Refusal::reject((2, 3, 2), raw, Blame::Local, why));
         }
+        // The block list (responses of detection rules, operators' blocks): before the policy,
+        // so a blocked source costs one lookup. Registered first, so a block published while
+        // this one is being admitted cuts it rather than missing it.
+        let cert = conn.cert.as_ref().map(|c| cert_key(&c.sha256_hex));
+        let registration =
+            shared.register(conn.id, conn.source.ip(), calling.as_str(), cert.clone());
+        let block_facts = radguard_block::Facts {
+            ip: conn.source.ip(),
+            calling_ae: calling.as_str(),
+            cert_sha256: cert.as_deref(),
+        };
+        match shared.check_blocks(&block_facts) {
+            BlockVerdict::Pass => {}
+            // PS3.8 §9.3.4: rejected-transient (a block ends), service-user, no reason given.
+            BlockVerdict::Blocked(e) => {
+                let left = e.until_unix_ms.saturating_sub(unix_ms()).div_ceil(1000);
+                let why = format!(
+                    "blocked by rule {} (block {}, {}) for {left} s more",
+                    e.rule, e.id, e.subject
+                );
+                let raw = (calling.as_str(), called.as_str());
+                return Err(Refusal::reject((2, 1, 1), raw, Blame::Peer, why));
+            }
+            // Rejected-transient, service-provider (presentation), local limit exceeded.
+            BlockVerdict::Throttled(e) => {
+                let why = format!(
+                    "throttled by rule {} (block {}, {}): {}",
+                    e.rule,
+                    e.id,
+                    e.subject,
+                    e.action.describe()
+                );
+                let raw = (calling.as_str(), called.as_str());
+                return Err(Refusal::reject((2, 3, 2), raw, Blame::Peer, why));
+            }
+        }
         let policy = shared.policy_now();
         let facts = AssociationFacts {
             source: conn.source.ip(),
@@ -341,6 +379,7 @@ impl Identified {
             called,
             policy,
             admission,
+            registration,
         })
     }
 }
@@ -352,6 +391,7 @@ pub struct Permitted {
     called: AeTitle,
     policy: Policy,
     admission: Admission,
+    registration: Registration,
 }
 
 impl Permitted {
@@ -364,6 +404,7 @@ impl Permitted {
             called,
             policy,
             admission,
+            registration,
         } = self;
         let is_vault = matches!(admission.route(), Route::Vault);
         let plan = plan_contexts(&rq, |abs| match policy.context(&admission, abs) {
@@ -416,6 +457,7 @@ impl Permitted {
             client_accepts,
             user_identity_response,
             pipeline,
+            registration,
         })
     }
 }

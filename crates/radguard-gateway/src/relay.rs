@@ -318,9 +318,24 @@ pub async fn run(
         new_upstream,
     };
     let uwr = Mutex::new(uwr);
-    let end = tokio::select! {
-        e = client_to_upstream(&st, &mut conn.reader, &uwr) => e,
-        e = upstream_to_client(&st, ureader, fresh, &uwr) => e,
+    // A block of this association's subject cuts it whatever it is doing (idle, sending,
+    // waiting for C-MOVE/C-GET responses): both directions are dropped, both sides aborted.
+    let cut = tokio::select! {
+        e = client_to_upstream(&st, &mut conn.reader, &uwr) => Ok(e),
+        e = upstream_to_client(&st, ureader, fresh, &uwr) => Ok(e),
+        why = adm.registration.cut() => Err(why),
+    };
+    let end = match cut {
+        Ok(e) => e,
+        Err(why) => {
+            st.abort_both(
+                &uwr,
+                AbortReason::NotSpecified,
+                Blame::Local,
+                format!("cut: {why}"),
+            )
+            .await
+        }
     };
     let mut cw = st.client_wr.lock().await;
     let mut uw = uwr.lock().await;

@@ -148,7 +148,15 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
         admission: &adm.admission,
         contexts: &contexts,
     };
-    let end = session::run(gate, &mut conn.reader, &activity, &mut side).await;
+    // A block of this association's subject cuts it (A-ABORT), whatever it is doing.
+    let end = tokio::select! {
+        e = session::run(gate, &mut conn.reader, &activity, &mut side) => e,
+        why = adm.registration.cut() => VaultEnd::Abort {
+            reason: AbortReason::NotSpecified,
+            blame: Blame::Local,
+            why: format!("cut: {why}"),
+        },
+    };
     match end {
         VaultEnd::Released => {}
         VaultEnd::Abort { reason, blame, why } => conn.abort(shared, reason, blame, why).await,

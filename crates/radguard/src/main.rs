@@ -4,7 +4,8 @@
 //! code (`cmd/`, one module per command family); the library crates return typed results and
 //! print nothing. `cmd/serve.rs` wires the gateway together in one place: the config
 //! (radguard-config, every section), the audit writer and its health gating admission, the
-//! vault, the ledger, the pid file and the signals (SIGHUP reloads, SIGTERM/Ctrl-C stop).
+//! vault, the ledger, the block list, the pid file and the signals (SIGHUP reloads, SIGUSR1
+//! re-reads the block list, SIGTERM/Ctrl-C stop).
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
@@ -65,6 +66,13 @@ enum Command {
     /// Reads the store `radguard serve --config CONFIG --data DIR` writes to. Exit status 0, 2 on
     /// usage or store error.
     Alerts(cmd::alerts::AlertsArgs),
+    /// The block list: subjects (address, calling AE, certificate) refused or throttled for a
+    /// while, by detection rules' `block`/`throttle` responses or by an operator.
+    ///
+    /// `list` shows them, `add` blocks a subject, `remove` ends an entry early. Edits the data
+    /// folder's blocks.json under a lock and tells a running gateway (SIGUSR1), which applies,
+    /// audits and logs the change; a stopped gateway does so when it starts.
+    Block(cmd::block::BlockArgs),
     /// TLS quick start: a local CA, gateway and client certificates; certificate fingerprints.
     Tls(cmd::tls::TlsArgs),
     /// Make an Argon2id hash of a passcode for a `[[user]]` entry (User Identity type 2).
@@ -91,6 +99,7 @@ fn main() -> ExitCode {
         Command::Deid(args) => cmd::deid::run(args),
         Command::Audit(args) => exit(cmd::audit::run_audit(args)),
         Command::Alerts(args) => exit(cmd::alerts::run(args)),
+        Command::Block(args) => cmd::block::run(args),
         Command::Tls(args) => exit(cmd::tls::run_tls(args)),
         Command::Passwd(args) => exit(cmd::tls::run_passwd(args)),
         Command::Scan(args) => cmd::media::run_scan(args),

@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod block;
 pub mod config;
 pub mod deid;
 pub mod files_bar;

@@ -1,6 +1,7 @@
 //! `radguard serve`: the inline gateway. All its wiring is here, in one place: config, data
-//! folder, vault, integrity ledger, the audit trail's health gating admission, the pid file,
-//! SIGHUP reloads and the shutdown signals.
+//! folder, vault, integrity ledger, the audit trail's health gating admission, the block list
+//! (detections' responses, SIGUSR1 re-reads it), the pid file, SIGHUP reloads and the shutdown
+//! signals.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -95,9 +96,12 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         // The audit writer subscribes before anything can happen. The bus is large enough for
         // bursts (10,000 associations ≈ 60,000 events) so the writer does not lose events.
         let bus = EventBus::new(1 << 17);
+        // The block list: a corrupt file stops the start (fix or remove it).
+        let keeper = super::block::Keeper::open(&data, bus.clone())?;
+        let (block_tx, block_rx) = tokio::sync::mpsc::unbounded_channel();
         // The detectors subscribe before the listeners start too: they see every association.
         if detect_cfg.enabled {
-            spawn_detection(&detect_cfg, &bus);
+            spawn_detection(&detect_cfg, &bus, block_tx);
         }
         let mut audit_handle = None;
         let mut exporters = Vec::new();
@@ -188,8 +192,6 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
             None => println!("radguard: policy: embedded defaults (loopback only)"),
         }
         println!("{}", cfg.describe());
-        let pid_file = data.join("radguard.pid");
-        let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
         let (policy_tx, policy_rx) = tokio::sync::watch::channel(cfg.policy.clone());
         let (tls_tx, tls_rx) = tokio::sync::watch::channel(Arc::new(tls));
         let shared = radguard_gateway::Shared::new(
@@ -201,6 +203,11 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
             Some((Arc::new(ledger), gateway_id)),
             bus.clone(),
         );
+        // Expired entries dropped and operators' changes reported before the first association.
+        keeper.spawn(shared.clone(), block_rx)?;
+        // Written once SIGUSR1 is handled (its default action would end the process).
+        let pid_file = data.join("radguard.pid");
+        let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
         reload_on_sighup(config.clone(), started, policy_tx, tls_tx, bus.clone());
         radguard_gateway::serve(shared, listeners, shutdown_signal()).await;
         for e in exporters {
@@ -220,8 +227,13 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
 /// Feeds every event of the bus to the detectors (radguard-detect) and emits one
 /// `security-alert` (kind `detection`) per rule that fires; the audit trail records it as a
 /// PS3.15 A.5 Security Alert (110113). The detectors' clock is this task's monotonic clock.
-/// Responses (`throttle`, `block`) are recorded in the alert, not enforced.
-fn spawn_detection(config: &radguard_config::DetectConfig, bus: &EventBus) {
+/// A rule's `throttle` or `block` response goes to the block list's keeper (cmd/block.rs),
+/// which adds the entry, publishes it to the gateway and cuts the subject's associations.
+fn spawn_detection(
+    config: &radguard_config::DetectConfig,
+    bus: &EventBus,
+    blocks: tokio::sync::mpsc::UnboundedSender<super::block::BlockRequest>,
+) {
     let mut detectors = radguard_detect::Detectors::new(config);
     let mut rx = bus.subscribe();
     let bus = bus.clone();
@@ -245,6 +257,9 @@ fn spawn_detection(config: &radguard_config::DetectConfig, bus: &EventBus) {
                     source: d.source,
                     detail: d.summary(),
                 });
+                if let Some(r) = super::block::request_for(&d) {
+                    let _ = blocks.send(r);
+                }
             }
         }
     });
