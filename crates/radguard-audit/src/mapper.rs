@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use radguard_events::{AlertKind, Blame, Event, EventRecord, Subject, VaultOutcome};
 
 use crate::record::{
-    AuditEvent, AuditRecord, Participant, PatientRef, Peer, SopClassRef, StudyRef, Transfer,
-    TransferAction,
+    AuditEvent, AuditRecord, DetectionRule, Participant, PatientRef, Peer, SopClassRef, StudyRef,
+    Transfer, TransferAction,
 };
 
 /// Most associations whose context is kept at once; the oldest are forgotten past this (their
@@ -67,7 +67,6 @@ pub fn alert_name(k: AlertKind) -> &'static str {
         AlertKind::ProtocolViolation => "protocol-violation",
         AlertKind::InstanceConflict => "instance-conflict",
         AlertKind::MalformedDataSet => "malformed-data-set",
-        AlertKind::Detection => "detection",
     }
 }
 
@@ -164,8 +163,11 @@ impl Mapper {
                     running: *running as u64,
                 },
             ),
-            // Counted in the transfer records; the event itself carries no patient facts.
-            Event::Deidentified { .. } | Event::InstanceFingerprinted { .. } => {}
+            // Counted in the transfer records; the event itself carries no patient facts. An
+            // overwrite attempt is recorded through the `overwrite` rule's detection.
+            Event::Deidentified { .. }
+            | Event::InstanceFingerprinted { .. }
+            | Event::OverwriteAttempt { .. } => {}
             Event::ConfigReloaded { ok, detail } => push(
                 &mut out,
                 None,
@@ -177,6 +179,7 @@ impl Mapper {
                         "security-configuration-refused".into()
                     },
                     detail: detail.clone(),
+                    rule: None,
                 },
             ),
             Event::ShutdownFinished { aborted } => push(
@@ -509,6 +512,37 @@ impl Mapper {
                     AuditEvent::SecurityAlert {
                         alert: alert_name(*kind).to_string(),
                         detail: detail.clone(),
+                        rule: None,
+                    },
+                );
+            }
+            Event::Detection {
+                assoc,
+                source,
+                rule,
+                rule_kind,
+                response,
+                evidence,
+                detail,
+            } => {
+                let mut p = assoc.and_then(|a| self.peer_of(a.0));
+                if let Some(src) = source {
+                    let peer = p.get_or_insert_with(Peer::default);
+                    peer.address = Some(src.to_string());
+                }
+                push(
+                    &mut out,
+                    assoc.map(|a| a.0),
+                    p,
+                    AuditEvent::SecurityAlert {
+                        alert: "detection".into(),
+                        detail: detail.clone(),
+                        rule: Some(DetectionRule {
+                            name: rule.clone(),
+                            kind: rule_kind.clone(),
+                            response: response.clone(),
+                            evidence: evidence.clone(),
+                        }),
                     },
                 );
             }
