@@ -283,6 +283,19 @@ fn alert_subject_log(uri: &str, detail: &str) -> ParticipantObject {
     o
 }
 
+/// The second Event Type Code of a detection, by its rule's kind, and its outcome: an
+/// overwrite attempt (same SOP Instance UID, other content) keeps the code and the serious
+/// failure outcome (8) the integrity stores gave it before detection reported it.
+pub fn rule_type(kind: &str) -> (Code, u8) {
+    match kind {
+        "overwrite" => (
+            local("instance-conflict", "Conflicting Instance Content"),
+            8,
+        ),
+        other => (local(other, other), 4),
+    }
+}
+
 /// The Security Alert type code and outcome for an alert name (see the module table).
 pub fn alert_type(alert: &str) -> (Code, u8) {
     match alert {
@@ -494,10 +507,20 @@ pub fn message_for(rec: &AuditRecord, src: &AtnaSource) -> Option<AtnaMessage> {
             }
             _ => return None,
         },
-        AuditEvent::SecurityAlert { alert, detail } => {
-            let (code, outcome) = alert_type(alert);
+        AuditEvent::SecurityAlert {
+            alert,
+            detail,
+            rule,
+        } => {
+            let (code, mut outcome) = alert_type(alert);
+            let rule_code = rule.as_ref().map(|r| rule_type(&r.kind));
+            if let Some((_, o)) = &rule_code {
+                outcome = outcome.max(*o);
+            }
             let mut m = msg(dcm("110113", "Security Alert"), 'E', outcome);
             m.type_codes.push(code);
+            // A detection's second Event Type Code says what the rule saw.
+            m.type_codes.extend(rule_code.map(|(c, _)| c));
             m.participants
                 .push(src.me(None, peer.and_then(|p| p.local.as_deref())));
             if peer.is_some() {
@@ -801,6 +824,7 @@ mod tests {
             AuditEvent::SecurityAlert {
                 alert: "not-authorized".into(),
                 detail: "</AuditMessage>".into(),
+                rule: None,
             },
         );
         let xml = message_for(&r, &AtnaSource::new("gw")).unwrap().to_xml();

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use radguard_events::{AlertKind, Blame, Event, EventRecord, Subject, VaultOutcome};
 
 use crate::record::{
-    AuditEvent, AuditRecord, Participant, PatientRef, Peer, SopClassRef, StudyRef, Transfer,
-    TransferAction,
+    AuditEvent, AuditRecord, DetectionRule, Participant, PatientRef, Peer, SopClassRef, StudyRef,
+    Transfer, TransferAction,
 };
 
 /// Most associations whose context is kept at once; the oldest are forgotten past this (their
@@ -67,7 +67,6 @@ pub fn alert_name(k: AlertKind) -> &'static str {
         AlertKind::ProtocolViolation => "protocol-violation",
         AlertKind::InstanceConflict => "instance-conflict",
         AlertKind::MalformedDataSet => "malformed-data-set",
-        AlertKind::Detection => "detection",
     }
 }
 
@@ -179,8 +178,11 @@ impl Mapper {
                     running: *running as u64,
                 },
             ),
-            // Counted in the transfer records; the event itself carries no patient facts.
-            Event::Deidentified { .. } | Event::InstanceFingerprinted { .. } => {}
+            // Counted in the transfer records; the event itself carries no patient facts. An
+            // overwrite attempt is recorded through the `overwrite` rule's detection.
+            Event::Deidentified { .. }
+            | Event::InstanceFingerprinted { .. }
+            | Event::OverwriteAttempt { .. } => {}
             Event::ConfigReloaded { ok, detail } => push(
                 &mut out,
                 None,
@@ -192,6 +194,7 @@ impl Mapper {
                         "security-configuration-refused".into()
                     },
                     detail: detail.clone(),
+                    rule: None,
                 },
             ),
             // Block-list changes: PS3.15 A.5.3.11 Security Alert, Security Configuration.
@@ -214,6 +217,7 @@ impl Mapper {
                         "block {id} {subject}: {action} until {until_unix_ms} (unix ms), \
                          rule {rule} ({origin}), {cut} running association(s) cut: {reason}"
                     ),
+                    rule: None,
                 },
             ),
             Event::BlockRemoved {
@@ -229,6 +233,7 @@ impl Mapper {
                 AuditEvent::SecurityAlert {
                     alert: "block-removed".into(),
                     detail: format!("block {id} {subject}: {action} (rule {rule}) removed by {by}"),
+                    rule: None,
                 },
             ),
             Event::BlockExpired {
@@ -243,6 +248,7 @@ impl Mapper {
                 AuditEvent::SecurityAlert {
                     alert: "block-expired".into(),
                     detail: format!("block {id} {subject}: {action} (rule {rule}) expired"),
+                    rule: None,
                 },
             ),
             Event::ShutdownFinished { aborted } => push(
@@ -575,6 +581,37 @@ impl Mapper {
                     AuditEvent::SecurityAlert {
                         alert: alert_name(*kind).to_string(),
                         detail: detail.clone(),
+                        rule: None,
+                    },
+                );
+            }
+            Event::Detection {
+                assoc,
+                source,
+                rule,
+                rule_kind,
+                response,
+                evidence,
+                detail,
+            } => {
+                let mut p = assoc.and_then(|a| self.peer_of(a.0));
+                if let Some(src) = source {
+                    let peer = p.get_or_insert_with(Peer::default);
+                    peer.address = Some(src.to_string());
+                }
+                push(
+                    &mut out,
+                    assoc.map(|a| a.0),
+                    p,
+                    AuditEvent::SecurityAlert {
+                        alert: "detection".into(),
+                        detail: detail.clone(),
+                        rule: Some(DetectionRule {
+                            name: rule.clone(),
+                            kind: rule_kind.clone(),
+                            response: response.clone(),
+                            evidence: evidence.clone(),
+                        }),
                     },
                 );
             }
@@ -1042,7 +1079,7 @@ mod tests {
             Some("10.0.0.7")
         );
         match &r[0].event {
-            AuditEvent::SecurityAlert { alert, detail } => {
+            AuditEvent::SecurityAlert { alert, detail, .. } => {
                 assert_eq!(alert, "block-added");
                 assert!(detail.contains("block 3 address=10.0.0.7"), "{detail}");
                 assert!(detail.contains("1 running association(s) cut"), "{detail}");
@@ -1061,7 +1098,7 @@ mod tests {
             Some("EVIL")
         );
         assert!(
-            matches!(&r[0].event, AuditEvent::SecurityAlert { alert, detail }
+            matches!(&r[0].event, AuditEvent::SecurityAlert { alert, detail, .. }
             if alert == "block-removed" && detail.contains("removed by alice"))
         );
         let r = m.map(&rec(Event::BlockExpired {

@@ -235,7 +235,16 @@ impl Transfer {
     }
 }
 
-/// What happened. Variants mirror `radguard_events::Event` one to one, plus the records the
+/// The rule behind a detection alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectionRule {
+    pub name: String,
+    pub kind: String,
+    pub response: String,
+    pub evidence: serde_json::Value,
+}
+
+/// What happened. Variants mirror `radguard_events::Event` (a detection is a `SecurityAlert` with its rule), plus the records the
 /// audit writer itself adds (`TransferBegun`, `InstancesTransferred`, `EventsLost`,
 /// `AuditStarted`, `AuditStopped`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -327,6 +336,10 @@ pub enum AuditEvent {
     SecurityAlert {
         alert: String,
         detail: String,
+        /// Detections: the rule's name, kind and response, and its evidence as typed by the
+        /// rule (absent on other alerts and on records written before detections had them).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<DetectionRule>,
     },
     AssociationReleased {
         bytes_from_client: u64,

@@ -148,6 +148,7 @@ fn full_fact_records() -> Vec<(&'static str, AuditRecord)> {
                 AuditEvent::SecurityAlert {
                     alert: "peer-not-recognized".into(),
                     detail: "calling AE \"X\" unknown".into(),
+                    rule: None,
                 },
             ),
         ),
@@ -158,6 +159,7 @@ fn full_fact_records() -> Vec<(&'static str, AuditRecord)> {
                 AuditEvent::SecurityAlert {
                     alert: "not-authorized".into(),
                     detail: "C-MOVE refused".into(),
+                    rule: None,
                 },
             ),
         ),
@@ -168,6 +170,7 @@ fn full_fact_records() -> Vec<(&'static str, AuditRecord)> {
                 AuditEvent::SecurityAlert {
                     alert: "protocol-violation".into(),
                     detail: "PDU too long".into(),
+                    rule: None,
                 },
             ),
         ),
@@ -178,6 +181,7 @@ fn full_fact_records() -> Vec<(&'static str, AuditRecord)> {
                 AuditEvent::SecurityAlert {
                     alert: "instance-conflict".into(),
                     detail: "same UID, other content".into(),
+                    rule: None,
                 },
             ),
         ),
@@ -301,6 +305,46 @@ fn messages_carry_the_facts() {
     );
 }
 
+fn overwrite_detection(a: AssocId) -> Event {
+    Event::Detection {
+        assoc: Some(a),
+        source: Some("127.0.0.1:4000".parse().unwrap()),
+        rule: "ct-gan".into(),
+        rule_kind: "overwrite".into(),
+        response: "alert".into(),
+        evidence: serde_json::json!({"type": "overwrite", "store": "vault", "refused": true}),
+        detail: "rule ct-gan (overwrite): SOP Instance 1.2.3 already in the vault".into(),
+    }
+}
+
+/// A detection is a Security Alert record carrying its rule; its A.5 message has the
+/// `detection` type code and the rule kind's (an overwrite keeps "Conflicting Instance
+/// Content" and the serious-failure outcome the stores gave it).
+#[test]
+fn a_detection_keeps_its_rule_in_the_record_and_the_message() {
+    let mut m = Mapper::default();
+    let recs = m.map(&ev(1, overwrite_detection(AssocId(9))));
+    assert_eq!(recs.len(), 1);
+    let AuditEvent::SecurityAlert { alert, rule, .. } = &recs[0].event else {
+        panic!("{:?}", recs[0].event);
+    };
+    assert_eq!(alert, "detection");
+    let rule = rule.as_ref().expect("the rule");
+    assert_eq!(
+        (rule.name.as_str(), rule.kind.as_str()),
+        ("ct-gan", "overwrite")
+    );
+    assert_eq!(rule.evidence["store"], "vault");
+    // The record survives the store's JSON round trip with its rule.
+    let back: AuditRecord =
+        serde_json::from_str(&serde_json::to_string(&recs[0]).unwrap()).unwrap();
+    assert_eq!(back.event, recs[0].event);
+    let xml = message_for(&recs[0], &src()).unwrap().to_xml();
+    assert!(xml.contains("csd-code=\"detection\""), "{xml}");
+    assert!(xml.contains("csd-code=\"instance-conflict\""), "{xml}");
+    assert!(xml.contains("EventOutcomeIndicator=\"8\""), "{xml}");
+}
+
 fn ev(seq: u64, event: Event) -> EventRecord {
     EventRecord {
         seq,
@@ -391,6 +435,7 @@ fn messages_from_todays_events_lack_only_unreported_facts() {
             source: None,
             detail: "x".into(),
         },
+        overwrite_detection(a),
         Event::AssociationReleased {
             assoc: a,
             bytes_from_client: 1,
@@ -428,8 +473,8 @@ fn messages_from_todays_events_lack_only_unreported_facts() {
         }
     }
     assert_eq!(
-        n, 7,
-        "start, query, move, transfer-begun, alert, transferred, stop"
+        n, 8,
+        "start, query, move, transfer-begun, alert, detection, transferred, stop"
     );
 }
 

@@ -19,6 +19,7 @@ fn alerts(from: i64, n: i64) -> Vec<AuditRecord> {
                 AuditEvent::SecurityAlert {
                     alert: "not-authorized".into(),
                     detail: "x".into(),
+                    rule: None,
                 },
             )
         })

@@ -38,6 +38,7 @@ fn draft(t: i64, ip: &str, ae: &str, patient: Option<&str>, kind: u8) -> AuditRe
         _ => AuditEvent::SecurityAlert {
             alert: "not-authorized".into(),
             detail: "x".into(),
+            rule: None,
         },
     };
     AuditRecord::draft(t, Some(t as u64), peer, event)

@@ -61,11 +61,16 @@ pub enum RuleKind {
     NewMoveDestination,
     /// A known peer with another implementation, certificate or address than first seen.
     IdentityDrift,
+    /// An instance whose SOP Instance UID the ledger or the vault already keeps with other
+    /// content (CT-GAN: a scan altered and sent again under its UID). Fires on every attempt
+    /// (threshold and window do not apply); always armed, even with detection off, because the
+    /// integrity stores report conflicts through it.
+    Overwrite,
 }
 
 impl RuleKind {
     /// Every kind, in the order of the default rules.
-    pub const ALL: [RuleKind; 7] = [
+    pub const ALL: [RuleKind; 8] = [
         RuleKind::ReconRefused,
         RuleKind::ReconIdle,
         RuleKind::ScannerSignature,
@@ -73,6 +78,7 @@ impl RuleKind {
         RuleKind::BulkRetrieve,
         RuleKind::NewMoveDestination,
         RuleKind::IdentityDrift,
+        RuleKind::Overwrite,
     ];
 
     /// The kebab-case name (as in the config file).
@@ -85,6 +91,7 @@ impl RuleKind {
             RuleKind::BulkRetrieve => "bulk-retrieve",
             RuleKind::NewMoveDestination => "new-move-destination",
             RuleKind::IdentityDrift => "identity-drift",
+            RuleKind::Overwrite => "overwrite",
         }
     }
 
@@ -98,6 +105,7 @@ impl RuleKind {
             RuleKind::BulkRetrieve => (1000, 3600),
             RuleKind::NewMoveDestination => (1, 3600),
             RuleKind::IdentityDrift => (1, 3600),
+            RuleKind::Overwrite => (1, 1),
         }
     }
 }
@@ -130,6 +138,17 @@ pub enum BlockBy {
     CallingAe,
     /// The client's TLS certificate (SHA-256); a detection without one blocks nothing.
     Certificate,
+}
+
+impl Response {
+    /// Its name in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Response::Alert => "alert",
+            Response::Throttle { .. } => "throttle",
+            Response::Block { .. } => "block",
+        }
+    }
 }
 
 /// The response as written in the file.
@@ -548,12 +567,22 @@ impl DetectConfig {
     }
 
     /// The rules in force: the configured ones, or [`default_rules`] when none is configured.
+    /// The rules armed: the configured ones (or the defaults), only the `overwrite` ones when
+    /// detection is off; an `overwrite` rule is added when none is configured, since the
+    /// integrity stores report conflicts through it.
     pub fn rules(&self) -> Vec<Rule> {
-        if self.rule.is_empty() {
+        let mut rules = if self.rule.is_empty() {
             default_rules()
         } else {
             self.rule.iter().map(RuleConfig::resolve).collect()
+        };
+        if !rules.iter().any(|r| r.kind == RuleKind::Overwrite) {
+            rules.push(Rule::default_for(RuleKind::Overwrite));
         }
+        if !self.enabled {
+            rules.retain(|r| r.kind == RuleKind::Overwrite);
+        }
+        rules
     }
 }
 
@@ -570,6 +599,18 @@ mod tests {
         assert_eq!(rules.len(), RuleKind::ALL.len());
         assert_eq!(rules[0].name, "recon-refused");
         assert_eq!((rules[0].threshold, rules[0].window_secs), (10, 60));
+    }
+
+    #[test]
+    fn detection_off_keeps_only_the_overwrite_rule() {
+        let c = DetectConfig::from_document("[detect]\nenabled = false\n", "f.toml").unwrap();
+        let kinds: Vec<RuleKind> = c.rules().iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, vec![RuleKind::Overwrite]);
+        let src = "[detect]\nenabled = false\n[[detect.rule]]\nname = \"ow\"\nkind = \"overwrite\"\nresponse = \"block\"\n";
+        let c = DetectConfig::from_document(src, "f.toml").unwrap();
+        let rules = c.rules();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].name, "ow");
     }
 
     #[test]
@@ -593,7 +634,9 @@ levels = ["patient"]
         let c = DetectConfig::from_document(src, "f.toml").unwrap();
         assert_eq!(c.max_sources, 100);
         let rules = c.rules();
-        assert_eq!(rules.len(), 2);
+        // The two configured, and the `overwrite` rule the integrity stores report through.
+        assert_eq!(rules.len(), 3);
+        assert_eq!(rules[2].kind, RuleKind::Overwrite);
         assert_eq!(rules[0].threshold, 3);
         assert_eq!(rules[0].window_secs, 60);
         assert_eq!(

@@ -35,7 +35,7 @@ mod window;
 
 use std::net::{IpAddr, SocketAddr};
 
-use radguard_events::{AssocId, Blame, Event, SubOperations, Subject};
+use radguard_events::{AssocId, Blame, Event, IntegrityStore, SubOperations, Subject};
 use serde::Serialize;
 
 pub use config::{
@@ -92,6 +92,16 @@ pub enum Evidence {
     },
     /// A known peer's identity changed.
     IdentityDrift { drifts: Vec<Drift> },
+    /// An instance arrived under a SOP Instance UID kept with other content.
+    Overwrite {
+        store: IntegrityStore,
+        sop_instance: String,
+        /// Digests (hex) of the content kept and of the one that arrived.
+        kept: String,
+        arrived: String,
+        /// Whether the gateway refused it (or recorded and relayed it).
+        refused: bool,
+    },
 }
 
 /// A rule that fired.
@@ -117,6 +127,20 @@ pub struct Detection {
 }
 
 impl Detection {
+    /// The `detection` event of the bus (audited as a PS3.15 A.5 Security Alert, 110113):
+    /// rule, kind, response and evidence as fields, and [`Detection::summary`] as its detail.
+    pub fn event(&self) -> Event {
+        Event::Detection {
+            assoc: self.assoc,
+            source: self.source,
+            rule: self.rule.clone(),
+            rule_kind: self.kind.name().to_string(),
+            response: self.response.name().to_string(),
+            evidence: serde_json::to_value(&self.evidence).unwrap_or(serde_json::Value::Null),
+            detail: self.summary(),
+        }
+    }
+
     /// One line for an alert's detail and the log: rule, who, evidence, response (no PHI).
     pub fn summary(&self) -> String {
         let mut s = format!("rule {} ({})", self.rule, self.kind.name());
@@ -167,6 +191,17 @@ impl Detection {
                 ..
             } => s.push_str(&format!(
                 "C-MOVE to new destination {destination:?} ({known} known, {moves_seen} C-MOVEs seen)"
+            )),
+            Evidence::Overwrite {
+                store,
+                sop_instance,
+                kept,
+                arrived,
+                refused,
+            } => s.push_str(&format!(
+                "SOP Instance {sop_instance} already in the {} with digest {kept}, now {arrived} ({})",
+                store.name(),
+                if *refused { "refused" } else { "recorded and relayed" }
             )),
             Evidence::IdentityDrift { drifts } => {
                 let parts: Vec<String> = drifts
@@ -260,7 +295,6 @@ struct Armed {
 /// The detectors of one gateway: the rules in force and their tables.
 #[derive(Debug)]
 pub struct Detectors {
-    enabled: bool,
     assocs: Lru<AssocId, AssocFacts>,
     rules: Vec<Armed>,
 }
@@ -293,7 +327,6 @@ impl Detectors {
             })
             .collect();
         Detectors {
-            enabled: config.enabled,
             assocs: Lru::new(config.max_associations),
             rules,
         }
@@ -323,7 +356,7 @@ impl Detectors {
     /// fired.
     pub fn observe(&mut self, now_ms: u64, event: &Event) -> Vec<Detection> {
         let mut out = Vec::new();
-        if !self.enabled {
+        if self.rules.is_empty() {
             return out;
         }
         match event {
@@ -378,6 +411,34 @@ impl Detectors {
                     (*assoc, &facts),
                     &mut out,
                 );
+            }
+            Event::OverwriteAttempt {
+                assoc,
+                store,
+                sop_instance,
+                kept,
+                arrived,
+                refused,
+            } => {
+                let facts = self.assocs.peek(assoc).cloned().unwrap_or_default();
+                for armed in self
+                    .rules
+                    .iter()
+                    .filter(|a| a.rule.kind == RuleKind::Overwrite)
+                {
+                    out.push(detection(
+                        &armed.rule,
+                        *assoc,
+                        &facts,
+                        Evidence::Overwrite {
+                            store: *store,
+                            sop_instance: sop_instance.clone(),
+                            kept: kept.clone(),
+                            arrived: arrived.clone(),
+                            refused: *refused,
+                        },
+                    ));
+                }
             }
             Event::AssociationAccepted { assoc, peer, .. } => {
                 let facts = self

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use radguard_detect::*;
-use radguard_events::{AssocId, Blame, Event, SubOperations, Subject};
+use radguard_events::{AssocId, Blame, Event, IntegrityStore, SubOperations, Subject};
 use radguard_events::{Identifier, TlsFacts};
 
 const SEC: u64 = 1000;
@@ -637,6 +637,92 @@ fn disabled_detects_nothing() {
             .is_empty());
         assert!(d.observe(i, &refused(i, "10.0.0.9:1", "X")).is_empty());
     }
+}
+
+fn overwrite(id: u64, store: IntegrityStore, refused: bool) -> Event {
+    Event::OverwriteAttempt {
+        assoc: AssocId(id),
+        store,
+        sop_instance: "1.2.3.4".into(),
+        kept: "aa".repeat(32),
+        arrived: "bb".repeat(32),
+        refused,
+    }
+}
+
+#[test]
+fn overwrite_fires_on_every_attempt_with_the_digests_and_who() {
+    let mut d = Detectors::new(&DetectConfig::default());
+    d.observe(0, &requested(1, "10.1.2.3:4000", "CT1", "ARCHIVE", None));
+    d.observe(1, &accepted(1, "ct"));
+    for (i, store) in [
+        IntegrityStore::Ledger,
+        IntegrityStore::Vault,
+        IntegrityStore::Vault,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let fired = d.observe(10 + i as u64, &overwrite(1, store, i > 0));
+        assert_eq!(fired.len(), 1, "attempt {i}: {fired:?}");
+        let f = &fired[0];
+        assert_eq!(
+            (f.rule.as_str(), f.kind),
+            ("overwrite", RuleKind::Overwrite)
+        );
+        assert_eq!(f.peer.as_deref(), Some("ct"));
+        assert_eq!(f.source, Some(addr("10.1.2.3:4000")));
+        assert_eq!(
+            f.evidence,
+            Evidence::Overwrite {
+                store,
+                sop_instance: "1.2.3.4".into(),
+                kept: "aa".repeat(32),
+                arrived: "bb".repeat(32),
+                refused: i > 0,
+            }
+        );
+        let Event::Detection {
+            rule,
+            rule_kind,
+            response,
+            evidence,
+            detail,
+            ..
+        } = f.event()
+        else {
+            panic!("not a detection event");
+        };
+        assert_eq!(
+            (rule.as_str(), rule_kind.as_str(), response.as_str()),
+            ("overwrite", "overwrite", "alert")
+        );
+        assert_eq!(evidence["store"], store.name());
+        assert_eq!(evidence["type"], "overwrite");
+        assert!(
+            detail.starts_with("rule overwrite (overwrite) peer ct from 10.1.2.3"),
+            "{detail}"
+        );
+    }
+}
+
+#[test]
+fn disabled_still_reports_overwrites() {
+    let mut d = Detectors::new(&DetectConfig {
+        enabled: false,
+        ..DetectConfig::default()
+    });
+    assert!(d
+        .observe(
+            0,
+            &requested(1, "192.0.2.7:999", "ECHOSCU", "ANY-SCP", None)
+        )
+        .is_empty());
+    assert_eq!(
+        d.observe(1, &overwrite(1, IntegrityStore::Vault, true))
+            .len(),
+        1
+    );
 }
 
 /// A small deterministic generator (xorshift) for the spray.

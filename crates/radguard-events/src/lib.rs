@@ -63,9 +63,25 @@ pub enum AlertKind {
     /// A data set the data-set firewall refused (or, at level `log`, would have): PS3.5
     /// violations an unpatched parser behind the gateway could choke on or misread.
     MalformedDataSet,
-    /// A detection rule fired (radguard-detect): the detail names the rule and its evidence
-    /// (counts, thresholds, AE titles, addresses; no patient data) and the rule's response.
-    Detection,
+}
+
+/// Where an instance's first content is kept, against which a later one is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IntegrityStore {
+    /// The integrity ledger of an origin route (radguard-ledger).
+    Ledger,
+    /// The built-in vault (radguard-vault).
+    Vault,
+}
+
+impl IntegrityStore {
+    pub fn name(self) -> &'static str {
+        match self {
+            IntegrityStore::Ledger => "ledger",
+            IntegrityStore::Vault => "vault",
+        }
+    }
 }
 
 /// Whose images a request concerned: the identifying attributes from the head of its data set
@@ -218,6 +234,37 @@ pub enum Event {
         kind: AlertKind,
         source: Option<SocketAddr>,
         detail: String,
+    },
+    /// A detection rule fired (radguard-detect, or the relay's inline C-FIND cap): an alert
+    /// with the rule's name and kind, its response, and the evidence (counts, thresholds, AE
+    /// titles, addresses; no patient data), audited as a PS3.15 A.5 Security Alert (110113).
+    Detection {
+        assoc: Option<AssocId>,
+        source: Option<SocketAddr>,
+        /// The rule's `name` in `[[detect.rule]]`.
+        rule: String,
+        /// The rule's `kind` (kebab-case).
+        rule_kind: String,
+        /// What the gateway does about it: `alert`, `throttle`, `block`, `refuse`.
+        response: String,
+        /// The evidence as the rule types it (radguard-detect `Evidence`, serialized).
+        evidence: serde_json::Value,
+        /// One line: rule, who, evidence, response.
+        detail: String,
+    },
+    /// An instance arrived whose SOP Instance UID is already kept with different content (the
+    /// CT-GAN pattern: a scan altered and sent again under its UID). A fact for the detectors:
+    /// the `overwrite` rule turns it into a detection.
+    OverwriteAttempt {
+        assoc: AssocId,
+        store: IntegrityStore,
+        sop_instance: String,
+        /// Digests (hex) of the content kept first and of the one that arrived: the object's
+        /// SHA-256 in the vault, the instance fingerprint in the ledger.
+        kept: String,
+        arrived: String,
+        /// True when the gateway refused the instance; false when it was recorded and relayed.
+        refused: bool,
     },
     AssociationReleased {
         assoc: AssocId,

@@ -21,7 +21,7 @@ use radguard_dicom::pdu::{
 };
 use radguard_dicom::validate::Violation;
 use radguard_dicom::CommandField;
-use radguard_events::{AlertKind, AssocId, Blame, Event, SubOperations, Subject};
+use radguard_events::{AlertKind, AssocId, Blame, Event, IntegrityStore, SubOperations, Subject};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Mutex};
@@ -1623,9 +1623,8 @@ struct QueryEnd {
     comment: String,
     /// The refusal's reason (dimse-refused event).
     why: String,
-    kind: AlertKind,
-    /// The security alert's detail.
-    alert: String,
+    /// The alert raised (a security alert, or the detection of the C-FIND cap).
+    alert: Event,
 }
 
 /// The firewall refused an answer of the upstream: a failure (0xC000) naming the violation.
@@ -1639,8 +1638,12 @@ fn refused_answer(of: &Subjected, v: &Violation) -> QueryEnd {
         status: radguard_dicom::types::status::CANNOT_UNDERSTAND,
         comment: firewall_comment(v),
         why: why.clone(),
-        kind: AlertKind::MalformedDataSet,
-        alert: why,
+        alert: Event::SecurityAlert {
+            assoc: None,
+            kind: AlertKind::MalformedDataSet,
+            source: None,
+            detail: why,
+        },
     }
 }
 
@@ -1681,10 +1684,22 @@ fn find_cap_reached(st: &RelayState<'_>, cap: u32) -> QueryEnd {
         status: radguard_dicom::types::status::OUT_OF_RESOURCES,
         comment: format!("Radguard: more than {cap} matches (max_find_results)"),
         why: format!("more than {cap} matches (max_find_results of peer {peer})"),
-        kind: AlertKind::Detection,
-        alert: format!(
-            "rule max-find-results (bulk-query) peer {peer}: more than {cap} matches, query ended"
-        ),
+        alert: Event::Detection {
+            assoc: Some(st.id),
+            source: None,
+            rule: "max-find-results".into(),
+            rule_kind: "bulk-query".into(),
+            response: "refuse".into(),
+            evidence: serde_json::json!({
+                "type": "count",
+                "counted": "matches",
+                "count": cap.saturating_add(1),
+                "threshold": cap,
+            }),
+            detail: format!(
+                "rule max-find-results (bulk-query) peer {peer}: more than {cap} matches, query ended"
+            ),
+        },
     }
 }
 
@@ -1709,12 +1724,11 @@ async fn end_query(
         status: end.status,
         why: end.why,
     });
-    st.shared.bus.emit(Event::SecurityAlert {
-        assoc: Some(st.id),
-        kind: end.kind,
-        source: None,
-        detail: end.alert,
-    });
+    let mut alert = end.alert;
+    if let Event::SecurityAlert { assoc, .. } | Event::Detection { assoc, .. } = &mut alert {
+        *assoc = Some(st.id);
+    }
+    st.shared.bus.emit(alert);
     forget_request(st, id);
     let rsp = encode_response(
         request,
@@ -1868,16 +1882,13 @@ async fn settle_fingerprint(
         }
     };
     if let Some(old) = conflict {
-        st.shared.bus.emit(Event::SecurityAlert {
-            assoc: Some(st.id),
-            kind: AlertKind::InstanceConflict,
-            source: None,
-            detail: format!(
-                "SOP Instance {} already in the integrity ledger with fingerprint {}, now {}",
-                f.sop_instance,
-                old.digest.to_hex(),
-                fingerprint.digest.to_hex()
-            ),
+        st.shared.bus.emit(Event::OverwriteAttempt {
+            assoc: st.id,
+            store: IntegrityStore::Ledger,
+            sop_instance: f.sop_instance.clone(),
+            kept: old.digest.to_hex(),
+            arrived: fingerprint.digest.to_hex(),
+            refused: origin.refuse_conflicts,
         });
         if origin.refuse_conflicts {
             let why = format!(

@@ -14,7 +14,7 @@ use radguard_dicom::ts::TransferSyntax;
 use radguard_dicom::types::{status, uids};
 use radguard_dicom::validate::{Level, Validator, Violation};
 use radguard_dicom::{CommandField, Uid};
-use radguard_events::{AlertKind, AssocId, Blame, Event, VaultOutcome};
+use radguard_events::{AlertKind, AssocId, Blame, Event, IntegrityStore, VaultOutcome};
 use radguard_vault::{PendingInstance, StoreOutcome};
 use tokio::io::AsyncWriteExt;
 
@@ -552,15 +552,20 @@ async fn finish_store(
             Some(i.sha256.clone()),
             VaultOutcome::DuplicateIdentical,
         ),
-        Ok(o @ StoreOutcome::Conflict { new_sha256, .. }) => {
-            shared.bus.emit(Event::SecurityAlert {
-                assoc: Some(assoc),
-                kind: AlertKind::InstanceConflict,
-                source: None,
-                detail: format!(
-                    "SOP Instance {} already in the vault with different content",
-                    r.sop_instance
-                ),
+        Ok(
+            o @ StoreOutcome::Conflict {
+                existing,
+                new_sha256,
+            },
+        ) => {
+            // Refused: the vault answers Duplicate SOP Instance (0x0111) and keeps the first.
+            shared.bus.emit(Event::OverwriteAttempt {
+                assoc,
+                store: IntegrityStore::Vault,
+                sop_instance: r.sop_instance.clone(),
+                kept: existing.sha256.clone(),
+                arrived: new_sha256.clone(),
+                refused: true,
             });
             (
                 o.dimse_status(),

@@ -71,6 +71,9 @@ fn trigger_scanner(rg: &Radguard) {
 fn is_scanner_alert(v: &Value) -> bool {
     v["kind"] == "detection"
         && v["rule"] == "scanner-signature"
+        && v["rule_kind"] == "scanner-signature"
+        && v["response"] == "alert"
+        && v["evidence"]["signature"] == "nmap dicom-ping"
         && v["calling_ae"] == "ECHOSCU"
         && v["called_ae"] == "ANY-SCP"
         && v["node"] == NODE

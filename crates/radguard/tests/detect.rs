@@ -27,11 +27,11 @@ fn audit_toml() -> String {
     format!("\n[audit]\nnode = {NODE:?}\n")
 }
 
-/// The security-alert events of kind detection in the gateway's log.
+/// The detection events in the gateway's log.
 fn detections(rg: &Radguard) -> Vec<Value> {
     rg.events()
         .into_iter()
-        .filter(|e| e["event"] == "security-alert" && e["kind"] == "detection")
+        .filter(|e| e["event"] == "detection")
         .collect()
 }
 

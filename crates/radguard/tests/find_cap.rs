@@ -94,12 +94,9 @@ fn find_results_past_the_cap_end_the_query_with_a700() {
                 .any(|e| e["assoc"] == r["assoc"])
         });
         released
-            && of_kind(&events, "security-alert").iter().any(|e| {
-                e["kind"] == "detection"
-                    && e["detail"]
-                        .as_str()
-                        .is_some_and(|d| d.contains("rule max-find-results"))
-            })
+            && of_kind(&events, "detection")
+                .iter()
+                .any(|e| e["rule"] == "max-find-results")
     });
     assert!(
         ok,
@@ -108,13 +105,13 @@ fn find_results_past_the_cap_end_the_query_with_a700() {
     );
     assert_eq!(refused.len(), 1, "{refused:#?}");
     let events = rg.events();
-    let alerts: Vec<&Value> = of_kind(&events, "security-alert")
+    let alerts: Vec<&Value> = of_kind(&events, "detection")
         .into_iter()
         .filter(|e| {
-            e["kind"] == "detection"
-                && e["detail"]
-                    .as_str()
-                    .is_some_and(|d| d.starts_with("rule max-find-results"))
+            e["rule"] == "max-find-results"
+                && e["rule_kind"] == "bulk-query"
+                && e["response"] == "refuse"
+                && e["evidence"]["threshold"] == 2
         })
         .collect();
     // (The bulk-query detector fires on both universal queries too: not this rule.)

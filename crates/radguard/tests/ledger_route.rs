@@ -94,11 +94,20 @@ fn stores_are_fingerprinted_and_verified_and_conflicts_refused() {
         "the archive holds an altered copy after the refusal:\n{all}"
     );
     assert_eq!(v["summary"]["altered"], 0, "{all}");
-    let log = rg.log();
-    assert!(
-        log.contains("instance-conflict"),
-        "no instance-conflict alert in the log"
-    );
+    // The overwrite attempt is a detection of the `overwrite` rule (on by default), with the
+    // ledger's two fingerprints as evidence.
+    let uid = d.sop_instance_uid("conflict/CT_0001_CONFLICT.dcm");
+    let seen = wait_until(Duration::from_secs(30), || {
+        rg.events().iter().any(|e| {
+            e["event"] == "detection"
+                && e["rule"] == "overwrite"
+                && e["evidence"]["store"] == "ledger"
+                && e["evidence"]["sop_instance"] == uid.as_str()
+                && e["evidence"]["refused"] == true
+                && e["evidence"]["kept"] != e["evidence"]["arrived"]
+        })
+    });
+    assert!(seen, "no overwrite detection in the log:\n{}", rg.log());
 }
 
 /// Deflated Explicit VR Little Endian on the wire (storescu -xd, storescp +xd): the origin route

@@ -397,7 +397,7 @@ fn assert_trail(rg: &Radguard, want: &TrailWant) {
         .iter()
         .filter(|r| mine(r))
         .filter_map(|r| match &r.record.event {
-            AuditEvent::SecurityAlert { alert, detail } if alert == "not-authorized" => {
+            AuditEvent::SecurityAlert { alert, detail, .. } if alert == "not-authorized" => {
                 Some(detail.as_str())
             }
             _ => None,

@@ -55,6 +55,22 @@ fn store_duplicate_conflict_and_restart() {
     let v = probe_store(rg.port(), "PROBE", "VAULT", &[], &[d.conflict_file()]);
     assert_eq!(statuses(&v), vec![Some(0x0111)], "{v:#}");
     assert_eq!(objects(&data), 24);
+    // ... and a detection of the `overwrite` rule with the two SHA-256 digests.
+    let uid = d.sop_instance_uid("conflict/CT_0001_CONFLICT.dcm");
+    let seen = wait_until(std::time::Duration::from_secs(30), || {
+        rg.events().iter().any(|e| {
+            e["event"] == "detection"
+                && e["rule"] == "overwrite"
+                && e["evidence"]["store"] == "vault"
+                && e["evidence"]["sop_instance"] == uid.as_str()
+                && e["evidence"]["refused"] == true
+                && e["evidence"]["kept"]
+                    .as_str()
+                    .is_some_and(|k| k.len() == 64)
+                && e["evidence"]["kept"] != e["evidence"]["arrived"]
+        })
+    });
+    assert!(seen, "no overwrite detection in the log:\n{}", rg.log());
 
     // DCMTK client too
     storescu(rg.port(), "RG_SCU", "VAULT", &d.mr_files()).assert_success("storescu -> vault");

@@ -8,10 +8,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use radguard_audit::config::AuditConfig;
-use radguard_audit::record::{AuditEvent, AuditRecord};
+use radguard_audit::record::{AuditEvent, AuditRecord, DetectionRule};
 use radguard_audit::store::{Filter, Follower, FoundRow, StoreSpec};
 use radguard_audit::time::rfc3339_ms;
-use radguard_detect::RuleKind;
 use serde_json::json;
 
 use super::audit::{self, FilterArgs, EXIT_OK, EXIT_USAGE};
@@ -111,20 +110,24 @@ fn alerts(a: &AlertsArgs) -> Result<i32, String> {
 struct Alert {
     record: AuditRecord,
     kind: String,
-    rule: Option<String>,
+    /// Detections: the rule that fired.
+    rule: Option<DetectionRule>,
     detail: String,
 }
 
 impl Alert {
     fn of(record: AuditRecord) -> Option<Alert> {
-        let (kind, detail) = match &record.event {
-            AuditEvent::SecurityAlert { alert, detail } => (alert.clone(), detail.clone()),
+        let (kind, detail, rule) = match &record.event {
+            AuditEvent::SecurityAlert {
+                alert,
+                detail,
+                rule,
+            } => (alert.clone(), detail.clone(), rule.clone()),
             AuditEvent::EventsLost { count } => {
-                ("events-lost".into(), format!("{count} events lost"))
+                ("events-lost".into(), format!("{count} events lost"), None)
             }
             _ => return None,
         };
-        let rule = (kind == "detection").then(|| rule_of(&detail)).flatten();
         Some(Alert {
             record,
             kind,
@@ -133,13 +136,17 @@ impl Alert {
         })
     }
 
+    fn rule_name(&self) -> Option<&str> {
+        self.rule.as_ref().map(|r| r.name.as_str())
+    }
+
     fn source(&self) -> Option<&str> {
         self.record.peer.as_ref()?.address.as_deref()
     }
 
     fn text(&self) -> String {
         let mut s = format!("{} {}", rfc3339_ms(self.record.time_ms), self.kind);
-        if let Some(r) = &self.rule {
+        if let Some(r) = self.rule_name() {
             s.push_str(&format!(" {r}"));
         }
         let peer = self.record.peer.as_ref();
@@ -162,7 +169,10 @@ impl Alert {
             "node": r.node,
             "seq": r.seq,
             "kind": self.kind,
-            "rule": self.rule,
+            "rule": self.rule_name(),
+            "rule_kind": self.rule.as_ref().map(|r| r.kind.as_str()),
+            "response": self.rule.as_ref().map(|r| r.response.as_str()),
+            "evidence": self.rule.as_ref().map(|r| &r.evidence),
             "source": self.source(),
             "calling_ae": peer.and_then(|p| p.calling_ae.as_deref()),
             "called_ae": peer.and_then(|p| p.called_ae.as_deref()),
@@ -171,18 +181,6 @@ impl Alert {
             "detail": self.detail,
         })
     }
-}
-
-/// The rule a detection's detail names: radguard-detect words it `rule NAME (KIND) ...`
-/// (`Detection::summary`), and so does the gateway's inline C-FIND cap.
-fn rule_of(detail: &str) -> Option<String> {
-    let rest = detail.strip_prefix("rule ")?;
-    RuleKind::ALL
-        .iter()
-        .filter_map(|k| rest.find(&format!(" ({})", k.name())))
-        .min()
-        .and_then(|end| rest.get(..end))
-        .map(str::to_string)
 }
 
 /// The line to print for `row`, if it is an alert the filters keep.
@@ -198,7 +196,7 @@ fn line(a: &AlertsArgs, row: &FoundRow) -> Option<String> {
     if kinds.clone().next().is_some() && !kinds.clone().any(|k| k == alert.kind) {
         return None;
     }
-    if a.rule.is_some() && alert.rule != a.rule {
+    if a.rule.is_some() && alert.rule_name() != a.rule.as_deref() {
         return None;
     }
     Some(if a.json {
@@ -206,28 +204,4 @@ fn line(a: &AlertsArgs, row: &FoundRow) -> Option<String> {
     } else {
         alert.text()
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_rule_is_read_from_a_detection_detail() {
-        assert_eq!(
-            rule_of("rule scanner-signature (scanner-signature) from 127.0.0.1: x").as_deref(),
-            Some("scanner-signature")
-        );
-        assert_eq!(
-            rule_of("rule max-find-results (bulk-query) peer lab: more than 2 matches").as_deref(),
-            Some("max-find-results")
-        );
-        // A name with spaces and parentheses of its own.
-        assert_eq!(
-            rule_of("rule my (odd) rule (recon-refused) from 10.0.0.1: 5 refused").as_deref(),
-            Some("my (odd) rule")
-        );
-        assert_eq!(rule_of("peer not recognized"), None);
-        assert_eq!(rule_of("rule x without a kind"), None);
-    }
 }

@@ -285,7 +285,7 @@ fn summary(r: &AuditRecord) -> String {
         }
         AuditEvent::AssociationRefused { why, blame, .. } => format!("{blame}: {why}"),
         AuditEvent::AssociationAborted { why, blame } => format!("{blame}: {why}"),
-        AuditEvent::SecurityAlert { alert, detail } => format!("{alert}: {detail}"),
+        AuditEvent::SecurityAlert { alert, detail, .. } => format!("{alert}: {detail}"),
         AuditEvent::InstancesTransferred { transfer } | AuditEvent::TransferBegun { transfer } => {
             format!(
                 "{} instance(s){}{}",

@@ -100,9 +100,9 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         let keeper = super::block::Keeper::open(&data, bus.clone())?;
         let (block_tx, block_rx) = tokio::sync::mpsc::unbounded_channel();
         // The detectors subscribe before the listeners start too: they see every association.
-        if detect_cfg.enabled {
-            spawn_detection(&detect_cfg, &bus, block_tx);
-        }
+        // With detection off, the `overwrite` rule still runs: the ledger and the vault report
+        // conflicting content through it.
+        spawn_detection(&detect_cfg, &bus, block_tx);
         let mut audit_handle = None;
         let mut exporters = Vec::new();
         let (admit_tx, admit_rx) = tokio::sync::watch::channel(true);
@@ -185,7 +185,9 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
             let names: Vec<String> = detect_cfg.rules().into_iter().map(|r| r.name).collect();
             println!("radguard: detection on: {}", names.join(", "));
         } else {
-            println!("radguard: detection OFF ([detect] enabled = false)");
+            println!(
+                "radguard: detection OFF ([detect] enabled = false; overwrite alerts stay on)"
+            );
         }
         match &config {
             Some(p) => println!("radguard: policy from {}", p.display()),
@@ -224,9 +226,9 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
     })
 }
 
-/// Feeds every event of the bus to the detectors (radguard-detect) and emits one
-/// `security-alert` (kind `detection`) per rule that fires; the audit trail records it as a
-/// PS3.15 A.5 Security Alert (110113). The detectors' clock is this task's monotonic clock.
+/// Feeds every event of the bus to the detectors (radguard-detect) and emits one `detection`
+/// event per rule that fires; the audit trail records it as a PS3.15 A.5 Security Alert
+/// (110113) with the rule. The detectors' clock is this task's monotonic clock.
 /// A rule's `throttle` or `block` response goes to the block list's keeper (cmd/block.rs),
 /// which adds the entry, publishes it to the gateway and cuts the subject's associations.
 fn spawn_detection(
@@ -251,12 +253,7 @@ fn spawn_detection(
             };
             let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
             for d in detectors.observe(now, &record.event) {
-                bus.emit(Event::SecurityAlert {
-                    assoc: d.assoc,
-                    kind: radguard_events::AlertKind::Detection,
-                    source: d.source,
-                    detail: d.summary(),
-                });
+                bus.emit(d.event());
                 if let Some(r) = super::block::request_for(&d) {
                     let _ = blocks.send(r);
                 }
