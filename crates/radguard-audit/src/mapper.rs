@@ -473,6 +473,12 @@ impl Mapper {
                     },
                 );
             }
+            // A pending C-MOVE/C-GET response carries progress for the detectors: the trail
+            // records the final response.
+            Event::DimseResponse {
+                status: 0xFF00 | 0xFF01,
+                ..
+            } => {}
             Event::DimseResponse {
                 assoc,
                 message_id,
@@ -851,6 +857,34 @@ mod tests {
             }),
             sub_operations: None,
         }))
+    }
+
+    #[test]
+    fn pending_retrieve_progress_is_not_a_record_and_the_final_response_is() {
+        let mut m = Mapper::default();
+        requested(&mut m, 1);
+        let response = |status| Event::DimseResponse {
+            assoc: AssocId(1),
+            message_id: 5,
+            command: "CMoveRsp".into(),
+            status,
+            from: Blame::Upstream,
+            sop_class: None,
+            sop_instance: None,
+            subject: None,
+            sub_operations: Some(radguard_events::SubOperations {
+                remaining: Some(3),
+                completed: Some(1),
+                ..Default::default()
+            }),
+        };
+        assert!(m.map(&rec(response(0xFF00))).is_empty());
+        let r = m.map(&rec(response(0)));
+        assert_eq!(r.len(), 1);
+        assert!(matches!(
+            r[0].event,
+            AuditEvent::DimseResponse { status: 0, .. }
+        ));
     }
 
     #[test]

@@ -2009,6 +2009,22 @@ fn note_response(st: &RelayState<'_>, command: &Command) {
         return;
     };
     if pending {
+        // A pending C-MOVE/C-GET response's sub-operation counts (PS3.7 §9.1.3, §9.1.4) reach
+        // the detectors as they grow: a retrieve the client aborts before its final response
+        // still counts toward bulk-retrieve. (The audit trail records final responses only.)
+        if let Some(counts) = sub_operations(field, command) {
+            st.shared.bus.emit(Event::DimseResponse {
+                assoc: st.id,
+                message_id: id,
+                command: format!("{field:?}"),
+                status,
+                from: Blame::Upstream,
+                sop_class: command.affected_sop_class.clone(),
+                sop_instance: None,
+                subject: None,
+                sub_operations: Some(counts),
+            });
+        }
         return;
     }
     let (flight, _) = st.outstanding.remove(id);
