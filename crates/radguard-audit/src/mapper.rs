@@ -594,16 +594,26 @@ impl Mapper {
             Event::Detection {
                 assoc,
                 source,
+                peer,
+                calling_ae,
+                called_ae,
                 rule,
                 rule_kind,
                 response,
                 evidence,
                 detail,
             } => {
+                // The association may have ended before the rule fired (recon-idle fires on
+                // its release): what the detectors knew of it fills the gaps.
                 let mut p = assoc.and_then(|a| self.peer_of(a.0));
-                if let Some(src) = source {
-                    let peer = p.get_or_insert_with(Peer::default);
-                    peer.address = Some(src.to_string());
+                if source.is_some() || peer.is_some() || calling_ae.is_some() {
+                    let who = p.get_or_insert_with(Peer::default);
+                    if let Some(src) = source {
+                        who.address = Some(src.to_string());
+                    }
+                    who.name = who.name.take().or_else(|| peer.clone());
+                    who.calling_ae = who.calling_ae.take().or_else(|| calling_ae.clone());
+                    who.called_ae = who.called_ae.take().or_else(|| called_ae.clone());
                 }
                 push(
                     &mut out,

@@ -309,6 +309,9 @@ fn overwrite_detection(a: AssocId) -> Event {
     Event::Detection {
         assoc: Some(a),
         source: Some("127.0.0.1:4000".parse().unwrap()),
+        peer: Some("ct".into()),
+        calling_ae: Some("CT1".into()),
+        called_ae: Some("ARCHIVE".into()),
         rule: "ct-gan".into(),
         rule_kind: "overwrite".into(),
         response: "alert".into(),

@@ -133,6 +133,9 @@ impl Detection {
         Event::Detection {
             assoc: self.assoc,
             source: self.source,
+            peer: self.peer.clone(),
+            calling_ae: self.calling_ae.clone(),
+            called_ae: self.called_ae.clone(),
             rule: self.rule.clone(),
             rule_kind: self.kind.name().to_string(),
             response: self.response.name().to_string(),

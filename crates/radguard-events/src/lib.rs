@@ -241,6 +241,11 @@ pub enum Event {
     Detection {
         assoc: Option<AssocId>,
         source: Option<SocketAddr>,
+        /// Who, as the detectors knew it (the association may have ended before the rule
+        /// fired): the peer's policy name and the AE titles.
+        peer: Option<String>,
+        calling_ae: Option<String>,
+        called_ae: Option<String>,
         /// The rule's `name` in `[[detect.rule]]`.
         rule: String,
         /// The rule's `kind` (kebab-case).

@@ -1687,6 +1687,9 @@ fn find_cap_reached(st: &RelayState<'_>, cap: u32) -> QueryEnd {
         alert: Event::Detection {
             assoc: Some(st.id),
             source: None,
+            peer: Some(peer.to_string()),
+            calling_ae: None,
+            called_ae: None,
             rule: "max-find-results".into(),
             rule_kind: "bulk-query".into(),
             response: "refuse".into(),

@@ -713,14 +713,17 @@ fn recon_loops_and_identity_drift_in_front_of_orthanc() {
     );
     let fired = of_rule(&all, "idle");
     assert_eq!(fired.len(), 1, "{all:#?}");
-    // (The trail's record of this one carries no peer or AE titles: it fires on the release,
-    // after the association is gone; the detail names them.)
+    // It fires on the release, after the association is gone: the trail's record still names
+    // the peer and its AE titles (from what the detectors knew).
     assert_detection(
         fired[0],
         "idle",
         "rule idle (recon-idle) peer idler from 127.0.0.1 \"IDLER\" -> \"ORTHANC\": \
          5 associations without a request in 600 s (threshold 5); response alert",
     );
+    assert_eq!(fired[0]["peer"], "idler", "{:#}", fired[0]);
+    assert_eq!(fired[0]["calling_ae"], "IDLER", "{:#}", fired[0]);
+    assert_eq!(fired[0]["called_ae"], PACS, "{:#}", fired[0]);
     // What each client announced, as the gateway saw it: DCMTK first, pynetdicom then.
     let requested: Vec<Value> = rg
         .events()
