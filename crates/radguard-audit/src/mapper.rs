@@ -747,6 +747,7 @@ mod tests {
                 ..Subject::default()
             }),
             sub_operations: None,
+            bytes: None,
         }))
     }
 

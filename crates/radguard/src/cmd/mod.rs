@@ -6,6 +6,7 @@ pub mod audit;
 pub mod config;
 pub mod deid;
 pub mod files_bar;
+pub mod learned;
 pub mod ledger;
 pub mod media;
 pub mod reload;

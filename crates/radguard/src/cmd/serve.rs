@@ -97,7 +97,9 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         let bus = EventBus::new(1 << 17);
         // The detectors subscribe before the listeners start too: they see every association.
         if detect_cfg.enabled {
-            spawn_detection(&detect_cfg, &bus);
+            let trail = audit_cfg.enabled.then_some(&audit.store);
+            let detectors = super::learned::prepare(&detect_cfg, &data, trail).await;
+            spawn_detection(detectors, data.clone(), &bus);
         }
         let mut audit_handle = None;
         let mut exporters = Vec::new();
@@ -219,17 +221,29 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
 
 /// Feeds every event of the bus to the detectors (radguard-detect) and emits one
 /// `security-alert` (kind `detection`) per rule that fires; the audit trail records it as a
-/// PS3.15 A.5 Security Alert (110113). The detectors' clock is this task's monotonic clock.
+/// PS3.15 A.5 Security Alert (110113). The detectors' clocks are this task's monotonic clock
+/// and the local wall clock (`learned::now`); learned bulk-retrieve baselines are saved to the
+/// data folder when they change (at most every few seconds).
 /// Responses (`throttle`, `block`) are recorded in the alert, not enforced.
-fn spawn_detection(config: &radguard_config::DetectConfig, bus: &EventBus) {
-    let mut detectors = radguard_detect::Detectors::new(config);
+fn spawn_detection(mut detectors: radguard_detect::Detectors, data: PathBuf, bus: &EventBus) {
     let mut rx = bus.subscribe();
     let bus = bus.clone();
     let start = tokio::time::Instant::now();
+    let mut saver = super::learned::Saver::new(data);
     tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
         loop {
-            let record = match rx.recv().await {
+            let wait = saver
+                .due_in()
+                .unwrap_or(std::time::Duration::from_secs(3600));
+            let received = tokio::select! {
+                r = rx.recv() => r,
+                _ = tokio::time::sleep(wait) => {
+                    saver.save(&mut detectors, false);
+                    continue;
+                }
+            };
+            let record = match received {
                 Ok(r) => r,
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(target: "radguard::detect", "detection fell behind: {n} events not seen");
@@ -237,8 +251,8 @@ fn spawn_detection(config: &radguard_config::DetectConfig, bus: &EventBus) {
                 }
                 Err(RecvError::Closed) => break,
             };
-            let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-            for d in detectors.observe(now, &record.event) {
+            let now = super::learned::now(start, record.time_ms);
+            for d in detectors.observe_at(now, &record.event) {
                 bus.emit(Event::SecurityAlert {
                     assoc: d.assoc,
                     kind: radguard_events::AlertKind::Detection,
@@ -246,7 +260,9 @@ fn spawn_detection(config: &radguard_config::DetectConfig, bus: &EventBus) {
                     detail: d.summary(),
                 });
             }
+            saver.save(&mut detectors, false);
         }
+        saver.save(&mut detectors, true);
     });
 }
 
