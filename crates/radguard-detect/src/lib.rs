@@ -15,7 +15,7 @@
 //!
 //! **Learning survives restarts through the caller.** History is fed with
 //! [`Detectors::learn_association`] (serve: the audit trail's admitted associations of the last
-//! `learning_days`, read at start); the learned bulk-retrieve peaks go out with
+//! 2 × `learning_days`, read at start); the learned bulk-retrieve peaks go out with
 //! [`Detectors::baselines`] when [`Detectors::baselines_changed`] and come back with
 //! [`Detectors::restore_baselines`] (serve: a file in the data folder).
 //!

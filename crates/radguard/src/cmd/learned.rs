@@ -34,7 +34,7 @@ pub fn wall_at(unix_ms: i64) -> Wall {
     }
 }
 
-/// Feeds the trail's admitted associations of the last `learning_days` (the largest of the
+/// Feeds the trail's admitted associations of the last 2 × `learning_days` (the largest of the
 /// learned off-hours rules) to the detectors; returns them and how many were read (none
 /// without such a rule).
 pub async fn learn_from_trail(
@@ -48,11 +48,13 @@ pub async fn learn_from_trail(
         .open_async()
         .await
         .context("opening the audit store to learn the off-hours profiles")?;
+    // Twice the learning period: a peer whose trail reaches further back than `learning_days`
+    // is known to have that much history (its learning period is over at start).
     let until = chrono::Utc::now().timestamp_millis();
     let since = until.saturating_sub(
         i64::try_from(days)
             .unwrap_or(i64::MAX)
-            .saturating_mul(86_400_000),
+            .saturating_mul(2 * 86_400_000),
     );
     tokio::task::spawn_blocking(move || {
         let n = st.admitted_associations(since, until, &mut |peer, t| {
@@ -116,7 +118,8 @@ pub async fn prepare(
         Ok((d, n, days)) => {
             if days > 0 {
                 println!(
-                    "radguard: detection: off-hours profiles learned {n} admitted associations from the audit trail (last {days} days)"
+                    "radguard: detection: off-hours profiles learned {n} admitted associations from the audit trail (last {} days)",
+                    2 * days
                 );
             }
             d
