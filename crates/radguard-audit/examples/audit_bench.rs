@@ -64,6 +64,7 @@ fn main() {
                 sop_instance: None,
                 subject: None,
                 sub_operations: None,
+                bytes: None,
             });
             bus.emit(Event::AssociationReleased { assoc: a, bytes_from_client: 0, bytes_from_upstream: 0 });
             if id % 256 == 0 {

@@ -866,6 +866,7 @@ mod tests {
                 ..Subject::default()
             }),
             sub_operations: None,
+            bytes: None,
         }))
     }
 
@@ -887,6 +888,7 @@ mod tests {
                 completed: Some(1),
                 ..Default::default()
             }),
+            bytes: None,
         };
         assert!(m.map(&rec(response(0xFF00))).is_empty());
         let r = m.map(&rec(response(0)));

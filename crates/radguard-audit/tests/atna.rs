@@ -431,6 +431,7 @@ fn messages_from_todays_events_lack_only_unreported_facts() {
                 ..Default::default()
             }),
             sub_operations: None,
+            bytes: None,
         },
         Event::SecurityAlert {
             assoc: Some(a),

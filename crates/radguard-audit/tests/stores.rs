@@ -576,6 +576,70 @@ async fn crash_mid_stream_then_reopen_still_verifies(b: Backend) {
     assert_eq!(rep.records, stats.head_seq);
 }
 
+/// Admitted associations by time: the peer's name and the time of each association-accepted
+/// record in the range, oldest first, every chain; other kinds and unnamed peers are not
+/// returned. The same through the trait's default (search-based) reading.
+fn admitted_associations_by_time(b: Backend) {
+    let accepted = |t: i64, name: Option<&str>| {
+        let peer = Some(Peer {
+            address: Some("192.0.2.9:4000".into()),
+            calling_ae: Some("CT".into()),
+            name: name.map(Into::into),
+            ..Peer::default()
+        });
+        AuditRecord::draft(
+            t,
+            Some(t as u64),
+            peer,
+            AuditEvent::AssociationAccepted {
+                accepted_contexts: 1,
+                rejected_contexts: 0,
+                max_pdu_client: 16384,
+                max_pdu_upstream: 16384,
+            },
+        )
+    };
+    let mut s = b.open();
+    let gw = vec![
+        accepted(1000, Some("ct1")),
+        draft(1500, "192.0.2.9", "CT", None, 1),
+        accepted(2000, None),
+        accepted(3000, Some("ws1")),
+        accepted(5000, Some("ct1")),
+    ];
+    let (sealed, _) = seal_all("gw", &ChainHead::GENESIS, gw).unwrap();
+    sync(|| s.append("gw", &ChainHead::GENESIS, &sealed, None)).unwrap();
+    let (other, _) = seal_all(
+        "gw2",
+        &ChainHead::GENESIS,
+        vec![accepted(2500, Some("mr1"))],
+    )
+    .unwrap();
+    sync(|| s.append("gw2", &ChainHead::GENESIS, &other, None)).unwrap();
+    let read = |s: &mut dyn AuditStore, since: i64, until: i64| {
+        let mut got = Vec::new();
+        let n = sync(|| {
+            s.admitted_associations(since, until, &mut |p, t| got.push((p.to_string(), t)))
+        })
+        .unwrap();
+        assert_eq!(n as usize, got.len());
+        got
+    };
+    let want = vec![
+        ("ct1".to_string(), 1000),
+        ("mr1".to_string(), 2500),
+        ("ws1".to_string(), 3000),
+    ];
+    assert_eq!(read(s.as_mut(), 1000, 5000), want);
+    assert_eq!(read(s.as_mut(), 1001, 6000).len(), 3);
+    assert!(read(s.as_mut(), 6000, 9000).is_empty());
+    let mut through_search = Flaky {
+        inner: b.open(),
+        down: Arc::new(AtomicBool::new(false)),
+    };
+    assert_eq!(read(&mut through_search, 1000, 5000), want);
+}
+
 /// A store whose appends fail while `down` is set.
 struct Flaky {
     inner: Box<dyn AuditStore>,
@@ -1192,6 +1256,10 @@ macro_rules! suite {
             #[test]
             fn search_filters() {
                 super::search_filters($make("search"));
+            }
+            #[test]
+            fn admitted_associations_by_time() {
+                super::admitted_associations_by_time($make("admitted"));
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn writer_records_bus_events_and_verifies() {

@@ -111,6 +111,7 @@ fn association(rng: &mut Rng, id: u64, out: &mut Vec<Event>) {
             sop_instance: None,
             subject: None,
             sub_operations: None,
+            bytes: None,
         });
     }
     out.push(Event::AssociationReleased {

@@ -16,6 +16,17 @@
 //! block_secs = 3600         # block/throttle: for how long (default 3600)
 //! block_by = "address"      # block/throttle: "address" (default), "calling-ae", "certificate"
 //! throttle_per_minute = 6   # throttle: associations admitted per minute (default 6)
+//!
+//! [[detect.rule]]
+//! name = "night"
+//! kind = "off-hours"
+//! hours = ["Mon-Fri 07:00-19:00"]   # none: a learned weekly profile (learning_days, threshold)
+//!
+//! [[detect.rule]]
+//! name = "bulk"
+//! kind = "bulk-retrieve"
+//! max_bytes = 10_000_000_000 # next to threshold (instances)
+//! baseline = "learned"       # + factor (3), learning_days (14)
 //! ```
 //!
 //! `radguard serve` enforces the responses: a `block` puts the subject on the block list
@@ -25,6 +36,8 @@
 use serde::{Deserialize, Serialize};
 
 use radguard_toml::{render, span_of, Placed, PlacedErrors, Seg};
+
+pub use crate::week::Hours;
 
 /// Default bound of each rule's table of sources or peers.
 pub const DEFAULT_MAX_SOURCES: usize = 4096;
@@ -66,11 +79,14 @@ pub enum RuleKind {
     /// (threshold and window do not apply); always armed, even with detection off, because the
     /// integrity stores report conflicts through it.
     Overwrite,
+    /// An admitted association outside the peer's configured `hours`, or (without `hours`) in
+    /// an hour of the week the peer's learned profile has (almost) never seen.
+    OffHours,
 }
 
 impl RuleKind {
     /// Every kind, in the order of the default rules.
-    pub const ALL: [RuleKind; 8] = [
+    pub const ALL: [RuleKind; 9] = [
         RuleKind::ReconRefused,
         RuleKind::ReconIdle,
         RuleKind::ScannerSignature,
@@ -79,6 +95,7 @@ impl RuleKind {
         RuleKind::NewMoveDestination,
         RuleKind::IdentityDrift,
         RuleKind::Overwrite,
+        RuleKind::OffHours,
     ];
 
     /// The kebab-case name (as in the config file).
@@ -92,6 +109,7 @@ impl RuleKind {
             RuleKind::NewMoveDestination => "new-move-destination",
             RuleKind::IdentityDrift => "identity-drift",
             RuleKind::Overwrite => "overwrite",
+            RuleKind::OffHours => "off-hours",
         }
     }
 
@@ -106,6 +124,9 @@ impl RuleKind {
             RuleKind::NewMoveDestination => (1, 3600),
             RuleKind::IdentityDrift => (1, 3600),
             RuleKind::Overwrite => (1, 1),
+            // off-hours: fewer than 1 association in the slot over the learning history; the
+            // window is not used (one alert per peer per hour slot).
+            RuleKind::OffHours => (1, 3600),
         }
     }
 }
@@ -247,6 +268,34 @@ pub struct RuleConfig {
     pub learning: Option<u64>,
     /// identity-drift: the attributes compared (default all).
     pub attributes: Option<Vec<DriftAttribute>>,
+    /// off-hours: the hours the peers may work (`"Mon-Fri 07:00-19:00"`, local time); none: a
+    /// profile learned per peer.
+    pub hours: Option<Vec<String>>,
+    /// off-hours: the peers (policy names) the rule applies to (default every admitted peer).
+    pub peers: Option<Vec<String>>,
+    /// off-hours (learned profile) and bulk-retrieve (`baseline = "learned"`): days of history a
+    /// peer needs before the rule judges it against what was learned (default 14).
+    pub learning_days: Option<u64>,
+    /// bulk-retrieve: bytes of data sets retrieved per peer per window that fire (C-GET only:
+    /// a C-MOVE's data sets go to its destination, not through the peer's association).
+    pub max_bytes: Option<u64>,
+    /// bulk-retrieve: `"configured"` (default: `threshold` and `max_bytes`) or `"learned"`.
+    pub baseline: Option<Baseline>,
+    /// bulk-retrieve with `baseline = "learned"`: the multiple of the learned peak that fires
+    /// (default 3).
+    pub factor: Option<u64>,
+}
+
+/// How bulk-retrieve sets its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Baseline {
+    /// `threshold` (instances) and `max_bytes`, as configured.
+    #[default]
+    Configured,
+    /// Per peer, the largest counts per window seen over `learning_days`; after that, a window
+    /// fires at max(configured limit, `factor` × learned peak).
+    Learned,
 }
 
 /// A rule with every default applied.
@@ -264,10 +313,24 @@ pub struct Rule {
     pub levels: Vec<String>,
     pub learning: u64,
     pub attributes: Vec<DriftAttribute>,
+    /// off-hours: the configured hours (empty: the learned profile).
+    pub hours: Vec<Hours>,
+    /// off-hours: the peers it applies to (none: all).
+    pub peers: Option<Vec<String>>,
+    pub learning_days: u64,
+    pub max_bytes: Option<u64>,
+    pub baseline: Baseline,
+    pub factor: u64,
 }
 
 /// Default `learning` of new-move-destination.
 pub const DEFAULT_LEARNING: u64 = 20;
+/// Default `learning_days` of off-hours and bulk-retrieve's learned baseline.
+pub const DEFAULT_LEARNING_DAYS: u64 = 14;
+/// Default `factor` of bulk-retrieve's learned baseline.
+pub const DEFAULT_FACTOR: u64 = 3;
+/// The longest learning period accepted (days).
+pub const MAX_LEARNING_DAYS: u64 = 366;
 
 impl Rule {
     /// The default rule of a kind (named after it).
@@ -290,7 +353,20 @@ impl Rule {
                 DriftAttribute::Certificate,
                 DriftAttribute::Address,
             ],
+            hours: Vec::new(),
+            peers: None,
+            learning_days: DEFAULT_LEARNING_DAYS,
+            max_bytes: None,
+            baseline: Baseline::Configured,
+            factor: DEFAULT_FACTOR,
         }
+    }
+
+    /// The learning period in milliseconds.
+    pub fn learning_ms(&self) -> i64 {
+        i64::try_from(self.learning_days)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(crate::week::DAY_MS)
     }
 
     /// The window in milliseconds.
@@ -338,7 +414,32 @@ impl RuleConfig {
         if let Some(a) = &self.attributes {
             r.attributes = a.clone();
         }
+        if let Some(h) = &self.hours {
+            // Checked by `problems`: an entry that does not parse is an error of the file.
+            r.hours = h.iter().filter_map(|h| Hours::parse(h).ok()).collect();
+        }
+        r.peers = self.peers.clone();
+        if let Some(d) = self.learning_days {
+            r.learning_days = d;
+        }
+        r.max_bytes = self.max_bytes;
+        if let Some(b) = self.baseline {
+            r.baseline = b;
+        }
+        if let Some(f) = self.factor {
+            r.factor = f;
+        }
         r
+    }
+
+    /// The `hours` entries that do not read, with their index and why.
+    fn hours_problems(&self) -> Vec<(usize, Problem)> {
+        self.hours
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(j, h)| Hours::parse(h).err().map(|e| (j, Problem::Hours(e))))
+            .collect()
     }
 
     /// What is wrong with this rule (each with its key).
@@ -395,6 +496,22 @@ impl RuleConfig {
             self.attributes.is_some(),
             RuleKind::IdentityDrift,
         );
+        only("hours", self.hours.is_some(), RuleKind::OffHours);
+        only("peers", self.peers.is_some(), RuleKind::OffHours);
+        only(
+            "max_bytes",
+            self.max_bytes.is_some(),
+            RuleKind::BulkRetrieve,
+        );
+        only("baseline", self.baseline.is_some(), RuleKind::BulkRetrieve);
+        only("factor", self.factor.is_some(), RuleKind::BulkRetrieve);
+        if self.learning_days.is_some() && !matches!(k, RuleKind::OffHours | RuleKind::BulkRetrieve)
+        {
+            out.push((
+                "learning_days",
+                Problem::NotForKind("learning_days", k.name()),
+            ));
+        }
         if let Some(sigs) = &self.signatures {
             if sigs.iter().any(|s| {
                 s.calling_ae.is_none()
@@ -414,6 +531,42 @@ impl RuleConfig {
         }
         if self.attributes.as_ref().is_some_and(|a| a.is_empty()) {
             out.push(("attributes", Problem::NoAttributes));
+        }
+        if let Some(hours) = &self.hours {
+            if hours.is_empty() {
+                out.push(("hours", Problem::NoHours));
+            }
+        }
+        if let Some(d) = self.learning_days {
+            if d == 0 || d > MAX_LEARNING_DAYS {
+                out.push(("learning_days", Problem::LearningDays(d)));
+            }
+        }
+        if self.max_bytes == Some(0) {
+            out.push(("max_bytes", Problem::Zero("max_bytes")));
+        }
+        if self.factor == Some(0) {
+            out.push(("factor", Problem::Zero("factor")));
+        }
+        if self.factor.is_some() && self.baseline != Some(Baseline::Learned) {
+            out.push(("factor", Problem::FactorWithoutLearned));
+        }
+        if self.kind == RuleKind::OffHours && self.window_secs.is_some() {
+            out.push(("window_secs", Problem::NotForKind("window_secs", k.name())));
+        }
+        if self.kind == RuleKind::OffHours && self.hours.is_some() {
+            if self.threshold.is_some() {
+                out.push(("threshold", Problem::NotWithHours("threshold")));
+            }
+            if self.learning_days.is_some() {
+                out.push(("learning_days", Problem::NotWithHours("learning_days")));
+            }
+        }
+        if self.kind == RuleKind::BulkRetrieve
+            && self.learning_days.is_some()
+            && self.baseline != Some(Baseline::Learned)
+        {
+            out.push(("learning_days", Problem::LearningDaysWithoutLearned));
         }
         out
     }
@@ -494,6 +647,18 @@ pub enum Problem {
     Level(String),
     #[error("at least one attribute is needed")]
     NoAttributes,
+    #[error("at least one entry is needed (or no hours: a learned profile)")]
+    NoHours,
+    #[error("{0}")]
+    Hours(String),
+    #[error("must be 1 to {MAX_LEARNING_DAYS} days (it is {0})")]
+    LearningDays(u64),
+    #[error("factor is for baseline = \"learned\" only")]
+    FactorWithoutLearned,
+    #[error("learning_days is for baseline = \"learned\" only")]
+    LearningDaysWithoutLearned,
+    #[error("{0} is for the learned profile only (no hours)")]
+    NotWithHours(&'static str),
 }
 
 /// One problem in the `[detect]` section, with its place in the file.
@@ -561,6 +726,11 @@ impl DetectConfig {
             }
             for (key, p) in r.problems() {
                 out.push((at(key), p));
+            }
+            for (j, p) in r.hours_problems() {
+                let mut path = at("hours");
+                path.push(Seg::Index(j));
+                out.push((path, p));
             }
         }
         out

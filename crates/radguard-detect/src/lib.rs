@@ -1,16 +1,26 @@
 //! Detectors fed by the gateway's events: reconnaissance (refused associations, associations
 //! without a request, scanner signatures), bulk query (universal C-FIND at PATIENT or STUDY
 //! level), bulk retrieve (instances per peer: C-GET sub-operations the client acknowledged and
-//! C-MOVE completed sub-operations; C-MOVE to a new destination) and identity drift
-//! (a known peer with another implementation, certificate or address).
+//! C-MOVE completed sub-operations; bytes of C-GET sub-operations; over configured limits or a
+//! learned per-peer baseline; C-MOVE to a new destination), identity drift (a known peer with
+//! another implementation, certificate or address) and off-hours activity (configured hours, or
+//! a per-peer weekly profile of 168 hour slots learned over `learning_days`).
 //!
 //! Pure logic: no I/O, no clock, no tasks. The caller feeds every [`Event`] with the time it
-//! chose ([`Detectors::observe`], milliseconds of a monotonic clock) and gets the
+//! chose ([`Detectors::observe_at`]: a [`Now`] with milliseconds of a monotonic clock and,
+//! optionally, the wall clock as Unix time + UTC offset, [`Wall`]; [`Detectors::observe`]
+//! without a wall clock, where `off-hours` and learned baselines do nothing) and gets the
 //! [`Detection`]s back; `radguard serve` turns each into a `security-alert` event (alert kind
 //! `detection`), which the audit trail records as a PS3.15 A.5 Security Alert (110113).
 //!
+//! **Learning survives restarts through the caller.** History is fed with
+//! [`Detectors::learn_association`] (serve: the audit trail's admitted associations of the last
+//! 2 × `learning_days`, read at start); the learned bulk-retrieve peaks go out with
+//! [`Detectors::baselines`] when [`Detectors::baselines_changed`] and come back with
+//! [`Detectors::restore_baselines`] (serve: a file in the data folder).
+//!
 //! **Bounded memory whatever the peers send.** Every table (associations followed, each rule's
-//! sources or peers, the first-seen identities) has a bound from the config
+//! sources or peers, the first-seen identities, the weekly profiles) has a bound from the config
 //! ([`DetectConfig::max_sources`], [`DetectConfig::max_associations`]) and evicts its least
 //! recently used entry; each sliding window holds at most 65 entries
 //! (the window slides in 64 steps). An attacker spraying addresses or AE titles evicts entries;
@@ -31,18 +41,20 @@
 
 pub mod config;
 mod table;
+pub mod week;
 mod window;
 
 use std::net::{IpAddr, SocketAddr};
 
 use radguard_events::{AssocId, Blame, Event, IntegrityStore, SubOperations, Subject};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use config::{
-    default_rules, default_signatures, BlockBy, DetectConfig, DriftAttribute, Response, Rule,
-    RuleKind, Signature,
+    default_rules, default_signatures, Baseline, BlockBy, DetectConfig, DriftAttribute, Response,
+    Rule, RuleKind, Signature,
 };
 pub use table::Lru;
+pub use week::{Hours, Now, Wall};
 use window::Window;
 
 /// What was counted.
@@ -53,6 +65,23 @@ pub enum Counted {
     AssociationsWithoutRequest,
     UniversalQueries,
     InstancesRetrieved,
+    /// Bytes of the data sets of C-GET sub-operations the client acknowledged.
+    BytesRetrieved,
+}
+
+/// What an `off-hours` detection was judged against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "basis")]
+pub enum OffHoursBasis {
+    /// Outside every one of the configured `hours`.
+    Hours { hours: Vec<String> },
+    /// The learned profile: `seen` associations of the peer in this hour of the week over
+    /// `days` days of history, under `threshold`.
+    Profile {
+        seen: u64,
+        days: u64,
+        threshold: u64,
+    },
 }
 
 /// One attribute a known peer changed.
@@ -102,6 +131,34 @@ pub enum Evidence {
         /// Whether the gateway refused it (or recorded and relayed it).
         refused: bool,
     },
+    /// An admitted association at a local time the peer does not work: `weekday` (Mon to Sun)
+    /// and `hour` (0 to 23).
+    OffHours {
+        weekday: String,
+        hour: u8,
+        basis: OffHoursBasis,
+    },
+    /// bulk-retrieve with a learned baseline: `count` in the last `window_secs` reached
+    /// `limit` = `factor` × `peak` (the peer's largest window over its learning period), which
+    /// is above the configured limit.
+    OverBaseline {
+        counted: Counted,
+        count: u64,
+        limit: u64,
+        peak: u64,
+        factor: u64,
+        window_secs: u64,
+    },
+}
+
+fn counted_name(counted: Counted) -> &'static str {
+    match counted {
+        Counted::RefusedAssociations => "refused associations",
+        Counted::AssociationsWithoutRequest => "associations without a request",
+        Counted::UniversalQueries => "universal queries",
+        Counted::InstancesRetrieved => "instances retrieved",
+        Counted::BytesRetrieved => "bytes retrieved",
+    }
 }
 
 /// A rule that fired.
@@ -165,12 +222,7 @@ impl Detection {
                 window_secs,
                 level,
             } => {
-                let what = match counted {
-                    Counted::RefusedAssociations => "refused associations",
-                    Counted::AssociationsWithoutRequest => "associations without a request",
-                    Counted::UniversalQueries => "universal queries",
-                    Counted::InstancesRetrieved => "instances retrieved",
-                };
+                let what = counted_name(*counted);
                 s.push_str(&format!(
                     "{count} {what} in {window_secs} s (threshold {threshold})"
                 ));
@@ -213,6 +265,39 @@ impl Detection {
                     .collect();
                 s.push_str(&format!("identity drift: {}", parts.join(", ")));
             }
+            Evidence::OffHours {
+                weekday,
+                hour,
+                basis,
+            } => {
+                s.push_str(&format!(
+                    "off-hours association {weekday} {hour:02}:00-{:02}:00 local",
+                    hour.saturating_add(1)
+                ));
+                match basis {
+                    OffHoursBasis::Hours { hours } => {
+                        s.push_str(&format!(", outside {}", hours.join(", ")))
+                    }
+                    OffHoursBasis::Profile {
+                        seen,
+                        days,
+                        threshold,
+                    } => s.push_str(&format!(
+                        ", {seen} associations in this hour over {days} days (threshold {threshold})"
+                    )),
+                }
+            }
+            Evidence::OverBaseline {
+                counted,
+                count,
+                limit,
+                peak,
+                factor,
+                window_secs,
+            } => s.push_str(&format!(
+                "{count} {} in {window_secs} s (learned baseline: {factor} x peak {peak} = {limit})",
+                counted_name(*counted)
+            )),
         }
         let response = match self.response {
             Response::Alert => "alert".to_string(),
@@ -282,11 +367,76 @@ impl Default for Lru<String, ()> {
     }
 }
 
+/// A peer's weekly profile (off-hours).
+#[derive(Debug, Default)]
+struct Profile {
+    /// Wall-clock time of the first association learned (the learning period's start).
+    since_ms: Option<i64>,
+    /// Learned profile: admitted associations per hour of the week ([`week::WEEK_HOURS`]
+    /// counters; empty with configured hours).
+    counts: Vec<u32>,
+    /// The local hour (since the epoch) of the last detection: one per peer per hour slot.
+    last_fired: Option<i64>,
+}
+
+impl Profile {
+    /// Counts one association at `wall`; returns how many the slot held before.
+    fn learn(&mut self, wall: Wall) -> u32 {
+        let since = self.since_ms.get_or_insert(wall.unix_ms);
+        *since = (*since).min(wall.unix_ms);
+        if self.counts.len() != week::WEEK_HOURS {
+            self.counts = vec![0; week::WEEK_HOURS];
+        }
+        match self.counts.get_mut(wall.hour_of_week()) {
+            Some(c) => {
+                let before = *c;
+                *c = c.saturating_add(1);
+                before
+            }
+            None => 0,
+        }
+    }
+}
+
+/// What bulk-retrieve keeps per peer: the two windows and, with a learned baseline, the
+/// learning period's start and the peaks seen in it.
+#[derive(Debug, Default)]
+struct Retrieval {
+    instances: Window,
+    bytes: Window,
+    since_ms: Option<i64>,
+    peak_instances: u64,
+    peak_bytes: u64,
+}
+
 #[derive(Debug)]
 enum State {
     Counts(Lru<Key, Window>),
     Destinations(Lru<Key, Destinations>),
     Identities(Lru<String, FirstSeen>),
+    Profiles(Lru<String, Profile>),
+    Retrievals(Lru<Key, Retrieval>),
+}
+
+/// One peer's learned bulk-retrieve baseline, as persisted between runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedPeak {
+    /// The rule's name.
+    pub rule: String,
+    /// The peer's policy name.
+    pub peer: String,
+    /// When the learning period began (milliseconds since the Unix epoch).
+    pub since_ms: i64,
+    /// The largest count of instances, and of bytes, in one window during the learning period.
+    pub instances: u64,
+    pub bytes: u64,
+}
+
+/// Every learned bulk-retrieve baseline ([`Detectors::baselines`]), for the caller to keep
+/// across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Baselines {
+    pub peaks: Vec<LearnedPeak>,
 }
 
 #[derive(Debug)]
@@ -300,6 +450,8 @@ struct Armed {
 pub struct Detectors {
     assocs: Lru<AssocId, AssocFacts>,
     rules: Vec<Armed>,
+    /// A learned baseline changed since [`Detectors::baselines_changed`] last said so.
+    baselines_dirty: bool,
 }
 
 fn trimmed(s: &str) -> &str {
@@ -324,6 +476,8 @@ impl Detectors {
                 let state = match rule.kind {
                     RuleKind::NewMoveDestination => State::Destinations(Lru::new(cap)),
                     RuleKind::IdentityDrift => State::Identities(Lru::new(cap)),
+                    RuleKind::OffHours => State::Profiles(Lru::new(cap)),
+                    RuleKind::BulkRetrieve => State::Retrievals(Lru::new(cap)),
                     _ => State::Counts(Lru::new(cap)),
                 };
                 Armed { rule, state }
@@ -332,6 +486,7 @@ impl Detectors {
         Detectors {
             assocs: Lru::new(config.max_associations),
             rules,
+            baselines_dirty: false,
         }
     }
 
@@ -349,15 +504,104 @@ impl Detectors {
                 State::Counts(t) => t.len(),
                 State::Destinations(t) => t.len(),
                 State::Identities(t) => t.len(),
+                State::Profiles(t) => t.len(),
+                State::Retrievals(t) => t.len(),
             })
             .max()
             .unwrap_or(0);
         (self.assocs.len(), largest)
     }
 
-    /// Feeds one event seen at `now_ms` (a monotonic clock in milliseconds); returns what
-    /// fired.
+    /// Learns one admitted association of `peer` at `wall` from history (the audit trail read
+    /// at start) into every learned `off-hours` profile; fires nothing.
+    pub fn learn_association(&mut self, peer: &str, wall: Wall) {
+        for armed in self
+            .rules
+            .iter_mut()
+            .filter(|a| a.rule.kind == RuleKind::OffHours && a.rule.hours.is_empty())
+        {
+            if !applies(&armed.rule, peer) {
+                continue;
+            }
+            if let State::Profiles(table) = &mut armed.state {
+                table
+                    .entry_or_insert_with(peer.to_string(), Profile::default)
+                    .learn(wall);
+            }
+        }
+    }
+
+    /// The days of history the learned `off-hours` profiles want (the largest
+    /// `learning_days`); none when no rule learns a profile.
+    pub fn profile_learning_days(&self) -> Option<u64> {
+        self.rules
+            .iter()
+            .filter(|a| a.rule.kind == RuleKind::OffHours && a.rule.hours.is_empty())
+            .map(|a| a.rule.learning_days)
+            .max()
+    }
+
+    /// The learned bulk-retrieve baselines of peers (by policy name), for the caller to keep.
+    pub fn baselines(&self) -> Baselines {
+        let mut peaks = Vec::new();
+        for armed in &self.rules {
+            let State::Retrievals(table) = &armed.state else {
+                continue;
+            };
+            if armed.rule.baseline != Baseline::Learned {
+                continue;
+            }
+            for (key, r) in table.iter() {
+                if let (Key::Peer(peer), Some(since_ms)) = (key, r.since_ms) {
+                    peaks.push(LearnedPeak {
+                        rule: armed.rule.name.clone(),
+                        peer: peer.clone(),
+                        since_ms,
+                        instances: r.peak_instances,
+                        bytes: r.peak_bytes,
+                    });
+                }
+            }
+        }
+        peaks.sort_by(|a, b| (&a.rule, &a.peer).cmp(&(&b.rule, &b.peer)));
+        Baselines { peaks }
+    }
+
+    /// Whether a learned baseline changed since the last call (the caller saves
+    /// [`Detectors::baselines`] then).
+    pub fn baselines_changed(&mut self) -> bool {
+        std::mem::take(&mut self.baselines_dirty)
+    }
+
+    /// Takes back baselines saved by an earlier run (entries of rules no longer learning are
+    /// ignored; the tables keep their bound).
+    pub fn restore_baselines(&mut self, saved: &Baselines) {
+        for p in &saved.peaks {
+            for armed in self.rules.iter_mut().filter(|a| {
+                a.rule.kind == RuleKind::BulkRetrieve
+                    && a.rule.baseline == Baseline::Learned
+                    && a.rule.name == p.rule
+            }) {
+                if let State::Retrievals(table) = &mut armed.state {
+                    let r =
+                        table.entry_or_insert_with(Key::Peer(p.peer.clone()), Retrieval::default);
+                    r.since_ms = Some(p.since_ms);
+                    r.peak_instances = p.instances;
+                    r.peak_bytes = p.bytes;
+                }
+            }
+        }
+    }
+
+    /// Feeds one event seen at `now_ms` (a monotonic clock in milliseconds) without a wall
+    /// clock (`off-hours` and learned baselines do nothing); returns what fired.
     pub fn observe(&mut self, now_ms: u64, event: &Event) -> Vec<Detection> {
+        self.observe_at(Now::mono(now_ms), event)
+    }
+
+    /// Feeds one event seen at `now` (monotonic and wall clocks); returns what fired.
+    pub fn observe_at(&mut self, now: Now, event: &Event) -> Vec<Detection> {
+        let now_ms = now.mono_ms;
         let mut out = Vec::new();
         if self.rules.is_empty() {
             return out;
@@ -451,6 +695,7 @@ impl Detectors {
                 facts.peer = Some(peer.clone());
                 let facts = facts.clone();
                 self.drift(now_ms, *assoc, &facts, &mut out);
+                self.off_hours(now, *assoc, &facts, &mut out);
             }
             Event::DimseRequest {
                 assoc,
@@ -487,20 +732,13 @@ impl Detectors {
                 command,
                 status,
                 from: Blame::Peer,
+                bytes,
                 ..
             } if command == "CStoreRsp" && (*status == 0 || (0xB000..=0xBFFF).contains(status)) => {
                 let facts = self.assocs.peek(assoc).cloned().unwrap_or_default();
                 if let Some(key) = peer_key(&facts) {
-                    self.count(
-                        now_ms,
-                        RuleKind::BulkRetrieve,
-                        &key,
-                        1,
-                        Counted::InstancesRetrieved,
-                        None,
-                        (*assoc, &facts),
-                        &mut out,
-                    );
+                    let bytes = bytes.unwrap_or(0);
+                    self.retrieve(now, &key, 1, bytes, (*assoc, &facts), &mut out);
                 }
             }
             // A C-MOVE's sub-operations are C-STOREs on another association (PS3.4 C.4.2):
@@ -547,16 +785,8 @@ impl Detectors {
                 let facts = facts.clone();
                 if n > 0 {
                     if let Some(key) = peer_key(&facts) {
-                        self.count(
-                            now_ms,
-                            RuleKind::BulkRetrieve,
-                            &key,
-                            n,
-                            Counted::InstancesRetrieved,
-                            None,
-                            (*assoc, &facts),
-                            &mut out,
-                        );
+                        // The data sets go to the move destination: instances only.
+                        self.retrieve(now, &key, n, 0, (*assoc, &facts), &mut out);
                     }
                 }
             }
@@ -617,6 +847,178 @@ impl Detectors {
                     },
                 ));
             }
+        }
+    }
+
+    /// Adds `instances` and `bytes` retrieved by `key` to every bulk-retrieve rule; each
+    /// window that reaches its limit (configured, or learned after the learning period) fires.
+    fn retrieve(
+        &mut self,
+        now: Now,
+        key: &Key,
+        instances: u64,
+        bytes: u64,
+        (assoc, facts): (AssocId, &AssocFacts),
+        out: &mut Vec<Detection>,
+    ) {
+        let mono = now.mono_ms;
+        for armed in self
+            .rules
+            .iter_mut()
+            .filter(|a| a.rule.kind == RuleKind::BulkRetrieve)
+        {
+            let State::Retrievals(table) = &mut armed.state else {
+                continue;
+            };
+            let rule = &armed.rule;
+            let w = rule.window_ms();
+            let r = table.entry_or_insert_with(key.clone(), Retrieval::default);
+            let n_total = r.instances.add(mono, instances, w);
+            let b_total = r.bytes.add(mono, bytes, w);
+            let learning = rule.baseline == Baseline::Learned;
+            // The learning period runs on the wall clock (it survives restarts); without one
+            // the baseline is not learned.
+            let learned = match (learning, now.wall) {
+                (true, Some(wall)) => {
+                    let since = *r.since_ms.get_or_insert_with(|| {
+                        self.baselines_dirty = true;
+                        wall.unix_ms
+                    });
+                    wall.unix_ms.saturating_sub(since) >= rule.learning_ms()
+                }
+                _ => false,
+            };
+            if learning && now.wall.is_some() && !learned {
+                if n_total > r.peak_instances {
+                    r.peak_instances = n_total;
+                    self.baselines_dirty = true;
+                }
+                if b_total > r.peak_bytes {
+                    r.peak_bytes = b_total;
+                    self.baselines_dirty = true;
+                }
+            }
+            let window_secs = rule.window_secs;
+            let learned_limit =
+                |configured: Option<u64>, peak: u64| -> Option<(u64, Option<u64>)> {
+                    let raised = rule.factor.saturating_mul(peak);
+                    match configured {
+                        Some(c) if !learned || peak == 0 || c >= raised => Some((c, None)),
+                        _ if learned && peak > 0 => Some((raised, Some(peak))),
+                        _ => None,
+                    }
+                };
+            for (counted, added, total, limit) in [
+                (
+                    Counted::InstancesRetrieved,
+                    instances,
+                    n_total,
+                    learned_limit(Some(rule.threshold), r.peak_instances),
+                ),
+                (
+                    Counted::BytesRetrieved,
+                    bytes,
+                    b_total,
+                    learned_limit(rule.max_bytes, r.peak_bytes),
+                ),
+            ] {
+                let Some((limit, peak)) = limit else { continue };
+                if added == 0 {
+                    continue;
+                }
+                let window = match counted {
+                    Counted::BytesRetrieved => &mut r.bytes,
+                    _ => &mut r.instances,
+                };
+                if !window.fires(mono, total, limit, w) {
+                    continue;
+                }
+                let evidence = match peak {
+                    None => Evidence::Count {
+                        counted,
+                        count: total,
+                        threshold: limit,
+                        window_secs,
+                        level: None,
+                    },
+                    Some(peak) => Evidence::OverBaseline {
+                        counted,
+                        count: total,
+                        limit,
+                        peak,
+                        factor: rule.factor,
+                        window_secs,
+                    },
+                };
+                out.push(detection(rule, assoc, facts, evidence));
+            }
+        }
+    }
+
+    /// An admitted association of a peer at a local time its hours or learned profile do not
+    /// cover (a stolen identity used at night); one detection per peer per hour.
+    fn off_hours(
+        &mut self,
+        now: Now,
+        assoc: AssocId,
+        facts: &AssocFacts,
+        out: &mut Vec<Detection>,
+    ) {
+        let (Some(wall), Some(peer)) = (now.wall, facts.peer.as_deref()) else {
+            return;
+        };
+        for armed in self
+            .rules
+            .iter_mut()
+            .filter(|a| a.rule.kind == RuleKind::OffHours)
+        {
+            let rule = &armed.rule;
+            if !applies(rule, peer) {
+                continue;
+            }
+            let State::Profiles(table) = &mut armed.state else {
+                continue;
+            };
+            let p = table.entry_or_insert_with(peer.to_string(), Profile::default);
+            let basis = if rule.hours.is_empty() {
+                // The association is learned whatever it fires: a peer's new working hours
+                // become its profile (one detection per slot, not one a week forever).
+                let seen = p.learn(wall);
+                let since = p.since_ms.unwrap_or(wall.unix_ms);
+                let history = wall.unix_ms.saturating_sub(since);
+                (history >= rule.learning_ms() && u64::from(seen) < rule.threshold).then(|| {
+                    OffHoursBasis::Profile {
+                        seen: u64::from(seen),
+                        days: u64::try_from(history / week::DAY_MS).unwrap_or(0),
+                        threshold: rule.threshold,
+                    }
+                })
+            } else {
+                let minute = wall.minute_of_week();
+                (!rule.hours.iter().any(|h| h.contains(minute))).then(|| OffHoursBasis::Hours {
+                    hours: rule.hours.iter().map(|h| h.text.clone()).collect(),
+                })
+            };
+            let Some(basis) = basis else { continue };
+            let hour = wall.hour_index();
+            if p.last_fired == Some(hour) {
+                continue;
+            }
+            p.last_fired = Some(hour);
+            out.push(detection(
+                rule,
+                assoc,
+                facts,
+                Evidence::OffHours {
+                    weekday: week::DAYS
+                        .get(wall.weekday())
+                        .copied()
+                        .unwrap_or("?")
+                        .to_string(),
+                    hour: wall.hour(),
+                    basis,
+                },
+            ));
         }
     }
 
@@ -810,6 +1212,13 @@ impl Detectors {
             }
         }
     }
+}
+
+/// Whether an off-hours rule applies to `peer` (its `peers`, or every peer).
+fn applies(rule: &Rule, peer: &str) -> bool {
+    rule.peers
+        .as_ref()
+        .is_none_or(|ps| ps.iter().any(|p| p == peer))
 }
 
 /// Counts per peer go under its policy name; before admission (or for an association the

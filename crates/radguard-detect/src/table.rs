@@ -85,6 +85,11 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         &mut slot.0
     }
 
+    /// Every entry, in no particular order (not marked used).
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.map.iter().map(|(k, (v, _))| (k, v))
+    }
+
     /// Removes and returns the entry for `key`.
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let (v, stamp) = self.map.remove(key)?;

@@ -116,6 +116,7 @@ fn get_suboperation(id: u64, status: u16) -> Event {
         sop_instance: None,
         subject: None,
         sub_operations: None,
+        bytes: None,
     }
 }
 
@@ -136,6 +137,7 @@ fn move_response(id: u64, msg: u16, status: u16, completed: u16, warning: u16) -
             failed: Some(0),
             warning: Some(warning),
         }),
+        bytes: None,
     }
 }
 
@@ -170,6 +172,12 @@ impl RuleConfigLite {
             levels: None,
             learning: None,
             attributes: None,
+            hours: None,
+            peers: None,
+            learning_days: None,
+            max_bytes: None,
+            baseline: None,
+            factor: None,
         }
     }
 }

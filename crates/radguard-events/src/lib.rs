@@ -219,6 +219,9 @@ pub enum Event {
         /// C-MOVE-RSP/C-GET-RSP: the sub-operation counts the response carries (PS3.7 §9.1.3,
         /// §9.1.4). Counts only, not PHI.
         sub_operations: Option<SubOperations>,
+        /// The C-STORE-RSP of a C-GET sub-operation (PS3.4 C.4.3): the bytes of the data set
+        /// the gateway relayed to the client for it (the data PDVs' value fields).
+        bytes: Option<u64>,
     },
     InstanceStored {
         assoc: AssocId,
@@ -535,6 +538,7 @@ mod tests {
                 failed: Some(0),
                 warning: Some(1),
             }),
+            bytes: None,
         };
         let log = serde_json::to_value(&*r.for_log()).unwrap();
         assert!(!log.to_string().contains("PID-SECRET"), "{log}");

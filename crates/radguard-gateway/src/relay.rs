@@ -432,6 +432,8 @@ struct PendingEntry {
 struct InFlight {
     sop_class: Option<String>,
     sop_instance: Option<String>,
+    /// Bytes of its data set relayed to the client so far (bulk-retrieve counts them).
+    bytes: u64,
 }
 
 /// What the gateway knows of one of the client's requests relayed upstream and not answered
@@ -1261,6 +1263,7 @@ fn answers_upstream(st: &RelayState<'_>, command: &Command) -> bool {
         sop_instance: request.sop_instance,
         subject: None,
         sub_operations: None,
+        bytes: Some(request.bytes),
     });
     true
 }
@@ -1346,6 +1349,9 @@ struct Incoming {
     streaming: Option<Checking>,
     /// The current message's data set is dropped (answers to a query the gateway ended).
     skipping: bool,
+    /// The upstream request whose data set is streaming (Message ID) and its bytes so far:
+    /// recorded with the client's answer (bulk-retrieve counts the bytes a peer retrieves).
+    counting: Option<(u16, u64)>,
 }
 
 /// Message IDs of queries the gateway ended while the upstream still answers them.
@@ -1598,6 +1604,7 @@ async fn upstream_command(
             return Ok(());
         }
         inc.streaming = Some(checking);
+        inc.counting = command.message_id.map(|id| (id, 0));
     }
     if !is_response {
         if let (Some(id), Ok(mut m)) = (command.message_id, st.upstream_requests.lock()) {
@@ -1607,6 +1614,7 @@ async fn upstream_command(
                 InFlight {
                     sop_class: command.affected_sop_class.clone(),
                     sop_instance: command.affected_sop_instance.clone(),
+                    bytes: 0,
                 },
             );
         }
@@ -1840,6 +1848,18 @@ async fn upstream_data<'a>(
             .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
             .await);
     }
+    if let Some((id, n)) = inc.counting.as_mut() {
+        *n = n.saturating_add(data.len() as u64);
+        if is_last {
+            let (id, n) = (*id, *n);
+            inc.counting = None;
+            if let Ok(mut m) = st.upstream_requests.lock() {
+                if let Some(f) = m.get_mut(&id) {
+                    f.bytes = n;
+                }
+            }
+        }
+    }
     encode_pdata(out, &[pdv]);
     Ok(())
 }
@@ -2026,6 +2046,7 @@ fn note_response(st: &RelayState<'_>, command: &Command) {
                 sop_instance: None,
                 subject: None,
                 sub_operations: Some(counts),
+                bytes: None,
             });
         }
         return;
@@ -2045,6 +2066,7 @@ fn note_response(st: &RelayState<'_>, command: &Command) {
         sop_instance: sop_instance.or_else(|| command.affected_sop_instance.clone()),
         subject,
         sub_operations: sub_operations(field, command),
+        bytes: None,
     });
 }
 

@@ -599,6 +599,7 @@ async fn finish_store(
         sop_instance: Some(r.sop_instance.clone()),
         subject,
         sub_operations: None,
+        bytes: None,
     });
     let rsp = encode_response(
         CommandField::CStoreRq,

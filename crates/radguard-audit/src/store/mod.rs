@@ -180,6 +180,37 @@ pub trait AuditStore: Send {
     /// Rows matching `filter`.
     fn search(&mut self, filter: &Filter) -> Result<Vec<FoundRow>>;
 
+    /// Calls `each(peer name, time_ms)` for every admitted association (an
+    /// `association-accepted` record with the peer's policy name) with
+    /// `since_ms <= time_ms < until_ms`, oldest first, every chain of the store; returns how
+    /// many. The detectors learn the peers' weekly profiles from it at start. This default
+    /// reads the records through [`AuditStore::search`]; the SQL stores read the indexed
+    /// columns only.
+    fn admitted_associations(
+        &mut self,
+        since_ms: i64,
+        until_ms: i64,
+        each: &mut dyn FnMut(&str, i64),
+    ) -> Result<u64> {
+        let rows = self.search(&Filter {
+            since_ms: Some(since_ms),
+            until_ms: Some(until_ms),
+            kinds: vec![crate::RecordKind::AssociationAccepted],
+            ..Filter::default()
+        })?;
+        let mut n = 0;
+        for row in rows {
+            let Ok(r) = serde_json::from_str::<crate::AuditRecord>(&row.entry) else {
+                continue;
+            };
+            if let Some(name) = r.peer.as_ref().and_then(|p| p.name.as_deref()) {
+                each(name, r.time_ms);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// The nodes (chains) in the store.
     fn nodes(&mut self) -> Result<Vec<String>>;
 

@@ -303,6 +303,24 @@ impl AuditStore for PgStore {
             .collect())
     }
 
+    fn admitted_associations(
+        &mut self,
+        since_ms: i64,
+        until_ms: i64,
+        each: &mut dyn FnMut(&str, i64),
+    ) -> Result<u64> {
+        let kind = crate::RecordKind::AssociationAccepted.as_str();
+        let sql = sql::admitted_sql(|n| format!("${n}"));
+        let rows = self
+            .c()?
+            .query(sql.as_str(), &[&kind, &since_ms, &until_ms])?;
+        for r in &rows {
+            let peer: String = r.get(0);
+            each(&peer, r.get(1));
+        }
+        Ok(rows.len() as u64)
+    }
+
     fn nodes(&mut self) -> Result<Vec<String>> {
         Ok(self
             .c()?

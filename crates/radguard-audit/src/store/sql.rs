@@ -60,6 +60,18 @@ pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// Admitted associations in a time range (`AuditStore::admitted_associations`): the indexed
+/// (kind, time_ms) columns and the peer's name, never the entry.
+pub(crate) fn admitted_sql(ph: fn(usize) -> String) -> String {
+    format!(
+        "SELECT peer_name, time_ms FROM audit_record WHERE kind = {} AND time_ms >= {} \
+         AND time_ms < {} AND peer_name IS NOT NULL ORDER BY time_ms, node, seq",
+        ph(1),
+        ph(2),
+        ph(3)
+    )
+}
+
 /// The search query; `ph(n)` spells the n-th placeholder (1-based) in the dialect.
 pub(crate) fn search_sql(f: &Filter, ph: fn(usize) -> String) -> (String, Vec<Param>) {
     let mut sql = String::from("SELECT r.node, r.seq, r.entry FROM audit_record r");

@@ -277,6 +277,24 @@ impl AuditStore for SqliteStore {
         Ok(rows)
     }
 
+    fn admitted_associations(
+        &mut self,
+        since_ms: i64,
+        until_ms: i64,
+        each: &mut dyn FnMut(&str, i64),
+    ) -> Result<u64> {
+        let kind = crate::RecordKind::AssociationAccepted.as_str();
+        let mut stmt = self.conn.prepare(&sql::admitted_sql(|n| format!("?{n}")))?;
+        let mut rows = stmt.query(params![kind, since_ms, until_ms])?;
+        let mut n = 0;
+        while let Some(r) = rows.next()? {
+            let peer: String = r.get(0)?;
+            each(&peer, r.get(1)?);
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn nodes(&mut self) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare(
             "SELECT node FROM audit_head UNION SELECT DISTINCT node FROM audit_record ORDER BY 1",

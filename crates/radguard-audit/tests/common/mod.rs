@@ -168,6 +168,7 @@ pub fn emit_assoc(bus: &EventBus, id: u64, stores: u16) -> usize {
                 ..Subject::default()
             }),
             sub_operations: None,
+            bytes: None,
         });
     }
     bus.emit(Event::AssociationReleased {

@@ -7,6 +7,7 @@ pub mod block;
 pub mod config;
 pub mod deid;
 pub mod files_bar;
+pub mod learned;
 pub mod ledger;
 pub mod media;
 pub mod reload;

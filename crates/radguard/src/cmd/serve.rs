@@ -102,7 +102,9 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         // The detectors subscribe before the listeners start too: they see every association.
         // With detection off, the `overwrite` rule still runs: the ledger and the vault report
         // conflicting content through it.
-        spawn_detection(&detect_cfg, &bus, block_tx);
+        let trail = audit_cfg.enabled.then_some(&audit.store);
+        let detectors = super::learned::prepare(&detect_cfg, &data, trail).await;
+        spawn_detection(detectors, data.clone(), &bus, block_tx);
         let mut audit_handle = None;
         let mut exporters = Vec::new();
         let (admit_tx, admit_rx) = tokio::sync::watch::channel(true);
@@ -228,22 +230,35 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
 
 /// Feeds every event of the bus to the detectors (radguard-detect) and emits one `detection`
 /// event per rule that fires; the audit trail records it as a PS3.15 A.5 Security Alert
-/// (110113) with the rule. The detectors' clock is this task's monotonic clock.
-/// A rule's `throttle` or `block` response goes to the block list's keeper (cmd/block.rs),
-/// which adds the entry, publishes it to the gateway and cuts the subject's associations.
+/// (110113) with the rule. The detectors' clocks are this task's monotonic clock and the local
+/// wall clock (`learned::now`); learned bulk-retrieve baselines are saved to the data folder
+/// when they change (at most every few seconds). A rule's `throttle` or `block` response goes
+/// to the block list's keeper (cmd/block.rs), which adds the entry, publishes it to the gateway
+/// and cuts the subject's associations.
 fn spawn_detection(
-    config: &radguard_config::DetectConfig,
+    mut detectors: radguard_detect::Detectors,
+    data: PathBuf,
     bus: &EventBus,
     blocks: tokio::sync::mpsc::UnboundedSender<super::block::BlockRequest>,
 ) {
-    let mut detectors = radguard_detect::Detectors::new(config);
     let mut rx = bus.subscribe();
     let bus = bus.clone();
     let start = tokio::time::Instant::now();
+    let mut saver = super::learned::Saver::new(data);
     tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
         loop {
-            let record = match rx.recv().await {
+            let wait = saver
+                .due_in()
+                .unwrap_or(std::time::Duration::from_secs(3600));
+            let received = tokio::select! {
+                r = rx.recv() => r,
+                _ = tokio::time::sleep(wait) => {
+                    saver.save(&mut detectors, false);
+                    continue;
+                }
+            };
+            let record = match received {
                 Ok(r) => r,
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(target: "radguard::detect", "detection fell behind: {n} events not seen");
@@ -251,14 +266,16 @@ fn spawn_detection(
                 }
                 Err(RecvError::Closed) => break,
             };
-            let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-            for d in detectors.observe(now, &record.event) {
+            let now = super::learned::now(start, record.time_ms);
+            for d in detectors.observe_at(now, &record.event) {
                 bus.emit(d.event());
                 if let Some(r) = super::block::request_for(&d) {
                     let _ = blocks.send(r);
                 }
             }
+            saver.save(&mut detectors, false);
         }
+        saver.save(&mut detectors, true);
     });
 }
 

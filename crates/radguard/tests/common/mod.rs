@@ -981,6 +981,11 @@ impl Radguard {
     /// `radguard serve --config <tmp>/radguard.toml --data DATA_DIR`; returns once the first
     /// listening line was printed (panics with the logs if that takes over 30 s or it exits).
     pub fn start(config_toml: &str, data_dir: &Path) -> Radguard {
+        Radguard::start_with_env(config_toml, data_dir, &[])
+    }
+
+    /// [`Radguard::start`] with extra environment variables for the process (e.g. `TZ`).
+    pub fn start_with_env(config_toml: &str, data_dir: &Path, env: &[(&str, &str)]) -> Radguard {
         let tmp = tmp_dir("radguard");
         let cfg = tmp.path().join("radguard.toml");
         fs::write(&cfg, config_toml).expect("write radguard.toml");
@@ -991,7 +996,7 @@ impl Radguard {
             "--data".into(),
             data_dir.into(),
         ];
-        Radguard::spawn(&args, data_dir, Some(cfg), tmp)
+        Radguard::spawn(&args, data_dir, Some(cfg), tmp, env)
     }
 
     /// Like [`Radguard::start`] with a fresh data directory owned (and removed) by the result.
@@ -1004,15 +1009,22 @@ impl Radguard {
 
     /// `radguard ARGS...` (e.g. `serve --data DIR` with the embedded default config).
     pub fn start_args(args: &[OsString], data_dir: &Path) -> Radguard {
-        Radguard::spawn(args, data_dir, None, tmp_dir("radguard"))
+        Radguard::spawn(args, data_dir, None, tmp_dir("radguard"), &[])
     }
 
-    fn spawn(args: &[OsString], data_dir: &Path, cfg: Option<PathBuf>, tmp: TempDir) -> Radguard {
+    fn spawn(
+        args: &[OsString],
+        data_dir: &Path,
+        cfg: Option<PathBuf>,
+        tmp: TempDir,
+        env: &[(&str, &str)],
+    ) -> Radguard {
         fs::create_dir_all(data_dir).expect("create radguard data dir");
         let err = tmp.path().join("radguard.err");
         let out_copy = tmp.path().join("radguard.out");
         let mut cmd = Command::new(Radguard::exe());
         cmd.args(args)
+            .envs(env.iter().copied())
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
