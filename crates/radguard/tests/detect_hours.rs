@@ -49,11 +49,11 @@ fn day_hour(ms: i64) -> (usize, i64) {
     (((hours.div_euclid(24) + 3) % 7) as usize, hours % 24)
 }
 
-/// The security-alert events of kind detection in the gateway's log.
+/// The detection events in the gateway's log.
 fn detections(rg: &Radguard) -> Vec<Value> {
     rg.events()
         .into_iter()
-        .filter(|e| e["event"] == "security-alert" && e["kind"] == "detection")
+        .filter(|e| e["event"] == "detection")
         .collect()
 }
 
