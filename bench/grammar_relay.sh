@@ -8,6 +8,7 @@
 #
 #   BEFORE=/path/to/old/radguard bash bench/grammar_relay.sh     # REPS=3 by default
 #   BASE_COMMIT=c10059a bash bench/grammar_relay.sh
+#   BEFORE_TOML=... / AFTER_TOML=...: TOML appended to that side's config (see below)
 #
 # BEFORE defaults to a release build of BASE_COMMIT in a git worktree at
 # bench/out/before-<commit> (built on first use). Needs: Debian dcmtk, the project's .venv.
@@ -71,6 +72,10 @@ TOML
 printf '%s\n' 7f3a9c0e5b2d4f61a8e7c3b9d0f1e2a4c6b8d0e2f4a6c8e0b2d4f6a8c0e2b4d6 > "$WORK/deid.key"
 config "$A_PORT" > "$WORK/before.toml"
 config "$B_PORT" > "$WORK/after.toml"
+# Extra TOML for one side, e.g. the same binary with detection off as "before":
+#   BEFORE=target/release/radguard BEFORE_TOML=$'[detect]\nenabled = false' bash bench/grammar_relay.sh
+printf '%s\n' "${BEFORE_TOML:-}" >> "$WORK/before.toml"
+printf '%s\n' "${AFTER_TOML:-}" >> "$WORK/after.toml"
 
 wait_port() { for _ in $(seq 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not up" >&2; exit 1; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
