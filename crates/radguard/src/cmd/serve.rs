@@ -209,10 +209,11 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         );
         // Expired entries dropped and operators' changes reported before the first association.
         keeper.spawn(shared.clone(), block_rx)?;
-        // Written once SIGUSR1 is handled (its default action would end the process).
+        reload_on_sighup(config.clone(), started, policy_tx, tls_tx, bus.clone());
+        // Written once SIGUSR1 and SIGHUP are handled (their default action would end the
+        // process: `radguard reload` or `radguard block` right after the start must not).
         let pid_file = data.join("radguard.pid");
         let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
-        reload_on_sighup(config.clone(), started, policy_tx, tls_tx, bus.clone());
         radguard_gateway::serve(shared, listeners, shutdown_signal()).await;
         for e in exporters {
             let _ = e.shutdown().await;
@@ -292,51 +293,58 @@ fn reload_on_sighup(
     bus: EventBus,
 ) {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    {
         use tokio::signal::unix::{signal, SignalKind};
+        // Installed before this returns (not in the task): the pid file is written next.
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            eprintln!("radguard: WARNING: cannot handle SIGHUP: reload unavailable");
             return;
         };
-        while hup.recv().await.is_some() {
-            let Some(path) = config.as_deref() else {
-                bus.emit(Event::ConfigReloaded {
-                    ok: false,
-                    detail: "running on embedded defaults: nothing to reload".into(),
-                });
-                continue;
-            };
-            let p = path.to_path_buf();
-            let loaded = tokio::task::spawn_blocking(move || load_config(Some(&p))).await;
-            match loaded {
-                Ok(Ok((new, _))) if !started.restart_needed(&new).is_empty() => {
-                    let keys = started.restart_needed(&new).join(", ");
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let Some(path) = config.as_deref() else {
                     bus.emit(Event::ConfigReloaded {
                         ok: false,
-                        detail: format!(
-                            "new config refused, the old one stays in force: {keys} changed, \
+                        detail: "running on embedded defaults: nothing to reload".into(),
+                    });
+                    continue;
+                };
+                let p = path.to_path_buf();
+                let loaded = tokio::task::spawn_blocking(move || load_config(Some(&p))).await;
+                match loaded {
+                    Ok(Ok((new, _))) if !started.restart_needed(&new).is_empty() => {
+                        let keys = started.restart_needed(&new).join(", ");
+                        bus.emit(Event::ConfigReloaded {
+                            ok: false,
+                            detail: format!(
+                                "new config refused, the old one stays in force: {keys} changed, \
                              which only a restart applies"
-                        ),
-                    });
+                            ),
+                        });
+                    }
+                    Ok(Ok((new, tls))) => {
+                        let _ = tls_tx.send(Arc::new(tls));
+                        let _ = policy_tx.send(new.config.policy);
+                        bus.emit(Event::ConfigReloaded {
+                            ok: true,
+                            detail: format!(
+                                "policy and certificates reloaded from {}",
+                                path.display()
+                            ),
+                        });
+                    }
+                    Ok(Err(e)) => bus.emit(Event::ConfigReloaded {
+                        ok: false,
+                        detail: format!("new config refused, the old one stays in force: {e:#}"),
+                    }),
+                    Err(e) => bus.emit(Event::ConfigReloaded {
+                        ok: false,
+                        detail: format!("reload failed: {e}"),
+                    }),
                 }
-                Ok(Ok((new, tls))) => {
-                    let _ = tls_tx.send(Arc::new(tls));
-                    let _ = policy_tx.send(new.config.policy);
-                    bus.emit(Event::ConfigReloaded {
-                        ok: true,
-                        detail: format!("policy and certificates reloaded from {}", path.display()),
-                    });
-                }
-                Ok(Err(e)) => bus.emit(Event::ConfigReloaded {
-                    ok: false,
-                    detail: format!("new config refused, the old one stays in force: {e:#}"),
-                }),
-                Err(e) => bus.emit(Event::ConfigReloaded {
-                    ok: false,
-                    detail: format!("reload failed: {e}"),
-                }),
             }
-        }
-    });
+        });
+    }
     #[cfg(not(unix))]
     let _ = (config, started, policy_tx, tls_tx, bus);
 }
