@@ -2031,30 +2031,20 @@ fn note_response(st: &RelayState<'_>, command: &Command) {
     let Some(id) = command.responded_to else {
         return;
     };
-    if pending {
+    let sub_operations = sub_operations(field, command);
+    let (sop_class, sop_instance, subject) = if pending {
         // A pending C-MOVE/C-GET response's sub-operation counts (PS3.7 §9.1.3, §9.1.4) reach
         // the detectors as they grow: a retrieve the client aborts before its final response
         // still counts toward bulk-retrieve. (The audit trail records final responses only.)
-        if let Some(counts) = sub_operations(field, command) {
-            st.shared.bus.emit(Event::DimseResponse {
-                assoc: st.id,
-                message_id: id,
-                command: format!("{field:?}"),
-                status,
-                from: Blame::Upstream,
-                sop_class: command.affected_sop_class.clone(),
-                sop_instance: None,
-                subject: None,
-                sub_operations: Some(counts),
-                bytes: None,
-            });
+        if sub_operations.is_none() {
+            return;
         }
-        return;
-    }
-    let (flight, _) = st.outstanding.remove(id);
-    let (sop_class, sop_instance, subject) = match flight {
-        Some(f) => (f.sop_class, f.sop_instance, f.subject),
-        None => (None, None, None),
+        (None, None, None)
+    } else {
+        match st.outstanding.remove(id).0 {
+            Some(f) => (f.sop_class, f.sop_instance, f.subject),
+            None => (None, None, None),
+        }
     };
     st.shared.bus.emit(Event::DimseResponse {
         assoc: st.id,
@@ -2065,7 +2055,7 @@ fn note_response(st: &RelayState<'_>, command: &Command) {
         sop_class: sop_class.or_else(|| command.affected_sop_class.clone()),
         sop_instance: sop_instance.or_else(|| command.affected_sop_instance.clone()),
         subject,
-        sub_operations: sub_operations(field, command),
+        sub_operations,
         bytes: None,
     });
 }

@@ -27,26 +27,6 @@ fn audit_toml() -> String {
     format!("\n[audit]\nnode = {NODE:?}\n")
 }
 
-/// The detection events in the gateway's log.
-fn detections(rg: &Radguard) -> Vec<Value> {
-    rg.events()
-        .into_iter()
-        .filter(|e| e["event"] == "detection")
-        .collect()
-}
-
-/// Waits until the log holds a detection whose detail contains `needle`; returns all of them.
-fn wait_detection(rg: &Radguard, needle: &str) -> Vec<Value> {
-    let mut all = Vec::new();
-    let ok = wait_until(Duration::from_secs(30), || {
-        all = detections(rg);
-        all.iter()
-            .any(|e| e["detail"].as_str().is_some_and(|d| d.contains(needle)))
-    });
-    assert!(ok, "no detection {needle:?}; log:\n{}", rg.log());
-    all
-}
-
 /// Waits until the audit trail holds a detection Security Alert whose detail contains each
 /// needle; checks its A.5 message (110113, type code `detection`).
 fn wait_audited(rg: &Radguard, needles: &[&str]) {
@@ -99,7 +79,7 @@ fn enumeration_loop_and_scanner_signature() {
     // nmap's dicom-ping: its signature fires on the request (and it is the 5th refusal).
     let out = echoscu(rg.port(), "ECHOSCU", "ANY-SCP");
     assert!(!out.success());
-    wait_detection(&rg, "rule scanners");
+    rg.wait_detection("rule scanners");
     // Three more guesses, then an association the `marker` rule fires on: the detectors see
     // events in order, so its detection proves they saw the guesses (recon-refused fires once
     // per window per source; the scanner rule likewise).
@@ -108,7 +88,7 @@ fn enumeration_loop_and_scanner_signature() {
     }
     assert!(!echoscu(rg.port(), "ECHOSCU", "ANY-SCP").success());
     assert!(!echoscu(rg.port(), "MARKER", "ANY-SCP").success());
-    let all = wait_detection(&rg, "rule marker");
+    let all = rg.wait_detection("rule marker");
     let enums: Vec<&Value> = all
         .iter()
         .filter(|e| e["detail"].as_str().unwrap().contains("rule enum"))
@@ -175,7 +155,7 @@ fn universal_study_query_is_a_bulk_query() {
     );
     f.assert_success("findscu for every study");
     assert!(f.find_matches() >= 1, "{}", f.text());
-    let all = wait_detection(&rg, "rule bulk");
+    let all = rg.wait_detection("rule bulk");
     assert_eq!(all.len(), 1, "only the universal query fired: {all:#?}");
     let detail = all[0]["detail"].as_str().unwrap();
     assert!(detail.contains("peer lab"), "{detail}");
@@ -212,7 +192,7 @@ fn study_move_is_a_bulk_retrieve_counted_from_the_move_responses() {
     movescu(rg.port(), SCU, "QRSCP", "RECV", &[&study])
         .assert_success("movescu -> radguard -> dcmqrscp (destination RECV)");
     assert_eq!(recv.files().len(), ct.len(), "storescp got the study");
-    let all = wait_detection(&rg, "rule pull");
+    let all = rg.wait_detection("rule pull");
     assert_eq!(all.len(), 1, "one detection per peer per window: {all:#?}");
     let detail = all[0]["detail"].as_str().unwrap();
     assert!(detail.contains("(bulk-retrieve) peer lab"), "{detail}");
@@ -257,7 +237,7 @@ fn marker_peer(cfg: Config) -> Config {
 fn mark(rg: &Radguard, name: &str) -> Vec<Value> {
     echoscu(rg.port(), &name.to_ascii_uppercase(), "RADGUARD")
         .assert_success("echoscu as a marker peer");
-    wait_detection(rg, &format!("rule {name}"))
+    rg.wait_detection(&format!("rule {name}"))
 }
 
 /// Waits until the log holds at least `n` events named any of `names`.
@@ -331,7 +311,7 @@ fn connect_and_idle_loop_is_recon_idle() {
     assert!(of_rule(&all, "idle").is_empty(), "fired early: {all:#?}");
     // The fifth idle association reaches the threshold.
     idle_association(rg.port(), false);
-    wait_detection(&rg, "rule idle");
+    rg.wait_detection("rule idle");
     // Two more in the same window: no second detection.
     idle_association(rg.port(), true);
     idle_association(rg.port(), false);
@@ -394,7 +374,7 @@ fn known_peer_with_another_implementation_is_identity_drift() {
     let v = probe(rg.port(), SCU, "RADGUARD", &["echo"]);
     assert_accepted(&v);
     assert_eq!(statuses(&v), vec![Some(0)], "{v:#}");
-    wait_detection(&rg, "rule drift");
+    rg.wait_detection("rule drift");
     // What each client announced, as the gateway saw it.
     let requested: Vec<Value> = rg
         .events()
@@ -490,7 +470,7 @@ fn user_identity_guessing_loop_is_recon_refused() {
     assert!(of_rule(&all, "guess").is_empty(), "fired early: {all:#?}");
     // The fourth reaches it; two more in the same window do not fire again.
     guess(3);
-    wait_detection(&rg, "rule guess");
+    rg.wait_detection("rule guess");
     guess(4);
     guess(5);
     wait_events(&rg, &["association-refused"], 6);

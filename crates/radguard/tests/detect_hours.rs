@@ -49,26 +49,6 @@ fn day_hour(ms: i64) -> (usize, i64) {
     (((hours.div_euclid(24) + 3) % 7) as usize, hours % 24)
 }
 
-/// The detection events in the gateway's log.
-fn detections(rg: &Radguard) -> Vec<Value> {
-    rg.events()
-        .into_iter()
-        .filter(|e| e["event"] == "detection")
-        .collect()
-}
-
-/// Waits until the log holds a detection whose detail contains `needle`; returns all of them.
-fn wait_detection(rg: &Radguard, needle: &str) -> Vec<Value> {
-    let mut all = Vec::new();
-    let ok = wait_until(Duration::from_secs(30), || {
-        all = detections(rg);
-        all.iter()
-            .any(|e| e["detail"].as_str().is_some_and(|d| d.contains(needle)))
-    });
-    assert!(ok, "no detection {needle:?}; log:\n{}", rg.log());
-    all
-}
-
 /// The detections of rule `rule`.
 fn of_rule<'a>(all: &'a [Value], rule: &str) -> Vec<&'a Value> {
     let needle = format!("rule {rule} (");
@@ -97,7 +77,7 @@ const MARKER_RULE: &str = "\n[[detect.rule]]\nname = \"marker\"\nkind = \"scanne
 
 fn mark(rg: &Radguard) -> Vec<Value> {
     echoscu(rg.port(), "MARKER", "RADGUARD").assert_success("echoscu as the marker peer");
-    wait_detection(rg, "rule marker")
+    rg.wait_detection("rule marker")
 }
 
 #[test]
@@ -338,7 +318,7 @@ fn study_get_is_a_bulk_retrieve_on_bytes() {
         relayed, direct,
         "the gateway relays the data sets unchanged"
     );
-    let all = wait_detection(&rg, "rule pull");
+    let all = rg.wait_detection("rule pull");
     assert_eq!(all.len(), 1, "{all:#?}");
     let detail = all[0]["detail"].as_str().unwrap();
     assert!(detail.contains("(bulk-retrieve) peer lab"), "{detail}");

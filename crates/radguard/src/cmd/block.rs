@@ -248,29 +248,12 @@ fn tell_gateway(data: &Path) {
         println!("radguard: no gateway running on this data folder: it applies the change when it starts");
         return;
     };
-    match signal_usr1(pid) {
+    match super::reload::signal(pid, super::reload::ToGateway::Blocks) {
         Ok(()) => println!("radguard: told the gateway (pid {pid}) to re-read its block list"),
         Err(e) => println!(
             "radguard: could not tell pid {pid} ({e:#}): the gateway applies the change when it starts"
         ),
     }
-}
-
-/// SIGUSR1 to one process; only a positive pid (see `reload.rs`).
-#[cfg(unix)]
-fn signal_usr1(pid: u32) -> anyhow::Result<()> {
-    use rustix::process::{kill_process, Pid, Signal};
-    let pid = i32::try_from(pid)
-        .ok()
-        .and_then(Pid::from_raw)
-        .context("not a process id")?;
-    kill_process(pid, Signal::USR1)?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn signal_usr1(_pid: u32) -> anyhow::Result<()> {
-    anyhow::bail!("signals are a Unix feature")
 }
 
 /// What a detection asks the block list for.

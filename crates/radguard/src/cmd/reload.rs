@@ -36,25 +36,38 @@ fn reload(data: &Path) -> anyhow::Result<()> {
         .trim()
         .parse()
         .with_context(|| format!("{} holds no pid", pid_file.display()))?;
-    signal_hup(pid).with_context(|| format!("could not signal pid {pid}"))?;
+    signal(pid, ToGateway::Reload).with_context(|| format!("could not signal pid {pid}"))?;
     println!("radguard: asked pid {pid} to reload its config (see its log for the result)");
     Ok(())
 }
 
-/// SIGHUP to one process. Only a positive pid is accepted: kill(2) reads 0 as "my process
-/// group" and -1 as "every process I may signal", which a tampered pid file must not reach.
+/// What `radguard` asks its running gateway.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ToGateway {
+    /// SIGHUP: reload the config file.
+    Reload,
+    /// SIGUSR1: re-read the block list (`radguard block`).
+    Blocks,
+}
+
+/// Signals one process. Only a positive pid is accepted: kill(2) reads 0 as "my process group"
+/// and -1 as "every process I may signal", which a tampered pid file must not reach.
 #[cfg(unix)]
-fn signal_hup(pid: u32) -> anyhow::Result<()> {
+pub(crate) fn signal(pid: u32, what: ToGateway) -> anyhow::Result<()> {
     use rustix::process::{kill_process, Pid, Signal};
     let pid = i32::try_from(pid)
         .ok()
         .and_then(Pid::from_raw)
         .context("not a process id")?;
-    kill_process(pid, Signal::HUP)?;
+    let signal = match what {
+        ToGateway::Reload => Signal::HUP,
+        ToGateway::Blocks => Signal::USR1,
+    };
+    kill_process(pid, signal)?;
     Ok(())
 }
 
 #[cfg(not(unix))]
-fn signal_hup(_pid: u32) -> anyhow::Result<()> {
+pub(crate) fn signal(_pid: u32, _what: ToGateway) -> anyhow::Result<()> {
     anyhow::bail!("signals are a Unix feature")
 }

@@ -1658,6 +1658,27 @@ impl Radguard {
     pub fn events(&self) -> Vec<Value> {
         parse_events(&self.log())
     }
+
+    /// The detection events logged so far.
+    pub fn detections(&self) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == "detection")
+            .collect()
+    }
+
+    /// Waits (30 s at most) until the log holds a detection whose detail contains `needle`;
+    /// returns all the detections then.
+    pub fn wait_detection(&self, needle: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let ok = wait_until(Duration::from_secs(30), || {
+            all = self.detections();
+            all.iter()
+                .any(|e| e["detail"].as_str().is_some_and(|d| d.contains(needle)))
+        });
+        assert!(ok, "no detection {needle:?}; log:\n{}", self.log());
+        all
+    }
 }
 
 /// (VmRSS, VmHWM) in KiB of process `pid`; (0, 0) if it is gone.
