@@ -5,7 +5,8 @@
 //! the block, `radguard block list --json` shows it, it survives a restart, and
 //! `radguard block remove` ends it (audited; echo works again). A throttle by calling AE
 //! refuses that AE past its rate (2/3/2) and no other; a block by calling AE leaves the other
-//! AEs of the same address alone and expires by itself (audited).
+//! AEs of the same address alone and expires by itself (audited). An operator's `radguard block
+//! add` reaches the running gateway: it cuts and refuses that AE title until removed.
 
 mod common;
 
@@ -186,4 +187,43 @@ fn a_block_by_calling_ae_spares_other_aes_and_expires_by_itself() {
     assert_eq!(expired["subject"], "calling-ae=MARKER", "{expired}");
     wait_audited(&rg, "block-expired");
     assert_accepted(&echo(&rg, "MARKER"));
+}
+
+#[test]
+fn an_operator_block_cuts_its_running_association_and_refuses_the_ae_until_removed() {
+    let rg = Radguard::start_fresh(&toml_with(""));
+    let mut holder = probe_spawn(rg.port(), "OTHER", "RADGUARD", &["echo", "--hold", "60"]);
+    assert!(
+        holder.wait_ready(Duration::from_secs(20)),
+        "holder not established"
+    );
+    let data = rg.data_dir.to_str().unwrap().to_string();
+    let out = block_cli(&[
+        "add",
+        "--calling-ae",
+        "OTHER",
+        "--for",
+        "10m",
+        "--reason",
+        "stolen workstation",
+        "--data",
+        &data,
+    ]);
+    out.assert_success("block add");
+    assert!(out.stdout.contains("calling-ae=OTHER"), "{}", out.text());
+    // The running gateway was told: the block is reported with the association it cut.
+    let added = wait_event(&rg, "block-added", |_| true);
+    assert_eq!(added["subject"], "calling-ae=OTHER", "{added}");
+    assert_eq!(added["rule"], "operator", "{added}");
+    assert_eq!(added["cut"], 1, "{added}");
+    let v = holder.wait_json(Duration::from_secs(30));
+    assert_eq!(v["aborted"], true, "{v:#}");
+    assert_rejected(&echo(&rg, "OTHER"), 2, 1, 1);
+    // Only that AE title: another from the same address still works.
+    assert_accepted(&echo(&rg, "PROBE"));
+    wait_audited(&rg, "block-added");
+    let out = block_cli(&["remove", "calling-ae=OTHER", "--data", &data]);
+    out.assert_success("block remove by subject");
+    wait_event(&rg, "block-removed", |_| true);
+    assert_accepted(&echo(&rg, "OTHER"));
 }
