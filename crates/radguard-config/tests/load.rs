@@ -160,7 +160,9 @@ fn detect_section_is_read_and_its_errors_merged() {
     ))
     .expect("valid");
     assert_eq!(loaded.detect.max_sources, 10);
-    assert_eq!(loaded.detect.rules().len(), 1);
+    // The configured rule, and the `overwrite` rule the integrity stores report through.
+    let names: Vec<String> = loaded.detect.rules().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["enum", "overwrite"]);
     // Absent: on, with the default rules.
     let plain = load(&format!("{PEER}\n{VAULT}")).expect("valid");
     assert!(plain.detect.enabled);
