@@ -153,7 +153,9 @@
     const dl = h('dl', { class: 'kv' });
     for (const [k, x] of Object.entries(v)) {
       dl.appendChild(h('dt', null, k.replace(/_/g, ' ')));
-      dl.appendChild(h('dd', null, describe(x)));
+      // Unix milliseconds under a time-like key read as a local time.
+      const when = typeof x === 'number' && x > 1e12 && /(time|_ms|^at$|_at$|signed|since|until|seen)/.test(k);
+      dl.appendChild(h('dd', null, when ? h('span', { title: String(x) }, fmtTime(x)) : describe(x)));
     }
     return dl;
   }
