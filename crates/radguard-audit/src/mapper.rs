@@ -251,6 +251,50 @@ impl Mapper {
                     rule: None,
                 },
             ),
+            // The operator console: an action (or a refused login) is a Security Alert whose
+            // type code says what changed (`atna::alert_type`); the console user and the HTTP
+            // client are its participant.
+            Event::AdminAction {
+                user,
+                role,
+                client,
+                action,
+                target,
+                ok,
+                detail,
+            } => push(
+                &mut out,
+                None,
+                Some(Peer {
+                    address: Some(client.clone()),
+                    ..Peer::default()
+                }),
+                AuditEvent::SecurityAlert {
+                    alert: format!("console-{action}"),
+                    detail: format!(
+                        "console user {user} ({role}) from {client}: {action}{}{}: {detail}",
+                        if target.is_empty() { "" } else { " " },
+                        target,
+                    ) + if *ok { "" } else { " (not done)" },
+                    rule: None,
+                },
+            ),
+            Event::AuditLogRead {
+                user,
+                client,
+                query,
+            } => push(
+                &mut out,
+                None,
+                Some(Peer {
+                    address: Some(client.clone()),
+                    ..Peer::default()
+                }),
+                AuditEvent::AuditLogUsed {
+                    user: user.clone(),
+                    query: query.clone(),
+                },
+            ),
             Event::ShutdownFinished { aborted } => push(
                 &mut out,
                 None,

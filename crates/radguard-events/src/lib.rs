@@ -340,6 +340,30 @@ pub enum Event {
         action: String,
         rule: String,
     },
+    /// An operator's action through the console (acknowledging an alert, removing a block,
+    /// a reload) or a refused console login: audited as a PS3.15 A.5 Security Alert (110113).
+    /// No token or session id is ever in it.
+    AdminAction {
+        /// The console user (the `[[admin.token]]` name, `local` without tokens), or `-` for a
+        /// failed login.
+        user: String,
+        role: String,
+        /// The HTTP client's address.
+        client: String,
+        /// `alert-acknowledged`, `block-removed`, `config-reload`, `login-failed`.
+        action: String,
+        /// What it was done to (`alert 12`, `block 3`), empty when nothing.
+        target: String,
+        ok: bool,
+        detail: String,
+    },
+    /// The audit trail was read through the console: a PS3.15 A.5.3.2 Audit Log Used (110101).
+    AuditLogRead {
+        user: String,
+        client: String,
+        /// The filters, as asked (`kind=..., since=..., limit=...`).
+        query: String,
+    },
     ShutdownStarted {
         running: usize,
     },
