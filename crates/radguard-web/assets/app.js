@@ -33,6 +33,7 @@
     alerts: null,
     refusals: null,
     events: null,
+    liveRefusals: [], // refusals received by SSE, newest first (merged into every fetch)
     live: 'connecting',
     renderToken: 0,
   };
@@ -354,6 +355,8 @@
       if (state.view === 'overview') renderAssocTables();
     });
     on('refusal', (r) => {
+      state.liveRefusals.unshift(r);
+      state.liveRefusals.length = Math.min(state.liveRefusals.length, LIST_KEPT);
       if (state.refusals) {
         state.refusals.unshift(r);
         state.refusals.length = Math.min(state.refusals.length, LIST_KEPT);
@@ -646,7 +649,10 @@
   async function renderAlerts(sec, token) {
     const alerts = await api('/api/v1/alerts');
     if (!current(token)) return;
-    state.alerts = alerts;
+    // An alert that arrived by SSE while the request was in flight is kept.
+    const ids = new Set(alerts.map((a) => String(a.id)));
+    const newer = (state.alerts || []).filter((a) => !ids.has(String(a.id)));
+    state.alerts = newer.concat(alerts).sort((a, b) => Number(b.time) - Number(a.time));
     updateAlertCount();
     sec.appendChild(heading('Alerts', isOperator()
       ? 'Detections and other security alerts, newest first. Acknowledge an alert once it is handled.'
@@ -725,7 +731,11 @@
   async function renderRefusals(sec, token) {
     const refusals = await api('/api/v1/refusals');
     if (!current(token)) return;
-    state.refusals = refusals.slice().sort((a, b) => Number(b.time) - Number(a.time));
+    // A refusal that arrived by SSE while the request was in flight is kept.
+    const key = (r) => `${r.time}|${r.kind}|${r.source}|${r.code}|${r.why}`;
+    const have = new Set(refusals.map(key));
+    const merged = refusals.concat(state.liveRefusals.filter((r) => !have.has(key(r))));
+    state.refusals = merged.sort((a, b) => Number(b.time) - Number(a.time)).slice(0, LIST_KEPT);
     sec.appendChild(heading('Refusals', 'Associations and requests the policy refused, newest first, with the reason. No patient data is kept here.'));
     const { table: t, tbody } = table('refusal-table', REFUSAL_COLS, 'refusal-rows');
     tbody.id = 'refusal-rows';
@@ -806,11 +816,12 @@
     const cols = [{ label: 'Time' }, { label: 'Record' }, { label: 'Kind' }, { label: 'Peer' }, { label: 'Detail' }];
     const { table: t, tbody } = table('audit-table', cols, 'audit-rows');
     if (!records.length) emptyRow(tbody, cols.length, 'No record matches.', 'audit-empty');
-    for (const r0 of records) {
-      // A record may come as the stored JSON text or parsed.
-      let r = r0;
+    // The trail answers oldest first; the newest is what the on-call engineer looks for.
+    for (const r0 of records.slice().reverse()) {
+      // A record may come as the stored JSON text, parsed, or wrapped ({record} / {entry}).
+      let r = r0 && typeof r0 === 'object' && (r0.record || r0.entry) ? (r0.record || r0.entry) : r0;
       if (typeof r === 'string') {
-        try { r = JSON.parse(r); } catch (e) { r = { event: { kind: '?', text: r0 } }; }
+        try { r = JSON.parse(r); } catch (e) { r = { event: { kind: '?', text: String(r) } }; }
       }
       const ev = r.event || {};
       const p = r.peer || {};
