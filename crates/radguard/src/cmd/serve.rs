@@ -164,12 +164,21 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         }
         // The console: bound before the gateway listens (a taken port or a bad certificate
         // stops the start), served once the gateway's parts exist.
+        // Without an `[admin]` section a taken default port (another gateway on this host)
+        // leaves the gateway without its console, with a warning; a configured console that
+        // cannot start stops the start.
         let admin = if admin_cfg.enabled {
-            Some(
-                radguard_web::AdminServer::bind(&admin_cfg)
-                    .await
-                    .context("starting the console ([admin])")?,
-            )
+            match radguard_web::AdminServer::bind(&admin_cfg).await {
+                Ok(a) => Some(a),
+                Err(e) if admin_cfg == radguard_config::AdminConfig::default() => {
+                    eprintln!(
+                        "radguard: WARNING: console not started: {e} (set [admin] listen, or \
+                         enabled = false)"
+                    );
+                    None
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("starting the console")),
+            }
         } else {
             None
         };
@@ -219,6 +228,7 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
                     " (no [[admin.token]]: loopback only, every client is the local operator)"
                 }
             ),
+            None if admin_cfg.enabled => println!("radguard: console OFF (not started)"),
             None => println!("radguard: console OFF ([admin] enabled = false)"),
         }
         match &config {
