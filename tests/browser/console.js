@@ -5,7 +5,8 @@
 //
 //   RG_URL             http://127.0.0.1:PORT of the admin listener
 //   RG_DICOM_PORT      radguard's DICOM port
-//   RG_CALLING         an AE title the policy admits; RG_CALLED the route's called AE title
+//   RG_CALLING         an AE title the policy admits; RG_CALLED the called AE title of the route
+//                      to the PACS, RG_VAULT_CALLED that of a route to radguard's own vault
 //   RG_OPERATOR_TOKEN, RG_OPERATOR_NAME, RG_VIEWER_TOKEN, RG_VIEWER_NAME
 //   RG_PYTHON          the venv interpreter (pynetdicom), RG_SENDER tests/browser/paced_store.py
 //   RG_FILES           a JSON array of DICOM files (one series) to send
@@ -16,8 +17,10 @@
 //
 // Scenario (every wait is bounded; nothing reloads the page after sign-in):
 //   1. sign in as the operator (the login view, because /api/v1/me says 401);
-//   2. a paced C-STORE association: its row appears on the overview while it is held open,
-//      its bytes grow on the same row after more instances, it moves to "recently ended";
+//   2. two paced C-STORE associations held open between instances, one relayed to the PACS and
+//      one to the vault: their rows appear on the overview; on the same rows (no reload) the
+//      relayed one's request count grows (the relay reports its bytes at release: the totals'
+//      bytes grow then) and the vault one's bytes grow; both move to "recently ended";
 //   3. echoscu with a calling AE title no peer has: the refusal and its reason appear live on
 //      the refusals view;
 //   4. two scanner-signature alerts (nmap's ECHOSCU -> ANY-SCP, and a MARKER one): the operator
@@ -43,6 +46,7 @@ const URL0 = env('RG_URL');
 const DICOM_PORT = env('RG_DICOM_PORT');
 const CALLING = env('RG_CALLING');
 const CALLED = env('RG_CALLED');
+const VAULT_CALLED = env('RG_VAULT_CALLED');
 const OP = { token: env('RG_OPERATOR_TOKEN'), name: env('RG_OPERATOR_NAME') };
 const VIEWER = { token: env('RG_VIEWER_TOKEN'), name: env('RG_VIEWER_NAME') };
 const PYTHON = env('RG_PYTHON');
@@ -76,8 +80,8 @@ function run(file, args) {
 }
 
 // The paced sender: resolves `lines` as they come; `waitLine(re)` is bounded.
-function startSender(files, holds, goBase) {
-  const args = [SENDER, '--port', DICOM_PORT, '--calling', CALLING, '--called', CALLED, '--go', goBase];
+function startSender(called, files, holds, goBase) {
+  const args = [SENDER, '--port', DICOM_PORT, '--calling', CALLING, '--called', called, '--go', goBase];
   for (const h of holds) args.push('--hold-after', String(h));
   const child = spawn(PYTHON, args.concat(files), { stdio: ['ignore', 'pipe', 'pipe'] });
   const s = { child, lines: [], err: '', exit: null, waiters: [] };
@@ -212,45 +216,68 @@ async function scenario(browser, problems) {
   check(await op.getByTestId('session-role').textContent() === 'operator', 'operator role not shown');
   log('operator signed in; live updates connected');
 
-  // 2. A live association on the overview.
+  // 2. Live associations on the overview.
   await settled(op, 'overview');
-  const goBase = path.join(WORK, 'go');
-  const sender = startSender(FILES, [4, 12], goBase);
-  await sender.waitLine(/holding after 4$/, WAIT * 2);
-  const rowSel = `[data-testid="assoc-row"]`;
-  const first = await op.waitForFunction((sel) => {
+  const totalBytes = () => op.evaluate(() => Number(document.querySelector('[data-testid="total-bytes-from-clients"]').dataset.value));
+  const bytesBefore = await totalBytes();
+  const pacsGo = path.join(WORK, 'go-pacs');
+  const vaultGo = path.join(WORK, 'go-vault');
+  const pacs = startSender(CALLED, FILES, [4, 12], pacsGo);
+  const vault = startSender(VAULT_CALLED, FILES, [4, 12], vaultGo);
+  await pacs.waitLine(/holding after 4$/, WAIT * 2);
+  await vault.waitLine(/holding after 4$/, WAIT * 2);
+  const rowSel = '[data-testid="assoc-row"]';
+  // A row of this test's calling AE title to `called` whose `field` (a data- attribute or the
+  // requests cell) exceeds `above`; returns {id, value}.
+  const waitRow = async (called, id, field, above) => (await op.waitForFunction(([sel, called, id, field, above]) => {
     for (const r of document.querySelectorAll(sel)) {
-      const bytes = Number(r.dataset.bytes);
+      if (id !== null && r.dataset.id !== id) continue;
+      if (!r.textContent.includes(`\u2192 ${called}`)) continue;
       const opCell = r.querySelector('[data-testid="assoc-operation"]');
-      if (bytes > 0 && opCell && opCell.textContent.includes('C-STORE')) return { id: r.dataset.id, bytes };
+      if (!opCell || !opCell.textContent.includes('C-STORE')) continue;
+      const value = field === 'requests'
+        ? Number(r.querySelector('[data-testid="assoc-requests"]').textContent.replace(/,/g, ''))
+        : Number(r.dataset[field]);
+      if (value > above) return { id: r.dataset.id, value };
     }
     return null;
-  }, rowSel, { timeout: WAIT });
-  const { id, bytes: b1 } = await first.jsonValue();
-  log(`association ${id} on the overview: ${b1} bytes, C-STORE`);
-  const rowText = await op.locator(`${rowSel}[data-id="${id}"]`).textContent();
-  check(rowText.includes(CALLING) && rowText.includes(CALLED), `row lacks the AE titles: ${rowText}`);
-  fs.writeFileSync(`${goBase}.1`, 'go');
-  await sender.waitLine(/holding after 12$/, WAIT * 2);
-  const grown = await op.waitForFunction(([sel, id, b1]) => {
-    const r = document.querySelector(`${sel}[data-id="${id}"]`);
-    const b = r ? Number(r.dataset.bytes) : 0;
-    return b > b1 ? b : null;
-  }, [rowSel, id, b1], { timeout: WAIT });
-  const b2 = await grown.jsonValue();
-  log(`association ${id}: bytes grew ${b1} -> ${b2} on the same row`);
+  }, [rowSel, called, id, field, above], { timeout: WAIT })).jsonValue();
+  const p1 = await waitRow(CALLED, null, 'requests', 0);
+  const v1 = await waitRow(VAULT_CALLED, null, 'bytes', 0);
+  check(p1.id !== v1.id, 'one row for two associations');
+  log(`on the overview: association ${p1.id} to ${CALLED} (${p1.value} requests), ${v1.id} to ${VAULT_CALLED} (${v1.value} bytes)`);
+  const rowText = await op.locator(`${rowSel}[data-id="${p1.id}"]`).textContent();
+  check(rowText.includes(CALLING) && rowText.includes('modality'), `row lacks the peer and AE title: ${rowText}`);
+  fs.writeFileSync(`${pacsGo}.1`, 'go');
+  fs.writeFileSync(`${vaultGo}.1`, 'go');
+  await pacs.waitLine(/holding after 12$/, WAIT * 2);
+  await vault.waitLine(/holding after 12$/, WAIT * 2);
+  const p2 = await waitRow(CALLED, p1.id, 'requests', p1.value);
+  const v2 = await waitRow(VAULT_CALLED, v1.id, 'bytes', v1.value);
+  log(`same rows, no reload: association ${p1.id} requests ${p1.value} -> ${p2.value}; ${v1.id} bytes ${v1.value} -> ${v2.value}`);
   await op.waitForFunction(() => {
     const el = document.querySelector('[data-testid="total-running"]');
-    return el && Number(el.dataset.value) >= 1;
+    return el && Number(el.dataset.value) >= 2;
   }, null, { timeout: WAIT });
   await stillSamePage(op, 'overview');
   await shot(op, 'overview');
-  fs.writeFileSync(`${goBase}.2`, 'go');
-  const code = await sender.waitExit(WAIT * 2);
-  check(code === 0, `paced_store.py exited ${code}: ${sender.lines.join(' | ')} ${sender.err}`);
-  await op.waitForSelector(`[data-testid="ended-row"][data-id="${id}"]`, { timeout: WAIT });
-  check(await op.locator(`${rowSel}[data-id="${id}"]`).count() === 0, 'the ended association is still listed as running');
-  log(`association ${id} ended: moved to "recently ended"`);
+  fs.writeFileSync(`${pacsGo}.2`, 'go');
+  fs.writeFileSync(`${vaultGo}.2`, 'go');
+  for (const [name, sender] of [['pacs', pacs], ['vault', vault]]) {
+    const code = await sender.waitExit(WAIT * 2);
+    check(code === 0, `paced_store.py (${name}) exited ${code}: ${sender.lines.join(' | ')} ${sender.err}`);
+  }
+  for (const id of [p1.id, v1.id]) {
+    await op.waitForSelector(`[data-testid="ended-row"][data-id="${id}"]`, { timeout: WAIT });
+    check(await op.locator(`${rowSel}[data-id="${id}"]`).count() === 0, `association ${id} ended but is still listed as running`);
+  }
+  // Both series' bytes reach the totals (the relayed one's at its release), by the live totals.
+  const minBytes = FILES.reduce((n, f) => n + fs.statSync(f).size, 0);
+  await op.waitForFunction(([before, min]) => {
+    const el = document.querySelector('[data-testid="total-bytes-from-clients"]');
+    return el && Number(el.dataset.value) - before >= min;
+  }, [bytesBefore, minBytes], { timeout: WAIT });
+  log(`both ended; the totals' bytes from clients grew by at least ${minBytes} (one series) without a reload`);
 
   // 3. A refusal, live.
   await go(op, 'refusals');
@@ -382,6 +409,31 @@ async function main() {
   });
   try {
     await scenario(browser, problems);
+  } catch (e) {
+    // What the pages showed and what the API says, to tell a page bug from a server one.
+    for (const ctx of browser.contexts()) {
+      for (const page of ctx.pages()) {
+        try {
+          const seen = await page.evaluate(async () => {
+            const main = document.getElementById('main');
+            const api = {};
+            for (const p of ['/api/v1/me', '/api/v1/associations', '/api/v1/refusals', '/api/v1/alerts']) {
+              try {
+                const r = await fetch(p);
+                api[p] = `${r.status} ${await r.text()}`;
+              } catch (err) {
+                api[p] = String(err);
+              }
+            }
+            return { hash: location.hash, text: main ? main.innerText : '', api };
+          });
+          console.log(`console.js: page ${seen.hash}:\n${seen.text}\n${JSON.stringify(seen.api, null, 1)}`);
+        } catch (err) {
+          console.log(`console.js: (page state unavailable: ${err.message})`);
+        }
+      }
+    }
+    throw e;
   } finally {
     await browser.close();
   }

@@ -341,8 +341,12 @@
       fn(data);
     });
     on('association', (a) => {
+      const fresh = !state.assocs.has(String(a.id));
       state.assocs.set(String(a.id), a);
-      if (state.view === 'overview') renderAssocTables();
+      if (state.view === 'overview') {
+        renderAssocTables();
+        if (fresh) refreshOverviewSoon();
+      }
     });
     on('association-ended', (d) => {
       const key = String(d.id);
@@ -352,7 +356,10 @@
         state.ended.unshift(Object.assign({}, a, { ended: Date.now() }));
         state.ended.length = Math.min(state.ended.length, ENDED_KEPT);
       }
-      if (state.view === 'overview') renderAssocTables();
+      if (state.view === 'overview') {
+        renderAssocTables();
+        refreshOverviewSoon();
+      }
     });
     on('refusal', (r) => {
       state.liveRefusals.unshift(r);
@@ -362,6 +369,7 @@
         state.refusals.length = Math.min(state.refusals.length, LIST_KEPT);
       }
       if (state.view === 'refusals') renderRefusalRows();
+      if (state.view === 'overview') refreshOverviewSoon();
     });
     on('alert', (a) => {
       if (state.alerts) {
@@ -373,18 +381,39 @@
       }
       updateAlertCount();
       if (state.view === 'alerts') renderAlertRows();
+      if (state.view === 'overview') refreshOverviewSoon();
     });
     on('totals', (t) => {
       state.totals = t;
       if (state.view === 'overview') {
         renderTotals();
         // The series is kept by the server (one point per 5 s); fetch it with the totals.
-        api('/api/v1/overview').then((o) => {
-          state.series = o.series || [];
-          if (state.view === 'overview') renderChart();
-        }).catch(() => {});
+        refreshOverviewSoon();
       }
     });
+  }
+
+  // Totals and the series between two `totals` events (an association started or ended, a
+  // refusal, an alert): at most one request per 2 s.
+  let refreshTimer = null;
+  let refreshedAt = 0;
+  function refreshOverviewSoon() {
+    if (refreshTimer) return;
+    const wait = Math.max(0, refreshedAt + 2000 - Date.now());
+    refreshTimer = setTimeout(() => {
+      refreshedAt = Date.now();
+      api('/api/v1/overview').then((o) => {
+        refreshTimer = null;
+        state.totals = o.totals;
+        state.series = o.series || [];
+        if (state.view === 'overview') {
+          renderTotals();
+          renderChart();
+        }
+      }).catch(() => {
+        refreshTimer = null;
+      });
+    }, wait);
   }
 
   async function loadAlertCount() {
@@ -474,7 +503,7 @@
     const ended = table('ended-table', ASSOC_COLS, 'ended-rows');
     ended.tbody.id = 'ended-rows';
     sec.appendChild(h('div', { class: 'panel' },
-      h('h2', null, 'Recently ended (since this page opened)'),
+      h('h2', null, 'Recently ended (since this page opened; values as last reported while running)'),
       h('div', { class: 'scroll' }, ended.table)));
     renderTotals();
     renderChart();
@@ -514,9 +543,11 @@
       el.appendChild(svg);
       return;
     }
-    const maxB = Math.max(1, ...pts.map((p) => Number(p.bytes) || 0));
+    const maxB = Math.max(1024, ...pts.map((p) => Number(p.bytes) || 0));
     const maxR = Math.max(1, ...pts.map((p) => Number(p.refusals) || 0));
-    const t0 = Number(pts[0].t), t1 = Math.max(t0 + 1, Number(pts[pts.length - 1].t));
+    // Always the last 10 minutes (120 points of 5 s), however long the gateway has run.
+    const t1 = Math.max(Date.now(), Number(pts[pts.length - 1].t));
+    const t0 = t1 - 600000;
     const x = (t) => L + ((Number(t) - t0) / (t1 - t0)) * (W - L - R);
     const yB = (b) => T + (1 - (Number(b) || 0) / maxB) * (H - T - B);
     const yR = (r) => T + (1 - (Number(r) || 0) / maxR) * (H - T - B);
@@ -527,15 +558,18 @@
     }
     svg.appendChild(s('text', { x: W - R + 6, y: T + 4, class: 'chart-axis chart-axis-refusals' }, String(maxR)));
     svg.appendChild(s('text', { x: W - R + 6, y: H - B + 4, class: 'chart-axis chart-axis-refusals' }, '0'));
-    const barW = Math.max(2, ((W - L - R) / Math.max(pts.length, 1)) * 0.6);
+    const barW = Math.max(2, ((W - L - R) / 120) * 0.6);
     for (const p of pts) {
-      if (!(Number(p.refusals) > 0)) continue;
+      if (!(Number(p.refusals) > 0) || Number(p.t) < t0) continue;
       const y = yR(p.refusals);
       svg.appendChild(s('rect', { x: x(p.t) - barW / 2, y, width: barW, height: H - B - y, class: 'chart-refusals' },
         s('title', null, `${fmtClock(p.t)}: ${p.refusals} refused`)));
     }
-    const line = pts.map((p) => `${x(p.t).toFixed(1)},${yB(p.bytes).toFixed(1)}`).join(' ');
-    svg.appendChild(s('polyline', { points: `${x(t0)},${H - B} ${line} ${x(t1)},${H - B}`, class: 'chart-area' }));
+    const shown = pts.filter((p) => Number(p.t) >= t0);
+    const line = shown.map((p) => `${x(p.t).toFixed(1)},${yB(p.bytes).toFixed(1)}`).join(' ');
+    const first = shown.length ? x(shown[0].t) : x(t0);
+    const last = shown.length ? x(shown[shown.length - 1].t) : x(t1);
+    svg.appendChild(s('polyline', { points: `${first},${H - B} ${line} ${last},${H - B}`, class: 'chart-area' }));
     svg.appendChild(s('polyline', { points: line, class: 'chart-bytes' }));
     const ticks = 5;
     for (let i = 0; i <= ticks; i += 1) {
@@ -598,7 +632,8 @@
         if (isOperator() && p.block.id !== undefined) status.appendChild(unblockButton(p.block.id));
       }
       tbody.appendChild(h('tr', { testid: 'peer-row', 'data-name': p.name, class: p.blocked ? 'row-bad' : null },
-        h('td', { class: 'strong nowrap' }, text(p.name)),
+        h('td', null, h('div', { class: 'strong nowrap' }, text(p.name)),
+          p.configured === false ? h('div', { class: 'sub' }, 'not in the policy') : null),
         h('td', { class: 'mono' }, text(p.addresses)),
         h('td', { class: 'mono' }, text(p.ae_titles)),
         h('td', { class: 'wrap' }, text(p.certificate)),
@@ -691,7 +726,7 @@
       h('div', { class: 'alert-head' },
         status,
         h('span', { class: 'alert-rule strong' }, text(a.rule)),
-        h('span', { class: 'tag' }, text(a.rule_kind)),
+        a.rule_kind && a.rule_kind !== a.rule ? h('span', { class: 'tag' }, text(a.rule_kind)) : null,
         a.response ? h('span', { class: 'tag tag-response', testid: 'alert-response' }, `response: ${text(a.response)}`) : null,
         h('span', { class: 'alert-time muted', title: fmtTime(a.time) }, fmtTime(a.time)),
         actions),
@@ -816,8 +851,8 @@
     const cols = [{ label: 'Time' }, { label: 'Record' }, { label: 'Kind' }, { label: 'Peer' }, { label: 'Detail' }];
     const { table: t, tbody } = table('audit-table', cols, 'audit-rows');
     if (!records.length) emptyRow(tbody, cols.length, 'No record matches.', 'audit-empty');
-    // The trail answers oldest first; the newest is what the on-call engineer looks for.
-    for (const r0 of records.slice().reverse()) {
+    // The server answers newest first.
+    for (const r0 of records) {
       // A record may come as the stored JSON text, parsed, or wrapped ({record} / {entry}).
       let r = r0 && typeof r0 === 'object' && (r0.record || r0.entry) ? (r0.record || r0.entry) : r0;
       if (typeof r === 'string') {

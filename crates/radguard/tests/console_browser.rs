@@ -3,9 +3,11 @@
 //! the admin listener on a free loopback port and two API tokens (an operator and a viewer,
 //! stored as SHA-256 in `[[admin.token]]`).
 //!
-//! What the browser proves (console.js says it step by step): the login view; a paced C-STORE
-//! association (pynetdicom, held open between instances) appears on the overview without a
-//! reload and its bytes grow on the same row; echoscu with a calling AE title no peer has is
+//! What the browser proves (console.js says it step by step): the login view; two paced C-STORE
+//! associations (pynetdicom, held open between instances), one relayed to Orthanc and one to
+//! the built-in vault, appear on the overview without a reload, the relayed one's requests and
+//! the vault one's bytes grow on the same rows, and the totals' bytes grow once the relayed one
+//! ends (the relay reports its bytes at release); echoscu with a calling AE title no peer has is
 //! refused and the refusal with its reason appears live; two scanner-signature detections
 //! appear live, the operator acknowledges one and the server records who; the viewer gets no
 //! Acknowledge (nor Reload) button and its forced POST is 403; every view renders without a
@@ -26,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 const SCU: &str = "RG_MODALITY";
 const CALLED: &str = "PACS";
+const VAULT_CALLED: &str = "VAULT";
 const OPERATOR: &str = "oncall";
 const VIEWER: &str = "auditor";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -71,8 +74,16 @@ fn console_in_a_real_browser() {
     let (op_token, op_sha) = token("operator");
     let (viewer_token, viewer_sha) = token("viewer");
     let cfg = Config::new()
-        .open_peer("modality", &[SCU], &[])
-        .route(CALLED, orthanc.dicom_port, "ORTHANC");
+        .peer(
+            "modality",
+            &[SCU],
+            &["127.0.0.1/32"],
+            &["echo", "store"],
+            &["*"],
+            &[],
+        )
+        .route(CALLED, orthanc.dicom_port, "ORTHANC")
+        .vault_route(VAULT_CALLED);
     let toml = format!(
         "{}\n[audit]\nnode = \"gw-console\"\n\n\
          [[detect.rule]]\nname = \"scanners\"\nkind = \"scanner-signature\"\n\n\
@@ -107,6 +118,7 @@ fn console_in_a_real_browser() {
         .env("RG_DICOM_PORT", rg.port().to_string())
         .env("RG_CALLING", SCU)
         .env("RG_CALLED", CALLED)
+        .env("RG_VAULT_CALLED", VAULT_CALLED)
         .env("RG_OPERATOR_TOKEN", &op_token)
         .env("RG_OPERATOR_NAME", OPERATOR)
         .env("RG_VIEWER_TOKEN", &viewer_token)
@@ -125,8 +137,13 @@ fn console_in_a_real_browser() {
         out.text(),
         rg.log()
     );
+    // The steps the browser went through, in the test's output (shown with --nocapture).
+    eprintln!("{}", out.stdout);
     let text = out.text();
-    assert!(text.contains("console.js: ") && text.contains("PASS"), "{text}");
+    assert!(
+        text.contains("console.js: ") && text.contains("PASS"),
+        "{text}"
+    );
 
     // What the browser watched really reached the PACS.
     assert!(
