@@ -32,6 +32,10 @@ pub struct Code {
     pub text: String,
 }
 
+/// The `kind` of a record's user identity when the user is an operator console user (its
+/// `[[admin.token]]` name), not a DICOM User Identity.
+pub const CONSOLE_USER: &str = "console";
+
 fn dcm(code: &str, text: &str) -> Code {
     Code {
         code: code.into(),
@@ -534,7 +538,16 @@ pub fn message_for(rec: &AuditRecord, src: &AtnaSource) -> Option<AtnaMessage> {
             m.participants
                 .push(src.me(None, peer.and_then(|p| p.local.as_deref())));
             if peer.is_some() {
-                m.participants.push(peer_participant(peer, false, None));
+                let mut p = peer_participant(peer, false, None);
+                // An operator's action through the console: the console user made the change.
+                if let Some(u) = peer
+                    .and_then(|p| p.user.as_ref())
+                    .filter(|u| u.kind == CONSOLE_USER)
+                {
+                    p.user_id = u.user.clone();
+                    p.is_requestor = true;
+                }
+                m.participants.push(p);
             }
             m.objects.push(alert_subject_node(peer, detail));
             m

@@ -267,6 +267,11 @@ impl Mapper {
                 None,
                 Some(Peer {
                     address: Some(client.clone()),
+                    user: (user != "-").then(|| crate::record::UserIdentity {
+                        kind: crate::atna::CONSOLE_USER.into(),
+                        user: user.clone(),
+                        accepted: Some(true),
+                    }),
                     ..Peer::default()
                 }),
                 AuditEvent::SecurityAlert {
