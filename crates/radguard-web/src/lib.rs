@@ -44,3 +44,23 @@ pub enum WebError {
     #[error("[admin] cannot listen on {0}: {1}")]
     Bind(std::net::SocketAddr, std::io::Error),
 }
+
+#[cfg(test)]
+mod tests {
+    /// The OpenAPI document is JSON and describes every route the server has.
+    #[test]
+    fn openapi_lists_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        assert_eq!(doc["openapi"], "3.0.3");
+        for p in crate::server::API_ROUTES {
+            assert!(
+                doc["paths"].get(*p).is_some(),
+                "{p} missing from openapi.json"
+            );
+        }
+        assert_eq!(
+            doc["paths"].as_object().unwrap().len(),
+            crate::server::API_ROUTES.len()
+        );
+    }
+}

@@ -758,6 +758,29 @@ async fn not_found() -> Response {
     err(StatusCode::NOT_FOUND, "not found")
 }
 
+/// Every API route (the OpenAPI document describes each; a unit test holds them together).
+pub const API_ROUTES: &[&str] = &[
+    "/api/v1/me",
+    "/api/v1/login",
+    "/api/v1/logout",
+    "/api/v1/overview",
+    "/api/v1/associations",
+    "/api/v1/peers",
+    "/api/v1/alerts",
+    "/api/v1/alerts/{id}/ack",
+    "/api/v1/refusals",
+    "/api/v1/audit",
+    "/api/v1/integrity",
+    "/api/v1/vault",
+    "/api/v1/config",
+    "/api/v1/blocks",
+    "/api/v1/blocks/{id}",
+    "/api/v1/reload",
+    "/api/v1/events",
+    "/api/v1/openapi.json",
+    "/metrics",
+];
+
 fn router(st: AppState) -> Router {
     let api = Router::new()
         .route("/api/v1/me", get(me))

@@ -135,6 +135,28 @@ fn console_shows_running_association_refusals_and_metrics_scraped_by_prometheus(
     );
     let files: Vec<_> = test_data().ct_files().into_iter().take(4).collect();
     assert_eq!(files.len(), 4);
+    // The event stream, opened before the association: its `association` event names it.
+    let sse = std::thread::spawn(move || {
+        let resp = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .get(&format!("http://127.0.0.1:{admin_port}/api/v1/events"))
+            .call()
+            .expect("GET /api/v1/events");
+        assert!(resp.content_type().starts_with("text/event-stream"));
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(resp.into_reader()));
+        let mut event = String::new();
+        while let Some(Ok(l)) = lines.next() {
+            if let Some(e) = l.strip_prefix("event: ") {
+                event = e.to_string();
+            } else if let Some(d) = l.strip_prefix("data: ") {
+                if event == "association" && d.contains(SCU) {
+                    return serde_json::from_str::<Value>(d).unwrap();
+                }
+            }
+        }
+        panic!("the event stream ended without an association event");
+    });
     let sender = {
         let port = rg.port();
         let files = files.clone();
@@ -192,6 +214,9 @@ fn console_shows_running_association_refusals_and_metrics_scraped_by_prometheus(
         .join()
         .unwrap()
         .assert_success("storescu through radguard to a slow storescp");
+    let ev = sse.join().unwrap();
+    assert_eq!(ev["id"], id, "{ev}");
+    assert_eq!(ev["peer"], "lab", "{ev}");
     // Ended: gone from the list; its bytes (the relay's totals at release) in the totals.
     let released = rg
         .events()
