@@ -7,10 +7,12 @@
 //! without TLS and tokens does not start; no token → 401; a viewer → 403 on every change;
 //! a cross-site Origin and a missing CSRF token → 403; the CSP and the other security headers on
 //! every response; acknowledging an alert, removing a block, a reload and reading the audit
-//! trail are in the audit trail (Security Alert 110113, Audit Log Used 110101).
+//! trail are in the audit trail (Security Alert 110113, Audit Log Used 110101). Over TLS (the
+//! quick-start PKI, checked by `openssl s_client`) the session cookie is `Secure`.
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -720,5 +722,98 @@ fn console_access_control_and_audited_actions() {
     xmls.push(xml);
     let refs: Vec<&str> = xmls.iter().map(String::as_str).collect();
     a5_validate(&refs).unwrap_or_else(|e| panic!("A.5 schema: {e}"));
+    drop(scp);
+}
+
+/// One HTTP/1.0 request over TLS with `openssl s_client` (verifying the console's certificate
+/// against `ca`): the raw response.
+fn https_raw(port: u16, ca: &Path, request: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(require_tool(tls_peers::OPENSSL_BIN))
+        .args([
+            "s_client",
+            "-quiet",
+            "-verify_return_error",
+            "-verify_hostname",
+            "localhost",
+        ])
+        .arg("-CAfile")
+        .arg(ca)
+        .arg("-connect")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.as_bytes())
+        .unwrap();
+    // The console closes an HTTP/1.0 connection after its response; s_client then ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "openssl s_client did not end"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn console_over_tls_with_secure_session_cookie() {
+    let pki = tls_peers::Pki::init("console", &[]);
+    let scp = StoreScp::start("STORESCP");
+    let admin_port = free_port();
+    let extra = format!(
+        "tls_cert = {:?}\ntls_key = {:?}\n\n{}",
+        pki.gateway_cert().display().to_string(),
+        pki.gateway_key().display().to_string(),
+        tokens_toml()
+    );
+    let rg = Radguard::start_fresh(&gateway_toml(scp.port, admin_port, &extra));
+    assert!(
+        rg.stdout_lines()
+            .iter()
+            .any(|l| l.contains(&format!("console on https://127.0.0.1:{admin_port}/"))),
+        "{}",
+        rg.log()
+    );
+    let me = https_raw(
+        admin_port,
+        &pki.ca(),
+        &format!(
+            "GET /api/v1/me HTTP/1.0\r\nHost: localhost:{admin_port}\r\nAuthorization: Bearer {VIEWER_TOKEN}\r\n\r\n"
+        ),
+    );
+    assert!(me.contains(" 200 OK"), "{me}");
+    assert!(me.contains("\"user\":\"vera\""), "{me}");
+    let body = format!("{{\"token\": \"{OPERATOR_TOKEN}\"}}");
+    let login = https_raw(
+        admin_port,
+        &pki.ca(),
+        &format!(
+            "POST /api/v1/login HTTP/1.0\r\nHost: localhost:{admin_port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(login.contains(" 204 No Content"), "{login}");
+    let cookie = login
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie: {login}"));
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    // Plain HTTP on the TLS port gets no answer.
+    assert!(http_get(admin_port, "/api/v1/me").map_or(true, |(s, _)| s != 200));
     drop(scp);
 }
