@@ -657,6 +657,35 @@ fn console_access_control_and_audited_actions() {
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["ok"], true, "{v}");
+    // The config in force, not the file: an edit that fails stays out of /config.
+    let cfg_path = rg.config_path.clone().unwrap();
+    let good = std::fs::read_to_string(&cfg_path).unwrap();
+    let shown = get_json(admin_port, "/api/v1/config", &[("Authorization", &viewer)]);
+    assert_eq!(shown["text"], good.as_str());
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "{good}
+[server.bogus]
+edited = true
+"
+        ),
+    )
+    .unwrap();
+    let (status, _, body) = request(
+        "POST",
+        admin_port,
+        "/api/v1/reload",
+        &[("Authorization", &operator)],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("refused"), "{v}");
+    let shown = get_json(admin_port, "/api/v1/config", &[("Authorization", &viewer)]);
+    assert_eq!(shown["text"], good.as_str());
+    std::fs::write(&cfg_path, &good).unwrap();
     // A failed login and a read of the audit trail.
     let (status, _, _) = request(
         "POST",

@@ -48,6 +48,15 @@ pub fn run(args: AdminArgs) -> ExitCode {
     }
 }
 
+/// The text of the config file `path` (the embedded default without one), for the console.
+pub fn config_text(path: Option<&std::path::Path>) -> String {
+    match path {
+        Some(p) => std::fs::read_to_string(p)
+            .unwrap_or_else(|e| format!("# cannot read {}: {e}", p.display())),
+        None => radguard_policy::EMBEDDED_DEFAULT_TOML.to_string(),
+    }
+}
+
 /// A reload asked by the console: the answer comes back on the oneshot.
 pub type ReloadRequest = tokio::sync::oneshot::Sender<(bool, String)>;
 
@@ -56,7 +65,9 @@ pub struct ConsoleBackend {
     pub policy: tokio::sync::watch::Receiver<radguard_policy::Policy>,
     pub data: PathBuf,
     pub config_path: Option<PathBuf>,
-    pub loaded_ms: u64,
+    /// The config text in force and when it was loaded (unix ms): set at start and by each
+    /// successful reload (a refused one leaves it), so an edited file is not shown as in force.
+    pub in_force: tokio::sync::watch::Receiver<(String, u64)>,
     /// The audit trail (none when `[audit] enabled = false`).
     pub audit: Option<StoreSpec>,
     pub audit_health: Option<tokio::sync::watch::Receiver<radguard_audit::writer::Health>>,
@@ -182,15 +193,11 @@ impl Backend for ConsoleBackend {
     }
 
     fn config(&self) -> Value {
-        let text = match &self.config_path {
-            Some(p) => std::fs::read_to_string(p)
-                .unwrap_or_else(|e| format!("# cannot read {}: {e}", p.display())),
-            None => radguard_policy::EMBEDDED_DEFAULT_TOML.to_string(),
-        };
+        let (text, loaded) = self.in_force.borrow().clone();
         json!({
             "path": self.config_path.as_ref().map(|p| p.display().to_string()),
             "text": text,
-            "loaded": self.loaded_ms,
+            "loaded": loaded,
         })
     }
 

@@ -75,7 +75,11 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         detect: detect_cfg,
         admin: admin_cfg,
     } = loaded;
-    let loaded_ms = radguard_gateway::shared::unix_ms();
+    // The text in force for the console: read right after the file was loaded.
+    let (in_force_tx, in_force_rx) = tokio::sync::watch::channel((
+        super::console::config_text(config.as_deref()),
+        radguard_gateway::shared::unix_ms(),
+    ));
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let audit = audit_cfg
         .resolve(&data, Some(cfg.server.ae_title.as_str()))
@@ -259,7 +263,7 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
                 policy: console_policy,
                 data: data.clone(),
                 config_path: config.clone(),
-                loaded_ms,
+                in_force: in_force_rx,
                 audit: audit_cfg.enabled.then(|| audit.store.clone()),
                 audit_health: audit_handle.as_ref().map(|h| h.health()),
                 ledger: ledger.clone(),
@@ -276,6 +280,7 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
             tls_tx,
             bus.clone(),
             reload_rx,
+            in_force_tx,
         );
         radguard_gateway::serve(shared, listeners, shutdown_signal()).await;
         for e in exporters {
@@ -357,6 +362,7 @@ fn reload_on_sighup(
     tls_tx: tokio::sync::watch::Sender<Arc<radguard_gateway::TlsState>>,
     bus: EventBus,
     mut console: tokio::sync::mpsc::Receiver<super::console::ReloadRequest>,
+    in_force: tokio::sync::watch::Sender<(String, u64)>,
 ) {
     tokio::spawn(async move {
         #[cfg(unix)]
@@ -389,6 +395,10 @@ fn reload_on_sighup(
                 },
             };
             let (ok, detail) = reload_once(config.as_deref(), &started, &policy_tx, &tls_tx).await;
+            if ok {
+                let text = super::console::config_text(config.as_deref());
+                let _ = in_force.send((text, radguard_gateway::shared::unix_ms()));
+            }
             bus.emit(Event::ConfigReloaded {
                 ok,
                 detail: detail.clone(),
