@@ -949,3 +949,91 @@ impl AdminServer {
         console
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(tokens: bool) -> Auth {
+        Auth {
+            tokens: if tokens {
+                vec![(
+                    "a".into(),
+                    Role::Viewer,
+                    Sha256::digest(b"secret-token").into(),
+                )]
+            } else {
+                Vec::new()
+            },
+            sessions: Mutex::new(HashMap::new()),
+            local_csrf: "c".into(),
+            tls: false,
+            listen: "127.0.0.1:11180".parse().unwrap(),
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn host_check_stops_dns_rebinding_without_tokens() {
+        let a = auth(false);
+        assert!(a.host_ok(&headers(&[("host", "127.0.0.1:11180")])));
+        assert!(a.host_ok(&headers(&[("host", "localhost:11180")])));
+        assert!(!a.host_ok(&headers(&[("host", "evil.example:11180")])));
+        assert!(!a.host_ok(&headers(&[])));
+        // With tokens the name does not matter (a DNS name in front of the console).
+        assert!(auth(true).host_ok(&headers(&[("host", "console.example")])));
+    }
+
+    #[test]
+    fn origin_must_be_the_consoles_own() {
+        let a = auth(false);
+        let own = headers(&[
+            ("host", "127.0.0.1:11180"),
+            ("origin", "http://127.0.0.1:11180"),
+        ]);
+        assert!(a.origin_ok(&own));
+        let other = headers(&[
+            ("host", "127.0.0.1:11180"),
+            ("origin", "http://evil.example"),
+        ]);
+        assert!(!a.origin_ok(&other));
+        // A rebinding page: its Host and Origin agree, but the name is not the console's.
+        let rebind = headers(&[
+            ("host", "evil.example:11180"),
+            ("origin", "http://evil.example:11180"),
+        ]);
+        assert!(!a.origin_ok(&rebind));
+        assert!(a.origin_ok(&headers(&[("host", "127.0.0.1:11180")])));
+    }
+
+    #[test]
+    fn tokens_by_digest_and_sessions() {
+        let a = auth(true);
+        assert_eq!(
+            a.check_token("secret-token\n").map(|x| x.0),
+            Some("a".into())
+        );
+        assert!(a.check_token("secret-toke").is_none());
+        let none = headers(&[]);
+        assert!(a.caller(&none, "x").is_none());
+        let bearer = headers(&[("authorization", "Bearer secret-token")]);
+        let c = a.caller(&bearer, "x").unwrap();
+        assert_eq!((c.role, c.csrf), (Role::Viewer, None));
+        let id = a.login("a".into(), Role::Viewer).unwrap();
+        let cookie = headers(&[("cookie", &format!("other=1; {SESSION_COOKIE}={id}"))]);
+        assert!(a.caller(&cookie, "x").unwrap().csrf.is_some());
+        a.logout(&cookie);
+        assert!(a.caller(&cookie, "x").is_none());
+        // Without tokens: the local operator, with a CSRF token.
+        let l = auth(false).caller(&none, "x").unwrap();
+        assert_eq!((l.user.as_str(), l.role), ("local", Role::Operator));
+        assert_eq!(l.csrf.as_deref(), Some("c"));
+    }
+}
