@@ -8,6 +8,8 @@
 //! | `instances-transferred` | DICOM Instances Transferred (110104), one per patient and outcome |
 //! | `dimse-request` C-FIND | Query (110112) with the query data set (base64) |
 //! | `security-alert` | Security Alert (110113): 110126 Node Authentication (peer not recognized), 110132 Use of Restricted Function (not authorized), 110129 Security Configuration (block list changes: `block-added`, `block-removed`, `block-expired`; outcome 0); protocol violations and instance conflicts carry local codes (`99RADGUARD`) |
+//! | `security-alert` from the console (`console-block-removed`, `console-config-reload`: 110129 Security Configuration; `console-alert-acknowledged`, `console-login-failed`: local codes) | Security Alert (110113) |
+//! | `audit-log-used` (the console read the trail) | Audit Log Used (110101), the console user as requestor, the Security Audit Log as object |
 //! | `audit-started` / `audit-stopped` / `events-lost` | Security Alert (110113), 110134 Audit Recording Started / 110133 Audit Recording Stopped |
 //! | `association-accepted` / `-refused` / `-released` / `-aborted` with a user identity | User Authentication (110114), 110122 Login (success or failure) / 110123 Logout |
 //!
@@ -29,6 +31,10 @@ pub struct Code {
     pub system: String,
     pub text: String,
 }
+
+/// The `kind` of a record's user identity when the user is an operator console user (its
+/// `[[admin.token]]` name), not a DICOM User Identity.
+pub const CONSOLE_USER: &str = "console";
 
 fn dcm(code: &str, text: &str) -> Code {
     Code {
@@ -314,6 +320,14 @@ pub fn alert_type(alert: &str) -> (Code, u8) {
         "block-added" | "block-removed" | "block-expired" => {
             (dcm("110129", "Security Configuration"), 0)
         }
+        // The operator console: removing a block or reloading the config changes the
+        // gateway's security configuration; acknowledging an alert is a local code; a refused
+        // login is a failed attempt to use the console (minor failure).
+        "console-block-removed" | "console-config-reload" => {
+            (dcm("110129", "Security Configuration"), 0)
+        }
+        "console-alert-acknowledged" => (local("alert-acknowledged", "Alert Acknowledged"), 0),
+        "console-login-failed" => (local("console-login-failed", "Console Login Failed"), 4),
         other => (local(other, other), 4),
     }
 }
@@ -524,7 +538,16 @@ pub fn message_for(rec: &AuditRecord, src: &AtnaSource) -> Option<AtnaMessage> {
             m.participants
                 .push(src.me(None, peer.and_then(|p| p.local.as_deref())));
             if peer.is_some() {
-                m.participants.push(peer_participant(peer, false, None));
+                let mut p = peer_participant(peer, false, None);
+                // An operator's action through the console: the console user made the change.
+                if let Some(u) = peer
+                    .and_then(|p| p.user.as_ref())
+                    .filter(|u| u.kind == CONSOLE_USER)
+                {
+                    p.user_id = u.user.clone();
+                    p.is_requestor = true;
+                }
+                m.participants.push(p);
             }
             m.objects.push(alert_subject_node(peer, detail));
             m
@@ -544,6 +567,21 @@ pub fn message_for(rec: &AuditRecord, src: &AtnaSource) -> Option<AtnaMessage> {
             m.objects.push(alert_subject_log(
                 &format!("radguard-audit:{}", rec.node),
                 &format!("audit recording stopped after {records} records"),
+            ));
+            m
+        }
+        // PS3.15 A.5.3.2 Audit Log Used: the console user (requestor, from the client's
+        // address) read the Security Audit Log.
+        AuditEvent::AuditLogUsed { user, query } => {
+            let mut m = msg(dcm("110101", "Audit Log Used"), 'R', 0);
+            let mut who =
+                node_participant(None, peer.and_then(|p| p.address.as_deref()), true, None);
+            who.user_id = user.clone();
+            m.participants.push(who);
+            m.participants.push(src.me(None, None));
+            m.objects.push(alert_subject_log(
+                &format!("radguard-audit:{}", rec.node),
+                &format!("read through the console: {query}"),
             ));
             m
         }

@@ -179,10 +179,12 @@ impl Mapper {
                 },
             ),
             // Counted in the transfer records; the event itself carries no patient facts. An
-            // overwrite attempt is recorded through the `overwrite` rule's detection.
+            // overwrite attempt is recorded through the `overwrite` rule's detection; progress
+            // is for the console (the release records the totals).
             Event::Deidentified { .. }
             | Event::InstanceFingerprinted { .. }
-            | Event::OverwriteAttempt { .. } => {}
+            | Event::OverwriteAttempt { .. }
+            | Event::AssociationProgress { .. } => {}
             Event::ConfigReloaded { ok, detail } => push(
                 &mut out,
                 None,
@@ -249,6 +251,55 @@ impl Mapper {
                     alert: "block-expired".into(),
                     detail: format!("block {id} {subject}: {action} (rule {rule}) expired"),
                     rule: None,
+                },
+            ),
+            // The operator console: an action (or a refused login) is a Security Alert whose
+            // type code says what changed (`atna::alert_type`); the console user and the HTTP
+            // client are its participant.
+            Event::AdminAction {
+                user,
+                role,
+                client,
+                action,
+                target,
+                ok,
+                detail,
+            } => push(
+                &mut out,
+                None,
+                Some(Peer {
+                    address: Some(client.clone()),
+                    user: (user != "-").then(|| crate::record::UserIdentity {
+                        kind: crate::atna::CONSOLE_USER.into(),
+                        user: user.clone(),
+                        accepted: Some(true),
+                    }),
+                    ..Peer::default()
+                }),
+                AuditEvent::SecurityAlert {
+                    alert: format!("console-{action}"),
+                    detail: format!(
+                        "console user {user} ({role}) from {client}: {action}{}{}: {detail}",
+                        if target.is_empty() { "" } else { " " },
+                        target,
+                    ) + if *ok { "" } else { " (not done)" },
+                    rule: None,
+                },
+            ),
+            Event::AuditLogRead {
+                user,
+                client,
+                query,
+            } => push(
+                &mut out,
+                None,
+                Some(Peer {
+                    address: Some(client.clone()),
+                    ..Peer::default()
+                }),
+                AuditEvent::AuditLogUsed {
+                    user: user.clone(),
+                    query: query.clone(),
                 },
             ),
             Event::ShutdownFinished { aborted } => push(

@@ -370,6 +370,13 @@ pub enum AuditEvent {
     AuditStopped {
         records: u64,
     },
+    /// The audit trail was read through the operator console (PS3.15 A.5.3.2 Audit Log Used):
+    /// by whom (the console user; the client's address is the record's peer address) and what
+    /// was asked.
+    AuditLogUsed {
+        user: String,
+        query: String,
+    },
 }
 
 macro_rules! kinds {
@@ -417,6 +424,7 @@ kinds! {
     EventsLost => "events-lost",
     AuditStarted => "audit-started",
     AuditStopped => "audit-stopped",
+    AuditLogUsed => "audit-log-used",
 }
 
 impl std::fmt::Display for RecordKind {

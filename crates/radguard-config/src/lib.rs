@@ -9,6 +9,7 @@
 //! | `[audit]` | radguard-audit | [`AuditConfig`] |
 //! | `[ledger]` | radguard-ledger | [`LedgerConfig`] |
 //! | `[detect]`, `[[detect.rule]]` | radguard-detect | [`DetectConfig`] |
+//! | `[admin]`, `[[admin.token]]` | radguard-web | [`AdminConfig`] |
 //!
 //! This crate only composes: it reads the file once, hands the text to each section's loader
 //! and merges their errors ([`ConfigErrors`]). A syntax error is reported once (by the policy's
@@ -24,6 +25,7 @@ pub use radguard_audit::config::AuditConfig;
 pub use radguard_detect::DetectConfig;
 pub use radguard_ledger::LedgerConfig;
 pub use radguard_policy::Config;
+pub use radguard_web::AdminConfig;
 
 /// A config file, every section validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,23 +38,27 @@ pub struct Loaded {
     pub ledger: LedgerConfig,
     /// `[detect]` and its rules (detection on with the default rules when the file has none).
     pub detect: DetectConfig,
+    /// `[admin]`: the operator console (on, loopback, no tokens when the file has none).
+    pub admin: AdminConfig,
 }
 
 impl Loaded {
     /// The embedded default ([`radguard_policy::EMBEDDED_DEFAULT_TOML`]): no `[audit]`,
-    /// `[ledger]` or `[detect]`, so all take their defaults (detection on, default rules).
+    /// `[ledger]`, `[detect]` or `[admin]`, so all take their defaults (detection on, default
+    /// rules, the console on loopback).
     pub fn embedded_default() -> Loaded {
         Loaded {
             config: Config::embedded_default(),
             audit: AuditConfig::default(),
             ledger: LedgerConfig::default(),
             detect: DetectConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 
     /// The keys of `new` whose change a reload cannot apply to a running gateway
     /// ([`Config::restart_needed`]: listeners, AE title, caps, timeouts, `on_revoke`), and
-    /// `[audit]`, `[ledger]` and `[detect]` when their settings differ (the detectors are built
+    /// `[audit]`, `[ledger]`, `[detect]` and `[admin]` when their settings differ (the detectors are built
     /// at start with their tables). A reload that changes any of them is refused whole, naming
     /// them.
     pub fn restart_needed(&self, new: &Loaded) -> Vec<&'static str> {
@@ -65,6 +71,10 @@ impl Loaded {
         }
         if self.detect != new.detect {
             keys.push("[detect]");
+        }
+        // The admin listener is bound at start with its certificate and tokens.
+        if self.admin != new.admin {
+            keys.push("[admin]");
         }
         keys
     }
@@ -86,6 +96,9 @@ pub enum ConfigError {
     /// `[detect]` and `[[detect.rule]]`.
     #[error(transparent)]
     Detect(radguard_detect::config::ConfigError),
+    /// `[admin]` and `[[admin.token]]`.
+    #[error(transparent)]
+    Admin(radguard_web::config::ConfigError),
 }
 
 impl ConfigError {
@@ -96,6 +109,7 @@ impl ConfigError {
             ConfigError::Audit(e) => e.line,
             ConfigError::Ledger(e) => e.line,
             ConfigError::Detect(e) => e.line,
+            ConfigError::Admin(e) => e.line,
         }
     }
 
@@ -106,6 +120,7 @@ impl ConfigError {
             ConfigError::Audit(e) => e.col,
             ConfigError::Ledger(e) => e.col,
             ConfigError::Detect(e) => e.col,
+            ConfigError::Admin(e) => e.col,
         }
     }
 
@@ -116,6 +131,7 @@ impl ConfigError {
             ConfigError::Audit(e) => &e.field,
             ConfigError::Ledger(e) => &e.field,
             ConfigError::Detect(e) => &e.field,
+            ConfigError::Admin(e) => &e.field,
         }
     }
 }
@@ -174,13 +190,27 @@ pub fn parse_config_in(src: &str, origin: &str, base_dir: &Path) -> Result<Loade
     } else {
         None
     };
-    match (config, audit, ledger, detect) {
-        (Some(config), Some(audit), Some(ledger), Some(detect)) if errors.is_empty() => {
+    let admin = if syntax_ok {
+        AdminConfig::from_document(src, origin)
+            .map_err(|e| errors.extend(e.errors.into_iter().map(ConfigError::Admin)))
+            .ok()
+            .map(|mut a| {
+                a.resolve_paths(base_dir);
+                a
+            })
+    } else {
+        None
+    };
+    match (config, audit, ledger, detect, admin) {
+        (Some(config), Some(audit), Some(ledger), Some(detect), Some(admin))
+            if errors.is_empty() =>
+        {
             Ok(Loaded {
                 config,
                 audit,
                 ledger,
                 detect,
+                admin,
             })
         }
         _ => {

@@ -186,3 +186,46 @@ fn detect_section_is_read_and_its_errors_merged() {
     let changed = load(&format!("{PEER}\n{VAULT}\n[detect]\nenabled = false\n")).expect("valid");
     assert_eq!(plain.restart_needed(&changed), ["[detect]"]);
 }
+
+#[test]
+fn admin_section_is_read_and_its_errors_merged() {
+    let loaded = load(&format!(
+        "{PEER}\n{VAULT}\n[admin]\nlisten = \"127.0.0.1:18080\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(loaded.admin.listen.to_string(), "127.0.0.1:18080");
+    // Relative certificate paths against the config file's folder.
+    let in_dir = parse_config_in(
+        &format!("{PEER}\n{VAULT}\n[admin]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n"),
+        "gw.toml",
+        Path::new("/etc/radguard"),
+    )
+    .expect("valid");
+    assert_eq!(
+        in_dir.admin.tls_cert.as_deref(),
+        Some(Path::new("/etc/radguard/c.pem"))
+    );
+    // Absent: on, loopback, no tokens.
+    let plain = load(&format!("{PEER}\n{VAULT}")).expect("valid");
+    assert_eq!(plain.admin, radguard_config::AdminConfig::default());
+    assert_eq!(plain.admin.listen.to_string(), "127.0.0.1:11180");
+    // An exposed console comes with the other errors, in file order.
+    let src = format!(
+        "[admin]\nlisten = \"0.0.0.0:11180\"\n\n{}\n{VAULT}",
+        PEER.replace("10.0.0.1", "10.0.0.300")
+    );
+    let errors = load(&src).expect_err("invalid");
+    let rendered: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
+    assert_eq!(rendered.len(), 2, "{rendered:#?}");
+    assert!(matches!(errors.errors()[0], ConfigError::Admin(_)));
+    assert!(
+        rendered[0].starts_with(
+            "gw.toml:2:10: field `admin.listen`: 0.0.0.0:11180 is not a loopback address"
+        ),
+        "{rendered:#?}"
+    );
+    assert!(matches!(errors.errors()[1], ConfigError::Policy(_)));
+    // A change of [admin] needs a restart.
+    let changed = load(&format!("{PEER}\n{VAULT}\n[admin]\nenabled = false\n")).expect("valid");
+    assert_eq!(plain.restart_needed(&changed), ["[admin]"]);
+}

@@ -279,6 +279,13 @@ pub enum Event {
         bytes_from_client: u64,
         bytes_from_upstream: u64,
     },
+    /// A relayed association's bytes so far (at most one every 500 ms, after an upstream's
+    /// final response): the console shows bytes and rate while a series is sent. Not audited.
+    AssociationProgress {
+        assoc: AssocId,
+        bytes_from_client: u64,
+        bytes_from_upstream: u64,
+    },
     AssociationAborted {
         assoc: AssocId,
         blame: Blame,
@@ -339,6 +346,30 @@ pub enum Event {
         subject: String,
         action: String,
         rule: String,
+    },
+    /// An operator's action through the console (acknowledging an alert, removing a block,
+    /// a reload) or a refused console login: audited as a PS3.15 A.5 Security Alert (110113).
+    /// No token or session id is ever in it.
+    AdminAction {
+        /// The console user (the `[[admin.token]]` name, `local` without tokens), or `-` for a
+        /// failed login.
+        user: String,
+        role: String,
+        /// The HTTP client's address.
+        client: String,
+        /// `alert-acknowledged`, `block-removed`, `config-reload`, `login-failed`.
+        action: String,
+        /// What it was done to (`alert 12`, `block 3`), empty when nothing.
+        target: String,
+        ok: bool,
+        detail: String,
+    },
+    /// The audit trail was read through the console: a PS3.15 A.5.3.2 Audit Log Used (110101).
+    AuditLogRead {
+        user: String,
+        client: String,
+        /// The filters, as asked (`kind=..., since=..., limit=...`).
+        query: String,
     },
     ShutdownStarted {
         running: usize,

@@ -305,6 +305,7 @@ pub async fn run(
         client_wr: Mutex::new(conn.writer),
         release_requested: AtomicBool::new(false),
         from_client: AtomicU64::new(0),
+        progress_ms: AtomicU64::new(0),
         from_upstream: AtomicU64::new(0),
         outstanding: Outstanding::default(),
         upstream_requests: StdMutex::new(HashMap::new()),
@@ -375,6 +376,8 @@ struct RelayState<'a> {
     client_wr: Mutex<BoxWrite>,
     release_requested: AtomicBool,
     from_client: AtomicU64,
+    /// When the last `association-progress` event went out (activity clock, ms).
+    progress_ms: AtomicU64,
     from_upstream: AtomicU64,
     /// The client's requests relayed upstream and not answered yet.
     outstanding: Outstanding,
@@ -2057,6 +2060,28 @@ fn note_response(st: &RelayState<'_>, command: &Command) {
         subject,
         sub_operations,
         bytes: None,
+    });
+    if !pending {
+        progress(st);
+    }
+}
+
+/// The association's bytes so far, at most every 500 ms (the console's live bytes and rate).
+fn progress(st: &RelayState<'_>) {
+    let now = st.activity.elapsed_ms();
+    let last = st.progress_ms.load(Ordering::Relaxed);
+    if now.saturating_sub(last) < 500
+        || st
+            .progress_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    st.shared.bus.emit(Event::AssociationProgress {
+        assoc: st.id,
+        bytes_from_client: st.from_client.load(Ordering::Relaxed),
+        bytes_from_upstream: st.from_upstream.load(Ordering::Relaxed),
     });
 }
 

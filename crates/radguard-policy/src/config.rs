@@ -355,6 +355,10 @@ struct RawConfig {
     /// (`DetectConfig::from_document`).
     #[allow(dead_code)]
     detect: Option<serde::de::IgnoredAny>,
+    /// `[admin]` and its `[[admin.token]]`: radguard-web's section
+    /// (`AdminConfig::from_document`).
+    #[allow(dead_code)]
+    admin: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -77,6 +77,9 @@ enum Command {
     Tls(cmd::tls::TlsArgs),
     /// Make an Argon2id hash of a passcode for a `[[user]]` entry (User Identity type 2).
     Passwd(cmd::tls::PasswdArgs),
+    /// The operator console: `hash-token` prints the SHA-256 of a token read from stdin for
+    /// `[[admin.token]] sha256`.
+    Admin(cmd::console::AdminArgs),
     /// Ask a running `radguard serve` to reload its config and certificates (SIGHUP).
     ///
     /// A new config that fails anywhere is refused whole; the old one stays in force and running
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
         Command::Block(args) => cmd::block::run(args),
         Command::Tls(args) => exit(cmd::tls::run_tls(args)),
         Command::Passwd(args) => exit(cmd::tls::run_passwd(args)),
+        Command::Admin(args) => cmd::console::run(args),
         Command::Scan(args) => cmd::media::run_scan(args),
         Command::Sanitize(args) => cmd::media::run_sanitize(args),
         Command::Config { command } => cmd::config::run(command),

@@ -122,21 +122,58 @@ fn rfc3339(ms: u64) -> String {
     radguard_audit::time::rfc3339_ms(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
+/// One entry as `radguard block list --json` prints it (and the console's `/blocks` serves).
+fn entry_json(e: &Entry, now: u64) -> anyhow::Result<serde_json::Value> {
+    let remaining = e.until_unix_ms.saturating_sub(now) / 1000;
+    let mut v = serde_json::to_value(e)?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("subject".into(), e.subject.to_string().into());
+        o.insert("action".into(), e.action.describe().into());
+        o.insert("since".into(), rfc3339(e.since_unix_ms).into());
+        o.insert("until".into(), rfc3339(e.until_unix_ms).into());
+        o.insert("remaining_secs".into(), remaining.into());
+    }
+    Ok(v)
+}
+
+/// The entries of `<data>/blocks.json` as `block list --json` gives them (none: no file).
+pub fn entries_json(data: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    let store = Store::in_dir(data);
+    if !store.path().exists() {
+        return Ok(Vec::new());
+    }
+    let l = store.load()?;
+    let now = unix_ms();
+    l.entries().map(|e| entry_json(e, now)).collect()
+}
+
+/// The console's unblock: marks entry `id` removed by `by`, as `block remove ID` does, and
+/// tells this process's keeper (SIGUSR1), which reports and audits the removal. `Ok(false)`:
+/// no such entry.
+pub fn remove_id(data: &Path, id: u64, by: &str) -> anyhow::Result<bool> {
+    let store = Store::in_dir(data);
+    if !store.path().exists() {
+        return Ok(false);
+    }
+    let (removed, _) = store.update(|l| {
+        let r = l.mark_removed(&Selector::Id(id), by, unix_ms());
+        let changed = !r.is_empty();
+        (r, changed)
+    })?;
+    if removed.is_empty() {
+        return Ok(false);
+    }
+    super::reload::signal(std::process::id(), super::reload::ToGateway::Blocks)?;
+    Ok(true)
+}
+
 fn list(data: &Path, json: bool) -> anyhow::Result<()> {
     let l = Store::in_dir(data).load()?;
     let now = unix_ms();
     for e in l.entries() {
         let remaining = e.until_unix_ms.saturating_sub(now) / 1000;
         if json {
-            let mut v = serde_json::to_value(e)?;
-            if let Some(o) = v.as_object_mut() {
-                o.insert("subject".into(), e.subject.to_string().into());
-                o.insert("action".into(), e.action.describe().into());
-                o.insert("since".into(), rfc3339(e.since_unix_ms).into());
-                o.insert("until".into(), rfc3339(e.until_unix_ms).into());
-                o.insert("remaining_secs".into(), remaining.into());
-            }
-            println!("{v}");
+            println!("{}", entry_json(e, now)?);
         } else {
             let state = match &e.removed {
                 Some(r) => format!(" (removed by {}, not yet reported)", r.by),

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod audit;
 pub mod block;
 pub mod config;
+pub mod console;
 pub mod deid;
 pub mod files_bar;
 pub mod learned;

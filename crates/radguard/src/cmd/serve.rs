@@ -1,7 +1,8 @@
 //! `radguard serve`: the inline gateway. All its wiring is here, in one place: config, data
 //! folder, vault, integrity ledger, the audit trail's health gating admission, the block list
-//! (detections' responses, SIGUSR1 re-reads it), the pid file, SIGHUP reloads and the shutdown
-//! signals.
+//! (detections' responses, SIGUSR1 re-reads it), the operator console (`[admin]`, radguard-web:
+//! it subscribes to the bus and reads the parts through `console::ConsoleBackend`), the pid
+//! file, SIGHUP reloads and the shutdown signals.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,18 +73,28 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         audit: audit_cfg,
         ledger: ledger_cfg,
         detect: detect_cfg,
+        admin: admin_cfg,
     } = loaded;
+    // The text in force for the console: read right after the file was loaded.
+    let (in_force_tx, in_force_rx) = tokio::sync::watch::channel((
+        super::console::config_text(config.as_deref()),
+        radguard_gateway::shared::unix_ms(),
+    ));
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let audit = audit_cfg
         .resolve(&data, Some(cfg.server.ae_title.as_str()))
         .context("the audit trail settings")?;
     let vault_dir = data.join("vault");
-    let vault = radguard_vault::Vault::open(&vault_dir)
-        .with_context(|| format!("opening the vault in {}", vault_dir.display()))?;
+    let vault = Arc::new(
+        radguard_vault::Vault::open(&vault_dir)
+            .with_context(|| format!("opening the vault in {}", vault_dir.display()))?,
+    );
     let ledger_dir = data.join("ledger");
     let origin = ledger_cfg.origin_for(cfg.server.ae_title.as_str());
-    let ledger = radguard_ledger::Ledger::open(&ledger_dir, &origin)
-        .with_context(|| format!("opening the integrity ledger in {}", ledger_dir.display()))?;
+    let ledger = Arc::new(
+        radguard_ledger::Ledger::open(&ledger_dir, &origin)
+            .with_context(|| format!("opening the integrity ledger in {}", ledger_dir.display()))?,
+    );
     let gateway_id = ledger_cfg.gateway_id_for(cfg.server.ae_title.as_str());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -155,6 +166,26 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         } else {
             eprintln!("radguard: WARNING: [audit] enabled = false: nothing is audited");
         }
+        // The console: bound before the gateway listens (a taken port or a bad certificate
+        // stops the start), served once the gateway's parts exist.
+        // Without an `[admin]` section a taken default port (another gateway on this host)
+        // leaves the gateway without its console, with a warning; a configured console that
+        // cannot start stops the start.
+        let admin = if admin_cfg.enabled {
+            match radguard_web::AdminServer::bind(&admin_cfg).await {
+                Ok(a) => Some(a),
+                Err(e) if admin_cfg == radguard_config::AdminConfig::default() => {
+                    eprintln!(
+                        "radguard: WARNING: console not started: {e} (set [admin] listen, or \
+                         enabled = false)"
+                    );
+                    None
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("starting the console")),
+            }
+        } else {
+            None
+        };
         for l in &listeners {
             let addr = l.tcp.local_addr()?;
             let scheme = if l.tls { "dicom-tls" } else { "dicom" };
@@ -191,25 +222,63 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
                 "radguard: detection OFF ([detect] enabled = false; overwrite alerts stay on)"
             );
         }
+        match &admin {
+            Some(a) => println!(
+                "radguard: console on {}{}",
+                a.url(),
+                if admin_cfg.requires_tokens() {
+                    ""
+                } else {
+                    " (no [[admin.token]]: loopback only, every client is the local operator)"
+                }
+            ),
+            None if admin_cfg.enabled => println!("radguard: console OFF (not started)"),
+            None => println!("radguard: console OFF ([admin] enabled = false)"),
+        }
         match &config {
             Some(p) => println!("radguard: policy from {}", p.display()),
             None => println!("radguard: policy: embedded defaults (loopback only)"),
         }
         println!("{}", cfg.describe());
         let (policy_tx, policy_rx) = tokio::sync::watch::channel(cfg.policy.clone());
+        let console_policy = policy_rx.clone();
         let (tls_tx, tls_rx) = tokio::sync::watch::channel(Arc::new(tls));
         let shared = radguard_gateway::Shared::new(
             cfg.server.clone(),
             policy_rx,
             tls_rx,
             admit_rx,
-            Some(Arc::new(vault)),
-            Some((Arc::new(ledger), gateway_id)),
+            Some(vault.clone()),
+            Some((ledger.clone(), gateway_id)),
             bus.clone(),
         );
         // Expired entries dropped and operators' changes reported before the first association.
         keeper.spawn(shared.clone(), block_rx)?;
-        reload_on_sighup(config.clone(), started, policy_tx, tls_tx, bus.clone());
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+        if let Some(admin) = admin {
+            let backend = super::console::ConsoleBackend {
+                policy: console_policy,
+                data: data.clone(),
+                config_path: config.clone(),
+                in_force: in_force_rx,
+                audit: audit_cfg.enabled.then(|| audit.store.clone()),
+                audit_health: audit_handle.as_ref().map(|h| h.health()),
+                ledger: ledger.clone(),
+                vault: vault.clone(),
+                reload: reload_tx,
+                verified: std::sync::Mutex::new(None),
+            };
+            admin.spawn(&bus, Arc::new(backend));
+        }
+        reload_on_sighup(
+            config.clone(),
+            started,
+            policy_tx,
+            tls_tx,
+            bus.clone(),
+            reload_rx,
+            in_force_tx,
+        );
         // Written once SIGUSR1 and SIGHUP are handled (their default action would end the
         // process: `radguard reload` or `radguard block` right after the start must not).
         let pid_file = data.join("radguard.pid");
@@ -280,73 +349,121 @@ fn spawn_detection(
     });
 }
 
-/// SIGHUP (or `radguard reload`): reload the config file; a config that fails anywhere (syntax,
-/// policy, certificates) is refused whole and the one in force stays, and so is one that changes
-/// what only a restart applies (`radguard_config::Loaded::restart_needed`: listeners, caps,
-/// timeouts, `[audit]`, `[ledger]`, `[detect]`), naming the keys. Every request after a reload, on running associations too, is
-/// judged under the new policy.
+/// SIGHUP (or `radguard reload`, or the console's reload): reload the config file; a config
+/// that fails anywhere (syntax, policy, certificates) is refused whole and the one in force
+/// stays, and so is one that changes what only a restart applies
+/// (`radguard_config::Loaded::restart_needed`: listeners, caps, timeouts, `[audit]`,
+/// `[ledger]`, `[detect]`, `[admin]`), naming the keys. Every request after a reload, on
+/// running associations too, is judged under the new policy. A console request gets the
+/// outcome back on its oneshot.
 fn reload_on_sighup(
     config: Option<PathBuf>,
     started: radguard_config::Loaded,
     policy_tx: tokio::sync::watch::Sender<radguard_policy::Policy>,
     tls_tx: tokio::sync::watch::Sender<Arc<radguard_gateway::TlsState>>,
     bus: EventBus,
+    mut console: tokio::sync::mpsc::Receiver<super::console::ReloadRequest>,
+    in_force: tokio::sync::watch::Sender<(String, u64)>,
 ) {
+    // SIGHUP is handled from here on (not from inside the task): the pid file is written next.
     #[cfg(unix)]
-    {
+    let mut hup = {
         use tokio::signal::unix::{signal, SignalKind};
-        // Installed before this returns (not in the task): the pid file is written next.
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            eprintln!("radguard: WARNING: cannot handle SIGHUP: reload unavailable");
-            return;
-        };
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                let Some(path) = config.as_deref() else {
-                    bus.emit(Event::ConfigReloaded {
-                        ok: false,
-                        detail: "running on embedded defaults: nothing to reload".into(),
-                    });
-                    continue;
-                };
-                let p = path.to_path_buf();
-                let loaded = tokio::task::spawn_blocking(move || load_config(Some(&p))).await;
-                match loaded {
-                    Ok(Ok((new, _))) if !started.restart_needed(&new).is_empty() => {
-                        let keys = started.restart_needed(&new).join(", ");
-                        bus.emit(Event::ConfigReloaded {
-                            ok: false,
-                            detail: format!(
-                                "new config refused, the old one stays in force: {keys} changed, \
-                             which only a restart applies"
-                            ),
-                        });
-                    }
-                    Ok(Ok((new, tls))) => {
-                        let _ = tls_tx.send(Arc::new(tls));
-                        let _ = policy_tx.send(new.config.policy);
-                        bus.emit(Event::ConfigReloaded {
-                            ok: true,
-                            detail: format!(
-                                "policy and certificates reloaded from {}",
-                                path.display()
-                            ),
-                        });
-                    }
-                    Ok(Err(e)) => bus.emit(Event::ConfigReloaded {
-                        ok: false,
-                        detail: format!("new config refused, the old one stays in force: {e:#}"),
-                    }),
-                    Err(e) => bus.emit(Event::ConfigReloaded {
-                        ok: false,
-                        detail: format!("reload failed: {e}"),
-                    }),
+        let h = signal(SignalKind::hangup()).ok();
+        if h.is_none() {
+            eprintln!("radguard: WARNING: cannot handle SIGHUP: reload by signal unavailable");
+        }
+        h
+    };
+    tokio::spawn(async move {
+        let mut console_open = true;
+        loop {
+            #[cfg(unix)]
+            let sig = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
                 }
+            };
+            #[cfg(not(unix))]
+            let sig = std::future::pending::<Option<()>>();
+            let from_console = async {
+                if console_open {
+                    console.recv().await
+                } else {
+                    std::future::pending().await
+                }
+            };
+            let reply = tokio::select! {
+                s = sig => match s {
+                    Some(_) => None,
+                    None => break,
+                },
+                r = from_console => match r {
+                    Some(r) => Some(r),
+                    None => {
+                        // No console (or it stopped): SIGHUP only from now on.
+                        console_open = false;
+                        continue;
+                    }
+                },
+            };
+            let (ok, detail) = reload_once(config.as_deref(), &started, &policy_tx, &tls_tx).await;
+            if ok {
+                let text = super::console::config_text(config.as_deref());
+                let _ = in_force.send((text, radguard_gateway::shared::unix_ms()));
             }
-        });
+            bus.emit(Event::ConfigReloaded {
+                ok,
+                detail: detail.clone(),
+            });
+            if let Some(r) = reply {
+                let _ = r.send((ok, detail));
+            }
+        }
+    });
+}
+
+/// One reload: `(ok, detail)` as the `config-reloaded` event words it.
+async fn reload_once(
+    config: Option<&std::path::Path>,
+    started: &radguard_config::Loaded,
+    policy_tx: &tokio::sync::watch::Sender<radguard_policy::Policy>,
+    tls_tx: &tokio::sync::watch::Sender<Arc<radguard_gateway::TlsState>>,
+) -> (bool, String) {
+    let Some(path) = config else {
+        return (
+            false,
+            "running on embedded defaults: nothing to reload".into(),
+        );
+    };
+    let p = path.to_path_buf();
+    let loaded = tokio::task::spawn_blocking(move || load_config(Some(&p))).await;
+    match loaded {
+        Ok(Ok((new, _))) if !started.restart_needed(&new).is_empty() => {
+            let keys = started.restart_needed(&new).join(", ");
+            (
+                false,
+                format!(
+                    "new config refused, the old one stays in force: {keys} changed, \
+                     which only a restart applies"
+                ),
+            )
+        }
+        Ok(Ok((new, tls))) => {
+            let _ = tls_tx.send(Arc::new(tls));
+            let _ = policy_tx.send(new.config.policy);
+            (
+                true,
+                format!("policy and certificates reloaded from {}", path.display()),
+            )
+        }
+        Ok(Err(e)) => (
+            false,
+            format!("new config refused, the old one stays in force: {e:#}"),
+        ),
+        Err(e) => (false, format!("reload failed: {e}")),
     }
-    #[cfg(not(unix))]
-    let _ = (config, started, policy_tx, tls_tx, bus);
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,943 @@
+//! The console's picture of the gateway, built from the event bus only (the relay is not asked
+//! anything): running associations, peers seen, alerts, refusals, totals, a time series and the
+//! Prometheus counters. Every table is bounded: a flood of associations or alerts costs at
+//! most the caps below, never the gateway's memory.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use radguard_events::{Blame, Event, EventRecord};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// Running associations tracked at once (the oldest is forgotten beyond it).
+pub const MAX_RUNNING: usize = 4096;
+/// Sources remembered for `/peers`.
+pub const MAX_SEEN: usize = 1024;
+/// Alerts and refusals kept (newest).
+pub const MAX_ALERTS: usize = 1000;
+pub const MAX_REFUSALS: usize = 1000;
+/// Time series: one point per [`SERIES_STEP_MS`], the last [`SERIES_POINTS`].
+pub const SERIES_STEP_MS: u64 = 5000;
+pub const SERIES_POINTS: usize = 120;
+/// Distinct label sets per metric family: a config with thousands of peers or routes still
+/// gives a bounded scrape.
+pub const MAX_SERIES_PER_METRIC: usize = 4096;
+/// AE titles and addresses remembered per seen source.
+const MAX_NAMES: usize = 16;
+/// Association duration histogram buckets (seconds).
+pub const DURATION_BUCKETS: [f64; 10] =
+    [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0];
+
+/// A running association (the contract's `Assoc`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Assoc {
+    pub id: u64,
+    pub peer: Option<String>,
+    pub calling_ae: String,
+    pub called_ae: String,
+    pub source: String,
+    pub route: Option<String>,
+    pub operation: Option<String>,
+    pub requests: u64,
+    pub bytes_from_client: u64,
+    pub bytes_from_upstream: u64,
+    pub rate_bps: u64,
+    pub started: u64,
+}
+
+/// An alert (a detection or another security alert).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Alert {
+    pub id: u64,
+    pub time: u64,
+    pub rule: String,
+    pub rule_kind: String,
+    pub response: String,
+    pub source: Option<String>,
+    pub peer: Option<String>,
+    pub calling_ae: Option<String>,
+    pub called_ae: Option<String>,
+    pub detail: String,
+    pub evidence: serde_json::Value,
+    pub acknowledged: Option<Ack>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Ack {
+    pub by: String,
+    pub time: u64,
+}
+
+/// A refused association or request (no patient data: codes and the gateway's reason).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Refusal {
+    pub time: u64,
+    pub kind: &'static str,
+    pub source: Option<String>,
+    pub calling_ae: Option<String>,
+    pub called_ae: Option<String>,
+    pub peer: Option<String>,
+    pub code: String,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Totals {
+    pub associations: u64,
+    pub refused_associations: u64,
+    pub refused_requests: u64,
+    pub bytes_from_clients: u64,
+    pub bytes_from_upstreams: u64,
+    pub alerts: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Point {
+    pub t: u64,
+    pub bytes: u64,
+    pub refusals: u64,
+}
+
+/// A source the gateway has seen (for `/peers`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Seen {
+    /// The policy peer it was accepted as, if ever.
+    pub peer: Option<String>,
+    pub addresses: BTreeSet<String>,
+    pub ae_titles: BTreeSet<String>,
+    pub certificate: Option<String>,
+    pub implementation_class_uid: Option<String>,
+    pub implementation_version: Option<String>,
+    pub last_seen: u64,
+}
+
+/// What the SSE stream carries.
+#[derive(Debug, Clone)]
+pub enum Update {
+    Association(Assoc),
+    AssociationEnded(u64),
+    Refusal(Refusal),
+    Alert(Alert),
+    Totals(Totals),
+}
+
+#[derive(Debug)]
+struct Running {
+    view: Assoc,
+    /// (time ms, bytes both ways) samples for the rate, oldest first.
+    samples: VecDeque<(u64, u64)>,
+    last_sent: u64,
+    dirty: bool,
+}
+
+/// The Prometheus counters (label values bounded: peer names, route names, rule names).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// (peer, route, result)
+    pub associations: BTreeMap<(String, String, &'static str), u64>,
+    /// (peer, operation, status)
+    pub requests: BTreeMap<(String, String, &'static str), u64>,
+    /// (route, direction)
+    pub bytes: BTreeMap<(String, &'static str), u64>,
+    pub alerts: BTreeMap<String, u64>,
+    /// Cumulative bucket counts, then +Inf count, sum.
+    pub duration_buckets: [u64; DURATION_BUCKETS.len()],
+    pub duration_count: u64,
+    pub duration_sum: f64,
+}
+
+fn bump<K: Ord>(m: &mut BTreeMap<K, u64>, k: K, by: u64) {
+    if let Some(v) = m.get_mut(&k) {
+        *v += by;
+    } else if m.len() < MAX_SERIES_PER_METRIC {
+        m.insert(k, by);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    running: BTreeMap<u64, Running>,
+    /// Requested but not (yet) accepted: their names, for refusals and the running view.
+    requested: BTreeMap<u64, Assoc>,
+    seen: BTreeMap<String, Seen>,
+    alerts: VecDeque<Alert>,
+    next_alert: u64,
+    refusals: VecDeque<Refusal>,
+    totals: Totals,
+    series: VecDeque<Point>,
+    bucket: Point,
+    counters: Counters,
+}
+
+/// The console model: feed it every bus event ([`Console::observe`]), tick it every second
+/// ([`Console::tick`]); read views; subscribe to its updates for SSE.
+pub struct Console {
+    model: Mutex<Model>,
+    updates: broadcast::Sender<Update>,
+    pub started: u64,
+    pub version: &'static str,
+}
+
+/// "CStoreRq" → "C-STORE" (the bus names commands by their Rust variant).
+pub fn operation_name(command: &str) -> String {
+    let base = command
+        .strip_suffix("Rsp")
+        .or_else(|| command.strip_suffix("Rq"))
+        .unwrap_or(command);
+    let mut chars = base.chars();
+    match chars.next() {
+        Some(c @ ('C' | 'N')) if base.len() > 1 => {
+            format!("{c}-{}", chars.as_str().to_ascii_uppercase())
+        }
+        _ => base.to_string(),
+    }
+}
+
+/// Success, warning, failure, pending: PS3.7 C.1 status classes.
+fn status_class(status: u16) -> &'static str {
+    match status {
+        0x0000 => "success",
+        0x0001 | 0x0107 | 0x0116 => "warning",
+        s if s & 0xF000 == 0xB000 => "warning",
+        0xFF00 | 0xFF01 => "pending",
+        0xFE00 => "cancel",
+        _ => "failure",
+    }
+}
+
+fn ms(t: u128) -> u64 {
+    u64::try_from(t).unwrap_or(u64::MAX)
+}
+
+/// Milliseconds since the Unix epoch now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| ms(d.as_millis()))
+}
+
+fn ip_of(a: &SocketAddr) -> String {
+    a.ip().to_string()
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console::new()
+    }
+}
+
+impl Console {
+    pub fn new() -> Console {
+        let (updates, _) = broadcast::channel(1024);
+        Console {
+            model: Mutex::new(Model::default()),
+            updates,
+            started: now_ms(),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Model> {
+        // A panic while holding the lock leaves counters, not invariants: go on with them.
+        self.model.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Update> {
+        self.updates.subscribe()
+    }
+
+    fn send(&self, u: Update) {
+        let _ = self.updates.send(u);
+    }
+
+    /// Takes in one bus event.
+    pub fn observe(&self, rec: &EventRecord) {
+        let t = ms(rec.time_ms);
+        let mut out = Vec::new();
+        {
+            let mut m = self.lock();
+            m.observe(t, &rec.event, &mut out);
+        }
+        for u in out {
+            self.send(u);
+        }
+    }
+
+    /// Once a second: associations changed since their last update, the series and totals
+    /// every [`SERIES_STEP_MS`].
+    pub fn tick(&self, now: u64) {
+        let mut out = Vec::new();
+        {
+            let mut m = self.lock();
+            for r in m.running.values_mut() {
+                let rate = rate(&r.samples, now);
+                if rate != r.view.rate_bps {
+                    r.view.rate_bps = rate;
+                    r.dirty = true;
+                }
+                if r.dirty && now.saturating_sub(r.last_sent) >= 1000 {
+                    r.dirty = false;
+                    r.last_sent = now;
+                    out.push(Update::Association(r.view.clone()));
+                }
+            }
+            if m.bucket.t == 0 {
+                m.bucket.t = now - now % SERIES_STEP_MS;
+            }
+            if now >= m.bucket.t + SERIES_STEP_MS {
+                let done = std::mem::take(&mut m.bucket);
+                m.series.push_back(done);
+                while m.series.len() > SERIES_POINTS {
+                    m.series.pop_front();
+                }
+                m.bucket.t = now - now % SERIES_STEP_MS;
+                out.push(Update::Totals(m.totals.clone()));
+            }
+        }
+        for u in out {
+            self.send(u);
+        }
+    }
+
+    pub fn associations(&self) -> Vec<Assoc> {
+        let now = now_ms();
+        let m = self.lock();
+        m.running
+            .values()
+            .map(|r| Assoc {
+                rate_bps: rate(&r.samples, now),
+                ..r.view.clone()
+            })
+            .collect()
+    }
+
+    pub fn totals(&self) -> Totals {
+        self.lock().totals.clone()
+    }
+
+    pub fn series(&self) -> Vec<Point> {
+        self.lock().series.iter().cloned().collect()
+    }
+
+    /// Newest first.
+    pub fn alerts(&self) -> Vec<Alert> {
+        self.lock().alerts.iter().rev().cloned().collect()
+    }
+
+    /// Newest first.
+    pub fn refusals(&self) -> Vec<Refusal> {
+        self.lock().refusals.iter().rev().cloned().collect()
+    }
+
+    pub fn seen(&self) -> Vec<(String, Seen)> {
+        self.lock()
+            .seen
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Marks an alert acknowledged; `None` when no such alert is kept, `Some(false)` when it
+    /// was acknowledged already.
+    pub fn acknowledge(&self, id: u64, by: &str) -> Option<bool> {
+        let (first, alert) = {
+            let mut m = self.lock();
+            let a = m.alerts.iter_mut().find(|a| a.id == id)?;
+            let first = a.acknowledged.is_none();
+            if first {
+                a.acknowledged = Some(Ack {
+                    by: by.to_string(),
+                    time: now_ms(),
+                });
+            }
+            (first, a.clone())
+        };
+        if first {
+            self.send(Update::Alert(alert));
+        }
+        Some(first)
+    }
+
+    pub fn alert(&self, id: u64) -> Option<Alert> {
+        self.lock().alerts.iter().find(|a| a.id == id).cloned()
+    }
+
+    /// Reads the counters (for `/metrics`).
+    pub fn with_counters<R>(&self, f: impl FnOnce(&Counters, usize) -> R) -> R {
+        let m = self.lock();
+        f(&m.counters, m.running.len())
+    }
+}
+
+/// Bytes per second over the last 5 s.
+fn rate(samples: &VecDeque<(u64, u64)>, now: u64) -> u64 {
+    let Some(&(_, last)) = samples.back() else {
+        return 0;
+    };
+    let since = now.saturating_sub(5000);
+    // The newest sample at or before the window start is the baseline.
+    let base = samples
+        .iter()
+        .rev()
+        .find(|(t, _)| *t <= since)
+        .or_else(|| samples.front())
+        .map_or(0, |&(_, b)| b);
+    last.saturating_sub(base) / 5
+}
+
+impl Model {
+    fn running_mut(&mut self, id: u64) -> Option<&mut Running> {
+        self.running.get_mut(&id)
+    }
+
+    fn add_bytes(&mut self, t: u64, id: u64, from_client: u64, from_upstream: u64) {
+        let route = self
+            .running
+            .get(&id)
+            .and_then(|r| r.view.route.clone())
+            .unwrap_or_else(|| "none".into());
+        if from_client > 0 {
+            bump(
+                &mut self.counters.bytes,
+                (route.clone(), "from_client"),
+                from_client,
+            );
+        }
+        if from_upstream > 0 {
+            bump(
+                &mut self.counters.bytes,
+                (route, "from_upstream"),
+                from_upstream,
+            );
+        }
+        self.totals.bytes_from_clients += from_client;
+        self.totals.bytes_from_upstreams += from_upstream;
+        self.bucket.bytes += from_client + from_upstream;
+        if let Some(r) = self.running_mut(id) {
+            r.view.bytes_from_client += from_client;
+            r.view.bytes_from_upstream += from_upstream;
+            let total = r.view.bytes_from_client + r.view.bytes_from_upstream;
+            r.samples.push_back((t, total));
+            // Keep one sample older than the 5 s window as the baseline.
+            while r.samples.len() > 2 && r.samples.get(1).is_some_and(|(s, _)| *s + 5000 <= t) {
+                r.samples.pop_front();
+            }
+            while r.samples.len() > 64 {
+                r.samples.pop_front();
+            }
+            r.dirty = true;
+        }
+    }
+
+    fn touch_seen(&mut self, source: &SocketAddr, t: u64, f: impl FnOnce(&mut Seen)) {
+        let key = ip_of(source);
+        if !self.seen.contains_key(&key) && self.seen.len() >= MAX_SEEN {
+            // Forget the source seen longest ago.
+            if let Some(old) = self
+                .seen
+                .iter()
+                .min_by_key(|(_, s)| s.last_seen)
+                .map(|(k, _)| k.clone())
+            {
+                self.seen.remove(&old);
+            }
+        }
+        let s = self.seen.entry(key.clone()).or_default();
+        if s.addresses.len() < MAX_NAMES {
+            s.addresses.insert(key);
+        }
+        s.last_seen = t;
+        f(s);
+    }
+
+    fn refusal(&mut self, r: Refusal, out: &mut Vec<Update>) {
+        self.bucket.refusals += 1;
+        if self.refusals.len() >= MAX_REFUSALS {
+            self.refusals.pop_front();
+        }
+        self.refusals.push_back(r.clone());
+        out.push(Update::Refusal(r));
+    }
+
+    fn alert(&mut self, mut a: Alert, out: &mut Vec<Update>) {
+        self.next_alert += 1;
+        a.id = self.next_alert;
+        self.totals.alerts += 1;
+        bump(&mut self.counters.alerts, a.rule.clone(), 1);
+        if self.alerts.len() >= MAX_ALERTS {
+            self.alerts.pop_front();
+        }
+        self.alerts.push_back(a.clone());
+        out.push(Update::Alert(a));
+    }
+
+    fn ended(&mut self, t: u64, id: u64, result: &'static str, out: &mut Vec<Update>) {
+        self.requested.remove(&id);
+        if let Some(r) = self.running.remove(&id) {
+            let peer = r.view.peer.clone().unwrap_or_else(|| "unknown".into());
+            let route = r.view.route.clone().unwrap_or_else(|| "none".into());
+            bump(&mut self.counters.associations, (peer, route, result), 1);
+            let secs = t.saturating_sub(r.view.started) as f64 / 1000.0;
+            let c = &mut self.counters;
+            for (i, b) in DURATION_BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    if let Some(n) = c.duration_buckets.get_mut(i) {
+                        *n += 1;
+                    }
+                }
+            }
+            c.duration_count += 1;
+            c.duration_sum += secs;
+            out.push(Update::AssociationEnded(id));
+        }
+    }
+
+    fn names(
+        &self,
+        id: u64,
+    ) -> (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ) {
+        let v = self
+            .running
+            .get(&id)
+            .map(|r| &r.view)
+            .or_else(|| self.requested.get(&id));
+        match v {
+            Some(v) => (
+                Some(v.source.clone()),
+                Some(v.calling_ae.clone()),
+                Some(v.called_ae.clone()),
+                v.peer.clone(),
+            ),
+            None => (None, None, None, None),
+        }
+    }
+
+    fn observe(&mut self, t: u64, e: &Event, out: &mut Vec<Update>) {
+        match e {
+            Event::AssociationRequested {
+                assoc,
+                source,
+                calling_ae,
+                called_ae,
+                implementation_class_uid,
+                implementation_version,
+                tls,
+                ..
+            } => {
+                while self.requested.len() >= MAX_RUNNING {
+                    self.requested.pop_first();
+                }
+                self.requested.insert(
+                    assoc.0,
+                    Assoc {
+                        id: assoc.0,
+                        peer: None,
+                        calling_ae: calling_ae.clone(),
+                        called_ae: called_ae.clone(),
+                        source: source.to_string(),
+                        route: None,
+                        operation: None,
+                        requests: 0,
+                        bytes_from_client: 0,
+                        bytes_from_upstream: 0,
+                        rate_bps: 0,
+                        started: t,
+                    },
+                );
+                self.touch_seen(source, t, |s| {
+                    if s.ae_titles.len() < MAX_NAMES {
+                        s.ae_titles.insert(calling_ae.clone());
+                    }
+                    s.implementation_class_uid = Some(implementation_class_uid.clone());
+                    s.implementation_version = implementation_version.clone();
+                    if let Some(c) = tls.as_ref().and_then(|t| t.peer_cert_sha256.clone()) {
+                        s.certificate = Some(c);
+                    }
+                });
+            }
+            Event::AssociationAccepted {
+                assoc, peer, route, ..
+            } => {
+                let Some(mut view) = self.requested.remove(&assoc.0) else {
+                    return;
+                };
+                view.peer = Some(peer.clone());
+                view.route = Some(route.clone());
+                if let Ok(src) = view.source.parse::<SocketAddr>() {
+                    let p = peer.clone();
+                    self.touch_seen(&src, t, |s| s.peer = Some(p));
+                }
+                self.totals.associations += 1;
+                while self.running.len() >= MAX_RUNNING {
+                    self.running.pop_first();
+                }
+                out.push(Update::Association(view.clone()));
+                self.running.insert(
+                    assoc.0,
+                    Running {
+                        view,
+                        samples: VecDeque::new(),
+                        last_sent: t,
+                        dirty: false,
+                    },
+                );
+            }
+            Event::AssociationRefused {
+                assoc,
+                source,
+                calling_ae,
+                called_ae,
+                result,
+                rj_source,
+                reason,
+                why,
+                ..
+            } => {
+                self.requested.remove(&assoc.0);
+                self.totals.refused_associations += 1;
+                bump(
+                    &mut self.counters.associations,
+                    ("unknown".into(), "none".into(), "refused"),
+                    1,
+                );
+                self.touch_seen(source, t, |s| {
+                    if let Some(ae) = calling_ae {
+                        if s.ae_titles.len() < MAX_NAMES {
+                            s.ae_titles.insert(ae.clone());
+                        }
+                    }
+                });
+                self.refusal(
+                    Refusal {
+                        time: t,
+                        kind: "association",
+                        source: Some(source.to_string()),
+                        calling_ae: calling_ae.clone(),
+                        called_ae: called_ae.clone(),
+                        peer: None,
+                        code: format!("A-ASSOCIATE-RJ {result}/{rj_source}/{reason}"),
+                        why: why.clone(),
+                    },
+                    out,
+                );
+            }
+            Event::DimseRequest { assoc, command, .. } => {
+                if let Some(r) = self.running_mut(assoc.0) {
+                    r.view.requests += 1;
+                    r.view.operation = Some(operation_name(command));
+                    r.dirty = true;
+                }
+            }
+            Event::DimseResponse {
+                assoc,
+                command,
+                status,
+                from,
+                bytes,
+                ..
+            } => {
+                // A C-GET's C-STORE sub-operation answered by the client: bytes the gateway
+                // relayed to the client, not a request of the client's.
+                if *from == Blame::Peer {
+                    if let Some(b) = bytes {
+                        self.add_bytes(t, assoc.0, 0, *b);
+                    }
+                    return;
+                }
+                let class = status_class(*status);
+                if class == "pending" {
+                    return;
+                }
+                let peer = self
+                    .running
+                    .get(&assoc.0)
+                    .and_then(|r| r.view.peer.clone())
+                    .unwrap_or_else(|| "unknown".into());
+                bump(
+                    &mut self.counters.requests,
+                    (peer, operation_name(command), class),
+                    1,
+                );
+            }
+            Event::DimseRefused {
+                assoc,
+                command,
+                status,
+                why,
+                ..
+            } => {
+                self.totals.refused_requests += 1;
+                let (source, calling_ae, called_ae, peer) = self.names(assoc.0);
+                bump(
+                    &mut self.counters.requests,
+                    (
+                        peer.clone().unwrap_or_else(|| "unknown".into()),
+                        operation_name(command),
+                        "refused",
+                    ),
+                    1,
+                );
+                self.refusal(
+                    Refusal {
+                        time: t,
+                        kind: "request",
+                        source,
+                        calling_ae,
+                        called_ae,
+                        peer,
+                        code: format!("0x{status:04X}"),
+                        why: why.clone(),
+                    },
+                    out,
+                );
+            }
+            Event::InstanceStored { assoc, bytes, .. } => {
+                // The built-in vault (no upstream): the association's bytes so far.
+                self.add_bytes(t, assoc.0, *bytes, 0);
+            }
+            Event::AssociationProgress {
+                assoc,
+                bytes_from_client,
+                bytes_from_upstream,
+            } => {
+                // The relay's totals so far: what the running view has not counted yet.
+                let (c, u) = self.running.get(&assoc.0).map_or((0, 0), |r| {
+                    (r.view.bytes_from_client, r.view.bytes_from_upstream)
+                });
+                self.add_bytes(
+                    t,
+                    assoc.0,
+                    bytes_from_client.saturating_sub(c),
+                    bytes_from_upstream.saturating_sub(u),
+                );
+            }
+            Event::AssociationReleased {
+                assoc,
+                bytes_from_client,
+                bytes_from_upstream,
+            } => {
+                // The relay's exact totals: what the running view has not counted yet.
+                let (c, u) = self.running.get(&assoc.0).map_or((0, 0), |r| {
+                    (r.view.bytes_from_client, r.view.bytes_from_upstream)
+                });
+                self.add_bytes(
+                    t,
+                    assoc.0,
+                    bytes_from_client.saturating_sub(c),
+                    bytes_from_upstream.saturating_sub(u),
+                );
+                self.ended(t, assoc.0, "released", out);
+            }
+            Event::AssociationAborted { assoc, .. } => {
+                self.ended(t, assoc.0, "aborted", out);
+            }
+            Event::Detection {
+                source,
+                peer,
+                calling_ae,
+                called_ae,
+                rule,
+                rule_kind,
+                response,
+                evidence,
+                detail,
+                ..
+            } => self.alert(
+                Alert {
+                    id: 0,
+                    time: t,
+                    rule: rule.clone(),
+                    rule_kind: rule_kind.clone(),
+                    response: response.clone(),
+                    source: source.map(|s| s.to_string()),
+                    peer: peer.clone(),
+                    calling_ae: calling_ae.clone(),
+                    called_ae: called_ae.clone(),
+                    detail: detail.clone(),
+                    evidence: evidence.clone(),
+                    acknowledged: None,
+                },
+                out,
+            ),
+            Event::SecurityAlert {
+                assoc,
+                kind,
+                source,
+                detail,
+            } => {
+                let kind = serde_json::to_value(kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_else(|| "security-alert".into());
+                let (src, calling_ae, called_ae, peer) =
+                    assoc.map_or((None, None, None, None), |a| self.names(a.0));
+                self.alert(
+                    Alert {
+                        id: 0,
+                        time: t,
+                        rule: kind.clone(),
+                        rule_kind: kind,
+                        response: "alert".into(),
+                        source: source.map(|s| s.to_string()).or(src),
+                        peer,
+                        calling_ae,
+                        called_ae,
+                        detail: detail.clone(),
+                        evidence: serde_json::Value::Null,
+                        acknowledged: None,
+                    },
+                    out,
+                )
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Feeds the console from the bus until the bus closes, ticking every second.
+pub fn spawn_feed(console: Arc<Console>, bus: &radguard_events::EventBus) {
+    let mut rx = bus.subscribe();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(rec) => console.observe(&rec),
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(target: "radguard::web", "console fell behind: {n} events not seen");
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+                _ = tick.tick() => console.tick(now_ms()),
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use radguard_events::AssocId;
+
+    fn rec(t: u128, event: Event) -> EventRecord {
+        EventRecord {
+            seq: 0,
+            time_ms: t,
+            event,
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(operation_name("CStoreRq"), "C-STORE");
+        assert_eq!(operation_name("CFindRsp"), "C-FIND");
+        assert_eq!(operation_name("Other(1)"), "Other(1)");
+    }
+
+    #[test]
+    fn association_lifecycle_and_counters() {
+        let c = Console::new();
+        let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        c.observe(&rec(
+            1000,
+            Event::AssociationRequested {
+                assoc: AssocId(7),
+                source: src,
+                calling_ae: "MOD".into(),
+                called_ae: "GW".into(),
+                implementation_class_uid: "1.2".into(),
+                implementation_version: None,
+                contexts: 1,
+                tls: None,
+                user_identity: None,
+            },
+        ));
+        assert!(c.associations().is_empty());
+        c.observe(&rec(
+            1001,
+            Event::AssociationAccepted {
+                assoc: AssocId(7),
+                peer: "ct".into(),
+                route: "main".into(),
+                accepted_contexts: 1,
+                rejected_contexts: 0,
+                max_pdu_client: 0,
+                max_pdu_upstream: 0,
+                authenticated_user: None,
+            },
+        ));
+        c.observe(&rec(
+            1002,
+            Event::DimseRequest {
+                assoc: AssocId(7),
+                message_id: 1,
+                command: "CStoreRq".into(),
+                sop_class: None,
+                sop_instance: None,
+                move_destination: None,
+                subject: None,
+                identifier: None,
+            },
+        ));
+        let a = c.associations();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].operation.as_deref(), Some("C-STORE"));
+        assert_eq!(a[0].requests, 1);
+        c.observe(&rec(
+            3001,
+            Event::AssociationReleased {
+                assoc: AssocId(7),
+                bytes_from_client: 500,
+                bytes_from_upstream: 20,
+            },
+        ));
+        assert!(c.associations().is_empty());
+        let t = c.totals();
+        assert_eq!(
+            (t.associations, t.bytes_from_clients, t.bytes_from_upstreams),
+            (1, 500, 20)
+        );
+        c.with_counters(|k, running| {
+            assert_eq!(running, 0);
+            assert_eq!(k.associations[&("ct".into(), "main".into(), "released")], 1);
+            assert_eq!(k.bytes[&("main".into(), "from_client")], 500);
+            assert_eq!(k.duration_count, 1);
+            // 2 s: not in the 1 s bucket, in the 5 s one.
+            assert_eq!(k.duration_buckets[2], 0);
+            assert_eq!(k.duration_buckets[3], 1);
+        });
+    }
+
+    #[test]
+    fn alerts_are_bounded_and_acknowledged() {
+        let c = Console::new();
+        for i in 0..(MAX_ALERTS + 5) {
+            c.observe(&rec(
+                i as u128,
+                Event::SecurityAlert {
+                    assoc: None,
+                    kind: radguard_events::AlertKind::NotAuthorized,
+                    source: None,
+                    detail: "x".into(),
+                },
+            ));
+        }
+        let a = c.alerts();
+        assert_eq!(a.len(), MAX_ALERTS);
+        assert_eq!(a[0].rule, "not-authorized");
+        let id = a[0].id;
+        assert_eq!(c.acknowledge(id, "alice"), Some(true));
+        assert_eq!(c.acknowledge(id, "bob"), Some(false));
+        assert_eq!(c.alert(id).unwrap().acknowledged.unwrap().by, "alice");
+        assert_eq!(c.acknowledge(1, "alice"), None);
+    }
+}
