@@ -431,8 +431,17 @@ impl Model {
         }
     }
 
-    fn touch_seen(&mut self, source: &SocketAddr, t: u64, f: impl FnOnce(&mut Seen)) {
-        let key = ip_of(source);
+    /// The source (address and calling AE title: a refused caller on a peer's machine is not
+    /// that peer) seen at `t`.
+    fn touch_seen(
+        &mut self,
+        source: &SocketAddr,
+        calling_ae: Option<&str>,
+        t: u64,
+        f: impl FnOnce(&mut Seen),
+    ) {
+        let ip = ip_of(source);
+        let key = format!("{ip} {}", calling_ae.unwrap_or_default().trim());
         if !self.seen.contains_key(&key) && self.seen.len() >= MAX_SEEN {
             // Forget the source seen longest ago.
             if let Some(old) = self
@@ -444,9 +453,9 @@ impl Model {
                 self.seen.remove(&old);
             }
         }
-        let s = self.seen.entry(key.clone()).or_default();
+        let s = self.seen.entry(key).or_default();
         if s.addresses.len() < MAX_NAMES {
-            s.addresses.insert(key);
+            s.addresses.insert(ip);
         }
         s.last_seen = t;
         f(s);
@@ -551,7 +560,7 @@ impl Model {
                         started: t,
                     },
                 );
-                self.touch_seen(source, t, |s| {
+                self.touch_seen(source, Some(calling_ae), t, |s| {
                     if s.ae_titles.len() < MAX_NAMES {
                         s.ae_titles.insert(calling_ae.clone());
                     }
@@ -572,7 +581,8 @@ impl Model {
                 view.route = Some(route.clone());
                 if let Ok(src) = view.source.parse::<SocketAddr>() {
                     let p = peer.clone();
-                    self.touch_seen(&src, t, |s| s.peer = Some(p));
+                    let ae = view.calling_ae.clone();
+                    self.touch_seen(&src, Some(&ae), t, |s| s.peer = Some(p));
                 }
                 self.totals.associations += 1;
                 while self.running.len() >= MAX_RUNNING {
@@ -607,7 +617,7 @@ impl Model {
                     ("unknown".into(), "none".into(), "refused"),
                     1,
                 );
-                self.touch_seen(source, t, |s| {
+                self.touch_seen(source, calling_ae.as_deref(), t, |s| {
                     if let Some(ae) = calling_ae {
                         if s.ae_titles.len() < MAX_NAMES {
                             s.ae_titles.insert(ae.clone());
@@ -841,6 +851,59 @@ mod tests {
         assert_eq!(operation_name("CStoreRq"), "C-STORE");
         assert_eq!(operation_name("CFindRsp"), "C-FIND");
         assert_eq!(operation_name("Other(1)"), "Other(1)");
+    }
+
+    #[test]
+    fn a_refused_caller_on_a_peers_address_is_not_that_peer() {
+        let c = Console::new();
+        let src: SocketAddr = "10.0.0.5:5000".parse().unwrap();
+        let requested = |id, ae: &str| Event::AssociationRequested {
+            assoc: AssocId(id),
+            source: src,
+            calling_ae: ae.into(),
+            called_ae: "GW".into(),
+            implementation_class_uid: "1.2".into(),
+            implementation_version: None,
+            contexts: 1,
+            tls: None,
+            user_identity: None,
+        };
+        c.observe(&rec(1, requested(1, "CT")));
+        c.observe(&rec(
+            2,
+            Event::AssociationAccepted {
+                assoc: AssocId(1),
+                peer: "ct".into(),
+                route: "main".into(),
+                accepted_contexts: 1,
+                rejected_contexts: 0,
+                max_pdu_client: 0,
+                max_pdu_upstream: 0,
+                authenticated_user: None,
+            },
+        ));
+        c.observe(&rec(3, requested(2, "EVIL")));
+        c.observe(&rec(
+            4,
+            Event::AssociationRefused {
+                assoc: AssocId(2),
+                source: src,
+                calling_ae: Some("EVIL".into()),
+                called_ae: Some("GW".into()),
+                result: 1,
+                rj_source: 1,
+                reason: 3,
+                blame: radguard_events::Blame::Peer,
+                why: "calling AE title not recognized".into(),
+            },
+        ));
+        let seen = c.seen();
+        assert_eq!(seen.len(), 2, "{seen:#?}");
+        let ct = seen.iter().find(|(_, s)| s.peer.as_deref() == Some("ct")).unwrap();
+        assert_eq!(ct.1.ae_titles.iter().collect::<Vec<_>>(), ["CT"]);
+        let evil = seen.iter().find(|(_, s)| s.ae_titles.contains("EVIL")).unwrap();
+        assert_eq!(evil.1.peer, None);
+        assert!(evil.1.addresses.contains("10.0.0.5"), "{evil:?}");
     }
 
     #[test]
