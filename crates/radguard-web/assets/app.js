@@ -625,7 +625,10 @@
     const { table: t, tbody } = table('peer-table', cols, 'peer-rows');
     if (!peers.length) emptyRow(tbody, cols.length, 'No peer configured or seen.', 'peer-empty');
     for (const p of peers) {
-      const status = h('td', null, p.blocked ? badge('bad', 'Blocked', 'peer-status') : badge('ok', 'Allowed', 'peer-status'));
+      // Blocked (block list), admitted by the policy, or a source the policy does not know.
+      const status = h('td', null, p.blocked ? badge('bad', 'Blocked', 'peer-status')
+        : p.configured === false ? badge('warn', 'Not admitted', 'peer-status')
+          : badge('ok', 'Allowed', 'peer-status'));
       if (p.blocked && p.block) {
         status.appendChild(h('div', { class: 'sub' }, text(p.block.reason || p.block.action || '')));
         if (p.block.until) status.appendChild(h('div', { class: 'sub' }, `until ${text(p.block.until)}`));

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The relay with its operator console watched vs not, in one run: the same release binary on
+# both sides of bench/grammar_relay.sh (alternating, same storescp, same data, direct path
+# beside them), "before" with `[admin] enabled = false`, "after" with its console on
+# 127.0.0.1:$ADMIN_PORT, scraped every second by a real Prometheus and shown in a headless
+# Chromium on the live overview (server-sent events). Target: "after" no more than 0.01 lower
+# than "before" in ratio to direct.
+#
+#   REPS=30 bash bench/console.sh
+#
+# Needs: what grammar_relay.sh needs, plus Debian's prometheus and chromium
+# (scripts/setup-radguard-web.sh, scripts/setup-web-test.sh).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+ADMIN_PORT="${ADMIN_PORT:-21280}"
+PROM_PORT="${PROM_PORT:-21290}"
+command -v prometheus >/dev/null || { echo "bench: prometheus missing" >&2; exit 2; }
+command -v chromium >/dev/null || { echo "bench: chromium missing" >&2; exit 2; }
+WORK=$(mktemp -d)
+PROM_PID=""; CHROME_PID=""
+cleanup() {
+  [ -n "$CHROME_PID" ] && kill "$CHROME_PID" 2>/dev/null || true
+  [ -n "$PROM_PID" ] && kill "$PROM_PID" 2>/dev/null || true
+  pkill -f "user-data-dir=$WORK/chrome" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cat > "$WORK/prometheus.yml" <<YML
+global:
+  scrape_interval: 1s
+  scrape_timeout: 900ms
+scrape_configs:
+  - job_name: radguard
+    static_configs:
+      - targets: ['127.0.0.1:$ADMIN_PORT']
+YML
+prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
+  --web.listen-address="127.0.0.1:$PROM_PORT" > "$WORK/prometheus.log" 2>&1 &
+PROM_PID=$!
+
+# The browser opens the overview as soon as the watched gateway's console answers.
+(
+  for _ in $(seq 1 900); do
+    curl -sf "http://127.0.0.1:$ADMIN_PORT/" > /dev/null && break
+    sleep 1
+  done
+  exec chromium --headless=new --no-sandbox --disable-gpu --user-data-dir="$WORK/chrome" \
+    "http://127.0.0.1:$ADMIN_PORT/#/overview"
+) > "$WORK/chromium.log" 2>&1 &
+CHROME_PID=$!
+
+cargo build --release -q -p radguard --bin radguard
+BEFORE="$ROOT/target/release/radguard" \
+BEFORE_TOML=$'[admin]\nenabled = false' \
+AFTER_TOML=$'[admin]\nlisten = "127.0.0.1:'"$ADMIN_PORT"$'"' \
+  bash bench/grammar_relay.sh
+
+# The watchers watched: Prometheus scraped the console, the browser held its event stream.
+scrapes=$(curl -sf "http://127.0.0.1:$PROM_PORT/api/v1/query" \
+  --data-urlencode 'query=count_over_time(up{job="radguard"}[1h])' \
+  | sed -n 's/.*"value":\[[^,]*,"\([0-9]*\)".*/\1/p')
+ok=$(curl -sf "http://127.0.0.1:$PROM_PORT/api/v1/query" \
+  --data-urlencode 'query=sum_over_time(up{job="radguard"}[1h])' \
+  | sed -n 's/.*"value":\[[^,]*,"\([0-9]*\)".*/\1/p')
+echo "prometheus: ${ok:-0} successful of ${scrapes:-0} scrapes of the watched console (1 s interval)"
+if kill -0 "$CHROME_PID" 2>/dev/null; then
+  echo "chromium: the overview stayed open for the whole run"
+else
+  echo "chromium: EXITED early (see its log below)"; tail -5 "$WORK/chromium.log"
+fi
