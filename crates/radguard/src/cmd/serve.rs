@@ -316,31 +316,30 @@ fn spawn_detection(
     let start = tokio::time::Instant::now();
     let mut saver = super::learned::Saver::new(data);
     tokio::spawn(async move {
-        use tokio::sync::broadcast::error::RecvError;
-        loop {
-            let wait = saver
-                .due_in()
-                .unwrap_or(std::time::Duration::from_secs(3600));
-            let received = tokio::select! {
-                r = rx.recv() => r,
-                _ = tokio::time::sleep(wait) => {
-                    saver.save(&mut detectors, false);
-                    continue;
-                }
-            };
-            let record = match received {
-                Ok(r) => r,
-                Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(target: "radguard::detect", "detection fell behind: {n} events not seen");
-                    continue;
-                }
-                Err(RecvError::Closed) => break,
-            };
-            let now = super::learned::now(start, record.time_ms);
-            for d in detectors.observe_at(now, &record.event) {
-                bus.emit(d.event());
-                if let Some(r) = super::block::request_for(&d) {
-                    let _ = blocks.send(r);
+        use tokio::sync::broadcast::error::TryRecvError;
+        // The bus is read in batches every 100 ms, not woken per event: a task woken for each
+        // of the relay's events costs the relay ~5 % on 2 cores (bench/RESULTS.md §16); a
+        // detection (and its block) comes at most 100 ms later.
+        let mut poll = tokio::time::interval(std::time::Duration::from_millis(100));
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        'feed: loop {
+            poll.tick().await;
+            loop {
+                let record = match rx.try_recv() {
+                    Ok(r) => r,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Lagged(n)) => {
+                        tracing::warn!(target: "radguard::detect", "detection fell behind: {n} events not seen");
+                        continue;
+                    }
+                    Err(TryRecvError::Closed) => break 'feed,
+                };
+                let now = super::learned::now(start, record.time_ms);
+                for d in detectors.observe_at(now, &record.event) {
+                    bus.emit(d.event());
+                    if let Some(r) = super::block::request_for(&d) {
+                        let _ = blocks.send(r);
+                    }
                 }
             }
             saver.save(&mut detectors, false);
