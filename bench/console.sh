@@ -57,14 +57,18 @@ BEFORE_TOML=$'[admin]\nenabled = false' \
 AFTER_TOML=$'[admin]\nlisten = "127.0.0.1:'"$ADMIN_PORT"$'"' \
   bash bench/grammar_relay.sh
 
-# The watchers watched: Prometheus scraped the console, the browser held its event stream.
-scrapes=$(curl -sf "http://127.0.0.1:$PROM_PORT/api/v1/query" \
-  --data-urlencode 'query=count_over_time(up{job="radguard"}[1h])' \
-  | sed -n 's/.*"value":\[[^,]*,"\([0-9]*\)".*/\1/p')
-ok=$(curl -sf "http://127.0.0.1:$PROM_PORT/api/v1/query" \
-  --data-urlencode 'query=sum_over_time(up{job="radguard"}[1h])' \
-  | sed -n 's/.*"value":\[[^,]*,"\([0-9]*\)".*/\1/p')
-echo "prometheus: ${ok:-0} successful of ${scrapes:-0} scrapes of the watched console (1 s interval)"
+# The watchers watched: Prometheus scraped the console (failed scrapes counted before and after
+# the first successful one: before it, the watched gateway was not started yet), the browser
+# held its event stream.
+curl -sf "http://127.0.0.1:$PROM_PORT/api/v1/query" \
+  --data-urlencode 'query=up{job="radguard"}[1h]' | python3 -c '
+import json, sys
+values = [int(v) for _, v in json.load(sys.stdin)["data"]["result"][0]["values"]]
+first = values.index(1) if 1 in values else len(values)
+after = values[first:]
+print(f"prometheus: {sum(after)} successful of {len(after)} scrapes of the watched console since its "
+      f"first answer (1 s interval; {first} before the gateway was up)")
+'
 if kill -0 "$CHROME_PID" 2>/dev/null; then
   echo "chromium: the overview stayed open for the whole run"
 else
