@@ -431,6 +431,20 @@ impl Model {
         }
     }
 
+    /// The relay's totals of an association so far (progress, release): counts what the
+    /// running view has not counted yet.
+    fn bytes_so_far(&mut self, t: u64, id: u64, from_client: u64, from_upstream: u64) {
+        let (c, u) = self.running.get(&id).map_or((0, 0), |r| {
+            (r.view.bytes_from_client, r.view.bytes_from_upstream)
+        });
+        self.add_bytes(
+            t,
+            id,
+            from_client.saturating_sub(c),
+            from_upstream.saturating_sub(u),
+        );
+    }
+
     /// The source (address and calling AE title: a refused caller on a peer's machine is not
     /// that peer) seen at `t`.
     fn touch_seen(
@@ -716,33 +730,13 @@ impl Model {
                 assoc,
                 bytes_from_client,
                 bytes_from_upstream,
-            } => {
-                // The relay's totals so far: what the running view has not counted yet.
-                let (c, u) = self.running.get(&assoc.0).map_or((0, 0), |r| {
-                    (r.view.bytes_from_client, r.view.bytes_from_upstream)
-                });
-                self.add_bytes(
-                    t,
-                    assoc.0,
-                    bytes_from_client.saturating_sub(c),
-                    bytes_from_upstream.saturating_sub(u),
-                );
-            }
+            } => self.bytes_so_far(t, assoc.0, *bytes_from_client, *bytes_from_upstream),
             Event::AssociationReleased {
                 assoc,
                 bytes_from_client,
                 bytes_from_upstream,
             } => {
-                // The relay's exact totals: what the running view has not counted yet.
-                let (c, u) = self.running.get(&assoc.0).map_or((0, 0), |r| {
-                    (r.view.bytes_from_client, r.view.bytes_from_upstream)
-                });
-                self.add_bytes(
-                    t,
-                    assoc.0,
-                    bytes_from_client.saturating_sub(c),
-                    bytes_from_upstream.saturating_sub(u),
-                );
+                self.bytes_so_far(t, assoc.0, *bytes_from_client, *bytes_from_upstream);
                 self.ended(t, assoc.0, "released", out);
             }
             Event::AssociationAborted { assoc, .. } => {
