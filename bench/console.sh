@@ -69,6 +69,11 @@ after = values[first:]
 print(f"prometheus: {sum(after)} successful of {len(after)} scrapes of the watched console since its "
       f"first answer (1 s interval; {first} before the gateway was up)")
 '
+# What the watchers themselves took of the 2 cores (user + system CPU seconds since they started).
+cpu_of() { local t=0; for p in "$@"; do
+  [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  echo "scale=1; $t / $(getconf CLK_TCK)" | bc; }
+echo "watchers' CPU: chromium $(cpu_of $(pgrep -f "user-data-dir=$WORK/chrome")) s, prometheus $(cpu_of "$PROM_PID") s, over $SECONDS s of this script"
 if kill -0 "$CHROME_PID" 2>/dev/null; then
   echo "chromium: the overview stayed open for the whole run"
 else
