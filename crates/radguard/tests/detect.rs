@@ -263,25 +263,6 @@ fn of_rule<'a>(all: &'a [Value], rule: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-/// One association accepted and ended without any DIMSE request, as a connect-and-idle probe
-/// does: released (A-RELEASE-RQ/RP) or aborted (A-ABORT) by the client.
-fn idle_association(port: u16, abort: bool) {
-    let mut c = raw::Conn::connect(port);
-    let ac = c
-        .associate(&raw::Rq::new(SCU, "RADGUARD"))
-        .unwrap_or_else(|a| panic!("the idle association was not accepted: {a}"));
-    assert!(!ac.accepted().is_empty(), "no context accepted: {ac:?}");
-    if abort {
-        c.send(&raw::USER_ABORT).expect("send A-ABORT");
-        let (end, _) = c.read_until_close(Duration::from_secs(10));
-        assert!(end.is_close(), "after A-ABORT: {end}");
-    } else {
-        c.send(&raw::RELEASE_RQ).expect("send A-RELEASE-RQ");
-        let rp = c.read_pdu(Duration::from_secs(10));
-        assert_eq!(rp.pdu_type(), Some(0x06), "after A-RELEASE-RQ: {rp}");
-    }
-}
-
 const ENDED: [&str; 2] = ["association-released", "association-aborted"];
 
 #[test]
@@ -303,18 +284,18 @@ fn connect_and_idle_loop_is_recon_idle() {
     // Four idle associations (released, aborted, ...) and one with a C-ECHO: under the
     // threshold, the echo is not idle.
     for i in 0..4 {
-        idle_association(rg.port(), i % 2 == 1);
+        idle_association(rg.port(), SCU, "RADGUARD", i % 2 == 1);
     }
     echoscu(rg.port(), SCU, "RADGUARD").assert_success("echoscu (a request: not idle)");
     wait_events(&rg, &ENDED, 5);
     let all = mark(&rg, "mark1");
     assert!(of_rule(&all, "idle").is_empty(), "fired early: {all:#?}");
     // The fifth idle association reaches the threshold.
-    idle_association(rg.port(), false);
+    idle_association(rg.port(), SCU, "RADGUARD", false);
     rg.wait_detection("rule idle");
     // Two more in the same window: no second detection.
-    idle_association(rg.port(), true);
-    idle_association(rg.port(), false);
+    idle_association(rg.port(), SCU, "RADGUARD", true);
+    idle_association(rg.port(), SCU, "RADGUARD", false);
     // 5 + the fifth + two more + the first marker.
     wait_events(&rg, &ENDED, 9);
     let all = mark(&rg, "mark2");

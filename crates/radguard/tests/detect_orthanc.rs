@@ -593,25 +593,6 @@ fn whole_study_gets_are_a_bulk_retrieve() {
 
 // ------------------------------------------------------------------------ recon and drift
 
-/// One association accepted and ended without any DIMSE request, as a connect-and-idle probe
-/// does: released (A-RELEASE-RQ/RP) or aborted (A-ABORT) by the client.
-fn idle_association(port: u16, calling: &str, abort: bool) {
-    let mut c = raw::Conn::connect(port);
-    let ac = c
-        .associate(&raw::Rq::new(calling, PACS))
-        .unwrap_or_else(|a| panic!("the idle association was not accepted: {a}"));
-    assert!(!ac.accepted().is_empty(), "no context accepted: {ac:?}");
-    if abort {
-        c.send(&raw::USER_ABORT).expect("send A-ABORT");
-        let (end, _) = c.read_until_close(Duration::from_secs(10));
-        assert!(end.is_close(), "after A-ABORT: {end}");
-    } else {
-        c.send(&raw::RELEASE_RQ).expect("send A-RELEASE-RQ");
-        let rp = c.read_pdu(Duration::from_secs(10));
-        assert_eq!(rp.pdu_type(), Some(0x06), "after A-RELEASE-RQ: {rp}");
-    }
-}
-
 /// pynetdicom's own Implementation Class UID and Version Name, from the venv's package.
 fn pynetdicom_implementation() -> (String, String) {
     let out = run(
@@ -673,7 +654,7 @@ fn recon_loops_and_identity_drift_in_front_of_orthanc() {
             !echoscu(port, WS, &format!("GUESS{i}")).success(),
             "GUESS{i} accepted"
         );
-        idle_association(port, "IDLER", i % 2 == 1);
+        idle_association(port, "IDLER", PACS, i % 2 == 1);
     }
     let none = mark(&rg, "mark1");
     assert!(none.is_empty(), "fired early: {none:#?}");
@@ -683,7 +664,7 @@ fn recon_loops_and_identity_drift_in_front_of_orthanc() {
             !echoscu(port, WS, &format!("GUESS{i}")).success(),
             "GUESS{i} accepted"
         );
-        idle_association(port, "IDLER", i % 2 == 1);
+        idle_association(port, "IDLER", PACS, i % 2 == 1);
     }
     for _ in 0..2 {
         let v = probe(

@@ -1720,6 +1720,25 @@ pub fn parse_events(log: &str) -> Vec<Value> {
 
 /// Raw DICOM upper-layer bytes for hostile-peer tests: PDUs built by hand (so that every field
 /// can be wrong), a blocking client with bounded reads, and readable descriptions of answers.
+/// One association accepted and ended without any DIMSE request, as a connect-and-idle probe
+/// does: released (A-RELEASE-RQ/RP) or aborted (A-ABORT) by the client.
+pub fn idle_association(port: u16, calling: &str, called: &str, abort: bool) {
+    let mut c = raw::Conn::connect(port);
+    let ac = c
+        .associate(&raw::Rq::new(calling, called))
+        .unwrap_or_else(|a| panic!("the idle association was not accepted: {a}"));
+    assert!(!ac.accepted().is_empty(), "no context accepted: {ac:?}");
+    if abort {
+        c.send(&raw::USER_ABORT).expect("send A-ABORT");
+        let (end, _) = c.read_until_close(Duration::from_secs(10));
+        assert!(end.is_close(), "after A-ABORT: {end}");
+    } else {
+        c.send(&raw::RELEASE_RQ).expect("send A-RELEASE-RQ");
+        let rp = c.read_pdu(Duration::from_secs(10));
+        assert_eq!(rp.pdu_type(), Some(0x06), "after A-RELEASE-RQ: {rp}");
+    }
+}
+
 pub mod raw {
     use std::fmt;
     use std::io::{ErrorKind, Read, Write};
