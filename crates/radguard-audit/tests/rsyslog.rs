@@ -183,7 +183,10 @@ action(type="omfile" file="{d}/out.jsonl" template="rgjson")
     /// What rsyslog wrote so far.
     fn received(&self) -> Vec<Received> {
         let text = std::fs::read_to_string(self.output()).unwrap_or_default();
-        text.lines()
+        // Only whole lines: rsyslog may be writing the last one while it is read.
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole
+            .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
                 let v: serde_json::Value =
