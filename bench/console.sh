@@ -6,7 +6,13 @@
 # Chromium on the live overview (server-sent events). Target: "after" no more than 0.01 lower
 # than "before" in ratio to direct.
 #
-#   REPS=30 bash bench/console.sh
+#   REPS=40 bash bench/console.sh     # plain relay, the series 8 times per association
+#   ROUTES="BENCH_SCP BENCH_ORIGIN BENCH_DEID" REPEAT=2 REPS=30 bash bench/console.sh
+#
+# Read the paired table: per rep, the watched side's ratio to direct minus the unwatched one's,
+# its median and a 95 % bootstrap interval. An A/A run of the method (the same config on both
+# sides) is `BEFORE=target/release/radguard ROUTES=BENCH_SCP REPEAT=8 BEFORE_TOML=$'[admin]\nenabled
+# = false' AFTER_TOML=$'[admin]\nenabled = false' bash bench/grammar_relay.sh`.
 #
 # Needs: what grammar_relay.sh needs, plus Debian's prometheus and chromium
 # (scripts/setup-radguard-web.sh, scripts/setup-web-test.sh).
@@ -52,6 +58,7 @@ PROM_PID=$!
 CHROME_PID=$!
 
 cargo build --release -q -p radguard --bin radguard
+ROUTES="${ROUTES:-BENCH_SCP}" REPEAT="${REPEAT:-8}" REPS="${REPS:-40}" \
 BEFORE="$ROOT/target/release/radguard" \
 BEFORE_TOML=$'[admin]\nenabled = false' \
 AFTER_TOML=$'[admin]\nlisten = "127.0.0.1:'"$ADMIN_PORT"$'"' \

@@ -16,6 +16,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 REPS="${REPS:-3}"
+# ROUTES: which routes to time (default all three); REPEAT: how many times each storescu sends the
+# 300-file series on its one association (default 1; longer transfers make the start-up jitter of
+# a process a smaller share of each timing).
+ROUTES="${ROUTES:-BENCH_SCP BENCH_ORIGIN BENCH_DEID}"
+REPEAT="${REPEAT:-1}"
 DATA="${BENCH_DATA:-$ROOT/bench/out/data}"
 OUT="$ROOT/bench/out"
 SCP_PORT="${SCP_PORT:-21212}"
@@ -36,7 +41,8 @@ if [ -z "${BEFORE:-}" ]; then
   (cd "$OUT/before-$BASE_COMMIT" && CARGO_TARGET_DIR="$OUT/before-target" cargo build --release -q -p radguard --bin radguard)
   BEFORE="$OUT/before-target/release/radguard"
 fi
-CT_BYTES=$(du -cb "$DATA"/ct-series/*.dcm | tail -1 | cut -f1)
+CT_BYTES=$(( $(du -cb "$DATA"/ct-series/*.dcm | tail -1 | cut -f1) * REPEAT ))
+SERIES=(); for _ in $(seq "$REPEAT"); do SERIES+=("$DATA/ct-series"); done
 TCK=$(getconf CLK_TCK)
 WORK=$(mktemp -d)
 trap 'kill $SCP_PID $A_PID $B_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -89,37 +95,41 @@ wait_port "$SCP_PORT"; wait_port "$A_PORT"; wait_port "$B_PORT"
 results="$OUT/grammar-relay-raw.tsv"
 : > "$results"
 for rep in $(seq 0 "$REPS"); do   # rep 0 = warm-up, not recorded
-  for route in BENCH_SCP BENCH_ORIGIN BENCH_DEID; do
+  for route in $ROUTES; do
     # Alternate which binary goes first, so neither gains from its position in the rep.
     order="direct before after"; [ $((rep % 2)) = 1 ] && order="direct after before"
     for bin in $order; do
-      [ $bin = direct ] && [ $route != BENCH_SCP ] && continue
+      [ $bin = direct ] && [ $route != "${ROUTES%% *}" ] && continue
       case $bin in direct) port=$SCP_PORT; pid=$SCP_PID;; before) port=$A_PORT; pid=$A_PID;; after) port=$B_PORT; pid=$B_PID;; esac
       c0=$(cpu_ticks $pid); t0=$(now)
-      "$DCMTK/storescu" -aet BENCH_SCU -aec "$route" 127.0.0.1 "$port" +sd "$DATA/ct-series" > "$WORK/scu.log" 2>&1 \
+      "$DCMTK/storescu" -aet BENCH_SCU -aec "$route" 127.0.0.1 "$port" +sd "${SERIES[@]}" > "$WORK/scu.log" 2>&1 \
         || { echo "storescu failed ($bin $route):" >&2; cat "$WORK/scu.log" >&2; exit 1; }
       t1=$(now); c1=$(cpu_ticks $pid)
       grep -q '^E:' "$WORK/scu.log" && { echo "storescu reported errors ($bin $route)" >&2; cat "$WORK/scu.log" >&2; exit 1; }
-      [ "$rep" -gt 0 ] && printf '%s\t%s\t%s\t%s\t%s\n' "$route" "$bin" "$CT_BYTES" \
-        "$(echo "$t1 - $t0" | bc -l)" "$(echo "($c1 - $c0) / $TCK" | bc -l)" >> "$results"
+      [ "$rep" -gt 0 ] && printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$route" "$bin" "$CT_BYTES" \
+        "$(echo "$t1 - $t0" | bc -l)" "$(echo "($c1 - $c0) / $TCK" | bc -l)" "$rep" >> "$results"
     done
   done
 done
 
-.venv/bin/python - "$results" "$CT_BYTES" "$BEFORE" <<'PY' | tee "$OUT/grammar-relay-latest.md"
-import statistics, sys, os, datetime
-raw, ct_bytes, before = sys.argv[1:4]
+.venv/bin/python - "$results" "$CT_BYTES" "$BEFORE" "$REPEAT" <<'PY' | tee "$OUT/grammar-relay-latest.md"
+import statistics, sys, os, datetime, random
+raw, ct_bytes, before, repeat = sys.argv[1:5]
 rows = [l.rstrip("\n").split("\t") for l in open(raw) if l.strip()]
 cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].split(":", 1)[1].strip()
 print(f"## Before/after relay benchmark {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC\n")
-print(f"machine: {os.cpu_count()} cores, {cpu}; CT = 300 files / {int(ct_bytes)/1e6:.1f} MB; "
+print(f"machine: {os.cpu_count()} cores, {cpu}; CT = 300 files x {repeat} / {int(ct_bytes)/1e6:.1f} MB per association; "
       f"TCP_NODELAY=1; median of the timed runs after 1 warm-up; before = {before}\n")
 print("| route | direct MB/s | before MB/s | after MB/s | before/direct | after/direct | before CPU-s/GB | after CPU-s/GB | after/before CPU |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 d = [float(r[3]) for r in rows if r[1] == "direct"]
 b = int(ct_bytes)
 md = statistics.median(d)
-for route, label in (("BENCH_SCP", "plain relay"), ("BENCH_ORIGIN", "origin (fingerprint + ledger)"), ("BENCH_DEID", "de-identifying")):
+labels = (("BENCH_SCP", "plain relay"), ("BENCH_ORIGIN", "origin (fingerprint + ledger)"), ("BENCH_DEID", "de-identifying"))
+timed = {r[0] for r in rows}
+for route, label in labels:
+    if route not in timed:
+        continue
     out = {}
     for binary in ("before", "after"):
         rr = [r for r in rows if r[0] == route and r[1] == binary]
@@ -130,4 +140,25 @@ for route, label in (("BENCH_SCP", "plain relay"), ("BENCH_ORIGIN", "origin (fin
     print(f"| {label} | {direct:.0f} | {out['before'][0]:.0f} | {out['after'][0]:.0f} | "
           f"{out['before'][0]/direct:.2f} | {out['after'][0]/direct:.2f} | "
           f"{out['before'][1]:.2f} | {out['after'][1]:.2f} | {out['after'][1]/out['before'][1]:.2f} |")
+
+# Paired: in each rep the two sides ran back to back (their order alternating), each against that
+# rep's direct run, so drift in the machine's load falls on both. The difference after - before of
+# their ratios to direct, per rep: median, and a 95 % bootstrap interval of that median (10,000
+# resamples of the reps, fixed seed).
+direct_by_rep = {r[5]: float(r[3]) for r in rows if r[1] == "direct"}
+print("\n| route | reps | median of (after - before)/direct per rep | 95 % interval |")
+print("|---|---:|---:|---|")
+rng = random.Random(20261207)
+for route, label in labels:
+    if route not in timed:
+        continue
+    sides = {}
+    for r in rows:
+        if r[0] == route and r[1] in ("before", "after"):
+            sides.setdefault(r[5], {})[r[1]] = float(r[3])
+    diffs = [direct_by_rep[k] / s["after"] - direct_by_rep[k] / s["before"]
+             for k, s in sides.items() if len(s) == 2 and k in direct_by_rep]
+    boots = sorted(statistics.median(rng.choices(diffs, k=len(diffs))) for _ in range(10000))
+    print(f"| {label} | {len(diffs)} | {statistics.median(diffs):+.3f} | "
+          f"{boots[249]:+.3f} .. {boots[9749]:+.3f} |")
 PY

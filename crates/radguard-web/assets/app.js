@@ -344,7 +344,7 @@
       const fresh = !state.assocs.has(String(a.id));
       state.assocs.set(String(a.id), a);
       if (state.view === 'overview') {
-        renderAssocTables();
+        renderAssocTablesSoon();
         if (fresh) refreshOverviewSoon();
       }
     });
@@ -357,7 +357,7 @@
         state.ended.length = Math.min(state.ended.length, ENDED_KEPT);
       }
       if (state.view === 'overview') {
-        renderAssocTables();
+        renderAssocTablesSoon();
         refreshOverviewSoon();
       }
     });
@@ -391,6 +391,21 @@
         refreshOverviewSoon();
       }
     });
+  }
+
+  // The live tables redrawn at most once a second, however many progress events arrive (each
+  // running association reports up to twice a second): a redraw is a layout and a software
+  // paint, and the page must cost the gateway's host next to nothing while it watches.
+  let assocTimer = null;
+  let assocDrawnAt = 0;
+  function renderAssocTablesSoon() {
+    if (assocTimer) return;
+    const wait = Math.max(0, assocDrawnAt + 1000 - Date.now());
+    assocTimer = setTimeout(() => {
+      assocTimer = null;
+      assocDrawnAt = Date.now();
+      if (state.view === 'overview') renderAssocTables();
+    }, wait);
   }
 
   // Totals and the series between two `totals` events (an association started or ended, a
@@ -966,9 +981,9 @@
     audit: renderAudit, integrity: renderIntegrity, vault: renderVault, config: renderConfig,
   };
 
-  // Durations on the overview tick without a server round trip.
+  // Durations on the overview tick without a server round trip (only while something runs).
   setInterval(() => {
-    if (state.view === 'overview') renderAssocTables();
+    if (state.view === 'overview' && state.assocs.size > 0) renderAssocTablesSoon();
   }, 5000);
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
