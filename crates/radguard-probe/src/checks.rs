@@ -101,7 +101,9 @@ pub struct Services {
     /// `accepted` (a storage context from an unknown AE; nothing sent), `refused`,
     /// `not-reached`.
     pub store_context: String,
-    /// `refused`, `accepted`, `not-offered`, `not-reached`, `error: ...`.
+    /// `refused` (0xA801 or another failure status), `not-refused` (success: the study the
+    /// probe names matches nothing, so nothing was sent), `not-offered`, `not-reached`,
+    /// `error: ...`.
     pub move_unknown_destination: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub move_status: Option<u16>,
@@ -545,9 +547,12 @@ fn c_move(run: &mut Run<'_>, called: &str, class: &str) -> (String, Option<u16>)
             Ok(m) => {
                 assoc.release();
                 let s = m.command.status;
-                // PS3.4 C.4.2.1.5: 0x0000 success, 0xB000 warning: the request was taken.
+                // PS3.4 C.4.2.1.5: 0x0000 success, 0xB000 warning: the request was taken. The
+                // probe's study matches nothing, so "not-refused" only says the destination
+                // was not checked before the search (a server may check it only when it has
+                // something to send); a refusal (0xA801 or any failure) says it was.
                 let v = match s {
-                    Some(0x0000 | 0xB000) => "accepted",
+                    Some(0x0000 | 0xB000) => "not-refused",
                     _ => "refused",
                 };
                 return (v.into(), s);

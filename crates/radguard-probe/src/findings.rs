@@ -132,8 +132,8 @@ pub fn derive(r: &TargetReport, target: &Target) -> Vec<Finding> {
     if r.services.store_context == "accepted" {
         out.push(f("store-unknown-ae", High, "accepts storage from an unknown AE", "a storage presentation context was accepted from a random calling AE title (no instance was sent)".into(), &format!("{FRONT} allowing store only to known modalities")));
     }
-    if r.services.move_unknown_destination == "accepted" {
-        out.push(f("move-unknown-destination", Medium, "does not refuse C-MOVE to an unknown destination", format!("final status {}", r.services.move_status.map(|s| format!("0x{s:04X}")).unwrap_or_default()), "answer 0xA801 for destinations not configured; radguard move_destinations per peer"));
+    if r.services.move_unknown_destination == "not-refused" {
+        out.push(f("move-unknown-destination", Low, "does not refuse a C-MOVE to an unknown destination up front", format!("final status {} for a study that matches nothing (the destination may only be checked when there is something to send)", r.services.move_status.map(|s| format!("0x{s:04X}")).unwrap_or_default()), "refuse unknown destinations before searching (0xA801); radguard move_destinations per peer"));
     }
     for q in &r.services.find_results {
         match q.outcome.as_str() {
