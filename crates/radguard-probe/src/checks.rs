@@ -26,7 +26,7 @@ use crate::pace::Pacer;
 use crate::services::{self, sop};
 use crate::target::Target;
 use crate::tls::{self, TlsReport};
-use crate::vulns::{Identity, Table, Vuln};
+use crate::vulns::{Hit, Identity, Table};
 use crate::wire::{self, Association, Outcome, Proposal, Stream, Timeouts};
 use crate::ProbeError;
 
@@ -49,6 +49,10 @@ pub struct Options {
     pub ca: Option<Vec<CertificateDer<'static>>>,
     /// Our Maximum Length Received.
     pub max_pdu: u32,
+    /// Products and versions the operator knows (e.g. `Orthanc` `1.10.1`): products built on
+    /// a toolkit answer with the toolkit's identity, so their own version cannot be read from
+    /// the association.
+    pub products: Vec<(String, String)>,
 }
 
 /// One association attempt, as the report lists it.
@@ -138,7 +142,9 @@ pub struct TargetReport {
     pub contexts: Vec<ContextSummary>,
     pub max_pdu: Option<u32>,
     pub implementation: Option<Implementation>,
-    pub vulnerabilities: Vec<Vuln>,
+    /// Known vulnerabilities of the identified toolkit version and of the products the
+    /// operator named (`--product`).
+    pub vulnerabilities: Vec<Hit>,
     pub services: Services,
     pub associations: Vec<Attempt>,
     pub findings: Vec<Finding>,
@@ -347,6 +353,13 @@ pub fn probe_target(
     if report.reachable && !tls_blocks {
         association_checks(&mut run, &mut report, table);
     }
+    for (name, version) in &opts.products {
+        let id = Identity {
+            toolkit: name.clone(),
+            version: Some(version.clone()),
+        };
+        report.vulnerabilities.extend(table.hits(&id, "--product"));
+    }
     report.associations = std::mem::take(&mut run.attempts);
     report.findings = findings::derive(&report, target);
     report
@@ -466,7 +479,7 @@ fn record_identity(run: &Run<'_>, report: &mut TargetReport, table: &Table) {
             ac.implementation_version_name.as_deref(),
         );
         if let Some(id) = &id {
-            report.vulnerabilities = table.matching(id);
+            report.vulnerabilities = table.hits(id, "association");
         }
         if report.max_pdu.is_none() {
             report.max_pdu = ac.max_pdu;

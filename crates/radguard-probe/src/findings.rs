@@ -145,16 +145,18 @@ pub fn derive(r: &TargetReport, target: &Target) -> Vec<Finding> {
     if r.max_pdu == Some(0) {
         out.push(f("unlimited-max-pdu", Low, "announces an unlimited maximum PDU length", "Maximum Length Received 0".into(), "announce a bounded maximum PDU length"));
     }
-    if let Some(i) = &r.implementation {
-        for v in &r.vulnerabilities {
-            out.push(f(
-                "known-vulnerability",
-                Severity::parse(&v.severity),
-                &format!("{} {} ({})", i.toolkit.clone().unwrap_or_default(), i.version.clone().unwrap_or_default(), v.id),
-                format!("{}: {} [{}] source: {}", v.component, v.summary, v.affected, v.source),
-                "update the toolkit/product to a fixed version",
-            ));
-        }
+    for h in &r.vulnerabilities {
+        let v = &h.vuln;
+        out.push(f(
+            "known-vulnerability",
+            Severity::parse(&v.severity),
+            &format!("{} {} ({})", v.toolkit, h.version, v.id),
+            format!(
+                "{}: {} [affected {}; version from {}] source: {}",
+                v.component, v.summary, v.affected, h.from, v.source
+            ),
+            "update to a fixed version",
+        ));
     }
     out.sort_by(|a, b| b.severity.cmp(&a.severity));
     out

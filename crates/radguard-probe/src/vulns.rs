@@ -39,6 +39,16 @@ pub struct Table {
     pub vuln: Vec<Vuln>,
 }
 
+/// A vulnerability that applies, with the version it was matched on and where that version
+/// came from (`association`: the peer's A-ASSOCIATE-AC; `--product`: the operator).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Hit {
+    #[serde(flatten)]
+    pub vuln: Vuln,
+    pub version: String,
+    pub from: String,
+}
+
 /// What the peer's identity says.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Identity {
@@ -93,6 +103,18 @@ impl Table {
         })
     }
 
+    /// [`Table::matching`] as [`Hit`]s.
+    pub fn hits(&self, id: &Identity, from: &str) -> Vec<Hit> {
+        self.matching(id)
+            .into_iter()
+            .map(|vuln| Hit {
+                vuln,
+                version: id.version.clone().unwrap_or_default(),
+                from: from.into(),
+            })
+            .collect()
+    }
+
     /// The vulnerabilities recorded for `id`'s toolkit whose range holds its version.
     pub fn matching(&self, id: &Identity) -> Vec<Vuln> {
         let Some(v) = id.version.as_deref().and_then(parse_version) else {
@@ -100,7 +122,7 @@ impl Table {
         };
         self.vuln
             .iter()
-            .filter(|x| x.toolkit == id.toolkit)
+            .filter(|x| x.toolkit.eq_ignore_ascii_case(&id.toolkit))
             .filter(|x| parse_range(&x.affected).is_some_and(|r| r.contains(&v)))
             .cloned()
             .collect()
@@ -209,6 +231,13 @@ mod tests {
             .identify(Some("1.2.826.0.1.3680043.9.3811.3.0.4"), Some("PYNETDICOM_304"))
             .unwrap();
         assert_eq!(py.version.as_deref(), Some("3.0.4"));
+        let orthanc = Identity {
+            toolkit: "orthanc".into(),
+            version: Some("1.10.1".into()),
+        };
+        let ids: Vec<String> = t.hits(&orthanc, "--product").into_iter().map(|h| h.vuln.id).collect();
+        assert!(ids.contains(&"CVE-2026-5437".to_string()), "{ids:?}");
+        assert!(!ids.contains(&"CVE-2025-0896".to_string()), "{ids:?}");
         let rg = t
             .identify(
                 Some("2.25.178964223650839203451735082137427198113"),

@@ -213,7 +213,12 @@ fn dcmqrscp_with_database_and_query() {
 fn orthanc_default() {
     let orthanc = Orthanc::start("ORTHANC", &[]);
     let target = format!("127.0.0.1:{}", orthanc.dicom_port);
-    let (code, t, out) = probe_json(&[&target, "--query"]);
+    let version = orthanc.get_json("/system")["Version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let product = format!("Orthanc={version}");
+    let (code, t, out) = probe_json(&[&target, "--query", "--product", &product]);
     assert_eq!(code, Some(1), "{}", out.text());
     assert_eq!(t["called_ae"]["random"], "accepted", "DicomCheckCalledAet false: {t:#}");
     assert_eq!(t["random_calling_ae"], "accepted", "{t:#}");
@@ -232,6 +237,19 @@ fn orthanc_default() {
         assert!(ids.contains(&id.to_string()), "{id} missing: {ids:?}");
     }
     assert_eq!(orthanc.instance_count(), 0, "the probe stored something");
+    // Orthanc answers associations through DCMTK: the identity is DCMTK's; the version the
+    // operator states is matched against the table's Orthanc entries (all up to 1.12.10).
+    assert_eq!(t["implementation"]["toolkit"], "DCMTK", "{:#}", t["implementation"]);
+    let stated: Vec<&Value> = t["vulnerabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["from"] == "--product")
+        .collect();
+    assert!(
+        stated.iter().any(|h| h["id"] == "CVE-2026-5437" && h["version"] == version.as_str()),
+        "Orthanc {version}: {stated:#?}"
+    );
 }
 
 /// Orthanc hardened: DICOM TLS only, a client certificate required, called AE checked. The
@@ -514,6 +532,7 @@ fn usage_errors_exit_2() {
         vec!["probe", "127.0.0.1:104", "--rate", "500"],
         vec!["probe", "127.0.0.1:104", "--query", "--safe"],
         vec!["probe", "127.0.0.1:104", "--called", "MUCH-TOO-LONG-AE-TITLE"],
+        vec!["probe", "127.0.0.1:104", "--product", "Orthanc"],
     ] {
         let mut cmd = Command::new(Radguard::exe());
         cmd.args(&args);

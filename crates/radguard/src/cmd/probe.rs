@@ -39,6 +39,11 @@ pub struct ProbeArgs {
     /// A called AE title you know (tried after the common defaults); repeatable.
     #[arg(long, value_name = "AE")]
     pub called: Vec<String>,
+    /// A product and version you know, as NAME=VERSION (e.g. Orthanc=1.10.1), matched against
+    /// the vulnerability table too: products built on a toolkit (Orthanc on DCMTK) announce
+    /// the toolkit's identity, not their own. Repeatable.
+    #[arg(long, value_name = "NAME=VERSION", value_parser = parse_product)]
+    pub product: Vec<(String, String)>,
     /// CA certificates (PEM) the server's TLS chain should verify against.
     #[arg(long, value_name = "PEM")]
     pub ca: Option<PathBuf>,
@@ -46,6 +51,17 @@ pub struct ProbeArgs {
 
 fn parse_target(s: &str) -> Result<Target, String> {
     s.parse().map_err(|e: radguard_probe::ProbeError| e.to_string())
+}
+
+fn parse_product(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((n, v))
+            if !n.trim().is_empty() && radguard_probe::vulns::parse_version(v).is_some() =>
+        {
+            Ok((n.trim().to_string(), v.trim().to_string()))
+        }
+        _ => Err(format!("{s:?}: expected NAME=VERSION, e.g. Orthanc=1.10.1")),
+    }
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -89,6 +105,7 @@ fn go(args: &ProbeArgs) -> anyhow::Result<bool> {
         called: args.called.clone(),
         ca,
         max_pdu: 16384,
+        products: args.product.clone(),
     };
     let report = radguard_probe::run(&args.targets, &opts).context("probe")?;
     if args.json {
