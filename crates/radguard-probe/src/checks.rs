@@ -455,7 +455,12 @@ fn association_checks(run: &mut Run<'_>, report: &mut TargetReport, table: &Tabl
     // 4. C-MOVE to an unknown destination.
     let move_class = [sop::STUDY_ROOT_MOVE, sop::PATIENT_ROOT_MOVE]
         .into_iter()
-        .find(|a| report.contexts.iter().any(|c| c.accepted && c.abstract_syntax == *a));
+        .find(|a| {
+            report
+                .contexts
+                .iter()
+                .any(|c| c.accepted && c.abstract_syntax == *a)
+        });
     match move_class {
         None => report.services.move_unknown_destination = "not-offered".into(),
         Some(class) => {
@@ -549,7 +554,11 @@ fn c_move(run: &mut Run<'_>, called: &str, class: &str) -> (String, Option<u16>)
     } else {
         services::find_identifier("PATIENT")
     };
-    if let Err(e) = assoc.send(ctx, &services::move_command(id, class, &destination), Some(&identifier)) {
+    if let Err(e) = assoc.send(
+        ctx,
+        &services::move_command(id, class, &destination),
+        Some(&identifier),
+    ) {
         assoc.abort();
         return (format!("error: {e}"), None);
     }

@@ -82,19 +82,49 @@ pub fn derive(r: &TargetReport, target: &Target) -> Vec<Finding> {
         }
         if let Some(c) = &t.certificate {
             if c.expired {
-                out.push(f("tls-cert-expired", High, "certificate expired", format!("{} expired", c.subject), "renew the server certificate"));
+                out.push(f(
+                    "tls-cert-expired",
+                    High,
+                    "certificate expired",
+                    format!("{} expired", c.subject),
+                    "renew the server certificate",
+                ));
             }
             if c.not_yet_valid {
-                out.push(f("tls-cert-not-yet-valid", High, "certificate not yet valid", c.subject.clone(), "fix the certificate's validity period or the server clock"));
+                out.push(f(
+                    "tls-cert-not-yet-valid",
+                    High,
+                    "certificate not yet valid",
+                    c.subject.clone(),
+                    "fix the certificate's validity period or the server clock",
+                ));
             }
             if !c.name_matches {
-                out.push(f("tls-cert-name-mismatch", Medium, "certificate does not name the host", format!("{} not in {:?}", r.target, c.sans), "issue a certificate whose subjectAltName holds the name clients connect to"));
+                out.push(f(
+                    "tls-cert-name-mismatch",
+                    Medium,
+                    "certificate does not name the host",
+                    format!("{} not in {:?}", r.target, c.sans),
+                    "issue a certificate whose subjectAltName holds the name clients connect to",
+                ));
             }
             if c.chain.starts_with("failed") {
-                out.push(f("tls-cert-untrusted", Medium, "certificate chain does not verify", c.chain.clone(), "serve the full chain to a CA the clients trust"));
+                out.push(f(
+                    "tls-cert-untrusted",
+                    Medium,
+                    "certificate chain does not verify",
+                    c.chain.clone(),
+                    "serve the full chain to a CA the clients trust",
+                ));
             }
             if c.self_signed {
-                out.push(f("tls-cert-self-signed", Low, "self-signed certificate", c.subject.clone(), "use a certificate issued by the site's CA"));
+                out.push(f(
+                    "tls-cert-self-signed",
+                    Low,
+                    "self-signed certificate",
+                    c.subject.clone(),
+                    "use a certificate issued by the site's CA",
+                ));
             }
         }
         if t.offered && t.client_certificate != "required" {
@@ -111,7 +141,13 @@ pub fn derive(r: &TargetReport, target: &Target) -> Vec<Finding> {
         out.push(f("any-called-ae", Medium, "accepts any called AE title", "a random called AE title was accepted".into(), "check the called AE title (or put radguard in front: it only answers its routes' called AE titles)"));
     }
     if r.called_ae.blank == "accepted" {
-        out.push(f("blank-called-ae", Medium, "accepts a blank called AE title", "a called AE title of 16 spaces was accepted".into(), "refuse blank called AE titles (PS3.8 §9.3.2)"));
+        out.push(f(
+            "blank-called-ae",
+            Medium,
+            "accepts a blank called AE title",
+            "a called AE title of 16 spaces was accepted".into(),
+            "refuse blank called AE titles (PS3.8 §9.3.2)",
+        ));
     }
     if r.called_ae.random != "accepted" {
         if let Some(ae) = r
@@ -120,14 +156,32 @@ pub fn derive(r: &TargetReport, target: &Target) -> Vec<Finding> {
             .iter()
             .find(|a| crate::checks::DEFAULT_CALLED.contains(&a.as_str()))
         {
-            out.push(f("default-called-ae", Low, "answers a well-known default called AE title", format!("called AE {ae} accepted"), "use a site-specific called AE title"));
+            out.push(f(
+                "default-called-ae",
+                Low,
+                "answers a well-known default called AE title",
+                format!("called AE {ae} accepted"),
+                "use a site-specific called AE title",
+            ));
         }
     }
     if r.random_calling_ae == "accepted" {
-        out.push(f("any-calling-ae", High, "accepts any calling AE title", "a random calling AE title was accepted".into(), &format!("{FRONT}, or enable the device's calling AE check")));
+        out.push(f(
+            "any-calling-ae",
+            High,
+            "accepts any calling AE title",
+            "a random calling AE title was accepted".into(),
+            &format!("{FRONT}, or enable the device's calling AE check"),
+        ));
     }
     if r.services.echo == "success" {
-        out.push(f("echo-unknown-ae", Low, "answers C-ECHO from an unknown AE", "C-ECHO from a random calling AE title succeeded".into(), FRONT));
+        out.push(f(
+            "echo-unknown-ae",
+            Low,
+            "answers C-ECHO from an unknown AE",
+            "C-ECHO from a random calling AE title succeeded".into(),
+            FRONT,
+        ));
     }
     if r.services.store_context == "accepted" {
         out.push(f("store-unknown-ae", High, "accepts storage from an unknown AE", "a storage presentation context was accepted from a random calling AE title (no instance was sent)".into(), &format!("{FRONT} allowing store only to known modalities")));
@@ -143,7 +197,13 @@ pub fn derive(r: &TargetReport, target: &Target) -> Vec<Finding> {
         }
     }
     if r.max_pdu == Some(0) {
-        out.push(f("unlimited-max-pdu", Low, "announces an unlimited maximum PDU length", "Maximum Length Received 0".into(), "announce a bounded maximum PDU length"));
+        out.push(f(
+            "unlimited-max-pdu",
+            Low,
+            "announces an unlimited maximum PDU length",
+            "Maximum Length Received 0".into(),
+            "announce a bounded maximum PDU length",
+        ));
     }
     for h in &r.vulnerabilities {
         let v = &h.vuln;
@@ -158,6 +218,6 @@ pub fn derive(r: &TargetReport, target: &Target) -> Vec<Finding> {
             "update to a fixed version",
         ));
     }
-    out.sort_by(|a, b| b.severity.cmp(&a.severity));
+    out.sort_by_key(|f| std::cmp::Reverse(f.severity));
     out
 }

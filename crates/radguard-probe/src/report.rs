@@ -20,7 +20,9 @@ pub struct Report {
 impl Report {
     /// Any finding at all (exit status 1).
     pub fn has_findings(&self) -> bool {
-        self.targets.iter().any(|t| !t.findings.is_empty() || !t.reachable)
+        self.targets
+            .iter()
+            .any(|t| !t.findings.is_empty() || !t.reachable)
     }
 
     pub fn text(&self) -> String {
@@ -39,7 +41,12 @@ impl Report {
                     tls.client_certificate
                 );
                 for v in tls.versions.iter().chain(tls.suites.iter()) {
-                    let _ = writeln!(s, "    {:<45} {}", v.name, if v.accepted { "accepted" } else { "refused" });
+                    let _ = writeln!(
+                        s,
+                        "    {:<45} {}",
+                        v.name,
+                        if v.accepted { "accepted" } else { "refused" }
+                    );
                 }
                 for u in &tls.untestable {
                     let _ = writeln!(s, "    not tested: {u}");
@@ -123,7 +130,11 @@ impl Report {
                 s.push_str("</table>");
             }
             let json = serde_json::to_string_pretty(t).unwrap_or_default();
-            let _ = write!(s, "<details><summary>observations</summary><pre>{}</pre></details>", esc(&json));
+            let _ = write!(
+                s,
+                "<details><summary>observations</summary><pre>{}</pre></details>",
+                esc(&json)
+            );
         }
         s.push_str("</body></html>\n");
         s

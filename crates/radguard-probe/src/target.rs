@@ -69,7 +69,10 @@ mod tests {
         let t: Target = "127.0.0.1:104".parse().unwrap();
         assert_eq!((t.host.as_str(), t.port, t.tls), ("127.0.0.1", 104, false));
         let t: Target = "tls://pacs.example:2762".parse().unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.tls), ("pacs.example", 2762, true));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.tls),
+            ("pacs.example", 2762, true)
+        );
         assert_eq!(t.to_string(), "tls://pacs.example:2762");
         let t: Target = "[::1]:11112".parse().unwrap();
         assert_eq!(t.host, "::1");

@@ -202,11 +202,7 @@ fn build(
 /// The client configuration the DICOM checks of a `tls://` target use: any server
 /// certificate (it is judged by [`check`], not here), no client certificate.
 pub fn probe_client_config() -> Result<Arc<ClientConfig>, ProbeError> {
-    Ok(build(
-        ring::ALL_CIPHER_SUITES.to_vec(),
-        rustls::ALL_VERSIONS,
-    )?
-    .config)
+    Ok(build(ring::ALL_CIPHER_SUITES.to_vec(), rustls::ALL_VERSIONS)?.config)
 }
 
 fn alert_of(e: &std::io::Error) -> Option<String> {
@@ -374,13 +370,17 @@ pub fn check(
     for v in rustls::ALL_VERSIONS {
         let name = format!("{:?}", v.version).replace("TLSv1_", "TLSv1.");
         let b = build(ring::ALL_CIPHER_SUITES.to_vec(), &[*v])?;
-        report.versions.push(tried(name, handshake(pacer, host, port, t, &b), &b));
+        report
+            .versions
+            .push(tried(name, handshake(pacer, host, port, t, &b), &b));
     }
     // 3. Each suite alone, with its own version.
     for s in ring::ALL_CIPHER_SUITES {
         let name = format!("{:?}", s.suite());
         let b = build(vec![*s], &[s.version()])?;
-        report.suites.push(tried(name, handshake(pacer, host, port, t, &b), &b));
+        report
+            .suites
+            .push(tried(name, handshake(pacer, host, port, t, &b), &b));
     }
     Ok(report)
 }

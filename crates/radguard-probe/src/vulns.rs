@@ -59,8 +59,7 @@ pub struct Identity {
 impl Table {
     /// The shipped table; its consistency is a unit test.
     pub fn shipped() -> Result<Table, ProbeError> {
-        let t: Table =
-            toml::from_str(TABLE_TOML).map_err(|e| ProbeError::Table(e.to_string()))?;
+        let t: Table = toml::from_str(TABLE_TOML).map_err(|e| ProbeError::Table(e.to_string()))?;
         for v in &t.vuln {
             if parse_range(&v.affected).is_none() {
                 return Err(ProbeError::Table(format!(
@@ -73,7 +72,11 @@ impl Table {
     }
 
     /// Maps an implementation class UID / version name to a toolkit and version.
-    pub fn identify(&self, class_uid: Option<&str>, version_name: Option<&str>) -> Option<Identity> {
+    pub fn identify(
+        &self,
+        class_uid: Option<&str>,
+        version_name: Option<&str>,
+    ) -> Option<Identity> {
         let class_uid = class_uid.unwrap_or("");
         let version_name = version_name.unwrap_or("");
         let tk = self.toolkit.iter().find(|t| {
@@ -146,7 +149,10 @@ pub fn parse_version(s: &str) -> Option<Vec<u64>> {
 fn cmp(a: &[u64], b: &[u64]) -> std::cmp::Ordering {
     let n = a.len().max(b.len());
     for i in 0..n {
-        let (x, y) = (a.get(i).copied().unwrap_or(0), b.get(i).copied().unwrap_or(0));
+        let (x, y) = (
+            a.get(i).copied().unwrap_or(0),
+            b.get(i).copied().unwrap_or(0),
+        );
         match x.cmp(&y) {
             std::cmp::Ordering::Equal => {}
             o => return o,
@@ -228,14 +234,21 @@ mod tests {
         assert!(ids.contains(&"CVE-2022-2119".to_string()));
         assert!(ids.contains(&"CVE-2021-41689".to_string()));
         let py = t
-            .identify(Some("1.2.826.0.1.3680043.9.3811.3.0.4"), Some("PYNETDICOM_304"))
+            .identify(
+                Some("1.2.826.0.1.3680043.9.3811.3.0.4"),
+                Some("PYNETDICOM_304"),
+            )
             .unwrap();
         assert_eq!(py.version.as_deref(), Some("3.0.4"));
         let orthanc = Identity {
             toolkit: "orthanc".into(),
             version: Some("1.10.1".into()),
         };
-        let ids: Vec<String> = t.hits(&orthanc, "--product").into_iter().map(|h| h.vuln.id).collect();
+        let ids: Vec<String> = t
+            .hits(&orthanc, "--product")
+            .into_iter()
+            .map(|h| h.vuln.id)
+            .collect();
         assert!(ids.contains(&"CVE-2026-5437".to_string()), "{ids:?}");
         assert!(!ids.contains(&"CVE-2025-0896".to_string()), "{ids:?}");
         let rg = t
@@ -244,7 +257,10 @@ mod tests {
                 Some("RADGUARD_010"),
             )
             .unwrap();
-        assert_eq!((rg.toolkit.as_str(), rg.version.as_deref()), ("radguard", Some("0.1.0")));
+        assert_eq!(
+            (rg.toolkit.as_str(), rg.version.as_deref()),
+            ("radguard", Some("0.1.0"))
+        );
         assert!(t.identify(Some("1.2.3"), Some("OTHER")).is_none());
     }
 }

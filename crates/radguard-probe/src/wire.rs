@@ -37,7 +37,7 @@ pub struct Timeouts {
 
 /// The implementation class UID the probe announces (PS3.7 D.3.3.2): its own, so that the
 /// probe's associations are recognisable in the peer's logs.
-pub const PROBE_CLASS_UID: &str = "2.25.178964223650839203451735082137427198114";
+pub const PROBE_CLASS_UID: &str = "2.25.32655077439130172046830181326412538574";
 pub const PROBE_VERSION_NAME: &str = "RADGUARD_PROBE";
 
 /// Opens TCP to `host:port` within `t.connect`, read/write timeouts set.
@@ -132,11 +132,17 @@ pub struct Accepted {
 pub enum Outcome {
     Accepted(Accepted),
     /// A-ASSOCIATE-RJ result/source/reason (PS3.8 Table 9-21).
-    Rejected { result: u8, source: u8, reason: u8 },
+    Rejected {
+        result: u8,
+        source: u8,
+        reason: u8,
+    },
     /// A-ABORT instead of an answer.
     Aborted,
     /// The connection closed, failed or timed out before an answer.
-    NoAnswer { detail: String },
+    NoAnswer {
+        detail: String,
+    },
 }
 
 /// An established association.
@@ -189,7 +195,8 @@ pub fn encode_rq(p: &Proposal) -> Result<Vec<u8>, ProbeError> {
             UserVariableItem::ImplementationVersionName(PROBE_VERSION_NAME.into()),
         ],
     };
-    let mut bytes = pdu::encode(&Pdu::AssociationRQ(rq)).map_err(|e| ProbeError::Encode(e.to_string()))?;
+    let mut bytes =
+        pdu::encode(&Pdu::AssociationRQ(rq)).map_err(|e| ProbeError::Encode(e.to_string()))?;
     if blank {
         if let Some(field) = bytes.get_mut(10..26) {
             field.fill(b' ');
@@ -333,7 +340,12 @@ impl Association {
     }
 
     /// Sends one message fragment stream (command or data set), split to the peer's maximum.
-    fn send_fragments(&mut self, context_id: u8, is_command: bool, data: &[u8]) -> Result<(), ProbeError> {
+    fn send_fragments(
+        &mut self,
+        context_id: u8,
+        is_command: bool,
+        data: &[u8],
+    ) -> Result<(), ProbeError> {
         // PS3.8 §9.3.5: a PDV item is its 4-byte length, context ID and control header; the
         // peer's Maximum Length bounds the whole P-DATA-TF body.
         let max = match self.peer_max {
@@ -369,7 +381,12 @@ impl Association {
     }
 
     /// Sends a command set and, when given, its data set.
-    pub fn send(&mut self, context_id: u8, command: &[u8], data: Option<&[u8]>) -> Result<(), ProbeError> {
+    pub fn send(
+        &mut self,
+        context_id: u8,
+        command: &[u8],
+        data: Option<&[u8]>,
+    ) -> Result<(), ProbeError> {
         self.send_fragments(context_id, true, command)?;
         if let Some(d) = data {
             self.send_fragments(context_id, false, d)?;

@@ -82,7 +82,10 @@ fn dcmtk_version() -> String {
     let all = out.all();
     let v = all
         .split_whitespace()
-        .find_map(|w| w.strip_prefix('v').filter(|r| r.starts_with(|c: char| c.is_ascii_digit())))
+        .find_map(|w| {
+            w.strip_prefix('v')
+                .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        })
         .unwrap_or_else(|| panic!("no version in storescp --version:\n{all}"));
     v.to_string()
 }
@@ -106,7 +109,9 @@ fn storescp_default() {
     // DCMTK refuses a blank called AE title (it logs the illegal parameter and sends nothing).
     assert_ne!(t["called_ae"]["blank"], "accepted", "{t:#}");
     assert!(
-        wait_until(Duration::from_secs(10), || scp.log().contains("Called AP Title")),
+        wait_until(Duration::from_secs(10), || scp
+            .log()
+            .contains("Called AP Title")),
         "storescp did not log the blank called AE title:\n{}",
         scp.log()
     );
@@ -147,7 +152,11 @@ fn storescp_default() {
         "storescp saw {} associations, the probe reports {accepted} accepted",
         scp.associations()
     );
-    assert!(scp.files().is_empty(), "the probe stored something: {:?}", scp.files());
+    assert!(
+        scp.files().is_empty(),
+        "the probe stored something: {:?}",
+        scp.files()
+    );
 }
 
 /// dcmqrscp with a small database, probed with --query: the called AE is checked (a default
@@ -167,7 +176,10 @@ fn dcmqrscp_with_database_and_query() {
     );
     assert_eq!(t["called_ae"]["random"], "rejected");
     assert_eq!(t["called_ae"]["accepted"], json!(["DCMQRSCP"]), "{t:#}");
-    assert_eq!(t["random_calling_ae"], "accepted", "the AETable allows ANY peer: {t:#}");
+    assert_eq!(
+        t["random_calling_ae"], "accepted",
+        "the AETable allows ANY peer: {t:#}"
+    );
     assert_eq!(context_accepted(&t, STUDY_FIND), Some(true));
     assert_eq!(context_accepted(&t, STUDY_MOVE), Some(true));
     assert_eq!(context_accepted(&t, CT), Some(true), "RW storage area");
@@ -179,22 +191,41 @@ fn dcmqrscp_with_database_and_query() {
     }
     // dcmqrscp searches first and answers Success when nothing matches, whatever the
     // destination: its log shows the probe's destination and that answer.
-    assert_eq!(t["services"]["move_unknown_destination"], "not-refused", "{t:#}");
+    assert_eq!(
+        t["services"]["move_unknown_destination"], "not-refused",
+        "{t:#}"
+    );
     assert_eq!(t["services"]["move_status"], 0, "{t:#}");
     assert!(
-        wait_until(Duration::from_secs(10), || qr.log().contains("Move SCP Response 1 [status: Success]")),
+        wait_until(Duration::from_secs(10), || qr
+            .log()
+            .contains("Move SCP Response 1 [status: Success]")),
         "{}",
         qr.log()
     );
-    assert!(qr.log().contains("Move Destination              : RGNOWHERE"), "{}", qr.log());
+    assert!(
+        qr.log()
+            .contains("Move Destination              : RGNOWHERE"),
+        "{}",
+        qr.log()
+    );
     let ids = finding_ids(&t);
-    for id in ["query-unknown-ae", "default-called-ae", "any-calling-ae", "move-unknown-destination"] {
+    for id in [
+        "query-unknown-ae",
+        "default-called-ae",
+        "any-calling-ae",
+        "move-unknown-destination",
+    ] {
         assert!(ids.contains(&id.to_string()), "{id} missing: {ids:?}");
     }
     assert!(!ids.contains(&"any-called-ae".to_string()));
     // Nothing of the data reached the output.
     let pid = d.ct_patient_id();
-    assert!(!out.stdout.contains(&pid) && !out.stderr.contains(&pid), "{}", out.text());
+    assert!(
+        !out.stdout.contains(&pid) && !out.stderr.contains(&pid),
+        "{}",
+        out.text()
+    );
     let study = d.ct_study_uid();
     assert!(!out.stdout.contains(&study), "{}", out.text());
     // The cancel reached dcmqrscp (its -v log names every C-CANCEL it receives).
@@ -220,7 +251,10 @@ fn orthanc_default() {
     let product = format!("Orthanc={version}");
     let (code, t, out) = probe_json(&[&target, "--query", "--product", &product]);
     assert_eq!(code, Some(1), "{}", out.text());
-    assert_eq!(t["called_ae"]["random"], "accepted", "DicomCheckCalledAet false: {t:#}");
+    assert_eq!(
+        t["called_ae"]["random"], "accepted",
+        "DicomCheckCalledAet false: {t:#}"
+    );
     assert_eq!(t["random_calling_ae"], "accepted", "{t:#}");
     assert_eq!(t["services"]["echo"], "success");
     assert_eq!(t["services"]["store_context"], "accepted");
@@ -233,13 +267,22 @@ fn orthanc_default() {
         "Orthanc knows no modality of that name: {t:#}"
     );
     let ids = finding_ids(&t);
-    for id in ["any-calling-ae", "store-unknown-ae", "any-called-ae", "query-accepted-unknown-ae"] {
+    for id in [
+        "any-calling-ae",
+        "store-unknown-ae",
+        "any-called-ae",
+        "query-accepted-unknown-ae",
+    ] {
         assert!(ids.contains(&id.to_string()), "{id} missing: {ids:?}");
     }
     assert_eq!(orthanc.instance_count(), 0, "the probe stored something");
     // Orthanc answers associations through DCMTK: the identity is DCMTK's; the version the
     // operator states is matched against the table's Orthanc entries (all up to 1.12.10).
-    assert_eq!(t["implementation"]["toolkit"], "DCMTK", "{:#}", t["implementation"]);
+    assert_eq!(
+        t["implementation"]["toolkit"], "DCMTK",
+        "{:#}",
+        t["implementation"]
+    );
     let stated: Vec<&Value> = t["vulnerabilities"]
         .as_array()
         .unwrap()
@@ -247,7 +290,9 @@ fn orthanc_default() {
         .filter(|h| h["from"] == "--product")
         .collect();
     assert!(
-        stated.iter().any(|h| h["id"] == "CVE-2026-5437" && h["version"] == version.as_str()),
+        stated
+            .iter()
+            .any(|h| h["id"] == "CVE-2026-5437" && h["version"] == version.as_str()),
         "Orthanc {version}: {stated:#?}"
     );
 }
@@ -282,7 +327,10 @@ fn orthanc_hardened_tls() {
     assert_eq!(cert["chain"], "verified", "{t:#}");
     assert_eq!(cert["name_matches"], true);
     assert_eq!(cert["expired"], false);
-    assert_eq!(t["called_ae"]["random"], "not-reached", "no client certificate: {t:#}");
+    assert_eq!(
+        t["called_ae"]["random"], "not-reached",
+        "no client certificate: {t:#}"
+    );
     assert!(!tls["untestable"].as_array().unwrap().is_empty());
     // Versions: each one the probe calls accepted is one openssl negotiates with a client
     // certificate, and the other way round.
@@ -340,7 +388,11 @@ fn pynetdicom_scp_called_ae_checked() {
         assert!(o.starts_with("rejected 1/1/7"), "{o}: {t:#}");
     }
     // pynetdicom answers a blank called AE title with A-ABORT.
-    assert_eq!(attempts(&t, "blank called AE title"), vec!["aborted"], "{t:#}");
+    assert_eq!(
+        attempts(&t, "blank called AE title"),
+        vec!["aborted"],
+        "{t:#}"
+    );
     assert_eq!(t["called_ae"]["blank"], "rejected");
     assert_eq!(t["called_ae"]["accepted"], json!(["PYSCP"]), "{t:#}");
     assert_eq!(t["random_calling_ae"], "accepted");
@@ -354,7 +406,10 @@ fn pynetdicom_scp_called_ae_checked() {
     assert_eq!(t["implementation"]["version"], version.as_str());
     let ids = finding_ids(&t);
     assert!(!ids.contains(&"any-called-ae".to_string()), "{ids:?}");
-    assert!(!ids.contains(&"default-called-ae".to_string()), "PYSCP is no default: {ids:?}");
+    assert!(
+        !ids.contains(&"default-called-ae".to_string()),
+        "PYSCP is no default: {ids:?}"
+    );
     assert!(ids.contains(&"any-calling-ae".to_string()), "{ids:?}");
     assert!(scp.files().is_empty());
 }
@@ -378,19 +433,38 @@ fn radguard_embedded_defaults() {
     assert_eq!(t["called_ae"]["random"], "rejected", "{t:#}");
     assert_eq!(t["called_ae"]["blank"], "rejected", "{t:#}");
     assert_eq!(t["called_ae"]["accepted"], json!(["RADGUARD"]), "{t:#}");
-    assert_eq!(t["random_calling_ae"], "accepted", "ae_titles = [\"*\"] from loopback");
+    assert_eq!(
+        t["random_calling_ae"], "accepted",
+        "ae_titles = [\"*\"] from loopback"
+    );
     assert_eq!(context_accepted(&t, VERIFICATION), Some(true));
     assert_eq!(context_accepted(&t, CT), Some(true));
-    assert_eq!(context_accepted(&t, STUDY_FIND), Some(false), "find is not allowed");
-    assert_eq!(context_accepted(&t, STUDY_MOVE), Some(false), "move is not allowed");
+    assert_eq!(
+        context_accepted(&t, STUDY_FIND),
+        Some(false),
+        "find is not allowed"
+    );
+    assert_eq!(
+        context_accepted(&t, STUDY_MOVE),
+        Some(false),
+        "move is not allowed"
+    );
     assert_eq!(t["services"]["echo"], "success");
     assert_eq!(t["services"]["move_unknown_destination"], "not-offered");
     assert_eq!(t["implementation"]["toolkit"], "radguard", "{t:#}");
     let ids = finding_ids(&t);
-    for id in ["any-calling-ae", "store-unknown-ae", "default-called-ae", "no-tls"] {
+    for id in [
+        "any-calling-ae",
+        "store-unknown-ae",
+        "default-called-ae",
+        "no-tls",
+    ] {
         assert!(ids.contains(&id.to_string()), "{id} missing: {ids:?}");
     }
-    assert!(vault_index(&rg.data_dir).is_empty(), "the probe stored something");
+    assert!(
+        vault_index(&rg.data_dir).is_empty(),
+        "the probe stored something"
+    );
 }
 
 /// radguard with a strict TLS listener (client certificate required at the handshake, TLS 1.2
@@ -414,7 +488,11 @@ fn radguard_strict_tls_has_no_high_finding() {
     let rg = Radguard::start_any(&toml);
     let port = rg.tls_port();
     let ca = pki.ca();
-    let (_, t, out) = probe_json(&[&format!("tls://localhost:{port}"), "--ca", ca.to_str().unwrap()]);
+    let (_, t, out) = probe_json(&[
+        &format!("tls://localhost:{port}"),
+        "--ca",
+        ca.to_str().unwrap(),
+    ]);
     let tls = &t["tls"];
     assert_eq!(tls["offered"], true, "{}", out.text());
     assert_eq!(tls["client_certificate"], "required", "{t:#}");
@@ -428,7 +506,10 @@ fn radguard_strict_tls_has_no_high_finding() {
         .collect();
     // radguard-tls's profile: ECDHE + AEAD, ECDSA certificate (radguard tls init) → the three
     // TLS 1.3 suites and the ECDSA TLS 1.2 ones.
-    assert!(accepted.contains(&"TLS13_AES_256_GCM_SHA384"), "{accepted:?}");
+    assert!(
+        accepted.contains(&"TLS13_AES_256_GCM_SHA384"),
+        "{accepted:?}"
+    );
     assert!(
         accepted.contains(&"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
         "{accepted:?}"
@@ -448,6 +529,57 @@ fn radguard_strict_tls_has_no_high_finding() {
         !finding_ids(&t).contains(&"tls-client-cert-not-required".to_string()),
         "{t:#}"
     );
+}
+
+/// radguard with a TLS listener whose client certificate is optional at the handshake (the
+/// peer's `tls = "required"` decides): the probe gets through TLS, reports the certificate as
+/// optional, and every association it tries over TLS is refused by the policy (1/1/3: no
+/// certificate for the peer; a blank called AE title 1/1/7) — the DICOM checks run over TLS.
+#[test]
+fn radguard_tls_optional_client_cert() {
+    let pki = Pki::init("probe-optional", &["modality"]);
+    let (mcert, _) = pki.client("modality");
+    let fp = fingerprint(&mcert);
+    let toml = format!(
+        "[server]\ntls_listen = [\"127.0.0.1:0\"]\nae_title = \"RADGUARD\"\n\n[server.tls]\n\
+         cert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\n\
+         [[peer]]\nname = \"modality\"\nae_titles = [\"*\"]\naddresses = [\"127.0.0.1\"]\n\
+         allow = [\"echo\", \"store\"]\nstore_sop_classes = [\"*\"]\ntls = \"required\"\n\
+         cert_sha256 = [{fp:?}]\n\n[[route]]\ncalled_ae = \"RADGUARD\"\nvault = true\n",
+        pki.gateway_cert(),
+        pki.gateway_key(),
+        pki.ca()
+    );
+    let rg = Radguard::start_any(&toml);
+    let port = rg.tls_port();
+    let (code, t, out) = probe_json(&[&format!("tls://localhost:{port}")]);
+    assert_eq!(code, Some(1), "{}", out.text());
+    assert_eq!(t["tls"]["client_certificate"], "optional", "{t:#}");
+    assert_eq!(
+        t["tls"]["certificate"]["chain"],
+        "not checked (no --ca given)"
+    );
+    let all = t["associations"].as_array().unwrap();
+    assert!(all.len() >= 9, "random, blank and the defaults: {t:#}");
+    for a in all {
+        // A blank called AE title is refused before the peer is looked at (1/1/7).
+        let expected = if a["called"] == "(blank)" {
+            "rejected 1/1/7"
+        } else {
+            "rejected 1/1/3"
+        };
+        assert!(
+            a["outcome"].as_str().unwrap().starts_with(expected),
+            "{expected} expected (no certificate for the peer): {t:#}"
+        );
+    }
+    assert_eq!(t["random_calling_ae"], "not-determined");
+    let ids = finding_ids(&t);
+    assert!(
+        ids.contains(&"tls-client-cert-not-required".to_string()),
+        "{ids:?}"
+    );
+    assert!(!severities(&t).contains(&"high".to_string()), "{t:#}");
 }
 
 // ------------------------------------------------------------------------------ the rate
@@ -492,9 +624,20 @@ fn never_exceeds_the_rate() {
     let c = counter(scp.port);
     let target = format!("127.0.0.1:{}", c.port);
     let mut cmd = Command::new(Radguard::exe());
-    cmd.args(["probe", "--json", "--rate", "5", "--timeout", "5", "--called", "PYSCP", &target]);
+    cmd.args([
+        "probe",
+        "--json",
+        "--rate",
+        "5",
+        "--timeout",
+        "5",
+        "--called",
+        "PYSCP",
+        &target,
+    ]);
     let out = run(&mut cmd, CLIENT_TIMEOUT);
-    let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.text()));
+    let v: Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.text()));
     let reported = v["connections"].as_u64().unwrap() as usize;
     let mut seen = Vec::new();
     assert!(
@@ -506,12 +649,18 @@ fn never_exceeds_the_rate() {
         seen.len()
     );
     assert_eq!(seen.len(), reported, "{}", out.text());
-    assert!(reported >= 10, "too few connections to judge a rate: {reported}");
+    assert!(
+        reported >= 10,
+        "too few connections to judge a rate: {reported}"
+    );
     let interval = Duration::from_millis(200);
     let slack = Duration::from_millis(60);
     for w in seen.windows(2) {
         let gap = w[1] - w[0];
-        assert!(gap + slack >= interval, "two connections {gap:?} apart at --rate 5");
+        assert!(
+            gap + slack >= interval,
+            "two connections {gap:?} apart at --rate 5"
+        );
     }
     let span = *seen.last().unwrap() - seen[0];
     assert!(
@@ -531,7 +680,12 @@ fn usage_errors_exit_2() {
         vec!["probe", "127.0.0.1:104", "--rate", "0"],
         vec!["probe", "127.0.0.1:104", "--rate", "500"],
         vec!["probe", "127.0.0.1:104", "--query", "--safe"],
-        vec!["probe", "127.0.0.1:104", "--called", "MUCH-TOO-LONG-AE-TITLE"],
+        vec![
+            "probe",
+            "127.0.0.1:104",
+            "--called",
+            "MUCH-TOO-LONG-AE-TITLE",
+        ],
         vec!["probe", "127.0.0.1:104", "--product", "Orthanc"],
     ] {
         let mut cmd = Command::new(Radguard::exe());
@@ -542,7 +696,11 @@ fn usage_errors_exit_2() {
     let mut cmd = Command::new(Radguard::exe());
     cmd.args(["probe", "--help"]);
     let out = run(&mut cmd, CLIENT_TIMEOUT);
-    assert!(out.success() && out.stdout.contains("--query"), "{}", out.text());
+    assert!(
+        out.success() && out.stdout.contains("--query"),
+        "{}",
+        out.text()
+    );
 }
 
 /// --html writes a page with the findings (escaped), next to the text report.
@@ -557,8 +715,14 @@ fn html_report() {
         .arg(format!("127.0.0.1:{}", scp.port));
     let out = run(&mut cmd, CLIENT_TIMEOUT);
     assert_eq!(out.code, Some(1), "{}", out.text());
-    assert!(out.stdout.contains("accepts any calling AE title"), "{}", out.text());
+    assert!(
+        out.stdout.contains("accepts any calling AE title"),
+        "{}",
+        out.text()
+    );
     let page = std::fs::read_to_string(&html).unwrap();
-    assert!(page.starts_with("<!doctype html>") && page.contains("accepts storage from an unknown AE"));
+    assert!(
+        page.starts_with("<!doctype html>") && page.contains("accepts storage from an unknown AE")
+    );
     let _ = Path::new(&html);
 }

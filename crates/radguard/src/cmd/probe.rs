@@ -50,7 +50,8 @@ pub struct ProbeArgs {
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
-    s.parse().map_err(|e: radguard_probe::ProbeError| e.to_string())
+    s.parse()
+        .map_err(|e: radguard_probe::ProbeError| e.to_string())
 }
 
 fn parse_product(s: &str) -> Result<(String, String), String> {
@@ -91,9 +92,9 @@ fn go(args: &ProbeArgs) -> anyhow::Result<bool> {
     }
     let ca = match &args.ca {
         None => None,
-        Some(p) => Some(
-            radguard_tls::load_certs(p).with_context(|| format!("--ca {}", p.display()))?,
-        ),
+        Some(p) => {
+            Some(radguard_tls::load_certs(p).with_context(|| format!("--ca {}", p.display()))?)
+        }
     };
     let opts = Options {
         rate: args.rate,
