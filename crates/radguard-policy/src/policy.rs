@@ -584,7 +584,7 @@ pub enum DimseRefusalReason {
     /// A required command element is absent (0x0120).
     #[error("missing {0}")]
     MissingAttribute(&'static str),
-    /// Unknown command fields (0x0211).
+    /// Unknown command fields, and DIMSE-N requests on a C-service's SOP class (0x0211).
     #[error("unrecognized command field {0:#06x}")]
     UnrecognizedCommand(u16),
     /// A response was passed to [`Policy::dimse`], which judges requests only (0x0211).
@@ -841,7 +841,8 @@ impl Policy {
     /// allowed storage class for C-STORE). C-MOVE must name an allowed destination. C-CANCEL is
     /// permitted when the peer may find, move or get (otherwise refused as `find` not allowed).
     /// A DIMSE-N request needs its operation in `allow` and its (Affected or Requested) SOP
-    /// class in `n_sop_classes` (0x0124 otherwise). Unknown commands: 0x0211.
+    /// class in `n_sop_classes` (0x0124 otherwise); on a C-service's SOP class (Verification,
+    /// Storage, Query/Retrieve) it is 0x0211. Unknown commands: 0x0211.
     /// The C-FIND result cap of an admitted association's peer under this policy (`None`: no
     /// cap, or the policy no longer admits it — its next request is refused anyway).
     pub fn max_find_results(&self, adm: &Admission) -> Option<u32> {
@@ -1076,8 +1077,8 @@ impl Policy {
 }
 
 /// A DIMSE-N request against one direction's operations (`allow` for the peer's requests,
-/// `receive` for the called side's) and the peer's `n_sop_classes`: the operation first, then
-/// the class; both refusals are 0x0124.
+/// `receive` for the called side's) and the peer's `n_sop_classes`: a C-service's class is
+/// 0x0211, then the operation, then the class; those two refusals are 0x0124.
 fn judge_normalized(
     operations: &BTreeSet<Operation>,
     peer: &Peer,
@@ -1089,6 +1090,18 @@ fn judge_normalized(
             req.command.to_u16(),
         ));
     };
+    // An N-service on a C-service's SOP class (Verification, Storage, Query/Retrieve) is not
+    // an operation of that class at all: PS3.7 C.4 Unrecognized Operation, whatever the peer
+    // may do elsewhere.
+    if req
+        .sop_class
+        .as_deref()
+        .is_some_and(|c| !sop::is_normalized_candidate(c))
+    {
+        return refuse(DimseRefusalReason::UnrecognizedCommand(
+            req.command.to_u16(),
+        ));
+    }
     if !operations.contains(&op) {
         return refuse(DimseRefusalReason::OperationNotAllowed(op));
     }

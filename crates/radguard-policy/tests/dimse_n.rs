@@ -60,6 +60,15 @@ fn every_operation_allowed_or_not_class_in_or_out_both_directions() {
             let a = adm(&p);
             for (class, listed) in [(MPPS, true), (COMMITMENT, false), (CT, false)] {
                 let got = p.dimse(&a, &n_facts(field, class));
+                if class == CT {
+                    // Not an operation of a Storage class at all.
+                    let e = got.expect_err(name);
+                    assert_eq!(e.reason, DimseRefusalReason::UnrecognizedCommand(field.to_u16()));
+                    assert_eq!(e.status, status::UNRECOGNIZED_OPERATION);
+                    let e = p.dimse_from_called(&a, &n_facts(field, class)).expect_err(name);
+                    assert_eq!(e.status, status::UNRECOGNIZED_OPERATION);
+                    continue;
+                }
                 match (allowed, listed) {
                     (true, true) => {
                         let permit = got.unwrap_or_else(|e| panic!("{name} {class}: {e}"));
