@@ -922,6 +922,59 @@ mod tests {
     }
 
     #[test]
+    fn dimse_n_requests_responses_and_refusals_are_records() {
+        // MPPS and Storage Commitment: the bus names them like the C-services ("NCreateRq"),
+        // and each is one record naming the command, not a store transfer.
+        let mut m = Mapper::default();
+        requested(&mut m, 1);
+        let r = m.map(&rec(Event::DimseRequest {
+            assoc: AssocId(1),
+            message_id: 3,
+            command: "NCreateRq".into(),
+            sop_class: Some("1.2.840.10008.3.1.2.3.3".into()),
+            sop_instance: Some("1.2.3.4".into()),
+            move_destination: None,
+            subject: None,
+            identifier: None,
+        }));
+        assert_eq!(r.len(), 1);
+        assert!(matches!(
+            &r[0].event,
+            AuditEvent::DimseRequest { command, sop_instance: Some(i), .. }
+                if command == "NCreateRq" && i == "1.2.3.4"
+        ));
+        let r = m.map(&rec(Event::DimseResponse {
+            assoc: AssocId(1),
+            message_id: 3,
+            command: "NCreateRsp".into(),
+            status: 0,
+            from: Blame::Upstream,
+            sop_class: None,
+            sop_instance: None,
+            subject: None,
+            sub_operations: None,
+            bytes: None,
+        }));
+        assert_eq!(r.len(), 1, "no transfer record for an N-CREATE: {r:#?}");
+        assert!(matches!(
+            &r[0].event,
+            AuditEvent::DimseResponse { command, status: 0, .. } if command == "NCreateRsp"
+        ));
+        let r = m.map(&rec(Event::DimseRefused {
+            assoc: AssocId(1),
+            message_id: 9,
+            command: "NEventReportRq".into(),
+            status: 0x0124,
+            why: "from the called side: Radguard: operation not allowed".into(),
+        }));
+        assert_eq!(r.len(), 1);
+        assert!(matches!(
+            &r[0].event,
+            AuditEvent::DimseRefused { command, status: 0x0124, .. } if command == "NEventReportRq"
+        ));
+    }
+
+    #[test]
     fn pending_retrieve_progress_is_not_a_record_and_the_final_response_is() {
         let mut m = Mapper::default();
         requested(&mut m, 1);
