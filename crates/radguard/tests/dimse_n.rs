@@ -29,9 +29,13 @@ fn setup(peer: &str) -> (ScriptedScp, Radguard) {
 }
 
 fn n_scu(port: u16, mode: &str, extra: &[&str]) -> Command {
+    n_scu_to(port, "NSCP", mode, extra)
+}
+
+fn n_scu_to(port: u16, called: &str, mode: &str, extra: &[&str]) -> Command {
     let mut cmd = Command::new(venv_python());
     cmd.arg(py_script("n_scu.py"))
-        .args(["--port", &port.to_string(), "--called", "NSCP", "--calling", "CT01"])
+        .args(["--port", &port.to_string(), "--called", called, "--calling", "CT01"])
         .args(extra)
         .arg(mode);
     cmd
@@ -176,6 +180,21 @@ fn commitment_report_not_received_is_answered_by_the_gateway() {
             .any(|e| e["detail"].as_str().unwrap_or("").contains("NEventReportRq from the upstream"))
     });
     assert!(ok, "no security alert for the refused report:\n{}", rg.log());
+}
+
+#[test]
+fn vault_routes_reject_dimse_n_contexts() {
+    // The built-in vault is no MPPS SCP: the context is rejected (abstract syntax not
+    // supported) even for a peer allowed N-CREATE on MPPS.
+    let mut toml = Config::new().vault_route("RADGUARD").toml();
+    toml.push_str(
+        "\n[[peer]]\nname = \"ct\"\nae_titles = [\"CT01\"]\naddresses = [\"127.0.0.1/32\"]\n\
+         allow = [\"echo\", \"n-create\", \"n-set\"]\nn_sop_classes = [\"ModalityPerformedProcedureStep\"]\n",
+    );
+    let rg = Radguard::start_fresh(&toml);
+    let v = json_of(&run(&mut n_scu_to(rg.port(), "RADGUARD", "mpps", &[]), WAIT));
+    assert_eq!(v["contexts"][MPPS], 3, "{v}\n{}", rg.log());
+    assert_eq!(v["statuses"], serde_json::json!([]), "{v}");
 }
 
 #[test]
