@@ -185,7 +185,7 @@ impl Command {
             tags::ACTION_TYPE_ID => self.action_type_id = Some(us()?),
             tags::ATTRIBUTE_IDENTIFIER_LIST => {
                 // AT: pairs of little-endian US (group, element), PS3.5 §6.2.
-                if value.len() % 4 != 0 {
+                if !value.len().is_multiple_of(4) {
                     return Err(CommandError::Undecodable(format!(
                         "element {tag} (AT) has length {}",
                         value.len()
@@ -194,7 +194,9 @@ impl Command {
                 let list = value
                     .chunks_exact(4)
                     .map(|c| match c {
-                        [a, b, x, y] => Tag(u16::from_le_bytes([*a, *b]), u16::from_le_bytes([*x, *y])),
+                        [a, b, x, y] => {
+                            Tag(u16::from_le_bytes([*a, *b]), u16::from_le_bytes([*x, *y]))
+                        }
                         _ => Tag(0, 0),
                     })
                     .collect();
@@ -398,13 +400,19 @@ impl Command {
             (
                 self.requested_sop_class.as_deref(),
                 self.requested_sop_instance.as_deref(),
-                ("Requested SOP Class UID (0000,0003)", "Requested SOP Instance UID (0000,1001)"),
+                (
+                    "Requested SOP Class UID (0000,0003)",
+                    "Requested SOP Instance UID (0000,1001)",
+                ),
             )
         } else {
             (
                 self.affected_sop_class.as_deref(),
                 self.affected_sop_instance.as_deref(),
-                ("Affected SOP Class UID (0000,0002)", "Affected SOP Instance UID (0000,1000)"),
+                (
+                    "Affected SOP Class UID (0000,0002)",
+                    "Affected SOP Instance UID (0000,1000)",
+                ),
             )
         };
         let Some(class) = class else {
@@ -897,7 +905,10 @@ mod tests {
             data: false,
             ..complete(CommandField::NCreateRq)
         };
-        let r = Command::decode(&encode_n(n)).unwrap().validate_request().unwrap();
+        let r = Command::decode(&encode_n(n))
+            .unwrap()
+            .validate_request()
+            .unwrap();
         assert_eq!(r.sop_instance, None);
     }
 
@@ -923,13 +934,20 @@ mod tests {
                 Err((status::MISSING_ATTRIBUTE, Some(11))),
                 "{field:?} class in the wrong element"
             );
-            let no_instance = N { instance: None, ..n };
+            let no_instance = N {
+                instance: None,
+                ..n
+            };
             let expected = if field == CommandField::NCreateRq {
                 Ok(())
             } else {
                 Err((status::MISSING_ATTRIBUTE, Some(11)))
             };
-            assert_eq!(status_of(no_instance), expected, "{field:?} without instance");
+            assert_eq!(
+                status_of(no_instance),
+                expected,
+                "{field:?} without instance"
+            );
             let bad_instance = N {
                 instance: Some("1.02"),
                 ..n
@@ -939,7 +957,10 @@ mod tests {
                 Err((status::INVALID_OBJECT_INSTANCE, Some(11))),
                 "{field:?}"
             );
-            let bad_class = N { class: "1.2.x", ..n };
+            let bad_class = N {
+                class: "1.2.x",
+                ..n
+            };
             assert_eq!(
                 status_of(bad_class),
                 Err((status::REFUSED_SOP_CLASS_NOT_SUPPORTED, Some(11))),

@@ -1546,7 +1546,7 @@ async fn upstream_to_client(
                             raw,
                             command,
                         } => {
-                            upstream_command(st, uwr, &mut inc, &mut out, context_id, raw, command)
+                            upstream_command(st, uwr, &mut inc, &mut out, context_id, raw, *command)
                                 .await
                         }
                         Step::Data { data, is_last, .. } => {
@@ -1690,7 +1690,12 @@ async fn refuse_called(
         CalledVerdict::Refuse(r) => r,
         CalledVerdict::Abort(why) => {
             return Err(st
-                .abort_both(uwr, AbortReason::UnexpectedPduParameter, Blame::Upstream, why)
+                .abort_both(
+                    uwr,
+                    AbortReason::UnexpectedPduParameter,
+                    Blame::Upstream,
+                    why,
+                )
                 .await)
         }
     };

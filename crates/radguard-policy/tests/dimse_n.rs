@@ -16,7 +16,11 @@ const COMMITMENT: &str = "1.2.840.10008.1.20.1";
 const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
 
 const N_OPS: [(Operation, CommandField, &str); 6] = [
-    (Operation::NEventReport, CommandField::NEventReportRq, "n-event-report"),
+    (
+        Operation::NEventReport,
+        CommandField::NEventReportRq,
+        "n-event-report",
+    ),
     (Operation::NGet, CommandField::NGetRq, "n-get"),
     (Operation::NSet, CommandField::NSetRq, "n-set"),
     (Operation::NAction, CommandField::NActionRq, "n-action"),
@@ -48,7 +52,11 @@ fn every_operation_allowed_or_not_class_in_or_out_both_directions() {
     for (op, field, name) in N_OPS {
         for allowed in [false, true] {
             // The peer always has some N-service, so that n_sop_classes is valid.
-            let other = if op == Operation::NGet { "n-set" } else { "n-get" };
+            let other = if op == Operation::NGet {
+                "n-set"
+            } else {
+                "n-get"
+            };
             let allow = if allowed {
                 format!("[\"{name}\", \"{other}\"]")
             } else {
@@ -63,9 +71,14 @@ fn every_operation_allowed_or_not_class_in_or_out_both_directions() {
                 if class == CT {
                     // Not an operation of a Storage class at all.
                     let e = got.expect_err(name);
-                    assert_eq!(e.reason, DimseRefusalReason::UnrecognizedCommand(field.to_u16()));
+                    assert_eq!(
+                        e.reason,
+                        DimseRefusalReason::UnrecognizedCommand(field.to_u16())
+                    );
                     assert_eq!(e.status, status::UNRECOGNIZED_OPERATION);
-                    let e = p.dimse_from_called(&a, &n_facts(field, class)).expect_err(name);
+                    let e = p
+                        .dimse_from_called(&a, &n_facts(field, class))
+                        .expect_err(name);
                     assert_eq!(e.status, status::UNRECOGNIZED_OPERATION);
                     continue;
                 }
@@ -86,8 +99,14 @@ fn every_operation_allowed_or_not_class_in_or_out_both_directions() {
                     }
                 }
                 // `allow` never lets the called side send anything.
-                let e = p.dimse_from_called(&a, &n_facts(field, class)).expect_err(name);
-                assert_eq!(e.status, status::REFUSED_NOT_AUTHORIZED, "{name} from called");
+                let e = p
+                    .dimse_from_called(&a, &n_facts(field, class))
+                    .expect_err(name);
+                assert_eq!(
+                    e.status,
+                    status::REFUSED_NOT_AUTHORIZED,
+                    "{name} from called"
+                );
             }
         }
     }
@@ -147,7 +166,9 @@ fn n_responses_and_unknown_commands_are_not_requests() {
     let p = policy("allow = [\"n-create\"]\nn_sop_classes = [\"ModalityPerformedProcedureStep\"]");
     let a = adm(&p);
     for (_, field, name) in N_OPS {
-        let e = p.dimse(&a, &n_facts(field.response(), MPPS)).expect_err(name);
+        let e = p
+            .dimse(&a, &n_facts(field.response(), MPPS))
+            .expect_err(name);
         assert_eq!(e.reason, DimseRefusalReason::NotARequest(field.response()));
         assert_eq!(e.status, status::UNRECOGNIZED_OPERATION);
     }
@@ -161,7 +182,10 @@ fn n_responses_and_unknown_commands_are_not_requests() {
         sop_class: None,
         move_destination: None,
     };
-    assert_eq!(p.dimse(&a, &facts).unwrap_err().status, status::MISSING_ATTRIBUTE);
+    assert_eq!(
+        p.dimse(&a, &facts).unwrap_err().status,
+        status::MISSING_ATTRIBUTE
+    );
 }
 
 #[test]
@@ -201,18 +225,38 @@ fn config_keys() {
     let base = "ae_titles = [\"A\"]\naddresses = [\"10.0.0.1\"]\n";
     // n_sop_classes required with an n-service in allow or receive.
     let src = with_peer(&format!("{base}allow = [\"n-create\"]"));
-    one_err(&src, "[[peer]]", "peer[0].n_sop_classes", "required when allow or receive");
-    let src = with_peer(&format!("{base}allow = [\"echo\"]\nreceive = [\"n-event-report\"]"));
-    one_err(&src, "[[peer]]", "peer[0].n_sop_classes", "required when allow or receive");
+    one_err(
+        &src,
+        "[[peer]]",
+        "peer[0].n_sop_classes",
+        "required when allow or receive",
+    );
+    let src = with_peer(&format!(
+        "{base}allow = [\"echo\"]\nreceive = [\"n-event-report\"]"
+    ));
+    one_err(
+        &src,
+        "[[peer]]",
+        "peer[0].n_sop_classes",
+        "required when allow or receive",
+    );
     // ... and only then.
     let src = with_peer(&format!(
         "{base}allow = [\"echo\"]\nn_sop_classes = [\"ModalityPerformedProcedureStep\"]"
     ));
-    one_err(&src, "n_sop_classes", "peer[0].n_sop_classes", "only allowed when");
+    one_err(
+        &src,
+        "n_sop_classes",
+        "peer[0].n_sop_classes",
+        "only allowed when",
+    );
     // Storage classes, Q/R models, Verification and unknown keywords are not N classes.
     for (bad, msg) in [
         ("CTImageStorage", "not a SOP class of the DIMSE-N services"),
-        ("1.2.840.10008.5.1.4.1.2.2.1", "not a SOP class of the DIMSE-N services"),
+        (
+            "1.2.840.10008.5.1.4.1.2.2.1",
+            "not a SOP class of the DIMSE-N services",
+        ),
         ("Verification", "not a SOP class of the DIMSE-N services"),
         ("NoSuchClass", "unknown SOP class keyword"),
         ("1.02.3", "invalid UID"),
@@ -225,18 +269,38 @@ fn config_keys() {
     let src = with_peer(&format!(
         "{base}allow = [\"n-create\"]\nn_sop_classes = [\"ModalityPerformedProcedureStep\", \"1.2.840.10008.3.1.2.3.3\"]"
     ));
-    one_err(&src, "1.2.840.10008.3.1.2.3.3\"]", "peer[0].n_sop_classes[1]", "listed twice");
+    one_err(
+        &src,
+        "1.2.840.10008.3.1.2.3.3\"]",
+        "peer[0].n_sop_classes[1]",
+        "listed twice",
+    );
     let src = with_peer(&format!("{base}allow = [\"n-create\"]\nn_sop_classes = []"));
-    one_err(&src, "n_sop_classes", "peer[0].n_sop_classes", "at least one");
+    one_err(
+        &src,
+        "n_sop_classes",
+        "peer[0].n_sop_classes",
+        "at least one",
+    );
     // receive: only n-event-report, once.
     let src = with_peer(&format!(
         "{base}allow = [\"n-action\"]\nreceive = [\"n-set\"]\nn_sop_classes = [\"StorageCommitmentPushModel\"]"
     ));
-    one_err(&src, "\"n-set\"", "peer[0].receive[0]", "expected \"n-event-report\"");
+    one_err(
+        &src,
+        "\"n-set\"",
+        "peer[0].receive[0]",
+        "expected \"n-event-report\"",
+    );
     let src = with_peer(&format!(
         "{base}allow = [\"n-action\"]\nreceive = [\"n-event-report\", \"n-event-report\"]\nn_sop_classes = [\"StorageCommitmentPushModel\"]"
     ));
-    one_err(&src, "\"n-event-report\"]", "peer[0].receive[1]", "duplicate");
+    one_err(
+        &src,
+        "\"n-event-report\"]",
+        "peer[0].receive[1]",
+        "duplicate",
+    );
     // Every n-service name parses; a private (unknown) UID is accepted on purpose.
     let p = policy(
         "allow = [\"n-create\", \"n-set\", \"n-action\", \"n-delete\", \"n-get\", \"n-event-report\"]\n\
@@ -248,6 +312,9 @@ fn config_keys() {
     assert_eq!(peer.receives().len(), 1);
     assert_eq!(peer.n_sop_classes().unwrap().len(), 2);
     let text = p.describe();
-    assert!(text.contains("DIMSE-N SOP classes: 1.2.3.4.5, ModalityPerformedProcedureStep"), "{text}");
+    assert!(
+        text.contains("DIMSE-N SOP classes: 1.2.3.4.5, ModalityPerformedProcedureStep"),
+        "{text}"
+    );
     assert!(text.contains("receives: n-event-report"), "{text}");
 }

@@ -35,7 +35,14 @@ fn n_scu(port: u16, mode: &str, extra: &[&str]) -> Command {
 fn n_scu_to(port: u16, called: &str, mode: &str, extra: &[&str]) -> Command {
     let mut cmd = Command::new(venv_python());
     cmd.arg(py_script("n_scu.py"))
-        .args(["--port", &port.to_string(), "--called", called, "--calling", "CT01"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--called",
+            called,
+            "--calling",
+            "CT01",
+        ])
         .args(extra)
         .arg(mode);
     cmd
@@ -45,8 +52,11 @@ fn json_of(out: &Output) -> Value {
     let line = out
         .stdout
         .lines()
-        .rev().find(|l| l.starts_with('{')).unwrap_or("");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("n_scu.py printed no JSON ({e}):\n{}", out.all()))
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("");
+    serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("n_scu.py printed no JSON ({e}):\n{}", out.all()))
 }
 
 fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -73,22 +83,39 @@ fn mpps_allowed_reaches_the_scp() {
     );
     let v = json_of(&run(&mut n_scu(rg.port(), "mpps", &[]), WAIT));
     assert_eq!(v["contexts"][MPPS], 0, "{v}");
-    assert_eq!(v["statuses"], serde_json::json!([0, 0]), "{v}\n{}", rg.log());
+    assert_eq!(
+        v["statuses"],
+        serde_json::json!([0, 0]),
+        "{v}\n{}",
+        rg.log()
+    );
     let steps = scp.steps();
-    assert!(steps.contains("received N-CREATE class=1.2.840.10008.3.1.2.3.3"), "{steps}");
-    assert!(steps.contains("received N-SET class=1.2.840.10008.3.1.2.3.3"), "{steps}");
+    assert!(
+        steps.contains("received N-CREATE class=1.2.840.10008.3.1.2.3.3"),
+        "{steps}"
+    );
+    assert!(
+        steps.contains("received N-SET class=1.2.840.10008.3.1.2.3.3"),
+        "{steps}"
+    );
     // Both requests and both answers are on the bus (the audit trail's input).
     let ok = wait_until(WAIT, || {
         let events = parse_events(&rg.log());
         let has = |kind: &str, command: &str| {
-            of_kind(&events, kind).iter().any(|e| e["command"] == command)
+            of_kind(&events, kind)
+                .iter()
+                .any(|e| e["command"] == command)
         };
         has("dimse-request", "NCreateRq")
             && has("dimse-request", "NSetRq")
             && has("dimse-response", "NCreateRsp")
             && has("dimse-response", "NSetRsp")
     });
-    assert!(ok, "no N-CREATE/N-SET request and response events:\n{}", rg.log());
+    assert!(
+        ok,
+        "no N-CREATE/N-SET request and response events:\n{}",
+        rg.log()
+    );
 }
 
 #[test]
@@ -100,7 +127,12 @@ fn mpps_n_create_not_allowed_is_refused_and_never_reaches_the_scp() {
         "allow = [\"echo\", \"n-set\"]\nn_sop_classes = [\"ModalityPerformedProcedureStep\"]",
     );
     let v = json_of(&run(&mut n_scu(rg.port(), "mpps", &[]), WAIT));
-    assert_eq!(v["statuses"], serde_json::json!([0x0124, 0]), "{v}\n{}", rg.log());
+    assert_eq!(
+        v["statuses"],
+        serde_json::json!([0x0124, 0]),
+        "{v}\n{}",
+        rg.log()
+    );
     assert!(
         scp.wait_step_since(0, "received N-SET", WAIT),
         "{}",
@@ -108,7 +140,10 @@ fn mpps_n_create_not_allowed_is_refused_and_never_reaches_the_scp() {
     );
     assert!(!scp.steps().contains("N-CREATE"), "{}", scp.steps());
     let e = wait_refused(&rg, "NCreateRq", 0x0124);
-    assert!(e["why"].as_str().unwrap_or("").contains("not allowed"), "{e}");
+    assert!(
+        e["why"].as_str().unwrap_or("").contains("not allowed"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -154,12 +189,15 @@ fn commitment_report_reaches_the_scu_when_received() {
 fn commitment_report_not_received_is_answered_by_the_gateway() {
     // No `receive`: the SCP's N-EVENT-REPORT is refused by the gateway (0x0124 to the SCP)
     // and the SCU never gets it.
-    let (scp, rg) = setup(
-        "allow = [\"n-action\"]\nn_sop_classes = [\"StorageCommitmentPushModel\"]",
-    );
+    let (scp, rg) =
+        setup("allow = [\"n-action\"]\nn_sop_classes = [\"StorageCommitmentPushModel\"]");
     let tmp = tmp_dir("dimse-n-commit");
     let until = tmp.path().join("done");
-    let mut cmd = n_scu(rg.port(), "commit", &["--until-file", until.to_str().unwrap()]);
+    let mut cmd = n_scu(
+        rg.port(),
+        "commit",
+        &["--until-file", until.to_str().unwrap()],
+    );
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = cmd.spawn().expect("start n_scu.py");
     let answered = scp.wait_step_since(0, "event-report status=0x0124", WAIT);
@@ -167,19 +205,40 @@ fn commitment_report_not_received_is_answered_by_the_gateway() {
     std::fs::write(&until, b"").unwrap();
     let out = child.wait_with_output().expect("n_scu.py output");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(answered, "the SCP got no 0x0124:\n{}\n{}\n{text}", scp.steps(), rg.log());
-    let line = text.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
+    assert!(
+        answered,
+        "the SCP got no 0x0124:\n{}\n{}\n{text}",
+        scp.steps(),
+        rg.log()
+    );
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("");
     let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {text}"));
     assert_eq!(v["statuses"], serde_json::json!([0]), "{v}");
     assert_eq!(v["reports"], serde_json::json!([]), "{v}\n{}", rg.log());
     let e = wait_refused(&rg, "NEventReportRq", 0x0124);
-    assert!(e["why"].as_str().unwrap_or("").contains("called side"), "{e}");
+    assert!(
+        e["why"].as_str().unwrap_or("").contains("called side"),
+        "{e}"
+    );
     let ok = wait_until(WAIT, || {
         of_kind(&parse_events(&rg.log()), "security-alert")
             .iter()
-            .any(|e| e["detail"].as_str().unwrap_or("").contains("NEventReportRq from the upstream"))
+            .any(|e| {
+                e["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("NEventReportRq from the upstream")
+            })
     });
-    assert!(ok, "no security alert for the refused report:\n{}", rg.log());
+    assert!(
+        ok,
+        "no security alert for the refused report:\n{}",
+        rg.log()
+    );
 }
 
 #[test]
@@ -192,7 +251,10 @@ fn vault_routes_reject_dimse_n_contexts() {
          allow = [\"echo\", \"n-create\", \"n-set\"]\nn_sop_classes = [\"ModalityPerformedProcedureStep\"]\n",
     );
     let rg = Radguard::start_fresh(&toml);
-    let v = json_of(&run(&mut n_scu_to(rg.port(), "RADGUARD", "mpps", &[]), WAIT));
+    let v = json_of(&run(
+        &mut n_scu_to(rg.port(), "RADGUARD", "mpps", &[]),
+        WAIT,
+    ));
     assert_eq!(v["contexts"][MPPS], 3, "{v}\n{}", rg.log());
     assert_eq!(v["statuses"], serde_json::json!([]), "{v}");
 }
