@@ -505,7 +505,13 @@ impl Mapper {
                 why,
             } => {
                 let ctx = self.ctx(assoc.0);
-                if let Some(item) = ctx.outstanding.remove(message_id) {
+                // Only a refused C-STORE ends a store item: a refused request of the called
+                // side (an N-EVENT-REPORT) carries the upstream's Message ID, which may equal
+                // one of the client's.
+                let item = (command == "CStoreRq")
+                    .then(|| ctx.outstanding.remove(message_id))
+                    .flatten();
+                if let Some(item) = item {
                     ctx.done.push((
                         item,
                         Err(format!("refused by policy (0x{status:04X}): {why}")),
@@ -960,6 +966,9 @@ mod tests {
             &r[0].event,
             AuditEvent::DimseResponse { command, status: 0, .. } if command == "NCreateRsp"
         ));
+        // The client's C-STORE 9 is in flight when the upstream's N-EVENT-REPORT 9 is refused:
+        // the store's outcome is still the upstream's answer to it.
+        store_rq(&mut m, 1, 9, "1.2.3.9");
         let r = m.map(&rec(Event::DimseRefused {
             assoc: AssocId(1),
             message_id: 9,
@@ -972,6 +981,10 @@ mod tests {
             &r[0].event,
             AuditEvent::DimseRefused { command, status: 0x0124, .. } if command == "NEventReportRq"
         ));
+        assert!(
+            m.ctx(1).outstanding.contains_key(&9),
+            "the client's C-STORE 9 was taken by the called side's refusal"
+        );
     }
 
     #[test]
