@@ -1,5 +1,6 @@
-//! The compiled policy and its three pure decisions: [`Policy::admit`] (association),
-//! [`Policy::context`] (presentation context) and [`Policy::dimse`] (request).
+//! The compiled policy and its pure decisions: [`Policy::admit`] (association),
+//! [`Policy::context`] (presentation context), [`Policy::dimse`] (the peer's request) and
+//! [`Policy::dimse_from_called`] (a DIMSE-N request the called side sends the peer).
 //!
 //! Everything is default deny: what the policy does not name is refused. A [`Policy`] is an
 //! `Arc` inside, cheap to clone and to hand out through a `tokio::sync::watch` channel.
