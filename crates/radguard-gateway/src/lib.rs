@@ -18,6 +18,8 @@
 //! - [`negotiate`]: pure functions building the upstream request and the client's answer,
 //!   rewriting Maximum Length in both directions.
 //! - [`gate`]: the per-request check (command set, context, policy) shared by both.
+//! - [`called`]: the same check for DIMSE-N requests the upstream sends the client on its
+//!   association (Storage Commitment's N-EVENT-REPORT), under the peer's `receive`.
 //! - [`reader`], [`io`]: cancel-safe PDU reader, timers, writes.
 //! - [`tls`], [`deid_relay`]: the TLS configurations and de-identifiers in force; a C-STORE
 //!   de-identified in the stream.
@@ -26,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assoc;
+pub mod called;
 pub mod conn;
 pub mod deid_relay;
 pub mod establish;

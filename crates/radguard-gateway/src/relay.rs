@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, Mutex};
 /// Pass-through PDUs are written upstream in batches of up to this many bytes.
 const BATCH_LIMIT: usize = 256 * 1024;
 
+use crate::called::{judge_called, CalledVerdict};
 use crate::conn::{ClientConn, MIN_PDU};
 use crate::deid_relay::{restore_uid, DeidMessage, DeidStep};
 use crate::establish::Admitted;
@@ -792,6 +793,20 @@ async fn on_data(
         }
     }
     if let Some((of, v)) = pipeline.check(&mut inspect.firewall, data, is_last) {
+        if of.field.is_response() {
+            // The client's answer to the upstream's request: nothing of it went upstream (it
+            // was held) and no response can answer a response, so the association ends.
+            let why = format!("client's {:?} {}: {v}", of.field, of.name());
+            st.shared.bus.emit(Event::SecurityAlert {
+                assoc: Some(st.id),
+                kind: AlertKind::MalformedDataSet,
+                source: None,
+                detail: why.clone(),
+            });
+            return Err(st
+                .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
+                .await);
+        }
         let r = firewall_refusal(of, &v);
         inspect.fingerprint = None;
         inspect.head = None;
@@ -1083,7 +1098,30 @@ impl Session for ClientSide<'_, '_> {
         // The client answers a request the upstream sent on this association (the C-STORE
         // sub-operations of a C-GET, PS3.4 C.4.3): relayed. A response that answers nothing is
         // judged like any command (0x0211).
-        self.actions.push(Action::Command { context_id, raw });
+        if !command.has_data_set() {
+            self.actions.push(Action::Command { context_id, raw });
+            return None;
+        }
+        // A response with a data set (an N-EVENT-REPORT-RSP's Event Reply): held whole with
+        // its command until the firewall passed it, like an identifier.
+        let of = Subjected {
+            context_id,
+            field: command.command_field().unwrap_or(CommandField::Other(0)),
+            message_id: command.responded_to.unwrap_or(0),
+            sop_class: command.affected_sop_class.clone(),
+            sop_instance: command.affected_sop_instance.clone(),
+        };
+        self.msg = Message {
+            fate: Fate::Hold(Held {
+                context_id,
+                command: raw,
+                identifier: Vec::new(),
+            }),
+            inspect: Inspections {
+                firewall: Some(self.st.adm.pipeline.checking(&self.st.contexts, of)),
+                ..Inspections::default()
+            },
+        };
         None
     }
 
@@ -1508,7 +1546,8 @@ async fn upstream_to_client(
                             raw,
                             command,
                         } => {
-                            upstream_command(st, &mut inc, &mut out, context_id, raw, command).await
+                            upstream_command(st, uwr, &mut inc, &mut out, context_id, raw, *command)
+                                .await
                         }
                         Step::Data { data, is_last, .. } => {
                             upstream_data(st, uwr, &mut inc, &mut out, pdv, data, is_last).await
@@ -1569,6 +1608,7 @@ async fn upstream_to_client(
 /// request (C-GET sub-operation) passes on and its data set streams under the firewall.
 async fn upstream_command(
     st: &RelayState<'_>,
+    uwr: &Mutex<BoxWrite>,
     inc: &mut Incoming,
     out: &mut Vec<u8>,
     context_id: u8,
@@ -1585,6 +1625,14 @@ async fn upstream_command(
         }
         inc.skipping = command.has_data_set();
         return Ok(());
+    }
+    if !is_response && field.is_some_and(CommandField::is_normalized) {
+        // A DIMSE-N request of the called side (Storage Commitment's N-EVENT-REPORT): the
+        // peer's `receive` decides, default deny.
+        if refuse_called(st, uwr, context_id, &command).await? {
+            inc.skipping = command.has_data_set();
+            return Ok(());
+        }
     }
     if command.has_data_set() {
         let field = field.unwrap_or(CommandField::Other(0));
@@ -1624,6 +1672,59 @@ async fn upstream_command(
     }
     pass_command(st, out, context_id, raw, &command).await;
     Ok(())
+}
+
+/// Judges a DIMSE-N request of the upstream ([`crate::called`]); a refused one is answered to
+/// the upstream here (`Ok(true)`: drop it and its data set), audited and alerted like the
+/// client's refused requests.
+async fn refuse_called(
+    st: &RelayState<'_>,
+    uwr: &Mutex<BoxWrite>,
+    context_id: u8,
+    command: &Command,
+) -> Result<bool, End> {
+    let policy = st.shared.policy_now();
+    let admission = &st.adm.admission;
+    let r = match judge_called(&policy, admission, &st.contexts, context_id, command) {
+        CalledVerdict::Pass => return Ok(false),
+        CalledVerdict::Refuse(r) => r,
+        CalledVerdict::Abort(why) => {
+            return Err(st
+                .abort_both(
+                    uwr,
+                    AbortReason::UnexpectedPduParameter,
+                    Blame::Upstream,
+                    why,
+                )
+                .await)
+        }
+    };
+    st.shared.bus.emit(Event::DimseRefused {
+        assoc: st.id,
+        message_id: r.message_id,
+        command: format!("{:?}", r.field),
+        status: r.status,
+        why: format!("from the called side: {}", r.comment),
+    });
+    st.shared.bus.emit(Event::SecurityAlert {
+        assoc: Some(st.id),
+        kind: AlertKind::NotAuthorized,
+        source: None,
+        detail: format!(
+            "{:?} from the upstream refused with 0x{:04X}: {}",
+            r.field, r.status, r.comment
+        ),
+    });
+    let mut buf = Vec::with_capacity(r.response.len() + 12);
+    push_command(&mut buf, context_id, &r.response, st.to_upstream_max);
+    let idle = st.shared.settings.idle_timeout;
+    if let Err(e) = write_timed(&mut *uwr.lock().await, &buf, idle).await {
+        let why = format!("upstream write failed: {e}");
+        return Err(st
+            .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
+            .await);
+    }
+    Ok(true)
 }
 
 /// Why the gateway ends a query or retrieve the upstream is still answering.
