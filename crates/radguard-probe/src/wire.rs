@@ -425,7 +425,7 @@ impl Association {
                     Step::CommandPartial => {}
                     Step::Command { command: c, .. } => {
                         let has_data = c.has_data_set();
-                        command = Some(c);
+                        command = Some(*c);
                         if !has_data {
                             done = true;
                         }
