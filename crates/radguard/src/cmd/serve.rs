@@ -74,6 +74,8 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         ledger: ledger_cfg,
         detect: detect_cfg,
         admin: admin_cfg,
+        // Read and checked with the file; the route-level guard is not wired into the relay yet.
+        guard: _,
     } = loaded;
     // The text in force for the console: read right after the file was loaded.
     let (in_force_tx, in_force_rx) = tokio::sync::watch::channel((
