@@ -85,6 +85,12 @@ enum Command {
     /// A new config that fails anywhere is refused whole; the old one stays in force and running
     /// associations are never dropped.
     Reload(cmd::reload::ReloadArgs),
+    /// The scan-protocol and dose guard offline: `check` judges protocol, approval, dose report
+    /// and worklist answer files against the [guard] limits the gateway uses.
+    Guard {
+        #[command(subcommand)]
+        command: cmd::guard::GuardCommand,
+    },
     /// Check configuration files.
     Config {
         #[command(subcommand)]
@@ -109,6 +115,7 @@ fn main() -> ExitCode {
         Command::Scan(args) => cmd::media::run_scan(args),
         Command::Sanitize(args) => cmd::media::run_sanitize(args),
         Command::Config { command } => cmd::config::run(command),
+        Command::Guard { command } => cmd::guard::run(command),
     }
 }
 
