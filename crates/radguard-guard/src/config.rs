@@ -3,7 +3,6 @@
 //!
 //! ```toml
 //! [guard]
-//! enabled = true                 # default true
 //! approvers = ["Curie^Marie"]    # who may approve protocols (Person Name or person ID)
 //! protocol_managers = ["pm"]     # peers (policy names) that may send protocols to a modality
 //! worklist_protocols = ["99RAD:CTHEAD"]  # allowed Scheduled Protocol codes; none: not checked
@@ -81,8 +80,6 @@ pub struct LimitConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuardConfig {
-    #[serde(default = "yes")]
-    pub enabled: bool,
     /// Who may approve protocols: an Asserter's Person Name (as written, `Family^Given`) or
     /// the Code Value of its Person Identification Code Sequence.
     #[serde(default)]
@@ -103,9 +100,6 @@ pub struct GuardConfig {
     pub limit: Vec<LimitConfig>,
 }
 
-fn yes() -> bool {
-    true
-}
 fn default_max_studies() -> usize {
     DEFAULT_MAX_STUDIES
 }
@@ -113,7 +107,6 @@ fn default_max_studies() -> usize {
 impl Default for GuardConfig {
     fn default() -> Self {
         GuardConfig {
-            enabled: true,
             approvers: Vec::new(),
             protocol_managers: Vec::new(),
             worklist_protocols: Vec::new(),

@@ -265,10 +265,11 @@ impl Checker<'_> {
             if let Value::Items(list) = &mut e.value {
                 let is_sps = e.tag == values::SPS_SEQUENCE;
                 for item in list.iter_mut() {
+                    self.data_set(item, depth + 1);
+                    // After the item's own values: the codes are judged as they will be sent.
                     if is_sps {
                         self.protocol_codes(item);
                     }
-                    self.data_set(item, depth + 1);
                 }
             } else {
                 self.element(e);
@@ -466,8 +467,8 @@ mod tests {
             vec![
                 FindingKind::ControlCharacter,
                 FindingKind::OverLongValue,
-                FindingKind::ProtocolCodeNotAllowed,
                 FindingKind::WrongVr,
+                FindingKind::ProtocolCodeNotAllowed,
             ]
         );
         // Cleaned: a second check finds nothing.
