@@ -64,7 +64,7 @@ impl Loaded {
 
     /// The keys of `new` whose change a reload cannot apply to a running gateway
     /// ([`Config::restart_needed`]: listeners, AE title, caps, timeouts, `on_revoke`), and
-    /// `[audit]`, `[ledger]`, `[detect]` and `[admin]` when their settings differ (the detectors are built
+    /// `[audit]`, `[ledger]`, `[detect]`, `[admin]` and `[guard]` when their settings differ (the detectors are built
     /// at start with their tables). A reload that changes any of them is refused whole, naming
     /// them.
     pub fn restart_needed(&self, new: &Loaded) -> Vec<&'static str> {
@@ -81,6 +81,10 @@ impl Loaded {
         // The admin listener is bound at start with its certificate and tokens.
         if self.admin != new.admin {
             keys.push("[admin]");
+        }
+        // The guard is built at start with its approvals and dose accumulator.
+        if self.guard != new.guard {
+            keys.push("[guard]");
         }
         keys
     }

@@ -19,6 +19,8 @@
 //!   rewriting Maximum Length in both directions.
 //! - [`gate`]: the per-request check (command set, context, policy) shared by both.
 //! - [`reader`], [`io`]: cancel-safe PDU reader, timers, writes.
+//! - [`guard`]: the scan-protocol and dose guard as the relay applies it (protocols held and
+//!   judged, dose reports watched, worklist answers checked).
 //! - [`tls`], [`deid_relay`]: the TLS configurations and de-identifiers in force; a C-STORE
 //!   de-identified in the stream.
 
@@ -30,6 +32,7 @@ pub mod conn;
 pub mod deid_relay;
 pub mod establish;
 pub mod gate;
+pub mod guard;
 pub mod inspect;
 pub mod io;
 pub mod negotiate;

@@ -64,6 +64,8 @@ pub enum FindingKind {
     /// A protocol's CTDIvol or DLP over the notification or alert value.
     CtdivolOverLimit,
     DlpOverLimit,
+    /// A protocol or approval from a peer not in `protocol_managers`.
+    NotProtocolManager,
     /// No Protocol Approval seen for the protocol.
     Unapproved,
     /// Approved, but by no configured approver (or disapproved).
@@ -95,6 +97,7 @@ impl FindingKind {
             FindingKind::ScanLengthOverLimit => "scan-length-over-limit",
             FindingKind::CtdivolOverLimit => "ctdivol-over-limit",
             FindingKind::DlpOverLimit => "dlp-over-limit",
+            FindingKind::NotProtocolManager => "not-protocol-manager",
             FindingKind::Unapproved => "unapproved",
             FindingKind::WrongApprover => "wrong-approver",
             FindingKind::DoseNotification => "dose-notification-without-reason",
