@@ -1829,7 +1829,7 @@ fn over_find_cap(st: &RelayState<'_>, command: &Command) -> Option<u32> {
 
 /// The guard on a Modality Worklist answer (guard.rs): `Ok(None)` relays it as it is,
 /// `Ok(Some(bytes))` the cleaned answer; `Err` ends the query with the guard's status.
-fn guard_answer(st: &RelayState<'_>, h: &HeldResponse) -> Result<Option<Vec<u8>>, QueryEnd> {
+fn guard_answer(st: &RelayState<'_>, h: &HeldResponse) -> Result<Option<Vec<u8>>, Box<QueryEnd>> {
     if h.command.command_field() != Some(CommandField::CFindRsp) {
         return Ok(None);
     }
@@ -1858,7 +1858,7 @@ fn guard_answer(st: &RelayState<'_>, h: &HeldResponse) -> Result<Option<Vec<u8>>
         Answer::Refuse(status, findings) => {
             let first = findings.first().map_or("refused", |f| f.kind.name());
             let why: Vec<String> = findings.iter().map(ToString::to_string).collect();
-            Err(QueryEnd {
+            Err(Box::new(QueryEnd {
                 status,
                 comment: format!("Radguard guard: worklist {first}"),
                 why: format!("worklist answer refused: {}", why.join("; ")),
@@ -1870,7 +1870,7 @@ fn guard_answer(st: &RelayState<'_>, h: &HeldResponse) -> Result<Option<Vec<u8>>
                     abstract_syntax,
                     &findings,
                 ),
-            })
+            }))
         }
     }
 }
@@ -2023,7 +2023,7 @@ async fn upstream_data<'a>(
                         pass_command(st, out, h.context_id, h.raw, &h.command).await;
                         push_data(out, h.context_id, data, true, st.to_client_max);
                     }
-                    Err(end) => end_query(st, uwr, out, &h, of_request(&h), end).await?,
+                    Err(end) => end_query(st, uwr, out, &h, of_request(&h), *end).await?,
                 },
             },
         }

@@ -47,7 +47,7 @@ pub fn code(ds: &DataSet, seq: Tag) -> Option<(String, String, String)> {
 pub struct NotNumeric(pub String);
 
 fn chunks<const N: usize>(b: &[u8]) -> Result<Vec<[u8; N]>, NotNumeric> {
-    if b.len() % N != 0 {
+    if !b.chunks_exact(N).remainder().is_empty() {
         return Err(NotNumeric(format!(
             "{} bytes is not a multiple of {N}",
             b.len()

@@ -95,7 +95,7 @@ fn value_ok(vr: VR, v: &str) -> bool {
                 && matches!(v.get(3..), Some("D" | "W" | "M" | "Y"))
         }
         VR::IS => {
-            v.trim_start_matches(['+', '-']).len() > 0 && digits(v.trim_start_matches(['+', '-']))
+            !v.trim_start_matches(['+', '-']).is_empty() && digits(v.trim_start_matches(['+', '-']))
         }
         VR::DS => v.parse::<f64>().is_ok_and(f64::is_finite),
         VR::CS => v
@@ -130,7 +130,7 @@ impl Checker<'_> {
             return;
         }
         let dict = implicit_vr(tag);
-        if dict != VR::UN && vr != VR::UN && dict != vr && tag.group() % 2 == 0 {
+        if dict != VR::UN && vr != VR::UN && dict != vr && tag.group() & 1 == 0 {
             self.findings.push(Finding::new(
                 FindingKind::WrongVr,
                 format!(
