@@ -555,6 +555,31 @@ dlp_alert = -1
     }
 
     #[test]
+    fn the_docs_example_reads_commented_and_uncommented() {
+        let docs = include_str!("../../../docs/config.md");
+        let at = docs
+            .find("## Scan protocols and dose")
+            .expect("the [guard] section of docs/config.md");
+        let rest = &docs[at..];
+        let start = rest.find("```toml\n").expect("its example") + "```toml\n".len();
+        let block = &rest[start..start + rest[start..].find("```").expect("end of example")];
+        let c = GuardConfig::from_document(block, "config.md").unwrap();
+        assert_eq!(c.limit[0].name, "adult-head");
+        // Every key uncommented: still valid, and each key is read.
+        let all: String = block
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .filter(|l| !l.starts_with("#"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = GuardConfig::from_document(&all, "config.md").unwrap();
+        assert_eq!(c.approvers, vec!["Curie^Marie".to_string()]);
+        assert_eq!(c.worklist_action, WorklistAction::Refuse);
+        assert_eq!(c.limit[0].dlp_alert, Some(5000.0));
+        assert_eq!(c.limit[0].max_scan_length_mm, Some(400.0));
+    }
+
+    #[test]
     fn codes_read() {
         assert_eq!(
             parse_code("99RAD:CT1"),
