@@ -253,4 +253,7 @@ fn guard_section_is_read_and_its_errors_merged_in_file_order() {
         "{rendered:#?}"
     );
     assert!(matches!(errors.errors()[1], ConfigError::Policy(_)));
+    // The guard is built at start: a change of [guard] needs a restart.
+    assert_eq!(plain.restart_needed(&ok), ["[guard]"]);
+    assert!(plain.restart_needed(&plain.clone()).is_empty());
 }
