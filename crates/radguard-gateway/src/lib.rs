@@ -21,6 +21,8 @@
 //! - [`called`]: the same check for DIMSE-N requests the upstream sends the client on its
 //!   association (Storage Commitment's N-EVENT-REPORT), under the peer's `receive`.
 //! - [`reader`], [`io`]: cancel-safe PDU reader, timers, writes.
+//! - [`guard`]: the scan-protocol and dose guard as the relay applies it (protocols held and
+//!   judged, dose reports watched, worklist answers checked).
 //! - [`tls`], [`deid_relay`]: the TLS configurations and de-identifiers in force; a C-STORE
 //!   de-identified in the stream.
 
@@ -33,6 +35,7 @@ pub mod conn;
 pub mod deid_relay;
 pub mod establish;
 pub mod gate;
+pub mod guard;
 pub mod inspect;
 pub mod io;
 pub mod negotiate;

@@ -34,6 +34,7 @@ use crate::conn::{ClientConn, MIN_PDU};
 use crate::deid_relay::{restore_uid, DeidMessage, DeidStep};
 use crate::establish::Admitted;
 use crate::gate::{Contexts, Verdict};
+use crate::guard::{detection, Answer, Reading, StorePlan, MAX_HELD};
 use crate::inspect::{firewall_comment, Checking, Fingerprinting, Inspections, Subjected};
 use crate::io::{
     push_command, read_idle, split_tcp, write_timed, Activity, BoxRead, BoxWrite, IoError,
@@ -760,6 +761,60 @@ async fn start_request(
             _ => {}
         }
     }
+    if is_store {
+        // The scan-protocol and dose guard, by SOP class (guard.rs).
+        let class = sop_class.clone().unwrap_or_default();
+        let ts = st
+            .contexts
+            .get(context_id)
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default();
+        let peer = st.adm.admission.peer_name();
+        let reading = Reading::new(
+            context_id,
+            class.clone(),
+            sop_instance.clone(),
+            request.message_id,
+            ts,
+        );
+        match st.shared.guard().store_plan(&class, peer) {
+            StorePlan::Pass => {}
+            StorePlan::Watch => msg.inspect.guard = Some(reading),
+            StorePlan::Refuse { status, why } => {
+                msg.fate = Fate::Drop;
+                forget();
+                let f = radguard_guard::Finding::new(
+                    radguard_guard::FindingKind::NotProtocolManager,
+                    why.clone(),
+                );
+                let d = detection(st.id, "guard-protocol", peer, "refuse", &class, &[f]);
+                st.shared.bus.emit(d);
+                let r = Refusal {
+                    context_id,
+                    field: request.field,
+                    message_id: request.message_id,
+                    sop_class: Some(class),
+                    sop_instance,
+                    status,
+                    comment: "Radguard guard: not a protocol manager".into(),
+                    kind: AlertKind::NotAuthorized,
+                    detail: Some(why),
+                };
+                refuse(st, uwr, r).await?;
+                return Ok(None);
+            }
+            StorePlan::Hold => {
+                // Nothing of a protocol reaches the modality before it is judged whole.
+                msg.inspect.guard = Some(reading);
+                msg.fate = Fate::Hold(Held {
+                    context_id,
+                    command: raw,
+                    identifier: Vec::new(),
+                });
+                return Ok(None);
+            }
+        }
+    }
     if request.has_data_set && !is_store {
         msg.fate = Fate::Hold(Held {
             context_id,
@@ -837,6 +892,23 @@ async fn on_data(
         }
         return Ok(());
     }
+    if matches!(msg.fate, Fate::Forward) {
+        if let Some(g) = inspect.guard.as_mut() {
+            // A dose report, read as it streams and forwarded anyway: the alert is the answer.
+            g.feed(data);
+            if is_last {
+                if let Some(g) = inspect.guard.take() {
+                    let findings = st.shared.guard().watch_dose(g.bytes(), &g.transfer_syntax);
+                    if !findings.is_empty() {
+                        let peer = st.adm.admission.peer_name();
+                        let d =
+                            detection(st.id, "guard-dose", peer, "alert", &g.sop_class, &findings);
+                        st.shared.bus.emit(d);
+                    }
+                }
+            }
+        }
+    }
     if let Some(f) = inspect.fingerprint.as_mut() {
         f.fp.feed(data);
     }
@@ -855,9 +927,40 @@ async fn on_data(
     match &mut msg.fate {
         Fate::Forward => actions.push(Action::Forward(pdv)),
         Fate::Hold(h) => {
+            let guarded = inspect.guard.is_some();
+            if guarded && h.identifier.len().saturating_add(data.len()) > MAX_HELD {
+                h.identifier = Vec::new();
+                let g = inspect.guard.take();
+                let findings = [radguard_guard::Finding::new(
+                    radguard_guard::FindingKind::Malformed,
+                    format!("protocol object over {MAX_HELD} bytes"),
+                )];
+                let r = guard_refusal(st, g, radguard_guard::STATUS_PROTOCOL_REFUSED, &findings);
+                forget_request(st, r.message_id);
+                if is_last {
+                    msg.fate = Fate::Drop;
+                    refuse(st, uwr, r).await?;
+                } else {
+                    msg.fate = Fate::Refused(r);
+                }
+                return Ok(());
+            }
             h.identifier.extend_from_slice(data);
             if is_last {
                 if let Fate::Hold(h) = std::mem::replace(&mut msg.fate, Fate::Forward) {
+                    if let Some(g) = inspect.guard.take() {
+                        let judged = st.shared.guard().judge_held(
+                            &g.sop_class,
+                            &h.identifier,
+                            &g.transfer_syntax,
+                        );
+                        if let Err((status, findings)) = judged {
+                            msg.fate = Fate::Drop;
+                            let r = guard_refusal(st, Some(g), status, &findings);
+                            forget_request(st, r.message_id);
+                            return refuse(st, uwr, r).await;
+                        }
+                    }
                     actions.push(Action::Command {
                         context_id: h.context_id,
                         raw: h.command,
@@ -879,6 +982,43 @@ async fn on_data(
         Fate::Drop | Fate::Refused(_) => {}
     }
     Ok(())
+}
+
+/// The answer to a protocol or approval the guard refused, and its detection (emitted here).
+fn guard_refusal(
+    st: &RelayState<'_>,
+    g: Option<Reading>,
+    status: u16,
+    findings: &[radguard_guard::Finding],
+) -> Refusal {
+    let g = g.unwrap_or_else(|| Reading::new(0, String::new(), None, 0, String::new()));
+    let peer = st.adm.admission.peer_name();
+    st.shared.bus.emit(detection(
+        st.id,
+        "guard-protocol",
+        peer,
+        "refuse",
+        &g.sop_class,
+        findings,
+    ));
+    let first = findings.first().map_or("refused", |f| f.kind.name());
+    Refusal {
+        context_id: g.context_id,
+        field: CommandField::CStoreRq,
+        message_id: g.message_id,
+        sop_class: Some(g.sop_class.clone()),
+        sop_instance: g.sop_instance.clone(),
+        status,
+        comment: format!("Radguard guard: {first}"),
+        kind: AlertKind::NotAuthorized,
+        detail: Some(
+            findings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    }
 }
 
 /// Forgets a request the gateway answers itself (its response bookkeeping, de-identified UID
@@ -1788,6 +1928,54 @@ fn over_find_cap(st: &RelayState<'_>, command: &Command) -> Option<u32> {
     (n > cap).then_some(cap)
 }
 
+/// The guard on a Modality Worklist answer (guard.rs): `Ok(None)` relays it as it is,
+/// `Ok(Some(bytes))` the cleaned answer; `Err` ends the query with the guard's status.
+fn guard_answer(st: &RelayState<'_>, h: &HeldResponse) -> Result<Option<Vec<u8>>, Box<QueryEnd>> {
+    if h.command.command_field() != Some(CommandField::CFindRsp) {
+        return Ok(None);
+    }
+    let Some((abstract_syntax, ts)) = st.contexts.get(h.context_id) else {
+        return Ok(None);
+    };
+    let peer = st.adm.admission.peer_name();
+    match st
+        .shared
+        .guard()
+        .worklist_answer(abstract_syntax, &h.data, ts)
+    {
+        Answer::Pass => Ok(None),
+        Answer::Cleaned(bytes, findings) => {
+            let d = detection(
+                st.id,
+                "guard-worklist",
+                peer,
+                "clean",
+                abstract_syntax,
+                &findings,
+            );
+            st.shared.bus.emit(d);
+            Ok(Some(bytes))
+        }
+        Answer::Refuse(status, findings) => {
+            let first = findings.first().map_or("refused", |f| f.kind.name());
+            let why: Vec<String> = findings.iter().map(ToString::to_string).collect();
+            Err(Box::new(QueryEnd {
+                status,
+                comment: format!("Radguard guard: worklist {first}"),
+                why: format!("worklist answer refused: {}", why.join("; ")),
+                alert: detection(
+                    st.id,
+                    "guard-worklist",
+                    peer,
+                    "refuse",
+                    abstract_syntax,
+                    &findings,
+                ),
+            }))
+        }
+    }
+}
+
 /// The peer's C-FIND got more matches than its cap: Refused, Out of Resources (0xA700, PS3.4
 /// C.4.1.1.4), no more matches relayed.
 fn find_cap_reached(st: &RelayState<'_>, cap: u32) -> QueryEnd {
@@ -1930,10 +2118,14 @@ async fn upstream_data<'a>(
                     let end = find_cap_reached(st, cap);
                     end_query(st, uwr, out, &h, of_request(&h), end).await?;
                 }
-                None => {
-                    pass_command(st, out, h.context_id, h.raw, &h.command).await;
-                    push_data(out, h.context_id, &h.data, true, st.to_client_max);
-                }
+                None => match guard_answer(st, &h) {
+                    Ok(cleaned) => {
+                        let data = cleaned.as_deref().unwrap_or(&h.data);
+                        pass_command(st, out, h.context_id, h.raw, &h.command).await;
+                        push_data(out, h.context_id, data, true, st.to_client_max);
+                    }
+                    Err(end) => end_query(st, uwr, out, &h, of_request(&h), *end).await?,
+                },
             },
         }
         return Ok(());

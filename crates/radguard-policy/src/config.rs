@@ -359,6 +359,10 @@ struct RawConfig {
     /// (`AdminConfig::from_document`).
     #[allow(dead_code)]
     admin: Option<serde::de::IgnoredAny>,
+    /// `[guard]` and its `[[guard.limit]]`: radguard-guard's section
+    /// (`GuardConfig::from_document`).
+    #[allow(dead_code)]
+    guard: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -96,6 +96,12 @@ enum Command {
     /// (first answer counted and cancelled; nothing kept or printed). See docs/probe.md.
     /// Exit status 0 nothing found, 1 findings, 2 usage error.
     Probe(cmd::probe::ProbeArgs),
+    /// The scan-protocol and dose guard offline: `check` judges protocol, approval, dose report
+    /// and worklist answer files against the [guard] limits the gateway uses.
+    Guard {
+        #[command(subcommand)]
+        command: cmd::guard::GuardCommand,
+    },
     /// Check configuration files.
     Config {
         #[command(subcommand)]
@@ -121,6 +127,7 @@ fn main() -> ExitCode {
         Command::Sanitize(args) => cmd::media::run_sanitize(args),
         Command::Probe(args) => cmd::probe::run(args),
         Command::Config { command } => cmd::config::run(command),
+        Command::Guard { command } => cmd::guard::run(command),
     }
 }
 

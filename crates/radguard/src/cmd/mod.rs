@@ -8,6 +8,7 @@ pub mod config;
 pub mod console;
 pub mod deid;
 pub mod files_bar;
+pub mod guard;
 pub mod learned;
 pub mod ledger;
 pub mod media;

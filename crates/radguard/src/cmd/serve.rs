@@ -74,6 +74,7 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         ledger: ledger_cfg,
         detect: detect_cfg,
         admin: admin_cfg,
+        guard: guard_cfg,
     } = loaded;
     // The text in force for the console: read right after the file was loaded.
     let (in_force_tx, in_force_rx) = tokio::sync::watch::channel((
@@ -252,6 +253,8 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
             Some((ledger.clone(), gateway_id)),
             bus.clone(),
         );
+        // The scan-protocol and dose guard ([guard]), before the first association.
+        shared.set_guard(radguard_gateway::guard::Guard::new(guard_cfg));
         // Expired entries dropped and operators' changes reported before the first association.
         keeper.spawn(shared.clone(), block_rx)?;
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
