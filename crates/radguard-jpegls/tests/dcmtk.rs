@@ -94,7 +94,7 @@ fn every_dcmcjpls_stream_decodes_as_dcmdjpls_decodes_it() {
 }
 
 /// Damaged copies of real streams (truncated, bytes flipped) give an error or an image, never
-/// a panic, and never an image of another size.
+/// a panic, and never an image whose sample count disagrees with its header.
 #[test]
 fn damaged_streams_are_errors_not_panics() {
     let (dir, rows) = streams();
@@ -102,7 +102,6 @@ fn damaged_streams_are_errors_not_panics() {
     for row in rows.iter().take(12) {
         let name = &row[0];
         let jls = std::fs::read(dir.path().join(format!("{name}.f0.jls"))).expect("jls");
-        let expected = num(&row[1]) * num(&row[2]) * num(&row[4]);
         for cut in (0..jls.len()).step_by(jls.len() / 40 + 1) {
             if decode(&jls[..cut], &Limits::default()).is_err() {
                 errors += 1;
@@ -121,7 +120,6 @@ fn damaged_streams_are_errors_not_panics() {
                 Err(_) => errors += 1,
             }
         }
-        let _ = expected;
     }
     assert!(errors > 100, "only {errors} errors");
 }
