@@ -18,8 +18,9 @@
 //! Bounds: the output size is checked against [`Limits`] before anything is allocated; every
 //! malformed stream is an [`Error`] (no panics, no `unsafe`); work is bounded by the output
 //! size (a run bit fills at most 2^15 samples, a Golomb code is at most LIMIT bits).
-//! Correctness is checked sample for sample against DCMTK's `dcmdjpls` on streams written by
-//! `dcmcjpls` (radguard-ledger's `jpegls` test), and the decoder is fuzzed (`fuzz/`).
+//! Correctness is checked sample for sample against DCMTK's `dcmdjpls` on the streams
+//! `dcmcjpls` writes (`tests/dcmtk.rs`: 42 variants, restart intervals spliced from strips), and
+//! the decoder is fuzzed (`fuzz/fuzz_targets/jpegls.rs`).
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 
