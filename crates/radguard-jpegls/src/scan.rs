@@ -57,6 +57,8 @@ pub struct Coder {
     t3: i64,
     reset: i64,
     a_init: i64,
+    /// Quantised gradient for each difference -MAXVAL..=MAXVAL (index d + MAXVAL).
+    q_table: Vec<i8>,
     contexts: Vec<Context>,
     run: [RunContext; 2],
 }
@@ -90,9 +92,11 @@ impl Coder {
             t3: i64::from(p.t3),
             reset: i64::from(p.reset),
             a_init,
+            q_table: Vec::new(),
             contexts: Vec::new(),
             run: [RunContext { a: 0, n: 0, nn: 0 }; 2],
         };
+        c.q_table = (-maxval..=maxval).map(|d| c.quantize(d) as i8).collect();
         c.restart();
         c
     }
@@ -141,7 +145,16 @@ impl Coder {
     /// The signed context number 81·Q1 + 9·Q2 + Q3 of a sample (0: run mode).
     #[inline]
     fn context_id(&self, ra: i64, rb: i64, rc: i64, rd: i64) -> i64 {
-        81 * self.quantize(rd - rb) + 9 * self.quantize(rb - rc) + self.quantize(rc - ra)
+        81 * self.q(rd - rb) + 9 * self.q(rb - rc) + self.q(rc - ra)
+    }
+
+    /// `quantize` through the table (samples are in 0..=MAXVAL, so |d| ≤ MAXVAL).
+    #[inline]
+    fn q(&self, d: i64) -> i64 {
+        usize::try_from(d + self.maxval)
+            .ok()
+            .and_then(|i| self.q_table.get(i))
+            .map_or_else(|| self.quantize(d), |q| i64::from(*q))
     }
 
     /// A reconstructed value brought back into [0, MAXVAL] (T.87 §A.4.5: modulo reduction,
@@ -312,17 +325,21 @@ impl Coder {
         let edge = *prev.get(width).ok_or(Error::Internal)?;
         *prev.get_mut(width + 1).ok_or(Error::Internal)? = edge;
         *cur.first_mut().ok_or(Error::Internal)? = *prev.get(1).ok_or(Error::Internal)?;
+        let at = |s: &[i32], j: usize| s.get(j).map(|v| i64::from(*v)).ok_or(Error::Internal);
+        // The neighbours slide along the line: Ra (left), Rc (above left), Rb (above).
+        let mut ra = at(cur, 0)?;
+        let mut rc = at(prev, 0)?;
+        let mut rb = at(prev, 1)?;
         let mut i = 1usize;
         while i <= width {
-            let at = |s: &[i32], j: usize| s.get(j).map(|v| i64::from(*v)).ok_or(Error::Internal);
-            let ra = at(cur, i - 1)?;
-            let rb = at(prev, i)?;
-            let rc = at(prev, i - 1)?;
             let rd = at(prev, i + 1)?;
             let qs = self.context_id(ra, rb, rc, rd);
             if qs != 0 {
                 let x = self.regular(br, qs, predict(ra, rb, rc))?;
                 *cur.get_mut(i).ok_or(Error::Internal)? = x as i32;
+                ra = x;
+                rc = rb;
+                rb = rd;
                 i += 1;
                 continue;
             }
@@ -335,10 +352,13 @@ impl Coder {
             if n == remaining {
                 break;
             }
-            let rb = at(prev, i)?;
-            let x = self.interruption(br, ra, rb, *run_index)?;
+            let rb_here = at(prev, i)?;
+            let x = self.interruption(br, ra, rb_here, *run_index)?;
             *cur.get_mut(i).ok_or(Error::Internal)? = x as i32;
             *run_index = run_index.saturating_sub(1);
+            ra = x;
+            rc = rb_here;
+            rb = at(prev, i + 1)?;
             i += 1;
         }
         Ok(())
