@@ -543,3 +543,115 @@ fn decode_scan(
         run_index.fill(0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 1×1 8-bit image of value 0x33 as dcmcjpls writes it (SOF55 at 2, SOS at 15, coded
+    /// data 00 00 01 64, a fill byte, EOI).
+    const ONE: [u8; 32] = [
+        0xFF, 0xD8, 0xFF, 0xF7, 0x00, 0x0B, 0x08, 0x00, 0x01, 0x00, 0x01, 0x01, 0x01, 0x11, 0x00,
+        0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x64, 0xFF,
+        0xFF, 0xD9,
+    ];
+
+    fn one() -> Vec<u8> {
+        ONE.to_vec()
+    }
+
+    #[test]
+    fn one_pixel_decodes() {
+        let img = decode(&one(), &Limits::default()).expect("decode");
+        assert_eq!(img.header.width, 1);
+        assert_eq!(img.header.precision, 8);
+        assert_eq!(img.samples, [0x33]);
+        assert_eq!(read_header(&one()).expect("header"), img.header);
+    }
+
+    #[test]
+    fn declared_size_is_checked_before_allocation() {
+        let mut s = one();
+        s[7..11].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]); // 65535 × 65535
+        assert_eq!(
+            decode(&s, &Limits::default()),
+            Err(Error::TooLarge {
+                bytes: 65535 * 65535 * 2,
+                limit: 512 * 1024 * 1024
+            })
+        );
+    }
+
+    #[test]
+    fn features_outside_dicom_are_refused() {
+        let mut s = one();
+        s[7..9].copy_from_slice(&[0, 0]); // height 0: DNL
+        assert!(matches!(
+            decode(&s, &Limits::default()),
+            Err(Error::Unsupported(_))
+        ));
+        let mut s = one();
+        s[21] = 1; // Tm: a mapping table
+        assert!(matches!(
+            decode(&s, &Limits::default()),
+            Err(Error::Unsupported(_))
+        ));
+        let mut s = one();
+        s[13] = 0x21; // horizontal sampling factor 2
+        assert!(matches!(
+            decode(&s, &Limits::default()),
+            Err(Error::Unsupported(_))
+        ));
+        let mut s = one();
+        s[24] = 1; // point transform
+        assert!(matches!(
+            decode(&s, &Limits::default()),
+            Err(Error::Unsupported(_))
+        ));
+        // An LSE mapping table segment before the scan.
+        let mut s = one()[..15].to_vec();
+        s.extend_from_slice(&[0xFF, 0xF8, 0x00, 0x05, 0x02, 0x01, 0x01]);
+        s.extend_from_slice(&one()[15..]);
+        assert!(matches!(
+            decode(&s, &Limits::default()),
+            Err(Error::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn invalid_parameters_are_errors() {
+        let mut s = one();
+        s[22] = 200; // NEAR > MAXVAL / 2
+        assert!(matches!(
+            decode(&s, &Limits::default()),
+            Err(Error::InvalidHeader(_))
+        ));
+        let mut s = one();
+        s[6] = 1; // precision 1
+        assert!(matches!(
+            decode(&s, &Limits::default()),
+            Err(Error::InvalidHeader(_))
+        ));
+        // LSE thresholds out of order: T1 = 10 > T2 = 5.
+        let mut s = one()[..15].to_vec();
+        s.extend_from_slice(&[
+            0xFF, 0xF8, 0x00, 0x0D, 0x01, 0, 255, 0, 10, 0, 5, 0, 21, 0, 64,
+        ]);
+        s.extend_from_slice(&one()[15..]);
+        assert_eq!(
+            decode(&s, &Limits::default()),
+            Err(Error::InvalidHeader("LSE thresholds"))
+        );
+        // A scan before the frame header.
+        let s: Vec<u8> = [&one()[..2], &one()[15..]].concat();
+        assert!(decode(&s, &Limits::default()).is_err());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let s = one();
+        for cut in 0..s.len() {
+            assert!(decode(&s[..cut], &Limits::default()).is_err(), "cut {cut}");
+        }
+    }
+}
