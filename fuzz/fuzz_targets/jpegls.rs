@@ -21,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(img.samples.len(), n, "sample count");
             assert!((n as u64) * 2 <= LIMITS.max_output_bytes);
             let max = (1u32 << h.precision) - 1;
-            assert!(img.samples.iter().all(|s| u32::from(*s) <= max), "sample above 2^P - 1");
+            assert!(
+                img.samples.iter().all(|s| u32::from(*s) <= max),
+                "sample above 2^P - 1"
+            );
             assert_eq!(read_header(data).as_ref(), Ok(h), "read_header disagrees");
         }
         Err(Error::TooLarge { bytes, limit }) => assert!(bytes > limit),
