@@ -79,6 +79,19 @@ async fn supervise(shared: Arc<Shared>, queue: Arc<HoldQueue>, data_dir: PathBuf
             Ok(Ok(d)) => d,
             _ => Vec::new(),
         };
+        // Operators' drops (`radguard queue drop`, gateway running or not) reported once each:
+        // the audit trail records who removed which instance.
+        let q = queue.clone();
+        if let Ok(Ok(drops)) = tokio::task::spawn_blocking(move || q.take_unreported_drops()).await
+        {
+            for (h, by) in drops {
+                shared.bus.emit(Event::HoldDropped {
+                    by,
+                    dest: h.item.dest,
+                    sop_instance: h.item.sop_instance,
+                });
+            }
+        }
         let now = unix_ms();
         let mut seen = HashSet::new();
         for d in &depths {

@@ -28,7 +28,10 @@ CREATE TABLE IF NOT EXISTS held (
     state         TEXT NOT NULL,
     attempts      INTEGER NOT NULL DEFAULT 0,
     last_error    TEXT,
-    done_ms       INTEGER
+    done_ms       INTEGER,
+    -- An operator's drop: who, and whether the gateway has reported it (audited) yet.
+    dropped_by    TEXT,
+    drop_reported INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS held_dest ON held (dest, state, seq);
 ";
@@ -285,8 +288,9 @@ impl HoldQueue {
         Ok(())
     }
 
-    /// Operator's drop: the rows (waiting or quarantined) leave the queue. Returns them.
-    pub fn drop_rows(&self, seqs: &[i64]) -> Result<Vec<Held>, VaultError> {
+    /// Operator's drop: the rows (waiting or quarantined) leave the queue, marked with `by`
+    /// until the gateway reports them ([`HoldQueue::take_unreported_drops`]). Returns them.
+    pub fn drop_rows(&self, seqs: &[i64], by: &str) -> Result<Vec<Held>, VaultError> {
         let mut out = Vec::new();
         for &seq in seqs {
             let found = self.select(
@@ -294,9 +298,42 @@ impl HoldQueue {
                 params![seq],
             )?;
             for h in found {
-                self.set_state(h.seq, HeldState::Dropped, None)?;
+                let c = self.conn();
+                c.execute(
+                    "UPDATE held SET state = 'dropped', dropped_by = ?2, drop_reported = 0
+                     WHERE seq = ?1",
+                    params![h.seq, by],
+                )
+                .map_err(err)?;
                 out.push(h);
             }
+        }
+        Ok(out)
+    }
+
+    /// Drops not reported yet, with who made them; marked reported (the gateway emits an
+    /// audited event for each).
+    pub fn take_unreported_drops(&self) -> Result<Vec<(Held, String)>, VaultError> {
+        let rows = self.select(
+            "WHERE state = 'dropped' AND drop_reported = 0 ORDER BY seq",
+            params![],
+        )?;
+        let mut out = Vec::new();
+        for h in rows {
+            let c = self.conn();
+            let by: Option<String> = c
+                .query_row(
+                    "SELECT dropped_by FROM held WHERE seq = ?1",
+                    params![h.seq],
+                    |r| r.get(0),
+                )
+                .map_err(err)?;
+            c.execute(
+                "UPDATE held SET drop_reported = 1 WHERE seq = ?1",
+                params![h.seq],
+            )
+            .map_err(err)?;
+            out.push((h, by.unwrap_or_else(|| "operator".into())));
         }
         Ok(out)
     }
@@ -415,8 +452,12 @@ mod tests {
         let d = q.depths().expect("depths");
         assert_eq!(d.len(), 2);
         assert_eq!(d[0].waiting, 4);
-        let dropped = q.drop_rows(&[b[1].seq]).expect("drop");
+        let dropped = q.drop_rows(&[b[1].seq], "operator t").expect("drop");
         assert_eq!(dropped.len(), 1);
+        let reported = q.take_unreported_drops().expect("drops");
+        assert_eq!(reported.len(), 1);
+        assert_eq!(reported[0].1, "operator t");
+        assert!(q.take_unreported_drops().expect("drops").is_empty());
         assert_eq!(
             q.state_of("1.2.2").expect("state"),
             Some(HeldState::Dropped)

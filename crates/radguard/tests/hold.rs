@@ -385,6 +385,36 @@ fn quota_and_disk_high_water_refuse_with_a700_and_alert() {
         .as_str()
         .unwrap()
         .contains("hold_quota 5"));
+
+    // The operator's view: five queued; a drop needs --yes and is reported (audited).
+    let queue = |args: &[&str]| {
+        let mut cmd = Command::new(Radguard::exe());
+        cmd.arg("queue").args(args).arg("--data").arg(&rg.data_dir);
+        run(&mut cmd, Duration::from_secs(60))
+    };
+    let out = queue(&["list", "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let rows: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 5, "{}", out.all());
+    let seq = rows[0]["seq"].as_i64().unwrap().to_string();
+    let out = queue(&["drop", &seq]);
+    assert_eq!(out.code, Some(2), "drop without --yes: {}", out.all());
+    let out = queue(&["drop", &seq, "--yes"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let dropped = wait_events(&rg, "hold-dropped", 1, Duration::from_secs(30));
+    assert_eq!(dropped[0]["sop_instance"], rows[0]["sop_instance"]);
+    let out = queue(&["list", "--json"]);
+    let waiting = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains("\"queued\"") || l.contains("\"in-flight\""))
+        .count();
+    assert_eq!(waiting, 4, "{}", out.all());
+    assert_eq!(queue(&["retry"]).code, Some(0));
     drop(rg);
 
     // A disk high-water mark below the disk's use: refused before anything is stored.

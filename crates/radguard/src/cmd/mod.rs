@@ -11,6 +11,7 @@ pub mod files_bar;
 pub mod learned;
 pub mod ledger;
 pub mod media;
+pub mod queue;
 pub mod reload;
 pub mod serve;
 pub mod tls;
