@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS held (
     drop_reported INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS held_dest ON held (dest, state, seq);
+CREATE INDEX IF NOT EXISTS held_route ON held (route, state);
+CREATE INDEX IF NOT EXISTS held_done ON held (state, done_ms);
 ";
 
 /// Where a held instance is.
@@ -126,6 +128,9 @@ impl std::fmt::Debug for HoldQueue {
             .finish()
     }
 }
+
+/// How long a delivered row stays (for `radguard queue list` and tests) before it is deleted.
+const DONE_KEPT_MS: u64 = 3_600_000;
 
 const WAITING: &str = "state IN ('queued', 'in-flight')";
 
@@ -266,9 +271,19 @@ impl HoldQueue {
         self.set_state(seq, HeldState::InFlight, None)
     }
 
-    /// The destination answered success: out of the queue.
+    /// The destination answered success: out of the queue. Rows done for over an hour are
+    /// deleted (the ledger, the audit trail and the events keep the history), so the file
+    /// stays the size of the backlog.
     pub fn mark_done(&self, seq: i64, now_ms: u64) -> Result<(), VaultError> {
-        self.set_state(seq, HeldState::Done, Some(now_ms))
+        self.set_state(seq, HeldState::Done, Some(now_ms))?;
+        let cutoff = i64::try_from(now_ms.saturating_sub(DONE_KEPT_MS)).unwrap_or(0);
+        self.conn()
+            .execute(
+                "DELETE FROM held WHERE state = 'done' AND done_ms < ?1",
+                params![cutoff],
+            )
+            .map_err(err)?;
+        Ok(())
     }
 
     /// The file no longer matches its fingerprint: kept out of the forwarding order.

@@ -436,3 +436,53 @@ fn quota_and_disk_high_water_refuse_with_a700_and_alert() {
         .unwrap()
         .contains("hold_high_water_percent 1"));
 }
+
+#[test]
+fn a_held_file_changed_in_the_vault_is_quarantined_not_sent() {
+    let tmp = tmp_dir("hold-tamper");
+    let (files, uids) = make_series(&tmp.path().join("series"), 3, "4");
+    let archive_port = free_port();
+    let rg = Radguard::start_fresh(&hold_config(archive_port, "", None));
+    storescu(rg.port(), "MOD", "HOLD", &files).assert_success("storescu -> hold route");
+    wait_events(&rg, "hold-queued", 3, Duration::from_secs(30));
+
+    // Someone with access to the data folder changes the second instance's last byte.
+    let mut cmd = Command::new(Radguard::exe());
+    cmd.args(["queue", "list", "--json", "--data"])
+        .arg(&rg.data_dir);
+    let out = run(&mut cmd, Duration::from_secs(60));
+    let rows: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let row = rows
+        .iter()
+        .find(|r| r["sop_instance"] == uids[1].as_str())
+        .expect("row");
+    let path = PathBuf::from(row["path"].as_str().unwrap());
+    let mut perm = fs::metadata(&path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perm.set_readonly(false);
+    fs::set_permissions(&path, perm).unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xFF;
+    fs::write(&path, bytes).unwrap();
+
+    let orthanc = Archive::start(archive_port);
+    wait_events(&rg, "hold-forwarded", 2, Duration::from_secs(120));
+    let ok = wait_until(Duration::from_secs(30), || {
+        rg.events().iter().any(|e| {
+            e["event"] == "security-alert"
+                && e["kind"] == "instance-conflict"
+                && e["detail"].as_str().is_some_and(|d| d.contains(&uids[1]))
+        })
+    });
+    assert!(ok, "no alert for the changed file:\n{}", tail(&rg.log()));
+    assert_eq!(orthanc.count(), 2);
+    assert_order(
+        &orthanc.arrival_order(),
+        &[uids[0].clone(), uids[2].clone()],
+    );
+}

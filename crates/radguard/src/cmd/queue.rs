@@ -94,6 +94,7 @@ fn list(data: &Path, json: bool) -> anyhow::Result<u8> {
                 "route": h.item.route,
                 "sop_instance": h.item.sop_instance,
                 "sop_class": h.item.sop_class,
+                "path": h.item.path,
                 "age_secs": age,
                 "attempts": h.attempts,
                 "last_error": h.last_error,
