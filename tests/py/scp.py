@@ -63,6 +63,11 @@ def main() -> int:
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    # Defined Procedure Protocol (CT, XA) and Protocol Approval Storage: a modality's protocol
+    # store (pynetdicom does not list them among its storage contexts).
+    for uid in ("1.2.840.10008.5.1.4.1.1.200.1", "1.2.840.10008.5.1.4.1.1.200.7",
+                "1.2.840.10008.5.1.4.1.1.200.3"):
+        ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
 
     received: dict[int, int] = {}
     lock = threading.Lock()

@@ -530,7 +530,13 @@ impl Mapper {
                 why,
             } => {
                 let ctx = self.ctx(assoc.0);
-                if let Some(item) = ctx.outstanding.remove(message_id) {
+                // Only a refused C-STORE ends a store item: a refused request of the called
+                // side (an N-EVENT-REPORT) carries the upstream's Message ID, which may equal
+                // one of the client's.
+                let item = (command == "CStoreRq")
+                    .then(|| ctx.outstanding.remove(message_id))
+                    .flatten();
+                if let Some(item) = item {
                     ctx.done.push((
                         item,
                         Err(format!("refused by policy (0x{status:04X}): {why}")),
@@ -944,6 +950,66 @@ mod tests {
             sub_operations: None,
             bytes: None,
         }))
+    }
+
+    #[test]
+    fn dimse_n_requests_responses_and_refusals_are_records() {
+        // MPPS and Storage Commitment: the bus names them like the C-services ("NCreateRq"),
+        // and each is one record naming the command, not a store transfer.
+        let mut m = Mapper::default();
+        requested(&mut m, 1);
+        let r = m.map(&rec(Event::DimseRequest {
+            assoc: AssocId(1),
+            message_id: 3,
+            command: "NCreateRq".into(),
+            sop_class: Some("1.2.840.10008.3.1.2.3.3".into()),
+            sop_instance: Some("1.2.3.4".into()),
+            move_destination: None,
+            subject: None,
+            identifier: None,
+        }));
+        assert_eq!(r.len(), 1);
+        assert!(matches!(
+            &r[0].event,
+            AuditEvent::DimseRequest { command, sop_instance: Some(i), .. }
+                if command == "NCreateRq" && i == "1.2.3.4"
+        ));
+        let r = m.map(&rec(Event::DimseResponse {
+            assoc: AssocId(1),
+            message_id: 3,
+            command: "NCreateRsp".into(),
+            status: 0,
+            from: Blame::Upstream,
+            sop_class: None,
+            sop_instance: None,
+            subject: None,
+            sub_operations: None,
+            bytes: None,
+        }));
+        assert_eq!(r.len(), 1, "no transfer record for an N-CREATE: {r:#?}");
+        assert!(matches!(
+            &r[0].event,
+            AuditEvent::DimseResponse { command, status: 0, .. } if command == "NCreateRsp"
+        ));
+        // The client's C-STORE 9 is in flight when the upstream's N-EVENT-REPORT 9 is refused:
+        // the store's outcome is still the upstream's answer to it.
+        store_rq(&mut m, 1, 9, "1.2.3.9");
+        let r = m.map(&rec(Event::DimseRefused {
+            assoc: AssocId(1),
+            message_id: 9,
+            command: "NEventReportRq".into(),
+            status: 0x0124,
+            why: "from the called side: Radguard: operation not allowed".into(),
+        }));
+        assert_eq!(r.len(), 1);
+        assert!(matches!(
+            &r[0].event,
+            AuditEvent::DimseRefused { command, status: 0x0124, .. } if command == "NEventReportRq"
+        ));
+        assert!(
+            m.ctx(1).outstanding.contains_key(&9),
+            "the client's C-STORE 9 was taken by the called side's refusal"
+        );
     }
 
     #[test]

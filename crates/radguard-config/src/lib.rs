@@ -10,6 +10,7 @@
 //! | `[ledger]` | radguard-ledger | [`LedgerConfig`] |
 //! | `[detect]`, `[[detect.rule]]` | radguard-detect | [`DetectConfig`] |
 //! | `[admin]`, `[[admin.token]]` | radguard-web | [`AdminConfig`] |
+//! | `[guard]`, `[[guard.limit]]` | radguard-guard | [`GuardConfig`] |
 //!
 //! This crate only composes: it reads the file once, hands the text to each section's loader
 //! and merges their errors ([`ConfigErrors`]). A syntax error is reported once (by the policy's
@@ -23,6 +24,7 @@ use std::path::Path;
 
 pub use radguard_audit::config::AuditConfig;
 pub use radguard_detect::DetectConfig;
+pub use radguard_guard::GuardConfig;
 pub use radguard_ledger::LedgerConfig;
 pub use radguard_policy::Config;
 pub use radguard_web::AdminConfig;
@@ -40,6 +42,9 @@ pub struct Loaded {
     pub detect: DetectConfig,
     /// `[admin]`: the operator console (on, loopback, no tokens when the file has none).
     pub admin: AdminConfig,
+    /// `[guard]`: protocol limits, approvers, worklist checks (its defaults when the file has
+    /// none).
+    pub guard: GuardConfig,
 }
 
 impl Loaded {
@@ -53,12 +58,13 @@ impl Loaded {
             ledger: LedgerConfig::default(),
             detect: DetectConfig::default(),
             admin: AdminConfig::default(),
+            guard: GuardConfig::default(),
         }
     }
 
     /// The keys of `new` whose change a reload cannot apply to a running gateway
     /// ([`Config::restart_needed`]: listeners, AE title, caps, timeouts, `on_revoke`), and
-    /// `[audit]`, `[ledger]`, `[detect]` and `[admin]` when their settings differ (the detectors are built
+    /// `[audit]`, `[ledger]`, `[detect]`, `[admin]` and `[guard]` when their settings differ (the detectors are built
     /// at start with their tables). A reload that changes any of them is refused whole, naming
     /// them.
     pub fn restart_needed(&self, new: &Loaded) -> Vec<&'static str> {
@@ -75,6 +81,10 @@ impl Loaded {
         // The admin listener is bound at start with its certificate and tokens.
         if self.admin != new.admin {
             keys.push("[admin]");
+        }
+        // The guard is built at start with its approvals and dose accumulator.
+        if self.guard != new.guard {
+            keys.push("[guard]");
         }
         keys
     }
@@ -99,6 +109,9 @@ pub enum ConfigError {
     /// `[admin]` and `[[admin.token]]`.
     #[error(transparent)]
     Admin(radguard_web::config::ConfigError),
+    /// `[guard]` and `[[guard.limit]]`.
+    #[error(transparent)]
+    Guard(radguard_guard::config::ConfigError),
 }
 
 impl ConfigError {
@@ -110,6 +123,7 @@ impl ConfigError {
             ConfigError::Ledger(e) => e.line,
             ConfigError::Detect(e) => e.line,
             ConfigError::Admin(e) => e.line,
+            ConfigError::Guard(e) => e.line,
         }
     }
 
@@ -121,6 +135,7 @@ impl ConfigError {
             ConfigError::Ledger(e) => e.col,
             ConfigError::Detect(e) => e.col,
             ConfigError::Admin(e) => e.col,
+            ConfigError::Guard(e) => e.col,
         }
     }
 
@@ -132,6 +147,7 @@ impl ConfigError {
             ConfigError::Ledger(e) => &e.field,
             ConfigError::Detect(e) => &e.field,
             ConfigError::Admin(e) => &e.field,
+            ConfigError::Guard(e) => &e.field,
         }
     }
 }
@@ -201,8 +217,15 @@ pub fn parse_config_in(src: &str, origin: &str, base_dir: &Path) -> Result<Loade
     } else {
         None
     };
-    match (config, audit, ledger, detect, admin) {
-        (Some(config), Some(audit), Some(ledger), Some(detect), Some(admin))
+    let guard = if syntax_ok {
+        GuardConfig::from_document(src, origin)
+            .map_err(|e| errors.extend(e.errors.into_iter().map(ConfigError::Guard)))
+            .ok()
+    } else {
+        None
+    };
+    match (config, audit, ledger, detect, admin, guard) {
+        (Some(config), Some(audit), Some(ledger), Some(detect), Some(admin), Some(guard))
             if errors.is_empty() =>
         {
             Ok(Loaded {
@@ -211,6 +234,7 @@ pub fn parse_config_in(src: &str, origin: &str, base_dir: &Path) -> Result<Loade
                 ledger,
                 detect,
                 admin,
+                guard,
             })
         }
         _ => {

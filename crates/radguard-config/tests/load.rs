@@ -229,3 +229,31 @@ fn admin_section_is_read_and_its_errors_merged() {
     let changed = load(&format!("{PEER}\n{VAULT}\n[admin]\nenabled = false\n")).expect("valid");
     assert_eq!(plain.restart_needed(&changed), ["[admin]"]);
 }
+
+#[test]
+fn guard_section_is_read_and_its_errors_merged_in_file_order() {
+    let plain = load(&format!("{PEER}\n{VAULT}")).expect("valid");
+    assert_eq!(plain.guard, radguard_config::GuardConfig::default());
+    let ok = load(&format!(
+        "{PEER}\n{VAULT}\n[guard]\napprovers = [\"Curie^Marie\"]\n[[guard.limit]]\nname = \"h\"\nbody_parts = [\"HEAD\"]\nkvp = [80, 140]\n"
+    ))
+    .expect("valid");
+    assert_eq!(ok.guard.approvers, vec!["Curie^Marie".to_string()]);
+    assert_eq!(ok.guard.limit[0].kvp, Some([80.0, 140.0]));
+    let src = format!(
+        "[guard]\nmax_studies = 0\n\n{}\n{VAULT}",
+        PEER.replace("10.0.0.1", "10.0.0.300")
+    );
+    let errors = load(&src).expect_err("invalid");
+    let rendered: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
+    assert_eq!(rendered.len(), 2, "{rendered:#?}");
+    assert!(matches!(errors.errors()[0], ConfigError::Guard(_)));
+    assert!(
+        rendered[0].starts_with("gw.toml:2:15: field `guard.max_studies`"),
+        "{rendered:#?}"
+    );
+    assert!(matches!(errors.errors()[1], ConfigError::Policy(_)));
+    // The guard is built at start: a change of [guard] needs a restart.
+    assert_eq!(plain.restart_needed(&ok), ["[guard]"]);
+    assert!(plain.restart_needed(&plain.clone()).is_empty());
+}

@@ -9,11 +9,12 @@ use crate::pdu::Pdv;
 pub enum Step<'a> {
     /// A command fragment was buffered; the command set is not complete yet.
     CommandPartial,
-    /// A whole command set: its raw bytes (to relay) and its decoded form.
+    /// A whole command set: its raw bytes (to relay) and its decoded form (boxed: a decoded
+    /// command is far larger than the other steps).
     Command {
         context_id: u8,
         raw: Vec<u8>,
-        command: Command,
+        command: Box<Command>,
     },
     /// A data set fragment for the current message.
     Data {
@@ -126,7 +127,7 @@ impl Assembler {
         Ok(Step::Command {
             context_id,
             raw,
-            command,
+            command: Box::new(command),
         })
     }
 }

@@ -42,6 +42,12 @@ pub struct Command {
     pub failed_sub_operations: Option<u16>,
     /// (0000,1023) Number of Warning Sub-operations.
     pub warning_sub_operations: Option<u16>,
+    /// (0000,1002) Event Type ID (N-EVENT-REPORT, PS3.7 §10.3.1).
+    pub event_type_id: Option<u16>,
+    /// (0000,1008) Action Type ID (N-ACTION, PS3.7 §10.3.4).
+    pub action_type_id: Option<u16>,
+    /// (0000,1005) Attribute Identifier List (N-GET, PS3.7 §10.3.2): AT, the tags asked for.
+    pub attribute_identifier_list: Option<Vec<Tag>>,
 }
 
 /// Why bytes could not be decoded as a command set at all.
@@ -175,6 +181,27 @@ impl Command {
             tags::NUMBER_OF_COMPLETED_SUBOPERATIONS => self.completed_sub_operations = Some(us()?),
             tags::NUMBER_OF_FAILED_SUBOPERATIONS => self.failed_sub_operations = Some(us()?),
             tags::NUMBER_OF_WARNING_SUBOPERATIONS => self.warning_sub_operations = Some(us()?),
+            tags::EVENT_TYPE_ID => self.event_type_id = Some(us()?),
+            tags::ACTION_TYPE_ID => self.action_type_id = Some(us()?),
+            tags::ATTRIBUTE_IDENTIFIER_LIST => {
+                // AT: pairs of little-endian US (group, element), PS3.5 §6.2.
+                if !value.len().is_multiple_of(4) {
+                    return Err(CommandError::Undecodable(format!(
+                        "element {tag} (AT) has length {}",
+                        value.len()
+                    )));
+                }
+                let list = value
+                    .chunks_exact(4)
+                    .map(|c| match c {
+                        [a, b, x, y] => {
+                            Tag(u16::from_le_bytes([*a, *b]), u16::from_le_bytes([*x, *y]))
+                        }
+                        _ => Tag(0, 0),
+                    })
+                    .collect();
+                self.attribute_identifier_list = Some(list);
+            }
             _ => {}
         }
         Ok(())
@@ -195,8 +222,11 @@ impl Command {
 pub struct Request {
     pub field: CommandField,
     pub message_id: u16,
-    /// Affected SOP Class UID (C-STORE/C-ECHO/C-FIND/C-MOVE/C-GET).
+    /// Affected SOP Class UID (C-services, N-EVENT-REPORT, N-CREATE) or Requested SOP Class
+    /// UID (N-GET, N-SET, N-ACTION, N-DELETE).
     pub sop_class: Option<Uid>,
+    /// Affected SOP Instance UID (C-STORE, N-EVENT-REPORT, N-CREATE when given) or Requested
+    /// SOP Instance UID (N-GET, N-SET, N-ACTION, N-DELETE).
     pub sop_instance: Option<Uid>,
     pub move_destination: Option<AeTitle>,
     pub has_data_set: bool,
@@ -261,6 +291,9 @@ impl Command {
                 status: status::UNRECOGNIZED_OPERATION,
                 detail: format!("command field 0x{v:04X} is not a supported operation"),
             });
+        }
+        if field.is_normalized() {
+            return self.validate_normalized(field, message_id);
         }
         let Some(class) = self.affected_sop_class.as_deref() else {
             return Err(problem(
@@ -332,6 +365,121 @@ impl Command {
             _ => {}
         }
         Ok(req)
+    }
+}
+
+impl Command {
+    /// The required elements of a DIMSE-N request (PS3.7 §10.3, the "M" rows of Tables
+    /// 10.3-1, -3, -5, -7, -9, -11):
+    /// - N-EVENT-REPORT-RQ: Affected SOP Class UID, Affected SOP Instance UID, Event Type ID;
+    /// - N-GET-RQ, N-DELETE-RQ: Requested SOP Class UID, Requested SOP Instance UID, and no
+    ///   data set (the services define none);
+    /// - N-SET-RQ: Requested SOP Class and Instance UIDs and a data set (Modification List);
+    /// - N-ACTION-RQ: Requested SOP Class and Instance UIDs, Action Type ID;
+    /// - N-CREATE-RQ: Affected SOP Class UID (the instance UID is optional: the SCP may assign
+    ///   it).
+    ///
+    /// Missing elements are 0x0120; an invalid class UID 0x0122, an invalid instance UID 0x0117.
+    fn validate_normalized(
+        &self,
+        field: CommandField,
+        message_id: u16,
+    ) -> Result<Request, RequestProblem> {
+        let problem = |status: u16, detail: String| RequestProblem {
+            message_id: Some(message_id),
+            status,
+            detail,
+        };
+        let name = format!("{field:?}");
+        let (requested, instance_required) = match field {
+            CommandField::NEventReportRq => (false, true),
+            CommandField::NCreateRq => (false, false),
+            _ => (true, true),
+        };
+        let (class, instance, which) = if requested {
+            (
+                self.requested_sop_class.as_deref(),
+                self.requested_sop_instance.as_deref(),
+                (
+                    "Requested SOP Class UID (0000,0003)",
+                    "Requested SOP Instance UID (0000,1001)",
+                ),
+            )
+        } else {
+            (
+                self.affected_sop_class.as_deref(),
+                self.affected_sop_instance.as_deref(),
+                (
+                    "Affected SOP Class UID (0000,0002)",
+                    "Affected SOP Instance UID (0000,1000)",
+                ),
+            )
+        };
+        let Some(class) = class else {
+            return Err(problem(
+                status::MISSING_ATTRIBUTE,
+                format!("{name} without {}", which.0),
+            ));
+        };
+        let sop_class = Uid::new(class).map_err(|e| {
+            problem(
+                status::REFUSED_SOP_CLASS_NOT_SUPPORTED,
+                format!("{} invalid: {e}", which.0),
+            )
+        })?;
+        let sop_instance = match instance {
+            Some(i) => Some(Uid::new(i).map_err(|e| {
+                problem(
+                    status::INVALID_OBJECT_INSTANCE,
+                    format!("{} invalid: {e}", which.1),
+                )
+            })?),
+            None if instance_required => {
+                return Err(problem(
+                    status::MISSING_ATTRIBUTE,
+                    format!("{name} without {}", which.1),
+                ))
+            }
+            None => None,
+        };
+        let has_data_set = self.has_data_set();
+        match field {
+            CommandField::NEventReportRq if self.event_type_id.is_none() => {
+                return Err(problem(
+                    status::MISSING_ATTRIBUTE,
+                    format!("{name} without Event Type ID (0000,1002)"),
+                ))
+            }
+            CommandField::NActionRq if self.action_type_id.is_none() => {
+                return Err(problem(
+                    status::MISSING_ATTRIBUTE,
+                    format!("{name} without Action Type ID (0000,1008)"),
+                ))
+            }
+            CommandField::NSetRq if !has_data_set => {
+                return Err(problem(
+                    status::MISSING_ATTRIBUTE,
+                    format!("{name} without a Modification List (data set)"),
+                ))
+            }
+            // A data set after a command that defines none: the gateway and the upstream could
+            // each read it differently (or the upstream not at all).
+            CommandField::NGetRq | CommandField::NDeleteRq if has_data_set => {
+                return Err(problem(
+                    status::UNRECOGNIZED_OPERATION,
+                    format!("{name} with a data set (the service defines none)"),
+                ))
+            }
+            _ => {}
+        }
+        Ok(Request {
+            field,
+            message_id,
+            sop_class: Some(sop_class),
+            sop_instance,
+            move_destination: None,
+            has_data_set,
+        })
     }
 }
 
@@ -595,7 +743,7 @@ mod tests {
         let b = encode_request(CommandField::CStoreRq, 7, CT, None, true);
         let p = Command::decode(&b).unwrap().validate_request().unwrap_err();
         assert_eq!(p.status, status::MISSING_ATTRIBUTE);
-        let b = encode_request(CommandField::Other(0x0140), 3, CT, None, false);
+        let b = encode_request(CommandField::Other(0x0160), 3, CT, None, false);
         let p = Command::decode(&b).unwrap().validate_request().unwrap_err();
         assert_eq!(p.status, status::UNRECOGNIZED_OPERATION);
         let b = encode_request(CommandField::CStoreRq, 7, "1.2/../3", Some("1.2"), true);
@@ -629,5 +777,249 @@ mod tests {
         // A sequence (undefined length) in a command set.
         let sq = [0, 0, 0x00, 0x09, 0xFF, 0xFF, 0xFF, 0xFF];
         assert!(Command::decode(&sq).is_err());
+    }
+
+    /// A command set with exactly these elements (Implicit VR Little Endian).
+    fn command_set(elems: Vec<DataElement<InMemDicomObject>>) -> Vec<u8> {
+        let obj = InMemDicomObject::command_from_element_iter(elems);
+        let mut out = Vec::new();
+        obj.write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+            .unwrap();
+        out
+    }
+
+    const MPPS: &str = "1.2.840.10008.3.1.2.3.3";
+    const COMMITMENT: &str = "1.2.840.10008.1.20.1";
+
+    /// One N-request: which elements it carries (by the names of PS3.7 §10.3).
+    #[derive(Clone, Copy)]
+    struct N {
+        field: CommandField,
+        affected: bool,
+        requested: bool,
+        class: &'static str,
+        instance: Option<&'static str>,
+        event: bool,
+        action: bool,
+        data: bool,
+    }
+
+    fn encode_n(n: N) -> Vec<u8> {
+        let ui = |t, v: &str| DataElement::new(t, VR::UI, PrimitiveValue::from(v));
+        let us = |t, v: u16| DataElement::new(t, VR::US, PrimitiveValue::from(v));
+        let mut e = vec![];
+        if n.affected {
+            e.push(ui(tags::AFFECTED_SOP_CLASS_UID, n.class));
+        }
+        if n.requested {
+            e.push(ui(tags::REQUESTED_SOP_CLASS_UID, n.class));
+        }
+        e.push(us(tags::COMMAND_FIELD, n.field.to_u16()));
+        e.push(us(tags::MESSAGE_ID, 11));
+        e.push(us(
+            tags::COMMAND_DATA_SET_TYPE,
+            if n.data { 0x0001 } else { 0x0101 },
+        ));
+        if let (true, Some(i)) = (n.affected, n.instance) {
+            e.push(ui(tags::AFFECTED_SOP_INSTANCE_UID, i));
+        }
+        if let (true, Some(i)) = (n.requested, n.instance) {
+            e.push(ui(tags::REQUESTED_SOP_INSTANCE_UID, i));
+        }
+        if n.event {
+            e.push(us(tags::EVENT_TYPE_ID, 1));
+        }
+        if n.action {
+            e.push(us(tags::ACTION_TYPE_ID, 1));
+        }
+        command_set(e)
+    }
+
+    /// Each N-request as PS3.7 §10.3 requires it (all "M" elements present).
+    fn complete(field: CommandField) -> N {
+        let base = N {
+            field,
+            affected: false,
+            requested: true,
+            class: MPPS,
+            instance: Some("1.2.3.4"),
+            event: false,
+            action: false,
+            data: false,
+        };
+        match field {
+            CommandField::NEventReportRq => N {
+                affected: true,
+                requested: false,
+                class: COMMITMENT,
+                event: true,
+                data: true,
+                ..base
+            },
+            CommandField::NCreateRq => N {
+                affected: true,
+                requested: false,
+                data: true,
+                ..base
+            },
+            CommandField::NSetRq => N { data: true, ..base },
+            CommandField::NActionRq => N {
+                class: COMMITMENT,
+                instance: Some("1.2.840.10008.1.20.1.1"),
+                action: true,
+                data: true,
+                ..base
+            },
+            _ => base,
+        }
+    }
+
+    const N_REQUESTS: [CommandField; 6] = [
+        CommandField::NEventReportRq,
+        CommandField::NGetRq,
+        CommandField::NSetRq,
+        CommandField::NActionRq,
+        CommandField::NCreateRq,
+        CommandField::NDeleteRq,
+    ];
+
+    #[test]
+    fn n_requests_validate() {
+        for field in N_REQUESTS {
+            let n = complete(field);
+            let r = Command::decode(&encode_n(n))
+                .unwrap()
+                .validate_request()
+                .unwrap_or_else(|p| panic!("{field:?}: {p:?}"));
+            assert_eq!(r.field, field);
+            assert_eq!(r.message_id, 11);
+            assert_eq!(r.sop_class.unwrap().as_str(), n.class, "{field:?}");
+            assert_eq!(r.sop_instance.as_ref().map(Uid::as_str), n.instance);
+            assert_eq!(r.has_data_set, n.data);
+            assert!(field.is_normalized() && !field.is_response());
+            assert!(field.response().is_normalized() && field.response().is_response());
+        }
+        // N-CREATE may leave the instance UID to the SCP, and carry no attribute list.
+        let n = N {
+            instance: None,
+            data: false,
+            ..complete(CommandField::NCreateRq)
+        };
+        let r = Command::decode(&encode_n(n))
+            .unwrap()
+            .validate_request()
+            .unwrap();
+        assert_eq!(r.sop_instance, None);
+    }
+
+    #[test]
+    fn n_requests_missing_elements() {
+        let status_of = |n: N| {
+            Command::decode(&encode_n(n))
+                .unwrap()
+                .validate_request()
+                .map(|_| ())
+                .map_err(|p| (p.status, p.message_id))
+        };
+        for field in N_REQUESTS {
+            let n = complete(field);
+            // The class in the wrong element (Affected where Requested is required, or back).
+            let swapped = N {
+                affected: n.requested,
+                requested: n.affected,
+                ..n
+            };
+            assert_eq!(
+                status_of(swapped),
+                Err((status::MISSING_ATTRIBUTE, Some(11))),
+                "{field:?} class in the wrong element"
+            );
+            let no_instance = N {
+                instance: None,
+                ..n
+            };
+            let expected = if field == CommandField::NCreateRq {
+                Ok(())
+            } else {
+                Err((status::MISSING_ATTRIBUTE, Some(11)))
+            };
+            assert_eq!(
+                status_of(no_instance),
+                expected,
+                "{field:?} without instance"
+            );
+            let bad_instance = N {
+                instance: Some("1.02"),
+                ..n
+            };
+            assert_eq!(
+                status_of(bad_instance),
+                Err((status::INVALID_OBJECT_INSTANCE, Some(11))),
+                "{field:?}"
+            );
+            let bad_class = N {
+                class: "1.2.x",
+                ..n
+            };
+            assert_eq!(
+                status_of(bad_class),
+                Err((status::REFUSED_SOP_CLASS_NOT_SUPPORTED, Some(11))),
+                "{field:?}"
+            );
+        }
+        let missing = Err((status::MISSING_ATTRIBUTE, Some(11)));
+        let n = complete(CommandField::NEventReportRq);
+        assert_eq!(status_of(N { event: false, ..n }), missing);
+        let n = complete(CommandField::NActionRq);
+        assert_eq!(status_of(N { action: false, ..n }), missing);
+        let n = complete(CommandField::NSetRq);
+        assert_eq!(status_of(N { data: false, ..n }), missing);
+        for field in [CommandField::NGetRq, CommandField::NDeleteRq] {
+            let n = complete(field);
+            assert_eq!(
+                status_of(N { data: true, ..n }),
+                Err((status::UNRECOGNIZED_OPERATION, Some(11))),
+                "{field:?} with a data set"
+            );
+        }
+        // N-EVENT-REPORT and N-ACTION may carry no data set.
+        let n = complete(CommandField::NActionRq);
+        assert_eq!(status_of(N { data: false, ..n }), Ok(()));
+    }
+
+    #[test]
+    fn n_command_elements_decode() {
+        let mut e = vec![
+            DataElement::new(
+                tags::COMMAND_FIELD,
+                VR::US,
+                PrimitiveValue::from(0x0110_u16),
+            ),
+            DataElement::new(tags::EVENT_TYPE_ID, VR::US, PrimitiveValue::from(2_u16)),
+            DataElement::new(
+                tags::ATTRIBUTE_IDENTIFIER_LIST,
+                VR::AT,
+                PrimitiveValue::Tags(vec![Tag(0x0010, 0x0010), Tag(0x0040, 0x0252)].into()),
+            ),
+            DataElement::new(tags::ACTION_TYPE_ID, VR::US, PrimitiveValue::from(1_u16)),
+        ];
+        let c = Command::decode(&command_set(e.clone())).unwrap();
+        assert_eq!(c.command_field(), Some(CommandField::NGetRq));
+        assert_eq!(c.event_type_id, Some(2));
+        assert_eq!(c.action_type_id, Some(1));
+        assert_eq!(
+            c.attribute_identifier_list,
+            Some(vec![Tag(0x0010, 0x0010), Tag(0x0040, 0x0252)])
+        );
+        // An AT value that is not whole tags is refused like any malformed US.
+        e[2] = DataElement::new(
+            tags::ATTRIBUTE_IDENTIFIER_LIST,
+            VR::AT,
+            PrimitiveValue::from(vec![1u8, 0, 2, 0, 3, 0]),
+        );
+        assert!(matches!(
+            Command::decode(&command_set(e)),
+            Err(CommandError::Undecodable(_))
+        ));
     }
 }

@@ -136,7 +136,8 @@ impl Serialize for Uid {
     }
 }
 
-/// The DIMSE operations a policy talks about.
+/// The DIMSE operations a policy talks about: the five C-services and the six N-services
+/// (PS3.7 §10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
@@ -145,6 +146,35 @@ pub enum Operation {
     Find,
     Move,
     Get,
+    #[serde(rename = "n-event-report")]
+    NEventReport,
+    #[serde(rename = "n-get")]
+    NGet,
+    #[serde(rename = "n-set")]
+    NSet,
+    #[serde(rename = "n-action")]
+    NAction,
+    #[serde(rename = "n-create")]
+    NCreate,
+    #[serde(rename = "n-delete")]
+    NDelete,
+}
+
+impl Operation {
+    /// The six DIMSE-N operations (PS3.7 §10.1), in command-field order.
+    pub const NORMALIZED: [Operation; 6] = [
+        Operation::NEventReport,
+        Operation::NGet,
+        Operation::NSet,
+        Operation::NAction,
+        Operation::NCreate,
+        Operation::NDelete,
+    ];
+
+    /// Whether this is a DIMSE-N operation (on a normalized SOP instance, PS3.7 §10).
+    pub fn is_normalized(self) -> bool {
+        Self::NORMALIZED.contains(&self)
+    }
 }
 
 impl fmt::Display for Operation {
@@ -155,6 +185,12 @@ impl fmt::Display for Operation {
             Operation::Find => "find",
             Operation::Move => "move",
             Operation::Get => "get",
+            Operation::NEventReport => "n-event-report",
+            Operation::NGet => "n-get",
+            Operation::NSet => "n-set",
+            Operation::NAction => "n-action",
+            Operation::NCreate => "n-create",
+            Operation::NDelete => "n-delete",
         })
     }
 }
@@ -173,7 +209,19 @@ pub enum CommandField {
     CEchoRq,
     CEchoRsp,
     CCancelRq,
-    /// N-services and anything else: relayed only where the policy says so (it never does in v1).
+    NEventReportRq,
+    NEventReportRsp,
+    NGetRq,
+    NGetRsp,
+    NSetRq,
+    NSetRsp,
+    NActionRq,
+    NActionRsp,
+    NCreateRq,
+    NCreateRsp,
+    NDeleteRq,
+    NDeleteRsp,
+    /// Anything else: never relayed (0x0211).
     Other(u16),
 }
 
@@ -191,6 +239,18 @@ impl CommandField {
             0x0030 => Self::CEchoRq,
             0x8030 => Self::CEchoRsp,
             0x0FFF => Self::CCancelRq,
+            0x0100 => Self::NEventReportRq,
+            0x8100 => Self::NEventReportRsp,
+            0x0110 => Self::NGetRq,
+            0x8110 => Self::NGetRsp,
+            0x0120 => Self::NSetRq,
+            0x8120 => Self::NSetRsp,
+            0x0130 => Self::NActionRq,
+            0x8130 => Self::NActionRsp,
+            0x0140 => Self::NCreateRq,
+            0x8140 => Self::NCreateRsp,
+            0x0150 => Self::NDeleteRq,
+            0x8150 => Self::NDeleteRsp,
             other => Self::Other(other),
         }
     }
@@ -208,11 +268,24 @@ impl CommandField {
             Self::CEchoRq => 0x0030,
             Self::CEchoRsp => 0x8030,
             Self::CCancelRq => 0x0FFF,
+            Self::NEventReportRq => 0x0100,
+            Self::NEventReportRsp => 0x8100,
+            Self::NGetRq => 0x0110,
+            Self::NGetRsp => 0x8110,
+            Self::NSetRq => 0x0120,
+            Self::NSetRsp => 0x8120,
+            Self::NActionRq => 0x0130,
+            Self::NActionRsp => 0x8130,
+            Self::NCreateRq => 0x0140,
+            Self::NCreateRsp => 0x8140,
+            Self::NDeleteRq => 0x0150,
+            Self::NDeleteRsp => 0x8150,
             Self::Other(v) => v,
         }
     }
 
-    /// The operation a request belongs to, if it is one of the five C-services.
+    /// The operation a request or response belongs to (`None` for C-CANCEL and unknown
+    /// command fields).
     pub fn operation(self) -> Option<Operation> {
         match self {
             Self::CStoreRq | Self::CStoreRsp => Some(Operation::Store),
@@ -220,8 +293,19 @@ impl CommandField {
             Self::CFindRq | Self::CFindRsp => Some(Operation::Find),
             Self::CMoveRq | Self::CMoveRsp => Some(Operation::Move),
             Self::CEchoRq | Self::CEchoRsp => Some(Operation::Echo),
+            Self::NEventReportRq | Self::NEventReportRsp => Some(Operation::NEventReport),
+            Self::NGetRq | Self::NGetRsp => Some(Operation::NGet),
+            Self::NSetRq | Self::NSetRsp => Some(Operation::NSet),
+            Self::NActionRq | Self::NActionRsp => Some(Operation::NAction),
+            Self::NCreateRq | Self::NCreateRsp => Some(Operation::NCreate),
+            Self::NDeleteRq | Self::NDeleteRsp => Some(Operation::NDelete),
             Self::CCancelRq | Self::Other(_) => None,
         }
+    }
+
+    /// Whether this is a DIMSE-N request or response (PS3.7 §10).
+    pub fn is_normalized(self) -> bool {
+        self.operation().is_some_and(Operation::is_normalized)
     }
 
     pub fn is_response(self) -> bool {
@@ -311,6 +395,8 @@ mod tests {
     fn command_fields() {
         for v in [
             1u16, 0x8001, 0x10, 0x8010, 0x20, 0x8020, 0x21, 0x8021, 0x30, 0x8030, 0xfff, 0x140,
+            0x8140, 0x100, 0x8100, 0x110, 0x8110, 0x120, 0x8120, 0x130, 0x8130, 0x150, 0x8150,
+            0x160,
         ] {
             assert_eq!(CommandField::from_u16(v).to_u16(), v);
         }

@@ -463,15 +463,13 @@ impl Permitted {
 }
 
 /// De-identifying routes cannot transform Deflated data sets in the stream (that transfer
-/// syntax is not offered upstream), and queries and retrieves would carry identifiers out
-/// unchanged (refused).
+/// syntax is not offered upstream), and queries, retrieves and DIMSE-N services (an MPPS
+/// names the patient) would carry identifiers out unchanged (refused): only Verification and
+/// storage pass.
 fn deid_contexts(plan: &mut [ContextPlan]) {
     for c in plan.iter_mut().filter(|c| c.rejected.is_none()) {
         let abs = c.proposed.abstract_syntax.trim_end_matches('\0');
-        if radguard_policy::sop::FIND_MODELS.contains(&abs)
-            || radguard_policy::sop::MOVE_MODELS.contains(&abs)
-            || radguard_policy::sop::GET_MODELS.contains(&abs)
-        {
+        if !vault_serves(abs) {
             c.rejected = Some(PresentationContextResultReason::UserRejection);
             continue;
         }

@@ -122,8 +122,16 @@ pub fn judge(
             Some(message_id) => Verdict::Refuse(Refused {
                 field: command.command_field().unwrap_or(CommandField::Other(0)),
                 message_id,
-                sop_class: command.affected_sop_class.clone(),
-                sop_instance: command.affected_sop_instance.clone(),
+                // DIMSE-N requests name a Requested SOP class/instance; their responses
+                // carry it back as Affected (PS3.7 §10.3).
+                sop_class: command
+                    .affected_sop_class
+                    .clone()
+                    .or_else(|| command.requested_sop_class.clone()),
+                sop_instance: command
+                    .affected_sop_instance
+                    .clone()
+                    .or_else(|| command.requested_sop_instance.clone()),
                 status,
                 comment,
                 revoked,

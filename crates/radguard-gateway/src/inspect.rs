@@ -154,6 +154,7 @@ impl Pipeline {
             head,
             fingerprint,
             identifier,
+            guard: None,
         }
     }
 
@@ -218,6 +219,8 @@ pub struct Inspections {
     pub fingerprint: Option<Fingerprinting>,
     /// The query/retrieve's identifier, for its request's audit record.
     pub identifier: Option<Identifying>,
+    /// A protocol, approval or dose report the guard judges (set by the relay).
+    pub guard: Option<crate::guard::Reading>,
 }
 
 /// The data-set firewall on one data set.

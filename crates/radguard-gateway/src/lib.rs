@@ -20,7 +20,11 @@
 //! - [`negotiate`]: pure functions building the upstream request and the client's answer,
 //!   rewriting Maximum Length in both directions.
 //! - [`gate`]: the per-request check (command set, context, policy) shared by both.
+//! - [`called`]: the same check for DIMSE-N requests the upstream sends the client on its
+//!   association (Storage Commitment's N-EVENT-REPORT), under the peer's `receive`.
 //! - [`reader`], [`io`]: cancel-safe PDU reader, timers, writes.
+//! - [`guard`]: the scan-protocol and dose guard as the relay applies it (protocols held and
+//!   judged, dose reports watched, worklist answers checked).
 //! - [`tls`], [`deid_relay`]: the TLS configurations and de-identifiers in force; a C-STORE
 //!   de-identified in the stream.
 
@@ -28,11 +32,13 @@
 #![forbid(unsafe_code)]
 
 pub mod assoc;
+pub mod called;
 pub mod conn;
 pub mod deid_relay;
 pub mod establish;
 pub mod forward;
 pub mod gate;
+pub mod guard;
 pub mod hold;
 pub mod inspect;
 pub mod io;

@@ -29,10 +29,12 @@ use tokio::sync::{mpsc, Mutex};
 /// Pass-through PDUs are written upstream in batches of up to this many bytes.
 const BATCH_LIMIT: usize = 256 * 1024;
 
+use crate::called::{judge_called, CalledVerdict};
 use crate::conn::{ClientConn, MIN_PDU};
 use crate::deid_relay::{restore_uid, DeidMessage, DeidStep};
 use crate::establish::Admitted;
 use crate::gate::{Contexts, Verdict};
+use crate::guard::{detection, Answer, Reading, StorePlan, MAX_HELD};
 use crate::inspect::{firewall_comment, Checking, Fingerprinting, Inspections, Subjected};
 use crate::io::{
     push_command, read_idle, split_tcp, write_timed, Activity, BoxRead, BoxWrite, IoError,
@@ -767,6 +769,60 @@ async fn start_request(
             _ => {}
         }
     }
+    if is_store {
+        // The scan-protocol and dose guard, by SOP class (guard.rs).
+        let class = sop_class.clone().unwrap_or_default();
+        let ts = st
+            .contexts
+            .get(context_id)
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default();
+        let peer = st.adm.admission.peer_name();
+        let reading = Reading::new(
+            context_id,
+            class.clone(),
+            sop_instance.clone(),
+            request.message_id,
+            ts,
+        );
+        match st.shared.guard().store_plan(&class, peer) {
+            StorePlan::Pass => {}
+            StorePlan::Watch => msg.inspect.guard = Some(reading),
+            StorePlan::Refuse { status, why } => {
+                msg.fate = Fate::Drop;
+                forget();
+                let f = radguard_guard::Finding::new(
+                    radguard_guard::FindingKind::NotProtocolManager,
+                    why.clone(),
+                );
+                let d = detection(st.id, "guard-protocol", peer, "refuse", &class, &[f]);
+                st.shared.bus.emit(d);
+                let r = Refusal {
+                    context_id,
+                    field: request.field,
+                    message_id: request.message_id,
+                    sop_class: Some(class),
+                    sop_instance,
+                    status,
+                    comment: "Radguard guard: not a protocol manager".into(),
+                    kind: AlertKind::NotAuthorized,
+                    detail: Some(why),
+                };
+                refuse(st, uwr, r).await?;
+                return Ok(None);
+            }
+            StorePlan::Hold => {
+                // Nothing of a protocol reaches the modality before it is judged whole.
+                msg.inspect.guard = Some(reading);
+                msg.fate = Fate::Hold(Held {
+                    context_id,
+                    command: raw,
+                    identifier: Vec::new(),
+                });
+                return Ok(None);
+            }
+        }
+    }
     if request.has_data_set && !is_store {
         msg.fate = Fate::Hold(Held {
             context_id,
@@ -800,6 +856,20 @@ async fn on_data(
         }
     }
     if let Some((of, v)) = pipeline.check(&mut inspect.firewall, data, is_last) {
+        if of.field.is_response() {
+            // The client's answer to the upstream's request: nothing of it went upstream (it
+            // was held) and no response can answer a response, so the association ends.
+            let why = format!("client's {:?} {}: {v}", of.field, of.name());
+            st.shared.bus.emit(Event::SecurityAlert {
+                assoc: Some(st.id),
+                kind: AlertKind::MalformedDataSet,
+                source: None,
+                detail: why.clone(),
+            });
+            return Err(st
+                .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
+                .await);
+        }
         let r = firewall_refusal(of, &v);
         inspect.fingerprint = None;
         inspect.head = None;
@@ -830,6 +900,23 @@ async fn on_data(
         }
         return Ok(());
     }
+    if matches!(msg.fate, Fate::Forward) {
+        if let Some(g) = inspect.guard.as_mut() {
+            // A dose report, read as it streams and forwarded anyway: the alert is the answer.
+            g.feed(data);
+            if is_last {
+                if let Some(g) = inspect.guard.take() {
+                    let findings = st.shared.guard().watch_dose(g.bytes(), &g.transfer_syntax);
+                    if !findings.is_empty() {
+                        let peer = st.adm.admission.peer_name();
+                        let d =
+                            detection(st.id, "guard-dose", peer, "alert", &g.sop_class, &findings);
+                        st.shared.bus.emit(d);
+                    }
+                }
+            }
+        }
+    }
     if let Some(f) = inspect.fingerprint.as_mut() {
         f.fp.feed(data);
     }
@@ -848,9 +935,40 @@ async fn on_data(
     match &mut msg.fate {
         Fate::Forward => actions.push(Action::Forward(pdv)),
         Fate::Hold(h) => {
+            let guarded = inspect.guard.is_some();
+            if guarded && h.identifier.len().saturating_add(data.len()) > MAX_HELD {
+                h.identifier = Vec::new();
+                let g = inspect.guard.take();
+                let findings = [radguard_guard::Finding::new(
+                    radguard_guard::FindingKind::Malformed,
+                    format!("protocol object over {MAX_HELD} bytes"),
+                )];
+                let r = guard_refusal(st, g, radguard_guard::STATUS_PROTOCOL_REFUSED, &findings);
+                forget_request(st, r.message_id);
+                if is_last {
+                    msg.fate = Fate::Drop;
+                    refuse(st, uwr, r).await?;
+                } else {
+                    msg.fate = Fate::Refused(r);
+                }
+                return Ok(());
+            }
             h.identifier.extend_from_slice(data);
             if is_last {
                 if let Fate::Hold(h) = std::mem::replace(&mut msg.fate, Fate::Forward) {
+                    if let Some(g) = inspect.guard.take() {
+                        let judged = st.shared.guard().judge_held(
+                            &g.sop_class,
+                            &h.identifier,
+                            &g.transfer_syntax,
+                        );
+                        if let Err((status, findings)) = judged {
+                            msg.fate = Fate::Drop;
+                            let r = guard_refusal(st, Some(g), status, &findings);
+                            forget_request(st, r.message_id);
+                            return refuse(st, uwr, r).await;
+                        }
+                    }
                     actions.push(Action::Command {
                         context_id: h.context_id,
                         raw: h.command,
@@ -872,6 +990,43 @@ async fn on_data(
         Fate::Drop | Fate::Refused(_) => {}
     }
     Ok(())
+}
+
+/// The answer to a protocol or approval the guard refused, and its detection (emitted here).
+fn guard_refusal(
+    st: &RelayState<'_>,
+    g: Option<Reading>,
+    status: u16,
+    findings: &[radguard_guard::Finding],
+) -> Refusal {
+    let g = g.unwrap_or_else(|| Reading::new(0, String::new(), None, 0, String::new()));
+    let peer = st.adm.admission.peer_name();
+    st.shared.bus.emit(detection(
+        st.id,
+        "guard-protocol",
+        peer,
+        "refuse",
+        &g.sop_class,
+        findings,
+    ));
+    let first = findings.first().map_or("refused", |f| f.kind.name());
+    Refusal {
+        context_id: g.context_id,
+        field: CommandField::CStoreRq,
+        message_id: g.message_id,
+        sop_class: Some(g.sop_class.clone()),
+        sop_instance: g.sop_instance.clone(),
+        status,
+        comment: format!("Radguard guard: {first}"),
+        kind: AlertKind::NotAuthorized,
+        detail: Some(
+            findings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    }
 }
 
 /// Forgets a request the gateway answers itself (its response bookkeeping, de-identified UID
@@ -1091,7 +1246,30 @@ impl Session for ClientSide<'_, '_> {
         // The client answers a request the upstream sent on this association (the C-STORE
         // sub-operations of a C-GET, PS3.4 C.4.3): relayed. A response that answers nothing is
         // judged like any command (0x0211).
-        self.actions.push(Action::Command { context_id, raw });
+        if !command.has_data_set() {
+            self.actions.push(Action::Command { context_id, raw });
+            return None;
+        }
+        // A response with a data set (an N-EVENT-REPORT-RSP's Event Reply): held whole with
+        // its command until the firewall passed it, like an identifier.
+        let of = Subjected {
+            context_id,
+            field: command.command_field().unwrap_or(CommandField::Other(0)),
+            message_id: command.responded_to.unwrap_or(0),
+            sop_class: command.affected_sop_class.clone(),
+            sop_instance: command.affected_sop_instance.clone(),
+        };
+        self.msg = Message {
+            fate: Fate::Hold(Held {
+                context_id,
+                command: raw,
+                identifier: Vec::new(),
+            }),
+            inspect: Inspections {
+                firewall: Some(self.st.adm.pipeline.checking(&self.st.contexts, of)),
+                ..Inspections::default()
+            },
+        };
         None
     }
 
@@ -1516,7 +1694,8 @@ async fn upstream_to_client(
                             raw,
                             command,
                         } => {
-                            upstream_command(st, &mut inc, &mut out, context_id, raw, command).await
+                            upstream_command(st, uwr, &mut inc, &mut out, context_id, raw, *command)
+                                .await
                         }
                         Step::Data { data, is_last, .. } => {
                             upstream_data(st, uwr, &mut inc, &mut out, pdv, data, is_last).await
@@ -1577,6 +1756,7 @@ async fn upstream_to_client(
 /// request (C-GET sub-operation) passes on and its data set streams under the firewall.
 async fn upstream_command(
     st: &RelayState<'_>,
+    uwr: &Mutex<BoxWrite>,
     inc: &mut Incoming,
     out: &mut Vec<u8>,
     context_id: u8,
@@ -1593,6 +1773,14 @@ async fn upstream_command(
         }
         inc.skipping = command.has_data_set();
         return Ok(());
+    }
+    if !is_response && field.is_some_and(CommandField::is_normalized) {
+        // A DIMSE-N request of the called side (Storage Commitment's N-EVENT-REPORT): the
+        // peer's `receive` decides, default deny.
+        if refuse_called(st, uwr, context_id, &command).await? {
+            inc.skipping = command.has_data_set();
+            return Ok(());
+        }
     }
     if command.has_data_set() {
         let field = field.unwrap_or(CommandField::Other(0));
@@ -1632,6 +1820,59 @@ async fn upstream_command(
     }
     pass_command(st, out, context_id, raw, &command).await;
     Ok(())
+}
+
+/// Judges a DIMSE-N request of the upstream ([`crate::called`]); a refused one is answered to
+/// the upstream here (`Ok(true)`: drop it and its data set), audited and alerted like the
+/// client's refused requests.
+async fn refuse_called(
+    st: &RelayState<'_>,
+    uwr: &Mutex<BoxWrite>,
+    context_id: u8,
+    command: &Command,
+) -> Result<bool, End> {
+    let policy = st.shared.policy_now();
+    let admission = &st.adm.admission;
+    let r = match judge_called(&policy, admission, &st.contexts, context_id, command) {
+        CalledVerdict::Pass => return Ok(false),
+        CalledVerdict::Refuse(r) => r,
+        CalledVerdict::Abort(why) => {
+            return Err(st
+                .abort_both(
+                    uwr,
+                    AbortReason::UnexpectedPduParameter,
+                    Blame::Upstream,
+                    why,
+                )
+                .await)
+        }
+    };
+    st.shared.bus.emit(Event::DimseRefused {
+        assoc: st.id,
+        message_id: r.message_id,
+        command: format!("{:?}", r.field),
+        status: r.status,
+        why: format!("from the called side: {}", r.comment),
+    });
+    st.shared.bus.emit(Event::SecurityAlert {
+        assoc: Some(st.id),
+        kind: AlertKind::NotAuthorized,
+        source: None,
+        detail: format!(
+            "{:?} from the upstream refused with 0x{:04X}: {}",
+            r.field, r.status, r.comment
+        ),
+    });
+    let mut buf = Vec::with_capacity(r.response.len() + 12);
+    push_command(&mut buf, context_id, &r.response, st.to_upstream_max);
+    let idle = st.shared.settings.idle_timeout;
+    if let Err(e) = write_timed(&mut *uwr.lock().await, &buf, idle).await {
+        let why = format!("upstream write failed: {e}");
+        return Err(st
+            .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
+            .await);
+    }
+    Ok(true)
 }
 
 /// Why the gateway ends a query or retrieve the upstream is still answering.
@@ -1693,6 +1934,54 @@ fn over_find_cap(st: &RelayState<'_>, command: &Command) -> Option<u32> {
     })?;
     let cap = st.shared.policy_now().max_find_results(&st.adm.admission)?;
     (n > cap).then_some(cap)
+}
+
+/// The guard on a Modality Worklist answer (guard.rs): `Ok(None)` relays it as it is,
+/// `Ok(Some(bytes))` the cleaned answer; `Err` ends the query with the guard's status.
+fn guard_answer(st: &RelayState<'_>, h: &HeldResponse) -> Result<Option<Vec<u8>>, Box<QueryEnd>> {
+    if h.command.command_field() != Some(CommandField::CFindRsp) {
+        return Ok(None);
+    }
+    let Some((abstract_syntax, ts)) = st.contexts.get(h.context_id) else {
+        return Ok(None);
+    };
+    let peer = st.adm.admission.peer_name();
+    match st
+        .shared
+        .guard()
+        .worklist_answer(abstract_syntax, &h.data, ts)
+    {
+        Answer::Pass => Ok(None),
+        Answer::Cleaned(bytes, findings) => {
+            let d = detection(
+                st.id,
+                "guard-worklist",
+                peer,
+                "clean",
+                abstract_syntax,
+                &findings,
+            );
+            st.shared.bus.emit(d);
+            Ok(Some(bytes))
+        }
+        Answer::Refuse(status, findings) => {
+            let first = findings.first().map_or("refused", |f| f.kind.name());
+            let why: Vec<String> = findings.iter().map(ToString::to_string).collect();
+            Err(Box::new(QueryEnd {
+                status,
+                comment: format!("Radguard guard: worklist {first}"),
+                why: format!("worklist answer refused: {}", why.join("; ")),
+                alert: detection(
+                    st.id,
+                    "guard-worklist",
+                    peer,
+                    "refuse",
+                    abstract_syntax,
+                    &findings,
+                ),
+            }))
+        }
+    }
 }
 
 /// The peer's C-FIND got more matches than its cap: Refused, Out of Resources (0xA700, PS3.4
@@ -1837,10 +2126,14 @@ async fn upstream_data<'a>(
                     let end = find_cap_reached(st, cap);
                     end_query(st, uwr, out, &h, of_request(&h), end).await?;
                 }
-                None => {
-                    pass_command(st, out, h.context_id, h.raw, &h.command).await;
-                    push_data(out, h.context_id, &h.data, true, st.to_client_max);
-                }
+                None => match guard_answer(st, &h) {
+                    Ok(cleaned) => {
+                        let data = cleaned.as_deref().unwrap_or(&h.data);
+                        pass_command(st, out, h.context_id, h.raw, &h.command).await;
+                        push_data(out, h.context_id, data, true, st.to_client_max);
+                    }
+                    Err(end) => end_query(st, uwr, out, &h, of_request(&h), *end).await?,
+                },
             },
         }
         return Ok(());

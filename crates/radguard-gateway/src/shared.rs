@@ -17,6 +17,7 @@ use radguard_policy::{Policy, ServerSettings};
 use radguard_vault::Vault;
 use tokio::sync::{watch, Semaphore};
 
+use crate::guard::Guard;
 use crate::tls::TlsState;
 
 /// Everything an association task needs, shared read-only (policy through a watch channel so
@@ -55,6 +56,8 @@ pub struct Shared {
     running_assocs: Arc<Mutex<HashMap<AssocId, RunningAssoc>>>,
     /// Admissions per throttle entry (by id) in the last minute.
     throttled: Mutex<HashMap<u64, VecDeque<Instant>>>,
+    /// The scan-protocol and dose guard (`[guard]`; its defaults until `set_guard`).
+    guard: RwLock<Arc<Guard>>,
 }
 
 /// A running association as the block list sees it.
@@ -186,6 +189,7 @@ impl Shared {
             blocks: RwLock::new(Arc::new(BlockList::new())),
             running_assocs: Arc::new(Mutex::new(HashMap::new())),
             throttled: Mutex::new(HashMap::new()),
+            guard: RwLock::new(Arc::new(Guard::new(Default::default()))),
         })
     }
 
@@ -215,6 +219,21 @@ impl Shared {
 
     /// Puts a new block list in force for the association requests from now on (running
     /// associations are cut with [`Shared::cut`]).
+    /// The guard in force (set at start from `[guard]`).
+    pub fn set_guard(&self, guard: Guard) {
+        if let Ok(mut g) = self.guard.write() {
+            *g = Arc::new(guard);
+        }
+    }
+
+    /// The guard in force now.
+    pub fn guard(&self) -> Arc<Guard> {
+        match self.guard.read() {
+            Ok(g) => g.clone(),
+            Err(e) => e.into_inner().clone(),
+        }
+    }
+
     pub fn set_blocks(&self, list: Arc<BlockList>) {
         if let Ok(mut t) = self.throttled.lock() {
             t.retain(|id, _| list.get(*id).is_some());

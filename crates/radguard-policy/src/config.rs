@@ -366,6 +366,10 @@ struct RawConfig {
     /// (`AdminConfig::from_document`).
     #[allow(dead_code)]
     admin: Option<serde::de::IgnoredAny>,
+    /// `[guard]` and its `[[guard.limit]]`: radguard-guard's section
+    /// (`GuardConfig::from_document`).
+    #[allow(dead_code)]
+    guard: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -396,6 +400,11 @@ struct RawPeer {
     allow: Option<StrList>,
     store_sop_classes: Option<StrList>,
     move_destinations: Option<StrList>,
+    /// Normalized SOP classes (MPPS, Storage Commitment...) the peer's DIMSE-N services may
+    /// name, in either direction.
+    n_sop_classes: Option<StrList>,
+    /// DIMSE-N requests the called side may send this peer on its association.
+    receive: Option<StrList>,
     tls: Option<Str>,
     cert_sha256: Option<StrList>,
     cert_subject_cn: Option<StrList>,
@@ -1046,6 +1055,42 @@ fn validate_peers(
             }
         }
 
+        let receive = match &p.receive {
+            None => Some(BTreeSet::new()),
+            Some(list) => validate_receive(cx, &format!("{base}.receive"), list),
+        };
+        let mut n_sop_classes = None;
+        if let (Some(ops), Some(received)) = (&allow, &receive) {
+            // DIMSE-N is default deny twice over: the operation and the SOP class must be named.
+            let wants = ops.iter().chain(received).any(|op| op.is_normalized());
+            let field = format!("{base}.n_sop_classes");
+            match (&p.n_sop_classes, wants) {
+                (Some(list), true) => {
+                    n_sop_classes = validate_n_sop_classes(cx, &field, list);
+                    conditional_ok &= n_sop_classes.is_some();
+                }
+                (None, true) => {
+                    cx.at(
+                        header.clone(),
+                        field,
+                        "missing: required when allow or receive has an n-service",
+                    );
+                    conditional_ok = false;
+                }
+                (Some(list), false) => {
+                    cx.at(
+                        span(list),
+                        field,
+                        "only allowed when allow or receive has an n-service",
+                    );
+                    conditional_ok = false;
+                }
+                (None, false) => {}
+            }
+        } else {
+            conditional_ok = false;
+        }
+
         let identity = validate_peer_identity(cx, &base, p, header.clone(), context);
 
         // Bulk query (archive harvesting with an allowed identity): no more C-FIND matches per
@@ -1088,6 +1133,8 @@ fn validate_peers(
                     allow,
                     store_sop_classes,
                     move_destinations,
+                    n_sop_classes,
+                    receive: receive.unwrap_or_default(),
                     identity,
                     max_find_results,
                 },
@@ -1647,7 +1694,7 @@ fn validate_allow(
         cx.at(
             span(list),
             field,
-            "must list at least one of \"echo\", \"store\", \"find\", \"move\", \"get\"",
+            format!("must list at least one of {ALLOW_NAMES}"),
         );
         return None;
     }
@@ -1661,13 +1708,17 @@ fn validate_allow(
             "find" => Operation::Find,
             "move" => Operation::Move,
             "get" => Operation::Get,
+            "n-event-report" => Operation::NEventReport,
+            "n-get" => Operation::NGet,
+            "n-set" => Operation::NSet,
+            "n-action" => Operation::NAction,
+            "n-create" => Operation::NCreate,
+            "n-delete" => Operation::NDelete,
             other => {
                 cx.at(
                     span(item),
                     f,
-                    format!(
-                        "unknown operation {other:?} (expected \"echo\", \"store\", \"find\", \"move\" or \"get\")"
-                    ),
+                    format!("unknown operation {other:?} (expected one of {ALLOW_NAMES})"),
                 );
                 ok = false;
                 continue;
@@ -1679,6 +1730,107 @@ fn validate_allow(
         }
     }
     ok.then_some(out)
+}
+
+/// The operations `allow` may name, for its error messages.
+const ALLOW_NAMES: &str = "\"echo\", \"store\", \"find\", \"move\", \"get\", \"n-create\", \"n-set\", \"n-action\", \"n-delete\", \"n-get\", \"n-event-report\"";
+
+/// `receive`: the DIMSE-N requests the called side may send the peer on its own association.
+/// Only N-EVENT-REPORT is sent that way (Storage Commitment's report, PS3.4 J.3.3); any other
+/// request from the called side stays refused.
+fn validate_receive(
+    cx: &mut Collector<'_>,
+    field: &str,
+    list: &StrList,
+) -> Option<BTreeSet<Operation>> {
+    let mut out = BTreeSet::new();
+    let mut ok = true;
+    for (i, item) in list.get_ref().iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        match item.get_ref().as_str() {
+            "n-event-report" => {
+                if !out.insert(Operation::NEventReport) {
+                    cx.at(span(item), f, "duplicate operation \"n-event-report\"");
+                    ok = false;
+                }
+            }
+            other => {
+                cx.at(
+                    span(item),
+                    f,
+                    format!("unknown operation {other:?} (expected \"n-event-report\")"),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `n_sop_classes`: keywords or UIDs of SOP classes the DIMSE-N services act on. Storage SOP
+/// classes, Verification and the Query/Retrieve models are not (their services are the
+/// C-services and their own keys).
+fn validate_n_sop_classes(
+    cx: &mut Collector<'_>,
+    field: &str,
+    list: &StrList,
+) -> Option<BTreeSet<String>> {
+    if list.get_ref().is_empty() {
+        cx.at(
+            span(list),
+            field,
+            "must list at least one SOP class keyword or UID",
+        );
+        return None;
+    }
+    let mut uids = BTreeSet::new();
+    let mut ok = true;
+    for (i, item) in list.get_ref().iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let text = item.get_ref().trim();
+        let uid = if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            match Uid::new(text) {
+                Ok(uid) => uid.as_str().to_string(),
+                Err(e) => {
+                    cx.at(span(item), f, format!("invalid UID {text:?}: {e}"));
+                    ok = false;
+                    continue;
+                }
+            }
+        } else {
+            match sop::uid_for_keyword(text) {
+                Some(uid) => uid.to_string(),
+                None => {
+                    cx.at(
+                        span(item),
+                        f,
+                        format!(
+                            "unknown SOP class keyword {text:?} (expected a dicom-dictionary-std SOP class keyword such as \"ModalityPerformedProcedureStep\", or a UID)"
+                        ),
+                    );
+                    ok = false;
+                    continue;
+                }
+            }
+        };
+        if !sop::is_normalized_candidate(&uid) {
+            cx.at(
+                span(item),
+                f,
+                format!(
+                    "{uid} ({}) is not a SOP class of the DIMSE-N services",
+                    sop::keyword_for_uid(&uid).unwrap_or("?")
+                ),
+            );
+            ok = false;
+            continue;
+        }
+        if !uids.insert(uid.clone()) {
+            cx.at(span(item), f, format!("SOP class {uid} is listed twice"));
+            ok = false;
+        }
+    }
+    ok.then_some(uids)
 }
 
 fn validate_sop_classes(

@@ -1,5 +1,6 @@
-//! The compiled policy and its three pure decisions: [`Policy::admit`] (association),
-//! [`Policy::context`] (presentation context) and [`Policy::dimse`] (request).
+//! The compiled policy and its pure decisions: [`Policy::admit`] (association),
+//! [`Policy::context`] (presentation context), [`Policy::dimse`] (the peer's request) and
+//! [`Policy::dimse_from_called`] (a DIMSE-N request the called side sends the peer).
 //!
 //! Everything is default deny: what the policy does not name is refused. A [`Policy`] is an
 //! `Arc` inside, cheap to clone and to hand out through a `tokio::sync::watch` channel.
@@ -119,6 +120,12 @@ pub struct Peer {
     pub(crate) allow: BTreeSet<Operation>,
     pub(crate) store_sop_classes: Option<SopClassSet>,
     pub(crate) move_destinations: Option<AeTitles>,
+    /// SOP classes the peer's DIMSE-N services may name (either direction); present exactly
+    /// when `allow` or `receive` has an N-service.
+    pub(crate) n_sop_classes: Option<BTreeSet<String>>,
+    /// DIMSE-N requests the called side may send this peer on its association (only
+    /// N-EVENT-REPORT); empty by default.
+    pub(crate) receive: BTreeSet<Operation>,
     pub(crate) identity: PeerIdentity,
     /// At most this many matches per C-FIND query (`None`: no cap).
     pub(crate) max_find_results: Option<u32>,
@@ -158,6 +165,20 @@ impl Peer {
     /// Present exactly when the peer may move.
     pub fn move_destinations(&self) -> Option<&AeTitles> {
         self.move_destinations.as_ref()
+    }
+
+    /// Present exactly when the peer uses DIMSE-N services (`allow` or `receive`).
+    pub fn n_sop_classes(&self) -> Option<&BTreeSet<String>> {
+        self.n_sop_classes.as_ref()
+    }
+
+    /// The DIMSE-N requests the called side may send this peer (`receive`).
+    pub fn receives(&self) -> &BTreeSet<Operation> {
+        &self.receive
+    }
+
+    fn may_use_n_class(&self, uid: &str) -> bool {
+        self.n_sop_classes.as_ref().is_some_and(|s| s.contains(uid))
     }
 
     /// Certificate and user identity conditions (all empty/optional for a plain peer).
@@ -581,7 +602,7 @@ pub enum DimseRefusalReason {
     /// A required command element is absent (0x0120).
     #[error("missing {0}")]
     MissingAttribute(&'static str),
-    /// N-services and unknown command fields (0x0211).
+    /// Unknown command fields, and DIMSE-N requests on a C-service's SOP class (0x0211).
     #[error("unrecognized command field {0:#06x}")]
     UnrecognizedCommand(u16),
     /// A response was passed to [`Policy::dimse`], which judges requests only (0x0211).
@@ -781,6 +802,8 @@ impl Policy {
     ///   [`sop::GET_MODELS`] iff `get`;
     /// - a SOP class allowed by `store_sop_classes` iff `store` or `get` (C-GET retrieves arrive
     ///   as C-STORE sub-operations on the same association);
+    /// - a SOP class in `n_sop_classes` (which exists only when `allow` or `receive` names a
+    ///   DIMSE-N service): which N-services pass on it is decided per request;
     /// - anything else is rejected.
     pub fn context(&self, adm: &Admission, abstract_syntax: &str) -> ContextDecision {
         let Some(peer) = self.current_peer(adm) else {
@@ -809,6 +832,10 @@ impl Policy {
         if sop::GET_MODELS.contains(&uid) {
             return gate(Operation::Get);
         }
+        if peer.may_use_n_class(uid) {
+            // n_sop_classes exists only when allow or receive names an N-service.
+            return ContextDecision::Accept;
+        }
         let may_receive = peer.allows(Operation::Store) || peer.allows(Operation::Get);
         if may_receive && peer.may_store_class(uid) {
             return ContextDecision::Accept;
@@ -831,7 +858,9 @@ impl Policy {
     /// command (Verification for C-ECHO, a FIND/MOVE/GET model for C-FIND/C-MOVE/C-GET, an
     /// allowed storage class for C-STORE). C-MOVE must name an allowed destination. C-CANCEL is
     /// permitted when the peer may find, move or get (otherwise refused as `find` not allowed).
-    /// N-services and unknown commands: 0x0211.
+    /// A DIMSE-N request needs its operation in `allow` and its (Affected or Requested) SOP
+    /// class in `n_sop_classes` (0x0124 otherwise); on a C-service's SOP class (Verification,
+    /// Storage, Query/Retrieve) it is 0x0211. Unknown commands: 0x0211.
     /// The C-FIND result cap of an admitted association's peer under this policy (`None`: no
     /// cap, or the policy no longer admits it — its next request is refused anyway).
     pub fn max_find_results(&self, adm: &Admission) -> Option<u32> {
@@ -862,6 +891,14 @@ impl Policy {
                 };
             }
             CommandField::Other(v) => return refuse(DimseRefusalReason::UnrecognizedCommand(v)),
+            CommandField::NEventReportRq
+            | CommandField::NGetRq
+            | CommandField::NSetRq
+            | CommandField::NActionRq
+            | CommandField::NCreateRq
+            | CommandField::NDeleteRq => {
+                return judge_normalized(&peer.allow, &peer, req);
+            }
             CommandField::CEchoRq => Operation::Echo,
             CommandField::CStoreRq => Operation::Store,
             CommandField::CFindRq => Operation::Find,
@@ -872,7 +909,13 @@ impl Policy {
             | CommandField::CStoreRsp
             | CommandField::CFindRsp
             | CommandField::CMoveRsp
-            | CommandField::CGetRsp => return refuse(DimseRefusalReason::NotARequest(command)),
+            | CommandField::CGetRsp
+            | CommandField::NEventReportRsp
+            | CommandField::NGetRsp
+            | CommandField::NSetRsp
+            | CommandField::NActionRsp
+            | CommandField::NCreateRsp
+            | CommandField::NDeleteRsp => return refuse(DimseRefusalReason::NotARequest(command)),
         };
         if !peer.allows(op) {
             return refuse(DimseRefusalReason::OperationNotAllowed(op));
@@ -892,6 +935,13 @@ impl Policy {
             Operation::Find => sop::FIND_MODELS.contains(&class),
             Operation::Move => sop::MOVE_MODELS.contains(&class),
             Operation::Get => sop::GET_MODELS.contains(&class),
+            // Judged by `judge_normalized` above.
+            Operation::NEventReport
+            | Operation::NGet
+            | Operation::NSet
+            | Operation::NAction
+            | Operation::NCreate
+            | Operation::NDelete => false,
         };
         if !class_ok {
             return refuse(DimseRefusalReason::SopClassNotAllowed);
@@ -909,6 +959,33 @@ impl Policy {
             }
         }
         Ok(Permitted { command })
+    }
+
+    /// Decides one DIMSE request the **called side** (the upstream) sends the peer on the
+    /// peer's own association: only DIMSE-N requests are judged here — the C-STORE
+    /// sub-operations of a C-GET are the answer to the peer's own C-GET. The operation must be
+    /// in the peer's `receive` and the SOP class in its `n_sop_classes` (0x0124 otherwise); any
+    /// other request is refused with 0x0211 (PS3.7: only the SOP class's own SCP-to-SCU
+    /// notifications, such as Storage Commitment's N-EVENT-REPORT, PS3.4 J.3.3, travel this
+    /// way).
+    pub fn dimse_from_called(
+        &self,
+        adm: &Admission,
+        req: &DimseFacts,
+    ) -> Result<Permitted, DimseRefusal> {
+        let Some(peer) = self.current_peer(adm) else {
+            return Err(DimseRefusal::new(DimseRefusalReason::AdmissionWithdrawn));
+        };
+        let command = req.command;
+        if command.is_response() {
+            return Err(DimseRefusal::new(DimseRefusalReason::NotARequest(command)));
+        }
+        if !command.is_normalized() {
+            return Err(DimseRefusal::new(DimseRefusalReason::UnrecognizedCommand(
+                command.to_u16(),
+            )));
+        }
+        judge_normalized(&peer.receive, &peer, req)
     }
 
     /// A human-readable, multi-line summary of the routes and peers.
@@ -949,6 +1026,17 @@ impl Policy {
             }
             if let Some(dests) = &p.move_destinations {
                 out.push_str(&format!("    move destinations: {dests}\n"));
+            }
+            if let Some(classes) = &p.n_sop_classes {
+                let names: Vec<&str> = classes
+                    .iter()
+                    .map(|u| sop::keyword_for_uid(u).unwrap_or(u))
+                    .collect();
+                out.push_str(&format!("    DIMSE-N SOP classes: {}\n", names.join(", ")));
+            }
+            if !p.receive.is_empty() {
+                let ops: Vec<String> = p.receive.iter().map(ToString::to_string).collect();
+                out.push_str(&format!("    receives: {}\n", ops.join(", ")));
             }
             let id = &p.identity;
             if id.tls == crate::TlsRequirement::Required {
@@ -1003,5 +1091,45 @@ impl Policy {
             ));
         }
         out
+    }
+}
+
+/// A DIMSE-N request against one direction's operations (`allow` for the peer's requests,
+/// `receive` for the called side's) and the peer's `n_sop_classes`: a C-service's class is
+/// 0x0211, then the operation, then the class; those two refusals are 0x0124.
+fn judge_normalized(
+    operations: &BTreeSet<Operation>,
+    peer: &Peer,
+    req: &DimseFacts,
+) -> Result<Permitted, DimseRefusal> {
+    let refuse = |reason| Err(DimseRefusal::new(reason));
+    let Some(op) = req.command.operation().filter(|op| op.is_normalized()) else {
+        return refuse(DimseRefusalReason::UnrecognizedCommand(
+            req.command.to_u16(),
+        ));
+    };
+    // An N-service on a C-service's SOP class (Verification, Storage, Query/Retrieve) is not
+    // an operation of that class at all: PS3.7 C.4 Unrecognized Operation, whatever the peer
+    // may do elsewhere.
+    if req
+        .sop_class
+        .as_deref()
+        .is_some_and(|c| !sop::is_normalized_candidate(c))
+    {
+        return refuse(DimseRefusalReason::UnrecognizedCommand(
+            req.command.to_u16(),
+        ));
+    }
+    if !operations.contains(&op) {
+        return refuse(DimseRefusalReason::OperationNotAllowed(op));
+    }
+    let Some(raw_class) = req.sop_class.as_deref() else {
+        return refuse(DimseRefusalReason::MissingAttribute("SOP Class UID"));
+    };
+    match Uid::new(raw_class) {
+        Ok(class) if peer.may_use_n_class(class.as_str()) => Ok(Permitted {
+            command: req.command,
+        }),
+        _ => refuse(DimseRefusalReason::SopClassNotAllowed),
     }
 }

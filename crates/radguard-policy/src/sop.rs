@@ -45,6 +45,25 @@ pub const GET_MODELS: [&str; 3] = [
     "1.2.840.10008.5.1.4.1.2.3.3",
 ];
 
+/// Modality Performed Procedure Step (PS3.4 F.7): N-CREATE, N-SET.
+pub const MPPS: &str = "1.2.840.10008.3.1.2.3.3";
+
+/// Storage Commitment Push Model (PS3.4 J.3): N-ACTION, N-EVENT-REPORT.
+pub const STORAGE_COMMITMENT_PUSH: &str = "1.2.840.10008.1.20.1";
+
+/// Whether `uid` may be named in `n_sop_classes`: not Verification, not a Query/Retrieve
+/// model, not a Storage SOP class (those are the C-services'), not the DICOMDIR class. A UID
+/// the registry does not know (a private normalized class) is accepted: the peer's entry names
+/// it on purpose.
+pub fn is_normalized_candidate(uid: &str) -> bool {
+    uid != VERIFICATION
+        && uid != MEDIA_STORAGE_DIRECTORY_STORAGE
+        && !FIND_MODELS.contains(&uid)
+        && !MOVE_MODELS.contains(&uid)
+        && !GET_MODELS.contains(&uid)
+        && !is_storage_sop_class(uid)
+}
+
 /// Whether `uid` is a Storage SOP class by the rule in the module docs.
 pub fn is_storage_sop_class(uid: &str) -> bool {
     if uid == MEDIA_STORAGE_DIRECTORY_STORAGE {

@@ -512,24 +512,24 @@ fn dimse_refused() {
             0x0120,
             R::MissingAttribute("Affected SOP Class UID"),
         ),
-        // Unknown commands, N-services and responses: 0x0211.
+        // Unknown commands, N-services on a C-service's SOP class and responses: 0x0211.
         (
             &lo,
-            req(CommandField::Other(0x0140), None),
+            req(CommandField::Other(0x0160), None),
             0x0211,
-            R::UnrecognizedCommand(0x0140),
+            R::UnrecognizedCommand(0x0160),
         ),
         (
             &lo,
-            req(CommandField::Other(0x0110), Some(CT)),
+            req(CommandField::NGetRq, Some(CT)),
             0x0211,
             R::UnrecognizedCommand(0x0110),
         ),
         (
             &lo,
-            req(CommandField::Other(0x8120), None),
+            req(CommandField::NSetRsp, None),
             0x0211,
-            R::UnrecognizedCommand(0x8120),
+            R::NotARequest(CommandField::NSetRsp),
         ),
         (
             &lo,
@@ -580,7 +580,7 @@ fn refusal_comments_fit_error_comment_and_hide_values() {
         R::SopClassNotAllowed,
         R::MoveDestinationNotAllowed,
         R::MissingAttribute("Move Destination"),
-        R::UnrecognizedCommand(0x0140),
+        R::UnrecognizedCommand(0x0160),
         R::NotARequest(CommandField::CStoreRsp),
         R::AdmissionWithdrawn,
     ];

@@ -192,7 +192,15 @@ pub fn operation_name(command: &str) -> String {
     let mut chars = base.chars();
     match chars.next() {
         Some(c @ ('C' | 'N')) if base.len() > 1 => {
-            format!("{c}-{}", chars.as_str().to_ascii_uppercase())
+            // "NEventReport" → "N-EVENT-REPORT": a capital inside the name starts a word.
+            let mut out = format!("{c}-");
+            for (i, ch) in chars.enumerate() {
+                if i > 0 && ch.is_ascii_uppercase() {
+                    out.push('-');
+                }
+                out.push(ch.to_ascii_uppercase());
+            }
+            out
         }
         _ => base.to_string(),
     }
@@ -889,6 +897,8 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(operation_name("CStoreRq"), "C-STORE");
+        assert_eq!(operation_name("NEventReportRsp"), "N-EVENT-REPORT");
+        assert_eq!(operation_name("NCreateRq"), "N-CREATE");
         assert_eq!(operation_name("CFindRsp"), "C-FIND");
         assert_eq!(operation_name("Other(1)"), "Other(1)");
     }

@@ -87,6 +87,23 @@ enum Command {
     /// A new config that fails anywhere is refused whole; the old one stays in force and running
     /// associations are never dropped.
     Reload(cmd::reload::ReloadArgs),
+    /// Measure DICOM endpoints' security posture without touching patient data.
+    ///
+    /// Checks, one connection at a time and at most --rate per second: called AE titles
+    /// (random, blank, common defaults), a random calling AE title, the presentation contexts
+    /// accepted, the maximum PDU length, the implementation identity and its known
+    /// vulnerabilities (crates/radguard-probe/data/vulns.toml), TLS (tls://: versions, suites,
+    /// certificate, client certificate), C-ECHO, whether storage is accepted from an unknown
+    /// AE (nothing is sent), C-MOVE to an unknown destination and, only with --query, C-FIND
+    /// (first answer counted and cancelled; nothing kept or printed). See docs/probe.md.
+    /// Exit status 0 nothing found, 1 findings, 2 usage error.
+    Probe(cmd::probe::ProbeArgs),
+    /// The scan-protocol and dose guard offline: `check` judges protocol, approval, dose report
+    /// and worklist answer files against the [guard] limits the gateway uses.
+    Guard {
+        #[command(subcommand)]
+        command: cmd::guard::GuardCommand,
+    },
     /// Check configuration files.
     Config {
         #[command(subcommand)]
@@ -111,7 +128,9 @@ fn main() -> ExitCode {
         Command::Admin(args) => cmd::console::run(args),
         Command::Scan(args) => cmd::media::run_scan(args),
         Command::Sanitize(args) => cmd::media::run_sanitize(args),
+        Command::Probe(args) => cmd::probe::run(args),
         Command::Config { command } => cmd::config::run(command),
+        Command::Guard { command } => cmd::guard::run(command),
     }
 }
 

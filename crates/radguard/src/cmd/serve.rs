@@ -74,6 +74,7 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         ledger: ledger_cfg,
         detect: detect_cfg,
         admin: admin_cfg,
+        guard: guard_cfg,
     } = loaded;
     // The text in force for the console: read right after the file was loaded.
     let (in_force_tx, in_force_rx) = tokio::sync::watch::channel((
@@ -252,6 +253,8 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
             Some((ledger.clone(), gateway_id)),
             bus.clone(),
         );
+        // The scan-protocol and dose guard ([guard]), before the first association.
+        shared.set_guard(radguard_gateway::guard::Guard::new(guard_cfg));
         // Hold routes: the queue of instances held for an unreachable upstream, and its
         // forwarders (instances queued before a restart leave as soon as their archive answers).
         let hold_path = data.join("hold-queue.sqlite");

@@ -1,0 +1,279 @@
+//! DIMSE-N through the gateway with real peers: pynetdicom as a modality's MPPS SCU (N-CREATE,
+//! then N-SET) and as a Storage Commitment SCU (N-ACTION, then the N-EVENT-REPORT the SCP sends
+//! on the same association), against tests/py/n_scp.py as the SCP. Allowed: the SCP gets every
+//! request and the SCU every answer. Not allowed: the gateway answers 0x0124 itself and the
+//! other side never sees the request. DCMTK has no MPPS or Storage Commitment tool (see
+//! docs/conformance.md); its C-services through a peer with DIMSE-N rights are checked here.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const MPPS: &str = "1.2.840.10008.3.1.2.3.3";
+const COMMITMENT: &str = "1.2.840.10008.1.20.1";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The n_scp.py upstream and radguard routing called AE "NSCP" to it; `peer` is the body of
+/// the modality's `[[peer]]` (after name, AE titles and addresses).
+fn setup(peer: &str) -> (ScriptedScp, Radguard) {
+    let scp = ScriptedScp::start("n_scp.py", "NSCP", &[]);
+    let mut toml = Config::new().route("NSCP", scp.port, "NSCP").toml();
+    toml.push_str(&format!(
+        "\n[[peer]]\nname = \"ct\"\nae_titles = [\"CT01\"]\naddresses = [\"127.0.0.1/32\"]\n{peer}\n"
+    ));
+    let rg = Radguard::start_fresh(&toml);
+    (scp, rg)
+}
+
+fn n_scu(port: u16, mode: &str, extra: &[&str]) -> Command {
+    n_scu_to(port, "NSCP", mode, extra)
+}
+
+fn n_scu_to(port: u16, called: &str, mode: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(venv_python());
+    cmd.arg(py_script("n_scu.py"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--called",
+            called,
+            "--calling",
+            "CT01",
+        ])
+        .args(extra)
+        .arg(mode);
+    cmd
+}
+
+fn json_of(out: &Output) -> Value {
+    let line = out
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("");
+    serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("n_scu.py printed no JSON ({e}):\n{}", out.all()))
+}
+
+fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+/// Waits for a `dimse-refused` event of `command` with `status`.
+fn wait_refused(rg: &Radguard, command: &str, status: u16) -> Value {
+    let mut found = None;
+    wait_until(WAIT, || {
+        found = of_kind(&parse_events(&rg.log()), "dimse-refused")
+            .into_iter()
+            .find(|e| e["command"] == command && e["status"] == status)
+            .cloned();
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("no dimse-refused {command} 0x{status:04X}:\n{}", rg.log()))
+}
+
+#[test]
+fn mpps_allowed_reaches_the_scp() {
+    let (scp, rg) = setup(
+        "allow = [\"echo\", \"n-create\", \"n-set\"]\nn_sop_classes = [\"ModalityPerformedProcedureStep\"]",
+    );
+    let v = json_of(&run(&mut n_scu(rg.port(), "mpps", &[]), WAIT));
+    assert_eq!(v["contexts"][MPPS], 0, "{v}");
+    assert_eq!(
+        v["statuses"],
+        serde_json::json!([0, 0]),
+        "{v}\n{}",
+        rg.log()
+    );
+    let steps = scp.steps();
+    assert!(
+        steps.contains("received N-CREATE class=1.2.840.10008.3.1.2.3.3"),
+        "{steps}"
+    );
+    assert!(
+        steps.contains("received N-SET class=1.2.840.10008.3.1.2.3.3"),
+        "{steps}"
+    );
+    // Both requests and both answers are on the bus (the audit trail's input).
+    let ok = wait_until(WAIT, || {
+        let events = parse_events(&rg.log());
+        let has = |kind: &str, command: &str| {
+            of_kind(&events, kind)
+                .iter()
+                .any(|e| e["command"] == command)
+        };
+        has("dimse-request", "NCreateRq")
+            && has("dimse-request", "NSetRq")
+            && has("dimse-response", "NCreateRsp")
+            && has("dimse-response", "NSetRsp")
+    });
+    assert!(
+        ok,
+        "no N-CREATE/N-SET request and response events:\n{}",
+        rg.log()
+    );
+}
+
+#[test]
+fn mpps_n_create_not_allowed_is_refused_and_never_reaches_the_scp() {
+    // n-set but no n-create: the N-CREATE is refused by the gateway; the N-SET that follows on
+    // the same association reaches the SCP, which proves the N-CREATE would have been seen
+    // first had it been relayed.
+    let (scp, rg) = setup(
+        "allow = [\"echo\", \"n-set\"]\nn_sop_classes = [\"ModalityPerformedProcedureStep\"]",
+    );
+    let v = json_of(&run(&mut n_scu(rg.port(), "mpps", &[]), WAIT));
+    assert_eq!(
+        v["statuses"],
+        serde_json::json!([0x0124, 0]),
+        "{v}\n{}",
+        rg.log()
+    );
+    assert!(
+        scp.wait_step_since(0, "received N-SET", WAIT),
+        "{}",
+        scp.steps()
+    );
+    assert!(!scp.steps().contains("N-CREATE"), "{}", scp.steps());
+    let e = wait_refused(&rg, "NCreateRq", 0x0124);
+    assert!(
+        e["why"].as_str().unwrap_or("").contains("not allowed"),
+        "{e}"
+    );
+}
+
+#[test]
+fn mpps_sop_class_not_listed_is_rejected_at_negotiation() {
+    // The peer may N-CREATE and N-SET, but only on Storage Commitment: the MPPS context is
+    // rejected (abstract syntax not supported), no request is ever sent.
+    let (scp, rg) = setup(
+        "allow = [\"echo\", \"n-create\", \"n-set\"]\nn_sop_classes = [\"StorageCommitmentPushModel\"]",
+    );
+    let v = json_of(&run(&mut n_scu(rg.port(), "mpps", &[]), WAIT));
+    assert_eq!(v["contexts"][MPPS], 3, "{v}\n{}", rg.log());
+    assert_eq!(v["statuses"], serde_json::json!([]), "{v}");
+    // The client had its answer: an upstream association, had there been one, was requested
+    // before it (the client's A-ASSOCIATE-AC merges the upstream's).
+    assert!(!scp.steps().contains("association from"), "{}", scp.steps());
+}
+
+#[test]
+fn commitment_report_reaches_the_scu_when_received() {
+    let (scp, rg) = setup(
+        "allow = [\"n-action\"]\nreceive = [\"n-event-report\"]\nn_sop_classes = [\"StorageCommitmentPushModel\"]",
+    );
+    let v = json_of(&run(&mut n_scu(rg.port(), "commit", &[]), WAIT));
+    assert_eq!(v["contexts"][COMMITMENT], 0, "{v}");
+    assert_eq!(v["statuses"], serde_json::json!([0]), "{v}\n{}", rg.log());
+    assert_eq!(v["reports"], serde_json::json!([1]), "{v}\n{}", rg.log());
+    assert!(
+        scp.wait_step_since(0, "event-report status=0x0000", WAIT),
+        "{}\n{}",
+        scp.steps(),
+        rg.log()
+    );
+    // The client's answer to the report is recorded.
+    let ok = wait_until(WAIT, || {
+        of_kind(&parse_events(&rg.log()), "dimse-response")
+            .iter()
+            .any(|e| e["command"] == "NEventReportRsp" && e["status"] == 0)
+    });
+    assert!(ok, "no N-EVENT-REPORT-RSP event:\n{}", rg.log());
+}
+
+#[test]
+fn commitment_report_not_received_is_answered_by_the_gateway() {
+    // No `receive`: the SCP's N-EVENT-REPORT is refused by the gateway (0x0124 to the SCP)
+    // and the SCU never gets it.
+    let (scp, rg) =
+        setup("allow = [\"n-action\"]\nn_sop_classes = [\"StorageCommitmentPushModel\"]");
+    let tmp = tmp_dir("dimse-n-commit");
+    let until = tmp.path().join("done");
+    let mut cmd = n_scu(
+        rg.port(),
+        "commit",
+        &["--until-file", until.to_str().unwrap()],
+    );
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().expect("start n_scu.py");
+    let answered = scp.wait_step_since(0, "event-report status=0x0124", WAIT);
+    // The SCP has the gateway's answer: the report was not relayed, and nothing else will be.
+    std::fs::write(&until, b"").unwrap();
+    let out = child.wait_with_output().expect("n_scu.py output");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        answered,
+        "the SCP got no 0x0124:\n{}\n{}\n{text}",
+        scp.steps(),
+        rg.log()
+    );
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("");
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(v["statuses"], serde_json::json!([0]), "{v}");
+    assert_eq!(v["reports"], serde_json::json!([]), "{v}\n{}", rg.log());
+    let e = wait_refused(&rg, "NEventReportRq", 0x0124);
+    assert!(
+        e["why"].as_str().unwrap_or("").contains("called side"),
+        "{e}"
+    );
+    let ok = wait_until(WAIT, || {
+        of_kind(&parse_events(&rg.log()), "security-alert")
+            .iter()
+            .any(|e| {
+                e["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("NEventReportRq from the upstream")
+            })
+    });
+    assert!(
+        ok,
+        "no security alert for the refused report:\n{}",
+        rg.log()
+    );
+}
+
+#[test]
+fn vault_routes_reject_dimse_n_contexts() {
+    // The built-in vault is no MPPS SCP: the context is rejected (abstract syntax not
+    // supported) even for a peer allowed N-CREATE on MPPS.
+    let mut toml = Config::new().vault_route("RADGUARD").toml();
+    toml.push_str(
+        "\n[[peer]]\nname = \"ct\"\nae_titles = [\"CT01\"]\naddresses = [\"127.0.0.1/32\"]\n\
+         allow = [\"echo\", \"n-create\", \"n-set\"]\nn_sop_classes = [\"ModalityPerformedProcedureStep\"]\n",
+    );
+    let rg = Radguard::start_fresh(&toml);
+    let v = json_of(&run(
+        &mut n_scu_to(rg.port(), "RADGUARD", "mpps", &[]),
+        WAIT,
+    ));
+    assert_eq!(v["contexts"][MPPS], 3, "{v}\n{}", rg.log());
+    assert_eq!(v["statuses"], serde_json::json!([]), "{v}");
+}
+
+#[test]
+fn dcmtk_c_services_unaffected_for_a_peer_with_n_services() {
+    // A peer with MPPS rights still echoes and stores with DCMTK as before, and the Storage
+    // contexts of others are not opened by n_sop_classes.
+    let d = test_data();
+    let scp = StoreScp::start("ARCHIVE");
+    let mut toml = Config::new().route("ARCHIVE", scp.port, "ARCHIVE").toml();
+    toml.push_str(
+        "\n[[peer]]\nname = \"ct\"\nae_titles = [\"CT01\"]\naddresses = [\"127.0.0.1/32\"]\n\
+         allow = [\"echo\", \"store\", \"n-create\", \"n-set\"]\nstore_sop_classes = [\"CTImageStorage\"]\n\
+         n_sop_classes = [\"ModalityPerformedProcedureStep\"]\n",
+    );
+    let rg = Radguard::start_fresh(&toml);
+    echoscu(rg.port(), "CT01", "ARCHIVE").assert_success("echoscu");
+    let ct = d.ct_files();
+    storescu(rg.port(), "CT01", "ARCHIVE", &ct[..2]).assert_success("storescu");
+    assert_received(&ct[..2], &scp.dir, false);
+}
