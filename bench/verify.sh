@@ -7,7 +7,7 @@
 #
 # Env: BENCH_DIR (default target/bench-verify), SLICES (300), ROUNDS (3), JOBS (all cores),
 #      RESULTS (default $BENCH_DIR/verify-results.md).
-# Needs: DCMTK dcmcrle, the project venv (scripts/setup-test-env.sh), openssl, cmake + g++
+# Needs: DCMTK dcmcrle, the project venv (scripts/setup-test-env.sh), openssl
 # (scripts/setup-radguard-ledger.sh). It never touches the gateway: the ledger is filled with
 # `ledger record`, which fingerprints the files exactly as an origin route would.
 set -euo pipefail

@@ -2,15 +2,16 @@
 # setup-radguard-ledger.sh -- what radguard-ledger needs beyond scripts/setup-test-env.sh
 # (idempotent; Debian 12; run as root).
 #
-#   * cmake and a C++ compiler: the JPEG-LS decoder (CharLS, via the charls-sys crate) is built
-#     from source with the system compiler when radguard-ledger is compiled.
 #   * openssl: bench/verify.sh compares verify's throughput with `openssl dgst -sha256`.
+#   * g++: not for Radguard itself (its default build needs only Rust and a C compiler, and
+#     JPEG-LS is decoded by radguard-jpegls, safe Rust; scripts/check-no-cxx.sh proves it), but
+#     for the fuzz smoke in .ci/run: cargo-fuzz's libfuzzer-sys compiles libFuzzer (C++).
 #
 # The ledger tests also need DCMTK (dcmconv, dcmcrle, dcmcjpls, dcmcjpeg) and the project venv
 # with pydicom and numpy: scripts/setup-test-env.sh installs those.
 set -euo pipefail
 
-PKGS=(cmake g++ make openssl)
+PKGS=(g++ openssl)
 log() { printf '[setup-radguard-ledger] %s\n' "$*"; }
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -30,7 +31,7 @@ if ((${#missing[@]})); then
 else
   log "already installed: ${PKGS[*]}"
 fi
-for t in cmake c++ openssl; do
+for t in c++ openssl; do
   command -v "$t" >/dev/null || { log "ERROR: $t missing after install"; exit 1; }
 done
-log "cmake $(cmake --version | head -1 | awk '{print $3}'), $(c++ --version | head -1), $(openssl version)"
+log "$(c++ --version | head -1), $(openssl version)"

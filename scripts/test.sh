@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints, all tests (incl. real-peer integration tests).
 # Prerequisite for the integration tests: the setup scripts that .ci/run calls (DCMTK, Orthanc,
-# the Python venv, PostgreSQL, rsyslog, openssl, cmake).
+# the Python venv, PostgreSQL, rsyslog, openssl).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 echo "== cargo fmt --all -- --check"

@@ -123,6 +123,8 @@ fn benign_reencodings_are_unchanged() {
         ("bigendian", "dcmconv", &["+tb"]),
         ("rle", "dcmcrle", &[]),
         ("jpegls", "dcmcjpls", &["+el"]),
+        // One frame in several 1 KiB fragments: decoded from the fragments joined.
+        ("jpegls-fragments", "dcmcjpls", &["+el", "+fs", "1"]),
         ("jpeg-sv1", "dcmcjpeg", &["+e1"]),
         ("jpeg-p14", "dcmcjpeg", &["+el", "+sv", "2"]),
         // Deflated Explicit VR Little Endian: the same data set, deflate-compressed.
@@ -336,5 +338,28 @@ fn truncated_and_corrupt_inputs_are_errors_not_panics() {
                 "flip at {i}"
             );
         }
+    }
+}
+
+/// JPEG-LS Lossless copies of an RGB multi-frame image, in each interleave mode and with the
+/// frames split over several fragments (found through the Basic Offset Table), fingerprint as
+/// decoded samples exactly like the native original.
+#[test]
+fn colour_multiframe_jpegls_fingerprints_as_the_original() {
+    let dir = scratch("colour-jpegls");
+    let native = dir.join("native.dcm");
+    ctdata_paths(&["colour", "--frames", "3"], &[&native]);
+    let want = fp(&native);
+    assert!(matches!(want.pixels, PixelDigest::Samples { .. }));
+    for (label, args) in [
+        ("line", &["+el", "+il"][..]),
+        ("sample", &["+el", "+is"]),
+        ("none", &["+el", "+in"]),
+        ("sample-fragments", &["+el", "+is", "+fs", "1"]),
+    ] {
+        let out = dir.join(format!("{label}.dcm"));
+        dcmtk("dcmcjpls", args, &native, &out);
+        let got = fingerprint_file(&out).unwrap_or_else(|e| panic!("{label}: {e}"));
+        assert_eq!(got.fingerprint, want, "{label}");
     }
 }

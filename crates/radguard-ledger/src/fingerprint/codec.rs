@@ -1,7 +1,7 @@
 //! Decoding lossless encapsulated pixel data one frame at a time: RLE Lossless with the decoder
-//! below (PS3.5 Annex G; bounds-checked and fast), JPEG Lossless and JPEG-LS Lossless with
-//! dicom-rs's transfer syntax registry (jpeg-decoder, CharLS). A panic inside a third-party
-//! decoder on hostile data becomes a decode error.
+//! below (PS3.5 Annex G; bounds-checked and fast), JPEG-LS Lossless with `radguard-jpegls`
+//! (safe Rust, bounded), JPEG Lossless with dicom-rs's transfer syntax registry
+//! (jpeg-decoder). A panic inside a third-party decoder on hostile data becomes a decode error.
 
 use std::borrow::Cow;
 
@@ -112,6 +112,7 @@ pub fn decode_into(src: &Encapsulated<'_>, sink: &mut PixelSink) -> Result<(), F
         });
     }
     let rle = src.transfer_syntax == radguard_dicom::ts::RLE_LOSSLESS;
+    let jpegls = src.transfer_syntax == radguard_dicom::ts::JPEG_LS_LOSSLESS;
     if rle && src.fragments.len() != frames as usize {
         return Err(FingerprintError::Decode {
             frame: 0,
@@ -121,7 +122,7 @@ pub fn decode_into(src: &Encapsulated<'_>, sink: &mut PixelSink) -> Result<(), F
             ),
         });
     }
-    let reader = if rle {
+    let reader = if rle || jpegls {
         None
     } else {
         Some(
@@ -144,6 +145,12 @@ pub fn decode_into(src: &Encapsulated<'_>, sink: &mut PixelSink) -> Result<(), F
         for frame in 0..frames {
             decoded.clear();
             match reader {
+                None if jpegls => {
+                    let stream = frame_stream(src, frame)
+                        .map_err(|reason| FingerprintError::Decode { frame, reason })?;
+                    jpegls_decode_frame(&stream, layout, decoded)
+                        .map_err(|reason| FingerprintError::Decode { frame, reason })?;
+                }
                 None => {
                     let fragment = src
                         .fragments
@@ -192,6 +199,99 @@ pub fn decode_into(src: &Encapsulated<'_>, sink: &mut PixelSink) -> Result<(), F
     })?;
     if layout.total_bytes() % 2 == 1 {
         sink.value(&[0]);
+    }
+    Ok(())
+}
+
+/// The encapsulated bytes of frame `frame` (PS3.5 §A.4): its fragment when there is one
+/// fragment per frame, all fragments for a single frame, otherwise the fragments the Basic
+/// Offset Table assigns to it (offsets count item headers too, 8 bytes each).
+pub fn frame_stream<'a>(src: &'a Encapsulated<'_>, frame: u32) -> Result<Cow<'a, [u8]>, String> {
+    let frames = src.layout.frames as usize;
+    let f = frame as usize;
+    if src.fragments.len() == frames {
+        return src
+            .fragments
+            .get(f)
+            .map(|v| Cow::Borrowed(v.as_slice()))
+            .ok_or_else(|| "no fragment for the frame".into());
+    }
+    if frames == 1 {
+        return Ok(Cow::Owned(src.fragments.concat()));
+    }
+    let start = u64::from(
+        *src.offset_table
+            .get(f)
+            .ok_or("no Basic Offset Table entry")?,
+    );
+    let end = src
+        .offset_table
+        .get(f + 1)
+        .map_or(u64::MAX, |e| u64::from(*e));
+    if end < start {
+        return Err("Basic Offset Table offsets decrease".into());
+    }
+    let mut at = 0u64;
+    let mut out = Vec::new();
+    let mut found = false;
+    for fragment in src.fragments {
+        if at >= start && at < end {
+            out.extend_from_slice(fragment);
+            found = true;
+        }
+        at += 8 + fragment.len() as u64;
+    }
+    if !found {
+        return Err("the Basic Offset Table points at no fragment".into());
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// Decodes one JPEG-LS frame (PS3.5 §A.4.3, ITU-T T.87) into little-endian, pixel-interleaved
+/// samples of the layout's Bits Allocated, appended to `out`. The stream's frame header must
+/// match Rows, Columns and Samples per Pixel, and its precision fit Bits Allocated.
+pub fn jpegls_decode_frame(
+    stream: &[u8],
+    layout: &Layout,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let header = radguard_jpegls::read_header(stream).map_err(|e| e.to_string())?;
+    if header.width != layout.columns
+        || header.height != layout.rows
+        || header.components.len() as u32 != layout.samples_per_pixel
+    {
+        return Err(format!(
+            "JPEG-LS frame of {} x {} x {} samples, the data set says {} x {} x {}",
+            header.width,
+            header.height,
+            header.components.len(),
+            layout.columns,
+            layout.rows,
+            layout.samples_per_pixel
+        ));
+    }
+    let bytes = layout.sample_bytes();
+    if u32::from(header.precision) > 8 * bytes as u32 {
+        return Err(format!(
+            "JPEG-LS precision {} in Bits Allocated {}",
+            header.precision, layout.bits_allocated
+        ));
+    }
+    // The header matches the layout, whose frame is at most MAX_FRAME_BYTES: the decoder's
+    // own limit is the same bound for 16-bit samples.
+    let limits = radguard_jpegls::Limits {
+        max_output_bytes: layout.frame_samples().saturating_mul(2),
+    };
+    let image = radguard_jpegls::decode(stream, &limits).map_err(|e| e.to_string())?;
+    out.reserve(image.samples.len() * bytes);
+    if bytes == 1 {
+        // Precision ≤ 8: every sample fits in a byte.
+        out.extend(image.samples.iter().map(|s| *s as u8));
+    } else {
+        for s in &image.samples {
+            out.extend_from_slice(&s.to_le_bytes());
+            out.resize(out.len() + bytes - 2, 0);
+        }
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ Run with the project's venv interpreter (pydicom, numpy):
   ctdata.py tamper IN OUT --mode raise|flatten|patient-id [--x X --y Y --size 24 --delta 300]
   ctdata.py rewrite IN OUT [--private]        # new random preamble (+ a private element)
   ctdata.py fingerprint FILE...               # prints "<fingerprint hex> <path>" per file
+  ctdata.py colour OUT [--frames 3 --rows 40 --cols 48]   # RGB multi-frame Secondary Capture
 """
 import argparse
 import hashlib
@@ -266,6 +267,41 @@ def cmd_fingerprint(a):
         print(reference_fingerprint(path), path)
 
 
+def cmd_colour(a):
+    """An 8-bit RGB multi-frame Secondary Capture (planar configuration 0): colour blocks,
+    gradients and noise."""
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0 : a.rows, 0 : a.cols]
+    frames = []
+    for f in range(a.frames):
+        px = np.stack([(xx * 5 + f * 20) % 256, (yy * 3 + (xx // 8) * 40) % 256,
+                       ((xx // 6 + yy // 6) % 2) * 200 + f], axis=-1).astype(np.int32)
+        px += rng.integers(-3, 4, px.shape)
+        frames.append(np.clip(px, 0, 255).astype(np.uint8))
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.4"  # Multi-frame True Color SC
+    meta.MediaStorageSOPInstanceUID = generate_uid(ROOT)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = ROOT + "1"
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid(ROOT)
+    ds.SeriesInstanceUID = generate_uid(ROOT)
+    ds.PatientID = "PID-0002"
+    ds.Modality = "OT"
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.NumberOfFrames = a.frames
+    ds.Rows, ds.Columns = a.rows, a.cols
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    data = np.stack(frames).tobytes()
+    ds.PixelData = data + b"\0" * (len(data) % 2)
+    ds["PixelData"].VR = "OB"
+    save(ds, a.out, ExplicitVRLittleEndian)
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -292,8 +328,14 @@ def main():
     r.add_argument("--private", action="store_true")
     f = sub.add_parser("fingerprint")
     f.add_argument("files", nargs="+")
+    c = sub.add_parser("colour")
+    c.add_argument("out")
+    c.add_argument("--frames", type=int, default=3)
+    c.add_argument("--rows", type=int, default=40)
+    c.add_argument("--cols", type=int, default=48)
     a = p.parse_args()
-    {"series": cmd_series, "tamper": cmd_tamper, "rewrite": cmd_rewrite, "fingerprint": cmd_fingerprint}[a.cmd](a)
+    {"series": cmd_series, "tamper": cmd_tamper, "rewrite": cmd_rewrite, "fingerprint": cmd_fingerprint,
+     "colour": cmd_colour}[a.cmd](a)
 
 
 if __name__ == "__main__":
