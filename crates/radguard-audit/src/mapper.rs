@@ -67,6 +67,8 @@ pub fn alert_name(k: AlertKind) -> &'static str {
         AlertKind::ProtocolViolation => "protocol-violation",
         AlertKind::InstanceConflict => "instance-conflict",
         AlertKind::MalformedDataSet => "malformed-data-set",
+        AlertKind::ResourceExhausted => "resource-exhausted",
+        AlertKind::HoldOverdue => "hold-overdue",
     }
 }
 
@@ -302,6 +304,29 @@ impl Mapper {
                     query: query.clone(),
                 },
             ),
+            // An operator's removal of a held instance: it will never reach its destination.
+            Event::HoldDropped {
+                by,
+                dest,
+                sop_instance,
+            } => push(
+                &mut out,
+                None,
+                None,
+                AuditEvent::SecurityAlert {
+                    alert: "hold-dropped".into(),
+                    detail: format!(
+                        "held instance {sop_instance} for {dest} dropped from the queue by {by}"
+                    ),
+                    rule: None,
+                },
+            ),
+            // The store itself is audited through the association's own events; the queue's
+            // progress is operational (log lines, console), not an audit record.
+            Event::HoldQueued { .. }
+            | Event::HoldForwarded { .. }
+            | Event::HoldRetry { .. }
+            | Event::HoldDepth { .. } => {}
             Event::ShutdownFinished { aborted } => push(
                 &mut out,
                 None,

@@ -63,6 +63,12 @@ pub enum AlertKind {
     /// A data set the data-set firewall refused (or, at level `log`, would have): PS3.5
     /// violations an unpatched parser behind the gateway could choke on or misread.
     MalformedDataSet,
+    /// A bound was reached (a hold route's quota or the disk high-water mark): requests are
+    /// refused with 0xA700 until it clears.
+    ResourceExhausted,
+    /// A held instance has waited for its destination longer than the route's
+    /// `hold_max_age_secs`.
+    HoldOverdue,
 }
 
 /// Where an instance's first content is kept, against which a later one is compared.
@@ -370,6 +376,47 @@ pub enum Event {
         client: String,
         /// The filters, as asked (`kind=..., since=..., limit=...`).
         query: String,
+    },
+    /// A C-STORE accepted on a hold route while its upstream could not be reached: stored in
+    /// the vault (fsync + index) and queued for `dest` before the client's success.
+    HoldQueued {
+        assoc: AssocId,
+        route: String,
+        /// `AE@host:port`.
+        dest: String,
+        sop_instance: String,
+        /// Instances of the route waiting, this one included.
+        waiting: u64,
+    },
+    /// A held instance was delivered: the destination answered `status` (success or warning).
+    HoldForwarded {
+        dest: String,
+        sop_instance: String,
+        status: u16,
+        /// From acceptance to the destination's answer.
+        waited_ms: u64,
+    },
+    /// The forwarder could not deliver (connect, negotiation, a failure status): it retries
+    /// after `retry_in_ms` (capped exponential backoff with jitter).
+    HoldRetry {
+        dest: String,
+        failures: u32,
+        retry_in_ms: u64,
+        why: String,
+    },
+    /// Instances waiting for `dest` and the oldest one's age (emitted every few seconds while
+    /// any wait, and once when the queue empties).
+    HoldDepth {
+        dest: String,
+        waiting: u64,
+        oldest_age_secs: u64,
+    },
+    /// An operator removed a held instance from the queue (`radguard queue drop --yes`); it
+    /// stays in the vault and is never forwarded.
+    HoldDropped {
+        by: String,
+        dest: String,
+        sop_instance: String,
     },
     ShutdownStarted {
         running: usize,

@@ -9,6 +9,8 @@
 //!   `Result<Next, Refusal>`; the refusal is sent in one place.
 //! - [`relay`]: cut-through relay to an upstream SCP; P-DATA passes as the same bytes.
 //! - [`vault_scp`]: the gateway as Storage SCP in front of the built-in vault.
+//! - [`hold`]: hold routes: the upstream unreachable, C-STOREs are stored in the vault and
+//!   queued before success; [`forward`]: a forwarder per destination delivers the queue.
 //! - `session` (crate-private): the client-side loop both run: read, assemble, judge, then the
 //!   relay forwards and the vault stores or answers.
 //! - [`inspect`]: the per-route inspection pipeline built at admission (firewall level,
@@ -34,8 +36,10 @@ pub mod called;
 pub mod conn;
 pub mod deid_relay;
 pub mod establish;
+pub mod forward;
 pub mod gate;
 pub mod guard;
+pub mod hold;
 pub mod inspect;
 pub mod io;
 pub mod negotiate;

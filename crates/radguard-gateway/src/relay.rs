@@ -251,6 +251,14 @@ pub async fn run(
             conn.close(artim).await;
             return;
         }
+        // A hold route takes the association itself: stored, queued, forwarded later.
+        Err(UpstreamRefusal {
+            blame: Blame::Upstream,
+            why,
+        }) if crate::hold::holds(shared, &adm) => {
+            crate::hold::accept(shared, conn, adm, addr, calling, upstream_ae, why).await;
+            return;
+        }
         Err(UpstreamRefusal { blame, why }) => {
             let (calling, called) = (Some(calling_s.as_str()), Some(called_s.as_str()));
             conn.reject(shared, (2, 3, 1), (calling, called), blame, why)

@@ -36,6 +36,11 @@ pub struct Shared {
     /// This gateway's name in ledger entries.
     pub gateway_id: String,
     pub bus: EventBus,
+    /// The hold queue (`radguard serve` opens it in the data folder); routes with
+    /// `on_upstream_down = "hold"` refuse as usual while it is not set.
+    pub hold: std::sync::OnceLock<Arc<radguard_vault::queue::HoldQueue>>,
+    /// Wakes the forwarders (an instance was queued, an operator asked for a retry).
+    pub hold_wake: Arc<tokio::sync::Notify>,
     next_id: AtomicU64,
     /// `max_associations`: held by admitted associations.
     pub(crate) global: Arc<Semaphore>,
@@ -175,6 +180,8 @@ impl Shared {
             ledger,
             gateway_id,
             bus,
+            hold: std::sync::OnceLock::new(),
+            hold_wake: Arc::new(tokio::sync::Notify::new()),
             next_id: AtomicU64::new(1),
             global: Arc::new(Semaphore::new(cap)),
             rejecting: Arc::new(Semaphore::new(cap.clamp(16, 1024))),

@@ -5,6 +5,7 @@
 //! what each judged one becomes.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use dicom_ul::pdu::Pdu;
 use radguard_dicom::dimse::{encode_response, Request};
@@ -15,7 +16,7 @@ use radguard_dicom::types::{status, uids};
 use radguard_dicom::validate::{Level, Validator, Violation};
 use radguard_dicom::{CommandField, Uid};
 use radguard_events::{AlertKind, AssocId, Blame, Event, IntegrityStore, VaultOutcome};
-use radguard_vault::{PendingInstance, StoreOutcome};
+use radguard_vault::{PendingInstance, StoreOutcome, StoredInstance};
 use tokio::io::AsyncWriteExt;
 
 use crate::conn::ClientConn;
@@ -26,6 +27,20 @@ use crate::negotiate::local_ac;
 use crate::reader::{Frame, ReadError};
 use crate::session::{self, Gate, Session};
 use crate::shared::Shared;
+
+/// What a route that stores through this SCP on another's behalf (a hold route: the vault
+/// keeps the instance for an upstream that cannot be reached) adds to each C-STORE. Blocking
+/// methods: they are called from `spawn_blocking` or are cheap.
+pub trait StoreHook: Send + Sync {
+    /// How the association is shown (`AssociationAccepted.route`).
+    fn describe(&self, called_ae: &str) -> String;
+    /// Before a C-STORE's data set is received: `Err((status, comment))` refuses it (its data
+    /// set is read and dropped, the client gets the status).
+    fn admit(&self, assoc: AssocId) -> Result<(), (u16, String)>;
+    /// After the vault committed the instance (new or identical), before the client's answer:
+    /// `Err((status, comment))` turns the answer into that failure.
+    fn stored(&self, assoc: AssocId, instance: &StoredInstance) -> Result<(), (u16, String)>;
+}
 
 /// The instance being received.
 struct Receiving {
@@ -39,6 +54,8 @@ struct Receiving {
     /// The data-set firewall on the data set; the vault keeps nothing it refuses.
     checking: Option<Validator>,
     refused: Option<Violation>,
+    /// Refused by the route's [`StoreHook`] before it was received.
+    held_back: Option<(u16, String)>,
 }
 
 impl Receiving {
@@ -76,7 +93,17 @@ impl Receiving {
     }
 }
 
-pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
+pub async fn run(shared: &Shared, conn: ClientConn, adm: Admitted) {
+    run_with(shared, conn, adm, None).await
+}
+
+/// [`run`] with a [`StoreHook`] called around every C-STORE.
+pub async fn run_with(
+    shared: &Shared,
+    mut conn: ClientConn,
+    adm: Admitted,
+    hook: Option<Arc<dyn StoreHook>>,
+) {
     let firewall = adm.pipeline.firewall();
     let max = shared.settings.max_pdu_length;
     let ac = local_ac(&adm.rq, &adm.plan, max, |abs, proposed| {
@@ -114,7 +141,9 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
     shared.bus.emit(Event::AssociationAccepted {
         assoc: conn.id,
         peer: adm.admission.peer_name().to_string(),
-        route: if contexts.is_empty() {
+        route: if let Some(h) = &hook {
+            h.describe(&adm.rq.called_ae_title)
+        } else if contexts.is_empty() {
             format!(
                 "{} -> (every context refused; answered locally)",
                 adm.rq.called_ae_title
@@ -142,6 +171,7 @@ pub async fn run(shared: &Shared, mut conn: ClientConn, adm: Admitted) {
         calling_ae: adm.admission.calling_ae().to_string(),
         receiving: None,
         from_client: 0,
+        hook,
     };
     let gate = Gate {
         shared,
@@ -207,6 +237,7 @@ struct VaultSide<'a> {
     /// The instance being received.
     receiving: Option<Receiving>,
     from_client: u64,
+    hook: Option<Arc<dyn StoreHook>>,
 }
 
 impl VaultSide<'_> {
@@ -251,7 +282,15 @@ impl VaultSide<'_> {
                 .ok()
                 .map(|t| Validator::new(&t, Limits::GATEWAY, self.firewall)),
             refused: None,
+            held_back: None,
         };
+        if let Some(Err(e)) = self.hook.as_ref().map(|h| h.admit(self.id)) {
+            // Refused before a byte is stored (quota, disk high-water mark).
+            r.checking = None;
+            r.held_back = Some(e);
+            self.receiving = Some(r);
+            return;
+        }
         if let (Some(c), Some(i), Ok(t)) = (
             request.sop_class.as_ref(),
             request.sop_instance.as_ref(),
@@ -346,7 +385,7 @@ impl Session for VaultSide<'_> {
         }
         if is_last {
             if let Some(r) = self.receiving.take() {
-                let (ctx, rsp) = finish_store(self.shared, self.id, r).await;
+                let (ctx, rsp) = finish_store(self.shared, self.id, r, self.hook.clone()).await;
                 self.answer(ctx, &rsp).await?;
             }
         }
@@ -452,7 +491,26 @@ async fn finish_store(
     shared: &Shared,
     assoc: radguard_events::AssocId,
     r: Receiving,
+    hook: Option<Arc<dyn StoreHook>>,
 ) -> (u8, Vec<u8>) {
+    if let Some((code, comment)) = &r.held_back {
+        shared.bus.emit(Event::DimseRefused {
+            assoc,
+            message_id: r.message_id,
+            command: "CStoreRq".into(),
+            status: *code,
+            why: comment.clone(),
+        });
+        let rsp = encode_response(
+            CommandField::CStoreRq,
+            r.message_id,
+            Some(&r.sop_class),
+            Some(&r.sop_instance),
+            *code,
+            Some(comment),
+        );
+        return (r.context_id, rsp);
+    }
     if let Some(v) = &r.refused {
         let comment = format!("Radguard firewall: {}", v.summary());
         let why = format!("data set of {}: {v}", r.sop_instance);
@@ -483,8 +541,22 @@ async fn finish_store(
         return (r.context_id, rsp);
     }
     let outcome: Result<StoreOutcome, (u16, String)> = match (r.pending, r.error) {
-        (Some(p), None) => match tokio::task::spawn_blocking(move || p.commit()).await {
-            Ok(Ok(o)) => Ok(o),
+        (Some(p), None) => match tokio::task::spawn_blocking(move || {
+            let o = p.commit()?;
+            // The hook runs after the instance is durable and before the client's answer
+            // (a hold route queues it here: success means stored and queued).
+            let after = match (&o, &hook) {
+                (StoreOutcome::Stored(i) | StoreOutcome::DuplicateIdentical(i), Some(h)) => {
+                    h.stored(assoc, i)
+                }
+                _ => Ok(()),
+            };
+            Ok::<_, radguard_vault::VaultError>((o, after))
+        })
+        .await
+        {
+            Ok(Ok((o, Ok(())))) => Ok(o),
+            Ok(Ok((_, Err(e)))) => Err(e),
             Ok(Err(e)) => Err((e.dimse_status(), e.to_string())),
             Err(e) => Err((status::PROCESSING_FAILURE, e.to_string())),
         },

@@ -20,7 +20,7 @@ use crate::identity::{
     PeerIdentity, TlsRequirement, UserDirectory, UserIdentityRequirement,
 };
 use crate::policy::{
-    AeTitles, OriginRoute, Peer, Policy, Route, RouteEntry, SopClassSet, UpstreamTls,
+    AeTitles, HoldSettings, OriginRoute, Peer, Policy, Route, RouteEntry, SopClassSet, UpstreamTls,
 };
 use crate::sop;
 use radguard_dicom::validate::Level as FirewallLevel;
@@ -127,6 +127,13 @@ const MAX_ASSOCIATIONS: (i64, RangeInclusive<i64>) = (64, 1..=100_000);
 const MAX_ASSOCIATIONS_PER_PEER: i64 = 16;
 /// `[[peer]] max_find_results`: matches per C-FIND (1 to 2^32 - 1).
 const MAX_FIND_RESULTS: RangeInclusive<i64> = 1..=u32::MAX as i64;
+/// Hold routes: instances queued per route, disk use (percent) past which nothing more is
+/// held, backoff base and cap, the age past which a waiting instance raises an alert.
+const HOLD_QUOTA: (i64, RangeInclusive<i64>) = (10_000, 1..=100_000_000);
+const HOLD_HIGH_WATER: (i64, RangeInclusive<i64>) = (90, 1..=99);
+const HOLD_BACKOFF_BASE_MS: (i64, RangeInclusive<i64>) = (1_000, 10..=3_600_000);
+const HOLD_BACKOFF_CAP_MS: (i64, RangeInclusive<i64>) = (300_000, 10..=86_400_000);
+const HOLD_MAX_AGE_SECS: (i64, RangeInclusive<i64>) = (3_600, 1..=31_536_000);
 
 /// `max_connections` defaults to this many times `max_associations`.
 const CONNECTIONS_PER_ASSOCIATION: i64 = 4;
@@ -426,6 +433,14 @@ struct RawRoute {
     on_fingerprint_conflict: Option<Str>,
     /// The data-set firewall's level on this route: "strict", "safe" (default) or "log".
     firewall: Option<Str>,
+    /// When the upstream cannot be reached: "refuse" (default, A-ASSOCIATE-RJ 2/3/1) or "hold"
+    /// (accept into the vault, queue, forward later).
+    on_upstream_down: Option<Str>,
+    hold_quota: Option<Int>,
+    hold_high_water_percent: Option<Int>,
+    hold_backoff_base_ms: Option<Int>,
+    hold_backoff_cap_ms: Option<Int>,
+    hold_max_age_secs: Option<Int>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -2261,7 +2276,9 @@ fn validate_routes(
                 }
             },
         };
-        if let (Some(called_ae), Some(route), Some(tls)) = (called_ae, route, tls) {
+        let hold = validate_hold(cx, &base, r, &route, tls.as_ref());
+        if let (Some(called_ae), Some(route), Some(tls), Some(hold)) = (called_ae, route, tls, hold)
+        {
             out.push(RouteEntry {
                 called_ae,
                 route,
@@ -2269,8 +2286,139 @@ fn validate_routes(
                 deidentify,
                 origin,
                 firewall,
+                hold,
             });
         }
     }
     out
+}
+
+/// `on_upstream_down` and the `hold_*` keys of a route. `Some(None)`: refuse (the default);
+/// `None`: an error was reported.
+fn validate_hold(
+    cx: &mut Collector<'_>,
+    base: &str,
+    r: &RawRoute,
+    route: &Option<Route>,
+    tls: Option<&Option<UpstreamTls>>,
+) -> Option<Option<HoldSettings>> {
+    let hold = match &r.on_upstream_down {
+        None => false,
+        Some(v) => match v.get_ref().as_str() {
+            "refuse" => false,
+            "hold" => true,
+            other => {
+                cx.at(
+                    span(v),
+                    format!("{base}.on_upstream_down"),
+                    format!("{other:?}: expected \"refuse\" or \"hold\""),
+                );
+                return None;
+            }
+        },
+    };
+    let keys: [(&str, Option<&Int>); 5] = [
+        ("hold_quota", r.hold_quota.as_ref()),
+        (
+            "hold_high_water_percent",
+            r.hold_high_water_percent.as_ref(),
+        ),
+        ("hold_backoff_base_ms", r.hold_backoff_base_ms.as_ref()),
+        ("hold_backoff_cap_ms", r.hold_backoff_cap_ms.as_ref()),
+        ("hold_max_age_secs", r.hold_max_age_secs.as_ref()),
+    ];
+    if !hold {
+        let mut bad = false;
+        for (key, v) in keys {
+            if let Some(v) = v {
+                cx.at(
+                    span(v),
+                    format!("{base}.{key}"),
+                    "only with `on_upstream_down = \"hold\"`",
+                );
+                bad = true;
+            }
+        }
+        return (!bad).then_some(None);
+    }
+    let at = r.on_upstream_down.as_ref().and_then(span);
+    if matches!(route, Some(Route::Vault)) {
+        cx.at(
+            at,
+            format!("{base}.on_upstream_down"),
+            "only for upstream routes (the vault is inside the gateway)",
+        );
+        return None;
+    }
+    if matches!(tls, Some(Some(_))) {
+        // The forwarder speaks plain TCP only: a held instance must not leave in clear text
+        // on a route the operator protected with TLS.
+        cx.at(
+            at,
+            format!("{base}.on_upstream_down"),
+            "\"hold\" is not available with `tls` (the forwarder speaks plain TCP)",
+        );
+        return None;
+    }
+    if r.deidentify.is_some() {
+        cx.at(
+            at,
+            format!("{base}.on_upstream_down"),
+            "\"hold\" is not available with `deidentify` (held instances would leave unchanged)",
+        );
+        return None;
+    }
+    let f = |k: &str| format!("{base}.{k}");
+    let quota = int_in(
+        cx,
+        &f("hold_quota"),
+        r.hold_quota.as_ref(),
+        HOLD_QUOTA.0,
+        &HOLD_QUOTA.1,
+    );
+    let high = int_in(
+        cx,
+        &f("hold_high_water_percent"),
+        r.hold_high_water_percent.as_ref(),
+        HOLD_HIGH_WATER.0,
+        &HOLD_HIGH_WATER.1,
+    );
+    let bbase = int_in(
+        cx,
+        &f("hold_backoff_base_ms"),
+        r.hold_backoff_base_ms.as_ref(),
+        HOLD_BACKOFF_BASE_MS.0,
+        &HOLD_BACKOFF_BASE_MS.1,
+    );
+    let bcap = int_in(
+        cx,
+        &f("hold_backoff_cap_ms"),
+        r.hold_backoff_cap_ms.as_ref(),
+        HOLD_BACKOFF_CAP_MS.0,
+        &HOLD_BACKOFF_CAP_MS.1,
+    );
+    let age = int_in(
+        cx,
+        &f("hold_max_age_secs"),
+        r.hold_max_age_secs.as_ref(),
+        HOLD_MAX_AGE_SECS.0,
+        &HOLD_MAX_AGE_SECS.1,
+    );
+    let (quota, high, bbase, bcap, age) = (quota?, high?, bbase?, bcap?, age?);
+    if bcap < bbase {
+        cx.at(
+            r.hold_backoff_cap_ms.as_ref().and_then(span),
+            f("hold_backoff_cap_ms"),
+            format!("{bcap} is below hold_backoff_base_ms ({bbase})"),
+        );
+        return None;
+    }
+    let ms = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
+    Some(Some(HoldSettings {
+        quota: u64::try_from(quota).unwrap_or(0),
+        high_water_percent: u8::try_from(high).unwrap_or(90),
+        backoff_base: ms(bbase),
+        backoff_cap: ms(bcap),
+        max_age: Duration::from_secs(u64::try_from(age).unwrap_or(0)),
+    }))
 }

@@ -42,6 +42,6 @@ pub use identity::{
 };
 pub use policy::{
     Admission, AeTitles, AssociationFacts, AssociationRefusal, ContextDecision, DimseFacts,
-    DimseRefusal, DimseRefusalReason, FirewallLevel, OriginRoute, Peer, PeerMismatch, Permitted,
-    Policy, RejectWhy, Route, RouteEntry, SopClassSet, UpstreamTls,
+    DimseRefusal, DimseRefusalReason, FirewallLevel, HoldSettings, OriginRoute, Peer, PeerMismatch,
+    Permitted, Policy, RejectWhy, Route, RouteEntry, SopClassSet, UpstreamTls,
 };

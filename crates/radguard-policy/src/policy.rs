@@ -263,6 +263,23 @@ pub struct RouteEntry {
     /// The data-set firewall's level for every data set relayed or stored on this route, in
     /// both directions (PS3.5 §7: order, uniqueness, delimitation, lengths, VRs, UIDs, pixels).
     pub firewall: FirewallLevel,
+    /// `on_upstream_down = "hold"`: when the upstream cannot be reached, C-STOREs are accepted
+    /// into the vault and queued for it. `None` = refuse (A-ASSOCIATE-RJ 2/3/1).
+    pub hold: Option<HoldSettings>,
+}
+
+/// The bounds and pacing of a hold route (`hold_*` keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldSettings {
+    /// Instances waiting for this route's destination past which C-STOREs are refused (0xA700).
+    pub quota: u64,
+    /// Disk use of the data folder's file system (percent) past which C-STOREs are refused.
+    pub high_water_percent: u8,
+    /// Retry delay after the first failure, doubled per failure up to `backoff_cap` (jittered).
+    pub backoff_base: std::time::Duration,
+    pub backoff_cap: std::time::Duration,
+    /// An instance waiting longer than this raises an alert.
+    pub max_age: std::time::Duration,
 }
 
 /// A route marked as the point of origin (next to the scanner).

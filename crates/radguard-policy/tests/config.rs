@@ -956,3 +956,84 @@ fn load_file_reports_unreadable_files() {
         .to_string()
         .starts_with("/nonexistent/radguard.toml: cannot read config file"));
 }
+
+// ------------------------------------------------------------------------------------------
+// Hold routes: `on_upstream_down` and the `hold_*` keys.
+
+const UP: &str =
+    "[[route]]\ncalled_ae = \"PACS\"\nupstream = \"127.0.0.1:4242\"\nupstream_ae = \"ORTHANC\"\n";
+
+#[test]
+fn hold_route_defaults_and_values() {
+    let c = parse_ok(&with_routes(UP));
+    assert_eq!(c.policy.routes()[0].hold, None, "refuse is the default");
+    let c = parse_ok(&with_routes(&format!(
+        "{UP}on_upstream_down = \"refuse\"\n"
+    )));
+    assert_eq!(c.policy.routes()[0].hold, None);
+
+    let c = parse_ok(&with_routes(&format!("{UP}on_upstream_down = \"hold\"\n")));
+    assert_eq!(
+        c.policy.routes()[0].hold,
+        Some(HoldSettings {
+            quota: 10_000,
+            high_water_percent: 90,
+            backoff_base: Duration::from_millis(1000),
+            backoff_cap: Duration::from_millis(300_000),
+            max_age: Duration::from_secs(3600),
+        })
+    );
+    let c = parse_ok(&with_routes(&format!(
+        "{UP}on_upstream_down = \"hold\"\nhold_quota = 5\nhold_high_water_percent = 80\nhold_backoff_base_ms = 200\nhold_backoff_cap_ms = 1000\nhold_max_age_secs = 60\n"
+    )));
+    let h = c.policy.routes()[0].hold.expect("hold");
+    assert_eq!(h.quota, 5);
+    assert_eq!(h.high_water_percent, 80);
+    assert_eq!(h.backoff_base, Duration::from_millis(200));
+    assert_eq!(h.backoff_cap, Duration::from_millis(1000));
+    assert_eq!(h.max_age, Duration::from_secs(60));
+}
+
+#[test]
+fn hold_route_errors_name_line_and_key() {
+    let src = with_routes(&format!("{UP}on_upstream_down = \"queue\"\n"));
+    one_err(
+        &src,
+        "on_upstream_down",
+        "route[0].on_upstream_down",
+        "expected \"refuse\" or \"hold\"",
+    );
+    let src = with_routes(&format!("{UP}hold_quota = 5\n"));
+    one_err(
+        &src,
+        "hold_quota",
+        "route[0].hold_quota",
+        "only with `on_upstream_down = \"hold\"`",
+    );
+    let src = with_routes(&format!(
+        "{UP}on_upstream_down = \"hold\"\nhold_high_water_percent = 100\n"
+    ));
+    one_err(
+        &src,
+        "hold_high_water_percent",
+        "route[0].hold_high_water_percent",
+        "out of range",
+    );
+    let src = with_routes(&format!(
+        "{UP}on_upstream_down = \"hold\"\nhold_backoff_base_ms = 5000\nhold_backoff_cap_ms = 1000\n"
+    ));
+    one_err(
+        &src,
+        "hold_backoff_cap_ms",
+        "route[0].hold_backoff_cap_ms",
+        "below hold_backoff_base_ms",
+    );
+    let src =
+        with_routes("[[route]]\ncalled_ae = \"V\"\nvault = true\non_upstream_down = \"hold\"\n");
+    one_err(
+        &src,
+        "on_upstream_down",
+        "route[0].on_upstream_down",
+        "only for upstream routes",
+    );
+}

@@ -17,6 +17,8 @@
 //! - `scan`: reads Patient ID, Study and Series Instance UID from a stored file without loading
 //!   values it does not need and without trusting declared lengths.
 //! - `index`: the SQLite schema and queries.
+//! - [`queue`]: the hold queue (instances held for an unreachable destination, forwarded in
+//!   order of arrival; its own SQLite file) and the disk-use check of hold routes.
 //! - `error`: [`VaultError`].
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
@@ -26,6 +28,7 @@ mod error;
 mod index;
 mod layout;
 mod meta;
+pub mod queue;
 mod scan;
 mod time;
 mod vault;

@@ -133,6 +133,28 @@ pub fn render(console: &Console, g: Gauges) -> String {
             "Associations accepted and not ended.",
         );
         let _ = writeln!(o, "radguard_associations_running {running}");
+        head(
+            &mut o,
+            "radguard_hold_queue_instances",
+            "gauge",
+            "Instances held for an unreachable destination (hold routes), by destination.",
+        );
+        for (dest, (n, _)) in &c.hold {
+            let _ = writeln!(o, "radguard_hold_queue_instances{{dest=\"{}\"}} {n}", esc(dest));
+        }
+        head(
+            &mut o,
+            "radguard_hold_queue_oldest_seconds",
+            "gauge",
+            "Age of the oldest instance held for each destination.",
+        );
+        for (dest, (_, age)) in &c.hold {
+            let _ = writeln!(
+                o,
+                "radguard_hold_queue_oldest_seconds{{dest=\"{}\"}} {age}",
+                esc(dest)
+            );
+        }
     });
     if let Some(p) = g.audit_pending_records {
         head(

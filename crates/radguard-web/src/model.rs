@@ -146,6 +146,9 @@ pub struct Counters {
     pub duration_buckets: [u64; DURATION_BUCKETS.len()],
     pub duration_count: u64,
     pub duration_sum: f64,
+    /// Hold queue per destination (`AE@host:port`): (instances waiting, oldest one's age in
+    /// seconds), from the last `hold-depth` event; a destination whose queue emptied is removed.
+    pub hold: BTreeMap<String, (u64, u64)>,
 }
 
 fn bump<K: Ord>(m: &mut BTreeMap<K, u64>, k: K, by: u64) {
@@ -808,6 +811,18 @@ impl Model {
                     out,
                 )
             }
+            Event::HoldDepth {
+                dest,
+                waiting,
+                oldest_age_secs,
+            } => {
+                let h = &mut self.counters.hold;
+                if *waiting == 0 {
+                    h.remove(dest);
+                } else if h.contains_key(dest) || h.len() < MAX_SERIES_PER_METRIC {
+                    h.insert(dest.clone(), (*waiting, *oldest_age_secs));
+                }
+            }
             _ => {}
         }
     }
@@ -855,6 +870,28 @@ mod tests {
             time_ms: t,
             event,
         }
+    }
+
+    #[test]
+    fn hold_queue_depth_is_a_gauge_per_destination() {
+        let c = Console::new();
+        let depth = |waiting, age| {
+            rec(
+                1,
+                Event::HoldDepth {
+                    dest: "PACS@10.0.0.5:104".into(),
+                    waiting,
+                    oldest_age_secs: age,
+                },
+            )
+        };
+        c.observe(&depth(300, 42));
+        let text = crate::metrics::render(&c, crate::metrics::Gauges::default());
+        assert!(text.contains("radguard_hold_queue_instances{dest=\"PACS@10.0.0.5:104\"} 300"));
+        assert!(text.contains("radguard_hold_queue_oldest_seconds{dest=\"PACS@10.0.0.5:104\"} 42"));
+        c.observe(&depth(0, 0));
+        let text = crate::metrics::render(&c, crate::metrics::Gauges::default());
+        assert!(!text.contains("radguard_hold_queue_instances{"));
     }
 
     #[test]

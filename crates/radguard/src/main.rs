@@ -73,6 +73,8 @@ enum Command {
     /// folder's blocks.json under a lock and tells a running gateway (SIGUSR1), which applies,
     /// audits and logs the change; a stopped gateway does so when it starts.
     Block(cmd::block::BlockArgs),
+    /// The hold queue: instances held for an unreachable archive (list, retry, drop).
+    Queue(cmd::queue::QueueArgs),
     /// TLS quick start: a local CA, gateway and client certificates; certificate fingerprints.
     Tls(cmd::tls::TlsArgs),
     /// Make an Argon2id hash of a passcode for a `[[user]]` entry (User Identity type 2).
@@ -120,6 +122,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => exit(cmd::audit::run_audit(args)),
         Command::Alerts(args) => exit(cmd::alerts::run(args)),
         Command::Block(args) => cmd::block::run(args),
+        Command::Queue(args) => cmd::queue::run(args),
         Command::Tls(args) => exit(cmd::tls::run_tls(args)),
         Command::Passwd(args) => exit(cmd::tls::run_passwd(args)),
         Command::Admin(args) => cmd::console::run(args),

@@ -13,6 +13,7 @@ pub mod learned;
 pub mod ledger;
 pub mod media;
 pub mod probe;
+pub mod queue;
 pub mod reload;
 pub mod serve;
 pub mod tls;

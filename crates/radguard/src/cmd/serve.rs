@@ -255,6 +255,13 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         );
         // The scan-protocol and dose guard ([guard]), before the first association.
         shared.set_guard(radguard_gateway::guard::Guard::new(guard_cfg));
+        // Hold routes: the queue of instances held for an unreachable upstream, and its
+        // forwarders (instances queued before a restart leave as soon as their archive answers).
+        let hold_path = data.join("hold-queue.sqlite");
+        let hold = radguard_vault::queue::HoldQueue::open(&hold_path)
+            .with_context(|| format!("opening the hold queue {}", hold_path.display()))?;
+        let _ = shared.hold.set(Arc::new(hold));
+        radguard_gateway::forward::spawn(shared.clone(), data.clone());
         // Expired entries dropped and operators' changes reported before the first association.
         keeper.spawn(shared.clone(), block_rx)?;
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);

@@ -1,0 +1,405 @@
+//! The forwarders of the hold queue ([`crate::hold`]): one tokio task per destination, so a
+//! destination that is down or slow never delays another. Each sends its destination's
+//! instances in order of arrival over one association per batch (PS3.7 C-STORE as SCU), checks
+//! each against the SHA-256 and fingerprint taken at acceptance right before sending it (a
+//! file changed in the vault is quarantined, never sent), and removes it from the queue only
+//! once the destination answered success or warning. After a failure it waits with capped
+//! exponential backoff and jitter (retrying immediately, or all gateways in step, would hammer
+//! an archive that is coming back up). A supervisor task starts forwarders for every
+//! destination with waiting instances, emits the queue depth and age, and raises an alert for
+//! an instance waiting longer than its route's `hold_max_age_secs`.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::{ClientAssociationOptions, Pdu};
+use radguard_dicom::dimse::{encode_request, Command};
+use radguard_dicom::CommandField;
+use radguard_events::{AlertKind, Event, EventBus};
+use radguard_policy::{HoldSettings, Route};
+use radguard_vault::queue::{Held, HoldQueue};
+use sha2::{Digest, Sha256};
+
+use crate::hold::dest_key;
+use crate::shared::{unix_ms, Shared};
+
+/// Instances sent over one association at most.
+const BATCH: usize = 64;
+/// How often the supervisor looks at the queue (and emits depth events while any wait).
+const TICK: Duration = Duration::from_secs(2);
+/// The marker `radguard queue retry` touches: a forwarder in backoff retries at once.
+pub const RETRY_MARKER: &str = "hold-retry";
+
+/// Defaults for a destination no route names any more (its instances still leave).
+const FALLBACK: HoldSettings = HoldSettings {
+    quota: 10_000,
+    high_water_percent: 90,
+    backoff_base: Duration::from_secs(1),
+    backoff_cap: Duration::from_secs(300),
+    max_age: Duration::from_secs(3600),
+};
+
+/// Starts the supervisor (it starts the forwarders). `data_dir` holds the retry marker.
+pub fn spawn(shared: Arc<Shared>, data_dir: PathBuf) {
+    let Some(queue) = shared.hold.get().cloned() else {
+        return;
+    };
+    tokio::spawn(supervise(shared, queue, data_dir));
+}
+
+/// The hold settings of the route that names `dest`, in the policy in force.
+fn settings_for(shared: &Shared, dest: &str) -> HoldSettings {
+    let policy = shared.policy_now();
+    policy
+        .routes()
+        .iter()
+        .find_map(|r| match (&r.route, r.hold) {
+            (
+                Route::Upstream {
+                    addr, upstream_ae, ..
+                },
+                Some(h),
+            ) if dest_key(upstream_ae.as_str(), addr) == dest => Some(h),
+            _ => None,
+        })
+        .unwrap_or(FALLBACK)
+}
+
+async fn supervise(shared: Arc<Shared>, queue: Arc<HoldQueue>, data_dir: PathBuf) {
+    let mut running: HashSet<String> = HashSet::new();
+    let mut alerted: HashMap<String, u64> = HashMap::new();
+    let mut shown: HashSet<String> = HashSet::new();
+    loop {
+        let q = queue.clone();
+        let depths = match tokio::task::spawn_blocking(move || q.depths()).await {
+            Ok(Ok(d)) => d,
+            _ => Vec::new(),
+        };
+        // Operators' drops (`radguard queue drop`, gateway running or not) reported once each:
+        // the audit trail records who removed which instance.
+        let q = queue.clone();
+        if let Ok(Ok(drops)) = tokio::task::spawn_blocking(move || q.take_unreported_drops()).await
+        {
+            for (h, by) in drops {
+                shared.bus.emit(Event::HoldDropped {
+                    by,
+                    dest: h.item.dest,
+                    sop_instance: h.item.sop_instance,
+                });
+            }
+        }
+        let now = unix_ms();
+        let mut seen = HashSet::new();
+        for d in &depths {
+            seen.insert(d.dest.clone());
+            if running.insert(d.dest.clone()) {
+                tokio::spawn(forward(
+                    shared.clone(),
+                    queue.clone(),
+                    d.dest.clone(),
+                    data_dir.join(RETRY_MARKER),
+                ));
+            }
+            let age_ms = d.oldest_ms.map_or(0, |o| now.saturating_sub(o));
+            shared.bus.emit(Event::HoldDepth {
+                dest: d.dest.clone(),
+                waiting: d.waiting,
+                oldest_age_secs: age_ms / 1000,
+            });
+            let max_age = settings_for(&shared, &d.dest).max_age;
+            // One alert per oldest instance that is overdue (not one per tick).
+            if let Some(oldest) = d.oldest_ms {
+                if u128::from(age_ms) > max_age.as_millis() && alerted.get(&d.dest) != Some(&oldest)
+                {
+                    alerted.insert(d.dest.clone(), oldest);
+                    shared.bus.emit(Event::SecurityAlert {
+                        assoc: None,
+                        kind: AlertKind::HoldOverdue,
+                        source: None,
+                        detail: format!(
+                            "{} instance(s) held for {}: the oldest has waited {} s (hold_max_age_secs {})",
+                            d.waiting,
+                            d.dest,
+                            age_ms / 1000,
+                            max_age.as_secs()
+                        ),
+                    });
+                }
+            }
+        }
+        // A destination whose queue emptied: one last depth event saying so.
+        for gone in shown.difference(&seen) {
+            shared.bus.emit(Event::HoldDepth {
+                dest: gone.clone(),
+                waiting: 0,
+                oldest_age_secs: 0,
+            });
+        }
+        shown = seen;
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = shared.hold_wake.notified() => {}
+        }
+    }
+}
+
+/// Capped exponential backoff with jitter: base × 2^(failures−1), at most the cap, minus up to
+/// a quarter at random.
+pub fn backoff(s: &HoldSettings, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(30);
+    let raw = s
+        .backoff_base
+        .saturating_mul(1u32 << exp)
+        .min(s.backoff_cap);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    // A quarter of the delay, scaled by a value in [0, 1) from the clock's low bits.
+    let quarter = raw / 4;
+    let jitter = quarter.mul_f64(f64::from(nanos % 1000) / 1000.0);
+    raw.saturating_sub(jitter)
+}
+
+fn marker_time(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+async fn forward(shared: Arc<Shared>, queue: Arc<HoldQueue>, dest: String, marker: PathBuf) {
+    let mut failures: u32 = 0;
+    loop {
+        let (q, d, bus) = (queue.clone(), dest.clone(), shared.bus.clone());
+        let timeout = shared.settings.connect_timeout;
+        let max_pdu = shared.settings.max_pdu_length;
+        let r = tokio::task::spawn_blocking(move || send_batch(&q, &d, &bus, timeout, max_pdu))
+            .await
+            .unwrap_or_else(|e| Err(format!("forwarder task: {e}")));
+        match r {
+            Ok(0) => {
+                // Nothing waits: sleep until something is queued (or a periodic look).
+                failures = 0;
+                tokio::select! {
+                    _ = tokio::time::sleep(TICK) => {}
+                    _ = shared.hold_wake.notified() => {}
+                }
+            }
+            Ok(_) => failures = 0,
+            Err(why) => {
+                failures = failures.saturating_add(1);
+                let delay = backoff(&settings_for(&shared, &dest), failures);
+                shared.bus.emit(Event::HoldRetry {
+                    dest: dest.clone(),
+                    failures,
+                    retry_in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    why,
+                });
+                // Sleep out the backoff, unless an operator asks for a retry now.
+                let before = marker_time(&marker);
+                let end = Instant::now() + delay;
+                while Instant::now() < end {
+                    let step = end
+                        .saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(500));
+                    tokio::time::sleep(step).await;
+                    if marker_time(&marker) != before {
+                        failures = 0;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why a held file may not be sent: it no longer is what was accepted.
+fn integrity(h: &Held, bytes: &[u8]) -> Result<(), String> {
+    let sha = hex::encode(Sha256::digest(bytes));
+    if sha != h.item.sha256 {
+        return Err(format!(
+            "vault file changed: SHA-256 {sha}, {} at acceptance",
+            h.item.sha256
+        ));
+    }
+    if let Some(expected) = &h.item.fingerprint {
+        let now = radguard_ledger::fingerprint_file(&h.item.path)
+            .map(|f| f.fingerprint.digest.to_hex())
+            .map_err(|e| format!("fingerprint: {e}"))?;
+        if &now != expected {
+            return Err(format!(
+                "fingerprint {now} differs from {expected} taken at acceptance"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sends up to [`BATCH`] waiting instances of `dest` over one association. `Ok(n)`: `n` were
+/// delivered and the queue has no more for now (or the batch ended); `Err`: the attempt
+/// failed (the instances not delivered stay at the head of the queue).
+fn send_batch(
+    q: &HoldQueue,
+    dest: &str,
+    bus: &EventBus,
+    timeout: Duration,
+    max_pdu: u32,
+) -> Result<usize, String> {
+    let batch = q.next_batch(dest, BATCH).map_err(|e| e.to_string())?;
+    let Some(first) = batch.first() else {
+        return Ok(0);
+    };
+    let Some((ae, addr)) = dest.rsplit_once('@') else {
+        return Err(format!("bad destination {dest:?}"));
+    };
+    // One association per calling AE title: the batch is the run of rows sharing the first's.
+    let calling = first.item.calling_ae.clone();
+    let batch: Vec<Held> = batch
+        .into_iter()
+        .take_while(|h| h.item.calling_ae == calling)
+        .collect();
+    let mut opts = ClientAssociationOptions::new()
+        .calling_ae_title(calling.clone())
+        .called_ae_title(ae.to_string())
+        .max_pdu_length(max_pdu)
+        .connection_timeout(timeout)
+        .read_timeout(Duration::from_secs(60))
+        .write_timeout(Duration::from_secs(60));
+    let mut proposed = HashSet::new();
+    for h in &batch {
+        let key = (h.item.sop_class.clone(), h.item.transfer_syntax.clone());
+        if proposed.insert(key.clone()) {
+            opts = opts.with_presentation_context(key.0, vec![key.1]);
+        }
+    }
+    let mut a = opts
+        .establish(addr)
+        .map_err(|e| format!("association with {dest}: {e}"))?;
+    let mut sent = 0;
+    let mut message_id: u16 = 0;
+    for h in batch {
+        let bytes = match std::fs::read(&h.item.path) {
+            Ok(b) => b,
+            Err(e) => {
+                let why = format!("vault file {}: {e}", h.item.path.display());
+                quarantine(q, bus, &h, &why);
+                continue;
+            }
+        };
+        if let Err(why) = integrity(&h, &bytes) {
+            quarantine(q, bus, &h, &why);
+            continue;
+        }
+        let offset = match radguard_ledger::fingerprint::part10_data_set(&bytes) {
+            Ok((_, off)) => off,
+            Err(e) => {
+                quarantine(q, bus, &h, &format!("not a Part 10 file: {e}"));
+                continue;
+            }
+        };
+        let data = bytes.get(offset..).unwrap_or_default();
+        let trim = |s: &str| s.trim_end_matches('\0').trim().to_string();
+        let pc = a.presentation_contexts().iter().find(|p| {
+            p.reason == PresentationContextResultReason::Acceptance
+                && trim(&p.abstract_syntax) == h.item.sop_class
+                && trim(&p.transfer_syntax) == h.item.transfer_syntax
+        });
+        let Some(pc_id) = pc.map(|p| p.id) else {
+            let why = format!(
+                "{dest} accepts no context for {} in {}",
+                h.item.sop_class, h.item.transfer_syntax
+            );
+            let _ = q.note_failure(h.seq, &why);
+            let _ = a.abort();
+            return Err(why);
+        };
+        message_id = message_id.wrapping_add(1);
+        q.mark_in_flight(h.seq).map_err(|e| e.to_string())?;
+        let cmd = encode_request(
+            CommandField::CStoreRq,
+            message_id,
+            &h.item.sop_class,
+            Some(&h.item.sop_instance),
+            true,
+        );
+        let fail = |q: &HoldQueue, why: String| {
+            let _ = q.note_failure(h.seq, &why);
+            Err::<usize, String>(why)
+        };
+        if let Err(e) = a.send(&Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: pc_id,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data: cmd,
+            }],
+        }) {
+            return fail(q, format!("sending to {dest}: {e}"));
+        }
+        let mut w = a.send_pdata(pc_id);
+        let written = w.write_all(data).and_then(|()| w.finish());
+        if let Err(e) = written {
+            return fail(q, format!("sending to {dest}: {e}"));
+        }
+        let status = match read_status(&mut a) {
+            Ok(s) => s,
+            Err(e) => return fail(q, format!("answer from {dest}: {e}")),
+        };
+        // Success, or a warning (0001, Bxxx): the archive has the instance (PS3.4 B.2.3).
+        if status == 0x0000 || status == 0x0001 || status & 0xF000 == 0xB000 {
+            q.mark_done(h.seq, unix_ms()).map_err(|e| e.to_string())?;
+            bus.emit(Event::HoldForwarded {
+                dest: dest.to_string(),
+                sop_instance: h.item.sop_instance.clone(),
+                status,
+                waited_ms: unix_ms().saturating_sub(h.item.accepted_ms),
+            });
+            sent += 1;
+        } else {
+            let _ = a.release();
+            return fail(
+                q,
+                format!("{dest} answered 0x{status:04X} for {}", h.item.sop_instance),
+            );
+        }
+    }
+    let _ = a.release();
+    Ok(sent.max(1))
+}
+
+/// Reads P-DATA until a whole command set arrived; its Status (0000,0900).
+fn read_status(a: &mut dicom_ul::ClientAssociation<std::net::TcpStream>) -> Result<u16, String> {
+    let mut command = Vec::new();
+    for _ in 0..1000 {
+        match a.receive().map_err(|e| e.to_string())? {
+            Pdu::PData { data } => {
+                for v in data {
+                    if v.value_type == PDataValueType::Command {
+                        command.extend_from_slice(&v.data);
+                        if v.is_last {
+                            let c = Command::decode(&command).map_err(|e| e.to_string())?;
+                            return c.status.ok_or_else(|| "response without status".into());
+                        }
+                    }
+                }
+            }
+            other => return Err(format!("unexpected {other:?}")),
+        }
+    }
+    Err("no response command set".into())
+}
+
+fn quarantine(q: &HoldQueue, bus: &EventBus, h: &Held, why: &str) {
+    let _ = q.quarantine(h.seq, why);
+    bus.emit(Event::SecurityAlert {
+        assoc: None,
+        kind: AlertKind::InstanceConflict,
+        source: None,
+        detail: format!(
+            "held instance {} for {} not forwarded: {why}",
+            h.item.sop_instance, h.item.dest
+        ),
+    });
+}
