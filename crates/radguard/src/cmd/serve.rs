@@ -33,7 +33,12 @@ pub fn run(args: ServeArgs, log_format: Option<LogFormat>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("radguard: {e:#}");
-            ExitCode::from(1)
+            match e.downcast_ref::<super::datadir::DataDirError>() {
+                Some(super::datadir::DataDirError::Newer { .. }) => {
+                    ExitCode::from(super::datadir::EXIT_NEWER)
+                }
+                _ => ExitCode::from(1),
+            }
         }
     }
 }
@@ -73,6 +78,8 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         radguard_gateway::shared::unix_ms(),
     ));
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    // Before any store is opened: a folder written by a newer radguard is refused untouched.
+    super::datadir::check_and_stamp(&data)?;
     let audit = audit_cfg
         .resolve(&data, Some(cfg.server.ae_title.as_str()))
         .context("the audit trail settings")?;
