@@ -36,7 +36,10 @@ fn main() {
                 println!("cargo:rerun-if-changed={}", git_dir.join("HEAD").display());
                 if let Some(common) = git(&dir, &["rev-parse", "--git-common-dir"]) {
                     let common = dir.join(common);
-                    println!("cargo:rerun-if-changed={}", common.join("packed-refs").display());
+                    println!(
+                        "cargo:rerun-if-changed={}",
+                        common.join("packed-refs").display()
+                    );
                     if let Some(head_ref) = git(&dir, &["symbolic-ref", "-q", "HEAD"]) {
                         println!("cargo:rerun-if-changed={}", common.join(head_ref).display());
                     }

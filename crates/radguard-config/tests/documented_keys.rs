@@ -192,7 +192,10 @@ fn accepted_at(fullest: &Table, path: &[String]) -> Vec<String> {
         .lines()
         .find(|l| l.contains(&format!("unknown field `{PROBE}`")))
         .unwrap_or_else(|| {
-            panic!("no unknown-key error for {PROBE} in [{}]:\n{errors}", path.join("."))
+            panic!(
+                "no unknown-key error for {PROBE} in [{}]:\n{errors}",
+                path.join(".")
+            )
         });
     let names = line
         .split_once("expected")
@@ -216,7 +219,11 @@ fn accepted_keys(fullest: &Table) -> (BTreeSet<String>, Vec<String>) {
         let mut doc = fullest.clone();
         let here = table_at(&mut doc, &path).clone();
         let accepted = accepted_at(fullest, &path);
-        assert!(!accepted.is_empty(), "[{}] accepts nothing?", path.join("."));
+        assert!(
+            !accepted.is_empty(),
+            "[{}] accepts nothing?",
+            path.join(".")
+        );
         for k in accepted {
             let mut p = path.clone();
             p.push(k.clone());
@@ -266,10 +273,9 @@ fn every_accepted_key_is_in_docs_config_md() {
     ] {
         assert!(keys.contains(k), "{k} not found by probing: {keys:?}");
     }
-    let doc = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/config.md"),
-    )
-    .expect("docs/config.md");
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/config.md"))
+            .expect("docs/config.md");
     let undocumented: Vec<&String> = keys
         .iter()
         .filter(|k| !doc.contains(&format!("`{k}`")))

@@ -216,8 +216,10 @@ mod tests {
 
     fn text_of<F>(format: F, f: impl FnOnce()) -> Vec<String>
     where
-        F: for<'w> FormatEvent<tracing_subscriber::Registry, tracing_subscriber::fmt::format::DefaultFields>
-            + Send
+        F: for<'w> FormatEvent<
+                tracing_subscriber::Registry,
+                tracing_subscriber::fmt::format::DefaultFields,
+            > + Send
             + Sync
             + 'static,
     {

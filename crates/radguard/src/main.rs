@@ -160,9 +160,13 @@ fn write_man_pages(dir: &std::path::Path) -> std::io::Result<usize> {
         for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
             todo.push((format!("{name}-{}", sub.get_name()), sub.clone()));
         }
-        let cmd = cmd.display_name(name.clone()).bin_name(name.replace('-', " "));
+        let cmd = cmd
+            .display_name(name.clone())
+            .bin_name(name.replace('-', " "));
         let mut page = Vec::new();
-        clap_mangen::Man::new(cmd).title(name.clone()).render(&mut page)?;
+        clap_mangen::Man::new(cmd)
+            .title(name.clone())
+            .render(&mut page)?;
         std::fs::write(dir.join(format!("{name}.1")), page)?;
         n += 1;
     }

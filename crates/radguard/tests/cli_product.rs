@@ -11,10 +11,14 @@ use std::time::Duration;
 fn start(flags: &[&str], after_serve: &[&str]) -> (Radguard, tempfile::TempDir) {
     let dir = tmp_dir("logfmt");
     let cfg = dir.path().join("radguard.toml");
-    std::fs::write(&cfg, Config::new()
+    std::fs::write(
+        &cfg,
+        Config::new()
             .peer("lab", &["RG_SCU"], &["127.0.0.1/32"], &["echo"], &[], &[])
             .vault_route("RADGUARD")
-            .toml()).expect("write config");
+            .toml(),
+    )
+    .expect("write config");
     let mut args: Vec<OsString> = flags.iter().map(OsString::from).collect();
     args.push("serve".into());
     args.extend(after_serve.iter().map(OsString::from));
@@ -87,7 +91,13 @@ fn version_names_the_version_and_the_commit_built() {
     assert!(out.status.success());
     let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let head = std::process::Command::new("git")
-        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short=12", "HEAD"])
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short=12",
+            "HEAD",
+        ])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -109,7 +119,10 @@ fn man_pages_and_completions_come_from_the_cli_definition() {
         assert!(text.contains(".TH"), "{page} is not a man page");
     }
     let serve = std::fs::read_to_string(dir.path().join("radguard-serve.1")).expect("serve");
-    assert!(serve.contains("\\-\\-data"), "serve's flags are in its page");
+    assert!(
+        serve.contains("\\-\\-data"),
+        "serve's flags are in its page"
+    );
     // Hidden commands get no page.
     assert!(!dir.path().join("radguard-man.1").exists());
     let out = radguard(&["completions", "bash"]);

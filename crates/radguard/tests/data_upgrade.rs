@@ -35,7 +35,10 @@ fn a_format_1_folder_is_opened_and_keeps_working() {
     unpack_fixture(tmp.path());
     let data = tmp.path().join("data");
     let old_instance = tmp.path().join("fixture-ct.dcm");
-    assert!(!data.join("radguard-data.toml").exists(), "the fixture predates the file");
+    assert!(
+        !data.join("radguard-data.toml").exists(),
+        "the fixture predates the file"
+    );
     let objects_before = files_under(&data, ".dcm").len();
     assert_eq!(objects_before, 1);
 
@@ -51,8 +54,13 @@ fn a_format_1_folder_is_opened_and_keeps_working() {
     let rg = Radguard::start(&cfg, &data);
     // The vault's old index: the instance it holds is an identical duplicate (success, nothing
     // new written).
-    storescu(rg.port(), "RG_SCU", "VAULT", std::slice::from_ref(&old_instance))
-        .assert_success("storescu of the instance the old vault holds");
+    storescu(
+        rg.port(),
+        "RG_SCU",
+        "VAULT",
+        std::slice::from_ref(&old_instance),
+    )
+    .assert_success("storescu of the instance the old vault holds");
     assert_eq!(files_under(&data, ".dcm").len(), 1, "no second copy");
     // New entries after the old ones: a new instance into the vault, one through the origin
     // route (ledger).
@@ -68,7 +76,12 @@ fn a_format_1_folder_is_opened_and_keeps_working() {
 
     // The audit chain: the old records and the new ones, signatures checked with the old key.
     let store = data.join("audit.sqlite");
-    let out = radguard(&["audit".as_ref(), "verify".as_ref(), "--store".as_ref(), store.as_os_str()]);
+    let out = radguard(&[
+        "audit".as_ref(),
+        "verify".as_ref(),
+        "--store".as_ref(),
+        store.as_os_str(),
+    ]);
     assert!(
         out.status.success(),
         "audit verify:\n{}{}",
@@ -102,10 +115,14 @@ fn a_folder_of_a_newer_format_is_refused_untouched() {
     std::fs::create_dir_all(&data).expect("mkdir");
     std::fs::write(data.join("radguard-data.toml"), "format = 99\n").expect("write");
     let cfg = tmp.path().join("radguard.toml");
-    std::fs::write(&cfg, Config::new()
+    std::fs::write(
+        &cfg,
+        Config::new()
             .peer("lab", &["RG_SCU"], &["127.0.0.1/32"], &["echo"], &[], &[])
             .vault_route("VAULT")
-            .toml()).expect("config");
+            .toml(),
+    )
+    .expect("config");
     let mut child = Command::new(Radguard::exe())
         .arg("serve")
         .arg("--config")
@@ -134,5 +151,9 @@ fn a_folder_of_a_newer_format_is_refused_untouched() {
         .expect("read")
         .map(|e| e.expect("entry").file_name())
         .collect();
-    assert_eq!(left, vec![std::ffi::OsString::from("radguard-data.toml")], "nothing opened");
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("radguard-data.toml")],
+        "nothing opened"
+    );
 }

@@ -54,10 +54,12 @@ pub fn format_of(data: &Path) -> Result<u32, DataDirError> {
             })
         }
     };
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| DataDirError::Unreadable {
-        file: file.clone(),
-        why: e.message().to_string(),
-    })?;
+    let table: toml::Table =
+        text.parse()
+            .map_err(|e: toml::de::Error| DataDirError::Unreadable {
+                file: file.clone(),
+                why: e.message().to_string(),
+            })?;
     match table.get("format").and_then(toml::Value::as_integer) {
         Some(n) if n >= 1 => u32::try_from(n).map_err(|_| DataDirError::Unreadable {
             file,
