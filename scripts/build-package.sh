@@ -30,7 +30,7 @@ elif [[ $profile == dev ]]; then
   # dev-dependencies included; `cargo build -p radguard` would rebuild much of the tree with
   # others): a no-op after scripts/test.sh.
   log "cargo test --workspace --no-run (the tested debug binary)"
-  cargo test --quiet --workspace --no-run 2>/dev/null
+  cargo test --quiet --workspace --no-run
 else
   log "cargo build -p radguard --profile $profile"
   cargo build --quiet -p radguard --bin radguard --profile "$profile"
