@@ -22,7 +22,7 @@ tools=(
 )
 for t in "${tools[@]}"; do
   read -r crate version bin <<<"$t"
-  if command -v "$bin" >/dev/null 2>&1 && "$bin" --version 2>/dev/null | grep -q "$version"; then
+  if command -v "$bin" >/dev/null 2>&1 && cargo "${bin#cargo-}" --version 2>/dev/null | grep -q "$version"; then
     log "$crate $version present"
     continue
   fi
