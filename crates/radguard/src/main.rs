@@ -15,16 +15,29 @@ mod logfmt;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Radguard: a security gateway for medical imaging devices (DICOM).
 ///
 /// Put it directly in front of a modality or an archive: it relays DICOM associations under a
 /// default-deny policy per peer and per operation, checks the protocol strictly, answers refused
 /// requests itself, and records every decision as a structured event.
+/// `radguard --version`: the version and the commit built (build.rs; "unknown" outside a
+/// checkout without RADGUARD_COMMIT).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RADGUARD_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(name = "radguard", version, about, long_about)]
+#[command(name = "radguard", version = VERSION, about, long_about)]
 struct Cli {
+    /// Log format on stderr: `text` (one readable line per event) or `json` (one object per
+    /// line). Default: text on a terminal, JSON otherwise (a journal, a file, a pipe).
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<logfmt::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,8 +49,9 @@ enum Command {
     /// Without --config it runs on its embedded defaults: listens on 127.0.0.1:11112 as AE
     /// RADGUARD, routes called AE RADGUARD to the built-in vault under --data, and admits any
     /// calling AE from loopback for C-ECHO and C-STORE only. Anything reachable from another
-    /// host needs an explicit config (see docs/config.md). Events are written to stderr as
-    /// JSON lines; SIGTERM or Ctrl-C stops accepting and lets running associations finish.
+    /// host needs an explicit config (see docs/config.md). Events are written to stderr, one
+    /// line each (--log-format); SIGTERM or Ctrl-C stops accepting and lets running
+    /// associations finish.
     Serve(cmd::serve::ServeArgs),
     /// Scan DICOM files, folders and media (DICOMDIR) for malware and malformed content.
     ///
@@ -109,12 +123,18 @@ enum Command {
         #[command(subcommand)]
         command: cmd::config::ConfigCommand,
     },
+    /// Print a shell completion script for SHELL (bash, zsh, fish, elvish, powershell) on stdout.
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (radguard.1 and one per command) into DIR.
+    #[command(hide = true)]
+    Man { dir: std::path::PathBuf },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => cmd::serve::run(args),
+        Command::Serve(args) => cmd::serve::run(args, cli.log_format),
         Command::Reload(args) => cmd::reload::run(args),
         Command::Verify(args) => exit(cmd::ledger::run_verify(args)),
         Command::Ledger(args) => exit(cmd::ledger::run_ledger(args)),
@@ -131,7 +151,48 @@ fn main() -> ExitCode {
         Command::Probe(args) => cmd::probe::run(args),
         Command::Config { command } => cmd::config::run(command),
         Command::Guard { command } => cmd::guard::run(command),
+        Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "radguard", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::from(1),
+            }
+        }
+        Command::Man { dir } => match write_man_pages(&dir) {
+            Ok(n) => {
+                println!("{n} man pages written to {}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("radguard: writing man pages to {}: {e}", dir.display());
+                ExitCode::from(1)
+            }
+        },
     }
+}
+
+/// radguard.1, and radguard-COMMAND.1 for each visible command (and their own commands).
+fn write_man_pages(dir: &std::path::Path) -> std::io::Result<usize> {
+    std::fs::create_dir_all(dir)?;
+    let mut todo = vec![("radguard".to_string(), Cli::command())];
+    let mut n = 0;
+    while let Some((name, cmd)) = todo.pop() {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            todo.push((format!("{name}-{}", sub.get_name()), sub.clone()));
+        }
+        let cmd = cmd
+            .display_name(name.clone())
+            .bin_name(name.replace('-', " "));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .title(name.clone())
+            .render(&mut page)?;
+        std::fs::write(dir.join(format!("{name}.1")), page)?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 fn exit(code: i32) -> ExitCode {

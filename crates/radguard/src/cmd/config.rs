@@ -64,3 +64,33 @@ pub fn load_config(config: Option<&Path>) -> anyhow::Result<Loaded> {
 
 /// A config with everything it names loaded: every section, certificates and keys.
 pub type Loaded = (radguard_config::Loaded, radguard_gateway::TlsState);
+
+#[cfg(test)]
+mod packaged {
+    use std::path::Path;
+
+    fn load(name: &str) -> radguard_config::Loaded {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging");
+        let src = std::fs::read_to_string(dir.join(name)).expect("packaged config");
+        radguard_config::parse_config_in(&src, name, &dir)
+            .unwrap_or_else(|e| panic!("{name} is not a valid config:\n{e}"))
+    }
+
+    /// The Debian package's /etc/radguard/radguard.toml is the embedded default.
+    #[test]
+    fn the_package_config_is_the_embedded_default() {
+        assert!(load("radguard.toml") == radguard_config::Loaded::embedded_default());
+    }
+
+    /// The container's differs only in listening on every address of the container.
+    #[test]
+    fn the_container_config_is_the_default_on_every_address() {
+        let mut got = load("container.toml");
+        assert_eq!(
+            got.config.server.listen,
+            vec!["0.0.0.0:11112".parse().expect("address")]
+        );
+        got.config.server.listen = vec!["127.0.0.1:11112".parse().expect("address")];
+        assert!(got == radguard_config::Loaded::embedded_default());
+    }
+}

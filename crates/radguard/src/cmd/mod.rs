@@ -6,6 +6,7 @@ pub mod audit;
 pub mod block;
 pub mod config;
 pub mod console;
+pub mod datadir;
 pub mod deid;
 pub mod files_bar;
 pub mod guard;

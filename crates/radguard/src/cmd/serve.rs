@@ -13,7 +13,7 @@ use radguard_audit::AuditWriter;
 use radguard_events::{Event, EventBus};
 
 use super::config::load_config;
-use crate::logfmt;
+use crate::logfmt::{self, LogFormat};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -23,25 +23,22 @@ pub struct ServeArgs {
     /// Where the gateway keeps its state (vault, index).
     #[arg(long, default_value = "./radguard-data")]
     pub data: PathBuf,
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Json)]
-    pub log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
-/// Runs `radguard serve` until SIGTERM or Ctrl-C.
-pub fn run(args: ServeArgs) -> ExitCode {
-    init_logs(args.log_format);
+/// Runs `radguard serve` until SIGTERM or Ctrl-C; `log_format` is the global `--log-format`.
+pub fn run(args: ServeArgs, log_format: Option<LogFormat>) -> ExitCode {
+    use std::io::IsTerminal as _;
+    init_logs(logfmt::choose(log_format, std::io::stderr().is_terminal()));
     match serve(args.config, args.data) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("radguard: {e:#}");
-            ExitCode::from(1)
+            match e.downcast_ref::<super::datadir::DataDirError>() {
+                Some(super::datadir::DataDirError::Newer { .. }) => {
+                    ExitCode::from(super::datadir::EXIT_NEWER)
+                }
+                _ => ExitCode::from(1),
+            }
         }
     }
 }
@@ -61,7 +58,7 @@ fn init_logs(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.event_format(logfmt::JsonLines).init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.event_format(logfmt::TextLines).init(),
     }
 }
 
@@ -82,6 +79,8 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         radguard_gateway::shared::unix_ms(),
     ));
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    // Before any store is opened: a folder written by a newer radguard is refused untouched.
+    super::datadir::check_and_stamp(&data)?;
     let audit = audit_cfg
         .resolve(&data, Some(cfg.server.ae_title.as_str()))
         .context("the audit trail settings")?;

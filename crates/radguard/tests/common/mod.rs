@@ -1694,8 +1694,9 @@ pub fn proc_memory_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// The JSON objects of the event log lines (`... event={"event":"association-aborted",...}`)
-/// in radguard's log, text or JSON log format.
+/// The JSON objects of the event log lines in radguard's log: the JSON log format (a test's
+/// stderr is a file, so JSON is the default), or tracing-subscriber's default text format
+/// (`... event={"event":"association-aborted",...}`) a test may still have.
 pub fn parse_events(log: &str) -> Vec<Value> {
     log.lines()
         .filter(|l| l.contains("radguard::event"))
