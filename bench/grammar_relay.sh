@@ -141,11 +141,11 @@ for route, label in labels:
           f"{out['before'][0]/direct:.2f} | {out['after'][0]/direct:.2f} | "
           f"{out['before'][1]:.2f} | {out['after'][1]:.2f} | {out['after'][1]/out['before'][1]:.2f} |")
 
-# Paired: in each rep the two sides ran back to back (their order alternating), each against that
-# rep's direct run, so drift in the machine's load falls on both. The difference after - before of
-# their ratios to direct, per rep: median, and a 95 % bootstrap interval of that median (10,000
-# resamples of the reps, fixed seed).
-direct_by_rep = {r[5]: float(r[3]) for r in rows if r[1] == "direct"}
+# Paired: in each rep the two sides ran back to back (their order alternating), so drift in the
+# machine's load falls on both. The difference after - before of their ratios to direct (the
+# median direct time of the run: a rep's own direct run would add its noise to both), per rep:
+# median, and a 95 % bootstrap interval of that median (10,000 resamples of the reps, fixed seed).
+direct_by_rep = {r[5]: md for r in rows if r[1] == "direct"}
 print("\n| route | reps | median of (after - before)/direct per rep | 95 % interval |")
 print("|---|---:|---:|---|")
 rng = random.Random(20261207)
