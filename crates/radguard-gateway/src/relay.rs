@@ -432,6 +432,19 @@ impl RelayState<'_> {
         let _ = write_timed(&mut *self.client_wr.lock().await, &abort_bytes(reason), t).await;
         End::Aborted { blame, why }
     }
+
+    /// A data set already partly delivered to the side receiving it failed the firewall
+    /// (docs/firewall.md): nothing can withdraw it, so an alert and both associations aborted.
+    async fn abort_malformed(&self, uwr: &Mutex<BoxWrite>, blame: Blame, why: String) -> End {
+        self.shared.bus.emit(Event::SecurityAlert {
+            assoc: Some(self.id),
+            kind: AlertKind::MalformedDataSet,
+            source: None,
+            detail: why.clone(),
+        });
+        self.abort_both(uwr, AbortReason::NotSpecified, blame, why)
+            .await
+    }
 }
 
 /// A fingerprint waiting for the upstream's C-STORE-RSP before it goes into the ledger.
@@ -771,23 +784,22 @@ async fn start_request(
     }
     if is_store {
         // The scan-protocol and dose guard, by SOP class (guard.rs).
-        let class = sop_class.clone().unwrap_or_default();
-        let ts = st
-            .contexts
-            .get(context_id)
-            .map(|(_, t)| t.to_string())
-            .unwrap_or_default();
+        // Built only for the few SOP classes the guard reads, never per ordinary image.
+        let class = sop_class.as_deref().unwrap_or_default();
         let peer = st.adm.admission.peer_name();
-        let reading = Reading::new(
-            context_id,
-            class.clone(),
-            sop_instance.clone(),
-            request.message_id,
-            ts,
-        );
-        match st.shared.guard().store_plan(&class, peer) {
+        let reading = || {
+            let ts = st.contexts.get(context_id).map(|(_, t)| t.to_string());
+            Reading::new(
+                context_id,
+                class.to_owned(),
+                sop_instance.clone(),
+                request.message_id,
+                ts.unwrap_or_default(),
+            )
+        };
+        match st.shared.guard().store_plan(class, peer) {
             StorePlan::Pass => {}
-            StorePlan::Watch => msg.inspect.guard = Some(reading),
+            StorePlan::Watch => msg.inspect.guard = Some(reading()),
             StorePlan::Refuse { status, why } => {
                 msg.fate = Fate::Drop;
                 forget();
@@ -795,13 +807,13 @@ async fn start_request(
                     radguard_guard::FindingKind::NotProtocolManager,
                     why.clone(),
                 );
-                let d = detection(st.id, "guard-protocol", peer, "refuse", &class, &[f]);
+                let d = detection(st.id, "guard-protocol", peer, "refuse", class, &[f]);
                 st.shared.bus.emit(d);
                 let r = Refusal {
                     context_id,
                     field: request.field,
                     message_id: request.message_id,
-                    sop_class: Some(class),
+                    sop_class: Some(class.to_owned()),
                     sop_instance,
                     status,
                     comment: "Radguard guard: not a protocol manager".into(),
@@ -813,7 +825,7 @@ async fn start_request(
             }
             StorePlan::Hold => {
                 // Nothing of a protocol reaches the modality before it is judged whole.
-                msg.inspect.guard = Some(reading);
+                msg.inspect.guard = Some(reading());
                 msg.fate = Fate::Hold(Held {
                     context_id,
                     command: raw,
@@ -860,15 +872,7 @@ async fn on_data(
             // The client's answer to the upstream's request: nothing of it went upstream (it
             // was held) and no response can answer a response, so the association ends.
             let why = format!("client's {:?} {}: {v}", of.field, of.name());
-            st.shared.bus.emit(Event::SecurityAlert {
-                assoc: Some(st.id),
-                kind: AlertKind::MalformedDataSet,
-                source: None,
-                detail: why.clone(),
-            });
-            return Err(st
-                .abort_both(uwr, AbortReason::NotSpecified, Blame::Peer, why)
-                .await);
+            return Err(st.abort_malformed(uwr, Blame::Peer, why).await);
         }
         let r = firewall_refusal(of, &v);
         inspect.fingerprint = None;
@@ -2142,15 +2146,7 @@ async fn upstream_data<'a>(
         // The client is receiving this data set: withholding its last fragment means ending
         // both associations.
         let why = format!("upstream {:?} {}: {v}", of.field, of.name());
-        st.shared.bus.emit(Event::SecurityAlert {
-            assoc: Some(st.id),
-            kind: AlertKind::MalformedDataSet,
-            source: None,
-            detail: why.clone(),
-        });
-        return Err(st
-            .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
-            .await);
+        return Err(st.abort_malformed(uwr, Blame::Upstream, why).await);
     }
     if let Some((id, n)) = inc.counting.as_mut() {
         *n = n.saturating_add(data.len() as u64);
