@@ -35,7 +35,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use radguard_toml::{render, span_of, Placed, PlacedErrors, Seg};
+use radguard_toml::{read_section, Placed, PlacedErrors, Seg};
 
 pub use crate::week::Hours;
 
@@ -678,23 +678,13 @@ impl DetectConfig {
     /// Reads and checks the `[detect]` section of a whole config file `src` (named `file` in
     /// errors); no section gives the defaults (detection on, the default rules).
     pub fn from_document(src: &str, file: &str) -> Result<DetectConfig, ConfigErrors> {
-        let doc: Document = toml::from_str(src).map_err(|e| ConfigErrors {
-            errors: vec![ConfigError::from_toml(src, file, &e, Problem::Toml)],
-        })?;
-        let config = doc.detect.unwrap_or_default();
-        let mut errors: Vec<ConfigError> = config
-            .problems()
-            .into_iter()
-            .map(|(path, problem)| {
-                ConfigError::new(src, file, span_of(src, &path), render(&path), problem)
-            })
-            .collect();
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            errors.sort_by_key(|e| e.span.as_ref().map(|s| s.start));
-            Err(ConfigErrors { errors })
-        }
+        read_section(
+            src,
+            file,
+            Problem::Toml,
+            |doc: Document| doc.detect.unwrap_or_default(),
+            DetectConfig::problems,
+        )
     }
 
     /// What is wrong with the values (each with its key path).

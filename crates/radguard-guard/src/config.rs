@@ -26,7 +26,7 @@
 
 use serde::Deserialize;
 
-use radguard_toml::{render, span_of, Placed, PlacedErrors, Seg};
+use radguard_toml::{read_section, Placed, PlacedErrors, Seg};
 
 /// Default bound of the studies the dose watch follows.
 pub const DEFAULT_MAX_STUDIES: usize = 4096;
@@ -266,23 +266,13 @@ impl GuardConfig {
     /// Reads and checks the `[guard]` section of a whole config file `src` (named `file` in
     /// errors); no section gives the defaults.
     pub fn from_document(src: &str, file: &str) -> Result<GuardConfig, ConfigErrors> {
-        let doc: Document = toml::from_str(src).map_err(|e| ConfigErrors {
-            errors: vec![ConfigError::from_toml(src, file, &e, Problem::Toml)],
-        })?;
-        let config = doc.guard.unwrap_or_default();
-        let mut errors: Vec<ConfigError> = config
-            .problems()
-            .into_iter()
-            .map(|(path, problem)| {
-                ConfigError::new(src, file, span_of(src, &path), render(&path), problem)
-            })
-            .collect();
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            errors.sort_by_key(|e| e.span.as_ref().map(|s| s.start));
-            Err(ConfigErrors { errors })
-        }
+        read_section(
+            src,
+            file,
+            Problem::Toml,
+            |doc: Document| doc.guard.unwrap_or_default(),
+            GuardConfig::problems,
+        )
     }
 
     /// What is wrong with the values (each with its key path).

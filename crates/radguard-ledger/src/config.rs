@@ -10,7 +10,7 @@
 use serde::Deserialize;
 
 use crate::note;
-use radguard_toml::{render, span_of, Placed, PlacedErrors, Seg};
+use radguard_toml::{read_section, Placed, PlacedErrors, Seg};
 
 /// The `[ledger]` table; every key is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -60,24 +60,19 @@ impl LedgerConfig {
     /// Reads and checks the `[ledger]` section of a whole config file `src` (named `file` in
     /// errors); no section gives the defaults.
     pub fn from_document(src: &str, file: &str) -> Result<LedgerConfig, ConfigErrors> {
-        let doc: Document = toml::from_str(src).map_err(|e| ConfigErrors {
-            errors: vec![ConfigError::from_toml(src, file, &e, Problem::Toml)],
-        })?;
-        let config = doc.ledger.unwrap_or_default();
-        let mut errors: Vec<ConfigError> = config
-            .problems()
-            .into_iter()
-            .map(|(key, problem)| {
-                let path = [Seg::Key("ledger"), Seg::Key(key)];
-                ConfigError::new(src, file, span_of(src, &path), render(&path), problem)
-            })
-            .collect();
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            errors.sort_by_key(|e| e.span.as_ref().map(|s| s.start));
-            Err(ConfigErrors { errors })
-        }
+        read_section(
+            src,
+            file,
+            Problem::Toml,
+            |doc: Document| doc.ledger.unwrap_or_default(),
+            |c: &LedgerConfig| {
+                let at = |key| vec![Seg::Key("ledger"), Seg::Key(key)];
+                c.problems()
+                    .into_iter()
+                    .map(|(key, p)| (at(key), p))
+                    .collect()
+            },
+        )
     }
 
     /// What is wrong with the values (each with its key), whatever their origin.

@@ -2,7 +2,8 @@
 //! byte offsets to 1-based line and column, the key path at an offset, the byte range of a key
 //! path, and the placed error itself ([`Placed`], listed one per line by [`PlacedErrors`]).
 //! Every crate that validates a section of Radguard's config file (radguard-policy,
-//! radguard-audit, radguard-ledger) places and words its errors with these, so they read alike.
+//! radguard-audit, radguard-ledger, ...) places and words its errors with these, so they read alike;
+//! [`read_section`] is the reading of one section, for the crates whose checks name key paths.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
@@ -136,6 +137,38 @@ impl<E: fmt::Display> fmt::Display for PlacedErrors<E> {
 
 impl<E: fmt::Debug + fmt::Display> std::error::Error for PlacedErrors<E> {}
 
+/// Reads one section of a whole config file `src` (named `file` in errors): the document is
+/// parsed as `D` (the file's shape as far as this section is concerned: its own table, every
+/// other key ignored), `section` takes the section out of it (its defaults when absent) and
+/// `problems` lists what is wrong with its values, each with its key path. A syntax error, an
+/// unknown key or a wrong type stops the reading (worded by `toml_problem`); the value problems
+/// are all placed and sorted by their position in the file.
+pub fn read_section<D, T, P>(
+    src: &str,
+    file: &str,
+    toml_problem: impl FnOnce(String) -> P,
+    section: impl FnOnce(D) -> T,
+    problems: impl FnOnce(&T) -> Vec<(Vec<Seg<'static>>, P)>,
+) -> Result<T, PlacedErrors<Placed<P>>>
+where
+    D: serde::de::DeserializeOwned,
+{
+    let doc: D = toml::from_str(src).map_err(|e| PlacedErrors {
+        errors: vec![Placed::from_toml(src, file, &e, toml_problem)],
+    })?;
+    let config = section(doc);
+    let mut errors: Vec<Placed<P>> = problems(&config)
+        .into_iter()
+        .map(|(path, problem)| Placed::new(src, file, span_of(src, &path), render(&path), problem))
+        .collect();
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        errors.sort_by_key(|e| e.span.as_ref().map(|s| s.start));
+        Err(PlacedErrors { errors })
+    }
+}
+
 /// One step of a key path: a table key or an array index.
 #[derive(Debug, Clone, Copy)]
 pub enum Seg<'a> {
@@ -234,6 +267,65 @@ fn value_path<'a>(value: &'a Spanned<DeValue<'_>>, offset: usize, path: &mut Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(serde::Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Sec {
+        #[serde(default)]
+        a: u32,
+        #[serde(default)]
+        b: u32,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        sec: Option<Sec>,
+    }
+
+    fn read(src: &str) -> Result<Sec, PlacedErrors<Placed<String>>> {
+        read_section(
+            src,
+            "f.toml",
+            |m| format!("toml: {m}"),
+            |d: Doc| d.sec.unwrap_or_default(),
+            |s: &Sec| {
+                let mut out = Vec::new();
+                // Reported in reverse order of the file: the reading sorts them.
+                if s.b > 9 {
+                    out.push((
+                        vec![Seg::Key("sec"), Seg::Key("b")],
+                        "b too big".to_string(),
+                    ));
+                }
+                if s.a > 9 {
+                    out.push((
+                        vec![Seg::Key("sec"), Seg::Key("a")],
+                        "a too big".to_string(),
+                    ));
+                }
+                out
+            },
+        )
+    }
+
+    #[test]
+    fn read_section_places_sorts_and_stops_at_syntax() {
+        assert_eq!(read("").map(|s| (s.a, s.b)).ok(), Some((0, 0)));
+        assert_eq!(read("[sec]\na = 3\n").map(|s| s.a).ok(), Some(3));
+        let e = read("[sec]\na = 10\nb = 11\n").err().unwrap();
+        let lines: Vec<String> = e.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                "f.toml:2:5: field `sec.a`: a too big",
+                "f.toml:3:5: field `sec.b`: b too big"
+            ]
+        );
+        let e = read("[sec]\nc = 1\n").err().unwrap();
+        assert_eq!(e.len(), 1);
+        assert!(e.errors[0].problem.starts_with("toml: "), "{}", e);
+        assert_eq!(e.errors[0].line, Some(2));
+    }
 
     #[test]
     fn line_col_counts_characters() {
