@@ -596,6 +596,42 @@ pub fn encode_request(
     sop_instance: Option<&str>,
     has_data_set: bool,
 ) -> Vec<u8> {
+    encode_request_with(
+        field,
+        message_id,
+        sop_class,
+        sop_instance,
+        has_data_set,
+        None,
+    )
+}
+
+/// Encodes a C-MOVE-RQ (PS3.7 §9.3.4.1): the request elements and its Move Destination; an
+/// identifier follows it.
+pub fn encode_move_request(message_id: u16, sop_class: &str, destination: &str) -> Vec<u8> {
+    let dest = DataElement::new(
+        tags::MOVE_DESTINATION,
+        VR::AE,
+        PrimitiveValue::from(destination),
+    );
+    encode_request_with(
+        CommandField::CMoveRq,
+        message_id,
+        sop_class,
+        None,
+        true,
+        Some(dest),
+    )
+}
+
+fn encode_request_with(
+    field: CommandField,
+    message_id: u16,
+    sop_class: &str,
+    sop_instance: Option<&str>,
+    has_data_set: bool,
+    extra: Option<DataElement<InMemDicomObject>>,
+) -> Vec<u8> {
     let mut elems = vec![
         DataElement::new(
             tags::AFFECTED_SOP_CLASS_UID,
@@ -628,6 +664,7 @@ pub fn encode_request(
             PrimitiveValue::from(i),
         ));
     }
+    elems.extend(extra);
     let obj = InMemDicomObject::command_from_element_iter(elems);
     let mut out = Vec::with_capacity(160);
     if obj

@@ -556,7 +556,7 @@ fn c_move(run: &mut Run<'_>, called: &str, class: &str) -> (String, Option<u16>)
     };
     if let Err(e) = assoc.send(
         ctx,
-        &services::move_command(id, class, &destination),
+        &radguard_dicom::dimse::encode_move_request(id, class, &destination),
         Some(&identifier),
     ) {
         assoc.abort();

@@ -1,12 +1,12 @@
-//! The requests the service checks send (PS3.4 Annex C, PS3.7 §9.1): encoded with dicom-object
-//! like the gateway's own responses (`radguard_dicom::dimse`). Identifiers ask for nothing but
-//! universal matching on keys the probe never reads: answers are counted, never decoded.
+//! The identifiers the service checks send (PS3.4 Annex C), encoded with dicom-object; their
+//! commands come from `radguard_dicom::dimse` like the gateway's own. Identifiers ask for
+//! nothing but universal matching on keys the probe never reads: answers are counted, never
+//! decoded.
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
-use radguard_dicom::types::CommandField;
 
 /// SOP classes by family (PS3.4 Annex B, C, K).
 pub mod sop {
@@ -51,12 +51,8 @@ pub mod sop {
     }
 }
 
-fn write(elems: Vec<DataElement<InMemDicomObject>>, command: bool) -> Vec<u8> {
-    let obj = if command {
-        InMemDicomObject::command_from_element_iter(elems)
-    } else {
-        InMemDicomObject::from_element_iter(elems)
-    };
+fn write(elems: Vec<DataElement<InMemDicomObject>>) -> Vec<u8> {
+    let obj = InMemDicomObject::from_element_iter(elems);
     let mut out = Vec::with_capacity(160);
     // Writing a handful of primitive elements into a Vec cannot fail.
     if obj
@@ -68,55 +64,21 @@ fn write(elems: Vec<DataElement<InMemDicomObject>>, command: bool) -> Vec<u8> {
     out
 }
 
-/// A C-MOVE-RQ command (PS3.7 §9.3.4.1) with its Move Destination.
-pub fn move_command(message_id: u16, sop_class: &str, destination: &str) -> Vec<u8> {
-    write(
-        vec![
-            DataElement::new(
-                tags::AFFECTED_SOP_CLASS_UID,
-                VR::UI,
-                PrimitiveValue::from(sop_class),
-            ),
-            DataElement::new(
-                tags::COMMAND_FIELD,
-                VR::US,
-                PrimitiveValue::from(CommandField::CMoveRq.to_u16()),
-            ),
-            DataElement::new(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(message_id)),
-            DataElement::new(
-                tags::MOVE_DESTINATION,
-                VR::AE,
-                PrimitiveValue::from(destination),
-            ),
-            DataElement::new(tags::PRIORITY, VR::US, PrimitiveValue::from(0u16)),
-            DataElement::new(
-                tags::COMMAND_DATA_SET_TYPE,
-                VR::US,
-                PrimitiveValue::from(0x0000_u16),
-            ),
-        ],
-        true,
-    )
-}
-
 /// C-MOVE identifier: one study by a Study Instance UID that exists nowhere (a fresh 2.25
 /// UID), so even a server that accepts the destination has nothing to send.
 pub fn move_identifier(study_uid: &str) -> Vec<u8> {
-    write(
-        vec![
-            DataElement::new(
-                tags::QUERY_RETRIEVE_LEVEL,
-                VR::CS,
-                PrimitiveValue::from("STUDY"),
-            ),
-            DataElement::new(
-                tags::STUDY_INSTANCE_UID,
-                VR::UI,
-                PrimitiveValue::from(study_uid),
-            ),
-        ],
-        false,
-    )
+    write(vec![
+        DataElement::new(
+            tags::QUERY_RETRIEVE_LEVEL,
+            VR::CS,
+            PrimitiveValue::from("STUDY"),
+        ),
+        DataElement::new(
+            tags::STUDY_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(study_uid),
+        ),
+    ])
 }
 
 /// C-FIND identifier at `level` (PATIENT or STUDY) with universal matching (PS3.4 C.2.2.2.3):
@@ -137,17 +99,18 @@ pub fn find_identifier(level: &str) -> Vec<u8> {
             PrimitiveValue::Empty,
         ));
     }
-    write(elems, false)
+    write(elems)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use radguard_dicom::dimse::Command;
+    use radguard_dicom::dimse::{encode_move_request, Command};
+    use radguard_dicom::types::CommandField;
 
     #[test]
     fn move_command_decodes() {
-        let c = Command::decode(&move_command(5, sop::STUDY_ROOT_MOVE, "NOWHERE")).unwrap();
+        let c = Command::decode(&encode_move_request(5, sop::STUDY_ROOT_MOVE, "NOWHERE")).unwrap();
         assert_eq!(c.command_field(), Some(CommandField::CMoveRq));
         assert_eq!(c.move_destination.as_deref(), Some("NOWHERE"));
         assert!(c.has_data_set());
