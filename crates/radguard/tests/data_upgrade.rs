@@ -157,3 +157,48 @@ fn a_folder_of_a_newer_format_is_refused_untouched() {
         "nothing opened"
     );
 }
+
+#[test]
+fn the_commands_that_write_into_the_folder_refuse_a_newer_one_too() {
+    let tmp = tmp_dir("data-newer-offline");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::write(data.join("radguard-data.toml"), "format = 99\n").expect("write");
+    for args in [
+        &[
+            "block",
+            "add",
+            "--address",
+            "192.0.2.7",
+            "--for",
+            "1h",
+            "--reason",
+            "test",
+        ][..],
+        &["block", "list"][..],
+        &["queue", "list"][..],
+        &["queue", "retry"][..],
+    ] {
+        let out = Command::new(Radguard::exe())
+            .args(args)
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert!(
+            err.contains("written by a newer radguard (data format 99"),
+            "{args:?}: {err}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&data)
+        .expect("read")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("radguard-data.toml")],
+        "nothing written"
+    );
+}

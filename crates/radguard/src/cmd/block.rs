@@ -74,6 +74,15 @@ pub enum BlockCommand {
 
 /// Runs `radguard block`.
 pub fn run(args: BlockArgs) -> ExitCode {
+    let data = match &args.command {
+        BlockCommand::List { data, .. }
+        | BlockCommand::Add { data, .. }
+        | BlockCommand::Remove { data, .. } => data,
+    };
+    if let Err(e) = super::datadir::refuse_newer(data) {
+        eprintln!("radguard: {e}");
+        return ExitCode::from(super::datadir::exit_status(&e));
+    }
     let r = match args.command {
         BlockCommand::List { json, data } => list(&data, json).map(|()| 0),
         BlockCommand::Add {

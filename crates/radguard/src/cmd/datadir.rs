@@ -72,6 +72,29 @@ pub fn format_of(data: &Path) -> Result<u32, DataDirError> {
     }
 }
 
+/// For the commands that write into a folder `serve` runs on (`block`, `queue`): refuses a
+/// newer format (exit status [`EXIT_NEWER`]), never stamps (the folder stays as `serve` left
+/// it; a missing folder is left for the command to report).
+pub fn refuse_newer(data: &Path) -> Result<(), DataDirError> {
+    let found = format_of(data)?;
+    if found > FORMAT {
+        return Err(DataDirError::Newer {
+            dir: data.to_path_buf(),
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// The exit status for an error from [`refuse_newer`] or [`check_and_stamp`]: [`EXIT_NEWER`]
+/// for a newer folder, 2 otherwise.
+pub fn exit_status(e: &DataDirError) -> u8 {
+    match e {
+        DataDirError::Newer { .. } => EXIT_NEWER,
+        _ => 2,
+    }
+}
+
 /// Checks the folder before anything is opened in it: refuses a newer format, brings an older
 /// one to [`FORMAT`] (no format change exists yet) and stamps the version file.
 pub fn check_and_stamp(data: &Path) -> Result<(), DataDirError> {
@@ -116,6 +139,8 @@ mod tests {
         assert!(e.to_string().contains("newer radguard"), "{e}");
         // Refused, not rewritten.
         assert_eq!(format_of(dir.path()).expect("still"), FORMAT + 1);
+        let e = refuse_newer(dir.path()).expect_err("newer, for the offline commands too");
+        assert_eq!(exit_status(&e), EXIT_NEWER);
 
         std::fs::write(dir.path().join(FILE), "format = \"one\"\n").expect("w");
         assert!(matches!(

@@ -54,6 +54,15 @@ pub enum QueueCommand {
 }
 
 pub fn run(args: QueueArgs) -> ExitCode {
+    let data = match &args.command {
+        QueueCommand::List { data, .. }
+        | QueueCommand::Retry { data, .. }
+        | QueueCommand::Drop { data, .. } => data,
+    };
+    if let Err(e) = super::datadir::refuse_newer(data) {
+        eprintln!("radguard: {e}");
+        return ExitCode::from(super::datadir::exit_status(&e));
+    }
     let r = match args.command {
         QueueCommand::List { json, data } => list(&data, json),
         QueueCommand::Retry { dest, data } => retry(&data, dest.as_deref()),
