@@ -19,21 +19,27 @@
 //! - `index`: the SQLite schema and queries.
 //! - [`queue`]: the hold queue (instances held for an unreachable destination, forwarded in
 //!   order of arrival; its own SQLite file) and the disk-use check of hold routes.
+//! - [`lock`]: the immutable inode flag (`chattr +i`) on object files, below the application.
+//! - [`config`]: the `[vault]` section ([`VaultConfig`]: `immutable`, `retention_days`).
 //! - `error`: [`VaultError`].
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
+pub mod config;
 mod error;
 mod index;
 mod layout;
+pub mod lock;
 mod meta;
 pub mod queue;
 mod scan;
 mod time;
 mod vault;
 
+pub use config::{Immutable, VaultConfig};
 pub use error::VaultError;
+pub use lock::LockOutcome;
 pub use vault::{PendingInstance, Problem, StoreOutcome, StoredInstance, Vault};
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -12,7 +13,9 @@ use radguard_dicom::Uid;
 use rusqlite::{Connection, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
+use crate::config::{Immutable, VaultConfig};
 use crate::index::{self, Record};
+use crate::lock::{self, LockOutcome};
 use crate::layout;
 use crate::meta::{self, PREAMBLE_LEN};
 use crate::scan::{self, Expected};
@@ -115,6 +118,12 @@ struct Shared {
     tmp_dir: PathBuf,
     root: PathBuf,
     conn: Mutex<Connection>,
+    /// The `[vault]` settings it was opened with.
+    config: VaultConfig,
+    /// The start-up probe's outcome; `None` with `immutable = "off"`.
+    lock: Option<LockOutcome>,
+    /// Objects stored (or restored) whose immutable flag could not be set.
+    unlocked: AtomicU64,
 }
 
 impl Shared {
@@ -149,7 +158,19 @@ impl Vault {
     /// object files without an index row (a crash between rename and index commit) are
     /// re-indexed after their hash is checked. The latter walks `objects/`, so opening a very
     /// large vault takes time proportional to its number of files.
+    ///
+    /// Object files get no immutable flag ([`VaultConfig::PLAIN`]); the gateway opens with
+    /// [`Vault::open_with`] and its `[vault]` section.
     pub fn open(dir: &Path) -> Result<Vault, VaultError> {
+        Vault::open_with(dir, VaultConfig::PLAIN)
+    }
+
+    /// [`Vault::open`] with the `[vault]` settings. Unless `immutable = "off"`, a scratch file
+    /// in `tmp/` is made immutable and released again to learn whether object files can be
+    /// locked ([`Vault::lock_status`]); with `"required"` a failed probe is
+    /// [`VaultError::NotImmutable`]. Objects re-indexed on open are locked like new ones, and
+    /// objects older than `retention_days` are released ([`Vault::release_expired`]).
+    pub fn open_with(dir: &Path, config: VaultConfig) -> Result<Vault, VaultError> {
         let objects_dir = dir.join(layout::OBJECTS);
         let tmp_dir = dir.join(layout::TMP);
         layout::create_private_dir(dir)?;
@@ -157,6 +178,18 @@ impl Vault {
             fs::create_dir_all(d).map_err(|e| VaultError::io(d, e))?;
         }
         clean_tmp(&tmp_dir)?;
+        let lock = match config.immutable {
+            Immutable::Off => None,
+            Immutable::Auto | Immutable::Required => Some(probe_lock(&tmp_dir)?),
+        };
+        if config.immutable == Immutable::Required {
+            if let Some(outcome) = lock.filter(|o| !o.is_locked()) {
+                return Err(VaultError::NotImmutable {
+                    dir: dir.to_path_buf(),
+                    outcome,
+                });
+            }
+        }
         let conn = index::open(&dir.join(layout::INDEX))?;
         let vault = Vault {
             shared: Arc::new(Shared {
@@ -164,10 +197,60 @@ impl Vault {
                 tmp_dir,
                 root: dir.to_path_buf(),
                 conn: Mutex::new(conn),
+                config,
+                lock,
+                unlocked: AtomicU64::new(0),
             }),
         };
-        vault.reindex_orphans()?;
+        for added in vault.reindex_orphans()? {
+            vault.shared.lock_object(&added.path);
+        }
+        vault.release_expired(SystemTime::now())?;
         Ok(vault)
+    }
+
+    /// What the start-up probe found: `Some(Locked)` when object files are made immutable,
+    /// `Some(Unsupported | NotPermitted)` when they cannot be (objects are still stored), `None`
+    /// with `immutable = "off"`.
+    pub fn lock_status(&self) -> Option<LockOutcome> {
+        self.shared.lock
+    }
+
+    /// How many objects were stored (or restored) since open whose immutable flag could not be
+    /// set (always 0 with `immutable = "off"`).
+    pub fn unlocked_objects(&self) -> u64 {
+        self.shared.unlocked.load(Ordering::Relaxed)
+    }
+
+    /// The retention pass: clears the immutable flag of every object stored more than
+    /// `retention_days` before `now`, so that an operator may delete it (nothing is deleted
+    /// here). Returns how many flags it cleared. Does nothing with `retention_days = 0` (locked
+    /// for ever) or `immutable = "off"`.
+    pub fn release_expired(&self, now: SystemTime) -> Result<u64, VaultError> {
+        let days = u64::from(self.shared.config.retention_days);
+        if days == 0 || self.shared.lock.is_none() {
+            return Ok(0);
+        }
+        let Some(cutoff) = now.checked_sub(std::time::Duration::from_secs(days * 86_400)) else {
+            return Ok(0);
+        };
+        // `stored_at` is RFC 3339 UTC with a fixed width, so text order is time order.
+        let cutoff = rfc3339_utc(cutoff);
+        let mut released = 0;
+        for row in self.list()? {
+            if row.stored_at.as_str() >= cutoff.as_str() {
+                continue;
+            }
+            match lock::clear_immutable(&row.path) {
+                Ok(true) => released += 1,
+                Ok(false) => {}
+                // Already gone: `check` reports it.
+                Err(VaultError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(released)
     }
 
     /// The vault's root directory.
@@ -311,12 +394,48 @@ impl Vault {
     }
 }
 
-/// Removes everything in `tmp/`: uploads that never committed.
+impl Shared {
+    /// Sets the immutable flag on an object file placed in `objects/` (unless
+    /// `immutable = "off"`); a failure is counted ([`Vault::unlocked_objects`]), never fatal:
+    /// an image is never lost because it could not be locked.
+    fn lock_object(&self, path: &Path) {
+        if self.lock.is_none() {
+            return;
+        }
+        if !matches!(lock::set_immutable(path), Ok(LockOutcome::Locked)) {
+            self.unlocked.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The scratch file of the start-up lock probe, in `tmp/`.
+const PROBE_FILE: &str = "immutable-probe";
+
+/// Learns whether files in `dir` can be made immutable: creates a scratch file, sets the flag,
+/// clears it and removes the file.
+fn probe_lock(dir: &Path) -> Result<LockOutcome, VaultError> {
+    let path = dir.join(PROBE_FILE);
+    File::create(&path).map_err(|e| VaultError::io(&path, e))?;
+    let outcome = lock::set_immutable(&path);
+    if matches!(outcome, Ok(LockOutcome::Locked)) {
+        lock::clear_immutable(&path)?;
+    }
+    fs::remove_file(&path).map_err(|e| VaultError::io(&path, e))?;
+    outcome
+}
+
+/// Removes everything in `tmp/`: uploads that never committed (and a probe file a crash left
+/// locked).
 fn clean_tmp(tmp_dir: &Path) -> Result<(), VaultError> {
     for entry in fs::read_dir(tmp_dir).map_err(|e| VaultError::io(tmp_dir, e))? {
         let path = entry.map_err(|e| VaultError::io(tmp_dir, e))?.path();
         if path.is_file() {
-            fs::remove_file(&path).map_err(|e| VaultError::io(&path, e))?;
+            if let Err(e) = fs::remove_file(&path) {
+                if e.kind() != io::ErrorKind::PermissionDenied || !lock::clear_immutable(&path)? {
+                    return Err(VaultError::io(&path, e));
+                }
+                fs::remove_file(&path).map_err(|e| VaultError::io(&path, e))?;
+            }
         }
     }
     Ok(())
@@ -494,6 +613,7 @@ impl PendingInstance {
             // Identical bytes. If the indexed file was lost, these bytes restore it.
             if !existing.path.exists() {
                 layout::place_object(objects_dir, &self.tmp_path, &existing.path)?;
+                shared.lock_object(&existing.path);
             }
             return Ok(StoreOutcome::DuplicateIdentical(existing));
         }
@@ -507,6 +627,9 @@ impl PendingInstance {
         };
         index::insert(&tx, &record)?;
         tx.commit()?;
+        // Below the application: once fsync'd, renamed and its directory fsync'd, the object
+        // cannot be deleted, renamed or rewritten, even by root (ransomware, an intruder).
+        shared.lock_object(&dest);
         Ok(StoreOutcome::Stored(record.into_stored(objects_dir)))
     }
 }
