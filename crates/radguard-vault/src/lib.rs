@@ -17,6 +17,8 @@
 //! - `scan`: reads Patient ID, Study and Series Instance UID from a stored file without loading
 //!   values it does not need and without trusting declared lengths.
 //! - `index`: the SQLite schema and queries.
+//! - `indexlog`: the index log, an append-only, hash-chained copy of the index rows in
+//!   `index-log/` (sealed segments immutable), compared with the index by [`Vault::check`].
 //! - [`queue`]: the hold queue (instances held for an unreachable destination, forwarded in
 //!   order of arrival; its own SQLite file) and the disk-use check of hold routes.
 //! - [`lock`]: the immutable inode flag (`chattr +i`) on object files, below the application.
@@ -29,6 +31,7 @@
 pub mod config;
 mod error;
 mod index;
+mod indexlog;
 mod layout;
 pub mod lock;
 mod meta;
@@ -40,6 +43,7 @@ mod vault;
 pub use config::{Immutable, VaultConfig};
 pub use error::VaultError;
 pub use lock::LockOutcome;
+pub use indexlog::IndexLogHead;
 pub use vault::{PendingInstance, Problem, StoreOutcome, StoredInstance, Vault};
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Immutable, VaultConfig};
 use crate::index::{self, Record};
+use crate::indexlog::{self, IndexLog, IndexLogHead, LogFault};
 use crate::lock::{self, LockOutcome};
 use crate::layout;
 use crate::meta::{self, PREAMBLE_LEN};
@@ -111,6 +112,21 @@ pub enum Problem {
     UnindexedObject { path: PathBuf, reason: String },
     /// A file under `objects/` that does not follow the layout.
     StrayFile { path: PathBuf },
+    /// A line of the index log (`index-log/`) that does not parse or does not chain to the
+    /// line before it: the log was edited.
+    IndexLogBroken {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
+    /// An index row the index log does not record (a row added to the database behind the
+    /// vault's back).
+    RowNotLogged { sop_instance_uid: String },
+    /// An index row that differs from its index log line (a row rewritten in the database).
+    RowDiffersFromLog { sop_instance_uid: String },
+    /// An index log line whose row is missing from the index (a row deleted from the
+    /// database).
+    LoggedRowMissing { sop_instance_uid: String },
 }
 
 struct Shared {
@@ -124,6 +140,8 @@ struct Shared {
     lock: Option<LockOutcome>,
     /// Objects stored (or restored) whose immutable flag could not be set.
     unlocked: AtomicU64,
+    /// The index log; locked after `conn` when both are held.
+    log: Mutex<IndexLog>,
 }
 
 impl Shared {
@@ -131,6 +149,21 @@ impl Shared {
     /// open transaction rolls back when dropped), so a poisoned lock is simply taken over.
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The index log. A panic while it was held leaves at most a line without its newline,
+    /// which `open` cuts.
+    fn log(&self) -> MutexGuard<'_, IndexLog> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends a row to the index log (the caller holds the index lock), locking a segment it
+    /// sealed.
+    fn log_row(&self, record: &Record) -> Result<(), VaultError> {
+        if let Some(sealed) = self.log().append(record)? {
+            self.lock_object(&sealed);
+        }
+        Ok(())
     }
 }
 
@@ -191,6 +224,7 @@ impl Vault {
             }
         }
         let conn = index::open(&dir.join(layout::INDEX))?;
+        let (log, sealed) = IndexLog::open(dir, &index::all(&conn)?)?;
         let vault = Vault {
             shared: Arc::new(Shared {
                 objects_dir,
@@ -200,13 +234,24 @@ impl Vault {
                 config,
                 lock,
                 unlocked: AtomicU64::new(0),
+                log: Mutex::new(log),
             }),
         };
+        for segment in sealed {
+            vault.shared.lock_object(&segment);
+        }
         for added in vault.reindex_orphans()? {
             vault.shared.lock_object(&added.path);
         }
         vault.release_expired(SystemTime::now())?;
         Ok(vault)
+    }
+
+    /// The index log's head: its line count and the SHA-256 of its last line, to record in a
+    /// checkpoint. Consistent with the index (taken under its lock).
+    pub fn index_log_head(&self) -> IndexLogHead {
+        let _conn = self.shared.conn();
+        self.shared.log().head()
     }
 
     /// What the start-up probe found: `Some(Locked)` when object files are made immutable,
@@ -318,9 +363,17 @@ impl Vault {
     }
 
     fn audit(&self, rehash: bool) -> Result<Vec<Problem>, VaultError> {
-        // Snapshot the index, then look at files without holding the lock.
-        let rows = self.list()?;
-        let mut problems = Vec::new();
+        // Snapshot the index and the log's length together, then look at files and the log
+        // without holding the lock.
+        let (records, logged) = {
+            let conn = self.shared.conn();
+            (index::all(&conn)?, self.shared.log().head().count)
+        };
+        let mut problems = self.audit_log(&records, logged)?;
+        let rows: Vec<StoredInstance> = records
+            .into_iter()
+            .map(|r| r.into_stored(&self.shared.objects_dir))
+            .collect();
         let mut indexed = std::collections::HashSet::new();
         for row in rows {
             indexed.insert(row.sha256.clone());
@@ -368,6 +421,45 @@ impl Vault {
         Ok(problems)
     }
 
+    /// Compares the index rows with the first `logged` lines of the index log.
+    fn audit_log(&self, records: &[Record], logged: u64) -> Result<Vec<Problem>, VaultError> {
+        let (contents, _torn) =
+            indexlog::read(&self.shared.root.join(indexlog::DIR), Some(logged))?;
+        let mut problems: Vec<Problem> = contents
+            .faults
+            .into_iter()
+            .map(|f| match f {
+                LogFault::Broken { path, line, reason } => {
+                    Problem::IndexLogBroken { path, line, reason }
+                }
+            })
+            .collect();
+        let mut by_uid: std::collections::HashMap<&str, &Record> = contents
+            .rows
+            .iter()
+            .map(|r| (r.sop_instance_uid.as_str(), r))
+            .collect();
+        for r in records {
+            match by_uid.remove(r.sop_instance_uid.as_str()) {
+                None => problems.push(Problem::RowNotLogged {
+                    sop_instance_uid: r.sop_instance_uid.clone(),
+                }),
+                Some(l) if l != r => problems.push(Problem::RowDiffersFromLog {
+                    sop_instance_uid: r.sop_instance_uid.clone(),
+                }),
+                Some(_) => {}
+            }
+        }
+        for r in &contents.rows {
+            if by_uid.remove(r.sop_instance_uid.as_str()).is_some() {
+                problems.push(Problem::LoggedRowMissing {
+                    sop_instance_uid: r.sop_instance_uid.clone(),
+                });
+            }
+        }
+        Ok(problems)
+    }
+
     /// Indexes object files that have no row (see [`Vault::open`]). Returns what it indexed.
     fn reindex_orphans(&self) -> Result<Vec<StoredInstance>, VaultError> {
         let objects_dir = &self.shared.objects_dir;
@@ -388,6 +480,7 @@ impl Vault {
                 continue;
             }
             index::insert(&conn, &record)?;
+            self.shared.log_row(&record)?;
             added.push(record.into_stored(objects_dir));
         }
         Ok(added)
@@ -627,6 +720,8 @@ impl PendingInstance {
         };
         index::insert(&tx, &record)?;
         tx.commit()?;
+        // The row's tamper-evident copy, before the index lock is released (see indexlog).
+        shared.log_row(&record)?;
         // Below the application: once fsync'd, renamed and its directory fsync'd, the object
         // cannot be deleted, renamed or rewritten, even by root (ransomware, an intruder).
         shared.lock_object(&dest);
