@@ -10,15 +10,18 @@
 //!
 //! where `seq` counts lines from 1, `prev` is the SHA-256 (hex) of the previous line's bytes
 //! (without its newline; 64 zeros for line 1) and the row is the index row. Changing, removing
-//! or inserting a line breaks the chain from there on. The line is written and fsync'd while
-//! the commit still holds the index lock, right after the index transaction committed, so after
-//! a crash at most the newest row lacks its line; [`IndexLog::open`] appends it.
+//! or inserting a line breaks the chain from there on. A commit writes and fsyncs the line
+//! inside the index transaction, before it commits: a crash can leave a line whose row is not
+//! committed (its object is then an orphan, and `Vault::open` re-inserts the row as logged) or a
+//! torn last line (cut by [`IndexLog::open`]), never a committed row without its line. So every
+//! row without a line was added behind the vault's back, and `check` says so.
 //!
 //! Lines go to `current.log`; every [`SEGMENT_LINES`] lines it is sealed: renamed to
 //! `<first seq, 12 digits>.log` and made immutable like the objects ([`crate::lock`]). The chain
 //! head (line count and hash of the last line) is what a checkpoint records
 //! ([`Vault::index_log_head`](crate::Vault::index_log_head)).
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -191,10 +194,15 @@ pub(crate) fn read(dir: &Path, limit: Option<u64>) -> Result<(LogContents, Optio
 
 impl IndexLog {
     /// Opens the log under `root` (creating it), cutting a torn last line. `rows` is the index,
-    /// oldest first: when its newest row has no line (a crash between the index commit and the
-    /// log write, the only window) the line is written now; other rows without a line are left
-    /// for `check` to report. Returns the log and the paths of sealed segments (to lock).
-    pub(crate) fn open(root: &Path, rows: &[Record]) -> Result<(IndexLog, Vec<PathBuf>), VaultError> {
+    /// oldest first; a vault from before the log (no `index-log/` yet) gets a line for each.
+    /// Returns the log, the logged rows the index lacks by SOP Instance UID, keyed by SHA-256
+    /// (a crash after the line was written but before the index committed: `open` re-inserts
+    /// them as logged), and the paths of sealed segments (to lock).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn open(
+        root: &Path,
+        rows: &[Record],
+    ) -> Result<(IndexLog, HashMap<String, Record>, Vec<PathBuf>), VaultError> {
         let dir = root.join(DIR);
         // A vault from before the log: every row is written once, in index order.
         let fresh = !dir.exists();
@@ -220,27 +228,25 @@ impl IndexLog {
             file,
             head: contents.head,
         };
-        let logged: std::collections::HashSet<&str> = contents
-            .rows
-            .iter()
-            .map(|r| r.sop_instance_uid.as_str())
-            .collect();
         let mut sealed = Vec::new();
         if fresh {
             for r in rows {
                 sealed.extend(log.append(r)?);
             }
-        } else if let Some(newest) = rows.last() {
-            if !logged.contains(newest.sop_instance_uid.as_str()) && contents.faults.is_empty() {
-                sealed.extend(log.append(newest)?);
-            }
         }
+        let indexed: HashSet<&str> = rows.iter().map(|r| r.sop_instance_uid.as_str()).collect();
+        let unindexed = contents
+            .rows
+            .into_iter()
+            .filter(|r| !indexed.contains(r.sop_instance_uid.as_str()))
+            .map(|r| (r.sha256.clone(), r))
+            .collect();
         for p in segments(&dir)? {
-            if p.file_name().is_some_and(|n| n != CURRENT) {
+            if p.file_name().is_some_and(|n| n != CURRENT) && !sealed.contains(&p) {
                 sealed.push(p);
             }
         }
-        Ok((log, sealed))
+        Ok((log, unindexed, sealed))
     }
 
     pub(crate) fn head(&self) -> IndexLogHead {

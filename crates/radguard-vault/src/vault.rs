@@ -224,7 +224,7 @@ impl Vault {
             }
         }
         let conn = index::open(&dir.join(layout::INDEX))?;
-        let (log, sealed) = IndexLog::open(dir, &index::all(&conn)?)?;
+        let (log, logged_unindexed, sealed) = IndexLog::open(dir, &index::all(&conn)?)?;
         let vault = Vault {
             shared: Arc::new(Shared {
                 objects_dir,
@@ -240,7 +240,7 @@ impl Vault {
         for segment in sealed {
             vault.shared.lock_object(&segment);
         }
-        for added in vault.reindex_orphans()? {
+        for added in vault.reindex_orphans(&logged_unindexed)? {
             vault.shared.lock_object(&added.path);
         }
         vault.release_expired(SystemTime::now())?;
@@ -460,8 +460,13 @@ impl Vault {
         Ok(problems)
     }
 
-    /// Indexes object files that have no row (see [`Vault::open`]). Returns what it indexed.
-    fn reindex_orphans(&self) -> Result<Vec<StoredInstance>, VaultError> {
+    /// Indexes object files that have no row (see [`Vault::open`]): with the row of their index
+    /// log line when there is one (`logged`, by SHA-256), else read from the file (and logged).
+    /// Returns what it indexed.
+    fn reindex_orphans(
+        &self,
+        logged: &std::collections::HashMap<String, Record>,
+    ) -> Result<Vec<StoredInstance>, VaultError> {
         let objects_dir = &self.shared.objects_dir;
         let mut added = Vec::new();
         for path in layout::object_files(objects_dir)? {
@@ -471,8 +476,14 @@ impl Vault {
             if index::has_sha(&self.shared.conn(), &sha)? {
                 continue;
             }
-            let Some(record) = orphan_record(&path, &sha)? else {
-                continue;
+            let from_log = logged.get(&sha).cloned();
+            let is_logged = from_log.is_some();
+            let record = match from_log {
+                Some(r) => r,
+                None => match orphan_record(&path, &sha)? {
+                    Some(r) => r,
+                    None => continue,
+                },
             };
             let conn = self.shared.conn();
             if index::get(&conn, &record.sop_instance_uid)?.is_some() {
@@ -480,7 +491,9 @@ impl Vault {
                 continue;
             }
             index::insert(&conn, &record)?;
-            self.shared.log_row(&record)?;
+            if !is_logged {
+                self.shared.log_row(&record)?;
+            }
             added.push(record.into_stored(objects_dir));
         }
         Ok(added)
@@ -719,9 +732,9 @@ impl PendingInstance {
             ..record
         };
         index::insert(&tx, &record)?;
-        tx.commit()?;
-        // The row's tamper-evident copy, before the index lock is released (see indexlog).
+        // The row's tamper-evident copy, durable before the row commits (see indexlog).
         shared.log_row(&record)?;
+        tx.commit()?;
         // Below the application: once fsync'd, renamed and its directory fsync'd, the object
         // cannot be deleted, renamed or rewritten, even by root (ransomware, an intruder).
         shared.lock_object(&dest);
