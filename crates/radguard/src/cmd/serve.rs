@@ -72,6 +72,7 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         detect: detect_cfg,
         admin: admin_cfg,
         guard: guard_cfg,
+        vault: vault_cfg,
     } = loaded;
     // The text in force for the console: read right after the file was loaded.
     let (in_force_tx, in_force_rx) = tokio::sync::watch::channel((
@@ -86,7 +87,7 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         .context("the audit trail settings")?;
     let vault_dir = data.join("vault");
     let vault = Arc::new(
-        radguard_vault::Vault::open(&vault_dir)
+        radguard_vault::Vault::open_with(&vault_dir, vault_cfg)
             .with_context(|| format!("opening the vault in {}", vault_dir.display()))?,
     );
     let ledger_dir = data.join("ledger");
@@ -196,6 +197,7 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         }
         let data_abs = std::fs::canonicalize(&data).unwrap_or(data.clone());
         println!("radguard: data in {}", data_abs.display());
+        vault_lock_report(&vault, vault_cfg, &bus);
         println!(
             "radguard: integrity ledger in {} (origin {origin})",
             ledger_dir.display()
@@ -305,6 +307,67 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         println!("radguard: stopped");
         anyhow::Ok(())
     })
+}
+
+/// Says once, at start, whether vault objects are made immutable (`[vault] immutable`); when
+/// they cannot be, a warning naming the fix and a `security-alert` (kind
+/// `vault-not-immutable`, audited), then the retention pass daily (`retention_days`).
+fn vault_lock_report(
+    vault: &Arc<radguard_vault::Vault>,
+    cfg: radguard_config::VaultConfig,
+    bus: &EventBus,
+) {
+    use radguard_vault::LockOutcome;
+    match vault.lock_status() {
+        None => println!("radguard: vault objects NOT immutable ([vault] immutable = \"off\")"),
+        Some(LockOutcome::Locked) => {
+            let retention = match cfg.retention_days {
+                0 => "for ever".to_string(),
+                d => format!("for {d} days"),
+            };
+            println!("radguard: vault objects immutable (FS_IMMUTABLE_FL), {retention}");
+        }
+        Some(outcome) => {
+            let detail = format!(
+                "vault objects NOT immutable ({}): {}",
+                outcome.as_str(),
+                outcome.explain()
+            );
+            eprintln!("radguard: WARNING: {detail}");
+            tracing::warn!(target: "radguard::vault", "{detail}");
+            bus.emit(Event::SecurityAlert {
+                assoc: None,
+                kind: radguard_events::AlertKind::VaultNotImmutable,
+                source: None,
+                detail,
+            });
+        }
+    }
+    if cfg.retention_days > 0 && vault.lock_status().is_some() {
+        let vault = vault.clone();
+        tokio::spawn(async move {
+            // The first pass ran in `Vault::open`.
+            let day = std::time::Duration::from_secs(86_400);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + day, day);
+            loop {
+                tick.tick().await;
+                let v = vault.clone();
+                match tokio::task::spawn_blocking(move || {
+                    v.release_expired(std::time::SystemTime::now())
+                })
+                .await
+                {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(
+                        target: "radguard::vault",
+                        "retention: {n} objects past retention_days released (immutable flag cleared)"
+                    ),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(target: "radguard::vault", "retention pass: {e}"),
+                    Err(e) => tracing::warn!(target: "radguard::vault", "retention pass: {e}"),
+                }
+            }
+        });
+    }
 }
 
 /// Feeds every event of the bus to the detectors (radguard-detect) and emits one `detection`
