@@ -36,6 +36,8 @@ use crate::VaultError;
 pub(crate) const DIR: &str = "index-log";
 /// The segment lines are appended to.
 const CURRENT: &str = "current.log";
+/// The latest signed checkpoint of the chain head (written by the gateway).
+pub(crate) const CHECKPOINT: &str = "checkpoint";
 /// Lines per sealed segment.
 pub(crate) const SEGMENT_LINES: u64 = 10_000;
 /// `prev` of the first line.
@@ -46,6 +48,13 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 pub struct IndexLogHead {
     pub count: u64,
     pub hash: String,
+}
+
+/// The hash of line `count` (the chain head when the log had `count` lines), if the log has
+/// that many lines and they chain.
+pub(crate) fn hash_at(dir: &Path, count: u64) -> Result<Option<String>, VaultError> {
+    let (contents, _) = read(dir, Some(count))?;
+    Ok((contents.head.count == count && contents.faults.is_empty()).then_some(contents.head.hash))
 }
 
 /// What reading the log found wrong (reported by `Vault::check`).
@@ -71,6 +80,8 @@ pub(crate) struct IndexLog {
     dir: PathBuf,
     file: File,
     head: IndexLogHead,
+    /// [`SEGMENT_LINES`] (smaller in tests).
+    segment_lines: u64,
 }
 
 fn hash_line(line: &str) -> String {
@@ -227,6 +238,7 @@ impl IndexLog {
             dir: dir.clone(),
             file,
             head: contents.head,
+            segment_lines: SEGMENT_LINES,
         };
         let mut sealed = Vec::new();
         if fresh {
@@ -271,10 +283,10 @@ impl IndexLog {
             count: seq,
             hash: hash_line(&line),
         };
-        if seq % SEGMENT_LINES != 0 {
+        if seq % self.segment_lines != 0 {
             return Ok(None);
         }
-        let first = seq + 1 - SEGMENT_LINES;
+        let first = seq + 1 - self.segment_lines;
         let sealed = self.dir.join(segment_name(first));
         fs::rename(&current, &sealed).map_err(|e| VaultError::io(&sealed, e))?;
         self.file = OpenOptions::new()
@@ -284,5 +296,60 @@ impl IndexLog {
             .map_err(|e| VaultError::io(&current, e))?;
         layout::fsync_dir(&self.dir)?;
         Ok(Some(sealed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: u64) -> Record {
+        Record {
+            sop_instance_uid: format!("1.2.3.{i}"),
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.7".into(),
+            transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            sha256: format!("{i:064x}"),
+            size: i,
+            patient_id: None,
+            study_uid: None,
+            series_uid: None,
+            source_ae: Some("CT01".into()),
+            stored_at: "2026-01-01T00:00:00.000Z".into(),
+            parse_warning: None,
+        }
+    }
+
+    #[test]
+    fn full_segments_are_sealed_and_the_chain_runs_across_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, unindexed, sealed) = IndexLog::open(dir.path(), &[]).unwrap();
+        assert!(unindexed.is_empty() && sealed.is_empty());
+        log.segment_lines = 3;
+        let mut got = Vec::new();
+        for i in 1..=7 {
+            got.extend(log.append(&row(i)).unwrap());
+        }
+        let d = dir.path().join(DIR);
+        assert_eq!(got, vec![d.join("000000000001.log"), d.join("000000000004.log")]);
+        let (contents, torn) = read(&d, None).unwrap();
+        assert_eq!(torn, None);
+        assert!(contents.faults.is_empty(), "{:?}", contents.faults);
+        assert_eq!(contents.rows, (1..=7).map(row).collect::<Vec<_>>());
+        assert_eq!(contents.head, log.head());
+        assert!(hash_at(&d, 4).unwrap().is_some());
+        drop(log);
+        let rows: Vec<Record> = (1..=7).map(row).collect();
+        let (log, unindexed, sealed) = IndexLog::open(dir.path(), &rows).unwrap();
+        assert!(unindexed.is_empty());
+        assert_eq!(sealed, got, "sealed segments are handed back to be locked");
+        assert_eq!(log.head().count, 7);
+        // A sealed segment removed: the chain breaks at its first line.
+        fs::remove_file(d.join("000000000004.log")).unwrap();
+        let (contents, _) = read(&d, None).unwrap();
+        assert!(
+            matches!(contents.faults.first(), Some(LogFault::Broken { line: 4, .. })),
+            "{:?}",
+            contents.faults
+        );
     }
 }

@@ -254,6 +254,38 @@ impl Vault {
         self.shared.log().head()
     }
 
+    /// Whether the index log still leads to `head`: its line `head.count` hashes to
+    /// `head.hash` and every line up to it chains. A checkpoint taken earlier must keep
+    /// matching while the log only grows; `false` means lines were changed or removed since.
+    pub fn index_log_matches(&self, head: &IndexLogHead) -> Result<bool, VaultError> {
+        let dir = self.shared.root.join(indexlog::DIR);
+        Ok(indexlog::hash_at(&dir, head.count)?.as_deref() == Some(head.hash.as_str()))
+    }
+
+    /// Replaces the index log's checkpoint file (`index-log/checkpoint`) with `note` (a signed
+    /// note of the head, made by the caller): written to a temp file, fsync'd, renamed.
+    pub fn write_index_log_checkpoint(&self, note: &str) -> Result<(), VaultError> {
+        let dir = self.shared.root.join(indexlog::DIR);
+        let tmp = dir.join(format!("{}.tmp", indexlog::CHECKPOINT));
+        let path = dir.join(indexlog::CHECKPOINT);
+        let mut f = File::create(&tmp).map_err(|e| VaultError::io(&tmp, e))?;
+        f.write_all(note.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| VaultError::io(&tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| VaultError::io(&path, e))?;
+        layout::fsync_dir(&dir)
+    }
+
+    /// The index log's checkpoint file, if one was written.
+    pub fn index_log_checkpoint(&self) -> Result<Option<String>, VaultError> {
+        let path = self.shared.root.join(indexlog::DIR).join(indexlog::CHECKPOINT);
+        match fs::read_to_string(&path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(VaultError::io(&path, e)),
+        }
+    }
+
     /// What the start-up probe found: `Some(Locked)` when object files are made immutable,
     /// `Some(Unsupported | NotPermitted)` when they cannot be (objects are still stored), `None`
     /// with `immutable = "off"`.

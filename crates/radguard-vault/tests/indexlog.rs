@@ -208,3 +208,28 @@ fn a_vault_from_before_the_log_gets_every_row_logged_once() {
     let vault = Vault::open(&root).expect("reopen");
     assert_eq!(vault.index_log_head().count, 3);
 }
+
+#[test]
+fn an_earlier_head_keeps_matching_while_the_log_only_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = three(dir.path());
+    let vault = Vault::open(&root).expect("open");
+    let head = vault.index_log_head();
+    store(&vault, "1.2.3.4", b"payload 4");
+    assert!(vault.index_log_matches(&head).unwrap());
+    assert!(vault.index_log_matches(&vault.index_log_head()).unwrap());
+    // A head the log never had.
+    let mut forged = head.clone();
+    forged.hash = "ab".repeat(32);
+    assert!(!vault.index_log_matches(&forged).unwrap());
+    // The checkpoint file round-trips.
+    assert_eq!(vault.index_log_checkpoint().unwrap(), None);
+    vault.write_index_log_checkpoint("note\n").unwrap();
+    assert_eq!(vault.index_log_checkpoint().unwrap().as_deref(), Some("note\n"));
+    drop(vault);
+    // Lines rewritten: the earlier head no longer matches.
+    let text = fs::read_to_string(log_path(&root)).unwrap();
+    fs::write(log_path(&root), text.replace("payload", "PAYLOAD").replacen("CT01", "XX01", 2)).unwrap();
+    let vault = Vault::open(&root).expect("open");
+    assert!(!vault.index_log_matches(&head).unwrap());
+}

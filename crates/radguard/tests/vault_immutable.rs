@@ -185,6 +185,35 @@ fn stored_objects_cannot_be_deleted_rewritten_or_renamed_by_root() {
     assert!(!lsattr(&data.join("vault/index-log/current.log")).contains('i'));
     assert_eq!(rg.stop().code(), Some(0));
     assert_received(&files, data, false);
+
+    // The index log's head, signed with the ledger's key at stop: it verifies with the
+    // ledger's verifier key and matches the log; a line changed afterwards does not.
+    let note = fs::read_to_string(data.join("vault/index-log/checkpoint")).expect("checkpoint");
+    let key = radguard_ledger::note::VerifierKey::parse(
+        &fs::read_to_string(data.join("ledger").join(radguard_ledger::VERIFIER_KEY_FILE))
+            .expect("verifier key"),
+    )
+    .expect("parse key");
+    // Its origin is not the key's name (it is not a ledger checkpoint): open the note, then
+    // parse its text.
+    let text = radguard_ledger::note::open_note(&note, &key).expect("signature");
+    let cp = radguard_ledger::note::Checkpoint::parse(text).expect("checkpoint");
+    assert!(cp.origin.ends_with("/vault-index-log"), "{}", cp.origin);
+    assert_eq!(cp.size, files.len() as u64);
+    let head = radguard_vault::IndexLogHead {
+        count: cp.size,
+        hash: hex::encode(cp.root),
+    };
+    let vault = radguard_vault::Vault::open(&data.join("vault")).expect("open");
+    assert!(vault.index_log_matches(&head).unwrap());
+    assert_eq!(vault.check().unwrap(), vec![]);
+    drop(vault);
+    let log = data.join("vault/index-log/current.log");
+    let text = fs::read_to_string(&log).unwrap();
+    fs::write(&log, text.replacen("RG_SCU", "RG_SCX", 1)).unwrap();
+    let vault = radguard_vault::Vault::open(&data.join("vault")).expect("open");
+    assert!(!vault.index_log_matches(&head).unwrap());
+    assert!(!vault.check().unwrap().is_empty());
 }
 
 #[test]

@@ -198,6 +198,10 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         let data_abs = std::fs::canonicalize(&data).unwrap_or(data.clone());
         println!("radguard: data in {}", data_abs.display());
         vault_lock_report(&vault, vault_cfg, &bus);
+        let mut signed_head = None;
+        checkpoint_index_log(&vault, &ledger, &mut signed_head)
+            .context("checkpointing the vault's index log")?;
+        spawn_index_log_checkpoints(vault.clone(), ledger.clone(), signed_head.clone());
         println!(
             "radguard: integrity ledger in {} (origin {origin})",
             ledger_dir.display()
@@ -295,6 +299,9 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         let pid_file = data.join("radguard.pid");
         let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
         radguard_gateway::serve(shared, listeners, shutdown_signal()).await;
+        if let Err(e) = checkpoint_index_log(&vault, &ledger, &mut signed_head) {
+            eprintln!("radguard: checkpointing the vault's index log: {e:#}");
+        }
         for e in exporters {
             let _ = e.shutdown().await;
         }
@@ -368,6 +375,60 @@ fn vault_lock_report(
             }
         });
     }
+}
+
+/// Signs the vault's index log head (line count, hash of the last line) with the integrity
+/// ledger's key into `vault/index-log/checkpoint`, a C2SP checkpoint of origin
+/// `<ledger origin>/vault-index-log` that the ledger's verifier key checks; `last` is the head
+/// signed before (nothing is written when it has not moved). A later check can then tell that
+/// the log was rewritten before that head, even by someone who rebuilt a consistent chain.
+fn checkpoint_index_log(
+    vault: &radguard_vault::Vault,
+    ledger: &radguard_ledger::Ledger,
+    last: &mut Option<radguard_vault::IndexLogHead>,
+) -> anyhow::Result<()> {
+    let head = vault.index_log_head();
+    if last.as_ref() == Some(&head) {
+        return Ok(());
+    }
+    let mut root = [0u8; 32];
+    hex::decode_to_slice(&head.hash, &mut root).context("the index log head")?;
+    let checkpoint = radguard_ledger::note::Checkpoint {
+        origin: format!("{}/vault-index-log", ledger.origin()),
+        size: head.count,
+        root,
+    };
+    let note = ledger.sign_foreign_checkpoint(&checkpoint)?;
+    vault.write_index_log_checkpoint(&note)?;
+    *last = Some(head);
+    Ok(())
+}
+
+/// [`checkpoint_index_log`] every minute while the gateway runs.
+fn spawn_index_log_checkpoints(
+    vault: Arc<radguard_vault::Vault>,
+    ledger: Arc<radguard_ledger::Ledger>,
+    mut last: Option<radguard_vault::IndexLogHead>,
+) {
+    tokio::spawn(async move {
+        let period = std::time::Duration::from_secs(60);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (v, l) = (vault.clone(), ledger.clone());
+            let mut prev = last.clone();
+            match tokio::task::spawn_blocking(move || {
+                checkpoint_index_log(&v, &l, &mut prev).map(|()| prev)
+            })
+            .await
+            {
+                Ok(Ok(now)) => last = now,
+                Ok(Err(e)) => tracing::warn!(target: "radguard::vault", "index log checkpoint: {e:#}"),
+                Err(e) => tracing::warn!(target: "radguard::vault", "index log checkpoint: {e}"),
+            }
+        }
+    });
 }
 
 /// Feeds every event of the bus to the detectors (radguard-detect) and emits one `detection`
