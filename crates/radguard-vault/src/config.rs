@@ -111,7 +111,10 @@ impl VaultConfig {
     pub fn problems(&self) -> Vec<(&'static str, Problem)> {
         let mut out = Vec::new();
         if self.retention_days > MAX_RETENTION_DAYS {
-            out.push(("retention_days", Problem::RetentionDays(self.retention_days)));
+            out.push((
+                "retention_days",
+                Problem::RetentionDays(self.retention_days),
+            ));
         }
         out
     }
@@ -139,8 +142,8 @@ mod tests {
 
     #[test]
     fn errors_are_placed() {
-        let e = VaultConfig::from_document("[vault]\nimmutable = \"always\"\n", "f.toml")
-            .unwrap_err();
+        let e =
+            VaultConfig::from_document("[vault]\nimmutable = \"always\"\n", "f.toml").unwrap_err();
         let line = e.to_string();
         assert!(line.starts_with("f.toml:2:"), "{line}");
         assert!(line.contains("always"), "{line}");

@@ -115,17 +115,17 @@ fn segments(dir: &Path) -> Result<Vec<PathBuf>, VaultError> {
 /// Reads every segment (the first `limit` lines when given), checking the chain. A last line
 /// without its newline (a crash while it was written) is `torn`: not counted, its byte offset
 /// returned.
-pub(crate) fn read(dir: &Path, limit: Option<u64>) -> Result<(LogContents, Option<u64>), VaultError> {
+pub(crate) fn read(
+    dir: &Path,
+    limit: Option<u64>,
+) -> Result<(LogContents, Option<u64>), VaultError> {
     let mut rows = Vec::new();
     let mut faults = Vec::new();
     let mut prev = GENESIS.to_string();
     let mut count = 0u64;
     let mut torn = None;
     if !dir.is_dir() {
-        let head = IndexLogHead {
-            count,
-            hash: prev,
-        };
+        let head = IndexLogHead { count, hash: prev };
         return Ok((LogContents { rows, head, faults }, torn));
     }
     let segs = segments(dir)?;
@@ -330,7 +330,10 @@ mod tests {
             got.extend(log.append(&row(i)).unwrap());
         }
         let d = dir.path().join(DIR);
-        assert_eq!(got, vec![d.join("000000000001.log"), d.join("000000000004.log")]);
+        assert_eq!(
+            got,
+            vec![d.join("000000000001.log"), d.join("000000000004.log")]
+        );
         let (contents, torn) = read(&d, None).unwrap();
         assert_eq!(torn, None);
         assert!(contents.faults.is_empty(), "{:?}", contents.faults);
@@ -347,7 +350,10 @@ mod tests {
         fs::remove_file(d.join("000000000004.log")).unwrap();
         let (contents, _) = read(&d, None).unwrap();
         assert!(
-            matches!(contents.faults.first(), Some(LogFault::Broken { line: 4, .. })),
+            matches!(
+                contents.faults.first(),
+                Some(LogFault::Broken { line: 4, .. })
+            ),
             "{:?}",
             contents.faults
         );

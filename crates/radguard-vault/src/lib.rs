@@ -50,8 +50,8 @@ mod vault;
 
 pub use config::{Immutable, VaultConfig};
 pub use error::VaultError;
-pub use lock::LockOutcome;
 pub use indexlog::IndexLogHead;
+pub use lock::LockOutcome;
 pub use vault::{PendingInstance, Problem, StoreOutcome, StoredInstance, Vault};
 
 #[cfg(test)]

@@ -143,10 +143,7 @@ mod tests {
 
     #[test]
     fn errno_mapping() {
-        assert_eq!(
-            outcome_of(Errno::OPNOTSUPP),
-            Some(LockOutcome::Unsupported)
-        );
+        assert_eq!(outcome_of(Errno::OPNOTSUPP), Some(LockOutcome::Unsupported));
         assert_eq!(outcome_of(Errno::NOTSUP), Some(LockOutcome::Unsupported));
         assert_eq!(outcome_of(Errno::NOTTY), Some(LockOutcome::Unsupported));
         assert_eq!(outcome_of(Errno::INVAL), Some(LockOutcome::Unsupported));

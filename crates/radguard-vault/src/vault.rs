@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use crate::config::{Immutable, VaultConfig};
 use crate::index::{self, Record};
 use crate::indexlog::{self, IndexLog, IndexLogHead, LogFault};
-use crate::lock::{self, LockOutcome};
 use crate::layout;
+use crate::lock::{self, LockOutcome};
 use crate::meta::{self, PREAMBLE_LEN};
 use crate::scan::{self, Expected};
 use crate::time::rfc3339_utc;
@@ -278,7 +278,11 @@ impl Vault {
 
     /// The index log's checkpoint file, if one was written.
     pub fn index_log_checkpoint(&self) -> Result<Option<String>, VaultError> {
-        let path = self.shared.root.join(indexlog::DIR).join(indexlog::CHECKPOINT);
+        let path = self
+            .shared
+            .root
+            .join(indexlog::DIR)
+            .join(indexlog::CHECKPOINT);
         match fs::read_to_string(&path) {
             Ok(t) => Ok(Some(t)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -322,8 +326,7 @@ impl Vault {
                 Ok(true) => released += 1,
                 Ok(false) => {}
                 // Already gone: `check` reports it.
-                Err(VaultError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                }
+                Err(VaultError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
         }

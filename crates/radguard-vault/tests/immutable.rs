@@ -181,7 +181,11 @@ fn objects_cannot_be_deleted_rewritten_or_renamed_by_root() {
         .collect();
     assert_eq!(vault.unlocked_objects(), 0);
     for s in &stored {
-        assert!(is_immutable(&s.path).expect("flags"), "{}", s.path.display());
+        assert!(
+            is_immutable(&s.path).expect("flags"),
+            "{}",
+            s.path.display()
+        );
         let lsattr = Command::new("/usr/bin/lsattr")
             .arg(&s.path)
             .output()
@@ -194,10 +198,7 @@ fn objects_cannot_be_deleted_rewritten_or_renamed_by_root() {
             "open for writing",
             OpenOptions::new().write(true).open(&s.path),
         );
-        assert_eperm(
-            "rename",
-            fs::rename(&s.path, s.path.with_extension("enc")),
-        );
+        assert_eperm("rename", fs::rename(&s.path, s.path.with_extension("enc")));
         assert_eperm("hard link", fs::hard_link(&s.path, root.join("copy")));
         // rm(1) as root, no chattr first.
         let rm = Command::new("/usr/bin/rm")
@@ -239,8 +240,8 @@ fn retention_releases_old_objects_and_nothing_else() {
 #[test]
 fn off_locks_nothing() {
     let dir = LockableDir::new();
-    let vault = Vault::open_with(&dir.path().join("vault"), config(Immutable::Off, 0))
-        .expect("open");
+    let vault =
+        Vault::open_with(&dir.path().join("vault"), config(Immutable::Off, 0)).expect("open");
     assert_eq!(vault.lock_status(), None);
     let a = store(&vault, "1.2.3.1", b"x");
     assert!(!is_immutable(&a.path).unwrap());

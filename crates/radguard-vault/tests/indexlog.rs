@@ -21,7 +21,10 @@ fn store(vault: &Vault, sop_instance: &str, payload: &[u8]) {
         )
         .expect("begin");
     p.write_chunk(payload).expect("write");
-    assert!(matches!(p.commit().expect("commit"), StoreOutcome::Stored(_)));
+    assert!(matches!(
+        p.commit().expect("commit"),
+        StoreOutcome::Stored(_)
+    ));
 }
 
 /// A vault with three instances, closed; returns its folder.
@@ -29,7 +32,11 @@ fn three(dir: &Path) -> PathBuf {
     let root = dir.join("vault");
     let vault = Vault::open(&root).expect("open");
     for i in 1..=3 {
-        store(&vault, &format!("1.2.3.{i}"), format!("payload {i}").as_bytes());
+        store(
+            &vault,
+            &format!("1.2.3.{i}"),
+            format!("payload {i}").as_bytes(),
+        );
     }
     let head = vault.index_log_head();
     assert_eq!(head.count, 3);
@@ -45,10 +52,8 @@ fn log_path(root: &Path) -> PathBuf {
 /// The index database with its write-once triggers dropped, as an intruder would.
 fn db_without_triggers(root: &Path) -> rusqlite::Connection {
     let c = rusqlite::Connection::open(root.join("index.sqlite")).expect("db");
-    c.execute_batch(
-        "DROP TRIGGER instances_no_update; DROP TRIGGER instances_no_delete;",
-    )
-    .expect("drop triggers");
+    c.execute_batch("DROP TRIGGER instances_no_update; DROP TRIGGER instances_no_delete;")
+        .expect("drop triggers");
     c
 }
 
@@ -68,7 +73,9 @@ fn a_log_line_edited_breaks_the_chain() {
     fs::write(log_path(&root), lines.join("\n") + "\n").unwrap();
     let problems = check(&root);
     assert!(
-        problems.iter().any(|p| matches!(p, Problem::IndexLogBroken { line: 3, .. })),
+        problems
+            .iter()
+            .any(|p| matches!(p, Problem::IndexLogBroken { line: 3, .. })),
         "{problems:?}"
     );
     assert!(
@@ -84,11 +91,18 @@ fn a_log_line_removed_breaks_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let root = three(dir.path());
     let text = fs::read_to_string(log_path(&root)).unwrap();
-    let kept: Vec<&str> = text.lines().enumerate().filter(|(i, _)| *i != 0).map(|(_, l)| l).collect();
+    let kept: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i != 0)
+        .map(|(_, l)| l)
+        .collect();
     fs::write(log_path(&root), kept.join("\n") + "\n").unwrap();
     let problems = check(&root);
     assert!(
-        problems.iter().any(|p| matches!(p, Problem::IndexLogBroken { line: 1, .. })),
+        problems
+            .iter()
+            .any(|p| matches!(p, Problem::IndexLogBroken { line: 1, .. })),
         "{problems:?}"
     );
     assert!(
@@ -114,8 +128,11 @@ fn rows_inserted_deleted_or_rewritten_in_the_database_are_reported() {
             [],
         )
         .unwrap();
-        db.execute("DELETE FROM instances WHERE sop_instance_uid = '1.2.3.1'", [])
-            .unwrap();
+        db.execute(
+            "DELETE FROM instances WHERE sop_instance_uid = '1.2.3.1'",
+            [],
+        )
+        .unwrap();
         db.execute(
             "UPDATE instances SET source_ae = 'EVIL' WHERE sop_instance_uid = '1.2.3.2'",
             [],
@@ -137,7 +154,9 @@ fn rows_inserted_deleted_or_rewritten_in_the_database_are_reported() {
         assert!(problems.contains(&want), "{want:?} not in {problems:?}");
     }
     assert!(
-        !problems.iter().any(|p| matches!(p, Problem::IndexLogBroken { .. })),
+        !problems
+            .iter()
+            .any(|p| matches!(p, Problem::IndexLogBroken { .. })),
         "{problems:?}"
     );
     drop(vault);
@@ -179,17 +198,26 @@ fn a_crash_leaves_a_torn_or_missing_last_line_that_open_repairs() {
     // A line written but its row not committed (crash in between): the object is an orphan,
     // re-indexed with the logged row (its source AE and time kept), not logged again.
     let vault = Vault::open(&root).expect("open");
-    let obj = vault.lookup(&Uid::new("1.2.3.3").unwrap()).unwrap().unwrap();
+    let obj = vault
+        .lookup(&Uid::new("1.2.3.3").unwrap())
+        .unwrap()
+        .unwrap();
     drop(vault);
     let db = db_without_triggers(&root);
-    db.execute("DELETE FROM instances WHERE sop_instance_uid = '1.2.3.3'", [])
-        .unwrap();
+    db.execute(
+        "DELETE FROM instances WHERE sop_instance_uid = '1.2.3.3'",
+        [],
+    )
+    .unwrap();
     drop(db);
     let vault = Vault::open(&root).expect("open");
     assert_eq!(vault.check().expect("check"), vec![]);
     assert_eq!(vault.index_log_head().count, 3);
     assert_eq!(fs::read_to_string(log_path(&root)).unwrap(), full);
-    let again = vault.lookup(&Uid::new("1.2.3.3").unwrap()).unwrap().unwrap();
+    let again = vault
+        .lookup(&Uid::new("1.2.3.3").unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(again, obj);
 }
 
@@ -225,11 +253,19 @@ fn an_earlier_head_keeps_matching_while_the_log_only_grows() {
     // The checkpoint file round-trips.
     assert_eq!(vault.index_log_checkpoint().unwrap(), None);
     vault.write_index_log_checkpoint("note\n").unwrap();
-    assert_eq!(vault.index_log_checkpoint().unwrap().as_deref(), Some("note\n"));
+    assert_eq!(
+        vault.index_log_checkpoint().unwrap().as_deref(),
+        Some("note\n")
+    );
     drop(vault);
     // Lines rewritten: the earlier head no longer matches.
     let text = fs::read_to_string(log_path(&root)).unwrap();
-    fs::write(log_path(&root), text.replace("payload", "PAYLOAD").replacen("CT01", "XX01", 2)).unwrap();
+    fs::write(
+        log_path(&root),
+        text.replace("payload", "PAYLOAD")
+            .replacen("CT01", "XX01", 2),
+    )
+    .unwrap();
     let vault = Vault::open(&root).expect("open");
     assert!(!vault.index_log_matches(&head).unwrap());
 }

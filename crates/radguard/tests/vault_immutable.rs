@@ -172,13 +172,30 @@ fn stored_objects_cannot_be_deleted_rewritten_or_renamed_by_root() {
     let stored = objects(data);
     assert_eq!(stored.len(), files.len(), "{}", rg.log());
     for obj in &stored {
-        assert!(lsattr(obj).contains('i'), "lsattr {}: {}", obj.display(), lsattr(obj));
+        assert!(
+            lsattr(obj).contains('i'),
+            "lsattr {}: {}",
+            obj.display(),
+            lsattr(obj)
+        );
         assert!(is_immutable(obj).unwrap());
         // As root, without chattr first.
-        let rm = Command::new("/usr/bin/rm").arg("-f").arg(obj).output().unwrap();
-        assert!(!rm.status.success() && obj.exists(), "rm removed {}", obj.display());
+        let rm = Command::new("/usr/bin/rm")
+            .arg("-f")
+            .arg(obj)
+            .output()
+            .unwrap();
+        assert!(
+            !rm.status.success() && obj.exists(),
+            "rm removed {}",
+            obj.display()
+        );
         assert_eperm("unlink", obj, fs::remove_file(obj));
-        assert_eperm("open(O_WRONLY)", obj, OpenOptions::new().write(true).open(obj));
+        assert_eperm(
+            "open(O_WRONLY)",
+            obj,
+            OpenOptions::new().write(true).open(obj),
+        );
         assert_eperm("rename", obj, fs::rename(obj, obj.with_extension("locked")));
     }
     // The sealed index log segments aside, the active one grows: it is not locked.

@@ -424,7 +424,9 @@ fn spawn_index_log_checkpoints(
             .await
             {
                 Ok(Ok(now)) => last = now,
-                Ok(Err(e)) => tracing::warn!(target: "radguard::vault", "index log checkpoint: {e:#}"),
+                Ok(Err(e)) => {
+                    tracing::warn!(target: "radguard::vault", "index log checkpoint: {e:#}")
+                }
                 Err(e) => tracing::warn!(target: "radguard::vault", "index log checkpoint: {e}"),
             }
         }
