@@ -283,7 +283,7 @@ impl IndexLog {
             count: seq,
             hash: hash_line(&line),
         };
-        if seq % self.segment_lines != 0 {
+        if !seq.is_multiple_of(self.segment_lines) {
             return Ok(None);
         }
         let first = seq + 1 - self.segment_lines;
