@@ -187,6 +187,13 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         } else {
             None
         };
+        // Before the start-up lines, which are printed together (the first one tells a
+        // supervisor the gateway is up).
+        vault_lock_report(&vault, vault_cfg, &bus);
+        let mut signed_head = None;
+        checkpoint_index_log(&vault, &ledger, &mut signed_head)
+            .context("checkpointing the vault's index log")?;
+        spawn_index_log_checkpoints(vault.clone(), ledger.clone(), signed_head.clone());
         for l in &listeners {
             let addr = l.tcp.local_addr()?;
             let scheme = if l.tls { "dicom-tls" } else { "dicom" };
@@ -197,11 +204,6 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         }
         let data_abs = std::fs::canonicalize(&data).unwrap_or(data.clone());
         println!("radguard: data in {}", data_abs.display());
-        vault_lock_report(&vault, vault_cfg, &bus);
-        let mut signed_head = None;
-        checkpoint_index_log(&vault, &ledger, &mut signed_head)
-            .context("checkpointing the vault's index log")?;
-        spawn_index_log_checkpoints(vault.clone(), ledger.clone(), signed_head.clone());
         println!(
             "radguard: integrity ledger in {} (origin {origin})",
             ledger_dir.display()
