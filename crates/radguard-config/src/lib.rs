@@ -11,6 +11,7 @@
 //! | `[detect]`, `[[detect.rule]]` | radguard-detect | [`DetectConfig`] |
 //! | `[admin]`, `[[admin.token]]` | radguard-web | [`AdminConfig`] |
 //! | `[guard]`, `[[guard.limit]]` | radguard-guard | [`GuardConfig`] |
+//! | `[vault]` | radguard-vault | [`VaultConfig`] |
 //!
 //! This crate only composes: it reads the file once, hands the text to each section's loader
 //! and merges their errors ([`ConfigErrors`]). A syntax error is reported once (by the policy's
@@ -27,6 +28,7 @@ pub use radguard_detect::DetectConfig;
 pub use radguard_guard::GuardConfig;
 pub use radguard_ledger::LedgerConfig;
 pub use radguard_policy::Config;
+pub use radguard_vault::VaultConfig;
 pub use radguard_web::AdminConfig;
 
 /// A config file, every section validated.
@@ -45,6 +47,9 @@ pub struct Loaded {
     /// `[guard]`: protocol limits, approvers, worklist checks (its defaults when the file has
     /// none).
     pub guard: GuardConfig,
+    /// `[vault]`: the immutable flag on vault objects and its retention (its defaults when the
+    /// file has none).
+    pub vault: VaultConfig,
 }
 
 impl Loaded {
@@ -59,6 +64,7 @@ impl Loaded {
             detect: DetectConfig::default(),
             admin: AdminConfig::default(),
             guard: GuardConfig::default(),
+            vault: VaultConfig::default(),
         }
     }
 
@@ -86,6 +92,10 @@ impl Loaded {
         if self.guard != new.guard {
             keys.push("[guard]");
         }
+        // The vault is opened (and probed) at start.
+        if self.vault != new.vault {
+            keys.push("[vault]");
+        }
         keys
     }
 }
@@ -112,6 +122,9 @@ pub enum ConfigError {
     /// `[guard]` and `[[guard.limit]]`.
     #[error(transparent)]
     Guard(radguard_guard::config::ConfigError),
+    /// `[vault]`.
+    #[error(transparent)]
+    Vault(radguard_vault::config::ConfigError),
 }
 
 impl ConfigError {
@@ -124,6 +137,7 @@ impl ConfigError {
             ConfigError::Detect(e) => e.line,
             ConfigError::Admin(e) => e.line,
             ConfigError::Guard(e) => e.line,
+            ConfigError::Vault(e) => e.line,
         }
     }
 
@@ -136,6 +150,7 @@ impl ConfigError {
             ConfigError::Detect(e) => e.col,
             ConfigError::Admin(e) => e.col,
             ConfigError::Guard(e) => e.col,
+            ConfigError::Vault(e) => e.col,
         }
     }
 
@@ -148,6 +163,7 @@ impl ConfigError {
             ConfigError::Detect(e) => &e.field,
             ConfigError::Admin(e) => &e.field,
             ConfigError::Guard(e) => &e.field,
+            ConfigError::Vault(e) => &e.field,
         }
     }
 }
@@ -224,19 +240,31 @@ pub fn parse_config_in(src: &str, origin: &str, base_dir: &Path) -> Result<Loade
     } else {
         None
     };
-    match (config, audit, ledger, detect, admin, guard) {
-        (Some(config), Some(audit), Some(ledger), Some(detect), Some(admin), Some(guard))
-            if errors.is_empty() =>
-        {
-            Ok(Loaded {
-                config,
-                audit,
-                ledger,
-                detect,
-                admin,
-                guard,
-            })
-        }
+    let vault = if syntax_ok {
+        VaultConfig::from_document(src, origin)
+            .map_err(|e| errors.extend(e.errors.into_iter().map(ConfigError::Vault)))
+            .ok()
+    } else {
+        None
+    };
+    match (config, audit, ledger, detect, admin, guard, vault) {
+        (
+            Some(config),
+            Some(audit),
+            Some(ledger),
+            Some(detect),
+            Some(admin),
+            Some(guard),
+            Some(vault),
+        ) if errors.is_empty() => Ok(Loaded {
+            config,
+            audit,
+            ledger,
+            detect,
+            admin,
+            guard,
+            vault,
+        }),
         _ => {
             // Stable: errors at the same place keep their section order.
             errors.sort_by_key(|e| (e.line().is_none(), e.line(), e.col()));

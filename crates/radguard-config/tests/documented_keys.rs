@@ -126,6 +126,10 @@ enabled = true
 max_sources = 10000
 max_associations = 10000
 
+[vault]
+immutable = "auto"
+retention_days = 0
+
 [guard]
 approvers = ["Curie^Marie"]
 protocol_managers = ["ct"]

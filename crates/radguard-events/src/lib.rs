@@ -69,6 +69,10 @@ pub enum AlertKind {
     /// A held instance has waited for its destination longer than the route's
     /// `hold_max_age_secs`.
     HoldOverdue,
+    /// Vault objects cannot be made immutable (the file system has no such flag, or the
+    /// process lacks CAP_LINUX_IMMUTABLE): ransomware with root could delete or encrypt them.
+    /// Emitted once at start with `[vault] immutable = "auto"`.
+    VaultNotImmutable,
 }
 
 /// Where an instance's first content is kept, against which a later one is compared.

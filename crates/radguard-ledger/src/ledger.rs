@@ -404,6 +404,15 @@ impl Ledger {
         Ok(SignedCheckpoint { checkpoint, note })
     }
 
+    /// Signs another log's checkpoint with this ledger's key, so that the ledger's verifier key
+    /// vouches for it too (the vault's index log: origin `<ledger origin>/vault-index-log`). Not
+    /// recorded among the ledger's own checkpoints. Its origin differs from the key's name, so
+    /// [`Checkpoint::open`] refuses it: check it with [`note::open_note`] and
+    /// [`Checkpoint::parse`] (a foreign checkpoint cannot pass for one of the ledger).
+    pub fn sign_foreign_checkpoint(&self, checkpoint: &Checkpoint) -> Result<String, LedgerError> {
+        Ok(checkpoint.sign(&self.signer)?)
+    }
+
     /// Entries for a SOP Instance UID, oldest first.
     pub fn lookup(&self, sop_instance_uid: &str) -> Result<Vec<LoggedEntry>, LedgerError> {
         self.lock().store.lookup(sop_instance_uid)

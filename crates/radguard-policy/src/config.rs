@@ -370,6 +370,9 @@ struct RawConfig {
     /// (`GuardConfig::from_document`).
     #[allow(dead_code)]
     guard: Option<serde::de::IgnoredAny>,
+    /// `[vault]`: radguard-vault's section (`VaultConfig::from_document`).
+    #[allow(dead_code)]
+    vault: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -28,6 +28,16 @@ pub enum VaultError {
     /// The index holds a value the vault never writes (a tampered or foreign database).
     #[error("vault index is corrupt: {0}")]
     CorruptIndex(String),
+    /// `immutable = "required"` and the start-up probe could not set the immutable flag.
+    #[error(
+        "[vault] immutable = \"required\" but the immutable flag cannot be set in {}: {}",
+        dir.display(),
+        outcome.explain()
+    )]
+    NotImmutable {
+        dir: PathBuf,
+        outcome: crate::LockOutcome,
+    },
     /// An earlier `write_chunk` failed, so this pending instance can only be dropped.
     #[error("pending instance unusable after an earlier write error")]
     Poisoned,

@@ -63,7 +63,9 @@ pub(crate) fn open(path: &Path) -> Result<Connection, VaultError> {
     Ok(conn)
 }
 
-/// A row as stored (the object path is derived, not stored).
+/// A row as stored (the object path is derived, not stored). Also the row of an index log
+/// line (JSON, these field names).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Record {
     pub sop_instance_uid: String,
     pub sop_class_uid: String,

@@ -4,6 +4,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -12,8 +13,11 @@ use radguard_dicom::Uid;
 use rusqlite::{Connection, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
+use crate::config::{Immutable, VaultConfig};
 use crate::index::{self, Record};
+use crate::indexlog::{self, IndexLog, IndexLogHead, LogFault};
 use crate::layout;
+use crate::lock::{self, LockOutcome};
 use crate::meta::{self, PREAMBLE_LEN};
 use crate::scan::{self, Expected};
 use crate::time::rfc3339_utc;
@@ -108,6 +112,21 @@ pub enum Problem {
     UnindexedObject { path: PathBuf, reason: String },
     /// A file under `objects/` that does not follow the layout.
     StrayFile { path: PathBuf },
+    /// A line of the index log (`index-log/`) that does not parse or does not chain to the
+    /// line before it: the log was edited.
+    IndexLogBroken {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
+    /// An index row the index log does not record (a row added to the database behind the
+    /// vault's back).
+    RowNotLogged { sop_instance_uid: String },
+    /// An index row that differs from its index log line (a row rewritten in the database).
+    RowDiffersFromLog { sop_instance_uid: String },
+    /// An index log line whose row is missing from the index (a row deleted from the
+    /// database).
+    LoggedRowMissing { sop_instance_uid: String },
 }
 
 struct Shared {
@@ -115,6 +134,14 @@ struct Shared {
     tmp_dir: PathBuf,
     root: PathBuf,
     conn: Mutex<Connection>,
+    /// The `[vault]` settings it was opened with.
+    config: VaultConfig,
+    /// The start-up probe's outcome; `None` with `immutable = "off"`.
+    lock: Option<LockOutcome>,
+    /// Objects stored (or restored) whose immutable flag could not be set.
+    unlocked: AtomicU64,
+    /// The index log; locked after `conn` when both are held.
+    log: Mutex<IndexLog>,
 }
 
 impl Shared {
@@ -122,6 +149,21 @@ impl Shared {
     /// open transaction rolls back when dropped), so a poisoned lock is simply taken over.
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The index log. A panic while it was held leaves at most a line without its newline,
+    /// which `open` cuts.
+    fn log(&self) -> MutexGuard<'_, IndexLog> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends a row to the index log (the caller holds the index lock), locking a segment it
+    /// sealed.
+    fn log_row(&self, record: &Record) -> Result<(), VaultError> {
+        if let Some(sealed) = self.log().append(record)? {
+            self.lock_object(&sealed);
+        }
+        Ok(())
     }
 }
 
@@ -149,7 +191,19 @@ impl Vault {
     /// object files without an index row (a crash between rename and index commit) are
     /// re-indexed after their hash is checked. The latter walks `objects/`, so opening a very
     /// large vault takes time proportional to its number of files.
+    ///
+    /// Object files get no immutable flag ([`VaultConfig::PLAIN`]); the gateway opens with
+    /// [`Vault::open_with`] and its `[vault]` section.
     pub fn open(dir: &Path) -> Result<Vault, VaultError> {
+        Vault::open_with(dir, VaultConfig::PLAIN)
+    }
+
+    /// [`Vault::open`] with the `[vault]` settings. Unless `immutable = "off"`, a scratch file
+    /// in `tmp/` is made immutable and released again to learn whether object files can be
+    /// locked ([`Vault::lock_status`]); with `"required"` a failed probe is
+    /// [`VaultError::NotImmutable`]. Objects re-indexed on open are locked like new ones, and
+    /// objects older than `retention_days` are released ([`Vault::release_expired`]).
+    pub fn open_with(dir: &Path, config: VaultConfig) -> Result<Vault, VaultError> {
         let objects_dir = dir.join(layout::OBJECTS);
         let tmp_dir = dir.join(layout::TMP);
         layout::create_private_dir(dir)?;
@@ -157,17 +211,126 @@ impl Vault {
             fs::create_dir_all(d).map_err(|e| VaultError::io(d, e))?;
         }
         clean_tmp(&tmp_dir)?;
+        let lock = match config.immutable {
+            Immutable::Off => None,
+            Immutable::Auto | Immutable::Required => Some(probe_lock(&tmp_dir)?),
+        };
+        if config.immutable == Immutable::Required {
+            if let Some(outcome) = lock.filter(|o| !o.is_locked()) {
+                return Err(VaultError::NotImmutable {
+                    dir: dir.to_path_buf(),
+                    outcome,
+                });
+            }
+        }
         let conn = index::open(&dir.join(layout::INDEX))?;
+        let (log, logged_unindexed, sealed) = IndexLog::open(dir, &index::all(&conn)?)?;
         let vault = Vault {
             shared: Arc::new(Shared {
                 objects_dir,
                 tmp_dir,
                 root: dir.to_path_buf(),
                 conn: Mutex::new(conn),
+                config,
+                lock,
+                unlocked: AtomicU64::new(0),
+                log: Mutex::new(log),
             }),
         };
-        vault.reindex_orphans()?;
+        for segment in sealed {
+            vault.shared.lock_object(&segment);
+        }
+        for added in vault.reindex_orphans(&logged_unindexed)? {
+            vault.shared.lock_object(&added.path);
+        }
+        vault.release_expired(SystemTime::now())?;
         Ok(vault)
+    }
+
+    /// The index log's head: its line count and the SHA-256 of its last line, to record in a
+    /// checkpoint. Consistent with the index (taken under its lock).
+    pub fn index_log_head(&self) -> IndexLogHead {
+        let _conn = self.shared.conn();
+        self.shared.log().head()
+    }
+
+    /// Whether the index log still leads to `head`: its line `head.count` hashes to
+    /// `head.hash` and every line up to it chains. A checkpoint taken earlier must keep
+    /// matching while the log only grows; `false` means lines were changed or removed since.
+    pub fn index_log_matches(&self, head: &IndexLogHead) -> Result<bool, VaultError> {
+        let dir = self.shared.root.join(indexlog::DIR);
+        Ok(indexlog::hash_at(&dir, head.count)?.as_deref() == Some(head.hash.as_str()))
+    }
+
+    /// Replaces the index log's checkpoint file (`index-log/checkpoint`) with `note` (a signed
+    /// note of the head, made by the caller): written to a temp file, fsync'd, renamed.
+    pub fn write_index_log_checkpoint(&self, note: &str) -> Result<(), VaultError> {
+        let dir = self.shared.root.join(indexlog::DIR);
+        let tmp = dir.join(format!("{}.tmp", indexlog::CHECKPOINT));
+        let path = dir.join(indexlog::CHECKPOINT);
+        let mut f = File::create(&tmp).map_err(|e| VaultError::io(&tmp, e))?;
+        f.write_all(note.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| VaultError::io(&tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| VaultError::io(&path, e))?;
+        layout::fsync_dir(&dir)
+    }
+
+    /// The index log's checkpoint file, if one was written.
+    pub fn index_log_checkpoint(&self) -> Result<Option<String>, VaultError> {
+        let path = self
+            .shared
+            .root
+            .join(indexlog::DIR)
+            .join(indexlog::CHECKPOINT);
+        match fs::read_to_string(&path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(VaultError::io(&path, e)),
+        }
+    }
+
+    /// What the start-up probe found: `Some(Locked)` when object files are made immutable,
+    /// `Some(Unsupported | NotPermitted)` when they cannot be (objects are still stored), `None`
+    /// with `immutable = "off"`.
+    pub fn lock_status(&self) -> Option<LockOutcome> {
+        self.shared.lock
+    }
+
+    /// How many objects were stored (or restored) since open whose immutable flag could not be
+    /// set (always 0 with `immutable = "off"`).
+    pub fn unlocked_objects(&self) -> u64 {
+        self.shared.unlocked.load(Ordering::Relaxed)
+    }
+
+    /// The retention pass: clears the immutable flag of every object stored more than
+    /// `retention_days` before `now`, so that an operator may delete it (nothing is deleted
+    /// here). Returns how many flags it cleared. Does nothing with `retention_days = 0` (locked
+    /// for ever) or `immutable = "off"`.
+    pub fn release_expired(&self, now: SystemTime) -> Result<u64, VaultError> {
+        let days = u64::from(self.shared.config.retention_days);
+        if days == 0 || self.shared.lock.is_none() {
+            return Ok(0);
+        }
+        let Some(cutoff) = now.checked_sub(std::time::Duration::from_secs(days * 86_400)) else {
+            return Ok(0);
+        };
+        // `stored_at` is RFC 3339 UTC with a fixed width, so text order is time order.
+        let cutoff = rfc3339_utc(cutoff);
+        let mut released = 0;
+        for row in self.list()? {
+            if row.stored_at.as_str() >= cutoff.as_str() {
+                continue;
+            }
+            match lock::clear_immutable(&row.path) {
+                Ok(true) => released += 1,
+                Ok(false) => {}
+                // Already gone: `check` reports it.
+                Err(VaultError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(released)
     }
 
     /// The vault's root directory.
@@ -235,9 +398,17 @@ impl Vault {
     }
 
     fn audit(&self, rehash: bool) -> Result<Vec<Problem>, VaultError> {
-        // Snapshot the index, then look at files without holding the lock.
-        let rows = self.list()?;
-        let mut problems = Vec::new();
+        // Snapshot the index and the log's length together, then look at files and the log
+        // without holding the lock.
+        let (records, logged) = {
+            let conn = self.shared.conn();
+            (index::all(&conn)?, self.shared.log().head().count)
+        };
+        let mut problems = self.audit_log(&records, logged)?;
+        let rows: Vec<StoredInstance> = records
+            .into_iter()
+            .map(|r| r.into_stored(&self.shared.objects_dir))
+            .collect();
         let mut indexed = std::collections::HashSet::new();
         for row in rows {
             indexed.insert(row.sha256.clone());
@@ -285,8 +456,52 @@ impl Vault {
         Ok(problems)
     }
 
-    /// Indexes object files that have no row (see [`Vault::open`]). Returns what it indexed.
-    fn reindex_orphans(&self) -> Result<Vec<StoredInstance>, VaultError> {
+    /// Compares the index rows with the first `logged` lines of the index log.
+    fn audit_log(&self, records: &[Record], logged: u64) -> Result<Vec<Problem>, VaultError> {
+        let (contents, _torn) =
+            indexlog::read(&self.shared.root.join(indexlog::DIR), Some(logged))?;
+        let mut problems: Vec<Problem> = contents
+            .faults
+            .into_iter()
+            .map(|f| match f {
+                LogFault::Broken { path, line, reason } => {
+                    Problem::IndexLogBroken { path, line, reason }
+                }
+            })
+            .collect();
+        let mut by_uid: std::collections::HashMap<&str, &Record> = contents
+            .rows
+            .iter()
+            .map(|r| (r.sop_instance_uid.as_str(), r))
+            .collect();
+        for r in records {
+            match by_uid.remove(r.sop_instance_uid.as_str()) {
+                None => problems.push(Problem::RowNotLogged {
+                    sop_instance_uid: r.sop_instance_uid.clone(),
+                }),
+                Some(l) if l != r => problems.push(Problem::RowDiffersFromLog {
+                    sop_instance_uid: r.sop_instance_uid.clone(),
+                }),
+                Some(_) => {}
+            }
+        }
+        for r in &contents.rows {
+            if by_uid.remove(r.sop_instance_uid.as_str()).is_some() {
+                problems.push(Problem::LoggedRowMissing {
+                    sop_instance_uid: r.sop_instance_uid.clone(),
+                });
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Indexes object files that have no row (see [`Vault::open`]): with the row of their index
+    /// log line when there is one (`logged`, by SHA-256), else read from the file (and logged).
+    /// Returns what it indexed.
+    fn reindex_orphans(
+        &self,
+        logged: &std::collections::HashMap<String, Record>,
+    ) -> Result<Vec<StoredInstance>, VaultError> {
         let objects_dir = &self.shared.objects_dir;
         let mut added = Vec::new();
         for path in layout::object_files(objects_dir)? {
@@ -296,8 +511,14 @@ impl Vault {
             if index::has_sha(&self.shared.conn(), &sha)? {
                 continue;
             }
-            let Some(record) = orphan_record(&path, &sha)? else {
-                continue;
+            let from_log = logged.get(&sha).cloned();
+            let is_logged = from_log.is_some();
+            let record = match from_log {
+                Some(r) => r,
+                None => match orphan_record(&path, &sha)? {
+                    Some(r) => r,
+                    None => continue,
+                },
             };
             let conn = self.shared.conn();
             if index::get(&conn, &record.sop_instance_uid)?.is_some() {
@@ -305,18 +526,57 @@ impl Vault {
                 continue;
             }
             index::insert(&conn, &record)?;
+            if !is_logged {
+                self.shared.log_row(&record)?;
+            }
             added.push(record.into_stored(objects_dir));
         }
         Ok(added)
     }
 }
 
-/// Removes everything in `tmp/`: uploads that never committed.
+impl Shared {
+    /// Sets the immutable flag on an object file placed in `objects/` (unless
+    /// `immutable = "off"`); a failure is counted ([`Vault::unlocked_objects`]), never fatal:
+    /// an image is never lost because it could not be locked.
+    fn lock_object(&self, path: &Path) {
+        if self.lock.is_none() {
+            return;
+        }
+        if !matches!(lock::set_immutable(path), Ok(LockOutcome::Locked)) {
+            self.unlocked.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The scratch file of the start-up lock probe, in `tmp/`.
+const PROBE_FILE: &str = "immutable-probe";
+
+/// Learns whether files in `dir` can be made immutable: creates a scratch file, sets the flag,
+/// clears it and removes the file.
+fn probe_lock(dir: &Path) -> Result<LockOutcome, VaultError> {
+    let path = dir.join(PROBE_FILE);
+    File::create(&path).map_err(|e| VaultError::io(&path, e))?;
+    let outcome = lock::set_immutable(&path);
+    if matches!(outcome, Ok(LockOutcome::Locked)) {
+        lock::clear_immutable(&path)?;
+    }
+    fs::remove_file(&path).map_err(|e| VaultError::io(&path, e))?;
+    outcome
+}
+
+/// Removes everything in `tmp/`: uploads that never committed (and a probe file a crash left
+/// locked).
 fn clean_tmp(tmp_dir: &Path) -> Result<(), VaultError> {
     for entry in fs::read_dir(tmp_dir).map_err(|e| VaultError::io(tmp_dir, e))? {
         let path = entry.map_err(|e| VaultError::io(tmp_dir, e))?.path();
         if path.is_file() {
-            fs::remove_file(&path).map_err(|e| VaultError::io(&path, e))?;
+            if let Err(e) = fs::remove_file(&path) {
+                if e.kind() != io::ErrorKind::PermissionDenied || !lock::clear_immutable(&path)? {
+                    return Err(VaultError::io(&path, e));
+                }
+                fs::remove_file(&path).map_err(|e| VaultError::io(&path, e))?;
+            }
         }
     }
     Ok(())
@@ -494,6 +754,7 @@ impl PendingInstance {
             // Identical bytes. If the indexed file was lost, these bytes restore it.
             if !existing.path.exists() {
                 layout::place_object(objects_dir, &self.tmp_path, &existing.path)?;
+                shared.lock_object(&existing.path);
             }
             return Ok(StoreOutcome::DuplicateIdentical(existing));
         }
@@ -506,7 +767,12 @@ impl PendingInstance {
             ..record
         };
         index::insert(&tx, &record)?;
+        // The row's tamper-evident copy, durable before the row commits (see indexlog).
+        shared.log_row(&record)?;
         tx.commit()?;
+        // Below the application: once fsync'd, renamed and its directory fsync'd, the object
+        // cannot be deleted, renamed or rewritten, even by root (ransomware, an intruder).
+        shared.lock_object(&dest);
         Ok(StoreOutcome::Stored(record.into_stored(objects_dir)))
     }
 }

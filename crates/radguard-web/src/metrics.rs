@@ -13,6 +13,9 @@ pub struct Gauges {
     pub audit_pending_records: Option<u64>,
     /// Entries in the integrity ledger, when there is one.
     pub ledger_entries: Option<u64>,
+    /// Vault objects stored since start whose immutable flag could not be set, when the
+    /// vault locks objects (`[vault] immutable` not `off`).
+    pub vault_unlocked_objects: Option<u64>,
 }
 
 /// A label value escaped as the format wants (backslash, double quote, newline).
@@ -174,6 +177,15 @@ pub fn render(console: &Console, g: Gauges) -> String {
         );
         let _ = writeln!(o, "radguard_ledger_entries {n}");
     }
+    if let Some(n) = g.vault_unlocked_objects {
+        head(
+            &mut o,
+            "radguard_vault_unlocked_objects_total",
+            "counter",
+            "Vault objects stored since start that could not be made immutable.",
+        );
+        let _ = writeln!(o, "radguard_vault_unlocked_objects_total {n}");
+    }
     o
 }
 
@@ -190,11 +202,13 @@ mod tests {
             Gauges {
                 audit_pending_records: Some(0),
                 ledger_entries: Some(3),
+                vault_unlocked_objects: Some(2),
             },
         );
         assert!(text.contains("# TYPE radguard_associations_total counter"));
         assert!(text.contains("radguard_association_duration_seconds_bucket{le=\"+Inf\"} 0"));
         assert!(text.contains("radguard_ledger_entries 3"));
+        assert!(text.contains("radguard_vault_unlocked_objects_total 2"));
         assert!(text.ends_with('\n'));
     }
 }

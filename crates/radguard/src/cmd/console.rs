@@ -208,6 +208,10 @@ impl Backend for ConsoleBackend {
                 .as_ref()
                 .map(|h| h.borrow().pending as u64),
             ledger_entries: Some(self.ledger.size()),
+            vault_unlocked_objects: self
+                .vault
+                .lock_status()
+                .map(|_| self.vault.unlocked_objects()),
         }
     }
 

@@ -72,6 +72,7 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         detect: detect_cfg,
         admin: admin_cfg,
         guard: guard_cfg,
+        vault: vault_cfg,
     } = loaded;
     // The text in force for the console: read right after the file was loaded.
     let (in_force_tx, in_force_rx) = tokio::sync::watch::channel((
@@ -86,7 +87,7 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         .context("the audit trail settings")?;
     let vault_dir = data.join("vault");
     let vault = Arc::new(
-        radguard_vault::Vault::open(&vault_dir)
+        radguard_vault::Vault::open_with(&vault_dir, vault_cfg)
             .with_context(|| format!("opening the vault in {}", vault_dir.display()))?,
     );
     let ledger_dir = data.join("ledger");
@@ -186,6 +187,13 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         } else {
             None
         };
+        // Before the start-up lines, which are printed together (the first one tells a
+        // supervisor the gateway is up).
+        vault_lock_report(&vault, vault_cfg, &bus);
+        let mut signed_head = None;
+        checkpoint_index_log(&vault, &ledger, &mut signed_head)
+            .context("checkpointing the vault's index log")?;
+        spawn_index_log_checkpoints(vault.clone(), ledger.clone(), signed_head.clone());
         for l in &listeners {
             let addr = l.tcp.local_addr()?;
             let scheme = if l.tls { "dicom-tls" } else { "dicom" };
@@ -293,6 +301,9 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         let pid_file = data.join("radguard.pid");
         let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
         radguard_gateway::serve(shared, listeners, shutdown_signal()).await;
+        if let Err(e) = checkpoint_index_log(&vault, &ledger, &mut signed_head) {
+            eprintln!("radguard: checkpointing the vault's index log: {e:#}");
+        }
         for e in exporters {
             let _ = e.shutdown().await;
         }
@@ -305,6 +316,123 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         println!("radguard: stopped");
         anyhow::Ok(())
     })
+}
+
+/// Says once, at start, whether vault objects are made immutable (`[vault] immutable`); when
+/// they cannot be, a warning naming the fix and a `security-alert` (kind
+/// `vault-not-immutable`, audited), then the retention pass daily (`retention_days`).
+fn vault_lock_report(
+    vault: &Arc<radguard_vault::Vault>,
+    cfg: radguard_config::VaultConfig,
+    bus: &EventBus,
+) {
+    use radguard_vault::LockOutcome;
+    match vault.lock_status() {
+        None => println!("radguard: vault objects NOT immutable ([vault] immutable = \"off\")"),
+        Some(LockOutcome::Locked) => {
+            let retention = match cfg.retention_days {
+                0 => "for ever".to_string(),
+                d => format!("for {d} days"),
+            };
+            println!("radguard: vault objects immutable (FS_IMMUTABLE_FL), {retention}");
+        }
+        Some(outcome) => {
+            let detail = format!(
+                "vault objects NOT immutable ({}): {}",
+                outcome.as_str(),
+                outcome.explain()
+            );
+            eprintln!("radguard: WARNING: {detail}");
+            tracing::warn!(target: "radguard::vault", "{detail}");
+            bus.emit(Event::SecurityAlert {
+                assoc: None,
+                kind: radguard_events::AlertKind::VaultNotImmutable,
+                source: None,
+                detail,
+            });
+        }
+    }
+    if cfg.retention_days > 0 && vault.lock_status().is_some() {
+        let vault = vault.clone();
+        tokio::spawn(async move {
+            // The first pass ran in `Vault::open`.
+            let day = std::time::Duration::from_secs(86_400);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + day, day);
+            loop {
+                tick.tick().await;
+                let v = vault.clone();
+                match tokio::task::spawn_blocking(move || {
+                    v.release_expired(std::time::SystemTime::now())
+                })
+                .await
+                {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(
+                        target: "radguard::vault",
+                        "retention: {n} objects past retention_days released (immutable flag cleared)"
+                    ),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(target: "radguard::vault", "retention pass: {e}"),
+                    Err(e) => tracing::warn!(target: "radguard::vault", "retention pass: {e}"),
+                }
+            }
+        });
+    }
+}
+
+/// Signs the vault's index log head (line count, hash of the last line) with the integrity
+/// ledger's key into `vault/index-log/checkpoint`, a C2SP checkpoint of origin
+/// `<ledger origin>/vault-index-log` that the ledger's verifier key checks; `last` is the head
+/// signed before (nothing is written when it has not moved). A later check can then tell that
+/// the log was rewritten before that head, even by someone who rebuilt a consistent chain.
+fn checkpoint_index_log(
+    vault: &radguard_vault::Vault,
+    ledger: &radguard_ledger::Ledger,
+    last: &mut Option<radguard_vault::IndexLogHead>,
+) -> anyhow::Result<()> {
+    let head = vault.index_log_head();
+    if last.as_ref() == Some(&head) {
+        return Ok(());
+    }
+    let mut root = [0u8; 32];
+    hex::decode_to_slice(&head.hash, &mut root).context("the index log head")?;
+    let checkpoint = radguard_ledger::note::Checkpoint {
+        origin: format!("{}/vault-index-log", ledger.origin()),
+        size: head.count,
+        root,
+    };
+    let note = ledger.sign_foreign_checkpoint(&checkpoint)?;
+    vault.write_index_log_checkpoint(&note)?;
+    *last = Some(head);
+    Ok(())
+}
+
+/// [`checkpoint_index_log`] every minute while the gateway runs.
+fn spawn_index_log_checkpoints(
+    vault: Arc<radguard_vault::Vault>,
+    ledger: Arc<radguard_ledger::Ledger>,
+    mut last: Option<radguard_vault::IndexLogHead>,
+) {
+    tokio::spawn(async move {
+        let period = std::time::Duration::from_secs(60);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (v, l) = (vault.clone(), ledger.clone());
+            let mut prev = last.clone();
+            match tokio::task::spawn_blocking(move || {
+                checkpoint_index_log(&v, &l, &mut prev).map(|()| prev)
+            })
+            .await
+            {
+                Ok(Ok(now)) => last = now,
+                Ok(Err(e)) => {
+                    tracing::warn!(target: "radguard::vault", "index log checkpoint: {e:#}")
+                }
+                Err(e) => tracing::warn!(target: "radguard::vault", "index log checkpoint: {e}"),
+            }
+        }
+    });
 }
 
 /// Feeds every event of the bus to the detectors (radguard-detect) and emits one `detection`

@@ -85,6 +85,22 @@ fn keep_on_failure(dir: &mut Option<TempDir>) {
     }
 }
 
+/// Clears the immutable flag (`chattr -i`) of every file and folder under `dir`, so that a
+/// test's temporary folder holding a vault can be removed. Best effort: errors are ignored.
+pub fn unlock_tree(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            unlock_tree(&p);
+        }
+        let _ = radguard_vault::lock::clear_immutable(&p);
+    }
+    let _ = radguard_vault::lock::clear_immutable(dir);
+}
+
 /// Panics with a clear message if `path` is not an executable file.
 pub fn require_tool(path: &str) -> PathBuf {
     let p = PathBuf::from(path);
@@ -996,7 +1012,23 @@ impl Radguard {
             "--data".into(),
             data_dir.into(),
         ];
-        Radguard::spawn(&args, data_dir, Some(cfg), tmp, env)
+        Radguard::spawn(&[], &args, data_dir, Some(cfg), tmp, env)
+    }
+
+    /// [`Radguard::start`] run through `prefix` (a program that execs the rest, e.g.
+    /// `setpriv --bounding-set -linux_immutable`): radguard keeps its pid.
+    pub fn start_via(prefix: &[&str], config_toml: &str, data_dir: &Path) -> Radguard {
+        let tmp = tmp_dir("radguard");
+        let cfg = tmp.path().join("radguard.toml");
+        fs::write(&cfg, config_toml).expect("write radguard.toml");
+        let args: Vec<OsString> = vec![
+            "serve".into(),
+            "--config".into(),
+            cfg.clone().into(),
+            "--data".into(),
+            data_dir.into(),
+        ];
+        Radguard::spawn(prefix, &args, data_dir, Some(cfg), tmp, &[])
     }
 
     /// Like [`Radguard::start`] with a fresh data directory owned (and removed) by the result.
@@ -1009,10 +1041,11 @@ impl Radguard {
 
     /// `radguard ARGS...` (e.g. `serve --data DIR` with the embedded default config).
     pub fn start_args(args: &[OsString], data_dir: &Path) -> Radguard {
-        Radguard::spawn(args, data_dir, None, tmp_dir("radguard"), &[])
+        Radguard::spawn(&[], args, data_dir, None, tmp_dir("radguard"), &[])
     }
 
     fn spawn(
+        prefix: &[&str],
         args: &[OsString],
         data_dir: &Path,
         cfg: Option<PathBuf>,
@@ -1022,7 +1055,14 @@ impl Radguard {
         fs::create_dir_all(data_dir).expect("create radguard data dir");
         let err = tmp.path().join("radguard.err");
         let out_copy = tmp.path().join("radguard.out");
-        let mut cmd = Command::new(Radguard::exe());
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(Radguard::exe());
+                c
+            }
+            None => Command::new(Radguard::exe()),
+        };
         cmd.args(args)
             .envs(env.iter().copied())
             .env("RUST_BACKTRACE", "1")
@@ -1114,6 +1154,9 @@ impl Radguard {
 
 impl Drop for Radguard {
     fn drop(&mut self) {
+        // Vault objects are immutable where the gateway can lock them (`[vault] immutable`
+        // defaults to "auto" and tests run as root): released so the data folder can be removed.
+        unlock_tree(&self.data_dir.join("vault"));
         keep_on_failure(&mut self.tmp);
         keep_on_failure(&mut self.data_tmp);
     }
