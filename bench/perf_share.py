@@ -13,7 +13,7 @@ import sys
 GROUPS = {
     # The console: the model and its feed, the HTTP server (/metrics, SSE, API, pages).
     "console (radguard_web, axum, hyper)": re.compile(r"radguard_web::|axum::|hyper::|hyper_util::"),
-    "event bus (emit, broadcast)": re.compile(r"radguard_events::|tokio::sync::broadcast"),
+    "event bus (emit, broadcast)": re.compile(r"radguard_events::EventBus::|tokio::sync::broadcast::"),
     "audit trail (radguard_audit, SQLite)": re.compile(r"radguard_audit::|sqlite3"),
     "detection (radguard_detect)": re.compile(r"radguard_detect::"),
     "relay (radguard_gateway)": re.compile(r"radguard_gateway::"),
