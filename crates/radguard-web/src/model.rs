@@ -179,7 +179,8 @@ struct Model {
     counters: Counters,
 }
 
-/// The console model: feed it every bus event ([`Console::observe`]), tick it every second
+/// The console model: feed it every bus event ([`Console::observe`], or a batch under one lock:
+/// [`Console::observe_all`]), tick it every second
 /// ([`Console::tick`]); read views; subscribe to its updates for SSE.
 pub struct Console {
     model: Mutex<Model>,
@@ -1129,8 +1130,18 @@ mod tests {
     #[test]
     fn operation_table_matches_the_general_rule() {
         for c in [
-            "CStoreRq", "CEchoRsp", "CFindRq", "CMoveRsp", "CGetRq", "CCancelRq",
-            "NEventReportRsp", "NGetRq", "NSetRsp", "NActionRq", "NCreateRsp", "NDeleteRq",
+            "CStoreRq",
+            "CEchoRsp",
+            "CFindRq",
+            "CMoveRsp",
+            "CGetRq",
+            "CCancelRq",
+            "NEventReportRsp",
+            "NGetRq",
+            "NSetRsp",
+            "NActionRq",
+            "NCreateRsp",
+            "NDeleteRq",
         ] {
             assert!(matches!(operation(c), Cow::Borrowed(_)), "{c}");
             assert_eq!(operation(c), spelled(c), "{c}");
