@@ -43,8 +43,14 @@ const FALLBACK: HoldSettings = HoldSettings {
     max_age: Duration::from_secs(3600),
 };
 
-/// Starts the supervisor (it starts the forwarders). `data_dir` holds the retry marker.
+/// Starts the supervisor (it starts the forwarders). `data_dir` holds the retry marker. Called
+/// before the first association.
 pub fn spawn(shared: Arc<Shared>, data_dir: PathBuf) {
+    // What a previous run kept of in-flight C-STOREs (a kill -9 mid-association): never
+    // answered to its client, so nothing to deliver.
+    if let Some(v) = shared.vault.as_ref() {
+        crate::inflight::clean(&v.root().join(crate::inflight::SPILL_DIR));
+    }
     let Some(queue) = shared.hold.get().cloned() else {
         return;
     };

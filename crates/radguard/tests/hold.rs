@@ -2,7 +2,9 @@
 //! series gets success (stored in the vault, queued) while another route to an archive that is
 //! up is served meanwhile; once Orthanc is up, all 300 arrive once, in order, and verify
 //! unchanged against the ledger; a kill -9 while forwarding loses nothing; the quota and the
-//! disk high-water mark answer 0xA700 with an alert. Backoff is shortened (200 ms .. 1 s).
+//! disk high-water mark answer 0xA700 with an alert; an archive killed in the middle of an
+//! association costs the modality nothing (the rest is held, then forwarded). Backoff is
+//! shortened (200 ms .. 1 s).
 
 mod common;
 
@@ -112,13 +114,23 @@ fn tail(s: &str) -> String {
 struct Archive {
     http_port: u16,
     proc: Proc,
-    _tmp: tempfile::TempDir,
+    tmp: Option<tempfile::TempDir>,
 }
 
 impl Archive {
     fn start(dicom_port: u16) -> Archive {
+        Archive::start_in(dicom_port, tmp_dir("orthanc-hold"))
+    }
+
+    /// Kills Orthanc with SIGKILL; its folder (storage and index) is returned for a restart.
+    fn kill_9(mut self) -> tempfile::TempDir {
+        self.proc.kill();
+        self.tmp.take().expect("the archive's folder")
+    }
+
+    /// Orthanc on the storage and index in `tmp` (a restart keeps what it had).
+    fn start_in(dicom_port: u16, tmp: tempfile::TempDir) -> Archive {
         let exe = require_tool(ORTHANC_BIN);
-        let tmp = tmp_dir("orthanc-hold");
         let storage = tmp.path().join("db");
         fs::create_dir_all(&storage).unwrap();
         for _ in 0..3 {
@@ -158,7 +170,7 @@ impl Archive {
                 return Archive {
                     http_port,
                     proc,
-                    _tmp: tmp,
+                    tmp: Some(tmp),
                 };
             }
             proc.kill();
@@ -485,4 +497,78 @@ fn a_held_file_changed_in_the_vault_is_quarantined_not_sent() {
         &orthanc.arrival_order(),
         &[uids[0].clone(), uids[2].clone()],
     );
+}
+
+/// storescu's responses in its `-v` log: (all, successful).
+fn store_responses(out: &Output) -> (usize, usize) {
+    let all = out.all();
+    let rsp: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("Received Store Response"))
+        .collect();
+    let ok = rsp.iter().filter(|l| l.contains("(Success)")).count();
+    (rsp.len(), ok)
+}
+
+#[test]
+fn archive_killed_mid_association_every_instance_succeeds_then_arrives_once_in_order() {
+    let tmp = tmp_dir("hold-drop");
+    let n = 300;
+    let (files, uids) = make_series(&tmp.path().join("series"), n, "5");
+    let archive_port = free_port();
+    let orthanc = Archive::start(archive_port);
+    let rg = Radguard::start_fresh(&hold_config(archive_port, "", None));
+
+    // One association of 300 C-STOREs, relayed to Orthanc ...
+    let port = rg.port();
+    let sender = std::thread::spawn(move || storescu(port, "MOD", "HOLD", &files));
+    // ... which is killed (SIGKILL) once 60 of them have arrived there.
+    let arrived = wait_until(Duration::from_secs(180), || orthanc.count() >= 60);
+    assert!(arrived, "Orthanc never had 60:\n{}", tail(&rg.log()));
+    let folder = orthanc.kill_9();
+
+    // The modality's association ends normally, every C-STORE answered success.
+    let out = sender.join().expect("storescu thread");
+    out.assert_success("storescu -> hold route, archive killed mid-association");
+    assert_eq!(store_responses(&out), (n, n), "{}", out.text());
+    assert!(
+        events_named(&rg, "association-aborted").is_empty(),
+        "no association aborted:\n{}",
+        tail(&rg.log())
+    );
+    let queued = events_named(&rg, "hold-queued").len();
+    assert!(queued > 0 && queued < n, "{queued} held");
+    let log = rg.log();
+    let takeover = log
+        .lines()
+        .find(|l| l.contains("upstream lost mid-association"))
+        .unwrap_or_else(|| panic!("no takeover in the log:\n{}", tail(&log)));
+    eprintln!("takeover: {takeover}");
+
+    // The archive comes back on its own storage: the held ones are forwarded.
+    let orthanc = Archive::start_in(archive_port, folder);
+    let before = orthanc.count() as usize;
+    assert!(
+        before + queued == n || before + queued == n + 1,
+        "Orthanc had {before} at restart and {queued} were held: {} sent",
+        n
+    );
+    wait_events(&rg, "hold-forwarded", queued, Duration::from_secs(240));
+    let ok = wait_until(Duration::from_secs(60), || orthanc.count() >= n as u64);
+    assert!(ok, "Orthanc has {} of {n}", orthanc.count());
+    assert_eq!(orthanc.count(), n as u64, "each instance once");
+    // In order: the relayed ones, then the held ones (the in-flight one at most twice, the
+    // archive keeping its first copy).
+    assert_order(&orthanc.arrival_order(), &uids);
+
+    // Relayed or held, every copy verifies unchanged against the ledger.
+    let got = tmp.path().join("from-orthanc");
+    orthanc.download_all(&got);
+    let (code, v, all) = verify(&rg.data_dir.join("ledger"), &got);
+    assert_eq!(code, Some(0), "verify:\n{all}");
+    let unchanged = v["results"]
+        .as_array()
+        .map(|a| a.iter().filter(|r| r["verdict"] == "unchanged").count())
+        .unwrap_or(0);
+    assert_eq!(unchanged, n, "verify:\n{all}");
 }
