@@ -69,6 +69,7 @@ pub fn alert_name(k: AlertKind) -> &'static str {
         AlertKind::MalformedDataSet => "malformed-data-set",
         AlertKind::ResourceExhausted => "resource-exhausted",
         AlertKind::HoldOverdue => "hold-overdue",
+        AlertKind::HoldParked => "hold-parked",
     }
 }
 

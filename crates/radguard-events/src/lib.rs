@@ -69,6 +69,9 @@ pub enum AlertKind {
     /// A held instance has waited for its destination longer than the route's
     /// `hold_max_age_secs`.
     HoldOverdue,
+    /// A held instance its destination refused `hold_max_attempts` times with a failure
+    /// status was parked: the rest of its destination's queue goes on without it.
+    HoldParked,
 }
 
 /// Where an instance's first content is kept, against which a later one is compared.

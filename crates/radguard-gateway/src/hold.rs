@@ -48,6 +48,21 @@ pub fn holds(shared: &Shared, adm: &Admitted) -> bool {
             .is_some_and(|r| r.hold.is_some())
 }
 
+/// Whether the forwarder of this hold route's destination could not connect at its last
+/// attempt (a known-down archive: the association is held without a connect attempt).
+pub fn known_down(
+    shared: &Shared,
+    adm: &Admitted,
+    addr: &str,
+    upstream_ae: &radguard_dicom::AeTitle,
+) -> bool {
+    holds(shared, adm)
+        && shared
+            .hold_down
+            .lock()
+            .is_ok_and(|d| d.contains(&dest_key(upstream_ae.as_str(), addr)))
+}
+
 /// What a hold route adds to each C-STORE the vault SCP receives.
 struct HoldHook {
     queue: Arc<HoldQueue>,

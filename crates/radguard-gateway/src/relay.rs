@@ -228,6 +228,12 @@ pub async fn run(
     let timeout = shared.settings.connect_timeout;
     let calling_s = adm.rq.calling_ae_title.clone();
     let called_s = adm.rq.called_ae_title.clone();
+    if crate::hold::known_down(shared, &adm, addr, upstream_ae) {
+        // The forwarder could not connect at its last attempt: held at once.
+        let why = format!("upstream {addr} known down (the forwarder's last connect failed)");
+        crate::hold::accept(shared, conn, adm, addr, calling, upstream_ae, why).await;
+        return;
+    }
     let answer = match connect_upstream(shared, conn.id, &adm, addr).await {
         Ok((urd, mut uwr)) => {
             let mut ureader = PduReader::new(urd, MAX_ASSOCIATION_PDU);

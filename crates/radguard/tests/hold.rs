@@ -3,7 +3,11 @@
 //! up is served meanwhile; once Orthanc is up, all 300 arrive once, in order, and verify
 //! unchanged against the ledger; a kill -9 while forwarding loses nothing; the quota and the
 //! disk high-water mark answer 0xA700 with an alert; an archive killed in the middle of an
-//! association costs the modality nothing (the rest is held, then forwarded). Backoff is
+//! association costs the modality nothing (the rest is held, then forwarded); an instance the
+//! archive keeps refusing is parked after `hold_max_attempts` and the rest goes on; a long
+//! outage with traffic arriving backs off to the cap with a bounded number of retries; an
+//! archive address that drops SYNs holds the modality after `connect_timeout_secs`, and once
+//! the forwarder knows it down, at once. Backoff is
 //! shortened (200 ms .. 1 s).
 
 mod common;
@@ -571,4 +575,287 @@ fn archive_killed_mid_association_every_instance_succeeds_then_arrives_once_in_o
         .map(|a| a.iter().filter(|r| r["verdict"] == "unchanged").count())
         .unwrap_or(0);
     assert_eq!(unchanged, n, "verify:\n{all}");
+}
+
+fn queue_cmd(data: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(Radguard::exe());
+    cmd.arg("queue").args(args).arg("--data").arg(data);
+    run(&mut cmd, Duration::from_secs(60))
+}
+
+#[test]
+fn an_instance_the_archive_keeps_refusing_is_parked_and_the_rest_goes_on() {
+    let tmp = tmp_dir("hold-poison");
+    let (files, uids) = make_series(&tmp.path().join("series"), 5, "6");
+    let archive_port = free_port();
+    let rg = Radguard::start_fresh(&hold_config(archive_port, "hold_max_attempts = 3", None));
+    storescu(rg.port(), "MOD", "HOLD", &files).assert_success("storescu -> hold route");
+    wait_events(&rg, "hold-queued", 5, Duration::from_secs(30));
+
+    // The archive answers 0xA900 for the second instance, every time.
+    let port = archive_port.to_string();
+    let scp = PyScp::start("ORTHANC", &["--port", &port, "--refuse-uid", &uids[1]]);
+    assert_eq!(scp.port, archive_port);
+    let fwd = wait_events(&rg, "hold-forwarded", 4, Duration::from_secs(120));
+    let fwd_uids: Vec<&str> = fwd
+        .iter()
+        .filter_map(|e| e["sop_instance"].as_str())
+        .collect();
+    assert_eq!(
+        fwd_uids,
+        [&uids[0], &uids[2], &uids[3], &uids[4]],
+        "the rest went on, in order"
+    );
+    let parked: Vec<Value> = rg
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "security-alert" && e["kind"] == "hold-parked")
+        .collect();
+    assert_eq!(
+        parked.len(),
+        1,
+        "one hold-parked alert:\n{}",
+        tail(&rg.log())
+    );
+    assert!(parked[0]["detail"].as_str().unwrap().contains(&uids[1]));
+    // Exactly hold_max_attempts refusals: two retried after a backoff, the third parked it.
+    let refused_retries = events_named(&rg, "hold-retry")
+        .iter()
+        .filter(|e| e["why"].as_str().is_some_and(|w| w.contains("0xA900")))
+        .count();
+    assert_eq!(refused_retries, 2, "{}", tail(&rg.log()));
+    assert_eq!(scp.files().len(), 4);
+
+    // The operator sees it parked ...
+    let out = queue_cmd(&rg.data_dir, &["list", "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let rows: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{}", out.all());
+    assert_eq!(rows[0]["sop_instance"], uids[1].as_str());
+    assert_eq!(rows[0]["state"], "parked");
+
+    // ... and once the archive accepts it, `queue retry` puts it back and it is delivered.
+    drop(scp);
+    let scp = PyScp::start("ORTHANC", &["--port", &port]);
+    assert_eq!(queue_cmd(&rg.data_dir, &["retry"]).code, Some(0));
+    let fwd = wait_events(&rg, "hold-forwarded", 5, Duration::from_secs(60));
+    assert_eq!(fwd[4]["sop_instance"], uids[1].as_str());
+    assert_eq!(scp.files().len(), 1);
+}
+
+/// The backoff the forwarder may have chosen after `failures` failures (forward.rs: base ×
+/// 2^(failures−1), at most the cap, minus up to a quarter): (lowest, highest) in ms.
+fn backoff_range(base_ms: u64, cap_ms: u64, failures: u32) -> (u64, u64) {
+    let nominal = base_ms
+        .saturating_mul(1u64 << failures.saturating_sub(1).min(30))
+        .min(cap_ms);
+    (nominal - nominal / 4, nominal)
+}
+
+/// The most failed attempts that fit in `window_ms` when every wait is the shortest the
+/// backoff allows (a busy machine only makes waits longer, so fewer attempts): attempt k+1
+/// comes at least the sum of the first k lowest delays after the first one.
+fn most_attempts(base_ms: u64, cap_ms: u64, window_ms: u64) -> usize {
+    let mut t = 0u64;
+    let mut n = 1usize;
+    loop {
+        let (low, _) = backoff_range(base_ms, cap_ms, n as u32);
+        if t + low > window_ms {
+            return n;
+        }
+        t += low;
+        n += 1;
+    }
+}
+
+#[test]
+fn long_outage_backs_off_to_the_cap_with_bounded_retries_then_delivers_in_order() {
+    let (base, cap) = (200u64, 5_000u64);
+    let tmp = tmp_dir("hold-outage");
+    let (files, uids) = make_series(&tmp.path().join("series"), 30, "7");
+    let archive_port = free_port();
+    let rg = Radguard::start_fresh(&hold_config(archive_port, "", None).replace(
+        "hold_backoff_cap_ms = 1000",
+        &format!("hold_backoff_cap_ms = {cap}"),
+    ));
+    let retries = |rg: &Radguard| events_named(rg, "hold-retry");
+    let start = std::time::Instant::now();
+
+    // Traffic keeps arriving while the archive is down: three associations, the second once
+    // the forwarder has failed three times, the third once its backoff is at the cap.
+    storescu(rg.port(), "MOD", "HOLD", &files[..10]).assert_success("first batch");
+    wait_events(&rg, "hold-retry", 3, Duration::from_secs(60));
+    storescu(rg.port(), "MOD", "HOLD", &files[10..20]).assert_success("second batch");
+    let at_cap = |e: &Value| e["retry_in_ms"].as_u64().unwrap_or(0) >= cap - cap / 4;
+    let ok = wait_until(Duration::from_secs(90), || retries(&rg).iter().any(at_cap));
+    assert!(
+        ok,
+        "the backoff never reached the cap:\n{}",
+        tail(&rg.log())
+    );
+    storescu(rg.port(), "MOD", "HOLD", &files[20..]).assert_success("third batch");
+    // Two more attempts at the cap, then the archive comes back.
+    let n = retries(&rg).len();
+    wait_events(&rg, "hold-retry", n + 2, Duration::from_secs(60));
+    wait_events(&rg, "hold-queued", 30, Duration::from_secs(30));
+    assert!(events_named(&rg, "hold-forwarded").is_empty());
+    let orthanc = Archive::start(archive_port);
+    let window_ms = start.elapsed().as_millis() as u64;
+
+    // Everything arrives, once, in the order sent.
+    wait_events(&rg, "hold-forwarded", 30, Duration::from_secs(120));
+    assert_eq!(orthanc.count(), 30);
+    assert_order(&orthanc.arrival_order(), &uids);
+
+    // Every retry's delay is the backoff of its failure count (never past the cap) ...
+    let all = retries(&rg);
+    for (i, e) in all.iter().enumerate() {
+        let failures = e["failures"].as_u64().unwrap() as u32;
+        assert_eq!(
+            failures as usize,
+            i + 1,
+            "failures count up without a reset: {e}"
+        );
+        let (low, high) = backoff_range(base, cap, failures);
+        let d = e["retry_in_ms"].as_u64().unwrap();
+        assert!(
+            low <= d && d <= high,
+            "retry {failures}: {d} ms not in {low}..={high}"
+        );
+    }
+    // ... and their number is bounded by what the backoff allows in the outage (measured here;
+    // a slower machine gives fewer), plus one attempt while Orthanc was starting.
+    let most = most_attempts(base, cap, window_ms) + 1;
+    assert!(
+        all.len() <= most,
+        "{} retries in {window_ms} ms; the backoff allows at most {most}",
+        all.len()
+    );
+    assert!(
+        all.len() >= 8,
+        "at least 6 to reach the cap and 2 at it: {}",
+        all.len()
+    );
+    assert!(
+        window_ms < 180_000,
+        "the outage took {window_ms} ms (bounded test: under 3 minutes)"
+    );
+}
+
+/// A loopback port that answers no SYN: a listener with a backlog of 0 whose accept queue is
+/// full (never accepted), so the kernel drops further SYNs (Linux: listen overflow) and a
+/// connect hangs until its own timeout, as towards an address whose firewall drops packets.
+struct Blackhole {
+    port: u16,
+    _proc: Proc,
+    _tmp: tempfile::TempDir,
+}
+
+impl Blackhole {
+    fn start() -> Blackhole {
+        let tmp = tmp_dir("blackhole");
+        let script = r#"
+import socket, sys, time
+port = int(sys.argv[1])
+s = socket.socket()
+s.bind(("127.0.0.1", port))
+s.listen(0)
+held = []
+for _ in range(4):
+    c = socket.socket()
+    c.setblocking(False)
+    try:
+        c.connect(("127.0.0.1", port))
+    except BlockingIOError:
+        pass
+    held.append(c)
+print("blackhole ready", flush=True)
+time.sleep(3600)
+"#;
+        for _ in 0..3 {
+            let port = free_port();
+            let mut cmd = Command::new(venv_python());
+            cmd.arg("-c").arg(script).arg(port.to_string());
+            let mut proc = Proc::spawn("blackhole", &mut cmd, tmp.path(), false);
+            let out = tmp.path().join("blackhole.out");
+            let ready = wait_until(Duration::from_secs(30), || {
+                proc.exited().is_some()
+                    || fs::read_to_string(&out).is_ok_and(|s| s.contains("blackhole ready"))
+            });
+            if !ready || proc.exited().is_some() {
+                continue;
+            }
+            // The facility must work here: a connect must time out, not be refused or accepted.
+            let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(1500)) {
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Blackhole {
+                        port,
+                        _proc: proc,
+                        _tmp: tmp,
+                    }
+                }
+                other => panic!(
+                    "a full accept queue did not drop SYNs on this machine ({other:?}); \
+                     this test needs Linux's listen-overflow behaviour on loopback"
+                ),
+            }
+        }
+        panic!("the blackhole listener did not start");
+    }
+}
+
+#[test]
+fn an_archive_address_that_drops_syns_holds_after_connect_timeout() {
+    let tmp = tmp_dir("hold-syn");
+    let (files, _) = make_series(&tmp.path().join("series"), 3, "8");
+    let hole = Blackhole::start();
+    let cfg = hold_config(hole.port, "", None)
+        .replace("connect_timeout_secs = 5", "connect_timeout_secs = 2");
+    assert!(cfg.contains("connect_timeout_secs = 2"));
+    let rg = Radguard::start_fresh(&cfg);
+    let t0 = std::time::Instant::now();
+    storescu(rg.port(), "MOD", "HOLD", &files).assert_success("storescu -> hold route");
+    let waited = t0.elapsed();
+    // The modality waited for the connect timeout, then the association was held.
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "held after {waited:?}, before connect_timeout_secs = 2"
+    );
+    wait_events(&rg, "hold-queued", 3, Duration::from_secs(30));
+    let accepted = events_named(&rg, "association-accepted");
+    assert!(
+        accepted.iter().any(|e| e["route"]
+            .as_str()
+            .is_some_and(|r| r.contains("held for") && r.contains("connect timed out"))),
+        "{accepted:?}"
+    );
+
+    // The forwarder cannot connect either: the destination is known down, and the next
+    // association is held at once, without a connect attempt.
+    let ok = wait_until(Duration::from_secs(60), || {
+        events_named(&rg, "hold-retry").iter().any(|e| {
+            e["why"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("cannot connect to"))
+        })
+    });
+    assert!(
+        ok,
+        "no failed connect by the forwarder:\n{}",
+        tail(&rg.log())
+    );
+    storescu(rg.port(), "MOD", "HOLD", &files[..1]).assert_success("second association");
+    let accepted = events_named(&rg, "association-accepted");
+    assert_eq!(accepted.len(), 2);
+    assert!(
+        accepted[1]["route"]
+            .as_str()
+            .is_some_and(|r| r.contains("known down")),
+        "{accepted:?}"
+    );
 }
