@@ -1060,6 +1060,10 @@ fn guard_refusal(
 /// Forgets a request the gateway answers itself (its response bookkeeping, de-identified UID
 /// and pending fingerprint). Returns whether other requests are still outstanding upstream.
 fn forget_request(st: &RelayState<'_>, message_id: u16) -> bool {
+    if let Some(f) = st.inflight.as_ref() {
+        // The gateway answered it: nothing is owed for it if the upstream is lost.
+        f.answered(message_id, true);
+    }
     st.outstanding.remove(message_id).1
 }
 

@@ -859,3 +859,84 @@ fn an_archive_address_that_drops_syns_holds_after_connect_timeout() {
         "{accepted:?}"
     );
 }
+
+#[test]
+fn after_the_archive_is_lost_stores_are_held_and_a_query_gets_a700_not_a_hang() {
+    let tmp = tmp_dir("hold-drop-find");
+    let (files, uids) = make_series(&tmp.path().join("series"), 2, "9");
+    let archive_port = free_port();
+    let orthanc = Archive::start(archive_port);
+    let cfg = hold_config(archive_port, "", None).replace(
+        "allow = [\"echo\", \"store\"]",
+        "allow = [\"echo\", \"store\", \"find\"]",
+    );
+    assert!(cfg.contains("\"find\""), "{cfg}");
+    let rg = Radguard::start_fresh(&cfg);
+
+    // One association: a C-STORE relayed to Orthanc; Orthanc is killed; a second C-STORE and
+    // a C-FIND on the same association.
+    let go = tmp.path().join("go");
+    let script = r#"
+import json, os, sys, time
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind as FIND
+port, f1, f2, go = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ae = AE(ae_title="MOD")
+ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+ae.add_requested_context(CTImageStorage)
+ae.add_requested_context(FIND)
+a = ae.associate("127.0.0.1", port, ae_title="HOLD")
+assert a.is_established, "not associated"
+out = {"first": a.send_c_store(dcmread(f1)).Status}
+print("stored", flush=True)
+for _ in range(1200):
+    if os.path.exists(go):
+        break
+    time.sleep(0.05)
+st = a.send_c_store(dcmread(f2))
+out["second"] = st.Status if "Status" in st else None
+q = Dataset()
+q.QueryRetrieveLevel = "STUDY"
+q.StudyInstanceUID = ""
+out["find"] = [s.Status for s, _ in a.send_c_find(q, FIND) if "Status" in s]
+a.release()
+out["released"] = not a.is_established
+print(json.dumps(out), flush=True)
+"#;
+    let mut cmd = Command::new(venv_python());
+    cmd.arg("-c")
+        .arg(script)
+        .arg(rg.port().to_string())
+        .arg(&files[0])
+        .arg(&files[1])
+        .arg(&go);
+    let mut client = Proc::spawn("client", &mut cmd, tmp.path(), false);
+    let out = tmp.path().join("client.out");
+    let stored = wait_until(Duration::from_secs(60), || {
+        fs::read_to_string(&out).is_ok_and(|s| s.contains("stored"))
+    });
+    assert!(stored, "first C-STORE:\n{}", client.log());
+    assert_eq!(orthanc.count(), 1);
+    let _folder = orthanc.kill_9();
+    // The gateway sees the upstream go (the kill resets its connection), then the client goes on.
+    let lost = wait_until(Duration::from_secs(30), || {
+        rg.log().contains("upstream lost mid-association")
+    });
+    assert!(lost, "the loss was not seen:\n{}", tail(&rg.log()));
+    fs::write(&go, b"go").unwrap();
+    let done = wait_until(Duration::from_secs(60), || client.exited().is_some());
+    assert!(done, "the client hangs:\n{}", client.log());
+    let line = fs::read_to_string(&out).unwrap();
+    let v: Value = serde_json::from_str(line.lines().last().unwrap())
+        .unwrap_or_else(|e| panic!("{e}:\n{}", client.log()));
+    assert_eq!(v["first"], 0, "{v}");
+    assert_eq!(v["second"], 0, "held: {v}");
+    assert_eq!(v["find"], serde_json::json!([0xA700]), "{v}");
+    assert_eq!(v["released"], true, "{v}");
+    let queued = wait_events(&rg, "hold-queued", 1, Duration::from_secs(30));
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0]["sop_instance"], uids[1].as_str());
+    assert!(events_named(&rg, "association-aborted").is_empty());
+}
