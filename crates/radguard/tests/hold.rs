@@ -940,3 +940,52 @@ print(json.dumps(out), flush=True)
     assert_eq!(queued[0]["sop_instance"], uids[1].as_str());
     assert!(events_named(&rg, "association-aborted").is_empty());
 }
+
+#[test]
+fn an_instance_past_the_memory_bound_in_flight_when_the_archive_dies_is_held_whole() {
+    let tmp = tmp_dir("hold-spill");
+    // One 20 MiB multi-frame instance: past the relay's 4 MiB memory bound, so most of what it
+    // keeps of it is in the spill file when the archive dies in its middle.
+    let data = tmp.path().join("data");
+    let mut cmd = Command::new(venv_python());
+    cmd.arg(project_root().join("bench/gen_relay_data.py"))
+        .arg(&data)
+        .args(["--slices", "1", "--frames", "40"]);
+    run(&mut cmd, Duration::from_secs(300)).assert_success("making the instance");
+    let big = files_under(&data.join("large"), ".dcm");
+    assert_eq!(big.len(), 1);
+    let archive_port = free_port();
+    let port = archive_port.to_string();
+    // The archive exits abruptly (no A-ABORT: the connection is reset) after 10 MB.
+    let mut dying = PyScp::start(
+        "ORTHANC",
+        &["--port", &port, "--die-after-bytes", "10000000"],
+    );
+    let rg = Radguard::start_fresh(&hold_config(archive_port, "", None));
+    storescu(rg.port(), "MOD", "HOLD", &big).assert_success("storescu -> hold route");
+    assert!(dying.exited().is_some(), "the archive did not die");
+    let queued = wait_events(&rg, "hold-queued", 1, Duration::from_secs(30));
+    assert_eq!(queued.len(), 1);
+    assert!(
+        rg.log().contains("upstream lost mid-association"),
+        "{}",
+        tail(&rg.log())
+    );
+    // Nothing is left of the kept bytes once held.
+    let inflight = rg.data_dir.join("vault").join("inflight");
+    assert!(
+        files_under(&inflight, "").is_empty(),
+        "spill files left in {}",
+        inflight.display()
+    );
+
+    // A working archive on the same address gets the instance whole.
+    drop(dying);
+    let scp = PyScp::start("ORTHANC", &["--port", &port]);
+    wait_events(&rg, "hold-forwarded", 1, Duration::from_secs(120));
+    let got = scp.files();
+    assert_eq!(got.len(), 1);
+    let mut cmp = Command::new(venv_python());
+    cmp.arg(py_script("compare.py")).arg(&big[0]).arg(&got[0]);
+    run(&mut cmp, Duration::from_secs(120)).assert_success("the forwarded data set = the sent one");
+}
