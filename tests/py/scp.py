@@ -14,6 +14,8 @@ Fault injection (for upstream-failure tests):
                         more than N bytes of P-DATA have been received on an association
   --abort-on-store      answer every C-STORE request with an A-ABORT instead of a response
   --store-status S      answer C-STORE with status S (e.g. 0xA700) and store nothing
+  --refuse-uid UID      answer C-STORE of this SOP Instance UID only with --refuse-status
+                        (default 0xA900) and store nothing (a "poison" instance)
 Acceptance checks (for testing the probe itself):
   --require-called-aet  reject associations whose called AE is not --aet  (1,1,7)
   --require-calling-aet AE[,AE]  reject other calling AEs (1,1,3)
@@ -39,6 +41,8 @@ def main() -> int:
     ap.add_argument("--die-after-bytes", type=int, default=None)
     ap.add_argument("--abort-on-store", action="store_true")
     ap.add_argument("--store-status", type=lambda s: int(s, 0), default=None)
+    ap.add_argument("--refuse-uid", default=None)
+    ap.add_argument("--refuse-status", type=lambda s: int(s, 0), default=0xA900)
     ap.add_argument("--require-called-aet", action="store_true")
     ap.add_argument("--require-calling-aet", default=None)
     ap.add_argument("--max-associations", type=int, default=32)
@@ -90,6 +94,10 @@ def main() -> int:
         if a.store_status is not None:
             return a.store_status
         sop = event.request.AffectedSOPInstanceUID
+        if a.refuse_uid is not None and sop == a.refuse_uid:
+            sys.stderr.write(f"scp.py: refusing {sop} with 0x{a.refuse_status:04X}\n")
+            sys.stderr.flush()
+            return a.refuse_status
         path = os.path.join(a.out, f"{sop}.dcm")
         tmp = os.path.join(a.out, f".{sop}.{threading.get_ident()}.part")
         with open(tmp, "wb") as f:

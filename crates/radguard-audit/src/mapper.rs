@@ -70,6 +70,7 @@ pub fn alert_name(k: AlertKind) -> &'static str {
         AlertKind::ResourceExhausted => "resource-exhausted",
         AlertKind::HoldOverdue => "hold-overdue",
         AlertKind::VaultNotImmutable => "vault-not-immutable",
+        AlertKind::HoldParked => "hold-parked",
     }
 }
 

@@ -66,6 +66,7 @@ hold_high_water_percent = 90
 hold_backoff_base_ms = 1000
 hold_backoff_cap_ms = 300000
 hold_max_age_secs = 3600
+hold_max_attempts = 5
 
 [route.tls]
 ca = "ca.pem"

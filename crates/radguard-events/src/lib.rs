@@ -73,6 +73,9 @@ pub enum AlertKind {
     /// process lacks CAP_LINUX_IMMUTABLE): ransomware with root could delete or encrypt them.
     /// Emitted once at start with `[vault] immutable = "auto"`.
     VaultNotImmutable,
+    /// A held instance its destination refused `hold_max_attempts` times with a failure
+    /// status was parked: the rest of its destination's queue goes on without it.
+    HoldParked,
 }
 
 /// Where an instance's first content is kept, against which a later one is compared.

@@ -41,10 +41,17 @@ const FALLBACK: HoldSettings = HoldSettings {
     backoff_base: Duration::from_secs(1),
     backoff_cap: Duration::from_secs(300),
     max_age: Duration::from_secs(3600),
+    max_attempts: 5,
 };
 
-/// Starts the supervisor (it starts the forwarders). `data_dir` holds the retry marker.
+/// Starts the supervisor (it starts the forwarders). `data_dir` holds the retry marker. Called
+/// before the first association.
 pub fn spawn(shared: Arc<Shared>, data_dir: PathBuf) {
+    // What a previous run kept of in-flight C-STOREs (a kill -9 mid-association): never
+    // answered to its client, so nothing to deliver.
+    if let Some(v) = shared.vault.as_ref() {
+        crate::inflight::clean(&v.root().join(crate::inflight::SPILL_DIR));
+    }
     let Some(queue) = shared.hold.get().cloned() else {
         return;
     };
@@ -173,11 +180,27 @@ async fn forward(shared: Arc<Shared>, queue: Arc<HoldQueue>, dest: String, marke
     let mut failures: u32 = 0;
     loop {
         let (q, d, bus) = (queue.clone(), dest.clone(), shared.bus.clone());
-        let timeout = shared.settings.connect_timeout;
-        let max_pdu = shared.settings.max_pdu_length;
-        let r = tokio::task::spawn_blocking(move || send_batch(&q, &d, &bus, timeout, max_pdu))
+        let link = Link {
+            timeout: shared.settings.connect_timeout,
+            max_pdu: shared.settings.max_pdu_length,
+            max_attempts: settings_for(&shared, &dest).max_attempts,
+        };
+        let r = tokio::task::spawn_blocking(move || send_batch(&q, &d, &bus, &link))
             .await
             .unwrap_or_else(|e| Err(format!("forwarder task: {e}")));
+        // New associations of the route are held at once while the destination is known down
+        // (its last connect failed); any delivery clears that.
+        if let Ok(mut down) = shared.hold_down.lock() {
+            match &r {
+                Err(why) if why.starts_with(UNREACHABLE) => {
+                    down.insert(dest.clone());
+                }
+                Ok(n) if *n > 0 => {
+                    down.remove(&dest);
+                }
+                _ => {}
+            }
+        }
         match r {
             Ok(0) => {
                 // Nothing waits: sleep until something is queued (or a periodic look).
@@ -237,16 +260,22 @@ fn integrity(h: &Held, bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Sends up to [`BATCH`] waiting instances of `dest` over one association. `Ok(n)`: `n` were
-/// delivered and the queue has no more for now (or the batch ended); `Err`: the attempt
-/// failed (the instances not delivered stay at the head of the queue).
-fn send_batch(
-    q: &HoldQueue,
-    dest: &str,
-    bus: &EventBus,
+/// How a failure to connect to the destination begins (the destination is then known down).
+const UNREACHABLE: &str = "cannot connect to";
+
+/// How a forwarder talks to its destination.
+struct Link {
     timeout: Duration,
     max_pdu: u32,
-) -> Result<usize, String> {
+    /// Failure statuses for one instance before it is parked.
+    max_attempts: u32,
+}
+
+/// Sends up to [`BATCH`] waiting instances of `dest` over one association. `Ok(n)`: `n` were
+/// delivered or parked and the queue has no more for now (or the batch ended); `Err`: the
+/// attempt failed (the instances not delivered stay at the head of the queue).
+fn send_batch(q: &HoldQueue, dest: &str, bus: &EventBus, link: &Link) -> Result<usize, String> {
+    let (timeout, max_pdu) = (link.timeout, link.max_pdu);
     let batch = q.next_batch(dest, BATCH).map_err(|e| e.to_string())?;
     let Some(first) = batch.first() else {
         return Ok(0);
@@ -274,9 +303,10 @@ fn send_batch(
             opts = opts.with_presentation_context(key.0, vec![key.1]);
         }
     }
-    let mut a = opts
-        .establish(addr)
-        .map_err(|e| format!("association with {dest}: {e}"))?;
+    let mut a = opts.establish(addr).map_err(|e| match e {
+        dicom_ul::association::Error::Connect { .. } => format!("{UNREACHABLE} {dest}: {e}"),
+        e => format!("association with {dest}: {e}"),
+    })?;
     let mut sent = 0;
     let mut message_id: u16 = 0;
     for h in batch {
@@ -358,11 +388,32 @@ fn send_batch(
             });
             sent += 1;
         } else {
+            // A failure status: the archive refuses this instance (PS3.4 B.2.3: 0xA7xx out of
+            // resources, 0xA9xx data set does not match the SOP class, 0xCxxx cannot
+            // understand). Retried after the backoff; after `hold_max_attempts` of them it is
+            // parked so one poison instance never blocks the destination's queue.
+            let why = format!("{dest} answered 0x{status:04X} for {}", h.item.sop_instance);
+            match q.note_refusal(h.seq, &why, link.max_attempts) {
+                Ok(true) => {
+                    bus.emit(Event::SecurityAlert {
+                        assoc: None,
+                        kind: AlertKind::HoldParked,
+                        source: None,
+                        detail: format!(
+                            "held instance {} parked after {} failure status(es) from {dest} \
+                             (last 0x{status:04X}); the rest of the queue goes on \
+                             (`radguard queue retry` puts it back)",
+                            h.item.sop_instance, link.max_attempts
+                        ),
+                    });
+                    sent += 1;
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => return Err(e.to_string()),
+            }
             let _ = a.release();
-            return fail(
-                q,
-                format!("{dest} answered 0x{status:04X} for {}", h.item.sop_instance),
-            );
+            return Err(why);
         }
     }
     let _ = a.release();

@@ -8,6 +8,11 @@
 //! waiting) and the data folder's disk high-water mark. Past either the client gets 0xA700
 //! (Refused: Out of Resources, PS3.4 B.2.3) and an alert, so the disk never fills with held
 //! images (a full disk would stop the vault, the ledger and the audit trail with it).
+//!
+//! When the upstream is lost mid-association (the relay saw the transport fail or an A-ABORT
+//! from it), the relay hands the association over ([`resume_all`]): what it kept of the
+//! C-STOREs not yet answered ([`crate::inflight`]) is stored and queued here, and the rest of
+//! the association is served by the vault SCP's store path with this hook.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,10 +24,14 @@ use radguard_policy::HoldSettings;
 use radguard_vault::queue::{disk_use_percent, HoldQueue, NewHeld};
 use radguard_vault::StoredInstance;
 
+use radguard_dicom::dimse::encode_response;
+
 use crate::conn::ClientConn;
 use crate::establish::Admitted;
+use crate::inflight::{Buffered, Pending};
+use crate::session::Session;
 use crate::shared::{unix_ms, Shared};
-use crate::vault_scp::{self, StoreHook};
+use crate::vault_scp::{self, StoreHook, VaultEnd, VaultSide};
 
 /// The queue key of a destination: `AE@host:port`.
 pub fn dest_key(upstream_ae: &str, addr: &str) -> String {
@@ -39,6 +48,21 @@ pub fn holds(shared: &Shared, adm: &Admitted) -> bool {
             .is_some_and(|r| r.hold.is_some())
 }
 
+/// Whether the forwarder of this hold route's destination could not connect at its last
+/// attempt (a known-down archive: the association is held without a connect attempt).
+pub fn known_down(
+    shared: &Shared,
+    adm: &Admitted,
+    addr: &str,
+    upstream_ae: &radguard_dicom::AeTitle,
+) -> bool {
+    holds(shared, adm)
+        && shared
+            .hold_down
+            .lock()
+            .is_ok_and(|d| d.contains(&dest_key(upstream_ae.as_str(), addr)))
+}
+
 /// What a hold route adds to each C-STORE the vault SCP receives.
 struct HoldHook {
     queue: Arc<HoldQueue>,
@@ -52,6 +76,9 @@ struct HoldHook {
     calling_ae: String,
     data_dir: PathBuf,
     why_down: String,
+    /// The upstream was lost mid-association (the relay handed over): requests other than
+    /// C-ECHO and C-STORE cannot be served.
+    taken_over: bool,
 }
 
 impl HoldHook {
@@ -99,6 +126,17 @@ impl StoreHook for HoldHook {
             Ok(_) => Ok(()),
             Err(e) => self.refuse(assoc, format!("Radguard hold: disk use unknown: {e}")),
         }
+    }
+
+    fn other_request(&self) -> Option<(u16, String)> {
+        // PS3.4 C.4.1.1.4 / C.4.2.1.5 / C.4.3.1.4: 0xA700-class Refused: Out of Resources;
+        // nothing of a query or retrieve can be answered while the archive is unreachable.
+        self.taken_over.then(|| {
+            (
+                status::OUT_OF_RESOURCES,
+                format!("Radguard hold: {} unreachable", self.dest),
+            )
+        })
     }
 
     fn stored(&self, assoc: AssocId, i: &StoredInstance) -> Result<(), (u16, String)> {
@@ -165,13 +203,28 @@ pub async fn accept(
     upstream_ae: &radguard_dicom::AeTitle,
     why_down: String,
 ) {
+    let Some(hook) = hook(shared, &adm, addr, (calling, upstream_ae), why_down, false) else {
+        return;
+    };
+    vault_scp::run_with(shared, conn, adm, Some(hook)).await
+}
+
+/// The store hook of a hold route (`None` when the gateway cannot hold: no vault or queue).
+pub(crate) fn hook(
+    shared: &Shared,
+    adm: &Admitted,
+    addr: &str,
+    (calling, upstream_ae): (&radguard_dicom::AeTitle, &radguard_dicom::AeTitle),
+    why_down: String,
+    taken_over: bool,
+) -> Option<Arc<dyn StoreHook>> {
     let entry = adm.policy.route_entry(adm.admission.called_ae());
     let (Some(queue), Some(vault), Some(settings)) = (
         shared.hold.get(),
         shared.vault.as_ref(),
         entry.and_then(|r| r.hold),
     ) else {
-        return;
+        return None;
     };
     let ledger = match (entry.and_then(|r| r.origin), &shared.ledger) {
         (Some(o), Some(l)) => Some((
@@ -196,6 +249,75 @@ pub async fn accept(
         calling_ae: calling.as_str().to_string(),
         data_dir: vault.root().to_path_buf(),
         why_down,
+        taken_over,
     };
-    vault_scp::run_with(shared, conn, adm, Some(Arc::new(hook))).await
+    Some(Arc::new(hook))
+}
+
+/// The relay of a hold route lost its upstream mid-association (`side` is the vault SCP's
+/// side of the same association, its hook built with `taken_over`): the C-STOREs forwarded
+/// and not answered are stored and queued from the bytes the relay kept, in order, each
+/// answered once held; the queries and retrieves not finally answered get 0xA700; then the
+/// C-STORE still arriving (`current`) continues into the vault with its next fragment.
+pub(crate) async fn resume_all(
+    side: &mut VaultSide<'_>,
+    stores: Vec<Buffered>,
+    pending: Vec<Pending>,
+    current: Option<Buffered>,
+    dest: &str,
+) -> Result<(), VaultEnd> {
+    for b in stores {
+        resume(side, b).await?;
+    }
+    for p in pending {
+        let rsp = encode_response(
+            p.field,
+            p.message_id,
+            p.sop_class.as_deref(),
+            None,
+            status::OUT_OF_RESOURCES,
+            Some(&format!("Radguard hold: {dest} lost")),
+        );
+        side.answer(p.context_id, &rsp).await?;
+    }
+    if let Some(b) = current {
+        resume(side, b).await?;
+    }
+    Ok(())
+}
+
+/// One kept C-STORE into the vault side: begun, its bytes so far fed, ended if whole.
+async fn resume(side: &mut VaultSide<'_>, b: Buffered) -> Result<(), VaultEnd> {
+    let id = b.id.clone();
+    let complete = b.complete;
+    side.begin_resumed((
+        id.context_id,
+        id.message_id,
+        &id.sop_class,
+        &id.sop_instance,
+    ));
+    let refuse = |side: &mut VaultSide<'_>, why: String| {
+        tracing::warn!(sop_instance = %id.sop_instance, "in-flight instance not held: {why}");
+        side.refuse_current(status::OUT_OF_RESOURCES, format!("Radguard hold: {why}"));
+    };
+    match b.failed.clone() {
+        Some(why) => refuse(side, why),
+        None => match b.read_back() {
+            Ok(mut pieces) => loop {
+                match pieces.next_piece() {
+                    Ok(Some(p)) => side.data(0, &p, false).await?,
+                    Ok(None) => break,
+                    Err(e) => {
+                        refuse(side, format!("reading the kept data set back: {e}"));
+                        break;
+                    }
+                }
+            },
+            Err(e) => refuse(side, format!("reading the kept data set back: {e}")),
+        },
+    }
+    if complete {
+        side.data(0, &[], true).await?;
+    }
+    Ok(())
 }

@@ -10,7 +10,9 @@
 //! - [`relay`]: cut-through relay to an upstream SCP; P-DATA passes as the same bytes.
 //! - [`vault_scp`]: the gateway as Storage SCP in front of the built-in vault.
 //! - [`hold`]: hold routes: the upstream unreachable, C-STOREs are stored in the vault and
-//!   queued before success; [`forward`]: a forwarder per destination delivers the queue.
+//!   queued before success; [`forward`]: a forwarder per destination delivers the queue;
+//!   [`inflight`]: what a hold route's relay keeps of C-STOREs until the upstream answers
+//!   (held instead if the upstream is lost mid-association).
 //! - `session` (crate-private): the client-side loop both run: read, assemble, judge, then the
 //!   relay forwards and the vault stores or answers.
 //! - [`inspect`]: the per-route inspection pipeline built at admission (firewall level,
@@ -40,6 +42,7 @@ pub mod forward;
 pub mod gate;
 pub mod guard;
 pub mod hold;
+pub mod inflight;
 pub mod inspect;
 pub mod io;
 pub mod negotiate;

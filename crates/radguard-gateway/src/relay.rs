@@ -35,6 +35,7 @@ use crate::deid_relay::{restore_uid, DeidMessage, DeidStep};
 use crate::establish::Admitted;
 use crate::gate::{Contexts, Verdict};
 use crate::guard::{detection, Answer, Reading, StorePlan, MAX_HELD};
+use crate::inflight::{Buffered, Inflight, Pending, StoreId};
 use crate::inspect::{firewall_comment, Checking, Fingerprinting, Inspections, Subjected};
 use crate::io::{
     push_command, read_idle, split_tcp, write_timed, Activity, BoxRead, BoxWrite, IoError,
@@ -43,6 +44,7 @@ use crate::negotiate::{client_ac, effective_max, max_length, upstream_rq};
 use crate::reader::{Frame, PduReader, ReadError};
 use crate::session::{self, Gate, Session};
 use crate::shared::Shared;
+use crate::vault_scp::{Handover, VaultEnd, VaultSide};
 use radguard_dicom::pdu::MAX_ASSOCIATION_PDU;
 use radguard_ledger::{Fingerprint, LedgerEntry, OnConflict, Timestamp};
 use radguard_policy::Permitted;
@@ -51,7 +53,13 @@ use radguard_policy::Permitted;
 #[derive(Debug)]
 enum End {
     Released,
-    Aborted { blame: Blame, why: String },
+    Aborted {
+        blame: Blame,
+        why: String,
+    },
+    /// A hold route's vault side ended the association after the upstream was lost (it
+    /// recorded the release itself).
+    Held,
 }
 
 /// Why the upstream side of an association could not be set up. The client gets a transient
@@ -220,6 +228,12 @@ pub async fn run(
     let timeout = shared.settings.connect_timeout;
     let calling_s = adm.rq.calling_ae_title.clone();
     let called_s = adm.rq.called_ae_title.clone();
+    if crate::hold::known_down(shared, &adm, addr, upstream_ae) {
+        // The forwarder could not connect at its last attempt: held at once.
+        let why = format!("upstream {addr} known down (the forwarder's last connect failed)");
+        crate::hold::accept(shared, conn, adm, addr, calling, upstream_ae, why).await;
+        return;
+    }
     let answer = match connect_upstream(shared, conn.id, &adm, addr).await {
         Ok((urd, mut uwr)) => {
             let mut ureader = PduReader::new(urd, MAX_ASSOCIATION_PDU);
@@ -327,6 +341,14 @@ pub async fn run(
         names: (calling, upstream_ae),
         drops: AtomicU64::new(0),
         new_upstream,
+        source: conn.source,
+        // Hold routes keep each C-STORE's bytes until the upstream answers it.
+        inflight: crate::hold::holds(shared, &adm).then(Default::default),
+        spill_dir: shared
+            .vault
+            .as_ref()
+            .map(|v| v.root().join(crate::inflight::SPILL_DIR))
+            .unwrap_or_default(),
     };
     let uwr = Mutex::new(uwr);
     // A block of this association's subject cuts it whatever it is doing (idle, sending,
@@ -351,6 +373,7 @@ pub async fn run(
     let mut cw = st.client_wr.lock().await;
     let mut uw = uwr.lock().await;
     match end {
+        End::Held => {}
         End::Released => {
             shared.bus.emit(Event::AssociationReleased {
                 assoc: conn.id,
@@ -409,6 +432,11 @@ struct RelayState<'a> {
     drops: AtomicU64,
     /// The reader of each fresh upstream association, for the upstream-to-client loop.
     new_upstream: mpsc::UnboundedSender<PduReader<BoxRead>>,
+    source: std::net::SocketAddr,
+    /// Hold routes: what is forwarded and not answered, and whether the upstream was lost.
+    inflight: Option<Inflight>,
+    /// Where a kept data set past the memory bound goes.
+    spill_dir: std::path::PathBuf,
 }
 
 impl RelayState<'_> {
@@ -1036,6 +1064,10 @@ fn guard_refusal(
 /// Forgets a request the gateway answers itself (its response bookkeeping, de-identified UID
 /// and pending fingerprint). Returns whether other requests are still outstanding upstream.
 fn forget_request(st: &RelayState<'_>, message_id: u16) -> bool {
+    if let Some(f) = st.inflight.as_ref() {
+        // The gateway answered it: nothing is owed for it if the upstream is lost.
+        f.answered(message_id, true);
+    }
     st.outstanding.remove(message_id).1
 }
 
@@ -1122,11 +1154,107 @@ struct ClientSide<'s, 'a> {
     /// still arriving: why the association is aborted once its last fragment is read, and
     /// since when (at most ARTIM).
     abort_after_data: Option<(String, Instant)>,
+    /// Hold routes: the bytes of the C-STORE whose data set is arriving.
+    current: Option<Buffered>,
+    /// Hold routes, after the upstream was lost: the vault SCP's side serves the rest.
+    held: Option<VaultSide<'s>>,
 }
 
-impl ClientSide<'_, '_> {
+impl<'s> ClientSide<'s, '_> {
     async fn abort_both(&self, reason: AbortReason, blame: Blame, why: String) -> End {
         self.st.abort_both(self.uwr, reason, blame, why).await
+    }
+
+    /// The upstream failed (`why`): on a hold route the association is handed to the vault
+    /// SCP's store path ([`crate::hold::resume_all`]); elsewhere both sides are aborted.
+    async fn upstream_failed(&mut self, why: String) -> Result<(), End> {
+        let st: &'s RelayState<'_> = self.st;
+        let Some(inflight) = st.inflight.as_ref() else {
+            return Err(self
+                .abort_both(AbortReason::NotSpecified, Blame::Upstream, why)
+                .await);
+        };
+        inflight.signal_lost(why);
+        self.take_over().await
+    }
+
+    async fn take_over(&mut self) -> Result<(), End> {
+        let st: &'s RelayState<'_> = self.st;
+        let Some(inflight) = st.inflight.as_ref() else {
+            return Ok(());
+        };
+        if self.held.is_some() {
+            return Ok(());
+        }
+        let why = inflight.lost().unwrap_or_default();
+        let hook = crate::hold::hook(st.shared, st.adm, st.addr, st.names, why.clone(), true);
+        let Some(hook) = hook else {
+            return Err(self
+                .abort_both(AbortReason::NotSpecified, Blame::Upstream, why)
+                .await);
+        };
+        tracing::warn!(assoc = %st.id, "upstream lost mid-association, held from here: {why}");
+        // Nothing more goes upstream: what was batched is in the kept bytes.
+        self.batch = None;
+        self.msg = Message::new(Fate::Drop);
+        {
+            let t = st.shared.settings.artim_timeout;
+            let mut w = self.uwr.lock().await;
+            let _ = tokio::time::timeout(t, w.shutdown()).await;
+        }
+        let mut side = VaultSide::taking_over(Handover {
+            shared: st.shared,
+            id: st.id,
+            source: st.source,
+            writer: &st.client_wr,
+            activity: &st.activity,
+            contexts: &st.contexts,
+            firewall: st.adm.pipeline.firewall(),
+            client_accepts: st.to_client_max,
+            calling_ae: st.adm.admission.calling_ae().to_string(),
+            hook,
+        });
+        let (stores, pending) = inflight.take();
+        let dest = crate::hold::dest_key(st.names.1.as_str(), st.addr);
+        let current = self.current.take();
+        let r = crate::hold::resume_all(&mut side, stores, pending, current, &dest).await;
+        self.held = Some(side);
+        self.vault(r).await?;
+        if st.release_requested.load(Ordering::Relaxed) {
+            // The client asked to release and waits for the upstream's answer: the gateway
+            // gives it (nothing is outstanding any more).
+            let _ = st.to_client(&RELEASE_RP).await;
+            return Err(End::Released);
+        }
+        Ok(())
+    }
+
+    /// The vault side's result as the relay's.
+    async fn vault(&self, r: Result<(), VaultEnd>) -> Result<(), End> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.vault_end(e).await),
+        }
+    }
+
+    async fn vault_end(&self, e: VaultEnd) -> End {
+        match e {
+            VaultEnd::Released => End::Held,
+            VaultEnd::Abort { reason, blame, why } => {
+                let t = self.st.shared.settings.artim_timeout;
+                let _ = write_timed(
+                    &mut *self.st.client_wr.lock().await,
+                    &abort_bytes(reason),
+                    t,
+                )
+                .await;
+                End::Aborted { blame, why }
+            }
+            VaultEnd::Gone { why } => End::Aborted {
+                blame: Blame::Peer,
+                why,
+            },
+        }
     }
 
     async fn to_upstream(&self, bytes: &[u8]) -> Result<(), IoError> {
@@ -1142,6 +1270,13 @@ impl Session for ClientSide<'_, '_> {
         let st = self.st;
         st.from_client
             .fetch_add(frame.bytes.len() as u64, Ordering::Relaxed);
+        if self.held.is_none() && st.inflight.as_ref().is_some_and(|f| f.lost().is_some()) {
+            self.take_over().await?;
+        }
+        if let Some(v) = self.held.as_mut() {
+            let r = v.received(frame).await;
+            return self.vault(r).await;
+        }
         if st.release_requested.load(Ordering::Relaxed) && frame.ty != PduType::Abort {
             let why = format!("{} after A-RELEASE-RQ", frame.ty.name());
             return Err(self
@@ -1154,23 +1289,41 @@ impl Session for ClientSide<'_, '_> {
     async fn before_wait(&mut self) -> Result<(), End> {
         if let Some(b) = self.batch.take() {
             if let Err(e) = self.to_upstream(&b).await {
-                let why = format!("upstream write failed: {e}");
-                return Err(self
-                    .abort_both(AbortReason::NotSpecified, Blame::Upstream, why)
-                    .await);
+                return self
+                    .upstream_failed(format!("upstream write failed: {e}"))
+                    .await;
             }
             self.st.activity.touch();
         }
         Ok(())
     }
 
+    async fn interrupted(&self) {
+        match (&self.held, &self.st.inflight) {
+            (None, Some(f)) => f.wait_lost().await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    async fn interrupt(&mut self) -> Result<(), End> {
+        self.take_over().await
+    }
+
     async fn read_failed(&mut self, e: IoError) -> End {
+        if let Some(v) = self.held.as_mut() {
+            let end = v.read_failed(e).await;
+            return self.vault_end(end).await;
+        }
         let (reason, blame, why) = read_failure(e, Blame::Peer, "client");
         self.abort_both(reason, blame, why).await
     }
 
     async fn control(&mut self, frame: Frame) -> Result<(), End> {
         let st = self.st;
+        if let Some(v) = self.held.as_mut() {
+            let r = v.control(frame).await;
+            return self.vault(r).await;
+        }
         match frame.ty {
             PduType::ReleaseRq => {
                 st.release_requested.store(true, Ordering::Relaxed);
@@ -1187,10 +1340,11 @@ impl Session for ClientSide<'_, '_> {
                         .await);
                 }
                 if self.to_upstream(&RELEASE_RQ).await.is_err() {
-                    let why = "upstream lost at release".to_string();
-                    return Err(self
-                        .abort_both(AbortReason::NotSpecified, Blame::Upstream, why)
-                        .await);
+                    // Every request was answered (a release waits for that): on a hold route
+                    // the gateway answers the release itself.
+                    return self
+                        .upstream_failed("upstream lost at release".into())
+                        .await;
                 }
                 Ok(())
             }
@@ -1216,11 +1370,19 @@ impl Session for ClientSide<'_, '_> {
     }
 
     async fn malformed(&mut self, reason: AbortReason, error: String) -> End {
+        if let Some(v) = self.held.as_mut() {
+            let end = v.malformed(reason, error).await;
+            return self.vault_end(end).await;
+        }
         let why = format!("client: {error}");
         self.abort_both(reason, Blame::Peer, why).await
     }
 
     async fn data(&mut self, pdv: usize, data: &[u8], is_last: bool) -> Result<(), End> {
+        if let Some(v) = self.held.as_mut() {
+            let r = v.data(pdv, data, is_last).await;
+            return self.vault(r).await;
+        }
         let r = on_data(
             self.st,
             self.uwr,
@@ -1231,6 +1393,18 @@ impl Session for ClientSide<'_, '_> {
             &mut self.actions,
         )
         .await;
+        if matches!(self.msg.fate, Fate::Drop | Fate::Refused(_)) {
+            // Refused or answered by the gateway: nothing of it is owed to the archive.
+            self.current = None;
+        } else if let Some(b) = self.current.as_mut() {
+            b.push(data);
+            if is_last {
+                if let (Some(mut b), Some(f)) = (self.current.take(), self.st.inflight.as_ref()) {
+                    b.complete = true;
+                    f.forwarded(b);
+                }
+            }
+        }
         let artim = self.st.shared.settings.artim_timeout;
         if let Some((why, since)) = self.abort_after_data.take() {
             if is_last || since.elapsed() >= artim {
@@ -1244,7 +1418,7 @@ impl Session for ClientSide<'_, '_> {
     }
 
     fn response(&mut self, context_id: u8, raw: Vec<u8>, command: &Command) -> Option<Vec<u8>> {
-        if !answers_upstream(self.st, command) {
+        if self.held.is_some() || !answers_upstream(self.st, command) {
             return Some(raw);
         }
         // The client answers a request the upstream sent on this association (the C-STORE
@@ -1278,12 +1452,51 @@ impl Session for ClientSide<'_, '_> {
     }
 
     async fn judged(&mut self, context_id: u8, raw: Vec<u8>, verdict: Verdict) -> Result<(), End> {
+        if let Some(v) = self.held.as_mut() {
+            let r = v.judged(context_id, raw, verdict).await;
+            return self.vault(r).await;
+        }
         let (st, uwr) = (self.st, self.uwr);
         match verdict {
             Verdict::Pass { request, permit } => {
+                let kept = st.inflight.as_ref().map(|_| {
+                    let uid = |u: &Option<radguard_dicom::Uid>| {
+                        u.as_ref().map(|u| u.to_string()).unwrap_or_default()
+                    };
+                    (
+                        request.field,
+                        StoreId {
+                            context_id,
+                            message_id: request.message_id,
+                            sop_class: uid(&request.sop_class),
+                            sop_instance: uid(&request.sop_instance),
+                        },
+                    )
+                });
                 let forward =
                     start_request(st, uwr, &mut self.msg, context_id, raw, request, &permit)
                         .await?;
+                let passed = !matches!(self.msg.fate, Fate::Drop | Fate::Refused(_));
+                if let (Some((field, id)), Some(f), true) = (kept, st.inflight.as_ref(), passed) {
+                    match field {
+                        CommandField::CStoreRq => {
+                            self.current = Some(Buffered::new(
+                                id,
+                                crate::inflight::MEMORY_BOUND,
+                                &st.spill_dir,
+                            ));
+                        }
+                        CommandField::CFindRq | CommandField::CMoveRq | CommandField::CGetRq => {
+                            f.pending(Pending {
+                                context_id,
+                                message_id: id.message_id,
+                                field,
+                                sop_class: Some(id.sop_class).filter(|c| !c.is_empty()),
+                            });
+                        }
+                        _ => {}
+                    }
+                }
                 self.actions.extend(forward);
                 Ok(())
             }
@@ -1325,6 +1538,9 @@ impl Session for ClientSide<'_, '_> {
 
     async fn pdu_done(&mut self, frame: Frame, n_items: usize) -> Result<(), End> {
         let st = self.st;
+        if self.held.is_some() {
+            return Ok(());
+        }
         let actions = std::mem::take(&mut self.actions);
         let all_forward = !self.upstream_gone
             && actions.len() == n_items
@@ -1396,10 +1612,9 @@ impl Session for ClientSide<'_, '_> {
             result = self.to_upstream(&self.out).await;
         }
         if let Err(e) = result {
-            let why = format!("upstream write failed: {e}");
-            return Err(self
-                .abort_both(AbortReason::NotSpecified, Blame::Upstream, why)
-                .await);
+            return self
+                .upstream_failed(format!("upstream write failed: {e}"))
+                .await;
         }
         st.activity.touch();
         Ok(())
@@ -1420,6 +1635,8 @@ async fn client_to_upstream(
         batch: None,
         upstream_gone: false,
         abort_after_data: None,
+        current: None,
+        held: None,
     };
     let gate = Gate {
         shared: st.shared,
@@ -1655,10 +1872,24 @@ async fn upstream_to_client(
                 continue;
             }
             Err(e) => {
+                if let (
+                    Some(f),
+                    IoError::Read(ReadError::Closed | ReadError::Truncated | ReadError::Io(_)),
+                ) = (st.inflight.as_ref(), &e)
+                {
+                    // The transport to the upstream is gone (PS3.8 §9.1.7: an A-P-ABORT): on a
+                    // hold route the client's side takes over, this direction ends here.
+                    f.signal_lost(format!("upstream connection lost: {e}"));
+                    return std::future::pending().await;
+                }
                 let (reason, blame, why) = read_failure(e, Blame::Upstream, "upstream");
                 return st.abort_both(uwr, reason, blame, why).await;
             }
         };
+        if st.inflight.as_ref().is_some_and(|f| f.lost().is_some()) {
+            // Taken over: nothing more of the upstream's reaches the client.
+            return std::future::pending().await;
+        }
         st.from_upstream
             .fetch_add(frame.bytes.len() as u64, Ordering::Relaxed);
         match frame.ty {
@@ -1739,6 +1970,12 @@ async fn upstream_to_client(
                 }
             }
             PduType::Abort => {
+                if let Some(f) = st.inflight.as_ref() {
+                    // PS3.8 §7.3: the upstream gave up the association; what it did not answer
+                    // is held (the client never sees this A-ABORT).
+                    f.signal_lost("A-ABORT from the upstream".into());
+                    return std::future::pending().await;
+                }
                 let _ = st.to_client(&frame.bytes).await;
                 return End::Aborted {
                     blame: Blame::Upstream,
@@ -1770,6 +2007,13 @@ async fn upstream_command(
     let field = command.command_field();
     let is_response = field.is_some_and(CommandField::is_response);
     inc.skipping = false;
+    if let (Some(f), Some(id), true) = (st.inflight.as_ref(), command.responded_to, is_response) {
+        let last = !matches!(command.status, Some(0xFF00 | 0xFF01));
+        if !f.answered(id, last) {
+            // The client's side took over and answers this request itself.
+            return std::future::pending().await;
+        }
+    }
     if let Some(id) = command.responded_to.filter(|id| st.ended.contains(*id)) {
         // An answer to a query the gateway ended after refusing one of its answers.
         if !matches!(command.status, Some(0xFF00 | 0xFF01)) {

@@ -29,6 +29,17 @@ pub(crate) trait Session {
         Ok(())
     }
 
+    /// Resolves when something other than the client needs the session while it waits for
+    /// the client (the relay: its upstream was lost). Cancel-safe; never, by default.
+    async fn interrupted(&self) {
+        std::future::pending().await
+    }
+
+    /// Handles what [`Session::interrupted`] announced.
+    async fn interrupt(&mut self) -> Result<(), Self::End> {
+        Ok(())
+    }
+
     /// The client's side failed (framing error, idle timeout, connection lost).
     async fn read_failed(&mut self, e: IoError) -> Self::End;
 
@@ -96,7 +107,13 @@ async fn serve<S: Session>(
             Some(r) => r.map_err(IoError::Read),
             None => {
                 session.before_wait().await?;
-                read_idle(reader, activity, idle).await
+                tokio::select! {
+                    r = read_idle(reader, activity, idle) => r,
+                    () = session.interrupted() => {
+                        session.interrupt().await?;
+                        continue;
+                    }
+                }
             }
         };
         let frame = match next {

@@ -41,6 +41,10 @@ pub struct Shared {
     pub hold: std::sync::OnceLock<Arc<radguard_vault::queue::HoldQueue>>,
     /// Wakes the forwarders (an instance was queued, an operator asked for a retry).
     pub hold_wake: Arc<tokio::sync::Notify>,
+    /// Hold destinations (`AE@host:port`) whose forwarder could not connect at its last
+    /// attempt: new associations of their routes are held at once, without waiting out
+    /// `connect_timeout` again. Cleared by the forwarder's next delivery.
+    pub hold_down: Mutex<std::collections::HashSet<String>>,
     next_id: AtomicU64,
     /// `max_associations`: held by admitted associations.
     pub(crate) global: Arc<Semaphore>,
@@ -182,6 +186,7 @@ impl Shared {
             bus,
             hold: std::sync::OnceLock::new(),
             hold_wake: Arc::new(tokio::sync::Notify::new()),
+            hold_down: Mutex::new(std::collections::HashSet::new()),
             next_id: AtomicU64::new(1),
             global: Arc::new(Semaphore::new(cap)),
             rejecting: Arc::new(Semaphore::new(cap.clamp(16, 1024))),

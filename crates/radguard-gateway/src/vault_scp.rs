@@ -18,6 +18,7 @@ use radguard_dicom::{CommandField, Uid};
 use radguard_events::{AlertKind, AssocId, Blame, Event, IntegrityStore, VaultOutcome};
 use radguard_vault::{PendingInstance, StoreOutcome, StoredInstance};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
 
 use crate::conn::ClientConn;
 use crate::establish::Admitted;
@@ -40,6 +41,11 @@ pub trait StoreHook: Send + Sync {
     /// After the vault committed the instance (new or identical), before the client's answer:
     /// `Err((status, comment))` turns the answer into that failure.
     fn stored(&self, assoc: AssocId, instance: &StoredInstance) -> Result<(), (u16, String)>;
+    /// The answer to a request other than C-ECHO and C-STORE (status, comment); `None`: the
+    /// vault's own (0x0122, the service is not offered here).
+    fn other_request(&self) -> Option<(u16, String)> {
+        None
+    }
 }
 
 /// The instance being received.
@@ -159,11 +165,17 @@ pub async fn run_with(
     });
     conn.reader.set_max_pdata(max);
     let activity = Activity::new();
+    // The writer is shared behind a lock only for the session's length (a relay that takes
+    // over on its upstream's loss shares its own the same way).
+    let writer = Mutex::new(std::mem::replace(
+        &mut conn.writer,
+        Box::new(tokio::io::sink()),
+    ));
     let mut side = VaultSide {
         shared,
         id: conn.id,
         source: conn.source,
-        writer: &mut conn.writer,
+        writer: &writer,
         activity: &activity,
         contexts: &contexts,
         firewall,
@@ -187,6 +199,8 @@ pub async fn run_with(
             why: format!("cut: {why}"),
         },
     };
+    drop(side);
+    conn.writer = writer.into_inner();
     match end {
         VaultEnd::Released => {}
         VaultEnd::Abort { reason, blame, why } => conn.abort(shared, reason, blame, why).await,
@@ -199,7 +213,7 @@ pub async fn run_with(
 }
 
 /// How a vault session ended.
-enum VaultEnd {
+pub(crate) enum VaultEnd {
     /// Released (answered and recorded).
     Released,
     /// The gateway aborts the association (A-ABORT, recorded, closing linger).
@@ -224,11 +238,11 @@ impl VaultEnd {
 
 /// The vault's side of the session loop ([`crate::session`]): a judged C-ECHO is answered, a
 /// C-STORE streamed into the vault and answered once it is stored.
-struct VaultSide<'a> {
+pub(crate) struct VaultSide<'a> {
     shared: &'a Shared,
     id: AssocId,
     source: SocketAddr,
-    writer: &'a mut BoxWrite,
+    writer: &'a Mutex<BoxWrite>,
     activity: &'a Activity,
     contexts: &'a Contexts,
     firewall: Level,
@@ -240,13 +254,67 @@ struct VaultSide<'a> {
     hook: Option<Arc<dyn StoreHook>>,
 }
 
-impl VaultSide<'_> {
+/// What a relay hands over when its upstream is lost mid-association and the route holds:
+/// the association as the relay negotiated it.
+pub(crate) struct Handover<'a> {
+    pub shared: &'a Shared,
+    pub id: AssocId,
+    pub source: SocketAddr,
+    pub writer: &'a Mutex<BoxWrite>,
+    pub activity: &'a Activity,
+    pub contexts: &'a Contexts,
+    pub firewall: Level,
+    pub client_accepts: u32,
+    pub calling_ae: String,
+    pub hook: Arc<dyn StoreHook>,
+}
+
+impl<'a> VaultSide<'a> {
+    /// The vault's side of an association a relay negotiated (its contexts, its client
+    /// writer), from the next request on; [`VaultSide::resume`] takes in-flight C-STOREs.
+    pub(crate) fn taking_over(h: Handover<'a>) -> Self {
+        VaultSide {
+            shared: h.shared,
+            id: h.id,
+            source: h.source,
+            writer: h.writer,
+            activity: h.activity,
+            contexts: h.contexts,
+            firewall: h.firewall,
+            client_accepts: h.client_accepts,
+            calling_ae: h.calling_ae,
+            receiving: None,
+            from_client: 0,
+            hook: Some(h.hook),
+        }
+    }
+
+    /// A C-STORE the relay was forwarding when its upstream was lost: begun like any other;
+    /// what the client sent of its data set so far follows through [`Session::data`].
+    pub(crate) fn begin_resumed(&mut self, store: (u8, u16, &str, &str)) {
+        let (context_id, message_id, sop_class, sop_instance) = store;
+        self.begin_store_parts(context_id, message_id, sop_class, sop_instance);
+    }
+
+    /// The C-STORE being received cannot be stored after all: the vault keeps nothing of it,
+    /// the rest of its data set is dropped, the client gets `code` after its last fragment.
+    pub(crate) fn refuse_current(&mut self, code: u16, comment: String) {
+        if let Some(r) = self.receiving.as_mut() {
+            r.pending = None;
+            r.checking = None;
+            r.held_back = Some((code, comment));
+        }
+    }
+
     /// Answers the client (a command set on `context_id`).
-    async fn answer(&mut self, context_id: u8, rsp: &[u8]) -> Result<(), VaultEnd> {
+    pub(crate) async fn answer(&mut self, context_id: u8, rsp: &[u8]) -> Result<(), VaultEnd> {
         let mut buf = Vec::with_capacity(rsp.len() + 12);
         push_command(&mut buf, context_id, rsp, self.client_accepts);
         let idle = self.shared.settings.idle_timeout;
-        if write_timed(&mut *self.writer, &buf, idle).await.is_err() {
+        if write_timed(&mut *self.writer.lock().await, &buf, idle)
+            .await
+            .is_err()
+        {
             return Err(VaultEnd::Gone {
                 why: "client lost while answering".into(),
             });
@@ -257,23 +325,35 @@ impl VaultSide<'_> {
 
     /// A C-STORE the gate passed: the instance is begun in the vault.
     fn begin_store(&mut self, context_id: u8, request: &Request) {
+        let class = request
+            .sop_class
+            .as_ref()
+            .map(|u| u.to_string())
+            .unwrap_or_default();
+        let instance = request
+            .sop_instance
+            .as_ref()
+            .map(|u| u.to_string())
+            .unwrap_or_default();
+        self.begin_store_parts(context_id, request.message_id, &class, &instance);
+    }
+
+    fn begin_store_parts(
+        &mut self,
+        context_id: u8,
+        message_id: u16,
+        sop_class: &str,
+        sop_instance: &str,
+    ) {
         let ts = self
             .contexts
             .get(context_id)
             .map(|(_, t)| t.to_string())
             .unwrap_or_default();
         let mut r = Receiving {
-            message_id: request.message_id,
-            sop_class: request
-                .sop_class
-                .as_ref()
-                .map(|u| u.to_string())
-                .unwrap_or_default(),
-            sop_instance: request
-                .sop_instance
-                .as_ref()
-                .map(|u| u.to_string())
-                .unwrap_or_default(),
+            message_id,
+            sop_class: sop_class.to_string(),
+            sop_instance: sop_instance.to_string(),
             context_id,
             pending: None,
             error: None,
@@ -291,16 +371,13 @@ impl VaultSide<'_> {
             self.receiving = Some(r);
             return;
         }
-        if let (Some(c), Some(i), Ok(t)) = (
-            request.sop_class.as_ref(),
-            request.sop_instance.as_ref(),
-            Uid::new(&ts),
-        ) {
+        if let (Ok(c), Ok(i), Ok(t)) = (Uid::new(sop_class), Uid::new(sop_instance), Uid::new(&ts))
+        {
             match self
                 .shared
                 .vault
                 .as_ref()
-                .map(|v| v.begin(c, i, &t, &self.calling_ae))
+                .map(|v| v.begin(&c, &i, &t, &self.calling_ae))
             {
                 Some(Ok(p)) => r.pending = Some(p),
                 Some(Err(e)) => r.error = Some(e),
@@ -337,13 +414,14 @@ impl Session for VaultSide<'_> {
         match frame.ty {
             PduType::ReleaseRq => {
                 let idle = self.shared.settings.idle_timeout;
-                let _ = write_timed(&mut *self.writer, &RELEASE_RP, idle).await;
+                let mut w = self.writer.lock().await;
+                let _ = write_timed(&mut *w, &RELEASE_RP, idle).await;
                 self.shared.bus.emit(Event::AssociationReleased {
                     assoc: self.id,
                     bytes_from_client: self.from_client,
                     bytes_from_upstream: 0,
                 });
-                let _ = self.writer.shutdown().await;
+                let _ = w.shutdown().await;
                 Err(VaultEnd::Released)
             }
             PduType::Abort => Err(VaultEnd::Gone {
@@ -430,13 +508,21 @@ impl Session for VaultSide<'_> {
                     }
                     other => {
                         // Contexts for other services are never accepted on a vault route.
+                        let (code, comment) = self
+                            .hook
+                            .as_ref()
+                            .and_then(|h| h.other_request())
+                            .unwrap_or((
+                                status::REFUSED_SOP_CLASS_NOT_SUPPORTED,
+                                "Radguard vault: operation not supported".into(),
+                            ));
                         let rsp = encode_response(
                             other,
                             request.message_id,
                             class.as_deref(),
                             None,
-                            status::REFUSED_SOP_CLASS_NOT_SUPPORTED,
-                            Some("Radguard vault: operation not supported"),
+                            code,
+                            Some(&comment),
                         );
                         self.answer(context_id, &rsp).await
                     }

@@ -134,6 +134,7 @@ const HOLD_HIGH_WATER: (i64, RangeInclusive<i64>) = (90, 1..=99);
 const HOLD_BACKOFF_BASE_MS: (i64, RangeInclusive<i64>) = (1_000, 10..=3_600_000);
 const HOLD_BACKOFF_CAP_MS: (i64, RangeInclusive<i64>) = (300_000, 10..=86_400_000);
 const HOLD_MAX_AGE_SECS: (i64, RangeInclusive<i64>) = (3_600, 1..=31_536_000);
+const HOLD_MAX_ATTEMPTS: (i64, RangeInclusive<i64>) = (5, 1..=1_000);
 
 /// `max_connections` defaults to this many times `max_associations`.
 const CONNECTIONS_PER_ASSOCIATION: i64 = 4;
@@ -444,6 +445,7 @@ struct RawRoute {
     hold_backoff_base_ms: Option<Int>,
     hold_backoff_cap_ms: Option<Int>,
     hold_max_age_secs: Option<Int>,
+    hold_max_attempts: Option<Int>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -2320,7 +2322,7 @@ fn validate_hold(
             }
         },
     };
-    let keys: [(&str, Option<&Int>); 5] = [
+    let keys: [(&str, Option<&Int>); 6] = [
         ("hold_quota", r.hold_quota.as_ref()),
         (
             "hold_high_water_percent",
@@ -2329,6 +2331,7 @@ fn validate_hold(
         ("hold_backoff_base_ms", r.hold_backoff_base_ms.as_ref()),
         ("hold_backoff_cap_ms", r.hold_backoff_cap_ms.as_ref()),
         ("hold_max_age_secs", r.hold_max_age_secs.as_ref()),
+        ("hold_max_attempts", r.hold_max_attempts.as_ref()),
     ];
     if !hold {
         let mut bad = false;
@@ -2407,7 +2410,14 @@ fn validate_hold(
         HOLD_MAX_AGE_SECS.0,
         &HOLD_MAX_AGE_SECS.1,
     );
-    let (quota, high, bbase, bcap, age) = (quota?, high?, bbase?, bcap?, age?);
+    let attempts = int_in(
+        cx,
+        &f("hold_max_attempts"),
+        r.hold_max_attempts.as_ref(),
+        HOLD_MAX_ATTEMPTS.0,
+        &HOLD_MAX_ATTEMPTS.1,
+    );
+    let (quota, high, bbase, bcap, age, attempts) = (quota?, high?, bbase?, bcap?, age?, attempts?);
     if bcap < bbase {
         cx.at(
             r.hold_backoff_cap_ms.as_ref().and_then(span),
@@ -2423,5 +2433,6 @@ fn validate_hold(
         backoff_base: ms(bbase),
         backoff_cap: ms(bcap),
         max_age: Duration::from_secs(u64::try_from(age).unwrap_or(0)),
+        max_attempts: u32::try_from(attempts).unwrap_or(5),
     }))
 }

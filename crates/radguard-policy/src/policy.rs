@@ -280,6 +280,9 @@ pub struct HoldSettings {
     pub backoff_cap: std::time::Duration,
     /// An instance waiting longer than this raises an alert.
     pub max_age: std::time::Duration,
+    /// Failure statuses from the destination for one instance after which it is parked (out of
+    /// the forwarding order, shown by `radguard queue list`) so it does not block the rest.
+    pub max_attempts: u32,
 }
 
 /// A route marked as the point of origin (next to the scanner).

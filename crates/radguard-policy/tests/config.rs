@@ -981,10 +981,11 @@ fn hold_route_defaults_and_values() {
             backoff_base: Duration::from_millis(1000),
             backoff_cap: Duration::from_millis(300_000),
             max_age: Duration::from_secs(3600),
+            max_attempts: 5,
         })
     );
     let c = parse_ok(&with_routes(&format!(
-        "{UP}on_upstream_down = \"hold\"\nhold_quota = 5\nhold_high_water_percent = 80\nhold_backoff_base_ms = 200\nhold_backoff_cap_ms = 1000\nhold_max_age_secs = 60\n"
+        "{UP}on_upstream_down = \"hold\"\nhold_quota = 5\nhold_high_water_percent = 80\nhold_backoff_base_ms = 200\nhold_backoff_cap_ms = 1000\nhold_max_age_secs = 60\nhold_max_attempts = 2\n"
     )));
     let h = c.policy.routes()[0].hold.expect("hold");
     assert_eq!(h.quota, 5);
@@ -992,6 +993,7 @@ fn hold_route_defaults_and_values() {
     assert_eq!(h.backoff_base, Duration::from_millis(200));
     assert_eq!(h.backoff_cap, Duration::from_millis(1000));
     assert_eq!(h.max_age, Duration::from_secs(60));
+    assert_eq!(h.max_attempts, 2);
 }
 
 #[test]

@@ -31,7 +31,9 @@ CREATE TABLE IF NOT EXISTS held (
     done_ms       INTEGER,
     -- An operator's drop: who, and whether the gateway has reported it (audited) yet.
     dropped_by    TEXT,
-    drop_reported INTEGER NOT NULL DEFAULT 0
+    drop_reported INTEGER NOT NULL DEFAULT 0,
+    -- Failure statuses the destination answered for this row (not connection failures).
+    refusals      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS held_dest ON held (dest, state, seq);
 CREATE INDEX IF NOT EXISTS held_route ON held (route, state);
@@ -51,6 +53,9 @@ pub enum HeldState {
     Dropped,
     /// Its file no longer matches the fingerprint taken at acceptance: never sent.
     Quarantined,
+    /// The destination refused it (a failure status) too many times: out of the forwarding
+    /// order until an operator retries it.
+    Parked,
 }
 
 impl HeldState {
@@ -61,6 +66,7 @@ impl HeldState {
             HeldState::Done => "done",
             HeldState::Dropped => "dropped",
             HeldState::Quarantined => "quarantined",
+            HeldState::Parked => "parked",
         }
     }
 
@@ -70,6 +76,7 @@ impl HeldState {
             "done" => HeldState::Done,
             "dropped" => HeldState::Dropped,
             "quarantined" => HeldState::Quarantined,
+            "parked" => HeldState::Parked,
             _ => HeldState::Queued,
         }
     }
@@ -150,6 +157,20 @@ impl HoldQueue {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        // A queue file from before `refusals` existed gets the column (SQLite adds it with its
+        // default to every row).
+        let has_refusals: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('held') WHERE name = 'refusals'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(err)?
+            > 0;
+        if !has_refusals {
+            conn.execute_batch("ALTER TABLE held ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0")
+                .map_err(err)?;
+        }
         Ok(HoldQueue {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
@@ -303,13 +324,40 @@ impl HoldQueue {
         Ok(())
     }
 
-    /// Operator's drop: the rows (waiting or quarantined) leave the queue, marked with `by`
+    /// The destination answered a failure status for the row: counted with the other failed
+    /// attempts, and once `max` such answers came the row is parked (out of the forwarding
+    /// order, so the rest of the destination's queue is not blocked behind it). Returns whether
+    /// it was parked now.
+    pub fn note_refusal(&self, seq: i64, why: &str, max: u32) -> Result<bool, VaultError> {
+        self.conn()
+            .execute(
+                "UPDATE held SET attempts = attempts + 1, refusals = refusals + 1,
+                    last_error = ?2,
+                    state = CASE WHEN refusals + 1 >= ?3 THEN 'parked' ELSE state END
+                 WHERE seq = ?1 AND state IN ('queued', 'in-flight')",
+                params![seq, why, i64::from(max)],
+            )
+            .map_err(err)?;
+        Ok(self.state_of_seq(seq)? == Some(HeldState::Parked))
+    }
+
+    fn state_of_seq(&self, seq: i64) -> Result<Option<HeldState>, VaultError> {
+        let c = self.conn();
+        c.query_row("SELECT state FROM held WHERE seq = ?1", params![seq], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()
+        .map(|o| o.map(|s| HeldState::parse(&s)))
+        .map_err(err)
+    }
+
+    /// Operator's drop: the rows (waiting, quarantined or parked) leave the queue, marked with `by`
     /// until the gateway reports them ([`HoldQueue::take_unreported_drops`]). Returns them.
     pub fn drop_rows(&self, seqs: &[i64], by: &str) -> Result<Vec<Held>, VaultError> {
         let mut out = Vec::new();
         for &seq in seqs {
             let found = self.select(
-                "WHERE seq = ?1 AND state IN ('queued', 'in-flight', 'quarantined')",
+                "WHERE seq = ?1 AND state IN ('queued', 'in-flight', 'quarantined', 'parked')",
                 params![seq],
             )?;
             for h in found {
@@ -353,14 +401,16 @@ impl HoldQueue {
         Ok(out)
     }
 
-    /// Operator's retry: quarantined rows go back to the queue and attempt counts restart.
+    /// Operator's retry: quarantined and parked rows go back to the queue (in their place of
+    /// arrival) and attempt counts restart.
     pub fn retry(&self, dest: Option<&str>) -> Result<u64, VaultError> {
         let c = self.conn();
         let n = c
             .execute(
-                "UPDATE held SET attempts = 0,
-                    state = CASE state WHEN 'quarantined' THEN 'queued' ELSE state END
-                 WHERE state IN ('queued', 'in-flight', 'quarantined')
+                "UPDATE held SET attempts = 0, refusals = 0,
+                    state = CASE WHEN state IN ('quarantined', 'parked') THEN 'queued'
+                                 ELSE state END
+                 WHERE state IN ('queued', 'in-flight', 'quarantined', 'parked')
                    AND (?1 IS NULL OR dest = ?1)",
                 params![dest],
             )
@@ -478,5 +528,69 @@ mod tests {
             Some(HeldState::Dropped)
         );
         assert!(disk_use_percent(dir.path()).expect("statvfs") <= 100);
+    }
+
+    #[test]
+    fn refused_rows_park_after_max_and_retry_unparks_in_place() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let q = HoldQueue::open(&dir.path().join("q.sqlite")).expect("open");
+        for i in 0..3 {
+            q.enqueue(&item("A@h:1", &format!("1.2.{i}")))
+                .expect("enqueue");
+        }
+        let first = q.next_batch("A@h:1", 1).expect("batch")[0].seq;
+        // Connection failures never park.
+        for _ in 0..10 {
+            q.note_failure(first, "connection refused")
+                .expect("failure");
+        }
+        assert!(!q.note_refusal(first, "0xA900", 3).expect("refusal"));
+        assert!(!q.note_refusal(first, "0xA900", 3).expect("refusal"));
+        assert!(q.note_refusal(first, "0xA900", 3).expect("refusal"));
+        assert_eq!(q.state_of("1.2.0").expect("state"), Some(HeldState::Parked));
+        let next: Vec<_> = q
+            .next_batch("A@h:1", 10)
+            .expect("batch")
+            .into_iter()
+            .map(|h| h.item.sop_instance)
+            .collect();
+        assert_eq!(next, ["1.2.1", "1.2.2"], "the rest goes on without it");
+        assert_eq!(q.depths().expect("depths")[0].waiting, 2);
+        assert!(q
+            .list()
+            .expect("list")
+            .iter()
+            .any(|h| h.state == HeldState::Parked));
+        assert_eq!(q.retry(None).expect("retry"), 3);
+        let again = q.next_batch("A@h:1", 10).expect("batch");
+        assert_eq!(again[0].item.sop_instance, "1.2.0", "back in its place");
+        assert_eq!(again[0].attempts, 0);
+        // Its refusal count restarted too.
+        assert!(!q.note_refusal(first, "0xA900", 3).expect("refusal"));
+    }
+
+    #[test]
+    fn a_queue_file_without_refusals_gets_the_column() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("q.sqlite");
+        {
+            let c = Connection::open(&p).expect("open");
+            c.execute_batch(&SCHEMA.replace(
+                ",\n    -- Failure statuses the destination answered for this row (not connection failures).\n    refusals      INTEGER NOT NULL DEFAULT 0",
+                "",
+            ))
+            .expect("old schema");
+            let cols: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info('held') WHERE name = 'refusals'",
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("cols");
+            assert_eq!(cols, 0, "the old schema has no refusals column");
+        }
+        let q = HoldQueue::open(&p).expect("reopen");
+        let seq = q.enqueue(&item("A@h:1", "1.2.9")).expect("enqueue");
+        assert!(q.note_refusal(seq, "0xC000", 1).expect("refusal"));
     }
 }

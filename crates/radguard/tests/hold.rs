@@ -2,7 +2,13 @@
 //! series gets success (stored in the vault, queued) while another route to an archive that is
 //! up is served meanwhile; once Orthanc is up, all 300 arrive once, in order, and verify
 //! unchanged against the ledger; a kill -9 while forwarding loses nothing; the quota and the
-//! disk high-water mark answer 0xA700 with an alert. Backoff is shortened (200 ms .. 1 s).
+//! disk high-water mark answer 0xA700 with an alert; an archive killed in the middle of an
+//! association costs the modality nothing (the rest is held, then forwarded); an instance the
+//! archive keeps refusing is parked after `hold_max_attempts` and the rest goes on; a long
+//! outage with traffic arriving backs off to the cap with a bounded number of retries; an
+//! archive address that drops SYNs holds the modality after `connect_timeout_secs`, and once
+//! the forwarder knows it down, at once. Backoff is
+//! shortened (200 ms .. 1 s).
 
 mod common;
 
@@ -112,13 +118,23 @@ fn tail(s: &str) -> String {
 struct Archive {
     http_port: u16,
     proc: Proc,
-    _tmp: tempfile::TempDir,
+    tmp: Option<tempfile::TempDir>,
 }
 
 impl Archive {
     fn start(dicom_port: u16) -> Archive {
+        Archive::start_in(dicom_port, tmp_dir("orthanc-hold"))
+    }
+
+    /// Kills Orthanc with SIGKILL; its folder (storage and index) is returned for a restart.
+    fn kill_9(mut self) -> tempfile::TempDir {
+        self.proc.kill();
+        self.tmp.take().expect("the archive's folder")
+    }
+
+    /// Orthanc on the storage and index in `tmp` (a restart keeps what it had).
+    fn start_in(dicom_port: u16, tmp: tempfile::TempDir) -> Archive {
         let exe = require_tool(ORTHANC_BIN);
-        let tmp = tmp_dir("orthanc-hold");
         let storage = tmp.path().join("db");
         fs::create_dir_all(&storage).unwrap();
         for _ in 0..3 {
@@ -158,7 +174,7 @@ impl Archive {
                 return Archive {
                     http_port,
                     proc,
-                    _tmp: tmp,
+                    tmp: Some(tmp),
                 };
             }
             proc.kill();
@@ -485,4 +501,491 @@ fn a_held_file_changed_in_the_vault_is_quarantined_not_sent() {
         &orthanc.arrival_order(),
         &[uids[0].clone(), uids[2].clone()],
     );
+}
+
+/// storescu's responses in its `-v` log: (all, successful).
+fn store_responses(out: &Output) -> (usize, usize) {
+    let all = out.all();
+    let rsp: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("Received Store Response"))
+        .collect();
+    let ok = rsp.iter().filter(|l| l.contains("(Success)")).count();
+    (rsp.len(), ok)
+}
+
+#[test]
+fn archive_killed_mid_association_every_instance_succeeds_then_arrives_once_in_order() {
+    let tmp = tmp_dir("hold-drop");
+    let n = 300;
+    let (files, uids) = make_series(&tmp.path().join("series"), n, "5");
+    let archive_port = free_port();
+    let orthanc = Archive::start(archive_port);
+    let rg = Radguard::start_fresh(&hold_config(archive_port, "", None));
+
+    // One association of 300 C-STOREs, relayed to Orthanc ...
+    let port = rg.port();
+    let sender = std::thread::spawn(move || storescu(port, "MOD", "HOLD", &files));
+    // ... which is killed (SIGKILL) once 60 of them have arrived there.
+    let arrived = wait_until(Duration::from_secs(180), || orthanc.count() >= 60);
+    assert!(arrived, "Orthanc never had 60:\n{}", tail(&rg.log()));
+    let folder = orthanc.kill_9();
+
+    // The modality's association ends normally, every C-STORE answered success.
+    let out = sender.join().expect("storescu thread");
+    out.assert_success("storescu -> hold route, archive killed mid-association");
+    assert_eq!(store_responses(&out), (n, n), "{}", out.text());
+    assert!(
+        events_named(&rg, "association-aborted").is_empty(),
+        "no association aborted:\n{}",
+        tail(&rg.log())
+    );
+    let queued = events_named(&rg, "hold-queued").len();
+    assert!(queued > 0 && queued < n, "{queued} held");
+    let log = rg.log();
+    let takeover = log
+        .lines()
+        .find(|l| l.contains("upstream lost mid-association"))
+        .unwrap_or_else(|| panic!("no takeover in the log:\n{}", tail(&log)));
+    eprintln!("takeover: {takeover}");
+
+    // The archive comes back on its own storage: the held ones are forwarded.
+    let orthanc = Archive::start_in(archive_port, folder);
+    let before = orthanc.count() as usize;
+    assert!(
+        before + queued == n || before + queued == n + 1,
+        "Orthanc had {before} at restart and {queued} were held: {} sent",
+        n
+    );
+    wait_events(&rg, "hold-forwarded", queued, Duration::from_secs(240));
+    let ok = wait_until(Duration::from_secs(60), || orthanc.count() >= n as u64);
+    assert!(ok, "Orthanc has {} of {n}", orthanc.count());
+    assert_eq!(orthanc.count(), n as u64, "each instance once");
+    // In order: the relayed ones, then the held ones (the in-flight one at most twice, the
+    // archive keeping its first copy).
+    assert_order(&orthanc.arrival_order(), &uids);
+
+    // Relayed or held, every copy verifies unchanged against the ledger.
+    let got = tmp.path().join("from-orthanc");
+    orthanc.download_all(&got);
+    let (code, v, all) = verify(&rg.data_dir.join("ledger"), &got);
+    assert_eq!(code, Some(0), "verify:\n{all}");
+    let unchanged = v["results"]
+        .as_array()
+        .map(|a| a.iter().filter(|r| r["verdict"] == "unchanged").count())
+        .unwrap_or(0);
+    assert_eq!(unchanged, n, "verify:\n{all}");
+}
+
+fn queue_cmd(data: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(Radguard::exe());
+    cmd.arg("queue").args(args).arg("--data").arg(data);
+    run(&mut cmd, Duration::from_secs(60))
+}
+
+#[test]
+fn an_instance_the_archive_keeps_refusing_is_parked_and_the_rest_goes_on() {
+    let tmp = tmp_dir("hold-poison");
+    let (files, uids) = make_series(&tmp.path().join("series"), 5, "6");
+    let archive_port = free_port();
+    let rg = Radguard::start_fresh(&hold_config(archive_port, "hold_max_attempts = 3", None));
+    storescu(rg.port(), "MOD", "HOLD", &files).assert_success("storescu -> hold route");
+    wait_events(&rg, "hold-queued", 5, Duration::from_secs(30));
+
+    // The archive answers 0xA900 for the second instance, every time.
+    let port = archive_port.to_string();
+    let scp = PyScp::start("ORTHANC", &["--port", &port, "--refuse-uid", &uids[1]]);
+    assert_eq!(scp.port, archive_port);
+    let fwd = wait_events(&rg, "hold-forwarded", 4, Duration::from_secs(120));
+    let fwd_uids: Vec<&str> = fwd
+        .iter()
+        .filter_map(|e| e["sop_instance"].as_str())
+        .collect();
+    assert_eq!(
+        fwd_uids,
+        [&uids[0], &uids[2], &uids[3], &uids[4]],
+        "the rest went on, in order"
+    );
+    let parked: Vec<Value> = rg
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "security-alert" && e["kind"] == "hold-parked")
+        .collect();
+    assert_eq!(
+        parked.len(),
+        1,
+        "one hold-parked alert:\n{}",
+        tail(&rg.log())
+    );
+    assert!(parked[0]["detail"].as_str().unwrap().contains(&uids[1]));
+    // Exactly hold_max_attempts refusals: two retried after a backoff, the third parked it.
+    let refused_retries = events_named(&rg, "hold-retry")
+        .iter()
+        .filter(|e| e["why"].as_str().is_some_and(|w| w.contains("0xA900")))
+        .count();
+    assert_eq!(refused_retries, 2, "{}", tail(&rg.log()));
+    assert_eq!(scp.files().len(), 4);
+
+    // The operator sees it parked ...
+    let out = queue_cmd(&rg.data_dir, &["list", "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let rows: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{}", out.all());
+    assert_eq!(rows[0]["sop_instance"], uids[1].as_str());
+    assert_eq!(rows[0]["state"], "parked");
+
+    // ... and once the archive accepts it, `queue retry` puts it back and it is delivered.
+    drop(scp);
+    let scp = PyScp::start("ORTHANC", &["--port", &port]);
+    assert_eq!(queue_cmd(&rg.data_dir, &["retry"]).code, Some(0));
+    let fwd = wait_events(&rg, "hold-forwarded", 5, Duration::from_secs(60));
+    assert_eq!(fwd[4]["sop_instance"], uids[1].as_str());
+    assert_eq!(scp.files().len(), 1);
+}
+
+/// The backoff the forwarder may have chosen after `failures` failures (forward.rs: base ×
+/// 2^(failures−1), at most the cap, minus up to a quarter): (lowest, highest) in ms.
+fn backoff_range(base_ms: u64, cap_ms: u64, failures: u32) -> (u64, u64) {
+    let nominal = base_ms
+        .saturating_mul(1u64 << failures.saturating_sub(1).min(30))
+        .min(cap_ms);
+    (nominal - nominal / 4, nominal)
+}
+
+/// The most failed attempts that fit in `window_ms` when every wait is the shortest the
+/// backoff allows (a busy machine only makes waits longer, so fewer attempts): attempt k+1
+/// comes at least the sum of the first k lowest delays after the first one.
+fn most_attempts(base_ms: u64, cap_ms: u64, window_ms: u64) -> usize {
+    let mut t = 0u64;
+    let mut n = 1usize;
+    loop {
+        let (low, _) = backoff_range(base_ms, cap_ms, n as u32);
+        if t + low > window_ms {
+            return n;
+        }
+        t += low;
+        n += 1;
+    }
+}
+
+#[test]
+fn long_outage_backs_off_to_the_cap_with_bounded_retries_then_delivers_in_order() {
+    let (base, cap) = (200u64, 5_000u64);
+    let tmp = tmp_dir("hold-outage");
+    let (files, uids) = make_series(&tmp.path().join("series"), 30, "7");
+    let archive_port = free_port();
+    let rg = Radguard::start_fresh(&hold_config(archive_port, "", None).replace(
+        "hold_backoff_cap_ms = 1000",
+        &format!("hold_backoff_cap_ms = {cap}"),
+    ));
+    let retries = |rg: &Radguard| events_named(rg, "hold-retry");
+    let start = std::time::Instant::now();
+
+    // Traffic keeps arriving while the archive is down: three associations, the second once
+    // the forwarder has failed three times, the third once its backoff is at the cap.
+    storescu(rg.port(), "MOD", "HOLD", &files[..10]).assert_success("first batch");
+    wait_events(&rg, "hold-retry", 3, Duration::from_secs(60));
+    storescu(rg.port(), "MOD", "HOLD", &files[10..20]).assert_success("second batch");
+    let at_cap = |e: &Value| e["retry_in_ms"].as_u64().unwrap_or(0) >= cap - cap / 4;
+    let ok = wait_until(Duration::from_secs(90), || retries(&rg).iter().any(at_cap));
+    assert!(
+        ok,
+        "the backoff never reached the cap:\n{}",
+        tail(&rg.log())
+    );
+    storescu(rg.port(), "MOD", "HOLD", &files[20..]).assert_success("third batch");
+    // Two more attempts at the cap, then the archive comes back.
+    let n = retries(&rg).len();
+    wait_events(&rg, "hold-retry", n + 2, Duration::from_secs(60));
+    wait_events(&rg, "hold-queued", 30, Duration::from_secs(30));
+    assert!(events_named(&rg, "hold-forwarded").is_empty());
+    let orthanc = Archive::start(archive_port);
+    let window_ms = start.elapsed().as_millis() as u64;
+
+    // Everything arrives, once, in the order sent.
+    wait_events(&rg, "hold-forwarded", 30, Duration::from_secs(120));
+    assert_eq!(orthanc.count(), 30);
+    assert_order(&orthanc.arrival_order(), &uids);
+
+    // Every retry's delay is the backoff of its failure count (never past the cap) ...
+    let all = retries(&rg);
+    for (i, e) in all.iter().enumerate() {
+        let failures = e["failures"].as_u64().unwrap() as u32;
+        assert_eq!(
+            failures as usize,
+            i + 1,
+            "failures count up without a reset: {e}"
+        );
+        let (low, high) = backoff_range(base, cap, failures);
+        let d = e["retry_in_ms"].as_u64().unwrap();
+        assert!(
+            low <= d && d <= high,
+            "retry {failures}: {d} ms not in {low}..={high}"
+        );
+    }
+    // ... and their number is bounded by what the backoff allows in the outage (measured here;
+    // a slower machine gives fewer), plus one attempt while Orthanc was starting.
+    let most = most_attempts(base, cap, window_ms) + 1;
+    assert!(
+        all.len() <= most,
+        "{} retries in {window_ms} ms; the backoff allows at most {most}",
+        all.len()
+    );
+    assert!(
+        all.len() >= 8,
+        "at least 6 to reach the cap and 2 at it: {}",
+        all.len()
+    );
+    assert!(
+        window_ms < 180_000,
+        "the outage took {window_ms} ms (bounded test: under 3 minutes)"
+    );
+}
+
+/// A loopback port that answers no SYN: a listener with a backlog of 0 whose accept queue is
+/// full (never accepted), so the kernel drops further SYNs (Linux: listen overflow) and a
+/// connect hangs until its own timeout, as towards an address whose firewall drops packets.
+struct Blackhole {
+    port: u16,
+    _proc: Proc,
+    _tmp: tempfile::TempDir,
+}
+
+impl Blackhole {
+    fn start() -> Blackhole {
+        let tmp = tmp_dir("blackhole");
+        let script = r#"
+import socket, sys, time
+port = int(sys.argv[1])
+s = socket.socket()
+s.bind(("127.0.0.1", port))
+s.listen(0)
+held = []
+for _ in range(4):
+    c = socket.socket()
+    c.setblocking(False)
+    try:
+        c.connect(("127.0.0.1", port))
+    except BlockingIOError:
+        pass
+    held.append(c)
+print("blackhole ready", flush=True)
+time.sleep(3600)
+"#;
+        for _ in 0..3 {
+            let port = free_port();
+            let mut cmd = Command::new(venv_python());
+            cmd.arg("-c").arg(script).arg(port.to_string());
+            let mut proc = Proc::spawn("blackhole", &mut cmd, tmp.path(), false);
+            let out = tmp.path().join("blackhole.out");
+            let ready = wait_until(Duration::from_secs(30), || {
+                proc.exited().is_some()
+                    || fs::read_to_string(&out).is_ok_and(|s| s.contains("blackhole ready"))
+            });
+            if !ready || proc.exited().is_some() {
+                continue;
+            }
+            // The facility must work here: a connect must time out, not be refused or accepted.
+            let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(1500)) {
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Blackhole {
+                        port,
+                        _proc: proc,
+                        _tmp: tmp,
+                    }
+                }
+                other => panic!(
+                    "a full accept queue did not drop SYNs on this machine ({other:?}); \
+                     this test needs Linux's listen-overflow behaviour on loopback"
+                ),
+            }
+        }
+        panic!("the blackhole listener did not start");
+    }
+}
+
+#[test]
+fn an_archive_address_that_drops_syns_holds_after_connect_timeout() {
+    let tmp = tmp_dir("hold-syn");
+    let (files, _) = make_series(&tmp.path().join("series"), 3, "8");
+    let hole = Blackhole::start();
+    let cfg = hold_config(hole.port, "", None)
+        .replace("connect_timeout_secs = 5", "connect_timeout_secs = 2");
+    assert!(cfg.contains("connect_timeout_secs = 2"));
+    let rg = Radguard::start_fresh(&cfg);
+    let t0 = std::time::Instant::now();
+    storescu(rg.port(), "MOD", "HOLD", &files).assert_success("storescu -> hold route");
+    let waited = t0.elapsed();
+    // The modality waited for the connect timeout, then the association was held.
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "held after {waited:?}, before connect_timeout_secs = 2"
+    );
+    wait_events(&rg, "hold-queued", 3, Duration::from_secs(30));
+    let accepted = events_named(&rg, "association-accepted");
+    assert!(
+        accepted.iter().any(|e| e["route"]
+            .as_str()
+            .is_some_and(|r| r.contains("held for") && r.contains("connect timed out"))),
+        "{accepted:?}"
+    );
+
+    // The forwarder cannot connect either: the destination is known down, and the next
+    // association is held at once, without a connect attempt.
+    let ok = wait_until(Duration::from_secs(60), || {
+        events_named(&rg, "hold-retry").iter().any(|e| {
+            e["why"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("cannot connect to"))
+        })
+    });
+    assert!(
+        ok,
+        "no failed connect by the forwarder:\n{}",
+        tail(&rg.log())
+    );
+    storescu(rg.port(), "MOD", "HOLD", &files[..1]).assert_success("second association");
+    let accepted = events_named(&rg, "association-accepted");
+    assert_eq!(accepted.len(), 2);
+    assert!(
+        accepted[1]["route"]
+            .as_str()
+            .is_some_and(|r| r.contains("known down")),
+        "{accepted:?}"
+    );
+}
+
+#[test]
+fn after_the_archive_is_lost_stores_are_held_and_a_query_gets_a700_not_a_hang() {
+    let tmp = tmp_dir("hold-drop-find");
+    let (files, uids) = make_series(&tmp.path().join("series"), 2, "9");
+    let archive_port = free_port();
+    let orthanc = Archive::start(archive_port);
+    let cfg = hold_config(archive_port, "", None).replace(
+        "allow = [\"echo\", \"store\"]",
+        "allow = [\"echo\", \"store\", \"find\"]",
+    );
+    assert!(cfg.contains("\"find\""), "{cfg}");
+    let rg = Radguard::start_fresh(&cfg);
+
+    // One association: a C-STORE relayed to Orthanc; Orthanc is killed; a second C-STORE and
+    // a C-FIND on the same association.
+    let go = tmp.path().join("go");
+    let script = r#"
+import json, os, sys, time
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind as FIND
+port, f1, f2, go = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ae = AE(ae_title="MOD")
+ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+ae.add_requested_context(CTImageStorage)
+ae.add_requested_context(FIND)
+a = ae.associate("127.0.0.1", port, ae_title="HOLD")
+assert a.is_established, "not associated"
+out = {"first": a.send_c_store(dcmread(f1)).Status}
+print("stored", flush=True)
+for _ in range(1200):
+    if os.path.exists(go):
+        break
+    time.sleep(0.05)
+st = a.send_c_store(dcmread(f2))
+out["second"] = st.Status if "Status" in st else None
+q = Dataset()
+q.QueryRetrieveLevel = "STUDY"
+q.StudyInstanceUID = ""
+out["find"] = [s.Status for s, _ in a.send_c_find(q, FIND) if "Status" in s]
+a.release()
+out["released"] = not a.is_established
+print(json.dumps(out), flush=True)
+"#;
+    let mut cmd = Command::new(venv_python());
+    cmd.arg("-c")
+        .arg(script)
+        .arg(rg.port().to_string())
+        .arg(&files[0])
+        .arg(&files[1])
+        .arg(&go);
+    let mut client = Proc::spawn("client", &mut cmd, tmp.path(), false);
+    let out = tmp.path().join("client.out");
+    let stored = wait_until(Duration::from_secs(60), || {
+        fs::read_to_string(&out).is_ok_and(|s| s.contains("stored"))
+    });
+    assert!(stored, "first C-STORE:\n{}", client.log());
+    assert_eq!(orthanc.count(), 1);
+    let _folder = orthanc.kill_9();
+    // The gateway sees the upstream go (the kill resets its connection), then the client goes on.
+    let lost = wait_until(Duration::from_secs(30), || {
+        rg.log().contains("upstream lost mid-association")
+    });
+    assert!(lost, "the loss was not seen:\n{}", tail(&rg.log()));
+    fs::write(&go, b"go").unwrap();
+    let done = wait_until(Duration::from_secs(60), || client.exited().is_some());
+    assert!(done, "the client hangs:\n{}", client.log());
+    let line = fs::read_to_string(&out).unwrap();
+    let v: Value = serde_json::from_str(line.lines().last().unwrap())
+        .unwrap_or_else(|e| panic!("{e}:\n{}", client.log()));
+    assert_eq!(v["first"], 0, "{v}");
+    assert_eq!(v["second"], 0, "held: {v}");
+    assert_eq!(v["find"], serde_json::json!([0xA700]), "{v}");
+    assert_eq!(v["released"], true, "{v}");
+    let queued = wait_events(&rg, "hold-queued", 1, Duration::from_secs(30));
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0]["sop_instance"], uids[1].as_str());
+    assert!(events_named(&rg, "association-aborted").is_empty());
+}
+
+#[test]
+fn an_instance_past_the_memory_bound_in_flight_when_the_archive_dies_is_held_whole() {
+    let tmp = tmp_dir("hold-spill");
+    // One 20 MiB multi-frame instance: past the relay's 4 MiB memory bound, so most of what it
+    // keeps of it is in the spill file when the archive dies in its middle.
+    let data = tmp.path().join("data");
+    let mut cmd = Command::new(venv_python());
+    cmd.arg(project_root().join("bench/gen_relay_data.py"))
+        .arg(&data)
+        .args(["--slices", "1", "--frames", "40"]);
+    run(&mut cmd, Duration::from_secs(300)).assert_success("making the instance");
+    let big = files_under(&data.join("large"), ".dcm");
+    assert_eq!(big.len(), 1);
+    let archive_port = free_port();
+    let port = archive_port.to_string();
+    // The archive exits abruptly (no A-ABORT: the connection is reset) after 10 MB.
+    let mut dying = PyScp::start(
+        "ORTHANC",
+        &["--port", &port, "--die-after-bytes", "10000000"],
+    );
+    let rg = Radguard::start_fresh(&hold_config(archive_port, "", None));
+    storescu(rg.port(), "MOD", "HOLD", &big).assert_success("storescu -> hold route");
+    assert!(dying.exited().is_some(), "the archive did not die");
+    let queued = wait_events(&rg, "hold-queued", 1, Duration::from_secs(30));
+    assert_eq!(queued.len(), 1);
+    assert!(
+        rg.log().contains("upstream lost mid-association"),
+        "{}",
+        tail(&rg.log())
+    );
+    // Nothing is left of the kept bytes once held.
+    let inflight = rg.data_dir.join("vault").join("inflight");
+    assert!(
+        files_under(&inflight, "").is_empty(),
+        "spill files left in {}",
+        inflight.display()
+    );
+
+    // A working archive on the same address gets the instance whole.
+    drop(dying);
+    let scp = PyScp::start("ORTHANC", &["--port", &port]);
+    wait_events(&rg, "hold-forwarded", 1, Duration::from_secs(120));
+    let got = scp.files();
+    assert_eq!(got.len(), 1);
+    let mut cmp = Command::new(venv_python());
+    cmp.arg(py_script("compare.py")).arg(&big[0]).arg(&got[0]);
+    run(&mut cmp, Duration::from_secs(120)).assert_success("the forwarded data set = the sent one");
 }

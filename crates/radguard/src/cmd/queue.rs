@@ -1,6 +1,6 @@
 //! `radguard queue list|retry|drop`: the hold queue of a data folder
 //! (`<data>/hold-queue.sqlite`: instances a hold route accepted while its upstream was down).
-//! `retry` restarts the attempt counts, puts quarantined instances back and makes forwarders
+//! `retry` restarts the attempt counts, puts quarantined and parked instances back and makes forwarders
 //! in backoff try at once (the retry marker); `drop` needs `--yes` and marks the rows dropped
 //! by the operator; the gateway reports each drop as an audited event (at once when running,
 //! else at its next start).
@@ -30,7 +30,8 @@ pub enum QueueCommand {
         #[arg(long, default_value = "./radguard-data")]
         data: PathBuf,
     },
-    /// Retry now: attempt counts restart, quarantined instances go back to the queue, and
+    /// Retry now: attempt counts restart, quarantined and parked instances go back to the queue
+    /// (in their place of arrival), and
     /// forwarders waiting out a backoff try at once. Exit status 0, 2 on error.
     Retry {
         /// Only this destination (`AE@host:port`, as `list` shows it).
