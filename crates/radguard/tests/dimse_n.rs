@@ -2,7 +2,9 @@
 //! then N-SET) and as a Storage Commitment SCU (N-ACTION, then the N-EVENT-REPORT the SCP sends
 //! on the same association), against tests/py/n_scp.py as the SCP. Allowed: the SCP gets every
 //! request and the SCU every answer. Not allowed: the gateway answers 0x0124 itself and the
-//! other side never sees the request. DCMTK has no MPPS or Storage Commitment tool (see
+//! other side never sees the request. The report on a separate association (PS3.4 J.3.3) the
+//! archive opens toward the modality through a route in the other direction: allowed by the
+//! archive peer's `allow`, else refused. DCMTK has no MPPS or Storage Commitment tool (see
 //! docs/conformance.md); its C-services through a peer with DIMSE-N rights are checked here.
 
 mod common;
@@ -276,4 +278,83 @@ fn dcmtk_c_services_unaffected_for_a_peer_with_n_services() {
     let ct = d.ct_files();
     storescu(rg.port(), "CT01", "ARCHIVE", &ct[..2]).assert_success("storescu");
     assert_received(&ct[..2], &scp.dir, false);
+}
+
+/// PS3.4 J.3.3: the SCP may send the report on a new association it opens toward the SCU.
+/// Through the gateway that association is a route in the other direction (called AE the
+/// modality's, upstream the modality's listener), and the archive is its calling peer: its
+/// `allow` needs "n-event-report" (the request comes from the client side there; `receive` is
+/// for requests of the called side on the client's own association). n_scp.py opens it with
+/// SCP/SCU Role Selection (the requestor in the SCP role), n_scu.py accepts it on its listener.
+fn separate_report(archive_allow: &str) -> (ScriptedScp, Radguard, tempfile::TempDir, u16) {
+    let tmp = tmp_dir("dimse-n-separate");
+    let target = tmp.path().join("report-target");
+    let scp = ScriptedScp::start(
+        "n_scp.py",
+        "NSCP",
+        &["--report-to-file", target.to_str().unwrap()],
+    );
+    let modality = free_port();
+    let mut toml = Config::new()
+        .route("NSCP", scp.port, "NSCP")
+        .route("CT01", modality, "CT01")
+        .toml();
+    toml.push_str(
+        "\n[[peer]]\nname = \"ct\"\nae_titles = [\"CT01\"]\naddresses = [\"127.0.0.1/32\"]\n\
+         allow = [\"n-action\"]\nn_sop_classes = [\"StorageCommitmentPushModel\"]\n",
+    );
+    toml.push_str(&format!(
+        "\n[[peer]]\nname = \"archive\"\nae_titles = [\"NSCP\"]\naddresses = [\"127.0.0.1/32\"]\n\
+         {archive_allow}\nn_sop_classes = [\"StorageCommitmentPushModel\"]\n"
+    ));
+    let rg = Radguard::start_fresh(&toml);
+    std::fs::write(&target, format!("127.0.0.1 {} CT01\n", rg.port())).unwrap();
+    (scp, rg, tmp, modality)
+}
+
+#[test]
+fn commitment_report_on_a_separate_association_passes_when_allowed() {
+    let (scp, rg, _tmp, modality) = separate_report("allow = [\"n-event-report\"]");
+    let listen = modality.to_string();
+    let v = json_of(&run(
+        &mut n_scu(rg.port(), "commit", &["--listen", &listen]),
+        WAIT,
+    ));
+    assert_eq!(v["statuses"], serde_json::json!([0]), "{v}\n{}", rg.log());
+    assert_eq!(v["reports"], serde_json::json!([1]), "{v}\n{}", rg.log());
+    assert!(
+        scp.wait_step_since(0, "event-report status=0x0000", WAIT),
+        "{}\n{}",
+        scp.steps(),
+        rg.log()
+    );
+    assert!(scp.steps().contains("report association to CT01: accepted"));
+}
+
+#[test]
+fn commitment_report_on_a_separate_association_not_allowed_is_refused() {
+    // The archive may echo and *receive* reports (on associations it accepts), not send one on
+    // an association it opens: refused with 0x0124, the modality never sees it.
+    let (scp, rg, tmp, modality) =
+        separate_report("allow = [\"echo\"]\nreceive = [\"n-event-report\"]");
+    let until = tmp.path().join("done");
+    let listen = modality.to_string();
+    let mut cmd = n_scu(
+        rg.port(),
+        "commit",
+        &["--listen", &listen, "--until-file", until.to_str().unwrap()],
+    );
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().expect("start n_scu.py");
+    // The archive has the gateway's answer: nothing more will reach the modality.
+    let refused = scp.wait_step_since(0, "event-report status=0x0124", WAIT);
+    std::fs::write(&until, b"").unwrap();
+    let out = child.wait_with_output().expect("n_scu.py output");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(refused, "{}\n{}\n{text}", scp.steps(), rg.log());
+    let line = text.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(v["reports"], serde_json::json!([]), "{v}\n{}", rg.log());
+    let e = wait_refused(&rg, "NEventReportRq", 0x0124);
+    assert!(!e["why"].as_str().unwrap_or("").contains("called side"), "{e}");
 }
