@@ -4,7 +4,9 @@
 //! - protocols and approvals from a peer not in `protocol_managers`: 0x0124, nothing reaches
 //!   the modality; from a manager: approvals pass, a protocol in bounds and approved passes,
 //!   one out of bounds, unapproved or approved by the wrong person gets 0xC510 and never
-//!   reaches the modality; each refusal raises a `detection` (rule guard-protocol);
+//!   reaches the modality; each refusal raises a `detection` (rule guard-protocol); so do a
+//!   protocol whose only approval has expired and one whose CTDIvol is stated in the 32 cm
+//!   phantom where the limits are for the 16 cm one;
 //! - dose reports reach the archive whatever they say; one over the notification value
 //!   without a reason raises a `detection` (rule guard-dose), one under it none;
 //! - worklist answers: a dirty one ends the query with 0xC511 (refuse) or reaches the
@@ -37,6 +39,7 @@ kvp = [80, 140]
 tube_current_ma = [10, 500]
 ctdivol_notification = 80
 ctdivol_alert = 1000
+phantom_cm = 16
 "#;
 
 fn objects(dir: &Path) -> PathBuf {
@@ -97,10 +100,14 @@ fn protocols_need_a_manager_limits_and_an_approval_and_dose_reports_alert() {
         "approval_ok.dcm",
         "approval_high.dcm",
         "approval_wrong.dcm",
+        "approval_expired.dcm",
+        "approval_body_phantom.dcm",
         "protocol_ok.dcm",
         "protocol_high.dcm",
         "protocol_unapproved.dcm",
         "protocol_wrong_approver.dcm",
+        "protocol_expired_approval.dcm",
+        "protocol_body_phantom.dcm",
     ];
     let paths: Vec<PathBuf> = sent.iter().map(|n| f(n)).collect();
     let v = probe_store(rg.port(), "PM", "MODALITY", &[], &paths);
@@ -111,6 +118,10 @@ fn protocols_need_a_manager_limits_and_an_approval_and_dose_reports_alert() {
             Some(0),
             Some(0),
             Some(0),
+            Some(0),
+            Some(0),
+            Some(0xC510),
+            Some(0xC510),
             Some(0xC510),
             Some(0xC510),
             Some(0xC510)
@@ -141,6 +152,8 @@ fn protocols_need_a_manager_limits_and_an_approval_and_dose_reports_alert() {
         "approval_ok.dcm",
         "approval_high.dcm",
         "approval_wrong.dcm",
+        "approval_expired.dcm",
+        "approval_body_phantom.dcm",
         "protocol_ok.dcm",
         "dose_under.dcm",
         "dose_notification.dcm",
@@ -151,9 +164,9 @@ fn protocols_need_a_manager_limits_and_an_approval_and_dose_reports_alert() {
     expected.sort();
     assert_eq!(received, expected);
 
-    // The detections: two not-a-manager refusals, three protocol refusals, one dose alert.
+    // The detections: two not-a-manager refusals, five protocol refusals, one dose alert.
     let ok = wait_until(Duration::from_secs(30), || {
-        guard_detections(&rg, "guard-protocol").len() == 5
+        guard_detections(&rg, "guard-protocol").len() == 7
             && guard_detections(&rg, "guard-dose").len() == 1
     });
     assert!(ok, "detections missing; log:\n{}", rg.log());
@@ -169,7 +182,9 @@ fn protocols_need_a_manager_limits_and_an_approval_and_dose_reports_alert() {
             "not-protocol-manager",
             "tube-current-out-of-range",
             "unapproved",
-            "wrong-approver"
+            "wrong-approver",
+            "approval-expired",
+            "phantom-mismatch"
         ]
     );
     assert!(protocol.iter().all(|e| e["response"] == "refuse"));
