@@ -94,19 +94,23 @@ pub fn judge_called(
         Ok(r) => r,
         Err(p) => return refuse(p.status, p.detail),
     };
+    let mut judged_class = request.sop_class.as_ref().map(|u| u.to_string());
     if let Some(class) = &request.sop_class {
-        if class.as_str() != abstract_syntax {
-            return refuse(
+        // A Print Management Meta SOP class context carries its members' messages (the
+        // Printer's N-EVENT-REPORT); the policy judges the negotiated class.
+        match crate::gate::class_on_context(class.as_str(), abstract_syntax) {
+            Some(c) => judged_class = Some(c.to_string()),
+            None => return refuse(
                 radguard_dicom::types::status::REFUSED_SOP_CLASS_NOT_SUPPORTED,
                 format!(
                     "SOP class {class} does not match the presentation context's abstract syntax"
                 ),
-            );
+            ),
         }
     }
     let facts = DimseFacts {
         command: request.field,
-        sop_class: request.sop_class.as_ref().map(|u| u.to_string()),
+        sop_class: judged_class,
         move_destination: None,
     };
     match policy.dimse_from_called(admission, &facts) {
@@ -183,8 +187,11 @@ pub fn plan_called_store(guard: &Guard, upstream_ae: &str, command: &Command) ->
                     upstream_ae.trim()
                 ),
             );
-            match store_refusal(command, status, "Radguard guard: not a protocol manager".into())
-            {
+            match store_refusal(
+                command,
+                status,
+                "Radguard guard: not a protocol manager".into(),
+            ) {
                 Some(r) => CalledStore::Refuse(r, vec![f]),
                 None => CalledStore::Abort("upstream C-STORE without a Message ID".into()),
             }

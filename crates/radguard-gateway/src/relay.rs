@@ -1787,7 +1787,9 @@ async fn upstream_command(
             return Ok(());
         }
     }
-    if field == Some(CommandField::CStoreRq) && guard_called_store(st, uwr, inc, context_id, &raw, &command).await? {
+    if field == Some(CommandField::CStoreRq)
+        && guard_called_store(st, uwr, inc, context_id, &raw, &command).await?
+    {
         // A C-GET sub-operation carrying a protocol or approval (called.rs): held or refused.
         return Ok(());
     }
@@ -1921,7 +1923,12 @@ async fn guard_called_store(
             Ok(true)
         }
         CalledStore::Abort(why) => Err(st
-            .abort_both(uwr, AbortReason::UnexpectedPduParameter, Blame::Upstream, why)
+            .abort_both(
+                uwr,
+                AbortReason::UnexpectedPduParameter,
+                Blame::Upstream,
+                why,
+            )
             .await),
     }
 }
@@ -1960,7 +1967,10 @@ async fn guarded_data(
                     v.to_string(),
                 );
                 let r = store_refusal(&g.command, status, firewall_comment(&v));
-                (r.unwrap_or_else(|| g.refusal(status, Vec::new()).0), vec![f])
+                (
+                    r.unwrap_or_else(|| g.refusal(status, Vec::new()).0),
+                    vec![f],
+                )
             }),
     };
     if let Some((r, findings)) = refused {

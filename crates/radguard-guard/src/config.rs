@@ -205,16 +205,36 @@ pub fn default_limits() -> Vec<LimitConfig> {
     };
     vec![
         in_phantom(limit("adult-head", HEAD, (18.0, None), 80.0), 16),
-        in_phantom(limit("pediatric-head-under-2", HEAD, (0.0, Some(2.0)), 50.0), 16),
-        in_phantom(limit("pediatric-head-2-to-5", HEAD, (2.0, Some(6.0)), 60.0), 16),
-        in_phantom(limit("pediatric-head-6-to-17", HEAD, (6.0, Some(18.0)), 80.0), 16),
-        in_phantom(limit("adult-torso", TORSO, (18.0, None), 50.0), 32),
-        in_phantom(limit("pediatric-torso-under-10", TORSO, (0.0, Some(10.0)), 25.0), 16),
         in_phantom(
-            limit("pediatric-torso-under-10-32cm", TORSO, (0.0, Some(10.0)), 10.0),
+            limit("pediatric-head-under-2", HEAD, (0.0, Some(2.0)), 50.0),
+            16,
+        ),
+        in_phantom(
+            limit("pediatric-head-2-to-5", HEAD, (2.0, Some(6.0)), 60.0),
+            16,
+        ),
+        in_phantom(
+            limit("pediatric-head-6-to-17", HEAD, (6.0, Some(18.0)), 80.0),
+            16,
+        ),
+        in_phantom(limit("adult-torso", TORSO, (18.0, None), 50.0), 32),
+        in_phantom(
+            limit("pediatric-torso-under-10", TORSO, (0.0, Some(10.0)), 25.0),
+            16,
+        ),
+        in_phantom(
+            limit(
+                "pediatric-torso-under-10-32cm",
+                TORSO,
+                (0.0, Some(10.0)),
+                10.0,
+            ),
             32,
         ),
-        in_phantom(limit("pediatric-torso-10-to-17", TORSO, (10.0, Some(18.0)), 50.0), 32),
+        in_phantom(
+            limit("pediatric-torso-10-to-17", TORSO, (10.0, Some(18.0)), 50.0),
+            32,
+        ),
         LimitConfig {
             ctdivol_notification: None,
             ..limit("any", &["*"], (0.0, None), 0.0)
@@ -577,8 +597,14 @@ mod tests {
         // A child's torso: 25 mGy in the 16 cm phantom, 10 mGy in the 32 cm one; not stated:
         // the strictest.
         let child = |p| limits_in_phantom(&l, Some("chest"), Some(4.0), p);
-        assert_eq!(child(Some(Phantom::Head16)).ctdivol_notification, Some(25.0));
-        assert_eq!(child(Some(Phantom::Body32)).ctdivol_notification, Some(10.0));
+        assert_eq!(
+            child(Some(Phantom::Head16)).ctdivol_notification,
+            Some(25.0)
+        );
+        assert_eq!(
+            child(Some(Phantom::Body32)).ctdivol_notification,
+            Some(10.0)
+        );
         assert_eq!(torso(4.0).ctdivol_notification, Some(10.0));
         // An adult torso value in the 16 cm phantom has no limit to be compared with.
         let adult16 = limits_in_phantom(&l, Some("chest"), Some(40.0), Some(Phantom::Head16));

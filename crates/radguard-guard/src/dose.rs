@@ -788,16 +788,28 @@ mod tests {
             r.put(txt(values::PATIENT_AGE, VR::AS, "005Y"));
             r
         };
-        let r = check_dose(&child(vec![acquisition("1", "20", vec![phantom("113690")])]), &c, false);
+        let r = check_dose(
+            &child(vec![acquisition("1", "20", vec![phantom("113690")])]),
+            &c,
+            false,
+        );
         assert_eq!(kinds(&r), vec![]);
         assert_eq!(r.events[0].phantom, Some(Phantom::Head16));
-        let r = check_dose(&child(vec![acquisition("1", "20", vec![phantom("113691")])]), &c, false);
+        let r = check_dose(
+            &child(vec![acquisition("1", "20", vec![phantom("113691")])]),
+            &c,
+            false,
+        );
         assert_eq!(kinds(&r), vec![FindingKind::DoseNotification]);
         // Not stated: the strictest of both.
         let r = check_dose(&child(vec![acquisition("1", "20", vec![])]), &c, false);
         assert_eq!(kinds(&r), vec![FindingKind::DoseNotification]);
         // An adult head (16 cm limits only) reported in the 32 cm phantom: not compared, said.
-        let r = check_dose(&report("2", vec![acquisition("2", "20", vec![phantom("113691")])]), &c, false);
+        let r = check_dose(
+            &report("2", vec![acquisition("2", "20", vec![phantom("113691")])]),
+            &c,
+            false,
+        );
         assert_eq!(kinds(&r), vec![FindingKind::PhantomMismatch]);
         assert!(r.findings[0].detail.contains("32 cm"), "{:?}", r.findings);
     }

@@ -620,8 +620,13 @@ mod tests {
         let judge = |a: &Approvals| kinds(&check_protocol(&ds, &cfg(), a, false, NOW));
         // Expires in the future: approved; an hour ago (with its offset): expired.
         let mut a = Approvals::new();
-        a.add(&approval_until("Curie^Marie", "128603", "1.2.3.4", "20270101"))
-            .unwrap();
+        a.add(&approval_until(
+            "Curie^Marie",
+            "128603",
+            "1.2.3.4",
+            "20270101",
+        ))
+        .unwrap();
         assert_eq!(judge(&a), vec![]);
         let mut a = Approvals::new();
         a.add(&approval_until(
@@ -641,7 +646,8 @@ mod tests {
             .is_err());
         // Deprecated (128610) after an approval: withdrawn.
         let mut a = approved_by("Curie^Marie");
-        a.add(&approval("Curie^Marie", "128610", "1.2.3.4")).unwrap();
+        a.add(&approval("Curie^Marie", "128610", "1.2.3.4"))
+            .unwrap();
         assert_eq!(judge(&a), vec![FindingKind::WrongApprover]);
     }
 
@@ -654,8 +660,16 @@ mod tests {
             ds.put(txt(EXPIRATION, VR::DT, dt));
             check_protocol(&ds, &cfg(), &a, false, NOW)
         };
-        assert_eq!(kinds(&at("20260101115959")), vec![FindingKind::ProtocolExpired]);
-        assert_eq!(at("20260101115959").decision, Decision::Refuse { status: STATUS_PROTOCOL_REFUSED });
+        assert_eq!(
+            kinds(&at("20260101115959")),
+            vec![FindingKind::ProtocolExpired]
+        );
+        assert_eq!(
+            at("20260101115959").decision,
+            Decision::Refuse {
+                status: STATUS_PROTOCOL_REFUSED
+            }
+        );
         assert_eq!(kinds(&at("20260102")), vec![]);
         assert_eq!(kinds(&at("tomorrow")), vec![FindingKind::Malformed]);
     }
@@ -678,7 +692,10 @@ mod tests {
         // 60 mGy (the protocol's CTDIvol): under 80 in the head phantom, over 30 in the body
         // phantom, and without a stated phantom the strictest (30) applies.
         assert_eq!(judge(vec![phantom("113690")], &c), vec![]);
-        assert_eq!(judge(vec![phantom("113691")], &c), vec![FindingKind::CtdivolOverLimit]);
+        assert_eq!(
+            judge(vec![phantom("113691")], &c),
+            vec![FindingKind::CtdivolOverLimit]
+        );
         assert_eq!(judge(vec![], &c), vec![FindingKind::CtdivolOverLimit]);
         // Only a 16 cm limit and a 32 cm value: not compared, a finding of its own.
         let mut only_head = cfg();

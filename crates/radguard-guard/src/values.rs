@@ -222,7 +222,15 @@ mod tests {
         assert_eq!(datetime_unix("20260101120000.123456"), Some(1_767_268_800));
         assert_eq!(datetime_unix("20260101120000+0100"), Some(1_767_265_200));
         assert_eq!(datetime_unix("20260101120000-0530"), Some(1_767_288_600));
-        for bad in ["", "202", "2026013", "20261301", "2026010125", "abcd", "20260101+01"] {
+        for bad in [
+            "",
+            "202",
+            "2026013",
+            "20261301",
+            "2026010125",
+            "abcd",
+            "20260101+01",
+        ] {
             assert_eq!(datetime_unix(bad), None, "{bad}");
         }
     }

@@ -349,7 +349,10 @@ fn protocols_in_c_get_sub_operations_need_an_allowed_upstream() {
     ];
     let uid = |n: &str| uid_of(&dir.join(n));
     let mut args = vec!["serve".to_string()];
-    args.extend(sent.iter().map(|n| dir.join(n).to_string_lossy().into_owned()));
+    args.extend(
+        sent.iter()
+            .map(|n| dir.join(n).to_string_lossy().into_owned()),
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let archive = ScriptedScp::start("guard_get.py", "ARCHIVE", &args);
     let base = Config::new()
@@ -359,7 +362,10 @@ fn protocols_in_c_get_sub_operations_need_an_allowed_upstream() {
 
     // The modality's peer is a protocol manager, but it is not the sender: every sub-operation
     // is refused with 0x0124, the archive counts them failed, the modality receives nothing.
-    let guard = GUARD.replace("protocol_managers = [\"pm\"]", "protocol_managers = [\"ct\"]");
+    let guard = GUARD.replace(
+        "protocol_managers = [\"pm\"]",
+        "protocol_managers = [\"ct\"]",
+    );
     let rg = Radguard::start_fresh(&(base.clone() + &guard));
     let recv = tmp.path().join("recv-1");
     let v = modality_get(rg.port(), &recv);
@@ -397,7 +403,10 @@ fn protocols_in_c_get_sub_operations_need_an_allowed_upstream() {
     let failed: Vec<String> = serde_json::from_value(last["failed_uids"].clone()).unwrap();
     assert_eq!(
         sorted(failed),
-        sorted(vec![uid("protocol_high.dcm"), uid("protocol_unapproved.dcm")])
+        sorted(vec![
+            uid("protocol_high.dcm"),
+            uid("protocol_unapproved.dcm")
+        ])
     );
     let passed = sorted(vec![
         uid("approval_ok.dcm"),
