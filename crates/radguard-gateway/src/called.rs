@@ -100,12 +100,14 @@ pub fn judge_called(
         // Printer's N-EVENT-REPORT); the policy judges the negotiated class.
         match crate::gate::class_on_context(class.as_str(), abstract_syntax) {
             Some(c) => judged_class = Some(c.to_string()),
-            None => return refuse(
-                radguard_dicom::types::status::REFUSED_SOP_CLASS_NOT_SUPPORTED,
-                format!(
+            None => {
+                return refuse(
+                    radguard_dicom::types::status::REFUSED_SOP_CLASS_NOT_SUPPORTED,
+                    format!(
                     "SOP class {class} does not match the presentation context's abstract syntax"
                 ),
-            ),
+                )
+            }
         }
     }
     let facts = DimseFacts {

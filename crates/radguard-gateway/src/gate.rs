@@ -187,12 +187,14 @@ pub fn judge(
     if let Some(class) = &request.sop_class {
         match class_on_context(class.as_str(), abstract_syntax) {
             Some(c) => judged_class = Some(c.to_string()),
-            None => return refuse(
-                status::REFUSED_SOP_CLASS_NOT_SUPPORTED,
-                format!(
+            None => {
+                return refuse(
+                    status::REFUSED_SOP_CLASS_NOT_SUPPORTED,
+                    format!(
                     "SOP class {class} does not match the presentation context's abstract syntax"
                 ),
-            ),
+                )
+            }
         }
     }
     let facts = DimseFacts {
