@@ -42,7 +42,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = classify(&ds);
     let mut approvals = Approvals::new();
     let _ = approvals.add(&ds);
-    let _ = check_protocol(&ds, &cfg, &approvals, be);
+    // A fixed clock (2026-01-01T12:00Z): a run is reproducible.
+    let _ = check_protocol(&ds, &cfg, &approvals, be, 1_767_268_800);
     let report = check_dose(&ds, &cfg, be);
     let mut watch = DoseWatch::new(2);
     let _ = watch.observe(&report, &cfg);

@@ -4,7 +4,8 @@ modules and templates:
 
 - CT Defined Procedure Protocols (PS3.3 A.83): in range, out of range (tube current),
   unapproved, approved by someone not configured;
-- Protocol Approvals (PS3.3 A.86, assertion codes CID 800);
+- Protocol Approvals (PS3.3 A.86, assertion codes CID 800), one of them expired;
+- a protocol whose CTDIvol is stated in the 32 cm body phantom (CID 4052);
 - X-Ray Radiation Dose SRs with TID 10011 / 10013 / 10015 content: under the notification
   value, over it with and without a reason and authorizing person, over the alert value, and two
   reports of one study whose accumulated CTDIvol crosses the alert value;
@@ -44,7 +45,7 @@ def save(ds, path, sop_class):
     ds.save_as(path, enforce_file_format=True)
 
 
-def protocol(uid, name, ma, kvp="120", ctdivol=45.0):
+def protocol(uid, name, ma, kvp="120", ctdivol=45.0, phantom=None):
     ds = Dataset()
     ds.SOPClassUID = CT_DPP
     ds.SOPInstanceUID = uid
@@ -59,6 +60,9 @@ def protocol(uid, name, ma, kvp="120", ctdivol=45.0):
     spec.XRayTubeCurrentInmA = ma
     spec.ExposureTimeInms = 1000.0
     spec.CTDIvol = ctdivol
+    if phantom:
+        # CTDI Phantom Type Code Sequence (0018,9346), CID 4052.
+        spec.CTDIPhantomTypeCodeSequence = Sequence([code(*phantom)])
     spec.ScanLength = 180
     element = Dataset()
     element.ProtocolElementNumber = 1
@@ -68,7 +72,8 @@ def protocol(uid, name, ma, kvp="120", ctdivol=45.0):
     return ds
 
 
-def approval(subject_uid, who, assertion=("128603", "Approved for use at the institution")):
+def approval(subject_uid, who, assertion=("128603", "Approved for use at the institution"),
+             expires=None):
     ds = Dataset()
     ds.SOPClassUID = APPROVAL
     ds.SOPInstanceUID = generate_uid(ROOT + ".")
@@ -85,6 +90,8 @@ def approval(subject_uid, who, assertion=("128603", "Approved for use at the ins
     item.AssertionUID = generate_uid(ROOT + ".")
     item.AsserterIdentificationSequence = Sequence([asserter])
     item.AssertionDateTime = "20261201120000"
+    if expires:
+        item.AssertionExpirationDateTime = expires
     ds.ApprovalSequence = Sequence([item])
     return ds
 
@@ -199,6 +206,16 @@ def main():
     put("approval_ok.dcm", approval(ok_uid, "Curie^Marie"), APPROVAL)
     put("approval_high.dcm", approval(high_uid, "Curie^Marie"), APPROVAL)
     put("approval_wrong.dcm", approval(wrong_uid, "Mallory^Eve"), APPROVAL)
+    # An approval that expired (Assertion Expiration DateTime in the past), and a protocol
+    # whose CTDIvol is stated in the 32 cm body phantom (CID 4052), approved.
+    expired_uid, body_uid = f"{ROOT}.1.5", f"{ROOT}.1.6"
+    put("protocol_expired_approval.dcm", protocol(expired_uid, "Head routine 4", 250.0), CT_DPP)
+    put("approval_expired.dcm", approval(expired_uid, "Curie^Marie", expires="20200101000000"),
+        APPROVAL)
+    put("protocol_body_phantom.dcm",
+        protocol(body_uid, "Head routine 5", 250.0,
+                 phantom=("113691", "DCM", "IEC Body Dosimetry Phantom")), CT_DPP)
+    put("approval_body_phantom.dcm", approval(body_uid, "Curie^Marie"), APPROVAL)
 
     study = f"{ROOT}.2"
     put("dose_under.dcm", dose_report(study + ".1", [acquisition("60", "900", study + ".1.1")]), DOSE_SR)

@@ -15,6 +15,10 @@ Commitment: N-ACTION (Request Storage Commitment) is answered 0x0000; then, on t
 association (PS3.4 J.3.3), the SCP sends an N-EVENT-REPORT (event type 1: all instances
 committed) listing the requested references, and logs the status the other side answered
 (0xFFFF when no answer came).
+--report-to-file PATH: the report goes instead on a NEW association the SCP opens (PS3.4 J.3.3),
+to the target written in PATH ("HOST PORT CALLED_AE", read when the report is due), proposing
+Storage Commitment Push Model with SCP/SCU Role Selection (PS3.7 D.3.3.4: the requestor takes
+the SCP role); it logs "report association to AE: accepted|rejected|aborted" first.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import sys
 import threading
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
+from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (
     ModalityPerformedProcedureStep,
     StorageCommitmentPushModel,
@@ -48,6 +52,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, default=0, help="0 = any free port")
     ap.add_argument("--aet", default="NSCP")
+    ap.add_argument("--report-to-file", default=None)
     a = ap.parse_args()
 
     ae = AE(ae_title=a.aet)
@@ -93,9 +98,36 @@ def main() -> int:
                     break
                 if sent.wait(0.01):
                     break
+            if a.report_to_file:
+                separate(ds, cls, inst)
+                return
             status, _reply = assoc.send_n_event_report(ds, 1, cls, inst)
             code = getattr(status, "Status", 0xFFFF) if status else 0xFFFF
             say(f"event-report status=0x{code:04X}")
+
+        def separate(ds, cls, inst):
+            with open(a.report_to_file) as f:
+                host, port, called = f.read().split()
+            rae = AE(ae_title=a.aet)
+            rae.network_timeout = rae.dimse_timeout = rae.acse_timeout = 30
+            rae.add_requested_context(StorageCommitmentPushModel, TS)
+            role = build_role(StorageCommitmentPushModel, scp_role=True)
+            rassoc = rae.associate(host, int(port), ae_title=called, ext_neg=[role])
+            if not rassoc.is_established:
+                state = "rejected" if rassoc.is_rejected else "aborted"
+                say(f"report association to {called}: {state}")
+                return
+            say(f"report association to {called}: accepted")
+            try:
+                status, _reply = rassoc.send_n_event_report(ds, 1, cls, inst)
+            except ValueError as e:  # no accepted context in the SCP role
+                say(f"event-report not sent: {e}")
+                rassoc.release()
+                return
+            code = getattr(status, "Status", 0xFFFF) if status else 0xFFFF
+            say(f"event-report status=0x{code:04X}")
+            if rassoc.is_established:
+                rassoc.release()
 
         sent = threading.Event()
         pending.append(sent)

@@ -13,6 +13,9 @@ Prints one JSON object on stdout:
 IDs of the N-EVENT-REPORTs received (answered 0x0000). `commit` waits (at most 60 s) until a
 report arrived, or until --until-file exists (the test creates it once it saw that the report
 was answered elsewhere: nothing is waited for by time alone).
+`commit --listen PORT`: the modality also accepts associations on 127.0.0.1:PORT (its own AE
+title) for Storage Commitment Push Model with the requestor in the SCP role (PS3.4 J.3.3: the
+SCP may send the report on a new association), and counts the reports it receives there too.
 """
 from __future__ import annotations
 
@@ -56,6 +59,7 @@ def main() -> int:
     ap.add_argument("--called", default="RADGUARD")
     ap.add_argument("--calling", default="MODALITY")
     ap.add_argument("--until-file", default=None)
+    ap.add_argument("--listen", type=int, default=None)
     ap.add_argument("mode", choices=["mpps", "commit"])
     a = ap.parse_args()
 
@@ -70,6 +74,16 @@ def main() -> int:
     def on_report(event):
         reports.append(int(event.request.EventTypeID))
         return 0x0000, None
+
+    server = None
+    if a.listen is not None:
+        # The acceptor accepts the requestor's proposal: SCU role no, SCP role yes.
+        ae.add_supported_context(StorageCommitmentPushModel, TS, scu_role=False, scp_role=True)
+        server = ae.start_server(
+            ("127.0.0.1", a.listen),
+            block=False,
+            evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
+        )
 
     out: dict = {"associated": False, "contexts": {}, "statuses": [], "reports": reports}
     assoc = ae.associate(
@@ -114,6 +128,8 @@ def main() -> int:
     else:
         for cx in getattr(assoc, "rejected_contexts", []):
             out["contexts"][str(cx.abstract_syntax)] = cx.result
+    if server is not None:
+        server.shutdown()
     print(json.dumps(out))
     return 0
 

@@ -134,6 +134,7 @@ retention_days = 0
 [guard]
 approvers = ["Curie^Marie"]
 protocol_managers = ["ct"]
+protocol_upstreams = ["ARCHIVE"]
 worklist_protocols = ["99RAD:CTHEAD"]
 worklist_action = "refuse"
 max_studies = 4096
@@ -151,6 +152,7 @@ ctdivol_alert = 1000.0
 dlp_notification = 1500.0
 dlp_alert = 5000.0
 max_scan_length_mm = 400
+phantom_cm = 16
 
 [[detect.rule]]
 name = "r"

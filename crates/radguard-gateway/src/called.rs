@@ -4,12 +4,27 @@
 //! PS3.4 J.3.3 sends this way — is judged here under the policy in force, like the client's
 //! requests are in [`crate::gate`]: default deny, the peer's `receive` and `n_sop_classes`
 //! decide. A refused one is answered to the upstream by the gateway; the client never sees it.
+//!
+//! A C-GET's C-STORE sub-operation carrying a Defined Procedure Protocol or a Protocol Approval
+//! goes through the scan-protocol guard like a C-STORE toward the modality from a client
+//! (guard.rs): the sender is the upstream, so `[guard] protocol_upstreams` (the route's
+//! `upstream_ae`) decides who may send one, not `protocol_managers`; allowed, it is held whole
+//! and judged against the limits and approvals before any of it reaches the client. A refused
+//! one is answered to the upstream (0x0124 / 0xC510), which counts it as a failed
+//! sub-operation in its C-GET responses (PS3.4 C.4.3.1.3.1); the client never sees it.
 
 use radguard_dicom::dimse::{encode_response, Command};
 use radguard_dicom::CommandField;
 use radguard_policy::{Admission, DimseFacts, Policy};
 
 use crate::gate::Contexts;
+use crate::guard::{Guard, MAX_HELD};
+use crate::inspect::Checking;
+use radguard_guard::protocol::may_manage_upstream;
+use radguard_guard::{
+    Decision, Finding, FindingKind, CT_DEFINED_PROTOCOL, PROTOCOL_APPROVAL,
+    STATUS_PROTOCOL_REFUSED, XA_DEFINED_PROTOCOL,
+};
 
 /// What becomes of a request from the called side.
 #[derive(Debug, PartialEq, Eq)]
@@ -79,24 +94,159 @@ pub fn judge_called(
         Ok(r) => r,
         Err(p) => return refuse(p.status, p.detail),
     };
+    let mut judged_class = request.sop_class.as_ref().map(|u| u.to_string());
     if let Some(class) = &request.sop_class {
-        if class.as_str() != abstract_syntax {
-            return refuse(
-                radguard_dicom::types::status::REFUSED_SOP_CLASS_NOT_SUPPORTED,
-                format!(
+        // A Print Management Meta SOP class context carries its members' messages (the
+        // Printer's N-EVENT-REPORT); the policy judges the negotiated class.
+        match crate::gate::class_on_context(class.as_str(), abstract_syntax) {
+            Some(c) => judged_class = Some(c.to_string()),
+            None => {
+                return refuse(
+                    radguard_dicom::types::status::REFUSED_SOP_CLASS_NOT_SUPPORTED,
+                    format!(
                     "SOP class {class} does not match the presentation context's abstract syntax"
                 ),
-            );
+                )
+            }
         }
     }
     let facts = DimseFacts {
         command: request.field,
-        sop_class: request.sop_class.as_ref().map(|u| u.to_string()),
+        sop_class: judged_class,
         move_destination: None,
     };
     match policy.dimse_from_called(admission, &facts) {
         Ok(_) => CalledVerdict::Pass,
         Err(refusal) => refuse(refusal.status, refusal.comment().to_string()),
+    }
+}
+
+/// A C-STORE sub-operation of the called side held whole for the guard: nothing of it reaches
+/// the client before it is judged.
+pub struct HeldStore {
+    pub context_id: u8,
+    pub raw: Vec<u8>,
+    pub command: Command,
+    /// The data set so far (at most [`MAX_HELD`] bytes).
+    pub data: Vec<u8>,
+    /// The route's firewall on the data set.
+    pub checking: Option<Checking>,
+}
+
+/// What becomes of a C-STORE request from the called side.
+#[derive(Debug, PartialEq)]
+pub enum CalledStore {
+    /// Not the guard's: relayed as it streams (under the firewall).
+    Pass,
+    /// A protocol or approval from an upstream that may send them: hold it whole.
+    Hold,
+    /// Answer the upstream with this response; the findings go into the detection.
+    Refuse(CalledRefusal, Vec<Finding>),
+    /// A protocol or approval without a Message ID: it cannot be answered, abort.
+    Abort(String),
+}
+
+/// A C-STORE response to the upstream for a sub-operation the gateway refuses.
+pub fn store_refusal(command: &Command, status: u16, comment: String) -> Option<CalledRefusal> {
+    let message_id = command.message_id?;
+    let response = encode_response(
+        CommandField::CStoreRq,
+        message_id,
+        command.affected_sop_class.as_deref(),
+        command.affected_sop_instance.as_deref(),
+        status,
+        Some(&comment),
+    );
+    Some(CalledRefusal {
+        field: CommandField::CStoreRq,
+        message_id,
+        status,
+        comment,
+        response,
+    })
+}
+
+/// The guard's plan for a C-STORE request the upstream `upstream_ae` sent the client (a C-GET
+/// sub-operation): protocols and approvals only from `protocol_upstreams`.
+pub fn plan_called_store(guard: &Guard, upstream_ae: &str, command: &Command) -> CalledStore {
+    let class = command.affected_sop_class.as_deref().unwrap_or_default();
+    if !matches!(
+        class,
+        CT_DEFINED_PROTOCOL | XA_DEFINED_PROTOCOL | PROTOCOL_APPROVAL
+    ) {
+        return CalledStore::Pass;
+    }
+    if command.message_id.is_none() {
+        return CalledStore::Abort(format!("upstream C-STORE of {class} without a Message ID"));
+    }
+    match may_manage_upstream(guard.config(), upstream_ae) {
+        Decision::Pass => CalledStore::Hold,
+        Decision::Refuse { status } => {
+            let f = Finding::new(
+                FindingKind::NotProtocolManager,
+                format!(
+                    "upstream {} may not send protocols (guard.protocol_upstreams)",
+                    upstream_ae.trim()
+                ),
+            );
+            match store_refusal(
+                command,
+                status,
+                "Radguard guard: not a protocol manager".into(),
+            ) {
+                Some(r) => CalledStore::Refuse(r, vec![f]),
+                None => CalledStore::Abort("upstream C-STORE without a Message ID".into()),
+            }
+        }
+    }
+}
+
+impl HeldStore {
+    /// Keeps a fragment; `Err` (and the data dropped) past [`MAX_HELD`] bytes.
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), Finding> {
+        if self.data.len().saturating_add(data.len()) > MAX_HELD {
+            self.data = Vec::new();
+            return Err(Finding::new(
+                FindingKind::Malformed,
+                format!("protocol object over {MAX_HELD} bytes"),
+            ));
+        }
+        self.data.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// The held object, whole, judged by the guard (`ts_uid`: its context's transfer syntax):
+    /// `Ok` relays it to the client, else the answer to the upstream and the findings.
+    pub fn judge(&self, guard: &Guard, ts_uid: &str) -> Result<(), (CalledRefusal, Vec<Finding>)> {
+        let class = self
+            .command
+            .affected_sop_class
+            .as_deref()
+            .unwrap_or_default();
+        match guard.judge_held(class, &self.data, ts_uid) {
+            Ok(()) => Ok(()),
+            Err((status, findings)) => Err(self.refusal(status, findings)),
+        }
+    }
+
+    /// The answer to the upstream refusing it with `status`.
+    pub fn refusal(&self, status: u16, findings: Vec<Finding>) -> (CalledRefusal, Vec<Finding>) {
+        let first = findings.first().map_or("refused", |f| f.kind.name());
+        let comment = format!("Radguard guard: {first}");
+        // Held only with a Message ID (plan_called_store).
+        let r = store_refusal(&self.command, status, comment).unwrap_or(CalledRefusal {
+            field: CommandField::CStoreRq,
+            message_id: 0,
+            status,
+            comment: String::new(),
+            response: Vec::new(),
+        });
+        (r, findings)
+    }
+
+    /// Refused for being over [`MAX_HELD`] bytes (0xC510).
+    pub fn too_large(&self, f: Finding) -> (CalledRefusal, Vec<Finding>) {
+        self.refusal(STATUS_PROTOCOL_REFUSED, vec![f])
     }
 }
 

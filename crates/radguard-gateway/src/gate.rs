@@ -105,6 +105,45 @@ impl Refused {
     }
 }
 
+/// The Meta SOP classes of Print Management (PS3.4 H.3): negotiated as one abstract syntax,
+/// while each DIMSE-N message names the SOP class of the object it acts on.
+const PRINT_META: [(&str, &[&str]); 2] = [
+    (
+        // Basic Grayscale Print Management Meta SOP Class.
+        "1.2.840.10008.5.1.1.9",
+        &[
+            "1.2.840.10008.5.1.1.1",  // Basic Film Session
+            "1.2.840.10008.5.1.1.2",  // Basic Film Box
+            "1.2.840.10008.5.1.1.4",  // Basic Grayscale Image Box
+            "1.2.840.10008.5.1.1.16", // Printer
+        ],
+    ),
+    (
+        // Basic Color Print Management Meta SOP Class.
+        "1.2.840.10008.5.1.1.18",
+        &[
+            "1.2.840.10008.5.1.1.1",   // Basic Film Session
+            "1.2.840.10008.5.1.1.2",   // Basic Film Box
+            "1.2.840.10008.5.1.1.4.1", // Basic Color Image Box
+            "1.2.840.10008.5.1.1.16",  // Printer
+        ],
+    ),
+];
+
+/// The SOP class a request of `class` on a context of `abstract_syntax` is judged as: the
+/// class itself when it is the abstract syntax, the Meta SOP class when the class is one of
+/// its members (the policy's `n_sop_classes` names what was negotiated), else none (PS3.7
+/// 0x0122: the class does not belong on that context).
+pub fn class_on_context<'a>(class: &'a str, abstract_syntax: &'a str) -> Option<&'a str> {
+    if class == abstract_syntax {
+        return Some(class);
+    }
+    PRINT_META
+        .iter()
+        .any(|(meta, members)| *meta == abstract_syntax && members.contains(&class))
+        .then_some(abstract_syntax)
+}
+
 pub fn judge(
     policy: &Policy,
     admission: &Admission,
@@ -144,19 +183,23 @@ pub fn judge(
         Ok(r) => r,
         Err(p) => return refuse(p.status, p.detail),
     };
+    let mut judged_class = request.sop_class.as_ref().map(|u| u.to_string());
     if let Some(class) = &request.sop_class {
-        if class.as_str() != abstract_syntax {
-            return refuse(
-                status::REFUSED_SOP_CLASS_NOT_SUPPORTED,
-                format!(
+        match class_on_context(class.as_str(), abstract_syntax) {
+            Some(c) => judged_class = Some(c.to_string()),
+            None => {
+                return refuse(
+                    status::REFUSED_SOP_CLASS_NOT_SUPPORTED,
+                    format!(
                     "SOP class {class} does not match the presentation context's abstract syntax"
                 ),
-            );
+                )
+            }
         }
     }
     let facts = DimseFacts {
         command: request.field,
-        sop_class: request.sop_class.as_ref().map(|u| u.to_string()),
+        sop_class: judged_class,
         move_destination: request.move_destination.clone(),
     };
     match policy.dimse(admission, &facts) {
@@ -166,5 +209,29 @@ pub fn judge(
             refusal.comment().to_string(),
             refusal.reason == DimseRefusalReason::AdmissionWithdrawn,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::class_on_context;
+
+    #[test]
+    fn print_members_are_judged_as_their_meta_class() {
+        let grey = "1.2.840.10008.5.1.1.9";
+        let color = "1.2.840.10008.5.1.1.18";
+        // Film Box on the grayscale meta context: judged as the meta class.
+        assert_eq!(class_on_context("1.2.840.10008.5.1.1.2", grey), Some(grey));
+        assert_eq!(class_on_context("1.2.840.10008.5.1.1.16", grey), Some(grey));
+        // A color image box belongs to the color meta class only.
+        assert_eq!(
+            class_on_context("1.2.840.10008.5.1.1.4.1", color),
+            Some(color)
+        );
+        assert_eq!(class_on_context("1.2.840.10008.5.1.1.4.1", grey), None);
+        // Any other mismatch stays refused; an exact match is itself.
+        let mpps = "1.2.840.10008.3.1.2.3.3";
+        assert_eq!(class_on_context("1.2.840.10008.5.1.1.1", mpps), None);
+        assert_eq!(class_on_context(mpps, mpps), Some(mpps));
     }
 }

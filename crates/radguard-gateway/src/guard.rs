@@ -2,7 +2,8 @@
 //! `[guard]` section): what the relay asks of it and the `detection` events it raises.
 //!
 //! - A C-STORE of a Defined Procedure Protocol (CT, XA) or a Protocol Approval: refused with
-//!   0x0124 unless the peer is in `protocol_managers`; else held whole (at most [`MAX_HELD`]
+//!   0x0124 unless the peer is in `protocol_managers` (a C-GET's sub-operation: unless the
+//!   upstream is in `protocol_upstreams`, crate::called); else held whole (at most [`MAX_HELD`]
 //!   bytes) and judged before anything reaches the upstream: an approval is remembered (for
 //!   every association: approvals and protocols may come on different ones), a protocol out of
 //!   bounds or not approved is refused with 0xC510.
@@ -183,7 +184,7 @@ impl Guard {
             };
         }
         let report = match self.approvals.lock() {
-            Ok(a) => check_protocol(&ds, &self.cfg, &a, be),
+            Ok(a) => check_protocol(&ds, &self.cfg, &a, be, now_unix()),
             Err(_) => {
                 return refuse(vec![Finding::new(
                     FindingKind::Malformed,
@@ -243,6 +244,13 @@ impl Guard {
             }
         }
     }
+}
+
+/// Seconds since 1970 UTC, for approval and protocol expiry (radguard-guard has no clock).
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The `detection` event of a guard decision: rule `guard-protocol`, `guard-dose` or

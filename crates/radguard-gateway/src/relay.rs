@@ -29,7 +29,10 @@ use tokio::sync::{mpsc, Mutex};
 /// Pass-through PDUs are written upstream in batches of up to this many bytes.
 const BATCH_LIMIT: usize = 256 * 1024;
 
-use crate::called::{judge_called, CalledVerdict};
+use crate::called::{
+    judge_called, plan_called_store, store_refusal, CalledRefusal, CalledStore, CalledVerdict,
+    HeldStore,
+};
 use crate::conn::{ClientConn, MIN_PDU};
 use crate::deid_relay::{restore_uid, DeidMessage, DeidStep};
 use crate::establish::Admitted;
@@ -1762,6 +1765,8 @@ struct Incoming {
     /// The upstream request whose data set is streaming (Message ID) and its bytes so far:
     /// recorded with the client's answer (bulk-retrieve counts the bytes a peer retrieves).
     counting: Option<(u16, u64)>,
+    /// A C-GET sub-operation carrying a protocol or approval, held whole for the guard.
+    guarded: Option<HeldStore>,
 }
 
 /// Message IDs of queries the gateway ended while the upstream still answers them.
@@ -2030,6 +2035,12 @@ async fn upstream_command(
             return Ok(());
         }
     }
+    if field == Some(CommandField::CStoreRq)
+        && guard_called_store(st, uwr, inc, context_id, &raw, &command).await?
+    {
+        // A C-GET sub-operation carrying a protocol or approval (called.rs): held or refused.
+        return Ok(());
+    }
     if command.has_data_set() {
         let field = field.unwrap_or(CommandField::Other(0));
         let of = Subjected {
@@ -2121,6 +2132,181 @@ async fn refuse_called(
             .await);
     }
     Ok(true)
+}
+
+/// A C-STORE request of the upstream (a C-GET sub-operation) under the scan-protocol guard
+/// ([`crate::called`]): `Ok(true)` when the guard took it (held whole, or refused and answered
+/// to the upstream with its data set dropped).
+async fn guard_called_store(
+    st: &RelayState<'_>,
+    uwr: &Mutex<BoxWrite>,
+    inc: &mut Incoming,
+    context_id: u8,
+    raw: &[u8],
+    command: &Command,
+) -> Result<bool, End> {
+    match plan_called_store(&st.shared.guard(), st.names.1.as_str(), command) {
+        CalledStore::Pass => Ok(false),
+        CalledStore::Hold => {
+            let of = Subjected {
+                context_id,
+                field: CommandField::CStoreRq,
+                message_id: command.message_id.unwrap_or(0),
+                sop_class: command.affected_sop_class.clone(),
+                sop_instance: command.affected_sop_instance.clone(),
+            };
+            inc.guarded = Some(HeldStore {
+                context_id,
+                raw: raw.to_vec(),
+                command: command.clone(),
+                data: Vec::new(),
+                checking: Some(st.adm.pipeline.checking(&st.contexts, of)),
+            });
+            Ok(true)
+        }
+        CalledStore::Refuse(r, findings) => {
+            inc.skipping = command.has_data_set();
+            let class = command.affected_sop_class.clone().unwrap_or_default();
+            refuse_called_store(st, uwr, context_id, &class, r, &findings).await?;
+            Ok(true)
+        }
+        CalledStore::Abort(why) => Err(st
+            .abort_both(
+                uwr,
+                AbortReason::UnexpectedPduParameter,
+                Blame::Upstream,
+                why,
+            )
+            .await),
+    }
+}
+
+/// A fragment of a held C-GET sub-operation: kept (under the firewall) until whole, then
+/// judged: relayed to the client, or answered to the upstream (nothing of it reached the
+/// client, so neither association is aborted).
+async fn guarded_data(
+    st: &RelayState<'_>,
+    uwr: &Mutex<BoxWrite>,
+    inc: &mut Incoming,
+    out: &mut Vec<u8>,
+    data: &[u8],
+    is_last: bool,
+) -> Result<(), End> {
+    let Some(g) = inc.guarded.as_mut() else {
+        return Ok(());
+    };
+    let class = g.command.affected_sop_class.clone().unwrap_or_default();
+    let refused = match g.feed(data) {
+        Err(f) => Some(g.too_large(f)),
+        Ok(()) => st
+            .adm
+            .pipeline
+            .check(&mut g.checking, data, is_last)
+            .map(|(of, v)| {
+                st.shared.bus.emit(Event::SecurityAlert {
+                    assoc: Some(st.id),
+                    kind: AlertKind::MalformedDataSet,
+                    source: None,
+                    detail: format!("upstream C-STORE {}: {v}", of.name()),
+                });
+                let status = radguard_dicom::types::status::CANNOT_UNDERSTAND;
+                let f = radguard_guard::Finding::new(
+                    radguard_guard::FindingKind::Malformed,
+                    v.to_string(),
+                );
+                let r = store_refusal(&g.command, status, firewall_comment(&v));
+                (
+                    r.unwrap_or_else(|| g.refusal(status, Vec::new()).0),
+                    vec![f],
+                )
+            }),
+    };
+    if let Some((r, findings)) = refused {
+        let context_id = g.context_id;
+        inc.guarded = None;
+        inc.skipping = !is_last;
+        return refuse_called_store(st, uwr, context_id, &class, r, &findings).await;
+    }
+    if !is_last {
+        return Ok(());
+    }
+    let Some(g) = inc.guarded.take() else {
+        return Ok(());
+    };
+    let ts = st
+        .contexts
+        .get(g.context_id)
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_default();
+    match g.judge(&st.shared.guard(), &ts) {
+        Ok(()) => {
+            if let (Some(id), Ok(mut m)) = (g.command.message_id, st.upstream_requests.lock()) {
+                m.insert(
+                    id,
+                    InFlight {
+                        sop_class: g.command.affected_sop_class.clone(),
+                        sop_instance: g.command.affected_sop_instance.clone(),
+                        bytes: g.data.len() as u64,
+                    },
+                );
+            }
+            pass_command(st, out, g.context_id, g.raw, &g.command).await;
+            push_data(out, g.context_id, &g.data, true, st.to_client_max);
+            Ok(())
+        }
+        Err((r, findings)) => {
+            refuse_called_store(st, uwr, g.context_id, &class, r, &findings).await
+        }
+    }
+}
+
+/// Answers a C-GET sub-operation the guard refused to the upstream, with its `detection`
+/// (rule guard-protocol, peer `upstream <AE>`), `dimse-refused` event and security alert.
+async fn refuse_called_store(
+    st: &RelayState<'_>,
+    uwr: &Mutex<BoxWrite>,
+    context_id: u8,
+    sop_class: &str,
+    r: CalledRefusal,
+    findings: &[radguard_guard::Finding],
+) -> Result<(), End> {
+    let peer = format!("upstream {}", st.names.1.as_str().trim());
+    st.shared.bus.emit(detection(
+        st.id,
+        "guard-protocol",
+        &peer,
+        "refuse",
+        sop_class,
+        findings,
+    ));
+    st.shared.bus.emit(Event::DimseRefused {
+        assoc: st.id,
+        message_id: r.message_id,
+        command: format!("{:?}", r.field),
+        status: r.status,
+        why: format!("from the called side: {}", r.comment),
+    });
+    let detail: Vec<String> = findings.iter().map(ToString::to_string).collect();
+    st.shared.bus.emit(Event::SecurityAlert {
+        assoc: Some(st.id),
+        kind: AlertKind::NotAuthorized,
+        source: None,
+        detail: format!(
+            "C-STORE sub-operation from the upstream refused with 0x{:04X}: {}",
+            r.status,
+            detail.join("; ")
+        ),
+    });
+    let mut buf = Vec::with_capacity(r.response.len() + 12);
+    push_command(&mut buf, context_id, &r.response, st.to_upstream_max);
+    let idle = st.shared.settings.idle_timeout;
+    if let Err(e) = write_timed(&mut *uwr.lock().await, &buf, idle).await {
+        let why = format!("upstream write failed: {e}");
+        return Err(st
+            .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
+            .await);
+    }
+    Ok(())
 }
 
 /// Why the gateway ends a query or retrieve the upstream is still answering.
@@ -2354,6 +2540,9 @@ async fn upstream_data<'a>(
     if inc.skipping {
         inc.skipping = !is_last;
         return Ok(());
+    }
+    if inc.guarded.is_some() {
+        return guarded_data(st, uwr, inc, out, data, is_last).await;
     }
     if let Some(h) = inc.held.as_mut() {
         // Bounded: the firewall reads identifiers under Limits::QUERY and refuses past it.

@@ -5,6 +5,7 @@
 //! [guard]
 //! approvers = ["Curie^Marie"]    # who may approve protocols (Person Name or person ID)
 //! protocol_managers = ["pm"]     # peers (policy names) that may send protocols to a modality
+//! protocol_upstreams = ["ARCHIVE"] # upstream AE titles whose C-GET sub-operations may carry them
 //! worklist_protocols = ["99RAD:CTHEAD"]  # allowed Scheduled Protocol codes; none: not checked
 //! worklist_action = "refuse"     # or "clean"
 //! max_studies = 4096             # studies whose accumulated CTDIvol is followed (LRU)
@@ -22,6 +23,7 @@
 //! dlp_notification = 1500.0      # mGy·cm
 //! dlp_alert = 5000.0             # mGy·cm
 //! max_scan_length_mm = 400
+//! phantom_cm = 16                # the CTDI phantom its CTDIvol/DLP values refer to (16 or 32)
 //! ```
 
 use serde::Deserialize;
@@ -74,6 +76,40 @@ pub struct LimitConfig {
     pub dlp_alert: Option<f64>,
     /// Longest scan (mm).
     pub max_scan_length_mm: Option<f64>,
+    /// The CTDI phantom (PS3.16 CID 4052: 16 cm head, 32 cm body) its CTDIvol and DLP values
+    /// refer to; none: any. An object's CTDIvol measured in the other phantom is about twice
+    /// (16 cm) or half (32 cm) the value, so it is never compared with this entry's values.
+    pub phantom_cm: Option<u32>,
+}
+
+/// The CTDI dosimetry phantom a CTDIvol refers to (PS3.16 CID 4052 "Phantom Devices"; the
+/// CTDI Phantom Type Code Sequence (0018,9346) of a protocol, the CTDIw Phantom Type (113835)
+/// of a dose SR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phantom {
+    /// (113690, DCM, "IEC Head Dosimetry Phantom"): 16 cm PMMA.
+    Head16,
+    /// (113691, DCM, "IEC Body Dosimetry Phantom"): 32 cm PMMA.
+    Body32,
+}
+
+impl Phantom {
+    /// The phantom of a CID 4052 code value (DCM); other phantoms are not CTDI phantoms.
+    pub fn from_code(value: &str) -> Option<Phantom> {
+        match value.trim() {
+            "113690" => Some(Phantom::Head16),
+            "113691" => Some(Phantom::Body32),
+            _ => None,
+        }
+    }
+
+    /// Its diameter (cm), as `phantom_cm` names it.
+    pub fn cm(self) -> u32 {
+        match self {
+            Phantom::Head16 => 16,
+            Phantom::Body32 => 32,
+        }
+    }
 }
 
 /// The `[guard]` table; every key is optional.
@@ -88,6 +124,12 @@ pub struct GuardConfig {
     /// objects toward a modality.
     #[serde(default)]
     pub protocol_managers: Vec<String>,
+    /// Upstreams (a relay route's `upstream_ae`) that may send Defined Procedure Protocol and
+    /// Protocol Approval objects to a modality as C-STORE sub-operations of the modality's own
+    /// C-GET (PS3.4 C.4.3): there the sender is the archive the route connects to, not a
+    /// policy peer.
+    #[serde(default)]
+    pub protocol_upstreams: Vec<String>,
     /// Allowed Scheduled Protocol codes in worklist answers, `SCHEME:CODE`; empty: not checked.
     #[serde(default)]
     pub worklist_protocols: Vec<String>,
@@ -109,6 +151,7 @@ impl Default for GuardConfig {
         GuardConfig {
             approvers: Vec::new(),
             protocol_managers: Vec::new(),
+            protocol_upstreams: Vec::new(),
             worklist_protocols: Vec::new(),
             worklist_action: WorklistAction::Refuse,
             max_studies: DEFAULT_MAX_STUDIES,
@@ -144,24 +187,54 @@ fn limit(name: &str, parts: &[&str], ages: (f64, Option<f64>), notification: f64
         dlp_notification: None,
         dlp_alert: None,
         max_scan_length_mm: None,
+        phantom_cm: None,
     }
 }
 
 /// The default limits (docs/config.md lists them with their sources): CTDIvol notification
-/// values of the AAPM "Dose Check Guidelines" (2011, revised 2019) — adult head 80 mGy, adult
-/// torso 50 mGy, pediatric head under 2 years 50 mGy, 2–5 years 60 mGy, pediatric torso under 10
-/// years 25 mGy (16 cm phantom) — and the CTDIvol alert value AAPM suggests for NEMA XR 25's Dose
-/// Check (1000 mGy). kVp 70–150 is the range of clinical CT tubes, not a standard's number; no
-/// tube current, exposure time, DLP or scan length is limited by default.
+/// values of the AAPM "Dose Check Guidelines" (version 1.0, 2011; revised) — adult head 80 mGy
+/// and pediatric head under 2 years 50 mGy, 2–5 years 60 mGy (16 cm phantom), adult torso
+/// 50 mGy (32 cm), pediatric torso under 10 years 25 mGy in the 16 cm phantom and 10 mGy in the
+/// 32 cm one — and the CTDIvol alert value AAPM suggests for NEMA XR 25's Dose Check
+/// (1000 mGy). kVp 70–150 is the range of clinical CT tubes, not a standard's number; no tube
+/// current, exposure time, DLP or scan length is limited by default.
 pub fn default_limits() -> Vec<LimitConfig> {
+    let in_phantom = |l: LimitConfig, cm: u32| LimitConfig {
+        phantom_cm: Some(cm),
+        ..l
+    };
     vec![
-        limit("adult-head", HEAD, (18.0, None), 80.0),
-        limit("pediatric-head-under-2", HEAD, (0.0, Some(2.0)), 50.0),
-        limit("pediatric-head-2-to-5", HEAD, (2.0, Some(6.0)), 60.0),
-        limit("pediatric-head-6-to-17", HEAD, (6.0, Some(18.0)), 80.0),
-        limit("adult-torso", TORSO, (18.0, None), 50.0),
-        limit("pediatric-torso-under-10", TORSO, (0.0, Some(10.0)), 25.0),
-        limit("pediatric-torso-10-to-17", TORSO, (10.0, Some(18.0)), 50.0),
+        in_phantom(limit("adult-head", HEAD, (18.0, None), 80.0), 16),
+        in_phantom(
+            limit("pediatric-head-under-2", HEAD, (0.0, Some(2.0)), 50.0),
+            16,
+        ),
+        in_phantom(
+            limit("pediatric-head-2-to-5", HEAD, (2.0, Some(6.0)), 60.0),
+            16,
+        ),
+        in_phantom(
+            limit("pediatric-head-6-to-17", HEAD, (6.0, Some(18.0)), 80.0),
+            16,
+        ),
+        in_phantom(limit("adult-torso", TORSO, (18.0, None), 50.0), 32),
+        in_phantom(
+            limit("pediatric-torso-under-10", TORSO, (0.0, Some(10.0)), 25.0),
+            16,
+        ),
+        in_phantom(
+            limit(
+                "pediatric-torso-under-10-32cm",
+                TORSO,
+                (0.0, Some(10.0)),
+                10.0,
+            ),
+            32,
+        ),
+        in_phantom(
+            limit("pediatric-torso-10-to-17", TORSO, (10.0, Some(18.0)), 50.0),
+            32,
+        ),
         LimitConfig {
             ctdivol_notification: None,
             ..limit("any", &["*"], (0.0, None), 0.0)
@@ -190,6 +263,11 @@ pub struct Limits {
     pub dlp_notification: Option<f64>,
     pub dlp_alert: Option<f64>,
     pub max_scan_length_mm: Option<f64>,
+    /// The object's CTDI phantom, when known.
+    pub phantom: Option<Phantom>,
+    /// The phantom is known, entries for the body part and age set CTDIvol or DLP values, but
+    /// all for the other phantom (their names): the values cannot be compared.
+    pub phantom_mismatch: Vec<String>,
 }
 
 fn min_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -207,17 +285,36 @@ fn range_opt(a: Option<[f64; 2]>, b: Option<[f64; 2]>) -> Option<[f64; 2]> {
 }
 
 impl Limits {
+    /// Whether an object's CTDIvol or DLP has a value to be compared with.
+    pub fn has_dose_values(&self) -> bool {
+        self.ctdivol_notification.is_some()
+            || self.ctdivol_alert.is_some()
+            || self.dlp_notification.is_some()
+            || self.dlp_alert.is_some()
+    }
+
     fn merge(&mut self, l: &LimitConfig) {
         self.from.push(l.name.clone());
         self.kvp = range_opt(self.kvp, l.kvp);
         self.tube_current_ma = range_opt(self.tube_current_ma, l.tube_current_ma);
         self.exposure_time_ms = range_opt(self.exposure_time_ms, l.exposure_time_ms);
+        self.max_scan_length_mm = min_opt(self.max_scan_length_mm, l.max_scan_length_mm);
+    }
+
+    /// The entry's CTDIvol and DLP values.
+    fn merge_dose(&mut self, l: &LimitConfig) {
         self.ctdivol_notification = min_opt(self.ctdivol_notification, l.ctdivol_notification);
         self.ctdivol_alert = min_opt(self.ctdivol_alert, l.ctdivol_alert);
         self.dlp_notification = min_opt(self.dlp_notification, l.dlp_notification);
         self.dlp_alert = min_opt(self.dlp_alert, l.dlp_alert);
-        self.max_scan_length_mm = min_opt(self.max_scan_length_mm, l.max_scan_length_mm);
     }
+}
+
+fn has_dose_values(l: &LimitConfig) -> bool {
+    l.ctdivol_notification.is_some()
+        || l.ctdivol_alert.is_some()
+        || l.dlp_notification.is_some()
+        || l.dlp_alert.is_some()
 }
 
 /// What is wrong with the `[guard]` section.
@@ -246,6 +343,8 @@ pub enum Problem {
     Code(String),
     #[error("an empty name cannot be matched")]
     EmptyEntry,
+    #[error("must be 16 (head phantom) or 32 (body phantom), PS3.16 CID 4052 (it is {0})")]
+    Phantom(u32),
 }
 
 /// One problem in the `[guard]` section, with its place in the file.
@@ -285,6 +384,7 @@ impl GuardConfig {
         for (key, list) in [
             ("approvers", &self.approvers),
             ("protocol_managers", &self.protocol_managers),
+            ("protocol_upstreams", &self.protocol_upstreams),
         ] {
             for (i, a) in list.iter().enumerate() {
                 if a.trim().is_empty() {
@@ -318,6 +418,9 @@ impl GuardConfig {
             }
             if l.body_parts.is_empty() || l.body_parts.iter().any(|b| b.trim().is_empty()) {
                 out.push((at("body_parts"), Problem::NoBodyParts));
+            }
+            if let Some(cm) = l.phantom_cm.filter(|cm| ![16, 32].contains(cm)) {
+                out.push((at("phantom_cm"), Problem::Phantom(cm)));
             }
             if bad(l.min_age_years) {
                 out.push((at("min_age_years"), Problem::Negative));
@@ -398,6 +501,22 @@ pub fn parse_code(s: &str) -> Option<(String, String)> {
 /// without an age is judged by the strictest values (a child's). The strictest value of each
 /// wins.
 pub fn limits_for(entries: &[LimitConfig], body_part: Option<&str>, age: Option<f64>) -> Limits {
+    limits_in_phantom(entries, body_part, age, None)
+}
+
+/// [`limits_for`] an object whose CTDIvol and DLP refer to `phantom` (none: not stated). The
+/// CTDIvol and DLP values come only from entries for that phantom or for any (`phantom_cm`
+/// unset); without a stated phantom from every entry, so that the strictest applies. When the
+/// phantom is stated and the entries that apply set such values only for the other phantom,
+/// [`Limits::phantom_mismatch`] names them and no dose value is set: a 16 cm CTDIvol is about
+/// twice the 32 cm one of the same exposure, and the guard does not convert (the ratio depends
+/// on the scanner, beam and filter).
+pub fn limits_in_phantom(
+    entries: &[LimitConfig],
+    body_part: Option<&str>,
+    age: Option<f64>,
+    phantom: Option<Phantom>,
+) -> Limits {
     let part = body_part.map(normalize_body_part).unwrap_or_default();
     let names = |l: &LimitConfig| {
         !part.is_empty()
@@ -414,9 +533,26 @@ pub fn limits_for(entries: &[LimitConfig], body_part: Option<&str>, age: Option<
     if chosen.is_empty() {
         chosen = entries.iter().filter(|l| any(l) && ages(l)).collect();
     }
-    let mut out = Limits::default();
-    for l in chosen {
+    let mut out = Limits {
+        phantom,
+        ..Limits::default()
+    };
+    let fits = |l: &LimitConfig| match (phantom, l.phantom_cm) {
+        (Some(p), Some(cm)) => p.cm() == cm,
+        _ => true,
+    };
+    for l in &chosen {
         out.merge(l);
+        if fits(l) {
+            out.merge_dose(l);
+        }
+    }
+    if !out.has_dose_values() {
+        out.phantom_mismatch = chosen
+            .iter()
+            .filter(|l| has_dose_values(l) && !fits(l))
+            .map(|l| l.name.clone())
+            .collect();
     }
     out
 }
@@ -448,7 +584,23 @@ mod tests {
         assert_eq!(head(3.0).ctdivol_notification, Some(60.0));
         let torso = |age| limits_for(&l, Some("chest"), Some(age));
         assert_eq!(torso(40.0).ctdivol_notification, Some(50.0));
-        assert_eq!(torso(4.0).ctdivol_notification, Some(25.0));
+        // A child's torso: 25 mGy in the 16 cm phantom, 10 mGy in the 32 cm one; not stated:
+        // the strictest.
+        let child = |p| limits_in_phantom(&l, Some("chest"), Some(4.0), p);
+        assert_eq!(
+            child(Some(Phantom::Head16)).ctdivol_notification,
+            Some(25.0)
+        );
+        assert_eq!(
+            child(Some(Phantom::Body32)).ctdivol_notification,
+            Some(10.0)
+        );
+        assert_eq!(torso(4.0).ctdivol_notification, Some(10.0));
+        // An adult torso value in the 16 cm phantom has no limit to be compared with.
+        let adult16 = limits_in_phantom(&l, Some("chest"), Some(40.0), Some(Phantom::Head16));
+        assert_eq!(adult16.ctdivol_notification, None);
+        assert_eq!(adult16.phantom_mismatch, vec!["adult-torso".to_string()]);
+        assert!(torso(40.0).phantom_mismatch.is_empty());
         assert_eq!(head(40.0).ctdivol_alert, Some(1000.0));
         // Unknown age: the strictest of the body part's entries.
         assert_eq!(
@@ -567,6 +719,24 @@ dlp_alert = -1
         assert_eq!(c.worklist_action, WorklistAction::Refuse);
         assert_eq!(c.limit[0].dlp_alert, Some(5000.0));
         assert_eq!(c.limit[0].max_scan_length_mm, Some(400.0));
+        assert_eq!(c.limit[0].phantom_cm, Some(16));
+        assert_eq!(c.protocol_upstreams, vec!["ARCHIVE".to_string()]);
+    }
+
+    #[test]
+    fn phantoms_are_16_or_32_cm() {
+        let src = "[guard]\n[[guard.limit]]\nname = \"a\"\nbody_parts = [\"*\"]\nphantom_cm = 20\n";
+        let e = GuardConfig::from_document(src, "f.toml").unwrap_err();
+        assert!(e.to_string().contains("guard.limit[0].phantom_cm"), "{e}");
+        assert!(e.to_string().contains("CID 4052"), "{e}");
+        let ok = src.replace("20", "32");
+        assert_eq!(
+            GuardConfig::from_document(&ok, "f.toml").unwrap().limit[0].phantom_cm,
+            Some(32)
+        );
+        assert_eq!(Phantom::from_code("113690"), Some(Phantom::Head16));
+        assert_eq!(Phantom::from_code("113691"), Some(Phantom::Body32));
+        assert_eq!(Phantom::from_code("113692"), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use dicom_core::Tag;
 use radguard_dicom::tree::DataSet;
 
-use crate::config::{limits_for, GuardConfig};
+use crate::config::{limits_in_phantom, GuardConfig, Phantom};
 use crate::values::{self, code, items, numbers, text};
 use crate::{Finding, FindingKind};
 
@@ -48,6 +48,8 @@ pub mod codes {
     pub const CT_ACQUISITION: &str = "113819";
     pub const MEAN_CTDIVOL: &str = "113830";
     pub const DLP: &str = "113838";
+    /// CTDIw Phantom Type (TID 10013), a CID 4052 code.
+    pub const CTDIW_PHANTOM_TYPE: &str = "113835";
     pub const IRRADIATION_EVENT_UID: &str = "113769";
     pub const TARGET_REGION: &str = "123014";
     pub const ALERT_DETAILS: &str = "113900";
@@ -63,7 +65,8 @@ pub enum ItemValue {
     /// NUM: the number (none when the item carries no measured value) and its unit code.
     Num(Option<f64>, String),
     Text(String),
-    Code(String),
+    /// CODE: its code meaning and its code value.
+    Code(String, String),
     Uid(String),
     /// Any other value type (DATETIME, IMAGE, …), or a by-reference item.
     Other,
@@ -124,11 +127,11 @@ impl Walk {
                 "NUM" => self.num(item, &concept)?,
                 "TEXT" => ItemValue::Text(text(item, TEXT_VALUE).unwrap_or_default()),
                 "PNAME" => ItemValue::Text(text(item, values::PERSON_NAME).unwrap_or_default()),
-                "CODE" => ItemValue::Code(
-                    code(item, CONCEPT_CODE)
-                        .map(|c| c.2)
-                        .ok_or_else(|| malformed(format!("CODE {concept} without a code")))?,
-                ),
+                "CODE" => {
+                    let (_, value, meaning) = code(item, CONCEPT_CODE)
+                        .ok_or_else(|| malformed(format!("CODE {concept} without a code")))?;
+                    ItemValue::Code(meaning, value)
+                }
                 "UIDREF" => ItemValue::Uid(text(item, UID_VALUE).unwrap_or_default()),
                 _ => ItemValue::Other,
             };
@@ -189,6 +192,8 @@ pub struct Event {
     pub ctdivol: Option<f64>,
     pub dlp: Option<f64>,
     pub target: Option<String>,
+    /// The CTDI phantom its CTDIvol and DLP refer to (CTDIw Phantom Type).
+    pub phantom: Option<Phantom>,
     /// A Dose Check alert container with both a reason and a person.
     pub alert_reasoned: bool,
     /// A Dose Check notification (or alert) container with both a reason and a person.
@@ -222,6 +227,7 @@ fn event(nodes: &[Node]) -> Event {
         ctdivol: None,
         dlp: None,
         target: None,
+        phantom: None,
         alert_reasoned: false,
         notification_reasoned: false,
     };
@@ -229,7 +235,10 @@ fn event(nodes: &[Node]) -> Event {
         (codes::MEAN_CTDIVOL, ItemValue::Num(v, _)) => e.ctdivol = e.ctdivol.or(*v),
         (codes::DLP, ItemValue::Num(v, _)) => e.dlp = e.dlp.or(*v),
         (codes::IRRADIATION_EVENT_UID, ItemValue::Uid(u)) => e.uid = Some(u.clone()),
-        (codes::TARGET_REGION, ItemValue::Code(m)) => e.target = Some(m.clone()),
+        (codes::TARGET_REGION, ItemValue::Code(m, _)) => e.target = Some(m.clone()),
+        (codes::CTDIW_PHANTOM_TYPE, ItemValue::Code(_, v)) => {
+            e.phantom = e.phantom.or(Phantom::from_code(v))
+        }
         (codes::ALERT_DETAILS, ItemValue::Container(c)) => e.alert_reasoned |= reasoned(c),
         (codes::NOTIFICATION_DETAILS, ItemValue::Container(c)) => {
             e.notification_reasoned |= reasoned(c)
@@ -277,8 +286,20 @@ pub fn check_dose(ds: &DataSet, cfg: &GuardConfig, be: bool) -> DoseReport {
     for (i, c) in acquisitions.into_iter().enumerate() {
         let e = event(c);
         let part = e.target.as_deref().or(report.body_part.as_deref());
-        let l = limits_for(&limits, part, report.age_years);
+        let l = limits_in_phantom(&limits, part, report.age_years, e.phantom);
         let name = e.uid.clone().unwrap_or_else(|| format!("#{}", i + 1));
+        if !l.phantom_mismatch.is_empty() && (e.ctdivol.is_some() || e.dlp.is_some()) {
+            // A 16 cm value read against 32 cm limits (or the reverse) is about 2x off: not
+            // compared, said.
+            report.findings.push(Finding::new(
+                FindingKind::PhantomMismatch,
+                format!(
+                    "irradiation event {name}: CTDIvol/DLP in the {} cm phantom, the limits that apply ({}) are for the other phantom",
+                    e.phantom.map_or(0, Phantom::cm),
+                    l.phantom_mismatch.join(", ")
+                ),
+            ));
+        }
         let over = |v: Option<f64>, limit: Option<f64>| match (v, limit) {
             (Some(v), Some(l)) => v > l,
             _ => false,
@@ -394,7 +415,7 @@ impl DoseWatch {
             }
             s.ctdivol += v;
             let part = e.target.as_deref().or(report.body_part.as_deref());
-            let a = limits_for(&limits, part, report.age_years).ctdivol_alert;
+            let a = limits_in_phantom(&limits, part, report.age_years, e.phantom).ctdivol_alert;
             s.alert = match (s.alert, a) {
                 (Some(x), Some(y)) => Some(x.min(y)),
                 (x, y) => x.or(y),
@@ -521,6 +542,7 @@ mod tests {
                 dlp_notification: Some(1500.0),
                 dlp_alert: Some(5000.0),
                 max_scan_length_mm: None,
+                phantom_cm: None,
             }],
             ..GuardConfig::default()
         }
@@ -738,5 +760,57 @@ mod tests {
             kinds(&check_dose(&r, &c, false)),
             vec![FindingKind::DoseNotification]
         );
+    }
+
+    fn phantom(value: &str) -> DataSet {
+        item(
+            "CODE",
+            codes::CTDIW_PHANTOM_TYPE,
+            vec![seq(
+                CONCEPT_CODE,
+                vec![DataSet::new(vec![
+                    txt(values::CODE_VALUE, VR::SH, value),
+                    txt(values::CODING_SCHEME, VR::SH, "DCM"),
+                    txt(values::CODE_MEANING, VR::LO, "IEC Dosimetry Phantom"),
+                ])],
+            )],
+        )
+    }
+
+    #[test]
+    fn events_are_judged_by_the_limits_of_their_phantom() {
+        // The AAPM defaults: a child's torso (5 years) at 20 mGy is under the 16 cm value
+        // (25 mGy) and over the 32 cm one (10 mGy).
+        let c = GuardConfig::default();
+        let child = |events| {
+            let mut r = report("1", events);
+            r.put(txt(values::BODY_PART_EXAMINED, VR::CS, "CHEST"));
+            r.put(txt(values::PATIENT_AGE, VR::AS, "005Y"));
+            r
+        };
+        let r = check_dose(
+            &child(vec![acquisition("1", "20", vec![phantom("113690")])]),
+            &c,
+            false,
+        );
+        assert_eq!(kinds(&r), vec![]);
+        assert_eq!(r.events[0].phantom, Some(Phantom::Head16));
+        let r = check_dose(
+            &child(vec![acquisition("1", "20", vec![phantom("113691")])]),
+            &c,
+            false,
+        );
+        assert_eq!(kinds(&r), vec![FindingKind::DoseNotification]);
+        // Not stated: the strictest of both.
+        let r = check_dose(&child(vec![acquisition("1", "20", vec![])]), &c, false);
+        assert_eq!(kinds(&r), vec![FindingKind::DoseNotification]);
+        // An adult head (16 cm limits only) reported in the 32 cm phantom: not compared, said.
+        let r = check_dose(
+            &report("2", vec![acquisition("2", "20", vec![phantom("113691")])]),
+            &c,
+            false,
+        );
+        assert_eq!(kinds(&r), vec![FindingKind::PhantomMismatch]);
+        assert!(r.findings[0].detail.contains("32 cm"), "{:?}", r.findings);
     }
 }

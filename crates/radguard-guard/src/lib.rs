@@ -25,7 +25,7 @@ pub mod protocol;
 mod values;
 pub mod worklist;
 
-pub use config::{GuardConfig, LimitConfig, Limits, WorklistAction};
+pub use config::{GuardConfig, LimitConfig, Limits, Phantom, WorklistAction};
 
 /// CT Defined Procedure Protocol Storage (PS3.4 B.5).
 pub const CT_DEFINED_PROTOCOL: &str = "1.2.840.10008.5.1.4.1.1.200.1";
@@ -64,12 +64,19 @@ pub enum FindingKind {
     /// A protocol's CTDIvol or DLP over the notification or alert value.
     CtdivolOverLimit,
     DlpOverLimit,
+    /// A CTDIvol (or DLP) in one CTDI phantom where the limits that apply are set for the
+    /// other (PS3.16 CID 4052: 16 cm head, 32 cm body; about a factor 2 apart).
+    PhantomMismatch,
     /// A protocol or approval from a peer not in `protocol_managers`.
     NotProtocolManager,
     /// No Protocol Approval seen for the protocol.
     Unapproved,
-    /// Approved, but by no configured approver (or disapproved).
+    /// Approved, but by no configured approver (or disapproved, or deprecated).
     WrongApprover,
+    /// Approved by a configured approver, but every such approval has expired.
+    ApprovalExpired,
+    /// The protocol's own Expiration DateTime has passed.
+    ProtocolExpired,
     /// An irradiation event over the notification value without a recorded reason and
     /// authorizing person (NEMA XR 25).
     DoseNotification,
@@ -97,9 +104,12 @@ impl FindingKind {
             FindingKind::ScanLengthOverLimit => "scan-length-over-limit",
             FindingKind::CtdivolOverLimit => "ctdivol-over-limit",
             FindingKind::DlpOverLimit => "dlp-over-limit",
+            FindingKind::PhantomMismatch => "phantom-mismatch",
             FindingKind::NotProtocolManager => "not-protocol-manager",
             FindingKind::Unapproved => "unapproved",
             FindingKind::WrongApprover => "wrong-approver",
+            FindingKind::ApprovalExpired => "approval-expired",
+            FindingKind::ProtocolExpired => "protocol-expired",
             FindingKind::DoseNotification => "dose-notification-without-reason",
             FindingKind::DoseAlert => "dose-alert-without-reason",
             FindingKind::StudyAccumulatedAlert => "study-accumulated-ctdivol-alert",

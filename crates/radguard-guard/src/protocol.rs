@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use dicom_core::Tag;
 use radguard_dicom::tree::{DataSet, Element, Value};
 
-use crate::config::{limits_for, GuardConfig, Limits};
+use crate::config::{limits_in_phantom, GuardConfig, Limits, Phantom};
 use crate::values::{self, code, items, numbers, text};
 use crate::{Decision, Finding, FindingKind, STATUS_NOT_AUTHORIZED, STATUS_PROTOCOL_REFUSED};
 
@@ -27,6 +27,8 @@ const EXPOSURE_TIME_MS: Tag = Tag(0x0018, 0x9328);
 const EXPOSURE_TIME: Tag = Tag(0x0018, 0x1150);
 const CTDIVOL: Tag = Tag(0x0018, 0x9345);
 const SCAN_LENGTH: Tag = Tag(0x0018, 0x1302);
+/// CTDI Phantom Type Code Sequence (PS3.3 C.8.15.3.8 CT Exposure Macro; CID 4052).
+const CTDI_PHANTOM: Tag = Tag(0x0018, 0x9346);
 const SELECTOR_ATTRIBUTE: Tag = Tag(0x0072, 0x0026);
 const CONSTRAINT_VALUES: Tag = Tag(0x0082, 0x0034);
 const RECOMMENDED_DEFAULTS: Tag = Tag(0x0082, 0x0035);
@@ -47,6 +49,9 @@ const ASSERTER_SEQUENCE: Tag = Tag(0x0044, 0x0103);
 const APPROVAL_SUBJECT_SEQUENCE: Tag = Tag(0x0044, 0x0109);
 const REFERENCED_SOP_INSTANCE: Tag = Tag(0x0008, 0x1155);
 const PERSON_ID_CODE_SEQUENCE: Tag = Tag(0x0040, 0x1101);
+const ASSERTION_EXPIRATION: Tag = Tag(0x0044, 0x0105);
+/// Expiration DateTime (0008,0416) of the protocol itself, when it states one.
+const EXPIRATION: Tag = Tag(0x0008, 0x0416);
 
 /// Deepest nesting the walker follows (the grammar caps trees it builds at 32).
 pub const MAX_DEPTH: usize = 64;
@@ -56,8 +61,9 @@ pub const MAX_APPROVED: usize = 4096;
 /// Assertion codes (CID 800) that approve: "Approved for use at the institution", "… in the
 /// clinical trial", "… for experimental use", "… on pregnant patients".
 const APPROVING: [&str; 4] = ["128603", "128604", "128611", "128605"];
-/// Assertion codes (CID 800) that disapprove.
-const DISAPPROVING: [&str; 5] = ["128609", "128612", "128623", "128624", "128617"];
+/// Assertion codes (CID 800) that disapprove, and "Deprecated protocol" (128610): an approval
+/// withdrawn by a later assertion about the protocol.
+const DISAPPROVING: [&str; 6] = ["128609", "128612", "128623", "128624", "128617", "128610"];
 
 /// Which limit a parameter is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +113,14 @@ fn check_value(p: Param, what: &str, v: f64, l: &Limits, out: &mut Vec<Finding>)
             "ms",
             out,
         ),
+        Param::Ctdivol if !l.phantom_mismatch.is_empty() => out.push(Finding::new(
+            FindingKind::PhantomMismatch,
+            format!(
+                "{what} {v} mGy in the {} cm phantom: the limits that apply ({}) are for the other phantom",
+                l.phantom.map_or(0, Phantom::cm),
+                l.phantom_mismatch.join(", ")
+            ),
+        )),
         Param::Ctdivol => {
             if let Some(a) = l.ctdivol_alert.filter(|a| v > *a) {
                 out.push(Finding::new(
@@ -164,7 +178,37 @@ fn at_tag(e: &Element, be: bool) -> Option<Tag> {
     Some(Tag(g, el))
 }
 
-fn walk(ds: &DataSet, l: &Limits, be: bool, depth: usize, out: &mut Vec<Finding>) {
+/// The limits for one protocol, by the CTDI phantom its CTDIvol values refer to.
+struct ByPhantom {
+    unknown: Limits,
+    head: Limits,
+    body: Limits,
+}
+
+impl ByPhantom {
+    fn get(&self, p: Option<Phantom>) -> &Limits {
+        match p {
+            None => &self.unknown,
+            Some(Phantom::Head16) => &self.head,
+            Some(Phantom::Body32) => &self.body,
+        }
+    }
+}
+
+/// Walks the protocol: `phantom` is the CTDI phantom stated at this level or above (a CTDI
+/// Phantom Type Code Sequence applies to the CTDIvol beside it and below it).
+fn walk(
+    ds: &DataSet,
+    set: &ByPhantom,
+    phantom: Option<Phantom>,
+    be: bool,
+    depth: usize,
+    out: &mut Vec<Finding>,
+) {
+    let phantom = code(ds, CTDI_PHANTOM)
+        .and_then(|c| Phantom::from_code(&c.1))
+        .or(phantom);
+    let l = set.get(phantom);
     if depth > MAX_DEPTH {
         out.push(Finding::new(
             FindingKind::Malformed,
@@ -197,7 +241,7 @@ fn walk(ds: &DataSet, l: &Limits, be: bool, depth: usize, out: &mut Vec<Finding>
         match &e.value {
             Value::Items(items) => {
                 for item in items {
-                    walk(item, l, be, depth + 1, out);
+                    walk(item, set, phantom, be, depth + 1, out);
                 }
             }
             Value::Bytes(_) => check_element(e, l, be, out),
@@ -212,6 +256,8 @@ pub struct Assertion {
     /// The asserter's Person Name, or its person ID, or its Station AE title.
     pub asserter: Vec<String>,
     pub approves: bool,
+    /// Its Assertion Expiration DateTime (0044,0105), seconds since 1970 UTC.
+    pub expires: Option<i64>,
 }
 
 /// The Protocol Approval objects seen: per approved SOP Instance UID, its assertions. Bounded
@@ -261,7 +307,20 @@ impl Approvals {
                 asserter.extend(text(who, values::PERSON_NAME));
                 asserter.extend(code(who, PERSON_ID_CODE_SEQUENCE).map(|c| c.1));
             }
-            assertions.push(Assertion { asserter, approves });
+            let expires = match text(a, ASSERTION_EXPIRATION) {
+                None => None,
+                Some(dt) => Some(values::datetime_unix(&dt).ok_or_else(|| {
+                    Finding::new(
+                        FindingKind::Malformed,
+                        format!("Assertion Expiration DateTime (0044,0105) {dt:?} is not a DT"),
+                    )
+                })?),
+            };
+            assertions.push(Assertion {
+                asserter,
+                approves,
+                expires,
+            });
         }
         if assertions.is_empty() {
             return Err(Finding::new(
@@ -326,7 +385,25 @@ pub fn may_manage(cfg: &GuardConfig, peer: &str) -> Decision {
     }
 }
 
-fn approved(cfg: &GuardConfig, list: &[Assertion]) -> Option<Finding> {
+/// Whether the upstream whose AE title (a relay route's `upstream_ae`) is `upstream_ae` may
+/// send protocols and approvals as C-GET sub-operations: named in `protocol_upstreams` only
+/// (compared as AE titles: trailing spaces are not significant, PS3.5 §6.2); others get
+/// 0x0124.
+pub fn may_manage_upstream(cfg: &GuardConfig, upstream_ae: &str) -> Decision {
+    if cfg
+        .protocol_upstreams
+        .iter()
+        .any(|p| p.trim() == upstream_ae.trim())
+    {
+        Decision::Pass
+    } else {
+        Decision::Refuse {
+            status: STATUS_NOT_AUTHORIZED,
+        }
+    }
+}
+
+fn approved(cfg: &GuardConfig, list: &[Assertion], now: i64) -> Option<Finding> {
     if list.is_empty() {
         return Some(Finding::new(
             FindingKind::Unapproved,
@@ -341,11 +418,17 @@ fn approved(cfg: &GuardConfig, list: &[Assertion]) -> Option<Finding> {
     if list.iter().any(|a| !a.approves) {
         return Some(Finding::new(
             FindingKind::WrongApprover,
-            "a Protocol Approval disapproves this protocol",
+            "a Protocol Approval disapproves or deprecates this protocol",
         ));
     }
-    if list.iter().any(|a| a.approves && allowed(a)) {
+    let current = |a: &Assertion| a.expires.is_none_or(|e| e > now);
+    if list.iter().any(|a| a.approves && allowed(a) && current(a)) {
         None
+    } else if list.iter().any(|a| a.approves && allowed(a)) {
+        Some(Finding::new(
+            FindingKind::ApprovalExpired,
+            "every approval by a configured approver is past its Assertion Expiration DateTime (0044,0105)",
+        ))
     } else {
         Some(Finding::new(
             FindingKind::WrongApprover,
@@ -356,25 +439,47 @@ fn approved(cfg: &GuardConfig, list: &[Assertion]) -> Option<Finding> {
 
 /// Checks a Defined Procedure Protocol: every parameter against the limits for its body part
 /// (Body Part Examined (0018,0015), else the Anatomic Region Sequence's code meaning) and age
-/// (Patient Age, when the protocol has one: else the strictest), and its approval. `be`: the
-/// data set is big endian. Any finding refuses it with [`STATUS_PROTOCOL_REFUSED`].
+/// (Patient Age, when the protocol has one: else the strictest), and its approval: a current
+/// one (`now`: seconds since 1970 UTC, against Assertion Expiration DateTime (0044,0105)), and
+/// the protocol's own Expiration DateTime (0008,0416) not passed. `be`: the data set is big
+/// endian. Any finding refuses it with [`STATUS_PROTOCOL_REFUSED`].
 pub fn check_protocol(
     ds: &DataSet,
     cfg: &GuardConfig,
     approvals: &Approvals,
     be: bool,
+    now: i64,
 ) -> ProtocolReport {
     let mut findings = Vec::new();
+    if let Some(dt) = text(ds, EXPIRATION) {
+        match values::datetime_unix(&dt) {
+            Some(t) if t <= now => findings.push(Finding::new(
+                FindingKind::ProtocolExpired,
+                format!("Expiration DateTime (0008,0416) {dt} has passed"),
+            )),
+            Some(_) => {}
+            None => findings.push(Finding::new(
+                FindingKind::Malformed,
+                format!("Expiration DateTime (0008,0416) {dt:?} is not a DT"),
+            )),
+        }
+    }
     let body = text(ds, values::BODY_PART_EXAMINED)
         .or_else(|| code(ds, values::ANATOMIC_REGION_SEQUENCE).map(|c| c.2));
-    let limits = limits_for(&cfg.limits(), body.as_deref(), values::age_years(ds));
-    walk(ds, &limits, be, 0, &mut findings);
+    let entries = cfg.limits();
+    let at = |p| limits_in_phantom(&entries, body.as_deref(), values::age_years(ds), p);
+    let set = ByPhantom {
+        unknown: at(None),
+        head: at(Some(Phantom::Head16)),
+        body: at(Some(Phantom::Body32)),
+    };
+    walk(ds, &set, None, be, 0, &mut findings);
     match text(ds, values::SOP_INSTANCE_UID) {
         None => findings.push(Finding::new(
             FindingKind::Malformed,
             "no SOP Instance UID (0008,0018): no approval can name it",
         )),
-        Some(uid) => findings.extend(approved(cfg, approvals.of(&uid))),
+        Some(uid) => findings.extend(approved(cfg, approvals.of(&uid), now)),
     }
     let decision = if findings.is_empty() {
         Decision::Pass
@@ -386,7 +491,7 @@ pub fn check_protocol(
     ProtocolReport {
         findings,
         decision,
-        limits_from: limits.from,
+        limits_from: set.unknown.from,
     }
 }
 
@@ -417,6 +522,7 @@ mod tests {
         GuardConfig {
             approvers: vec!["Curie^Marie".into(), "PHYS-1".into()],
             protocol_managers: vec!["pm".into()],
+            protocol_upstreams: vec!["ARCHIVE".into()],
             limit: vec![LimitConfig {
                 name: "head".into(),
                 body_parts: vec!["HEAD".into()],
@@ -430,6 +536,7 @@ mod tests {
                 dlp_notification: None,
                 dlp_alert: None,
                 max_scan_length_mm: Some(250.0),
+                phantom_cm: None,
             }],
             ..GuardConfig::default()
         }
@@ -490,6 +597,122 @@ mod tests {
         a
     }
 
+    /// 2026-01-01T12:00:00Z.
+    const NOW: i64 = 1_767_268_800;
+
+    /// An approval whose assertion expires at `expires` (a DT).
+    fn approval_until(who: &str, code_value: &str, subject: &str, expires: &str) -> DataSet {
+        let mut a = approval(who, code_value, subject);
+        let Some(Element {
+            value: Value::Items(items),
+            ..
+        }) = a.get_mut(APPROVAL_SEQUENCE)
+        else {
+            panic!()
+        };
+        items[0].put(txt(ASSERTION_EXPIRATION, VR::DT, expires));
+        a
+    }
+
+    #[test]
+    fn expired_or_deprecated_approvals_do_not_count() {
+        let ds = protocol(vec![]);
+        let judge = |a: &Approvals| kinds(&check_protocol(&ds, &cfg(), a, false, NOW));
+        // Expires in the future: approved; an hour ago (with its offset): expired.
+        let mut a = Approvals::new();
+        a.add(&approval_until(
+            "Curie^Marie",
+            "128603",
+            "1.2.3.4",
+            "20270101",
+        ))
+        .unwrap();
+        assert_eq!(judge(&a), vec![]);
+        let mut a = Approvals::new();
+        a.add(&approval_until(
+            "Curie^Marie",
+            "128603",
+            "1.2.3.4",
+            "20260101120000+0100",
+        ))
+        .unwrap();
+        assert_eq!(judge(&a), vec![FindingKind::ApprovalExpired]);
+        // Another, current approval by an approver still covers it.
+        a.add(&approval("PHYS-1", "128603", "1.2.3.4")).unwrap();
+        assert_eq!(judge(&a), vec![]);
+        // An expiry that is not a DT: the approval is refused, not read as forever.
+        assert!(Approvals::new()
+            .add(&approval_until("Curie^Marie", "128603", "1.2.3.4", "soon"))
+            .is_err());
+        // Deprecated (128610) after an approval: withdrawn.
+        let mut a = approved_by("Curie^Marie");
+        a.add(&approval("Curie^Marie", "128610", "1.2.3.4"))
+            .unwrap();
+        assert_eq!(judge(&a), vec![FindingKind::WrongApprover]);
+    }
+
+    #[test]
+    fn an_expired_protocol_is_refused() {
+        let a = approved_by("Curie^Marie");
+        let at = |dt: &str| {
+            let ds = protocol(vec![]);
+            let mut ds = ds;
+            ds.put(txt(EXPIRATION, VR::DT, dt));
+            check_protocol(&ds, &cfg(), &a, false, NOW)
+        };
+        assert_eq!(
+            kinds(&at("20260101115959")),
+            vec![FindingKind::ProtocolExpired]
+        );
+        assert_eq!(
+            at("20260101115959").decision,
+            Decision::Refuse {
+                status: STATUS_PROTOCOL_REFUSED
+            }
+        );
+        assert_eq!(kinds(&at("20260102")), vec![]);
+        assert_eq!(kinds(&at("tomorrow")), vec![FindingKind::Malformed]);
+    }
+
+    #[test]
+    fn ctdivol_is_compared_only_with_limits_of_its_phantom() {
+        // Head 16 cm: 80 mGy; body 32 cm: 30 mGy; both for HEAD (a test, not a site's table).
+        let mut c = cfg();
+        c.limit[0].phantom_cm = Some(16);
+        let mut body = c.limit[0].clone();
+        body.name = "head-in-body-phantom".into();
+        body.phantom_cm = Some(32);
+        body.ctdivol_notification = Some(30.0);
+        c.limit.push(body);
+        let a = approved_by("Curie^Marie");
+        let phantom = |value: &str| seq(CTDI_PHANTOM, vec![code_item("DCM", value)]);
+        let judge = |extra: Vec<Element>, c: &GuardConfig| {
+            kinds(&check_protocol(&protocol(extra), c, &a, false, NOW))
+        };
+        // 60 mGy (the protocol's CTDIvol): under 80 in the head phantom, over 30 in the body
+        // phantom, and without a stated phantom the strictest (30) applies.
+        assert_eq!(judge(vec![phantom("113690")], &c), vec![]);
+        assert_eq!(
+            judge(vec![phantom("113691")], &c),
+            vec![FindingKind::CtdivolOverLimit]
+        );
+        assert_eq!(judge(vec![], &c), vec![FindingKind::CtdivolOverLimit]);
+        // Only a 16 cm limit and a 32 cm value: not compared, a finding of its own.
+        let mut only_head = cfg();
+        only_head.limit[0].phantom_cm = Some(16);
+        assert_eq!(
+            judge(vec![phantom("113691")], &only_head),
+            vec![FindingKind::PhantomMismatch]
+        );
+        // A phantom stated above the CTDIvol applies to it.
+        let mut ds = protocol(vec![]);
+        ds.put(phantom("113691"));
+        assert_eq!(
+            kinds(&check_protocol(&ds, &only_head, &a, false, NOW)),
+            vec![FindingKind::PhantomMismatch]
+        );
+    }
+
     fn kinds(r: &ProtocolReport) -> Vec<FindingKind> {
         r.findings.iter().map(|f| f.kind).collect()
     }
@@ -501,6 +724,7 @@ mod tests {
             &cfg(),
             &approved_by("Curie^Marie"),
             false,
+            NOW,
         );
         assert_eq!(r.findings, vec![]);
         assert_eq!(r.decision, Decision::Pass);
@@ -548,7 +772,7 @@ mod tests {
                 panic!()
             };
             inner[0].put(e);
-            let r = check_protocol(&ds, &cfg(), &a, false);
+            let r = check_protocol(&ds, &cfg(), &a, false, NOW);
             assert_eq!(kinds(&r), vec![kind], "{tag:?}: {:?}", r.findings);
             assert_eq!(
                 r.decision,
@@ -562,14 +786,14 @@ mod tests {
         ds.put(txt(KVP, VR::DS, "80\\140"));
         ds.put(fd(CTDIVOL, 80.0));
         ds.put(txt(SCAN_LENGTH, VR::IS, "250"));
-        assert_eq!(check_protocol(&ds, &cfg(), &a, false).findings, vec![]);
+        assert_eq!(check_protocol(&ds, &cfg(), &a, false, NOW).findings, vec![]);
     }
 
     #[test]
     fn alert_value_is_named_over_notification() {
         let mut ds = protocol(vec![]);
         ds.put(fd(CTDIVOL, 1500.0));
-        let r = check_protocol(&ds, &cfg(), &approved_by("Curie^Marie"), false);
+        let r = check_protocol(&ds, &cfg(), &approved_by("Curie^Marie"), false, NOW);
         assert!(r.findings[0].detail.contains("alert value 1000"), "{r:?}");
     }
 
@@ -590,7 +814,7 @@ mod tests {
             ),
         ]);
         let ds = protocol(vec![seq(Tag(0x0082, 0x0036), vec![constraint])]);
-        let r = check_protocol(&ds, &cfg(), &approved_by("Curie^Marie"), false);
+        let r = check_protocol(&ds, &cfg(), &approved_by("Curie^Marie"), false, NOW);
         assert_eq!(kinds(&r), vec![FindingKind::TubeCurrentOutOfRange], "{r:?}");
         assert!(r.findings[0].detail.contains("1000"));
     }
@@ -598,36 +822,36 @@ mod tests {
     #[test]
     fn unreadable_parameters_refuse() {
         let ds = protocol(vec![txt(KVP, VR::DS, "12O")]);
-        let r = check_protocol(&ds, &cfg(), &approved_by("Curie^Marie"), false);
+        let r = check_protocol(&ds, &cfg(), &approved_by("Curie^Marie"), false, NOW);
         assert_eq!(kinds(&r), vec![FindingKind::Malformed]);
         let ds = protocol(vec![Element::bytes(CTDIVOL, VR::FD, vec![1, 2, 3])]);
-        let r = check_protocol(&ds, &cfg(), &approved_by("Curie^Marie"), false);
+        let r = check_protocol(&ds, &cfg(), &approved_by("Curie^Marie"), false, NOW);
         assert_eq!(kinds(&r), vec![FindingKind::Malformed]);
         let mut ds = protocol(vec![]);
         ds.remove(values::SOP_INSTANCE_UID);
-        let r = check_protocol(&ds, &cfg(), &approved_by("Curie^Marie"), false);
+        let r = check_protocol(&ds, &cfg(), &approved_by("Curie^Marie"), false, NOW);
         assert_eq!(kinds(&r), vec![FindingKind::Malformed]);
     }
 
     #[test]
     fn approval_rules() {
         let ds = protocol(vec![]);
-        let r = check_protocol(&ds, &cfg(), &Approvals::new(), false);
+        let r = check_protocol(&ds, &cfg(), &Approvals::new(), false, NOW);
         assert_eq!(kinds(&r), vec![FindingKind::Unapproved]);
-        let r = check_protocol(&ds, &cfg(), &approved_by("Mallory^Eve"), false);
+        let r = check_protocol(&ds, &cfg(), &approved_by("Mallory^Eve"), false, NOW);
         assert_eq!(kinds(&r), vec![FindingKind::WrongApprover]);
         // An approval of another protocol does not cover this one.
         let mut other = Approvals::new();
         other
             .add(&approval("Curie^Marie", "128603", "9.9"))
             .unwrap();
-        let r = check_protocol(&ds, &cfg(), &other, false);
+        let r = check_protocol(&ds, &cfg(), &other, false, NOW);
         assert_eq!(kinds(&r), vec![FindingKind::Unapproved]);
         // A disapproval by anyone wins over an approval.
         let mut a = approved_by("Curie^Marie");
         a.add(&approval("Curie^Marie", "128623", "1.2.3.4"))
             .unwrap();
-        let r = check_protocol(&ds, &cfg(), &a, false);
+        let r = check_protocol(&ds, &cfg(), &a, false, NOW);
         assert_eq!(kinds(&r), vec![FindingKind::WrongApprover]);
         // An assertion code outside CID 800 asserts nothing.
         let mut a = Approvals::new();
@@ -646,7 +870,7 @@ mod tests {
         asserters[0].put(seq(PERSON_ID_CODE_SEQUENCE, vec![code_item("L", "PHYS-1")]));
         let mut a = Approvals::new();
         a.add(&by_id).unwrap();
-        assert_eq!(check_protocol(&ds, &cfg(), &a, false).findings, vec![]);
+        assert_eq!(check_protocol(&ds, &cfg(), &a, false, NOW).findings, vec![]);
         // An approval naming no protocol.
         let mut none = approval("Curie^Marie", "128603", "1.2.3.4");
         none.remove(APPROVAL_SUBJECT_SEQUENCE);
@@ -677,13 +901,33 @@ mod tests {
     }
 
     #[test]
+    fn protocol_upstreams() {
+        // The archive a route connects to, by its AE title; a peer's name is not an upstream.
+        assert_eq!(may_manage_upstream(&cfg(), "ARCHIVE"), Decision::Pass);
+        assert_eq!(may_manage_upstream(&cfg(), "ARCHIVE  "), Decision::Pass);
+        for other in ["pm", "archive", "OTHER"] {
+            assert_eq!(
+                may_manage_upstream(&cfg(), other),
+                Decision::Refuse {
+                    status: STATUS_NOT_AUTHORIZED
+                }
+            );
+        }
+    }
+
+    #[test]
     fn deep_trees_are_bounded() {
         let mut ds = DataSet::new(vec![txt(KVP, VR::DS, "500")]);
         for _ in 0..MAX_DEPTH + 5 {
             ds = DataSet::new(vec![seq(Tag(0x0018, 0x9920), vec![ds])]);
         }
         let mut out = Vec::new();
-        walk(&ds, &Limits::default(), false, 0, &mut out);
+        let none = ByPhantom {
+            unknown: Limits::default(),
+            head: Limits::default(),
+            body: Limits::default(),
+        };
+        walk(&ds, &none, None, false, 0, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].kind, FindingKind::Malformed);
     }

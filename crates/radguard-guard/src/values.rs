@@ -155,9 +155,85 @@ pub fn age_years(ds: &DataSet) -> Option<f64> {
     Some(n / per_year)
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A DT value (PS3.5 Table 6.2-1: `YYYY[MM[DD[HH[MM[SS[.F{1,6}]]]]]][&ZZXX]`) as seconds since
+/// 1970-01-01 UTC: the first second it names (a missing part is its first value; fractions are
+/// dropped). Without an offset it is read as UTC. `None`: not a DT.
+pub fn datetime_unix(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (main, offset) = match s.find(['+', '-']) {
+        Some(i) => (s.get(..i)?, Some(s.get(i..)?)),
+        None => (s, None),
+    };
+    let main = main.split('.').next()?;
+    if main.len() < 4 || main.len() % 2 != 0 || !main.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let part = |from: usize, default: i64| -> Option<i64> {
+        match main.get(from..from + 2) {
+            Some(p) => p.parse().ok(),
+            None => Some(default),
+        }
+    };
+    let year: i64 = main.get(..4)?.parse().ok()?;
+    let (month, day) = (part(4, 1)?, part(6, 1)?);
+    let (hour, minute, second) = (part(8, 0)?, part(10, 0)?, part(12, 0)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut t = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    if let Some(o) = offset {
+        let sign = if o.starts_with('-') { -1 } else { 1 };
+        let digits = o.get(1..)?;
+        if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let h: i64 = digits.get(..2)?.parse().ok()?;
+        let m: i64 = digits.get(2..)?.parse().ok()?;
+        t -= sign * (h * 3600 + m * 60);
+    }
+    Some(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn datetimes() {
+        assert_eq!(datetime_unix("19700101"), Some(0));
+        assert_eq!(datetime_unix("1970"), Some(0));
+        assert_eq!(datetime_unix("20000301000000"), Some(951_868_800));
+        assert_eq!(datetime_unix("20260101120000.123456"), Some(1_767_268_800));
+        assert_eq!(datetime_unix("20260101120000+0100"), Some(1_767_265_200));
+        assert_eq!(datetime_unix("20260101120000-0530"), Some(1_767_288_600));
+        for bad in [
+            "",
+            "202",
+            "2026013",
+            "20261301",
+            "2026010125",
+            "abcd",
+            "20260101+01",
+        ] {
+            assert_eq!(datetime_unix(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn numbers_of_every_numeric_vr() {

@@ -4,11 +4,18 @@
 //! - protocols and approvals from a peer not in `protocol_managers`: 0x0124, nothing reaches
 //!   the modality; from a manager: approvals pass, a protocol in bounds and approved passes,
 //!   one out of bounds, unapproved or approved by the wrong person gets 0xC510 and never
-//!   reaches the modality; each refusal raises a `detection` (rule guard-protocol);
+//!   reaches the modality; each refusal raises a `detection` (rule guard-protocol); so do a
+//!   protocol whose only approval has expired and one whose CTDIvol is stated in the 32 cm
+//!   phantom where the limits are for the 16 cm one;
 //! - dose reports reach the archive whatever they say; one over the notification value
 //!   without a reason raises a `detection` (rule guard-dose), one under it none;
 //! - worklist answers: a dirty one ends the query with 0xC511 (refuse) or reaches the
-//!   modality cleaned (clean).
+//!   modality cleaned (clean);
+//! - protocols and approvals sent to a modality as C-STORE sub-operations of its own C-GET
+//!   (tests/py/guard_get.py as archive and as modality): the upstream is the sender, so only
+//!   `protocol_upstreams` lets them through (a client peer in `protocol_managers` does not);
+//!   refused ones are answered to the archive (0x0124 / 0xC510), which counts them as failed in
+//!   its final C-GET response; the modality receives only what passed.
 
 mod common;
 
@@ -32,6 +39,7 @@ kvp = [80, 140]
 tube_current_ma = [10, 500]
 ctdivol_notification = 80
 ctdivol_alert = 1000
+phantom_cm = 16
 "#;
 
 fn objects(dir: &Path) -> PathBuf {
@@ -92,10 +100,14 @@ fn protocols_need_a_manager_limits_and_an_approval_and_dose_reports_alert() {
         "approval_ok.dcm",
         "approval_high.dcm",
         "approval_wrong.dcm",
+        "approval_expired.dcm",
+        "approval_body_phantom.dcm",
         "protocol_ok.dcm",
         "protocol_high.dcm",
         "protocol_unapproved.dcm",
         "protocol_wrong_approver.dcm",
+        "protocol_expired_approval.dcm",
+        "protocol_body_phantom.dcm",
     ];
     let paths: Vec<PathBuf> = sent.iter().map(|n| f(n)).collect();
     let v = probe_store(rg.port(), "PM", "MODALITY", &[], &paths);
@@ -106,6 +118,10 @@ fn protocols_need_a_manager_limits_and_an_approval_and_dose_reports_alert() {
             Some(0),
             Some(0),
             Some(0),
+            Some(0),
+            Some(0),
+            Some(0xC510),
+            Some(0xC510),
             Some(0xC510),
             Some(0xC510),
             Some(0xC510)
@@ -136,6 +152,8 @@ fn protocols_need_a_manager_limits_and_an_approval_and_dose_reports_alert() {
         "approval_ok.dcm",
         "approval_high.dcm",
         "approval_wrong.dcm",
+        "approval_expired.dcm",
+        "approval_body_phantom.dcm",
         "protocol_ok.dcm",
         "dose_under.dcm",
         "dose_notification.dcm",
@@ -146,9 +164,9 @@ fn protocols_need_a_manager_limits_and_an_approval_and_dose_reports_alert() {
     expected.sort();
     assert_eq!(received, expected);
 
-    // The detections: two not-a-manager refusals, three protocol refusals, one dose alert.
+    // The detections: two not-a-manager refusals, five protocol refusals, one dose alert.
     let ok = wait_until(Duration::from_secs(30), || {
-        guard_detections(&rg, "guard-protocol").len() == 5
+        guard_detections(&rg, "guard-protocol").len() == 7
             && guard_detections(&rg, "guard-dose").len() == 1
     });
     assert!(ok, "detections missing; log:\n{}", rg.log());
@@ -164,7 +182,9 @@ fn protocols_need_a_manager_limits_and_an_approval_and_dose_reports_alert() {
             "not-protocol-manager",
             "tube-current-out-of-range",
             "unapproved",
-            "wrong-approver"
+            "wrong-approver",
+            "approval-expired",
+            "phantom-mismatch"
         ]
     );
     assert!(protocol.iter().all(|e| e["response"] == "refuse"));
@@ -282,4 +302,137 @@ fn worklist_answers_are_refused_or_cleaned() {
             .any(|d| d["response"] == "clean")
     });
     assert!(ok, "no clean detection; log:\n{}", rg.log());
+}
+
+/// The modality's C-GET through the gateway (tests/py/guard_get.py get), proposing the protocol
+/// and approval storage classes with the SCP role.
+fn modality_get(port: u16, out: &Path) -> Value {
+    let mut cmd = Command::new(venv_python());
+    cmd.arg(py_script("guard_get.py"))
+        .args(["--aet", "CT1", "--port", &port.to_string(), "get"])
+        .args(["--called-ae", "ARCHIVE", "--out"])
+        .arg(out)
+        .args([
+            "1.2.840.10008.5.1.4.1.1.200.1", // CT Defined Procedure Protocol Storage
+            "1.2.840.10008.5.1.4.1.1.200.3", // Protocol Approval Storage
+        ]);
+    let o = run(&mut cmd, CLIENT_TIMEOUT);
+    assert!(o.success(), "{}", o.text());
+    serde_json::from_str(o.stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("no JSON ({e}):\n{}", o.text()))
+}
+
+/// The C-STORE-RSP statuses the archive logged for its sub-operations, in order.
+fn sub_operation_statuses(archive: &ScriptedScp) -> Vec<String> {
+    archive
+        .steps()
+        .lines()
+        .filter_map(|l| Some(l.split(": C-STORE-RSP ").nth(1)?.trim().to_string()))
+        .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[test]
+fn protocols_in_c_get_sub_operations_need_an_allowed_upstream() {
+    let tmp = tmp_dir("guard-get");
+    let dir = objects(tmp.path());
+    let sent = [
+        "approval_ok.dcm",
+        "approval_high.dcm",
+        "protocol_ok.dcm",
+        "protocol_high.dcm",
+        "protocol_unapproved.dcm",
+    ];
+    let uid = |n: &str| uid_of(&dir.join(n));
+    let mut args = vec!["serve".to_string()];
+    args.extend(
+        sent.iter()
+            .map(|n| dir.join(n).to_string_lossy().into_owned()),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let archive = ScriptedScp::start("guard_get.py", "ARCHIVE", &args);
+    let base = Config::new()
+        .peer("ct", &["CT1"], &["127.0.0.1/32"], &["get"], &["*"], &[])
+        .route("ARCHIVE", archive.port, "ARCHIVE")
+        .toml();
+
+    // The modality's peer is a protocol manager, but it is not the sender: every sub-operation
+    // is refused with 0x0124, the archive counts them failed, the modality receives nothing.
+    let guard = GUARD.replace(
+        "protocol_managers = [\"pm\"]",
+        "protocol_managers = [\"ct\"]",
+    );
+    let rg = Radguard::start_fresh(&(base.clone() + &guard));
+    let recv = tmp.path().join("recv-1");
+    let v = modality_get(rg.port(), &recv);
+    assert_eq!(v["error"], Value::Null, "{v}");
+    assert_eq!(v["received"], serde_json::json!([]), "{v}\n{}", rg.log());
+    let last = &v["final"];
+    assert_eq!(last["status"], 0xA702, "{v}");
+    assert_eq!(last["failed"], 5, "{v}");
+    assert_eq!(last["completed"], 0, "{v}");
+    assert_eq!(sub_operation_statuses(&archive), vec!["0x0124"; 5]);
+    assert!(files_under(&recv, ".dcm").is_empty());
+    let ok = wait_until(Duration::from_secs(30), || {
+        guard_detections(&rg, "guard-protocol").len() == 5
+    });
+    assert!(ok, "detections missing; log:\n{}", rg.log());
+    for d in guard_detections(&rg, "guard-protocol") {
+        assert_eq!(d["rule_kind"], "not-protocol-manager", "{d}");
+        assert_eq!(d["peer"], "upstream ARCHIVE", "{d}");
+    }
+    drop(rg);
+
+    // The upstream may send protocols: approvals and the approved protocol in bounds reach the
+    // modality; the protocol out of bounds and the unapproved one get 0xC510 and are failed
+    // sub-operations in the archive's final response (0xB000, their UIDs listed).
+    let from = archive.steps().len();
+    let guard = GUARD.replace("[guard]\n", "[guard]\nprotocol_upstreams = [\"ARCHIVE\"]\n");
+    let rg = Radguard::start_fresh(&(base + &guard));
+    let recv = tmp.path().join("recv-2");
+    let v = modality_get(rg.port(), &recv);
+    assert_eq!(v["error"], Value::Null, "{v}");
+    let last = &v["final"];
+    assert_eq!(last["status"], 0xB000, "{v}\n{}", rg.log());
+    assert_eq!(last["completed"], 3, "{v}");
+    assert_eq!(last["failed"], 2, "{v}");
+    let failed: Vec<String> = serde_json::from_value(last["failed_uids"].clone()).unwrap();
+    assert_eq!(
+        sorted(failed),
+        sorted(vec![
+            uid("protocol_high.dcm"),
+            uid("protocol_unapproved.dcm")
+        ])
+    );
+    let passed = sorted(vec![
+        uid("approval_ok.dcm"),
+        uid("approval_high.dcm"),
+        uid("protocol_ok.dcm"),
+    ]);
+    let received: Vec<String> = serde_json::from_value(v["received"].clone()).unwrap();
+    assert_eq!(sorted(received), passed);
+    let on_disk: Vec<String> = files_under(&recv, ".dcm")
+        .iter()
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(sorted(on_disk), passed);
+    let steps = archive.steps_since(from);
+    let statuses: Vec<&str> = steps
+        .lines()
+        .filter_map(|l| Some(l.split(": C-STORE-RSP ").nth(1)?.trim()))
+        .collect();
+    assert_eq!(statuses, ["0x0000", "0x0000", "0x0000", "0xC510", "0xC510"]);
+    let ok = wait_until(Duration::from_secs(30), || {
+        guard_detections(&rg, "guard-protocol").len() == 2
+    });
+    assert!(ok, "detections missing; log:\n{}", rg.log());
+    let kinds: Vec<String> = guard_detections(&rg, "guard-protocol")
+        .iter()
+        .map(|e| e["rule_kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["tube-current-out-of-range", "unapproved"]);
 }

@@ -153,7 +153,10 @@ fn check(args: &CheckArgs) -> u8 {
         };
         *slot = Some(match classify(&r.ds) {
             ObjectKind::DefinedProtocol => {
-                let rep = check_protocol(&r.ds, &cfg, &approvals, r.big_endian);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                let rep = check_protocol(&r.ds, &cfg, &approvals, r.big_endian, now);
                 match rep.decision {
                     Decision::Pass => outcome(file, "protocol", "pass", None, rep.findings),
                     Decision::Refuse { status } => {
