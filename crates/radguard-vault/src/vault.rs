@@ -170,6 +170,28 @@ impl Vault {
         Ok(vault)
     }
 
+    /// Opens an existing vault for reading only: no recovery (a running gateway's uploads in
+    /// `tmp/` are left alone), no directory or index created; [`begin`](Self::begin) fails.
+    /// For tools that read beside a running gateway (replay, export).
+    pub fn open_read_only(dir: &Path) -> Result<Vault, VaultError> {
+        let index_path = dir.join(layout::INDEX);
+        if !index_path.is_file() {
+            return Err(VaultError::io(
+                &index_path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no vault index"),
+            ));
+        }
+        let conn = index::open_read_only(&index_path)?;
+        Ok(Vault {
+            shared: Arc::new(Shared {
+                objects_dir: dir.join(layout::OBJECTS),
+                tmp_dir: dir.join(layout::TMP),
+                root: dir.to_path_buf(),
+                conn: Mutex::new(conn),
+            }),
+        })
+    }
+
     /// The vault's root directory.
     pub fn root(&self) -> &Path {
         &self.shared.root
