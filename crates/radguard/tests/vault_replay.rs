@@ -149,6 +149,8 @@ fn replay_300_once_resume_after_kill_9_and_export() {
     assert_eq!(v["sent"], 300, "{all}");
     assert_eq!(v["already_present"], 0, "{all}");
     assert_eq!(v["failed"].as_array().map(Vec::len), Some(0), "{all}");
+    // The hold route fingerprinted every instance into the ledger: each was checked against it.
+    assert_eq!(v["ledger_checked"], 300, "{all}");
     assert_all_once(&o1, &uids);
     for (i, f) in files.iter().enumerate().step_by(60) {
         let uid = format!("1.2.826.0.1.3680043.9.7433.21.1.{}", i + 1);
@@ -274,6 +276,7 @@ fn changed_object_is_refused_by_replay_and_export() {
     let (code, v, all) = replay(&data, &o, &[]);
     assert_eq!(code, Some(1), "a failed instance: exit 1\n{all}");
     assert_eq!(v["sent"], 4, "{all}");
+    assert_eq!(v["ledger_checked"], 0, "a vault route: hash only\n{all}");
     let failed = v["failed"].as_array().expect("failed list");
     assert_eq!(failed.len(), 1, "{all}");
     assert_eq!(failed[0]["sop_instance"], uid, "{all}");

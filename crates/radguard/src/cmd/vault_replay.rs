@@ -379,6 +379,8 @@ struct Report {
     stopped: Option<String>,
     /// The instance in flight when an earlier run stopped, sent again in this one.
     resent_after_interruption: Option<String>,
+    /// Instances whose fingerprint was checked against the ledger (the others: hash only).
+    ledger_checked: usize,
     bytes: u64,
     seconds: f64,
     state: String,
@@ -578,6 +580,9 @@ where
         if let Err(why) = scu::check_object(&i.path, &bytes, &i.sha256, &fingerprints) {
             fail(report, None, why);
             continue;
+        }
+        if !fingerprints.is_empty() {
+            report.ledger_checked += 1;
         }
         let data = match scu::data_set(&bytes) {
             Ok(d) => d,
