@@ -301,3 +301,77 @@ fn changed_object_is_refused_by_replay_and_export() {
     assert!(!out.join(format!("{uid}.dcm")).exists(), "changed object not exported");
     assert_eq!(files_under(&out, "").len(), 4, "no partial file left");
 }
+
+/// Replay over TLS to DCMTK `storescp +tls` (it requires a client certificate from radguard's
+/// CA): with --tls/--ca/--cert/--key, and again through a config route's `tls` settings
+/// (--config/--route); without TLS the archive cannot be reached (run stopped, exit 1).
+#[test]
+fn replay_over_tls_with_flags_and_with_a_route() {
+    use common::tls_peers::*;
+    let tmp = tmp_dir("replay-tls");
+    let files = make_series(&tmp.path().join("series"), 4, "3");
+    let data = tmp.path().join("data");
+    fill_vault(&data, &files, false);
+    let gw = Pki::init("replay-gw", &["modality"]);
+    let archive = Pki::init("replay-ar", &["unused"]);
+    let tls: Vec<String> = dcmtk_tls(&archive.gateway_key(), &archive.gateway_cert(), &gw.ca())
+        .iter()
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect();
+    let refs: Vec<&str> = tls.iter().map(String::as_str).collect();
+
+    // Plain to a TLS-only archive: no association, nothing sent, exit 1.
+    let scp = StoreScp::start_with("TLSARCHIVE", &refs);
+    let to = format!("127.0.0.1:{}", scp.port);
+    let base = |cmd: &mut Command| {
+        cmd.args(["vault", "replay", "--json", "--data"]).arg(&data);
+    };
+    let mut cmd = Command::new(Radguard::exe());
+    base(&mut cmd);
+    cmd.args(["--to", &to, "--called-ae", "TLSARCHIVE"]);
+    let o = run(&mut cmd, Duration::from_secs(120));
+    let v: Value = serde_json::from_str(o.stdout.trim()).unwrap_or(Value::Null);
+    assert_eq!(o.code, Some(1), "{}", o.all());
+    assert_eq!((v["sent"].as_u64(), v["not_attempted"].as_u64()), (Some(0), Some(4)), "{}", o.all());
+    assert!(v["stopped"].is_string(), "{}", o.all());
+
+    // TLS from flags: all four arrive identical.
+    let mut cmd = Command::new(Radguard::exe());
+    base(&mut cmd);
+    cmd.args(["--to", &to, "--called-ae", "TLSARCHIVE", "--tls", "--server-name", "localhost"])
+        .arg("--ca")
+        .arg(archive.ca())
+        .arg("--cert")
+        .arg(gw.gateway_cert())
+        .arg("--key")
+        .arg(gw.gateway_key());
+    let o = run(&mut cmd, Duration::from_secs(120));
+    assert_eq!(o.code, Some(0), "{}", o.all());
+    let v: Value = serde_json::from_str(o.stdout.trim()).expect("JSON");
+    assert_eq!(v["sent"], 4, "{}", o.all());
+    assert_same_dirs(&tmp.path().join("series"), &scp.dir);
+
+    // TLS from a route of the gateway's config, to a second archive (own state file).
+    let scp2 = StoreScp::start_with("TLSARCHIVE", &refs);
+    let cfg = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[[peer]]\nname = \"modality\"\n\
+         ae_titles = [\"MOD\"]\naddresses = [\"127.0.0.1/32\"]\nallow = [\"echo\"]\n\n[[route]]\ncalled_ae = \"PACS\"\n\
+         upstream = \"127.0.0.1:{}\"\nupstream_ae = \"TLSARCHIVE\"\n\
+         tls = {{ ca = {:?}, server_name = \"localhost\", client_cert = {:?}, client_key = {:?} }}\n",
+        scp2.port,
+        archive.ca(),
+        gw.gateway_cert(),
+        gw.gateway_key()
+    );
+    let cfg_path = tmp.path().join("radguard.toml");
+    fs::write(&cfg_path, cfg).unwrap();
+    let mut cmd = Command::new(Radguard::exe());
+    base(&mut cmd);
+    cmd.arg("--config").arg(&cfg_path).args(["--route", "PACS"]);
+    let o = run(&mut cmd, Duration::from_secs(120));
+    assert_eq!(o.code, Some(0), "{}", o.all());
+    let v: Value = serde_json::from_str(o.stdout.trim()).expect("JSON");
+    assert_eq!(v["sent"], 4, "{}", o.all());
+    assert_eq!(v["target"], format!("TLSARCHIVE@127.0.0.1:{}", scp2.port));
+    assert_same_dirs(&tmp.path().join("series"), &scp2.dir);
+}
