@@ -283,8 +283,7 @@ fn send_batch(
                 continue;
             }
         };
-        let Some(pc_id) =
-            scu::accepted_context(&a, &h.item.sop_class, &h.item.transfer_syntax)
+        let Some(pc_id) = scu::accepted_context(&a, &h.item.sop_class, &h.item.transfer_syntax)
         else {
             let why = format!(
                 "{dest} accepts no context for {} in {}",

@@ -690,7 +690,11 @@ fn read_only_open_lists_and_touches_nothing() {
     );
     assert!(!dir.path().join("index.sqlite").exists());
     let writer = Vault::open(dir.path()).expect("open");
-    let first = stored(store(&writer, "1.2.3.500.1", &dataset("1.2.3.500.1", "P", 32, 1)));
+    let first = stored(store(
+        &writer,
+        "1.2.3.500.1",
+        &dataset("1.2.3.500.1", "P", 32, 1),
+    ));
     // An upload in progress: its temp file must survive the reader's open.
     let mut pending = writer
         .begin(
@@ -705,7 +709,11 @@ fn read_only_open_lists_and_touches_nothing() {
     assert_eq!(tmp_before.len(), 1, "{tmp_before:?}");
 
     let reader = Vault::open_read_only(dir.path()).expect("open read-only");
-    assert_eq!(files_under(&dir.path().join("tmp")), tmp_before, "upload untouched");
+    assert_eq!(
+        files_under(&dir.path().join("tmp")),
+        tmp_before,
+        "upload untouched"
+    );
     assert_eq!(reader.list().expect("list"), vec![first]);
     assert!(
         reader

@@ -110,10 +110,9 @@ fn orthanc_uids(o: &Orthanc) -> (Vec<String>, usize) {
 
 /// Rows of the replay state: SOP Instance UIDs the archive confirmed, with their run.
 fn state_rows(state: &Path) -> Vec<(String, i64)> {
-    let Ok(c) = rusqlite::Connection::open_with_flags(
-        state,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    ) else {
+    let Ok(c) =
+        rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
         return Vec::new();
     };
     let Ok(mut s) = c.prepare("SELECT sop_instance_uid, run FROM sent") else {
@@ -162,7 +161,11 @@ fn replay_300_once_resume_after_kill_9_and_export() {
     // A second run with the same state file sends nothing: all already present.
     let (code, v, all) = replay(&data, &o1, &[]);
     assert_eq!(code, Some(0), "rerun:\n{all}");
-    assert_eq!((v["sent"].as_u64(), v["already_present"].as_u64()), (Some(0), Some(300)), "{all}");
+    assert_eq!(
+        (v["sent"].as_u64(), v["already_present"].as_u64()),
+        (Some(0), Some(300)),
+        "{all}"
+    );
     assert_all_once(&o1, &uids);
 
     // 2. kill -9 mid-way into another empty Orthanc, then resume: no gaps, none twice.
@@ -175,7 +178,11 @@ fn replay_300_once_resume_after_kill_9_and_export() {
         p.exited().is_some() || state_rows(&state).len() >= 40
     });
     assert!(started, "no progress in the state file:\n{}", p.log());
-    assert!(p.exited().is_none(), "replay ended before the kill:\n{}", p.log());
+    assert!(
+        p.exited().is_none(),
+        "replay ended before the kill:\n{}",
+        p.log()
+    );
     p.kill();
     let confirmed = state_rows(&state);
     let k = confirmed.len();
@@ -237,7 +244,10 @@ fn replay_300_once_resume_after_kill_9_and_export() {
     let o = run(&mut cmd, Duration::from_secs(300));
     assert_eq!(o.code, Some(0), "--resume:\n{}", o.all());
     let v: Value = serde_json::from_str(o.stdout.trim()).expect("export JSON");
-    assert_eq!((v["written"].as_u64(), v["already_there"].as_u64()), (Some(0), Some(300)));
+    assert_eq!(
+        (v["written"].as_u64(), v["already_there"].as_u64()),
+        (Some(0), Some(300))
+    );
 }
 
 fn sha256_hex(p: &Path) -> String {
@@ -258,8 +268,9 @@ fn changed_object_is_refused_by_replay_and_export() {
         .iter()
         .find(|p| {
             let b = fs::read(p).unwrap();
-            b.windows(uid.len() + 1)
-                .any(|w| &w[..uid.len()] == uid.as_bytes() && (w[uid.len()] == 0 || w[uid.len()] == b' '))
+            b.windows(uid.len() + 1).any(|w| {
+                &w[..uid.len()] == uid.as_bytes() && (w[uid.len()] == 0 || w[uid.len()] == b' ')
+            })
         })
         .expect("the object of instance 3")
         .clone();
@@ -298,7 +309,10 @@ fn changed_object_is_refused_by_replay_and_export() {
     assert_eq!(r.code, Some(1), "export:\n{}", r.all());
     let v: Value = serde_json::from_str(r.stdout.trim()).expect("export JSON");
     assert_eq!(v["written"], 4);
-    assert!(!out.join(format!("{uid}.dcm")).exists(), "changed object not exported");
+    assert!(
+        !out.join(format!("{uid}.dcm")).exists(),
+        "changed object not exported"
+    );
     assert_eq!(files_under(&out, "").len(), 4, "no partial file left");
 }
 
@@ -332,19 +346,32 @@ fn replay_over_tls_with_flags_and_with_a_route() {
     let o = run(&mut cmd, Duration::from_secs(120));
     let v: Value = serde_json::from_str(o.stdout.trim()).unwrap_or(Value::Null);
     assert_eq!(o.code, Some(1), "{}", o.all());
-    assert_eq!((v["sent"].as_u64(), v["not_attempted"].as_u64()), (Some(0), Some(4)), "{}", o.all());
+    assert_eq!(
+        (v["sent"].as_u64(), v["not_attempted"].as_u64()),
+        (Some(0), Some(4)),
+        "{}",
+        o.all()
+    );
     assert!(v["stopped"].is_string(), "{}", o.all());
 
     // TLS from flags: all four arrive identical.
     let mut cmd = Command::new(Radguard::exe());
     base(&mut cmd);
-    cmd.args(["--to", &to, "--called-ae", "TLSARCHIVE", "--tls", "--server-name", "localhost"])
-        .arg("--ca")
-        .arg(archive.ca())
-        .arg("--cert")
-        .arg(gw.gateway_cert())
-        .arg("--key")
-        .arg(gw.gateway_key());
+    cmd.args([
+        "--to",
+        &to,
+        "--called-ae",
+        "TLSARCHIVE",
+        "--tls",
+        "--server-name",
+        "localhost",
+    ])
+    .arg("--ca")
+    .arg(archive.ca())
+    .arg("--cert")
+    .arg(gw.gateway_cert())
+    .arg("--key")
+    .arg(gw.gateway_key());
     let o = run(&mut cmd, Duration::from_secs(120));
     assert_eq!(o.code, Some(0), "{}", o.all());
     let v: Value = serde_json::from_str(o.stdout.trim()).expect("JSON");

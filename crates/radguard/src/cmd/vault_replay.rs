@@ -165,9 +165,7 @@ fn select(
         if since.is_some() || until.is_some() {
             let t = chrono::DateTime::parse_from_rfc3339(&i.stored_at)
                 .map(|t| t.timestamp_millis())
-                .with_context(|| {
-                    format!("{}: stored_at {:?}", i.sop_instance_uid, i.stored_at)
-                })?;
+                .with_context(|| format!("{}: stored_at {:?}", i.sop_instance_uid, i.stored_at))?;
             if since.is_some_and(|s| t < s) || until.is_some_and(|u| t >= u) {
                 continue;
             }
@@ -198,7 +196,9 @@ fn target(a: &ReplayArgs) -> anyhow::Result<Target> {
             .find(|r| r.called_ae.as_str() == route)
             .with_context(|| format!("{}: no route {route:?}", cfg.display()))?;
         let radguard_policy::Route::Upstream {
-            addr: up, upstream_ae, ..
+            addr: up,
+            upstream_ae,
+            ..
         } = &entry.route
         else {
             bail!("route {route:?} is a vault route, not an upstream");
@@ -321,7 +321,9 @@ impl State {
 
     fn in_flight(&self, uid: &str) -> anyhow::Result<()> {
         self.conn
-            .prepare_cached("INSERT OR REPLACE INTO inflight (one, sop_instance_uid) VALUES (1, ?1)")?
+            .prepare_cached(
+                "INSERT OR REPLACE INTO inflight (one, sop_instance_uid) VALUES (1, ?1)",
+            )?
             .execute([uid])?;
         Ok(())
     }
@@ -404,10 +406,10 @@ fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
     } else {
         None
     };
-    let state_path = args.state.clone().unwrap_or_else(|| {
-        args.data
-            .join(default_state_name(&t.called_ae, &t.addr))
-    });
+    let state_path = args
+        .state
+        .clone()
+        .unwrap_or_else(|| args.data.join(default_state_name(&t.called_ae, &t.addr)));
     let state = State::open(&state_path, &target_name)?;
     let interrupted = state.interrupted()?;
     let mut report = Report {
@@ -468,8 +470,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
                     });
                 }
                 report.stopped = Some(why);
-                report.not_attempted =
-                    batch.len().saturating_sub(n.saturating_add(1)) + rest.len();
+                report.not_attempted = batch.len().saturating_sub(n.saturating_add(1)) + rest.len();
                 break;
             }
         }
@@ -561,7 +562,11 @@ where
         let bytes = match fs::read(&i.path) {
             Ok(b) => b,
             Err(e) => {
-                fail(report, None, format!("vault file {}: {e}", i.path.display()));
+                fail(
+                    report,
+                    None,
+                    format!("vault file {}: {e}", i.path.display()),
+                );
                 continue;
             }
         };
@@ -747,8 +752,7 @@ fn export(args: ExportArgs) -> anyhow::Result<u8> {
                 .join(uid_component(i.series_uid.as_deref()))
                 .join(name)
         };
-        if args.resume && dest.is_file() && sha256_file(&dest).ok().as_deref() == Some(&i.sha256)
-        {
+        if args.resume && dest.is_file() && sha256_file(&dest).ok().as_deref() == Some(&i.sha256) {
             r.already_there += 1;
             continue;
         }
@@ -804,7 +808,8 @@ fn copy_checked(src: &Path, dest: &Path, sha256: &str) -> Result<u64, String> {
     fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
     let tmp = dest.with_extension("dcm.part");
     let result = (|| -> Result<u64, String> {
-        let mut from = fs::File::open(src).map_err(|e| format!("vault file {}: {e}", src.display()))?;
+        let mut from =
+            fs::File::open(src).map_err(|e| format!("vault file {}: {e}", src.display()))?;
         let mut to = fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 16];
@@ -828,7 +833,8 @@ fn copy_checked(src: &Path, dest: &Path, sha256: &str) -> Result<u64, String> {
                 "vault file changed: SHA-256 {got}, {sha256} at acceptance"
             ));
         }
-        to.sync_all().map_err(|e| format!("{}: {e}", tmp.display()))?;
+        to.sync_all()
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
         fs::rename(&tmp, dest).map_err(|e| format!("{}: {e}", dest.display()))?;
         Ok(total)
     })();
