@@ -300,6 +300,27 @@ fn changed_object_is_refused_by_replay_and_export() {
     assert_eq!(o.instance_count(), 4, "the changed object was not sent");
     assert!(o.find_instance(uid).is_none());
 
+    // Selection: --study and --since/--until pick from the index; the rerun resends nothing
+    // confirmed and refuses the changed object again.
+    let study = test_data().ct_study_uid();
+    let (code, v, all) = replay(&data, &o, &["--study", &study, "--since", "1d"]);
+    assert_eq!(code, Some(1), "{all}");
+    assert_eq!(
+        (
+            v["selected"].as_u64(),
+            v["already_present"].as_u64(),
+            v["sent"].as_u64()
+        ),
+        (Some(5), Some(4), Some(0)),
+        "{all}"
+    );
+    let (code, v, all) = replay(&data, &o, &["--until", "2000-01-01"]);
+    assert_eq!((code, v["selected"].as_u64()), (Some(0), Some(0)), "{all}");
+    let (code, v, all) = replay(&data, &o, &["--study", "1.2.3.999"]);
+    assert_eq!((code, v["selected"].as_u64()), (Some(0), Some(0)), "{all}");
+    let (code, _, all) = replay(&data, &o, &["--since", "yesterday"]);
+    assert_eq!(code, Some(2), "a bad time is a usage error\n{all}");
+
     let out = tmp.path().join("export");
     let mut cmd = Command::new(Radguard::exe());
     cmd.args(["vault", "export", "--flat", "--json", "--data"])
