@@ -142,7 +142,7 @@ enum VaultCommand {
     /// each checked against its hash and ledger fingerprint first; resumable (state file).
     ///
     /// Exit status 0 all sent or already present, 1 any failed or not attempted, 2 usage.
-    Replay(cmd::vault_replay::ReplayArgs),
+    Replay(Box<cmd::vault_replay::ReplayArgs>),
     /// Copy the vault's Part 10 files into DIR, re-hashing each on the way.
     ///
     /// Exit status 0 all written, 1 any failed (changed object), 2 usage.
@@ -162,7 +162,7 @@ fn main() -> ExitCode {
         Command::Block(args) => cmd::block::run(args),
         Command::Queue(args) => cmd::queue::run(args),
         Command::Vault { command } => match command {
-            VaultCommand::Replay(args) => cmd::vault_replay::run_replay(args),
+            VaultCommand::Replay(args) => cmd::vault_replay::run_replay(*args),
             VaultCommand::Export(args) => cmd::vault_replay::run_export(args),
         },
         Command::Tls(args) => exit(cmd::tls::run_tls(args)),
