@@ -435,7 +435,12 @@ fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
         rest = after;
         let outcome = match &t.tls {
             None => match options(&args, &t, batch).establish(t.addr.as_str()) {
-                Ok(a) => send_batch(a, batch, &state, ledger.as_ref(), &mut report, &bar),
+                Ok(mut a) => {
+                    // The command set and the data set leave as separate writes: without
+                    // TCP_NODELAY, Nagle and the peer's delayed ACK stall every C-STORE.
+                    let _ = a.inner_stream().set_nodelay(true);
+                    send_batch(a, batch, &state, ledger.as_ref(), &mut report, &bar)
+                }
                 Err(e) => Err(Stop::Association(format!(
                     "association with {target_name}: {e}"
                 ))),
@@ -445,7 +450,10 @@ fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
                 .server_name(name)
                 .establish_tls(t.addr.as_str())
             {
-                Ok(a) => send_batch(a, batch, &state, ledger.as_ref(), &mut report, &bar),
+                Ok(mut a) => {
+                    let _ = a.inner_stream().sock.set_nodelay(true);
+                    send_batch(a, batch, &state, ledger.as_ref(), &mut report, &bar)
+                }
                 Err(e) => Err(Stop::Association(format!(
                     "TLS association with {target_name}: {e}"
                 ))),
