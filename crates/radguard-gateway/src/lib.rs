@@ -29,6 +29,8 @@
 //!   judged, dose reports watched, worklist answers checked).
 //! - [`tls`], [`deid_relay`]: the TLS configurations and de-identifiers in force; a C-STORE
 //!   de-identified in the stream.
+//! - [`scu`]: the blocking C-STORE SCU the forwarders and `radguard vault replay` send stored
+//!   files with (each checked against its acceptance hash and ledger fingerprint first).
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
@@ -48,6 +50,7 @@ pub mod io;
 pub mod negotiate;
 pub mod reader;
 pub mod relay;
+pub mod scu;
 pub mod server;
 mod session;
 pub mod shared;

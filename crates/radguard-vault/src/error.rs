@@ -38,6 +38,10 @@ pub enum VaultError {
         dir: PathBuf,
         outcome: crate::LockOutcome,
     },
+    /// The vault was opened read-only ([`Vault::open_read_only`](crate::Vault::open_read_only)):
+    /// nothing can be stored through it.
+    #[error("the vault was opened read-only")]
+    ReadOnly,
     /// An earlier `write_chunk` failed, so this pending instance can only be dropped.
     #[error("pending instance unusable after an earlier write error")]
     Poisoned,

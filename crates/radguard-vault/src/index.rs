@@ -63,6 +63,24 @@ pub(crate) fn open(path: &Path) -> Result<Connection, VaultError> {
     Ok(conn)
 }
 
+/// Opens an existing index read-only (no schema change, no journal-mode switch): for readers
+/// beside a running gateway (`radguard vault replay|export`).
+pub(crate) fn open_read_only(path: &Path) -> Result<Connection, VaultError> {
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version != SCHEMA_VERSION {
+        return Err(VaultError::CorruptIndex(format!(
+            "index schema version {version}, this build reads {SCHEMA_VERSION}"
+        )));
+    }
+    Ok(conn)
+}
+
 /// A row as stored (the object path is derived, not stored). Also the row of an index log
 /// line (JSON, these field names).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -112,6 +112,12 @@ fn segments(dir: &Path) -> Result<Vec<PathBuf>, VaultError> {
     Ok(sealed)
 }
 
+/// The head of the log under `dir` as its files show it (a reader beside the gateway that
+/// writes it: a line being written is not counted).
+pub(crate) fn head_of(dir: &Path) -> Result<IndexLogHead, VaultError> {
+    Ok(read(dir, None)?.0.head)
+}
+
 /// Reads every segment (the first `limit` lines when given), checking the chain. A last line
 /// without its newline (a crash while it was written) is `torn`: not counted, its byte offset
 /// returned.

@@ -140,8 +140,9 @@ struct Shared {
     lock: Option<LockOutcome>,
     /// Objects stored (or restored) whose immutable flag could not be set.
     unlocked: AtomicU64,
-    /// The index log; locked after `conn` when both are held.
-    log: Mutex<IndexLog>,
+    /// The index log; locked after `conn` when both are held. `None` when opened read-only
+    /// (the gateway that owns the vault writes it; readers take its head from the files).
+    log: Option<Mutex<IndexLog>>,
 }
 
 impl Shared {
@@ -151,16 +152,29 @@ impl Shared {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The index log. A panic while it was held leaves at most a line without its newline,
-    /// which `open` cuts.
-    fn log(&self) -> MutexGuard<'_, IndexLog> {
-        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The index log, `None` when opened read-only. A panic while it was held leaves at most a
+    /// line without its newline, which `open` cuts.
+    fn log(&self) -> Option<MutexGuard<'_, IndexLog>> {
+        self.log
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The index log's head: from the open log, or read from its files when read-only.
+    fn log_head(&self) -> Result<IndexLogHead, VaultError> {
+        match self.log() {
+            Some(log) => Ok(log.head()),
+            None => indexlog::head_of(&self.root.join(indexlog::DIR)),
+        }
     }
 
     /// Appends a row to the index log (the caller holds the index lock), locking a segment it
     /// sealed.
     fn log_row(&self, record: &Record) -> Result<(), VaultError> {
-        if let Some(sealed) = self.log().append(record)? {
+        let Some(mut log) = self.log() else {
+            return Err(VaultError::ReadOnly);
+        };
+        if let Some(sealed) = log.append(record)? {
             self.lock_object(&sealed);
         }
         Ok(())
@@ -234,7 +248,7 @@ impl Vault {
                 config,
                 lock,
                 unlocked: AtomicU64::new(0),
-                log: Mutex::new(log),
+                log: Some(Mutex::new(log)),
             }),
         };
         for segment in sealed {
@@ -249,9 +263,9 @@ impl Vault {
 
     /// The index log's head: its line count and the SHA-256 of its last line, to record in a
     /// checkpoint. Consistent with the index (taken under its lock).
-    pub fn index_log_head(&self) -> IndexLogHead {
+    pub fn index_log_head(&self) -> Result<IndexLogHead, VaultError> {
         let _conn = self.shared.conn();
-        self.shared.log().head()
+        self.shared.log_head()
     }
 
     /// Whether the index log still leads to `head`: its line `head.count` hashes to
@@ -333,6 +347,35 @@ impl Vault {
         Ok(released)
     }
 
+    /// Opens an existing vault for reading only: no recovery (a running gateway's uploads in
+    /// `tmp/` are left alone), no directory or index created; [`begin`](Self::begin) fails.
+    /// For tools that read beside a running gateway (replay, export).
+    pub fn open_read_only(dir: &Path) -> Result<Vault, VaultError> {
+        let index_path = dir.join(layout::INDEX);
+        if !index_path.is_file() {
+            return Err(VaultError::io(
+                &index_path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no vault index"),
+            ));
+        }
+        let conn = index::open_read_only(&index_path)?;
+        Ok(Vault {
+            shared: Arc::new(Shared {
+                objects_dir: dir.join(layout::OBJECTS),
+                tmp_dir: dir.join(layout::TMP),
+                root: dir.to_path_buf(),
+                conn: Mutex::new(conn),
+                config: VaultConfig {
+                    immutable: Immutable::Off,
+                    ..VaultConfig::default()
+                },
+                lock: None,
+                unlocked: AtomicU64::new(0),
+                log: None,
+            }),
+        })
+    }
+
     /// The vault's root directory.
     pub fn root(&self) -> &Path {
         &self.shared.root
@@ -347,6 +390,9 @@ impl Vault {
         transfer_syntax: &Uid,
         source_ae: &str,
     ) -> Result<PendingInstance, VaultError> {
+        if self.shared.log.is_none() {
+            return Err(VaultError::ReadOnly);
+        }
         let header = meta::file_header(sop_class, sop_instance, transfer_syntax);
         let (tmp_path, file) = layout::create_tmp(&self.shared.tmp_dir)?;
         let mut pending = PendingInstance {
@@ -402,7 +448,7 @@ impl Vault {
         // without holding the lock.
         let (records, logged) = {
             let conn = self.shared.conn();
-            (index::all(&conn)?, self.shared.log().head().count)
+            (index::all(&conn)?, self.shared.log_head()?.count)
         };
         let mut problems = self.audit_log(&records, logged)?;
         let rows: Vec<StoredInstance> = records

@@ -678,3 +678,57 @@ fn verify_detects_altered_bytes() {
         "{problems:?}"
     );
 }
+
+/// A reader beside a running gateway: `open_read_only` lists what the writer committed, leaves
+/// an upload in progress (its temp file) alone, and cannot store.
+#[test]
+fn read_only_open_lists_and_touches_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(
+        Vault::open_read_only(dir.path()).is_err(),
+        "no vault yet: refused, nothing created"
+    );
+    assert!(!dir.path().join("index.sqlite").exists());
+    let writer = Vault::open(dir.path()).expect("open");
+    let first = stored(store(
+        &writer,
+        "1.2.3.500.1",
+        &dataset("1.2.3.500.1", "P", 32, 1),
+    ));
+    // An upload in progress: its temp file must survive the reader's open.
+    let mut pending = writer
+        .begin(
+            &uid(SC_IMAGE),
+            &uid("1.2.3.500.2"),
+            &uid(uids::EXPLICIT_VR_LE),
+            "CT01",
+        )
+        .expect("begin");
+    pending.write_chunk(b"partial").expect("write");
+    let tmp_before = files_under(&dir.path().join("tmp"));
+    assert_eq!(tmp_before.len(), 1, "{tmp_before:?}");
+
+    let reader = Vault::open_read_only(dir.path()).expect("open read-only");
+    assert_eq!(
+        files_under(&dir.path().join("tmp")),
+        tmp_before,
+        "upload untouched"
+    );
+    assert_eq!(reader.list().expect("list"), vec![first]);
+    assert!(
+        reader
+            .begin(
+                &uid(SC_IMAGE),
+                &uid("1.2.3.500.3"),
+                &uid(uids::EXPLICIT_VR_LE),
+                "CT01",
+            )
+            .and_then(|mut p| {
+                p.write_chunk(&dataset("1.2.3.500.3", "P", 32, 3))?;
+                p.commit()
+            })
+            .is_err(),
+        "a read-only vault stores nothing"
+    );
+    drop(pending);
+}

@@ -89,6 +89,11 @@ enum Command {
     Block(cmd::block::BlockArgs),
     /// The hold queue: instances held for an unreachable archive (list, retry, drop).
     Queue(cmd::queue::QueueArgs),
+    /// The vault: recovery (`replay` to a rebuilt archive over DICOM, `export` as Part 10 files).
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
     /// TLS quick start: a local CA, gateway and client certificates; certificate fingerprints.
     Tls(cmd::tls::TlsArgs),
     /// Make an Argon2id hash of a passcode for a `[[user]]` entry (User Identity type 2).
@@ -131,6 +136,19 @@ enum Command {
     Man { dir: std::path::PathBuf },
 }
 
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// Send the vault's instances to an archive over DICOM C-STORE, in order of acceptance,
+    /// each checked against its hash and ledger fingerprint first; resumable (state file).
+    ///
+    /// Exit status 0 all sent or already present, 1 any failed or not attempted, 2 usage.
+    Replay(Box<cmd::vault_replay::ReplayArgs>),
+    /// Copy the vault's Part 10 files into DIR, re-hashing each on the way.
+    ///
+    /// Exit status 0 all written, 1 any failed (changed object), 2 usage.
+    Export(cmd::vault_replay::ExportArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -143,6 +161,10 @@ fn main() -> ExitCode {
         Command::Alerts(args) => exit(cmd::alerts::run(args)),
         Command::Block(args) => cmd::block::run(args),
         Command::Queue(args) => cmd::queue::run(args),
+        Command::Vault { command } => match command {
+            VaultCommand::Replay(args) => cmd::vault_replay::run_replay(*args),
+            VaultCommand::Export(args) => cmd::vault_replay::run_export(args),
+        },
         Command::Tls(args) => exit(cmd::tls::run_tls(args)),
         Command::Passwd(args) => exit(cmd::tls::run_passwd(args)),
         Command::Admin(args) => cmd::console::run(args),

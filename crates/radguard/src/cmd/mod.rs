@@ -18,3 +18,4 @@ pub mod queue;
 pub mod reload;
 pub mod serve;
 pub mod tls;
+pub mod vault_replay;

@@ -389,7 +389,7 @@ fn checkpoint_index_log(
     ledger: &radguard_ledger::Ledger,
     last: &mut Option<radguard_vault::IndexLogHead>,
 ) -> anyhow::Result<()> {
-    let head = vault.index_log_head();
+    let head = vault.index_log_head()?;
     if last.as_ref() == Some(&head) {
         return Ok(());
     }
