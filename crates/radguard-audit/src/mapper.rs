@@ -69,6 +69,8 @@ pub fn alert_name(k: AlertKind) -> &'static str {
         AlertKind::MalformedDataSet => "malformed-data-set",
         AlertKind::ResourceExhausted => "resource-exhausted",
         AlertKind::HoldOverdue => "hold-overdue",
+        AlertKind::VaultIntegrity => "vault-integrity",
+        AlertKind::Ransomware => "ransomware",
     }
 }
 
@@ -327,6 +329,9 @@ impl Mapper {
             | Event::HoldForwarded { .. }
             | Event::HoldRetry { .. }
             | Event::HoldDepth { .. } => {}
+            // The scrub's findings are audited through the `vault-integrity` alert raised with
+            // each; a pass is operational.
+            Event::VaultScrubFinding { .. } | Event::VaultScrubPass { .. } => {}
             Event::ShutdownFinished { aborted } => push(
                 &mut out,
                 None,
