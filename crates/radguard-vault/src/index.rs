@@ -63,6 +63,19 @@ pub(crate) fn open(path: &Path) -> Result<Connection, VaultError> {
     Ok(conn)
 }
 
+/// Opens an existing index read-only (for the on-demand checks next to a running gateway).
+pub(crate) fn open_read_only(path: &Path) -> Result<Connection, VaultError> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(VaultError::CorruptIndex(format!(
+            "index schema version {version} is newer than this build ({SCHEMA_VERSION})"
+        )));
+    }
+    Ok(conn)
+}
+
 /// A row as stored (the object path is derived, not stored).
 pub(crate) struct Record {
     pub sop_instance_uid: String,
@@ -140,6 +153,27 @@ pub(crate) fn all(conn: &Connection) -> Result<Vec<Record>, VaultError> {
     let mut stmt =
         conn.prepare_cached(&format!("SELECT {COLUMNS} FROM instances ORDER BY rowid"))?;
     let rows = stmt.query_map([], record)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(r??);
+    }
+    Ok(out)
+}
+
+/// Up to `limit` rows after `rowid`, in rowid (commit) order, with their rowids: the scrub's
+/// stable walk, resumable from a rowid.
+pub(crate) fn page_after(
+    conn: &Connection,
+    rowid: i64,
+    limit: u32,
+) -> Result<Vec<(i64, Record)>, VaultError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS}, rowid FROM instances WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![rowid, limit], |row| {
+        let id: i64 = row.get(11)?;
+        Ok(record(row)?.map(|r| (id, r)))
+    })?;
     let mut out = Vec::new();
     for r in rows {
         out.push(r??);

@@ -19,6 +19,11 @@
 //! - `index`: the SQLite schema and queries.
 //! - [`queue`]: the hold queue (instances held for an unreachable destination, forwarded in
 //!   order of arrival; its own SQLite file) and the disk-use check of hold routes.
+//! - [`scrub`]: the continuous re-check of stored objects at a bounded rate (resumable
+//!   cursor, findings: missing, changed, unreadable, encrypted-looking, unindexed) and its
+//!   `[scrub]` config section.
+//! - [`integrity`]: pure judgements for the scrub: an encrypted-looking file (entropy and
+//!   DICOM structure) and the ransomware pattern (many objects changed in a short window).
 //! - `error`: [`VaultError`].
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
@@ -26,10 +31,12 @@
 
 mod error;
 mod index;
+pub mod integrity;
 mod layout;
 mod meta;
 pub mod queue;
 mod scan;
+pub mod scrub;
 mod time;
 mod vault;
 

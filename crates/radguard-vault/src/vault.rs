@@ -170,6 +170,28 @@ impl Vault {
         Ok(vault)
     }
 
+    /// Opens an existing vault for reading only: no recovery (`tmp/` is left alone, orphans
+    /// are not re-indexed) and the index is opened read-only, so it is safe next to the
+    /// gateway that owns the vault. `NotFound` when `dir` holds no index.
+    pub fn open_read_only(dir: &Path) -> Result<Vault, VaultError> {
+        let index_path = dir.join(layout::INDEX);
+        if !index_path.is_file() {
+            return Err(VaultError::io(
+                &index_path,
+                io::Error::new(io::ErrorKind::NotFound, "no vault index here"),
+            ));
+        }
+        let conn = index::open_read_only(&index_path)?;
+        Ok(Vault {
+            shared: Arc::new(Shared {
+                objects_dir: dir.join(layout::OBJECTS),
+                tmp_dir: dir.join(layout::TMP),
+                root: dir.to_path_buf(),
+                conn: Mutex::new(conn),
+            }),
+        })
+    }
+
     /// The vault's root directory.
     pub fn root(&self) -> &Path {
         &self.shared.root
@@ -215,6 +237,43 @@ impl Vault {
         Ok(records
             .into_iter()
             .map(|r| r.into_stored(&self.shared.objects_dir))
+            .collect())
+    }
+
+    /// Up to `limit` stored instances committed after the one at `position` (0: from the
+    /// first), oldest first, each with its position: a stable, resumable walk of the index.
+    pub fn page_after(
+        &self,
+        position: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, StoredInstance)>, VaultError> {
+        let rows = index::page_after(&self.shared.conn(), position, limit)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, r)| (id, r.into_stored(&self.shared.objects_dir)))
+            .collect())
+    }
+
+    /// Whether an index row names an object with this SHA-256.
+    pub fn has_object(&self, sha256: &str) -> Result<bool, VaultError> {
+        index::has_sha(&self.shared.conn(), sha256)
+    }
+
+    /// The object tree (`<root>/objects`).
+    pub fn objects_dir(&self) -> &Path {
+        &self.shared.objects_dir
+    }
+
+    /// Every file under `objects/` (two shard levels down), sorted, with the SHA-256 its path
+    /// claims when it follows the layout.
+    pub fn object_files(&self) -> Result<Vec<(PathBuf, Option<String>)>, VaultError> {
+        let dir = &self.shared.objects_dir;
+        Ok(layout::object_files(dir)?
+            .into_iter()
+            .map(|p| {
+                let sha = layout::sha_from_object_path(dir, &p);
+                (p, sha)
+            })
             .collect())
     }
 
