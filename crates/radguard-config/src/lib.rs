@@ -11,6 +11,7 @@
 //! | `[detect]`, `[[detect.rule]]` | radguard-detect | [`DetectConfig`] |
 //! | `[admin]`, `[[admin.token]]` | radguard-web | [`AdminConfig`] |
 //! | `[guard]`, `[[guard.limit]]` | radguard-guard | [`GuardConfig`] |
+//! | `[scrub]` | radguard-vault | [`ScrubConfig`] |
 //!
 //! This crate only composes: it reads the file once, hands the text to each section's loader
 //! and merges their errors ([`ConfigErrors`]). A syntax error is reported once (by the policy's
@@ -27,6 +28,7 @@ pub use radguard_detect::DetectConfig;
 pub use radguard_guard::GuardConfig;
 pub use radguard_ledger::LedgerConfig;
 pub use radguard_policy::Config;
+pub use radguard_vault::scrub::ScrubConfig;
 pub use radguard_web::AdminConfig;
 
 /// A config file, every section validated.
@@ -45,6 +47,8 @@ pub struct Loaded {
     /// `[guard]`: protocol limits, approvers, worklist checks (its defaults when the file has
     /// none).
     pub guard: GuardConfig,
+    /// `[scrub]`: the vault's continuous re-check (on, 8 MiB/s, when the file has none).
+    pub scrub: ScrubConfig,
 }
 
 impl Loaded {
@@ -59,12 +63,13 @@ impl Loaded {
             detect: DetectConfig::default(),
             admin: AdminConfig::default(),
             guard: GuardConfig::default(),
+            scrub: ScrubConfig::default(),
         }
     }
 
     /// The keys of `new` whose change a reload cannot apply to a running gateway
     /// ([`Config::restart_needed`]: listeners, AE title, caps, timeouts, `on_revoke`), and
-    /// `[audit]`, `[ledger]`, `[detect]`, `[admin]` and `[guard]` when their settings differ (the detectors are built
+    /// `[audit]`, `[ledger]`, `[detect]`, `[admin]`, `[guard]` and `[scrub]` when their settings differ (the detectors are built
     /// at start with their tables). A reload that changes any of them is refused whole, naming
     /// them.
     pub fn restart_needed(&self, new: &Loaded) -> Vec<&'static str> {
@@ -85,6 +90,10 @@ impl Loaded {
         // The guard is built at start with its approvals and dose accumulator.
         if self.guard != new.guard {
             keys.push("[guard]");
+        }
+        // The scrub task is started with its rate and thresholds.
+        if self.scrub != new.scrub {
+            keys.push("[scrub]");
         }
         keys
     }
@@ -112,6 +121,9 @@ pub enum ConfigError {
     /// `[guard]` and `[[guard.limit]]`.
     #[error(transparent)]
     Guard(radguard_guard::config::ConfigError),
+    /// `[scrub]`.
+    #[error(transparent)]
+    Scrub(radguard_vault::scrub::ConfigError),
 }
 
 impl ConfigError {
@@ -124,6 +136,7 @@ impl ConfigError {
             ConfigError::Detect(e) => e.line,
             ConfigError::Admin(e) => e.line,
             ConfigError::Guard(e) => e.line,
+            ConfigError::Scrub(e) => e.line,
         }
     }
 
@@ -136,6 +149,7 @@ impl ConfigError {
             ConfigError::Detect(e) => e.col,
             ConfigError::Admin(e) => e.col,
             ConfigError::Guard(e) => e.col,
+            ConfigError::Scrub(e) => e.col,
         }
     }
 
@@ -148,6 +162,7 @@ impl ConfigError {
             ConfigError::Detect(e) => &e.field,
             ConfigError::Admin(e) => &e.field,
             ConfigError::Guard(e) => &e.field,
+            ConfigError::Scrub(e) => &e.field,
         }
     }
 }
@@ -224,10 +239,23 @@ pub fn parse_config_in(src: &str, origin: &str, base_dir: &Path) -> Result<Loade
     } else {
         None
     };
-    match (config, audit, ledger, detect, admin, guard) {
-        (Some(config), Some(audit), Some(ledger), Some(detect), Some(admin), Some(guard))
-            if errors.is_empty() =>
-        {
+    let scrub = if syntax_ok {
+        ScrubConfig::from_document(src, origin)
+            .map_err(|e| errors.extend(e.errors.into_iter().map(ConfigError::Scrub)))
+            .ok()
+    } else {
+        None
+    };
+    match (config, audit, ledger, detect, admin, guard, scrub) {
+        (
+            Some(config),
+            Some(audit),
+            Some(ledger),
+            Some(detect),
+            Some(admin),
+            Some(guard),
+            Some(scrub),
+        ) if errors.is_empty() => {
             Ok(Loaded {
                 config,
                 audit,
@@ -235,6 +263,7 @@ pub fn parse_config_in(src: &str, origin: &str, base_dir: &Path) -> Result<Loade
                 detect,
                 admin,
                 guard,
+                scrub,
             })
         }
         _ => {

@@ -370,6 +370,9 @@ struct RawConfig {
     /// (`GuardConfig::from_document`).
     #[allow(dead_code)]
     guard: Option<serde::de::IgnoredAny>,
+    /// `[scrub]`: radguard-vault's section (`ScrubConfig::from_document`).
+    #[allow(dead_code)]
+    scrub: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -89,6 +89,11 @@ enum Command {
     Block(cmd::block::BlockArgs),
     /// The hold queue: instances held for an unreachable archive (list, retry, drop).
     Queue(cmd::queue::QueueArgs),
+    /// The built-in vault: check or verify the stored objects.
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
     /// TLS quick start: a local CA, gateway and client certificates; certificate fingerprints.
     Tls(cmd::tls::TlsArgs),
     /// Make an Argon2id hash of a passcode for a `[[user]]` entry (User Identity type 2).
@@ -131,6 +136,18 @@ enum Command {
     Man { dir: std::path::PathBuf },
 }
 
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// Compare the vault's index with the files present and their sizes (fast), and list files
+    /// no index row names. Read-only; safe next to a running gateway. Exit status 0 all good,
+    /// 1 problems found, 2 usage or store error.
+    Check(cmd::vault_check::CheckArgs),
+    /// Re-hash every object (missing, changed, encrypted-looking, unreadable, unindexed) and
+    /// compare instances the integrity ledger logged with its fingerprints. Read-only. Exit
+    /// status 0 all good, 1 problems found, 2 usage or store error.
+    Verify(cmd::vault_check::CheckArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -143,6 +160,10 @@ fn main() -> ExitCode {
         Command::Alerts(args) => exit(cmd::alerts::run(args)),
         Command::Block(args) => cmd::block::run(args),
         Command::Queue(args) => cmd::queue::run(args),
+        Command::Vault { command } => match command {
+            VaultCommand::Check(args) => cmd::vault_check::run_check(args),
+            VaultCommand::Verify(args) => cmd::vault_check::run_verify(args),
+        },
         Command::Tls(args) => exit(cmd::tls::run_tls(args)),
         Command::Passwd(args) => exit(cmd::tls::run_passwd(args)),
         Command::Admin(args) => cmd::console::run(args),

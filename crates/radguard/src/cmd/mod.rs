@@ -18,3 +18,5 @@ pub mod queue;
 pub mod reload;
 pub mod serve;
 pub mod tls;
+pub mod vault_check;
+pub mod vault_scrub;
