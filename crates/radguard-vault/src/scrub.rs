@@ -168,6 +168,9 @@ pub enum FindingKind {
     Unreadable { error: String },
     /// A file under `objects/` no index row refers to.
     Unindexed,
+    /// Its bytes match its name, but the second opinion (the integrity ledger's fingerprint,
+    /// for instances an origin route logged) disagrees: the index row itself was rewritten.
+    LedgerMismatch { detail: String },
 }
 
 impl FindingKind {
@@ -179,6 +182,7 @@ impl FindingKind {
             FindingKind::EncryptedLooking { .. } => "encrypted-looking",
             FindingKind::Unreadable { .. } => "unreadable",
             FindingKind::Unindexed => "unindexed",
+            FindingKind::LedgerMismatch { .. } => "ledger-mismatch",
         }
     }
 
@@ -186,7 +190,10 @@ impl FindingKind {
     pub fn is_tampering(&self) -> bool {
         matches!(
             self,
-            FindingKind::Missing | FindingKind::Changed { .. } | FindingKind::EncryptedLooking { .. }
+            FindingKind::Missing
+                | FindingKind::Changed { .. }
+                | FindingKind::EncryptedLooking { .. }
+                | FindingKind::LedgerMismatch { .. }
         )
     }
 }
@@ -230,6 +237,10 @@ impl Finding {
             FindingKind::Unindexed => format!(
                 "file {} in the vault's object tree is not in the index",
                 self.path.display()
+            ),
+            FindingKind::LedgerMismatch { detail } => format!(
+                "vault object {}{uid} differs from the integrity ledger's fingerprint: {detail}",
+                self.sha256
             ),
         }
     }
@@ -339,9 +350,23 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A second opinion on an object whose bytes match its name: `Some(why)` when it disagrees.
+/// The gateway asks the integrity ledger (instances logged by origin routes), so that an index
+/// row rewritten together with its object is still caught.
+pub type SecondOpinion = Box<dyn Fn(&StoredInstance) -> Option<String> + Send>;
+
+struct Opinion(SecondOpinion);
+
+impl std::fmt::Debug for Opinion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecondOpinion")
+    }
+}
+
 /// Walks the vault, one object per [`step`](Scrubber::step).
 #[derive(Debug)]
 pub struct Scrubber {
+    second: Option<Opinion>,
     vault: Vault,
     state_path: PathBuf,
     state: State,
@@ -363,6 +388,7 @@ impl Scrubber {
             .and_then(|t| State::parse(&t))
             .unwrap_or_default();
         Scrubber {
+            second: None,
             vault,
             state_path,
             state,
@@ -371,6 +397,13 @@ impl Scrubber {
             reported: HashSet::new(),
             last_save: Instant::now(),
         }
+    }
+
+    /// Asks `opinion` about every object found intact; it reads the object again, paid for
+    /// at the same rate.
+    pub fn with_second_opinion(mut self, opinion: SecondOpinion) -> Scrubber {
+        self.second = Some(Opinion(opinion));
+        self
     }
 
     /// The index position the next step starts after (0: a new pass).
@@ -395,7 +428,7 @@ impl Scrubber {
         let Some((pos, inst)) = self.page.pop_front() else {
             return self.finish_pass();
         };
-        let (findings, bytes) = match check_one(&inst, Some(&mut self.bucket), stop) {
+        let (mut findings, bytes) = match check_one(&inst, Some(&mut self.bucket), stop) {
             Some(r) => r,
             None => {
                 self.page.push_front((pos, inst));
@@ -403,6 +436,18 @@ impl Scrubber {
                 return Ok(Step::Stopped);
             }
         };
+        if let (true, Some(Opinion(op))) = (findings.is_empty(), &self.second) {
+            if self.bucket.take(usize::try_from(bytes).unwrap_or(usize::MAX), stop) {
+                if let Some(detail) = op(&inst) {
+                    findings.push(Finding {
+                        sha256: inst.sha256.clone(),
+                        sop_instance_uid: Some(inst.sop_instance_uid.clone()),
+                        path: inst.path.clone(),
+                        kind: FindingKind::LedgerMismatch { detail },
+                    });
+                }
+            }
+        }
         self.state.cursor = pos;
         self.state.objects += 1;
         self.state.bytes += bytes;

@@ -223,3 +223,26 @@ fn config_section() {
     let e = ScrubConfig::from_document("[scrub]\nrate = 1\n", "f.toml").unwrap_err();
     assert!(e.errors[0].to_string().starts_with("f.toml:2:"), "{e:?}");
 }
+
+#[test]
+fn second_opinion_is_asked_about_intact_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Vault::open(dir.path()).unwrap();
+    let a = store(&vault, "1.2.3.1", 1024);
+    let b = store(&vault, "1.2.3.2", 1024);
+    overwrite(&b.path, &noise(fs::metadata(&b.path).unwrap().len() as usize, 3));
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let mut s = Scrubber::new(vault, 1 << 30).with_second_opinion(Box::new(move |inst| {
+        seen.lock().unwrap().push(inst.sop_instance_uid.clone());
+        (inst.sop_instance_uid == "1.2.3.1").then(|| "pixels differ".to_string())
+    }));
+    let (findings, _) = full_pass(&mut s);
+    // Only the intact object is asked about; the changed one is already a finding.
+    assert_eq!(*asked.lock().unwrap(), vec!["1.2.3.1".to_string()]);
+    let f = findings.iter().find(|f| f.sha256 == a.sha256).expect("ledger finding");
+    assert_eq!(f.kind.name(), "ledger-mismatch");
+    assert!(f.kind.is_tampering());
+    assert!(f.detail().contains("pixels differ"), "{}", f.detail());
+    assert_eq!(findings.len(), 2, "{findings:?}");
+}

@@ -264,7 +264,13 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         radguard_gateway::forward::spawn(shared.clone(), data.clone());
         // The vault's scrub ([scrub]): re-hashes stored objects at its rate, in the background.
         let scrub_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        super::vault_scrub::spawn(vault.clone(), scrub_cfg, bus.clone(), scrub_stop.clone());
+        super::vault_scrub::spawn(
+            vault.clone(),
+            &ledger_dir,
+            scrub_cfg,
+            bus.clone(),
+            scrub_stop.clone(),
+        );
         // Expired entries dropped and operators' changes reported before the first association.
         keeper.spawn(shared.clone(), block_rx)?;
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);

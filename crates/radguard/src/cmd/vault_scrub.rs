@@ -3,29 +3,61 @@
 //! `vault-integrity` security alert, a burst of tampering becomes one `ransomware` alert, and
 //! each finished pass a `vault-scrub-pass` event.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use radguard_events::{AlertKind, Event, EventBus};
 use radguard_vault::integrity::RansomwareDetector;
-use radguard_vault::scrub::{Finding, ScrubConfig, Scrubber, Step};
+use radguard_ledger::verify::{self, Verdict};
+use radguard_vault::scrub::{Finding, ScrubConfig, Scrubber, SecondOpinion, Step};
 use radguard_vault::Vault;
 
 /// After a store error (the index locked or unreadable), wait this long before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Starts the scrub (nothing when `[scrub] enabled = false`). Setting `stop` ends it within
-/// about 100 ms, its cursor saved.
-pub fn spawn(vault: Arc<Vault>, cfg: ScrubConfig, bus: EventBus, stop: Arc<AtomicBool>) {
+/// about 100 ms, its cursor saved. Objects of instances the integrity ledger in `ledger_dir`
+/// logged (origin routes) are also compared with the logged fingerprint.
+pub fn spawn(
+    vault: Arc<Vault>,
+    ledger_dir: &Path,
+    cfg: ScrubConfig,
+    bus: EventBus,
+    stop: Arc<AtomicBool>,
+) {
     if !cfg.enabled {
         return;
     }
-    tokio::spawn(run(vault, cfg, bus, stop));
+    let mut scrubber = Scrubber::new((*vault).clone(), cfg.rate_bytes_per_sec);
+    if let Some(opinion) = ledger_opinion(ledger_dir) {
+        scrubber = scrubber.with_second_opinion(opinion);
+    }
+    tokio::spawn(run(scrubber, cfg, bus, stop));
 }
 
-async fn run(vault: Arc<Vault>, cfg: ScrubConfig, bus: EventBus, stop: Arc<AtomicBool>) {
-    let mut scrubber = Some(Scrubber::new((*vault).clone(), cfg.rate_bytes_per_sec));
+/// The ledger's opinion: `Some(why)` when the instance was logged and its object's fingerprint
+/// is not the logged one (`altered`). Not logged, or not provable yet: no opinion.
+fn ledger_opinion(ledger_dir: &Path) -> Option<SecondOpinion> {
+    let view = radguard_ledger::LedgerView::open(ledger_dir, None).ok()?;
+    let ctx = verify::Context::new(vec![view], None);
+    Some(Box::new(move |inst| {
+        let logged = ctx.ledgers.first()?.lookup(&inst.sop_instance_uid).ok()?;
+        if logged.is_empty() {
+            return None;
+        }
+        let report = verify::verify_file(&inst.path, &ctx);
+        (report.verdict == Verdict::Altered).then(|| {
+            report
+                .detail
+                .unwrap_or_else(|| format!("changed: {}", report.changed_attributes.join(", ")))
+        })
+    }))
+}
+
+async fn run(scrubber: Scrubber, cfg: ScrubConfig, bus: EventBus, stop: Arc<AtomicBool>) {
+    let mut scrubber = Some(scrubber);
     let mut ransomware = RansomwareDetector::new(
         cfg.ransomware_threshold,
         cfg.ransomware_window_secs.saturating_mul(1000),
