@@ -255,17 +255,15 @@ pub fn parse_config_in(src: &str, origin: &str, base_dir: &Path) -> Result<Loade
             Some(admin),
             Some(guard),
             Some(scrub),
-        ) if errors.is_empty() => {
-            Ok(Loaded {
-                config,
-                audit,
-                ledger,
-                detect,
-                admin,
-                guard,
-                scrub,
-            })
-        }
+        ) if errors.is_empty() => Ok(Loaded {
+            config,
+            audit,
+            ledger,
+            detect,
+            admin,
+            guard,
+            scrub,
+        }),
         _ => {
             // Stable: errors at the same place keep their section order.
             errors.sort_by_key(|e| (e.line().is_none(), e.line(), e.col()));

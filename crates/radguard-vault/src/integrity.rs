@@ -109,8 +109,19 @@ fn valid_vr(vr: &[u8]) -> bool {
 fn long_vr(vr: &[u8]) -> bool {
     matches!(
         vr,
-        b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR"
-            | b"UT" | b"UV"
+        b"OB"
+            | b"OD"
+            | b"OF"
+            | b"OL"
+            | b"OV"
+            | b"OW"
+            | b"SQ"
+            | b"SV"
+            | b"UC"
+            | b"UN"
+            | b"UR"
+            | b"UT"
+            | b"UV"
     )
 }
 
@@ -176,10 +187,18 @@ fn structure(b: &[u8]) -> Option<()> {
                 return None;
             }
             if long_vr(vr) {
-                let l = if big { u32be(b, at + 8)? } else { u32le(b, at + 8)? };
+                let l = if big {
+                    u32be(b, at + 8)?
+                } else {
+                    u32le(b, at + 8)?
+                };
                 (l, 12)
             } else {
-                let l = if big { u16be(b, at + 6)? } else { u16le(b, at + 6)? };
+                let l = if big {
+                    u16be(b, at + 6)?
+                } else {
+                    u16le(b, at + 6)?
+                };
                 (u32::from(l), 8)
             }
         } else {

@@ -137,7 +137,10 @@ impl ScrubConfig {
     pub fn problems(&self) -> Vec<(&'static str, ConfigProblem)> {
         let mut out = Vec::new();
         if self.rate_bytes_per_sec < MIN_RATE {
-            out.push(("rate_bytes_per_sec", ConfigProblem::Rate(self.rate_bytes_per_sec)));
+            out.push((
+                "rate_bytes_per_sec",
+                ConfigProblem::Rate(self.rate_bytes_per_sec),
+            ));
         }
         if self.interval_secs == 0 {
             out.push(("interval_secs", ConfigProblem::Zero));
@@ -160,10 +163,7 @@ pub enum FindingKind {
     /// Its bytes no longer hash to its name.
     Changed { actual_sha256: String },
     /// Changed, and high-entropy without DICOM structure (see [`integrity`]).
-    EncryptedLooking {
-        actual_sha256: String,
-        entropy: f64,
-    },
+    EncryptedLooking { actual_sha256: String, entropy: f64 },
     /// It could not be read (permissions, I/O error).
     Unreadable { error: String },
     /// A file under `objects/` no index row refers to.
@@ -437,7 +437,10 @@ impl Scrubber {
             }
         };
         if let (true, Some(Opinion(op))) = (findings.is_empty(), &self.second) {
-            if self.bucket.take(usize::try_from(bytes).unwrap_or(usize::MAX), stop) {
+            if self
+                .bucket
+                .take(usize::try_from(bytes).unwrap_or(usize::MAX), stop)
+            {
                 if let Some(detail) = op(&inst) {
                     findings.push(Finding {
                         sha256: inst.sha256.clone(),
@@ -598,6 +601,5 @@ fn check_one(
 /// finding, `None` when it is intact.
 pub fn check_object(inst: &StoredInstance) -> Option<Finding> {
     let stop = AtomicBool::new(false);
-    check_one(inst, None, &stop)
-        .and_then(|(mut f, _)| f.pop())
+    check_one(inst, None, &stop).and_then(|(mut f, _)| f.pop())
 }

@@ -23,15 +23,27 @@ fn uid(s: &str) -> Uid {
 
 fn dataset(sop_instance: &str, pixel_bytes: usize) -> Vec<u8> {
     let mut obj = InMemDicomObject::new_empty();
-    obj.put(DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from(SC_IMAGE)));
+    obj.put(DataElement::new(
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        PrimitiveValue::from(SC_IMAGE),
+    ));
     obj.put(DataElement::new(
         tags::SOP_INSTANCE_UID,
         VR::UI,
         PrimitiveValue::from(sop_instance),
     ));
-    obj.put(DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from("P1")));
+    obj.put(DataElement::new(
+        tags::PATIENT_ID,
+        VR::LO,
+        PrimitiveValue::from("P1"),
+    ));
     let pixels: Vec<u8> = (0..pixel_bytes).map(|i| (i % 251) as u8).collect();
-    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(pixels)));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::from(pixels),
+    ));
     let mut out = Vec::new();
     obj.write_dataset_with_ts(&mut out, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
         .expect("encode");
@@ -40,9 +52,15 @@ fn dataset(sop_instance: &str, pixel_bytes: usize) -> Vec<u8> {
 
 fn store(vault: &Vault, sop_instance: &str, pixel_bytes: usize) -> StoredInstance {
     let mut p = vault
-        .begin(&uid(SC_IMAGE), &uid(sop_instance), &uid(uids::EXPLICIT_VR_LE), "CT01")
+        .begin(
+            &uid(SC_IMAGE),
+            &uid(sop_instance),
+            &uid(uids::EXPLICIT_VR_LE),
+            "CT01",
+        )
         .expect("begin");
-    p.write_chunk(&dataset(sop_instance, pixel_bytes)).expect("write");
+    p.write_chunk(&dataset(sop_instance, pixel_bytes))
+        .expect("write");
     match p.commit().expect("commit") {
         StoreOutcome::Stored(i) => i,
         other => panic!("{other:?}"),
@@ -68,7 +86,12 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Runs steps until the pass completes: every finding, and the pass's figures.
-fn full_pass(s: &mut Scrubber) -> (Vec<radguard_vault::scrub::Finding>, radguard_vault::scrub::PassSummary) {
+fn full_pass(
+    s: &mut Scrubber,
+) -> (
+    Vec<radguard_vault::scrub::Finding>,
+    radguard_vault::scrub::PassSummary,
+) {
     let stop = AtomicBool::new(false);
     let mut all = Vec::new();
     for _ in 0..10_000 {
@@ -135,7 +158,11 @@ fn each_kind_of_tampering_is_found_once() {
             .map(|f| f.kind.name())
     };
     assert_eq!(kind_of(&flipped.sha256), Some("changed"), "{findings:?}");
-    assert_eq!(kind_of(&encrypted.sha256), Some("encrypted-looking"), "{findings:?}");
+    assert_eq!(
+        kind_of(&encrypted.sha256),
+        Some("encrypted-looking"),
+        "{findings:?}"
+    );
     assert_eq!(kind_of(&deleted.sha256), Some("missing"), "{findings:?}");
     assert_eq!(kind_of(&intact.sha256), None);
     assert!(findings
@@ -143,7 +170,10 @@ fn each_kind_of_tampering_is_found_once() {
         .any(|f| f.kind == FindingKind::Unindexed && f.path == note));
     assert_eq!(findings.len(), 4, "{findings:?}");
     assert_eq!(summary.findings, 4);
-    let f = findings.iter().find(|f| f.sha256 == flipped.sha256).unwrap();
+    let f = findings
+        .iter()
+        .find(|f| f.sha256 == flipped.sha256)
+        .unwrap();
     assert_eq!(f.sop_instance_uid.as_deref(), Some("1.2.3.1"));
     assert!(f.detail().contains(&flipped.sha256));
     // A second pass does not raise them again.
@@ -195,7 +225,10 @@ fn cursor_resumes_after_restart() {
     let mut s = Scrubber::new(vault, 1 << 30);
     assert_eq!(s.cursor(), cursor);
     let (_, summary) = full_pass(&mut s);
-    assert_eq!(summary.objects, 6, "the pass counts what was done before the restart");
+    assert_eq!(
+        summary.objects, 6,
+        "the pass counts what was done before the restart"
+    );
 }
 
 #[test]
@@ -230,7 +263,10 @@ fn second_opinion_is_asked_about_intact_objects() {
     let vault = Vault::open(dir.path()).unwrap();
     let a = store(&vault, "1.2.3.1", 1024);
     let b = store(&vault, "1.2.3.2", 1024);
-    overwrite(&b.path, &noise(fs::metadata(&b.path).unwrap().len() as usize, 3));
+    overwrite(
+        &b.path,
+        &noise(fs::metadata(&b.path).unwrap().len() as usize, 3),
+    );
     let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = asked.clone();
     let mut s = Scrubber::new(vault, 1 << 30).with_second_opinion(Box::new(move |inst| {
@@ -240,7 +276,10 @@ fn second_opinion_is_asked_about_intact_objects() {
     let (findings, _) = full_pass(&mut s);
     // Only the intact object is asked about; the changed one is already a finding.
     assert_eq!(*asked.lock().unwrap(), vec!["1.2.3.1".to_string()]);
-    let f = findings.iter().find(|f| f.sha256 == a.sha256).expect("ledger finding");
+    let f = findings
+        .iter()
+        .find(|f| f.sha256 == a.sha256)
+        .expect("ledger finding");
     assert_eq!(f.kind.name(), "ledger-mismatch");
     assert!(f.kind.is_tampering());
     assert!(f.detail().contains("pixels differ"), "{}", f.detail());

@@ -79,7 +79,11 @@ fn wait_pass(rg: &Radguard, want: impl Fn(&Value) -> bool) -> Value {
             .find(|e| want(e));
         found.is_some()
     });
-    assert!(ok, "no such vault-scrub-pass; log tail:\n{}", tail(&rg.log()));
+    assert!(
+        ok,
+        "no such vault-scrub-pass; log tail:\n{}",
+        tail(&rg.log())
+    );
     found.unwrap()
 }
 
@@ -206,7 +210,11 @@ fn flipped_random_and_deleted_objects_raise_alerts() {
             .map(|f| f["finding"].as_str().unwrap().to_string())
     };
     assert_eq!(kind(flipped).as_deref(), Some("changed"), "{findings:?}");
-    assert_eq!(kind(encrypted).as_deref(), Some("encrypted-looking"), "{findings:?}");
+    assert_eq!(
+        kind(encrypted).as_deref(),
+        Some("encrypted-looking"),
+        "{findings:?}"
+    );
     assert_eq!(kind(deleted).as_deref(), Some("missing"), "{findings:?}");
     assert!(
         findings
@@ -226,7 +234,10 @@ fn flipped_random_and_deleted_objects_raise_alerts() {
             .iter()
             .find(|a| a["detail"].as_str().unwrap().contains(&sha_of(p)))
             .unwrap_or_else(|| panic!("no vault-integrity alert for {}: {vi:?}", p.display()));
-        assert!(a["detail"].as_str().unwrap().contains("SOP Instance UID"), "{a}");
+        assert!(
+            a["detail"].as_str().unwrap().contains("SOP Instance UID"),
+            "{a}"
+        );
         assert!(
             !a["detail"]
                 .as_str()
@@ -239,7 +250,11 @@ fn flipped_random_and_deleted_objects_raise_alerts() {
     assert!(alerts(&rg, "ransomware").is_empty());
     // Not raised again: the second pass that ends after the last finding started after it
     // and finds nothing new.
-    let last = findings.iter().map(|f| f["seq"].as_u64().unwrap()).max().unwrap();
+    let last = findings
+        .iter()
+        .map(|f| f["seq"].as_u64().unwrap())
+        .max()
+        .unwrap();
     let mut later = Vec::new();
     let ok = wait_until(Duration::from_secs(60), || {
         later = events_named(&rg, "vault-scrub-pass")
@@ -277,7 +292,10 @@ fn flipped_random_and_deleted_objects_raise_alerts() {
     );
     let missing = problem(&v, &sha_of(deleted)).unwrap();
     assert_eq!(missing["finding"], "missing");
-    assert!(missing["sop_instance_uid"].as_str().unwrap().starts_with("1."));
+    assert!(missing["sop_instance_uid"]
+        .as_str()
+        .unwrap()
+        .starts_with("1."));
     assert!(unindexed(&v), "{v}");
     assert_eq!(v["problems"].as_array().unwrap().len(), 4, "{v}");
     // A store that is not there is a usage/store error.

@@ -245,10 +245,7 @@ fn verify_all(data: &Path, no_progress: bool) -> anyhow::Result<Outcome> {
                                  ledger's fingerprint{}",
                                 row.sha256,
                                 row.sop_instance_uid,
-                                report
-                                    .detail
-                                    .map(|d| format!(": {d}"))
-                                    .unwrap_or_default()
+                                report.detail.map(|d| format!(": {d}")).unwrap_or_default()
                             ),
                             sha256: Some(row.sha256.clone()),
                             sop_instance_uid: Some(row.sop_instance_uid.clone()),

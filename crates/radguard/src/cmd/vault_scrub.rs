@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use radguard_events::{AlertKind, Event, EventBus};
-use radguard_vault::integrity::RansomwareDetector;
 use radguard_ledger::verify::{self, Verdict};
+use radguard_vault::integrity::RansomwareDetector;
 use radguard_vault::scrub::{Finding, ScrubConfig, Scrubber, SecondOpinion, Step};
 use radguard_vault::Vault;
 
