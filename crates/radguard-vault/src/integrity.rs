@@ -210,7 +210,7 @@ fn structure(b: &[u8]) -> Option<()> {
             return Some(());
         }
         let len = usize::try_from(len).ok()?;
-        if len % 2 != 0 {
+        if !len.is_multiple_of(2) {
             // PS3.5 §7.1.1: value lengths are even.
             return None;
         }
