@@ -59,6 +59,8 @@ BEFORE_TOML=$'[scrub]\nenabled = false' \
 AFTER_TOML=$'[scrub]\ninterval_secs = 1' \
   bash bench/grammar_relay.sh
 
+# grammar_relay.sh's exit sent SIGTERM: give the gateways a moment to save and stop.
+sleep 3
 # The scrub did run on the "after" side: its saved position in the current pass (bytes since
 # the pass started; a pass ends every ~80 s, so this is not the total).
 echo "after side's scrub state (saved every 5 s):"
