@@ -88,8 +88,9 @@ cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 now() { echo "$EPOCHREALTIME"; }
 
 "$DCMTK/storescp" -aet BENCH_SCP --ignore "$SCP_PORT" > "$WORK/scp.log" 2>&1 & SCP_PID=$!
-RADGUARD_LOG=warn "$BEFORE" serve --config "$WORK/before.toml" --data "$WORK/a-data" > "$WORK/a.out" 2> "$WORK/a.err" & A_PID=$!
-RADGUARD_LOG=warn "$AFTER" serve --config "$WORK/after.toml" --data "$WORK/b-data" > "$WORK/b.out" 2> "$WORK/b.err" & B_PID=$!
+# BEFORE_DATA / AFTER_DATA: a side's data folder (default a fresh one), e.g. a filled vault.
+RADGUARD_LOG=warn "$BEFORE" serve --config "$WORK/before.toml" --data "${BEFORE_DATA:-$WORK/a-data}" > "$WORK/a.out" 2> "$WORK/a.err" & A_PID=$!
+RADGUARD_LOG=warn "$AFTER" serve --config "$WORK/after.toml" --data "${AFTER_DATA:-$WORK/b-data}" > "$WORK/b.out" 2> "$WORK/b.err" & B_PID=$!
 wait_port "$SCP_PORT"; wait_port "$A_PORT"; wait_port "$B_PORT"
 
 results="$OUT/grammar-relay-raw.tsv"

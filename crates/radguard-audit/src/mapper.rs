@@ -71,6 +71,8 @@ pub fn alert_name(k: AlertKind) -> &'static str {
         AlertKind::HoldOverdue => "hold-overdue",
         AlertKind::VaultNotImmutable => "vault-not-immutable",
         AlertKind::HoldParked => "hold-parked",
+        AlertKind::VaultIntegrity => "vault-integrity",
+        AlertKind::Ransomware => "ransomware",
     }
 }
 
@@ -329,6 +331,9 @@ impl Mapper {
             | Event::HoldForwarded { .. }
             | Event::HoldRetry { .. }
             | Event::HoldDepth { .. } => {}
+            // The scrub's findings are audited through the `vault-integrity` alert raised with
+            // each; a pass is operational.
+            Event::VaultScrubFinding { .. } | Event::VaultScrubPass { .. } => {}
             Event::ShutdownFinished { aborted } => push(
                 &mut out,
                 None,

@@ -12,6 +12,7 @@
 //! | `[admin]`, `[[admin.token]]` | radguard-web | [`AdminConfig`] |
 //! | `[guard]`, `[[guard.limit]]` | radguard-guard | [`GuardConfig`] |
 //! | `[vault]` | radguard-vault | [`VaultConfig`] |
+//! | `[scrub]` | radguard-vault | [`ScrubConfig`] |
 //!
 //! This crate only composes: it reads the file once, hands the text to each section's loader
 //! and merges their errors ([`ConfigErrors`]). A syntax error is reported once (by the policy's
@@ -28,6 +29,7 @@ pub use radguard_detect::DetectConfig;
 pub use radguard_guard::GuardConfig;
 pub use radguard_ledger::LedgerConfig;
 pub use radguard_policy::Config;
+pub use radguard_vault::scrub::ScrubConfig;
 pub use radguard_vault::VaultConfig;
 pub use radguard_web::AdminConfig;
 
@@ -50,6 +52,8 @@ pub struct Loaded {
     /// `[vault]`: the immutable flag on vault objects and its retention (its defaults when the
     /// file has none).
     pub vault: VaultConfig,
+    /// `[scrub]`: the vault's continuous re-check (on, 8 MiB/s, when the file has none).
+    pub scrub: ScrubConfig,
 }
 
 impl Loaded {
@@ -65,12 +69,13 @@ impl Loaded {
             admin: AdminConfig::default(),
             guard: GuardConfig::default(),
             vault: VaultConfig::default(),
+            scrub: ScrubConfig::default(),
         }
     }
 
     /// The keys of `new` whose change a reload cannot apply to a running gateway
     /// ([`Config::restart_needed`]: listeners, AE title, caps, timeouts, `on_revoke`), and
-    /// `[audit]`, `[ledger]`, `[detect]`, `[admin]` and `[guard]` when their settings differ (the detectors are built
+    /// `[audit]`, `[ledger]`, `[detect]`, `[admin]`, `[guard]` and `[scrub]` when their settings differ (the detectors are built
     /// at start with their tables). A reload that changes any of them is refused whole, naming
     /// them.
     pub fn restart_needed(&self, new: &Loaded) -> Vec<&'static str> {
@@ -95,6 +100,10 @@ impl Loaded {
         // The vault is opened (and probed) at start.
         if self.vault != new.vault {
             keys.push("[vault]");
+        }
+        // The scrub task is started with its rate and thresholds.
+        if self.scrub != new.scrub {
+            keys.push("[scrub]");
         }
         keys
     }
@@ -125,6 +134,9 @@ pub enum ConfigError {
     /// `[vault]`.
     #[error(transparent)]
     Vault(radguard_vault::config::ConfigError),
+    /// `[scrub]`.
+    #[error(transparent)]
+    Scrub(radguard_vault::scrub::ConfigError),
 }
 
 impl ConfigError {
@@ -138,6 +150,7 @@ impl ConfigError {
             ConfigError::Admin(e) => e.line,
             ConfigError::Guard(e) => e.line,
             ConfigError::Vault(e) => e.line,
+            ConfigError::Scrub(e) => e.line,
         }
     }
 
@@ -151,6 +164,7 @@ impl ConfigError {
             ConfigError::Admin(e) => e.col,
             ConfigError::Guard(e) => e.col,
             ConfigError::Vault(e) => e.col,
+            ConfigError::Scrub(e) => e.col,
         }
     }
 
@@ -164,6 +178,7 @@ impl ConfigError {
             ConfigError::Admin(e) => &e.field,
             ConfigError::Guard(e) => &e.field,
             ConfigError::Vault(e) => &e.field,
+            ConfigError::Scrub(e) => &e.field,
         }
     }
 }
@@ -247,7 +262,14 @@ pub fn parse_config_in(src: &str, origin: &str, base_dir: &Path) -> Result<Loade
     } else {
         None
     };
-    match (config, audit, ledger, detect, admin, guard, vault) {
+    let scrub = if syntax_ok {
+        ScrubConfig::from_document(src, origin)
+            .map_err(|e| errors.extend(e.errors.into_iter().map(ConfigError::Scrub)))
+            .ok()
+    } else {
+        None
+    };
+    match (config, audit, ledger, detect, admin, guard, vault, scrub) {
         (
             Some(config),
             Some(audit),
@@ -256,6 +278,7 @@ pub fn parse_config_in(src: &str, origin: &str, base_dir: &Path) -> Result<Loade
             Some(admin),
             Some(guard),
             Some(vault),
+            Some(scrub),
         ) if errors.is_empty() => Ok(Loaded {
             config,
             audit,
@@ -264,6 +287,7 @@ pub fn parse_config_in(src: &str, origin: &str, base_dir: &Path) -> Result<Loade
             admin,
             guard,
             vault,
+            scrub,
         }),
         _ => {
             // Stable: errors at the same place keep their section order.

@@ -190,6 +190,13 @@ tls_key = "console.key"
 name = "ops"
 role = "operator"
 sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+
+[scrub]
+enabled = true
+rate_bytes_per_sec = 8388608
+interval_secs = 86400
+ransomware_threshold = 5
+ransomware_window_secs = 600
 "#;
 
 const PROBE: &str = "_probe";

@@ -76,6 +76,12 @@ pub enum AlertKind {
     /// A held instance its destination refused `hold_max_attempts` times with a failure
     /// status was parked: the rest of its destination's queue goes on without it.
     HoldParked,
+    /// The vault's scrub found a stored object missing, changed, unreadable, encrypted-looking,
+    /// or a file in its object tree the index does not know.
+    VaultIntegrity,
+    /// Many vault objects changed or became encrypted-looking within a short window: the
+    /// pattern of ransomware encrypting an archive in place.
+    Ransomware,
 }
 
 /// Where an instance's first content is kept, against which a later one is compared.
@@ -424,6 +430,25 @@ pub enum Event {
         by: String,
         dest: String,
         sop_instance: String,
+    },
+    /// The vault's scrub found something wrong with one object (also raised as a
+    /// `vault-integrity` security alert). No patient data: the object's hash, its SOP Instance
+    /// UID when the index knows it, and what was found.
+    VaultScrubFinding {
+        /// The object's SHA-256 (its name), or the stray file's name when it has none.
+        sha256: String,
+        sop_instance: Option<String>,
+        /// `missing`, `changed`, `unreadable`, `encrypted-looking`, `unindexed`.
+        finding: String,
+        detail: String,
+    },
+    /// The scrub finished a full pass over the vault.
+    VaultScrubPass {
+        objects: u64,
+        bytes: u64,
+        findings: u64,
+        /// From the pass's first object to its last (pauses of the rate limit included).
+        duration_ms: u64,
     },
     ShutdownStarted {
         running: usize,

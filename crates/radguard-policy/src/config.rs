@@ -374,6 +374,9 @@ struct RawConfig {
     /// `[vault]`: radguard-vault's section (`VaultConfig::from_document`).
     #[allow(dead_code)]
     vault: Option<serde::de::IgnoredAny>,
+    /// `[scrub]`: radguard-vault's section (`ScrubConfig::from_document`).
+    #[allow(dead_code)]
+    scrub: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]

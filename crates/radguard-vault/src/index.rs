@@ -64,7 +64,7 @@ pub(crate) fn open(path: &Path) -> Result<Connection, VaultError> {
 }
 
 /// Opens an existing index read-only (no schema change, no journal-mode switch): for readers
-/// beside a running gateway (`radguard vault replay|export`).
+/// beside a running gateway (`radguard vault check|verify|replay|export`).
 pub(crate) fn open_read_only(path: &Path) -> Result<Connection, VaultError> {
     use rusqlite::OpenFlags;
     let conn = Connection::open_with_flags(
@@ -160,6 +160,27 @@ pub(crate) fn all(conn: &Connection) -> Result<Vec<Record>, VaultError> {
     let mut stmt =
         conn.prepare_cached(&format!("SELECT {COLUMNS} FROM instances ORDER BY rowid"))?;
     let rows = stmt.query_map([], record)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(r??);
+    }
+    Ok(out)
+}
+
+/// Up to `limit` rows after `rowid`, in rowid (commit) order, with their rowids: the scrub's
+/// stable walk, resumable from a rowid.
+pub(crate) fn page_after(
+    conn: &Connection,
+    rowid: i64,
+    limit: u32,
+) -> Result<Vec<(i64, Record)>, VaultError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS}, rowid FROM instances WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![rowid, limit], |row| {
+        let id: i64 = row.get(11)?;
+        Ok(record(row)?.map(|r| (id, r)))
+    })?;
     let mut out = Vec::new();
     for r in rows {
         out.push(r??);

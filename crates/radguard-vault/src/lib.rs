@@ -31,6 +31,11 @@
 //!   order of arrival; its own SQLite file) and the disk-use check of hold routes.
 //! - [`lock`]: the immutable inode flag (`chattr +i`) on object files, below the application.
 //! - [`config`]: the `[vault]` section ([`VaultConfig`]: `immutable`, `retention_days`).
+//! - [`scrub`]: the continuous re-check of stored objects at a bounded rate (resumable
+//!   cursor, findings: missing, changed, unreadable, encrypted-looking, unindexed) and its
+//!   `[scrub]` config section.
+//! - [`integrity`]: pure judgements for the scrub: an encrypted-looking file (entropy and
+//!   DICOM structure) and the ransomware pattern (many objects changed in a short window).
 //! - `error`: [`VaultError`].
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
@@ -40,11 +45,13 @@ pub mod config;
 mod error;
 mod index;
 mod indexlog;
+pub mod integrity;
 mod layout;
 pub mod lock;
 mod meta;
 pub mod queue;
 mod scan;
+pub mod scrub;
 mod time;
 mod vault;
 

@@ -349,7 +349,7 @@ impl Vault {
 
     /// Opens an existing vault for reading only: no recovery (a running gateway's uploads in
     /// `tmp/` are left alone), no directory or index created; [`begin`](Self::begin) fails.
-    /// For tools that read beside a running gateway (replay, export).
+    /// For tools that read beside a running gateway (check, verify, replay, export).
     pub fn open_read_only(dir: &Path) -> Result<Vault, VaultError> {
         let index_path = dir.join(layout::INDEX);
         if !index_path.is_file() {
@@ -424,6 +424,43 @@ impl Vault {
         Ok(records
             .into_iter()
             .map(|r| r.into_stored(&self.shared.objects_dir))
+            .collect())
+    }
+
+    /// Up to `limit` stored instances committed after the one at `position` (0: from the
+    /// first), oldest first, each with its position: a stable, resumable walk of the index.
+    pub fn page_after(
+        &self,
+        position: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, StoredInstance)>, VaultError> {
+        let rows = index::page_after(&self.shared.conn(), position, limit)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, r)| (id, r.into_stored(&self.shared.objects_dir)))
+            .collect())
+    }
+
+    /// Whether an index row names an object with this SHA-256.
+    pub fn has_object(&self, sha256: &str) -> Result<bool, VaultError> {
+        index::has_sha(&self.shared.conn(), sha256)
+    }
+
+    /// The object tree (`<root>/objects`).
+    pub fn objects_dir(&self) -> &Path {
+        &self.shared.objects_dir
+    }
+
+    /// Every file under `objects/` (two shard levels down), sorted, with the SHA-256 its path
+    /// claims when it follows the layout.
+    pub fn object_files(&self) -> Result<Vec<(PathBuf, Option<String>)>, VaultError> {
+        let dir = &self.shared.objects_dir;
+        Ok(layout::object_files(dir)?
+            .into_iter()
+            .map(|p| {
+                let sha = layout::sha_from_object_path(dir, &p);
+                (p, sha)
+            })
             .collect())
     }
 

@@ -89,7 +89,8 @@ enum Command {
     Block(cmd::block::BlockArgs),
     /// The hold queue: instances held for an unreachable archive (list, retry, drop).
     Queue(cmd::queue::QueueArgs),
-    /// The vault: recovery (`replay` to a rebuilt archive over DICOM, `export` as Part 10 files).
+    /// The built-in vault: check or verify the stored objects; recovery (`replay` to a
+    /// rebuilt archive over DICOM, `export` as Part 10 files).
     Vault {
         #[command(subcommand)]
         command: VaultCommand,
@@ -138,6 +139,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum VaultCommand {
+    /// Compare the vault's index with the files present and their sizes (fast), and list files
+    /// no index row names. Read-only; safe next to a running gateway. Exit status 0 all good,
+    /// 1 problems found, 2 usage or store error.
+    Check(cmd::vault_check::CheckArgs),
+    /// Re-hash every object (missing, changed, encrypted-looking, unreadable, unindexed) and
+    /// compare instances the integrity ledger logged with its fingerprints. Read-only. Exit
+    /// status 0 all good, 1 problems found, 2 usage or store error.
+    Verify(cmd::vault_check::CheckArgs),
     /// Send the vault's instances to an archive over DICOM C-STORE, in order of acceptance,
     /// each checked against its hash and ledger fingerprint first; resumable (state file).
     ///
@@ -162,6 +171,8 @@ fn main() -> ExitCode {
         Command::Block(args) => cmd::block::run(args),
         Command::Queue(args) => cmd::queue::run(args),
         Command::Vault { command } => match command {
+            VaultCommand::Check(args) => cmd::vault_check::run_check(args),
+            VaultCommand::Verify(args) => cmd::vault_check::run_verify(args),
             VaultCommand::Replay(args) => cmd::vault_replay::run_replay(*args),
             VaultCommand::Export(args) => cmd::vault_replay::run_export(args),
         },

@@ -18,4 +18,6 @@ pub mod queue;
 pub mod reload;
 pub mod serve;
 pub mod tls;
+pub mod vault_check;
 pub mod vault_replay;
+pub mod vault_scrub;

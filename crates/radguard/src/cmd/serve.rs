@@ -2,7 +2,7 @@
 //! folder, vault, integrity ledger, the audit trail's health gating admission, the block list
 //! (detections' responses, SIGUSR1 re-reads it), the operator console (`[admin]`, radguard-web:
 //! it subscribes to the bus and reads the parts through `console::ConsoleBackend`), the pid
-//! file, SIGHUP reloads and the shutdown signals.
+//! file, the vault's scrub (`[scrub]`, `vault_scrub.rs`), SIGHUP reloads and the shutdown signals.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +73,7 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         admin: admin_cfg,
         guard: guard_cfg,
         vault: vault_cfg,
+        scrub: scrub_cfg,
     } = loaded;
     // The text in force for the console: read right after the file was loaded.
     let (in_force_tx, in_force_rx) = tokio::sync::watch::channel((
@@ -269,6 +270,15 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
             .with_context(|| format!("opening the hold queue {}", hold_path.display()))?;
         let _ = shared.hold.set(Arc::new(hold));
         radguard_gateway::forward::spawn(shared.clone(), data.clone());
+        // The vault's scrub ([scrub]): re-hashes stored objects at its rate, in the background.
+        let scrub_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        super::vault_scrub::spawn(
+            vault.clone(),
+            &ledger_dir,
+            scrub_cfg,
+            bus.clone(),
+            scrub_stop.clone(),
+        );
         // Expired entries dropped and operators' changes reported before the first association.
         keeper.spawn(shared.clone(), block_rx)?;
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
@@ -304,6 +314,8 @@ fn serve(config: Option<PathBuf>, data: PathBuf) -> anyhow::Result<()> {
         if let Err(e) = checkpoint_index_log(&vault, &ledger, &mut signed_head) {
             eprintln!("radguard: checkpointing the vault's index log: {e:#}");
         }
+        // Its blocking step ends within ~100 ms, the cursor saved (the runtime waits for it).
+        scrub_stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for e in exporters {
             let _ = e.shutdown().await;
         }
