@@ -16,6 +16,9 @@ Fault injection (for upstream-failure tests):
   --store-status S      answer C-STORE with status S (e.g. 0xA700) and store nothing
   --refuse-uid UID      answer C-STORE of this SOP Instance UID only with --refuse-status
                         (default 0xA900) and store nothing (a "poison" instance)
+  --store-delay-ms N    wait N ms before answering each C-STORE (a slow archive)
+  --arrivals            append each stored SOP Instance UID to DIR/arrivals.txt, in the
+                        order the C-STOREs were answered (across associations)
 Acceptance checks (for testing the probe itself):
   --require-called-aet  reject associations whose called AE is not --aet  (1,1,7)
   --require-calling-aet AE[,AE]  reject other calling AEs (1,1,3)
@@ -27,6 +30,7 @@ import argparse
 import os
 import sys
 import threading
+import time
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
@@ -43,6 +47,8 @@ def main() -> int:
     ap.add_argument("--store-status", type=lambda s: int(s, 0), default=None)
     ap.add_argument("--refuse-uid", default=None)
     ap.add_argument("--refuse-status", type=lambda s: int(s, 0), default=0xA900)
+    ap.add_argument("--store-delay-ms", type=int, default=0)
+    ap.add_argument("--arrivals", action="store_true")
     ap.add_argument("--require-called-aet", action="store_true")
     ap.add_argument("--require-calling-aet", default=None)
     ap.add_argument("--max-associations", type=int, default=32)
@@ -98,11 +104,16 @@ def main() -> int:
             sys.stderr.write(f"scp.py: refusing {sop} with 0x{a.refuse_status:04X}\n")
             sys.stderr.flush()
             return a.refuse_status
+        if a.store_delay_ms:
+            time.sleep(a.store_delay_ms / 1000)
         path = os.path.join(a.out, f"{sop}.dcm")
         tmp = os.path.join(a.out, f".{sop}.{threading.get_ident()}.part")
         with open(tmp, "wb") as f:
             f.write(event.encoded_dataset())
         os.replace(tmp, path)
+        if a.arrivals:
+            with lock, open(os.path.join(a.out, "arrivals.txt"), "a") as f:
+                f.write(sop + "\n")
         return 0x0000
 
     handlers = [(evt.EVT_C_STORE, on_store)]

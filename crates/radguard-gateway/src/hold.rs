@@ -48,20 +48,45 @@ pub fn holds(shared: &Shared, adm: &Admitted) -> bool {
             .is_some_and(|r| r.hold.is_some())
 }
 
-/// Whether the forwarder of this hold route's destination could not connect at its last
-/// attempt (a known-down archive: the association is held without a connect attempt).
-pub fn known_down(
+/// Why this hold route's association is held without trying its upstream, if it is: the
+/// destination's forwarder could not connect at its last attempt (known down), or instances
+/// still wait for the destination and the association only stores — sent straight to the
+/// archive, it would overtake them (the order of arrival is kept per destination). An
+/// association proposing anything else (a query, a retrieve, DIMSE-N) goes to the archive while
+/// it is up: the vault cannot answer those.
+pub fn held_at_once(
     shared: &Shared,
     adm: &Admitted,
     addr: &str,
     upstream_ae: &radguard_dicom::AeTitle,
-) -> bool {
-    holds(shared, adm)
-        && shared
-            .hold_down
-            .lock()
-            .is_ok_and(|d| d.contains(&dest_key(upstream_ae.as_str(), addr)))
+) -> Option<String> {
+    if !holds(shared, adm) {
+        return None;
+    }
+    let dest = dest_key(upstream_ae.as_str(), addr);
+    if shared.hold_down.lock().is_ok_and(|d| d.contains(&dest)) {
+        return Some(format!(
+            "upstream {addr} known down (the forwarder's last connect failed)"
+        ));
+    }
+    let only_stores = adm.rq.presentation_contexts.iter().all(|p| {
+        let a = p.abstract_syntax.trim_end_matches('\0');
+        a == VERIFICATION || radguard_policy::sop::is_storage_sop_class(a)
+    });
+    if !only_stores {
+        return None;
+    }
+    let waiting = shared
+        .hold
+        .get()
+        .and_then(|q| q.waiting_for_dest(&dest).ok())
+        .unwrap_or(0);
+    (waiting > 0)
+        .then(|| format!("{waiting} instance(s) still wait for {dest}: held behind them, in order"))
 }
+
+/// The Verification SOP Class (PS3.4 A.4).
+const VERIFICATION: &str = "1.2.840.10008.1.1";
 
 /// What a hold route adds to each C-STORE the vault SCP receives.
 struct HoldHook {

@@ -231,9 +231,7 @@ pub async fn run(
     let timeout = shared.settings.connect_timeout;
     let calling_s = adm.rq.calling_ae_title.clone();
     let called_s = adm.rq.called_ae_title.clone();
-    if crate::hold::known_down(shared, &adm, addr, upstream_ae) {
-        // The forwarder could not connect at its last attempt: held at once.
-        let why = format!("upstream {addr} known down (the forwarder's last connect failed)");
+    if let Some(why) = crate::hold::held_at_once(shared, &adm, addr, upstream_ae) {
         crate::hold::accept(shared, conn, adm, addr, calling, upstream_ae, why).await;
         return;
     }

@@ -222,6 +222,19 @@ impl HoldQueue {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    /// Instances waiting (queued or in flight) for `dest`.
+    pub fn waiting_for_dest(&self, dest: &str) -> Result<u64, VaultError> {
+        let c = self.conn();
+        let n: i64 = c
+            .query_row(
+                &format!("SELECT COUNT(*) FROM held WHERE dest = ?1 AND {WAITING}"),
+                params![dest],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// The first `limit` waiting instances of `dest`, in order of arrival.
     pub fn next_batch(&self, dest: &str, limit: usize) -> Result<Vec<Held>, VaultError> {
         self.select(

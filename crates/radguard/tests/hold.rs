@@ -683,6 +683,55 @@ fn an_instance_the_archive_keeps_refusing_is_parked_and_the_rest_goes_on() {
     assert_eq!(scp.files().len(), 1);
 }
 
+#[test]
+fn a_new_association_waits_behind_the_backlog_of_its_destination() {
+    let tmp = tmp_dir("hold-backlog");
+    let n = 100;
+    let (first, first_uids) = make_series(&tmp.path().join("a"), n, "8");
+    let (second, second_uids) = make_series(&tmp.path().join("b"), 5, "9");
+    let archive_port = free_port();
+    let rg = Radguard::start_fresh(&hold_config(archive_port, "", None));
+    storescu(rg.port(), "MOD", "HOLD", &first).assert_success("storescu -> hold route (down)");
+    wait_events(&rg, "hold-queued", n, Duration::from_secs(60));
+
+    // A slow archive comes back. The forwarder sends batches of 64; the first delivered batch
+    // clears the destination's down state while 36 instances (~5 s) still wait.
+    let port = archive_port.to_string();
+    let scp = PyScp::start(
+        "ORTHANC",
+        &["--port", &port, "--store-delay-ms", "150", "--arrivals"],
+    );
+    wait_events(&rg, "hold-forwarded", 65, Duration::from_secs(120));
+    // A second series now: held behind the backlog, not sent past it.
+    storescu(rg.port(), "MOD", "HOLD", &second).assert_success("storescu -> hold route (backlog)");
+    let queued = events_named(&rg, "hold-queued").len();
+    assert_eq!(
+        queued,
+        n + 5,
+        "the second series was not held:\n{}",
+        tail(&rg.log())
+    );
+    let arrivals = scp.dir.join("arrivals.txt");
+    let mut order: Vec<String> = Vec::new();
+    let ok = wait_until(Duration::from_secs(120), || {
+        order = fs::read_to_string(&arrivals)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        order.len() >= n + 5
+    });
+    assert!(
+        ok,
+        "{} of {} arrived:\n{}",
+        order.len(),
+        n + 5,
+        tail(&rg.log())
+    );
+    let expected: Vec<String> = first_uids.into_iter().chain(second_uids).collect();
+    assert_eq!(order, expected, "arrival order at the archive");
+}
+
 /// The backoff the forwarder may have chosen after `failures` failures (forward.rs: base ×
 /// 2^(failures−1), at most the cap, minus up to a quarter): (lowest, highest) in ms.
 fn backoff_range(base_ms: u64, cap_ms: u64, failures: u32) -> (u64, u64) {
