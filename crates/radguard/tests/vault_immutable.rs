@@ -231,6 +231,42 @@ fn stored_objects_cannot_be_deleted_rewritten_or_renamed_by_root() {
     let vault = radguard_vault::Vault::open(&data.join("vault")).expect("open");
     assert!(!vault.index_log_matches(&head).unwrap());
     assert!(!vault.check().unwrap().is_empty());
+    drop(vault);
+
+    // `radguard vault check` checks the signed head too: the edited log no longer leads to it.
+    let vault_check = || {
+        let mut cmd = Command::new(Radguard::exe());
+        cmd.args(["vault", "check", "--json", "--data"]).arg(data);
+        let out = run(&mut cmd, Duration::from_secs(60));
+        let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+        let findings: Vec<String> = v["problems"]
+            .as_array()
+            .expect("problems")
+            .iter()
+            .map(|p| p["finding"].as_str().unwrap_or_default().to_string())
+            .collect();
+        (out.code, findings)
+    };
+    let (code, findings) = vault_check();
+    assert_eq!(code, Some(1), "{findings:?}");
+    assert!(
+        findings.iter().any(|f| f == "index-log-rewritten")
+            && findings.iter().any(|f| f == "index-log-broken"),
+        "{findings:?}"
+    );
+    // Restored, it leads there again; a forged signature is caught on its own.
+    fs::write(&log, &text).unwrap();
+    let (code, findings) = vault_check();
+    assert_eq!((code, findings.clone()), (Some(0), vec![]), "{findings:?}");
+    let cp_path = data.join("vault/index-log/checkpoint");
+    let signed = fs::read_to_string(&cp_path).unwrap();
+    let at = signed.trim_end().len() - 3;
+    let mut forged = signed.clone().into_bytes();
+    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+    fs::write(&cp_path, forged).unwrap();
+    let (code, findings) = vault_check();
+    assert_eq!(code, Some(1), "{findings:?}");
+    assert_eq!(findings, ["index-log-checkpoint"]);
 }
 
 #[test]

@@ -40,7 +40,9 @@ pub struct CheckArgs {
 #[derive(Debug, Clone, Serialize)]
 struct Found {
     /// `missing`, `size-mismatch`, `changed`, `encrypted-looking`, `unreadable`,
-    /// `unindexed`, `ledger-mismatch`.
+    /// `unindexed`, `ledger-mismatch`, `index-log-broken`, `row-not-logged`,
+    /// `row-differs-from-log`, `logged-row-missing`, `index-log-checkpoint`,
+    /// `index-log-rewritten`.
     finding: String,
     sha256: Option<String>,
     sop_instance_uid: Option<String>,
@@ -189,6 +191,28 @@ fn check(data: &Path) -> anyhow::Result<Outcome> {
                 sop_instance_uid: None,
                 path,
             },
+            Problem::RowNotLogged { sop_instance_uid } => index_row(
+                "row-not-logged",
+                "is in the index but not in the index log (added behind the vault's back)",
+                sop_instance_uid,
+            ),
+            Problem::RowDiffersFromLog { sop_instance_uid } => index_row(
+                "row-differs-from-log",
+                "differs from its index log line (rewritten in the index)",
+                sop_instance_uid,
+            ),
+            Problem::LoggedRowMissing { sop_instance_uid } => index_row(
+                "logged-row-missing",
+                "is in the index log but gone from the index (deleted from it)",
+                sop_instance_uid,
+            ),
+            Problem::IndexLogBroken { path, line, reason } => Found {
+                finding: "index-log-broken".into(),
+                detail: format!("index log {} line {line}: {reason}", path.display()),
+                sha256: None,
+                sop_instance_uid: None,
+                path,
+            },
             other => Found {
                 finding: "other".into(),
                 detail: format!("{other:?}"),
@@ -199,6 +223,7 @@ fn check(data: &Path) -> anyhow::Result<Outcome> {
         };
         found.push(f);
     }
+    found.extend(index_log_checkpoint(data, &vault)?);
     Ok(Outcome {
         ok: found.is_empty(),
         mode: "check",
@@ -206,6 +231,76 @@ fn check(data: &Path) -> anyhow::Result<Outcome> {
         bytes: rows.iter().map(|r| r.size).sum(),
         problems: found,
     })
+}
+
+/// A problem between the index and its log, about one row.
+fn index_row(finding: &str, what: &str, sop_instance_uid: String) -> Found {
+    Found {
+        finding: finding.into(),
+        detail: format!("the index row of SOP Instance UID {sop_instance_uid} {what}"),
+        sha256: None,
+        sop_instance_uid: Some(sop_instance_uid),
+        path: PathBuf::from("index.sqlite"),
+    }
+}
+
+/// The index log's signed checkpoint (`vault/index-log/checkpoint`, written by the gateway
+/// with the integrity ledger's key): its signature checked with the ledger's verifier key and
+/// the log compared with the head it names. A log rewritten before that head — even into a
+/// consistent chain, which `Vault::check` cannot tell — no longer leads to it. Nothing to check
+/// when the folder has no checkpoint or no ledger key (a vault from before the log, or a
+/// gateway without a ledger).
+fn index_log_checkpoint(data: &Path, vault: &Vault) -> anyhow::Result<Vec<Found>> {
+    use radguard_ledger::note::{open_note, Checkpoint, VerifierKey};
+    let Some(note) = vault
+        .index_log_checkpoint()
+        .context("reading the index log's checkpoint")?
+    else {
+        return Ok(Vec::new());
+    };
+    let key_path = data.join("ledger").join(radguard_ledger::VERIFIER_KEY_FILE);
+    let Ok(key_text) = std::fs::read_to_string(&key_path) else {
+        return Ok(Vec::new());
+    };
+    let path = vault.root().join("index-log/checkpoint");
+    let problem = |finding: &str, detail: String| Found {
+        finding: finding.into(),
+        detail,
+        sha256: None,
+        sop_instance_uid: None,
+        path: path.clone(),
+    };
+    let key = VerifierKey::parse(&key_text)
+        .with_context(|| format!("reading the ledger's verifier key {}", key_path.display()))?;
+    // Its origin (`<ledger origin>/vault-index-log`) is not the key's name: the note is opened
+    // with the key, then its text parsed as a checkpoint.
+    let cp = match open_note(&note, &key).map(Checkpoint::parse) {
+        Ok(Ok(cp)) => cp,
+        Ok(Err(e)) | Err(e) => {
+            return Ok(vec![problem(
+                "index-log-checkpoint",
+                format!("the index log's checkpoint does not verify with the ledger's key: {e}"),
+            )])
+        }
+    };
+    let head = radguard_vault::IndexLogHead {
+        count: cp.size,
+        hash: hex::encode(cp.root),
+    };
+    if vault
+        .index_log_matches(&head)
+        .context("reading the index log")?
+    {
+        return Ok(Vec::new());
+    }
+    Ok(vec![problem(
+        "index-log-rewritten",
+        format!(
+            "the index log no longer leads to its signed head ({} lines, {}): lines were \
+             changed or removed since it was signed",
+            head.count, head.hash
+        ),
+    )])
 }
 
 fn verify_all(data: &Path, no_progress: bool) -> anyhow::Result<Outcome> {
