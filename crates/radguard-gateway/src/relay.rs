@@ -2120,8 +2120,20 @@ async fn refuse_called(
             r.field, r.status, r.comment
         ),
     });
-    let mut buf = Vec::with_capacity(r.response.len() + 12);
-    push_command(&mut buf, context_id, &r.response, st.to_upstream_max);
+    answer_upstream(st, uwr, context_id, &r.response).await?;
+    Ok(true)
+}
+
+/// The gateway's own answer to a request of the upstream (a response command set on
+/// `context_id`); a failed write ends both associations.
+async fn answer_upstream(
+    st: &RelayState<'_>,
+    uwr: &Mutex<BoxWrite>,
+    context_id: u8,
+    response: &[u8],
+) -> Result<(), End> {
+    let mut buf = Vec::with_capacity(response.len() + 12);
+    push_command(&mut buf, context_id, response, st.to_upstream_max);
     let idle = st.shared.settings.idle_timeout;
     if let Err(e) = write_timed(&mut *uwr.lock().await, &buf, idle).await {
         let why = format!("upstream write failed: {e}");
@@ -2129,7 +2141,7 @@ async fn refuse_called(
             .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
             .await);
     }
-    Ok(true)
+    Ok(())
 }
 
 /// A C-STORE request of the upstream (a C-GET sub-operation) under the scan-protocol guard
@@ -2295,15 +2307,7 @@ async fn refuse_called_store(
             detail.join("; ")
         ),
     });
-    let mut buf = Vec::with_capacity(r.response.len() + 12);
-    push_command(&mut buf, context_id, &r.response, st.to_upstream_max);
-    let idle = st.shared.settings.idle_timeout;
-    if let Err(e) = write_timed(&mut *uwr.lock().await, &buf, idle).await {
-        let why = format!("upstream write failed: {e}");
-        return Err(st
-            .abort_both(uwr, AbortReason::NotSpecified, Blame::Upstream, why)
-            .await);
-    }
+    answer_upstream(st, uwr, context_id, &r.response).await?;
     Ok(())
 }
 
