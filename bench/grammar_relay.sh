@@ -45,7 +45,7 @@ CT_BYTES=$(( $(du -cb "$DATA"/ct-series/*.dcm | tail -1 | cut -f1) * REPEAT ))
 SERIES=(); for _ in $(seq "$REPEAT"); do SERIES+=("$DATA/ct-series"); done
 TCK=$(getconf CLK_TCK)
 WORK=$(mktemp -d)
-trap 'kill $SCP_PID $A_PID $B_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $SCP_PID $A_PID $B_PID 2>/dev/null || true; chattr -R -i "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 SCP_PID=""; A_PID=""; B_PID=""
 
 config() {

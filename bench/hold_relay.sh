@@ -20,7 +20,7 @@ export TCP_NODELAY=1
 [ -x "$RADGUARD" ] || { echo "bench: no radguard at $RADGUARD" >&2; exit 2; }
 .venv/bin/python bench/gen_relay_data.py "$DATA" --frames "$FRAMES" >/dev/null
 WORK=$(mktemp -d)
-trap 'kill $SCP_PID $RG_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $SCP_PID $RG_PID 2>/dev/null || true; chattr -R -i "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 SCP_PID=""; RG_PID=""
 cat > "$WORK/rg.toml" <<TOML
 [server]

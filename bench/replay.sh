@@ -37,6 +37,8 @@ WORK="$(mktemp -d)"
 SCP_PID=""; RG_PID=""
 cleanup() {
   for p in $RG_PID $SCP_PID; do kill "$p" 2>/dev/null || true; done
+  # The vault's objects are immutable where the flag can be set (root, [vault] immutable).
+  chattr -R -i "$WORK" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT

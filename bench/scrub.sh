@@ -25,7 +25,7 @@ cargo build --release -q -p radguard --bin radguard
 BIN="$ROOT/target/release/radguard"
 WORK=$(mktemp -d)
 FILL_PID=""
-trap '[ -n "$FILL_PID" ] && kill "$FILL_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+trap '[ -n "$FILL_PID" ] && kill "$FILL_PID" 2>/dev/null; chattr -R -i "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 
 # Fill one vault through a vault route (scrub off while filling), then copy it for each side.
 cat > "$WORK/fill.toml" <<TOML
