@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 
-use radguard_toml::{render, span_of, Placed, PlacedErrors, Seg};
+use radguard_toml::{Placed, PlacedErrors, Seg};
 
 /// Whether object files get the immutable inode flag ([`crate::lock`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -87,24 +87,19 @@ impl VaultConfig {
     /// Reads and checks the `[vault]` section of a whole config file `src` (named `file` in
     /// errors); no section gives the defaults.
     pub fn from_document(src: &str, file: &str) -> Result<VaultConfig, ConfigErrors> {
-        let doc: Document = toml::from_str(src).map_err(|e| ConfigErrors {
-            errors: vec![ConfigError::from_toml(src, file, &e, Problem::Toml)],
-        })?;
-        let config = doc.vault.unwrap_or_default();
-        let mut errors: Vec<ConfigError> = config
-            .problems()
-            .into_iter()
-            .map(|(key, problem)| {
-                let path = [Seg::Key("vault"), Seg::Key(key)];
-                ConfigError::new(src, file, span_of(src, &path), render(&path), problem)
-            })
-            .collect();
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            errors.sort_by_key(|e| e.span.as_ref().map(|s| s.start));
-            Err(ConfigErrors { errors })
-        }
+        radguard_toml::read_section(
+            src,
+            file,
+            Problem::Toml,
+            |doc: Document| doc.vault.unwrap_or_default(),
+            |c: &VaultConfig| {
+                let at = |key| vec![Seg::Key("vault"), Seg::Key(key)];
+                c.problems()
+                    .into_iter()
+                    .map(|(key, p)| (at(key), p))
+                    .collect()
+            },
+        )
     }
 
     /// What is wrong with the values (each with its key), whatever their origin.

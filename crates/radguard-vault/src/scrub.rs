@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use radguard_toml::{render, span_of, Placed, PlacedErrors, Seg};
+use radguard_toml::{Placed, PlacedErrors, Seg};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -113,24 +113,19 @@ impl ScrubConfig {
     /// Reads and checks the `[scrub]` section of a whole config file `src` (named `file` in
     /// errors); no section gives the defaults.
     pub fn from_document(src: &str, file: &str) -> Result<ScrubConfig, ConfigErrors> {
-        let doc: Document = toml::from_str(src).map_err(|e| ConfigErrors {
-            errors: vec![ConfigError::from_toml(src, file, &e, ConfigProblem::Toml)],
-        })?;
-        let config = doc.scrub.unwrap_or_default();
-        let mut errors: Vec<ConfigError> = config
-            .problems()
-            .into_iter()
-            .map(|(key, problem)| {
-                let path = [Seg::Key("scrub"), Seg::Key(key)];
-                ConfigError::new(src, file, span_of(src, &path), render(&path), problem)
-            })
-            .collect();
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            errors.sort_by_key(|e| e.span.as_ref().map(|s| s.start));
-            Err(ConfigErrors { errors })
-        }
+        radguard_toml::read_section(
+            src,
+            file,
+            ConfigProblem::Toml,
+            |doc: Document| doc.scrub.unwrap_or_default(),
+            |c: &ScrubConfig| {
+                let at = |key| vec![Seg::Key("scrub"), Seg::Key(key)];
+                c.problems()
+                    .into_iter()
+                    .map(|(key, p)| (at(key), p))
+                    .collect()
+            },
+        )
     }
 
     /// What is wrong with the values (each with its key).
