@@ -72,7 +72,23 @@ fn a_format_1_folder_is_opened_and_keeps_working() {
     assert!(rg.stop().success());
 
     let stamp = std::fs::read_to_string(data.join("radguard-data.toml")).expect("stamped");
-    assert!(stamp.contains("format = 1"), "{stamp}");
+    assert!(stamp.contains("format = 2"), "{stamp}");
+    // Format 2: the vault's index log, written for the old row when the vault was opened and
+    // for the new one as it was stored; the upgraded vault checks clean.
+    let out = radguard(&[
+        "vault".as_ref(),
+        "check".as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "vault check:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(data.join("vault/index-log/current.log")).expect("log");
+    assert_eq!(log.lines().count(), 2, "{log}");
 
     // The audit chain: the old records and the new ones, signatures checked with the old key.
     let store = data.join("audit.sqlite");

@@ -15,7 +15,11 @@ pub const FILE: &str = "radguard-data.toml";
 /// The format this radguard writes. 1: `vault/` (index.sqlite, objects/), `ledger/`
 /// (ledger.sqlite, keys), `audit.sqlite` and its signing key, `blocks.json`, learned baselines
 /// -- as written since before the version file existed (a folder without it is format 1).
-pub const FORMAT: u32 = 1;
+/// 2: format 1 and the vault's index log (`vault/index-log/`, a hash-chained line per index
+/// row): a radguard of format 1 would store rows without their lines, which the vault's check
+/// then reports as rows added behind its back, so it must refuse such a folder. A format 1
+/// folder is upgraded by opening its vault (each existing row gets its line, in index order).
+pub const FORMAT: u32 = 2;
 
 /// `radguard serve`'s exit status for a data folder of a newer format (docs/config.md).
 pub const EXIT_NEWER: u8 = 3;
