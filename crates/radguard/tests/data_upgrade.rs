@@ -175,7 +175,7 @@ fn a_folder_of_a_newer_format_is_refused_untouched() {
 }
 
 #[test]
-fn the_commands_that_write_into_the_folder_refuse_a_newer_one_too() {
+fn the_commands_that_write_into_or_read_the_folder_refuse_a_newer_one_too() {
     let tmp = tmp_dir("data-newer-offline");
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).expect("mkdir");
@@ -194,6 +194,9 @@ fn the_commands_that_write_into_the_folder_refuse_a_newer_one_too() {
         &["block", "list"][..],
         &["queue", "list"][..],
         &["queue", "retry"][..],
+        &["vault", "check"][..],
+        &["vault", "verify"][..],
+        &["vault", "replay", "--to", "127.0.0.1:9", "--called-ae", "X"][..],
     ] {
         let out = Command::new(Radguard::exe())
             .args(args)

@@ -79,9 +79,8 @@ pub fn run(args: BlockArgs) -> ExitCode {
         | BlockCommand::Add { data, .. }
         | BlockCommand::Remove { data, .. } => data,
     };
-    if let Err(e) = super::datadir::refuse_newer(data) {
-        eprintln!("radguard: {e}");
-        return ExitCode::from(super::datadir::exit_status(&e));
+    if let Some(code) = super::datadir::refuse_newer_exit(data) {
+        return code;
     }
     let r = match args.command {
         BlockCommand::List { json, data } => list(&data, json).map(|()| 0),

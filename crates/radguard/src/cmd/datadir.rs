@@ -76,8 +76,8 @@ pub fn format_of(data: &Path) -> Result<u32, DataDirError> {
     }
 }
 
-/// For the commands that write into a folder `serve` runs on (`block`, `queue`): refuses a
-/// newer format (exit status [`EXIT_NEWER`]), never stamps (the folder stays as `serve` left
+/// For the commands that write into a folder `serve` runs on (`block`, `queue`) or read its
+/// vault (`vault check|verify|replay|export`, which must not misread it): refuses a newer format (exit status [`EXIT_NEWER`]), never stamps (the folder stays as `serve` left
 /// it; a missing folder is left for the command to report).
 pub fn refuse_newer(data: &Path) -> Result<(), DataDirError> {
     let found = format_of(data)?;
@@ -88,6 +88,14 @@ pub fn refuse_newer(data: &Path) -> Result<(), DataDirError> {
         });
     }
     Ok(())
+}
+
+/// [`refuse_newer`] for a command's entry: `Some(exit status)` after printing why, when the
+/// folder cannot be used.
+pub fn refuse_newer_exit(data: &Path) -> Option<std::process::ExitCode> {
+    let e = refuse_newer(data).err()?;
+    eprintln!("radguard: {e}");
+    Some(std::process::ExitCode::from(exit_status(&e)))
 }
 
 /// The exit status for an error from [`refuse_newer`] or [`check_and_stamp`]: [`EXIT_NEWER`]

@@ -60,9 +60,8 @@ pub fn run(args: QueueArgs) -> ExitCode {
         | QueueCommand::Retry { data, .. }
         | QueueCommand::Drop { data, .. } => data,
     };
-    if let Err(e) = super::datadir::refuse_newer(data) {
-        eprintln!("radguard: {e}");
-        return ExitCode::from(super::datadir::exit_status(&e));
+    if let Some(code) = super::datadir::refuse_newer_exit(data) {
+        return code;
     }
     let r = match args.command {
         QueueCommand::List { json, data } => list(&data, json),

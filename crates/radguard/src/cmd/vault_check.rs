@@ -61,10 +61,16 @@ struct Outcome {
 }
 
 pub fn run_check(args: CheckArgs) -> ExitCode {
+    if let Some(code) = super::datadir::refuse_newer_exit(&args.data) {
+        return code;
+    }
     finish(check(&args.data), args.json)
 }
 
 pub fn run_verify(args: CheckArgs) -> ExitCode {
+    if let Some(code) = super::datadir::refuse_newer_exit(&args.data) {
+        return code;
+    }
     finish(verify_all(&args.data, args.no_progress), args.json)
 }
 

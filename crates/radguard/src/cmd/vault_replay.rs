@@ -121,10 +121,16 @@ pub struct ExportArgs {
 
 /// Runs a command: its exit code (0 all done, 1 any failed, 2 usage or setup error).
 pub fn run_replay(args: ReplayArgs) -> ExitCode {
+    if let Some(code) = super::datadir::refuse_newer_exit(&args.data) {
+        return code;
+    }
     finish(replay(args))
 }
 
 pub fn run_export(args: ExportArgs) -> ExitCode {
+    if let Some(code) = super::datadir::refuse_newer_exit(&args.data) {
+        return code;
+    }
     finish(export(args))
 }
 
