@@ -11,6 +11,11 @@
 
 use std::collections::VecDeque;
 
+use radguard_dicom::limits::Limits;
+use radguard_dicom::part10::read_head;
+use radguard_dicom::tokens::{Token, Tokenizer};
+use radguard_dicom::ts::TransferSyntax;
+
 /// Entropy (bits per byte) at or above which a file without DICOM structure is judged
 /// encrypted. Ciphertext of a few KiB measures ≥ 7.9; uncompressed DICOM measures well under
 /// 7 and compressed DICOM keeps its structure.
@@ -25,14 +30,6 @@ const ELEMENTS_CHECKED: usize = 8;
 
 /// The preamble (PS3.10 §7.1): 128 bytes, then `DICM`.
 const PREAMBLE: usize = 128;
-
-/// The Deflated Explicit VR Little Endian transfer syntax (PS3.5 §A.5): its data set is a
-/// deflate stream, so no element headers can be checked.
-const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
-/// Implicit VR Little Endian (PS3.5 §A.1).
-const IMPLICIT: &str = "1.2.840.10008.1.2";
-/// Explicit VR Big Endian (retired, PS3.5 §A.3).
-const BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
 
 /// What [`judge`] saw in a file's first bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,143 +82,39 @@ pub fn judge(sample: &[u8]) -> Judgement {
     }
 }
 
-fn u16le(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32le(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn u16be(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32be(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn valid_vr(vr: &[u8]) -> bool {
-    vr.len() == 2 && vr.iter().all(u8::is_ascii_uppercase)
-}
-
-/// VRs with a 2-byte reserved field and a 4-byte length (PS3.5 §7.1.2, Table 7.1-1).
-fn long_vr(vr: &[u8]) -> bool {
-    matches!(
-        vr,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"SQ"
-            | b"SV"
-            | b"UC"
-            | b"UN"
-            | b"UR"
-            | b"UT"
-            | b"UV"
-    )
-}
-
-/// Walks the File Meta Information (explicit VR little endian, group 0002) and the first data
-/// set elements; `None` at the first thing that is not a well-formed element header.
+/// The File Meta Information and the first data set elements, read by radguard-dicom's one
+/// grammar (`part10::read_head`, the [`Tokenizer`]); `None` at a structural error or an
+/// irregularity ciphertext produces and an encoder does not (tags out of order or repeated, an
+/// odd length, non-zero reserved bytes: PS3.5 §7.1).
 fn structure(b: &[u8]) -> Option<()> {
-    let mut at = PREAMBLE + 4;
-    let mut ts: Option<String> = None;
-    let mut meta_elements = 0;
-    // File Meta Information, PS3.10 §7.1: explicit VR LE, group 0002.
-    while u16le(b, at)? == 0x0002 {
-        let elem = u16le(b, at + 2)?;
-        let vr = b.get(at + 4..at + 6)?;
-        if !valid_vr(vr) {
-            return None;
-        }
-        let (len, header) = if long_vr(vr) {
-            (u32le(b, at + 8)? as usize, 12)
-        } else {
-            (usize::from(u16le(b, at + 6)?), 8)
-        };
-        let value = b.get(at + header..at + header + len)?;
-        if elem == 0x0010 {
-            ts = Some(
-                String::from_utf8_lossy(value)
-                    .trim_end_matches(['\0', ' '])
-                    .to_string(),
-            );
-        }
-        at += header + len;
-        meta_elements += 1;
-    }
-    let ts = ts?;
-    if meta_elements < 2 {
-        return None;
-    }
-    if ts == DEFLATED {
+    let head = read_head(b).ok()?;
+    let ts = TransferSyntax::from_uid(head.meta.transfer_syntax_uid.as_deref()?).ok()?;
+    if ts.deflated {
         // The data set is a deflate stream (high entropy by nature); the meta parsed.
         return Some(());
     }
-    let explicit = ts != IMPLICIT;
-    let big = ts == BIG_ENDIAN;
-    let mut last: u32 = 0;
-    for _ in 0..ELEMENTS_CHECKED {
-        if at >= b.len() {
-            // A short data set that ended on an element boundary.
-            return Some(());
-        }
-        let (group, elem) = if big {
-            (u16be(b, at)?, u16be(b, at + 2)?)
-        } else {
-            (u16le(b, at)?, u16le(b, at + 2)?)
-        };
-        let tag = (u32::from(group) << 16) | u32::from(elem);
-        // Data set elements come in ascending tag order (PS3.5 §7.1) and never in group 0002.
-        if tag <= last || group <= 0x0002 {
-            return None;
-        }
-        last = tag;
-        let (len, header) = if explicit {
-            let vr = b.get(at + 4..at + 6)?;
-            if !valid_vr(vr) {
-                return None;
+    let data = b.get(head.data_start..)?;
+    let mut tz = Tokenizer::new(ts.encoding, Limits::GATEWAY);
+    let whole = b.len() < SAMPLE_LEN;
+    if whole {
+        // The whole (short) file: a length past its end is an error, not the sample's end.
+        tz = tz.with_total(data.len() as u64);
+    }
+    let mut elements = 0;
+    for t in tz.tokens(data) {
+        match t {
+            Token::Element(_) => {
+                elements += 1;
+                if elements >= ELEMENTS_CHECKED {
+                    return Some(());
+                }
             }
-            if long_vr(vr) {
-                let l = if big {
-                    u32be(b, at + 8)?
-                } else {
-                    u32le(b, at + 8)?
-                };
-                (l, 12)
-            } else {
-                let l = if big {
-                    u16be(b, at + 6)?
-                } else {
-                    u16le(b, at + 6)?
-                };
-                (u32::from(l), 8)
-            }
-        } else {
-            (u32le(b, at + 4)?, 8)
-        };
-        if len == u32::MAX {
-            // Undefined length (a sequence or encapsulated pixel data): the headers so far
-            // were well-formed, which ciphertext does not produce.
-            return Some(());
+            Token::Error(_) | Token::Anomaly(_) => return None,
+            _ => {}
         }
-        let len = usize::try_from(len).ok()?;
-        if !len.is_multiple_of(2) {
-            // PS3.5 §7.1.1: value lengths are even.
-            return None;
-        }
-        at = at.checked_add(header)?.checked_add(len)?;
-        if at > b.len() && b.len() < SAMPLE_LEN {
-            // A declared length past the end of a whole (short) file.
-            return None;
-        }
-        if at > b.len() {
-            return Some(());
-        }
+    }
+    if whole {
+        tz.finish().ok()?;
     }
     Some(())
 }
