@@ -220,6 +220,9 @@ async function scenario(browser, problems) {
   await settled(op, 'overview');
   const totalBytes = () => op.evaluate(() => Number(document.querySelector('[data-testid="total-bytes-from-clients"]').dataset.value));
   const bytesBefore = await totalBytes();
+  // The chart's newest point (Unix ms; 0 before the first), advanced by the live updates alone.
+  const chartNewest = () => op.evaluate(() => Number(document.querySelector('[data-testid="chart"] svg').dataset.newest));
+  const newestBefore = await chartNewest();
   const pacsGo = path.join(WORK, 'go-pacs');
   const vaultGo = path.join(WORK, 'go-vault');
   const pacs = startSender(CALLED, FILES, [4, 12], pacsGo);
@@ -278,6 +281,13 @@ async function scenario(browser, problems) {
     return el && Number(el.dataset.value) - before >= min;
   }, [bytesBefore, minBytes], { timeout: WAIT });
   log(`both ended; the totals' bytes from clients grew by at least ${minBytes} (one series) without a reload`);
+  // A 5 s point of the series with those bytes reaches the chart without a reload.
+  await op.waitForFunction(([before]) => {
+    const svg = document.querySelector('[data-testid="chart"] svg');
+    return svg && Number(svg.dataset.newest) > before && svg.querySelector('polyline.chart-bytes');
+  }, [newestBefore], { timeout: WAIT });
+  await stillSamePage(op, 'overview chart');
+  log(`the chart's newest point moved from ${newestBefore} to ${await chartNewest()} without a reload`);
 
   // 3. A refusal, live.
   await go(op, 'refusals');

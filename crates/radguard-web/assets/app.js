@@ -20,6 +20,9 @@
     'events-lost', 'audit-started', 'audit-stopped',
   ];
   const ENDED_KEPT = 20;
+  // The server's series step (radguard-web model.rs SERIES_STEP_MS).
+  const SERIES_STEP_MS = 5000;
+  const SERIES_POINTS = 120;
   const LIST_KEPT = 500;
 
   const state = {
@@ -79,6 +82,61 @@
     while (el.firstChild) el.removeChild(el.firstChild);
   }
 
+  // Makes `old` look like `fresh` (a tree built by h() or s(), never inserted) while touching only
+  // what differs: a changed text or attribute is set, a different element replaces the old one.
+  // The live overview is redrawn this way so that a second's progress costs the browser a few
+  // changed cells to lay out and paint, not a rebuilt table (the browser may share the gateway's
+  // cores). Listeners are not carried over: only for views without any. Returns the node now in
+  // the page.
+  function morph(old, fresh) {
+    if (old.nodeType !== fresh.nodeType || old.nodeName !== fresh.nodeName) {
+      old.replaceWith(fresh);
+      return fresh;
+    }
+    if (old.nodeType !== Node.ELEMENT_NODE) {
+      if (old.nodeValue !== fresh.nodeValue) old.nodeValue = fresh.nodeValue;
+      return old;
+    }
+    for (const a of [...old.attributes]) if (!fresh.hasAttribute(a.name)) old.removeAttribute(a.name);
+    for (const a of fresh.attributes) if (old.getAttribute(a.name) !== a.value) old.setAttribute(a.name, a.value);
+    morphChildren(old, fresh);
+    return old;
+  }
+
+  // morph() of the children only, by position: `old` keeps its own attributes.
+  function morphChildren(old, fresh) {
+    const kids = [...fresh.childNodes];
+    kids.forEach((f, i) => {
+      const o = old.childNodes[i];
+      if (o) morph(o, f);
+      else old.appendChild(f);
+    });
+    while (old.childNodes.length > kids.length) old.removeChild(old.lastChild);
+  }
+
+  // Makes `parent`'s children the elements `fresh`, in that order: a child with the same
+  // data-id as a fresh one is kept and morphed (a row that moved is moved, not rebuilt); the rest
+  // are inserted or removed.
+  function syncChildren(parent, fresh) {
+    const keyed = new Map();
+    for (const c of [...parent.children]) {
+      if (c.dataset.id) keyed.set(c.dataset.id, c);
+      else c.remove();
+    }
+    let cursor = parent.firstElementChild;
+    for (const f of fresh) {
+      const old = f.dataset.id ? keyed.get(f.dataset.id) : undefined;
+      let node = f;
+      if (old) {
+        keyed.delete(f.dataset.id);
+        node = old === f ? old : morph(old, f);
+      }
+      if (node === cursor) cursor = cursor.nextElementSibling;
+      else parent.insertBefore(node, cursor);
+    }
+    for (const rest of keyed.values()) rest.remove();
+  }
+
   const main = () => document.getElementById('main');
 
   // ------------------------------------------------------------------------------- formatting
@@ -102,7 +160,10 @@
 
   function fmtAgo(ms) {
     if (ms === null || ms === undefined) return '—';
-    const secs = Math.max(0, Math.round((Date.now() - Number(ms)) / 1000));
+    return fmtSecs(Math.max(0, Math.round((Date.now() - Number(ms)) / 1000)));
+  }
+
+  function fmtSecs(secs) {
     if (secs < 60) return `${secs} s`;
     if (secs < 3600) return `${Math.floor(secs / 60)} min ${secs % 60} s`;
     if (secs < 86400) return `${Math.floor(secs / 3600)} h ${Math.floor((secs % 3600) / 60)} min`;
@@ -126,9 +187,10 @@
     return `${fmtBytes(bps)}/s`;
   }
 
+  const NUM = new Intl.NumberFormat('en');
   function fmtNum(n) {
     if (n === null || n === undefined) return '—';
-    return Number(n).toLocaleString('en');
+    return NUM.format(Number(n));
   }
 
   function text(v) {
@@ -323,8 +385,14 @@
     // Same origin: the session cookie goes with the request.
     const es = new EventSource('/api/v1/events');
     state.events = es;
-    es.addEventListener('open', () => setLive('open'));
+    let interrupted = false;
+    es.addEventListener('open', () => {
+      setLive('open');
+      if (interrupted) resyncOverview();
+      interrupted = false;
+    });
     es.addEventListener('error', () => {
+      interrupted = true;
       setLive('down');
       // EventSource retries on its own; find out whether the session is gone.
       fetch('/api/v1/me', { credentials: 'same-origin', cache: 'no-store' }).then((r) => {
@@ -341,12 +409,8 @@
       fn(data);
     });
     on('association', (a) => {
-      const fresh = !state.assocs.has(String(a.id));
       state.assocs.set(String(a.id), a);
-      if (state.view === 'overview') {
-        renderAssocTablesSoon();
-        if (fresh) refreshOverviewSoon();
-      }
+      if (state.view === 'overview') paintSoon('tables');
     });
     on('association-ended', (d) => {
       const key = String(d.id);
@@ -356,10 +420,7 @@
         state.ended.unshift(Object.assign({}, a, { ended: Date.now() }));
         state.ended.length = Math.min(state.ended.length, ENDED_KEPT);
       }
-      if (state.view === 'overview') {
-        renderAssocTablesSoon();
-        refreshOverviewSoon();
-      }
+      if (state.view === 'overview') paintSoon('tables');
     });
     on('refusal', (r) => {
       state.liveRefusals.unshift(r);
@@ -369,7 +430,6 @@
         state.refusals.length = Math.min(state.refusals.length, LIST_KEPT);
       }
       if (state.view === 'refusals') renderRefusalRows();
-      if (state.view === 'overview') refreshOverviewSoon();
     });
     on('alert', (a) => {
       if (state.alerts) {
@@ -381,54 +441,57 @@
       }
       updateAlertCount();
       if (state.view === 'alerts') renderAlertRows();
-      if (state.view === 'overview') refreshOverviewSoon();
     });
+    // The totals each second they change, a closed point of the series every 5 s: the overview
+    // never polls while it is open.
     on('totals', (t) => {
       state.totals = t;
-      if (state.view === 'overview') {
-        renderTotals();
-        // The series is kept by the server (one point per 5 s); fetch it with the totals.
-        refreshOverviewSoon();
-      }
+      if (state.view === 'overview') paintSoon('totals');
+    });
+    on('point', (p) => {
+      const last = state.series[state.series.length - 1];
+      if (last && Number(last.t) >= Number(p.t)) return; // already in a fetched series
+      state.series.push(p);
+      while (state.series.length > SERIES_POINTS) state.series.shift();
+      if (state.view === 'overview') paintSoon('chart');
     });
   }
 
-  // The live tables redrawn at most once a second, however many progress events arrive (each
-  // running association reports up to twice a second): a redraw is a layout and a software
-  // paint, and the page must cost the gateway's host next to nothing while it watches.
-  let assocTimer = null;
-  let assocDrawnAt = 0;
-  function renderAssocTablesSoon() {
-    if (assocTimer) return;
-    const wait = Math.max(0, assocDrawnAt + 1000 - Date.now());
-    assocTimer = setTimeout(() => {
-      assocTimer = null;
-      assocDrawnAt = Date.now();
-      if (state.view === 'overview') renderAssocTables();
-    }, wait);
+  // Everything the live updates change on the overview is drawn together, at most once a second,
+  // however many updates arrive (each running association reports once a second, the totals
+  // once a second): one layout and one paint of the few cells that changed. The page must cost
+  // the gateway's host next to nothing while it watches (the browser may share its cores).
+  const dirty = new Set();
+  let paintTimer = null;
+  let paintedAt = 0;
+  function paintSoon(part) {
+    dirty.add(part);
+    if (paintTimer) return;
+    paintTimer = setTimeout(() => {
+      paintTimer = null;
+      paintedAt = Date.now();
+      if (state.view !== 'overview') {
+        dirty.clear();
+        return;
+      }
+      if (dirty.has('tables')) renderAssocTables();
+      else if (dirty.has('totals')) renderTotals();
+      if (dirty.has('chart')) renderChart();
+      dirty.clear();
+    }, Math.max(0, paintedAt + 1000 - Date.now()));
   }
 
-  // Totals and the series between two `totals` events (an association started or ended, a
-  // refusal, an alert): at most one request per 2 s.
-  let refreshTimer = null;
-  let refreshedAt = 0;
-  function refreshOverviewSoon() {
-    if (refreshTimer) return;
-    const wait = Math.max(0, refreshedAt + 2000 - Date.now());
-    refreshTimer = setTimeout(() => {
-      refreshedAt = Date.now();
-      api('/api/v1/overview').then((o) => {
-        refreshTimer = null;
-        state.totals = o.totals;
-        state.series = o.series || [];
-        if (state.view === 'overview') {
-          renderTotals();
-          renderChart();
-        }
-      }).catch(() => {
-        refreshTimer = null;
-      });
-    }, wait);
+  // After the event stream was interrupted, what it missed: the overview again from the server.
+  function resyncOverview() {
+    api('/api/v1/overview').then((o) => {
+      state.totals = o.totals;
+      state.series = o.series || [];
+      state.assocs = new Map((o.associations || []).map((a) => [String(a.id), a]));
+      if (state.view === 'overview') {
+        paintSoon('tables');
+        paintSoon('chart');
+      }
+    }).catch(() => {});
   }
 
   async function loadAlertCount() {
@@ -485,7 +548,11 @@
   }
 
   function emptyRow(tbody, cols, msg, testid) {
-    tbody.appendChild(h('tr', { class: 'empty', testid }, h('td', { colspan: cols }, msg)));
+    tbody.appendChild(emptyRowEl(cols, msg, testid));
+  }
+
+  function emptyRowEl(cols, msg, testid) {
+    return h('tr', { class: 'empty', testid, 'data-id': testid }, h('td', { colspan: cols }, msg));
   }
 
   // --------------------------------------------------------------------------------- overview
@@ -529,39 +596,46 @@
     const el = document.getElementById('totals');
     if (!el || !state.totals) return;
     const t = state.totals;
-    clear(el);
+    const cards = h('div');
     const card = (testid, label, value, display, tone) => h('div', { class: `card${tone ? ` card-${tone}` : ''}` },
       h('div', { class: 'card-label' }, label),
       h('div', { class: 'card-value', testid, 'data-value': value === undefined ? '' : value }, display));
-    el.appendChild(card('total-running', 'Running now', state.assocs.size, fmtNum(state.assocs.size)));
-    el.appendChild(card('total-associations', 'Associations', t.associations, fmtNum(t.associations)));
-    el.appendChild(card('total-refused-associations', 'Refused associations', t.refused_associations,
+    cards.appendChild(card('total-running', 'Running now', state.assocs.size, fmtNum(state.assocs.size)));
+    cards.appendChild(card('total-associations', 'Associations', t.associations, fmtNum(t.associations)));
+    cards.appendChild(card('total-refused-associations', 'Refused associations', t.refused_associations,
       fmtNum(t.refused_associations), t.refused_associations > 0 ? 'warn' : null));
-    el.appendChild(card('total-refused-requests', 'Refused requests', t.refused_requests,
+    cards.appendChild(card('total-refused-requests', 'Refused requests', t.refused_requests,
       fmtNum(t.refused_requests), t.refused_requests > 0 ? 'warn' : null));
-    el.appendChild(card('total-bytes-from-clients', 'Bytes from clients', t.bytes_from_clients, fmtBytes(t.bytes_from_clients)));
-    el.appendChild(card('total-bytes-from-upstreams', 'Bytes from upstreams', t.bytes_from_upstreams, fmtBytes(t.bytes_from_upstreams)));
-    el.appendChild(card('total-alerts', 'Alerts', t.alerts, fmtNum(t.alerts), t.alerts > 0 ? 'alert' : null));
+    cards.appendChild(card('total-bytes-from-clients', 'Bytes from clients', t.bytes_from_clients, fmtBytes(t.bytes_from_clients)));
+    cards.appendChild(card('total-bytes-from-upstreams', 'Bytes from upstreams', t.bytes_from_upstreams, fmtBytes(t.bytes_from_upstreams)));
+    cards.appendChild(card('total-alerts', 'Alerts', t.alerts, fmtNum(t.alerts), t.alerts > 0 ? 'alert' : null));
+    syncChildren(el, [...cards.children].map((c, i) => {
+      c.dataset.id = String(i);
+      return c;
+    }));
   }
 
   // Bytes per 5 s as a line (left axis), refusals per 5 s as bars (right axis).
   function renderChart() {
     const el = document.getElementById('chart');
     if (!el) return;
-    clear(el);
+    const holder = h('div');
     const pts = state.series || [];
     const W = 900, H = 180, L = 64, R = 40, T = 12, B = 26;
-    const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', class: 'chart-svg' });
+    const newest = pts.length ? Number(pts[pts.length - 1].t) : 0;
+    const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', class: 'chart-svg', 'data-newest': newest });
     svg.appendChild(s('title', null, 'Bytes relayed and refusals per 5 seconds'));
     if (pts.length === 0) {
       svg.appendChild(s('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'chart-empty' }, 'No data yet'));
-      el.appendChild(svg);
+      holder.appendChild(svg);
+      morphChildren(el, holder);
       return;
     }
     const maxB = Math.max(1024, ...pts.map((p) => Number(p.bytes) || 0));
     const maxR = Math.max(1, ...pts.map((p) => Number(p.refusals) || 0));
-    // Always the last 10 minutes (120 points of 5 s), however long the gateway has run.
-    const t1 = Math.max(Date.now(), Number(pts[pts.length - 1].t));
+    // Always the 10 minutes up to the newest point (120 points of 5 s), however long the gateway
+    // has run: anchored to the data, not the clock, so the same series draws the same chart.
+    const t1 = Number(pts[pts.length - 1].t) + SERIES_STEP_MS;
     const t0 = t1 - 600000;
     const x = (t) => L + ((Number(t) - t0) / (t1 - t0)) * (W - L - R);
     const yB = (b) => T + (1 - (Number(b) || 0) / maxB) * (H - T - B);
@@ -591,11 +665,13 @@
       const t = t0 + ((t1 - t0) * i) / ticks;
       svg.appendChild(s('text', { x: x(t), y: H - 6, 'text-anchor': 'middle', class: 'chart-axis' }, fmtClock(t)));
     }
-    el.appendChild(svg);
-    el.appendChild(h('p', { class: 'legend' },
+    holder.appendChild(svg);
+    holder.appendChild(h('p', { class: 'legend' },
       h('span', { class: 'legend-bytes' }, 'bytes relayed / 5 s'), ' ',
       h('span', { class: 'legend-refusals' }, 'refusals / 5 s')));
+    morphChildren(el, holder);
   }
+
 
   function assocRow(a, ended) {
     const bytes = (Number(a.bytes_from_client) || 0) + (Number(a.bytes_from_upstream) || 0);
@@ -608,23 +684,37 @@
       h('td', { class: 'num', testid: 'assoc-bytes-from-client', 'data-value': a.bytes_from_client }, fmtBytes(a.bytes_from_client)),
       h('td', { class: 'num', testid: 'assoc-bytes-from-upstream', 'data-value': a.bytes_from_upstream }, fmtBytes(a.bytes_from_upstream)),
       h('td', { class: 'num', testid: 'assoc-rate', 'data-value': a.rate_bps }, ended ? 'ended' : fmtRate(a.rate_bps)),
-      h('td', { class: 'num' }, ended ? `${fmtAgo(a.started)} ago` : fmtAgo(a.started)));
+      // An ended row does not change: how long it ran, as seen from this page.
+      h('td', { class: 'num' }, ended
+        ? fmtSecs(Math.max(0, Math.round((Number(a.ended) - Number(a.started)) / 1000)))
+        : fmtAgo(a.started)));
+  }
+
+  // An ended row never changes: built once.
+  const endedRows = new WeakMap();
+  function endedRow(a) {
+    let row = endedRows.get(a);
+    if (!row) {
+      row = assocRow(a, true);
+      endedRows.set(a, row);
+    }
+    return row;
   }
 
   function renderAssocTables() {
     const run = document.getElementById('assoc-rows');
     if (!run) return;
-    clear(run);
     const list = [...state.assocs.values()].sort((a, b) => Number(a.started) - Number(b.started));
-    if (list.length === 0) emptyRow(run, ASSOC_COLS.length, 'No association is running.', 'assoc-empty');
-    for (const a of list) run.appendChild(assocRow(a, false));
+    syncChildren(run, list.length === 0
+      ? [emptyRowEl(ASSOC_COLS.length, 'No association is running.', 'assoc-empty')]
+      : list.map((a) => assocRow(a, false)));
     const count = document.getElementById('assoc-count');
-    if (count) count.textContent = String(list.length);
+    if (count && count.textContent !== String(list.length)) count.textContent = String(list.length);
     const end = document.getElementById('ended-rows');
     if (end) {
-      clear(end);
-      if (state.ended.length === 0) emptyRow(end, ASSOC_COLS.length, 'None yet.', 'ended-empty');
-      for (const a of state.ended) end.appendChild(assocRow(a, true));
+      syncChildren(end, state.ended.length === 0
+        ? [emptyRowEl(ASSOC_COLS.length, 'None yet.', 'ended-empty')]
+        : state.ended.map(endedRow));
     }
     renderTotals();
   }
@@ -983,7 +1073,7 @@
 
   // Durations on the overview tick without a server round trip (only while something runs).
   setInterval(() => {
-    if (state.view === 'overview' && state.assocs.size > 0) renderAssocTablesSoon();
+    if (state.view === 'overview' && state.assocs.size > 0) paintSoon('tables');
   }, 5000);
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);

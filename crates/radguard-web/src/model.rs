@@ -122,6 +122,8 @@ pub enum Update {
     Refusal(Refusal),
     Alert(Alert),
     Totals(Totals),
+    /// A closed point of the series (the page appends it instead of fetching the series).
+    Point(Point),
 }
 
 #[derive(Debug)]
@@ -174,6 +176,8 @@ struct Model {
     next_alert: u64,
     refusals: VecDeque<Refusal>,
     totals: Totals,
+    /// The totals as last sent to the pages (sent again by [`Console::tick`] when they differ).
+    totals_sent: Totals,
     series: VecDeque<Point>,
     bucket: Point,
     counters: Counters,
@@ -318,12 +322,15 @@ impl Console {
         }
     }
 
-    /// Once a second: associations changed since their last update, the series and totals
-    /// every [`SERIES_STEP_MS`].
+    /// Once a second: associations changed since their last update, the totals when they
+    /// changed, and every [`SERIES_STEP_MS`] the closed series point and the totals. The pages
+    /// live on these updates alone (no polling): a watched gateway sends a few hundred bytes a
+    /// second per page.
     pub fn tick(&self, now: u64) {
         let mut out = Vec::new();
         {
             let mut m = self.lock();
+            let mut closed = false;
             for r in m.running.values_mut() {
                 let rate = rate(&r.samples, now);
                 if rate != r.view.rate_bps {
@@ -341,11 +348,16 @@ impl Console {
             }
             if now >= m.bucket.t + SERIES_STEP_MS {
                 let done = std::mem::take(&mut m.bucket);
-                m.series.push_back(done);
+                m.series.push_back(done.clone());
                 while m.series.len() > SERIES_POINTS {
                     m.series.pop_front();
                 }
                 m.bucket.t = now - now % SERIES_STEP_MS;
+                out.push(Update::Point(done));
+                closed = true;
+            }
+            if closed || m.totals != m.totals_sent {
+                m.totals_sent = m.totals.clone();
                 out.push(Update::Totals(m.totals.clone()));
             }
         }
@@ -1123,6 +1135,70 @@ mod tests {
             assert_eq!(k.duration_buckets[2], 0);
             assert_eq!(k.duration_buckets[3], 1);
         });
+    }
+
+    /// The pages live on the updates alone: the totals each second they changed (not when they
+    /// did not), the closed series point and the totals every step.
+    #[test]
+    fn tick_sends_changed_totals_and_closed_points() {
+        let c = Console::new();
+        let mut rx = c.subscribe();
+        let mut drain = || {
+            let mut got = Vec::new();
+            while let Ok(u) = rx.try_recv() {
+                got.push(u);
+            }
+            got
+        };
+        let totals = |got: &[Update]| {
+            got.iter()
+                .filter_map(|u| match u {
+                    Update::Totals(t) => Some(t.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let points = |got: &[Update]| {
+            got.iter()
+                .filter_map(|u| match u {
+                    Update::Point(p) => Some(p.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let step = SERIES_STEP_MS;
+        c.tick(10 * step); // opens the first bucket
+        drain();
+        c.tick(10 * step + 1000);
+        assert!(totals(&drain()).is_empty(), "nothing changed, nothing sent");
+        let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        c.observe(&rec(
+            u128::from(10 * step + 1100),
+            Event::AssociationRefused {
+                assoc: AssocId(1),
+                source: src,
+                calling_ae: Some("X".into()),
+                called_ae: Some("GW".into()),
+                result: 1,
+                rj_source: 1,
+                reason: 7,
+                blame: radguard_events::Blame::Peer,
+                why: "called AE title not recognized".into(),
+            },
+        ));
+        c.tick(10 * step + 2000);
+        let got = drain();
+        let t = totals(&got);
+        assert_eq!(t.len(), 1, "{got:?}");
+        assert_eq!(t[0].refused_associations, 1);
+        c.tick(10 * step + 3000);
+        assert!(totals(&drain()).is_empty(), "unchanged totals sent again");
+        c.tick(11 * step);
+        let got = drain();
+        let p = points(&got);
+        assert_eq!(p.len(), 1, "{got:?}");
+        assert_eq!((p[0].t, p[0].refusals), (10 * step, 1));
+        assert_eq!(totals(&got).len(), 1, "totals with each closed point");
     }
 
     /// The DIMSE commands' names come from a table (no allocation per request); it spells

@@ -713,6 +713,7 @@ fn sse_event(u: Update) -> Option<SseEvent> {
         Update::Refusal(r) => ("refusal", serde_json::to_string(&r)),
         Update::Alert(a) => ("alert", serde_json::to_string(&a)),
         Update::Totals(t) => ("totals", serde_json::to_string(&t)),
+        Update::Point(p) => ("point", serde_json::to_string(&p)),
     };
     Some(SseEvent::default().event(name).data(data.ok()?))
 }
