@@ -579,7 +579,7 @@
       h('div', { id: 'chart', class: 'chart', testid: 'chart' })));
     const running = table('assoc-table', ASSOC_COLS, 'assoc-rows');
     running.tbody.id = 'assoc-rows';
-    sec.appendChild(h('div', { class: 'panel' },
+    sec.appendChild(h('div', { class: 'panel assoc-live' },
       h('h2', null, 'Associations now ', h('span', { class: 'count-pill', id: 'assoc-count', testid: 'assoc-count' }, '0')),
       h('div', { class: 'scroll' }, running.table)));
     const ended = table('ended-table', ASSOC_COLS, 'ended-rows');
