@@ -53,9 +53,7 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        let mut fields = Fields(Map::new());
-        event.record(&mut fields);
-        let mut fields = fields.0;
+        let (mut fields, timestamp) = fields_and_time(event)?;
         // The event's own JSON goes in as it is (its keys in their order: seq, time_ms, event,
         // ...), once it is known to be one JSON object.
         let raw_event = match fields.get("event") {
@@ -71,8 +69,6 @@ where
             }
             _ => None,
         };
-        let mut timestamp = String::new();
-        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
         let text = |v: &str| Value::String(v.to_string()).to_string();
         write!(
             writer,
@@ -117,11 +113,7 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        let mut fields = Fields(Map::new());
-        event.record(&mut fields);
-        let mut fields = fields.0;
-        let mut timestamp = String::new();
-        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+        let (mut fields, timestamp) = fields_and_time(event)?;
         write!(writer, "{timestamp} {:<5} ", meta.level().as_str())?;
         let gateway_event = match fields.get("event") {
             Some(Value::String(json)) if meta.target() == EVENT_TARGET => {
@@ -164,6 +156,15 @@ fn write_scalar(w: &mut Writer<'_>, key: &str, v: &Value) -> fmt::Result {
         Value::Bool(b) => write!(w, " {key}={b}"),
         Value::Null | Value::Array(_) | Value::Object(_) => Ok(()),
     }
+}
+
+/// An event's fields as JSON values, and the time now (RFC 3339): what both formats start from.
+fn fields_and_time(event: &Event<'_>) -> Result<(Map<String, Value>, String), fmt::Error> {
+    let mut fields = Fields(Map::new());
+    event.record(&mut fields);
+    let mut timestamp = String::new();
+    SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+    Ok((fields.0, timestamp))
 }
 
 /// Collects an event's fields as JSON values.
