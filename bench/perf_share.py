@@ -6,7 +6,8 @@
 
 A sample counts for a group when any frame of its stack matches the group's pattern (with
 `--call-graph dwarf` the stacks are whole; with frame pointers absent only the leaf is sure).
-The indented groups split the audit trail's samples (a sample may count in several of them).
+The indented groups split the audit trail's samples (a sample may count in several of them;
+"outside SQLite" and "SQLite" add up to the audit trail).
 `--top WORD` also lists the most frequent leaf functions of the samples of the first group
 whose name contains WORD.
 """
@@ -23,7 +24,9 @@ GROUPS = {
     "  audit: SQLite's syncs (fsync, fdatasync)": re.compile(r"\bunixSync\b|\b(?:__)?(?:libc_)?f(?:data)?sync\b"),
     "  audit: sealing (chain::seal: JSON, SHA-256, index columns)": re.compile(r"radguard_audit::chain::seal"),
     "  audit: mapping events (mapper::Mapper::map)": re.compile(r"radguard_audit::mapper::"),
-    "  audit: the writer task (mapping, sealing, queue; not the store call)": re.compile(r"radguard_audit::writer::run"),
+    # The store call runs in a closure of writer::run: "outside SQLite" is audit minus SQLite.
+    "  audit: outside SQLite (mapping, sealing, queue, drops)": (
+        re.compile(r"radguard_audit::"), re.compile(r"sqlite3")),
     "detection (radguard_detect)": re.compile(r"radguard_detect::"),
     "relay (radguard_gateway)": re.compile(r"radguard_gateway::"),
 }
@@ -46,7 +49,11 @@ def main() -> None:
         total += 1
         text = "\n".join(stack)
         for name, pat in GROUPS.items():
-            if pat.search(text):
+            if isinstance(pat, tuple):
+                hit = pat[0].search(text) and not pat[1].search(text)
+            else:
+                hit = pat.search(text)
+            if hit:
                 counts[name] += 1
                 if name == top_group:
                     # "ADDR SYMBOL+OFF (DSO)": the symbol, without offset.
