@@ -3,9 +3,12 @@
 //! [`AuditWriter::spawn`] subscribes nothing itself: give it a receiver from
 //! `EventBus::subscribe()` taken *before* the gateway starts emitting. The task maps events to
 //! records ([`crate::mapper::Mapper`]), seals them onto the chain and appends them in batches
-//! (one transaction each; the store call runs on the blocking pool while the task keeps
-//! receiving, so the broadcast buffer drains even during a slow commit). It signs a checkpoint
-//! every `checkpoint_every` records or `checkpoint_interval`, whichever comes first.
+//! (one transaction each, on the blocking pool; events wait on the bus meanwhile and are read
+//! when it ends). Batches start at least `batch_delay` apart while records keep coming, so
+//! while the store answers a record reaches it at most `max(batch_delay, T) + T` after it was
+//! emitted (`T`: one append; 50 ms and a few ms by default), as before batches were spaced: a
+//! crash loses at most what was emitted in that window. It signs a checkpoint every
+//! `checkpoint_every` records or `checkpoint_interval`, whichever comes first.
 //!
 //! The gateway never waits on it: emitting is a broadcast send. If the store cannot be written,
 //! the records stay queued (up to `max_pending`), the task retries with backoff (sealing the
@@ -25,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::chain::{seal_all, ChainHead, SealedRecord};
-use crate::checkpoint::{AuditKey, Checkpoint};
+use crate::checkpoint::AuditKey;
 use crate::error::{AuditError, Result};
 use crate::mapper::Mapper;
 use crate::record::{AuditEvent, AuditRecord};
@@ -59,8 +62,12 @@ pub struct WriterOptions {
     pub max_batch: usize,
     /// How long the first record of a batch waits for others before the batch is written:
     /// a relay emits a few records per instance, and one transaction (with its fsync) per
-    /// instance cost more CPU than the relaying itself. Records arriving while a write is in
-    /// flight wait for it, not for this delay.
+    /// instance cost more CPU than the relaying itself. Batches start at least this long
+    /// apart (unless `max_batch` records are waiting): records arriving while a write is in
+    /// flight wait for it and until `batch_delay` after it started, whichever is later. So a
+    /// record reaches the store at most `max(batch_delay, T) + T` after it arrived (`T`: one
+    /// append), whether the writer was idle or writing when it came, and a steady stream is
+    /// written once per `batch_delay`, not once per append's round trip.
     pub batch_delay: Duration,
     /// Most records held in memory while the store is slow or down.
     pub max_pending: usize,
@@ -163,7 +170,9 @@ impl AuditHandle {
 /// Spawns the writer task (needs a Tokio runtime).
 pub struct AuditWriter;
 
-type Job = JoinHandle<(Box<dyn AuditStore>, Result<()>)>;
+/// The store call: the store back, the sealed records back (to queue again if the append
+/// failed), and the append's outcome.
+type Job = JoinHandle<(Box<dyn AuditStore>, (Vec<SealedRecord>, Result<()>))>;
 
 impl AuditWriter {
     pub fn spawn(
@@ -184,16 +193,22 @@ impl AuditWriter {
     }
 }
 
+/// A write in flight: its records are out of the queue (the store call holds them and gives them
+/// back), the head it makes, and when it started.
 struct Batch {
-    sealed: Vec<SealedRecord>,
+    records: usize,
     head: ChainHead,
-    checkpoint: Option<Checkpoint>,
+    checkpoint: bool,
+    started: Instant,
+    /// Records were already queued behind this batch when it started (it was cut at
+    /// `max_batch` or at a checkpoint): they are written as soon as it ends.
+    more_queued: bool,
 }
 
 async fn blocking<T: Send + 'static>(
     store: Box<dyn AuditStore>,
-    f: impl FnOnce(&mut dyn AuditStore) -> Result<T> + Send + 'static,
-) -> (Box<dyn AuditStore>, Result<T>) {
+    f: impl FnOnce(&mut dyn AuditStore) -> T + Send + 'static,
+) -> (Box<dyn AuditStore>, T) {
     let h = tokio::task::spawn_blocking(move || {
         let mut store = store;
         let r = f(store.as_mut());
@@ -262,7 +277,7 @@ async fn run(
 
     let mut last_cp_seq = head.seq;
     let mut last_cp_at = Instant::now();
-    let mut inflight: Option<(Job, usize, Batch)> = None;
+    let mut inflight: Option<(Job, Batch)> = None;
     let mut retry_at: Option<Instant> = None;
     let mut backoff = opt.retry_min;
     let mut stopping = false;
@@ -272,9 +287,10 @@ async fn run(
     let mut gather_until: Option<Instant> = None;
 
     loop {
+        let writing = inflight.as_ref().map_or(0, |(_, b)| b.records);
         // Take what is already on the bus (without a wake-up per event).
         if rx_open && !stopping {
-            while queue.len() < opt.max_pending {
+            while queue.len() + writing < opt.max_pending {
                 match rx.try_recv() {
                     Ok(ev) => queue.extend(mapper.map(&ev)),
                     Err(broadcast::error::TryRecvError::Lagged(n)) => {
@@ -304,34 +320,38 @@ async fn run(
                         n = n.min(usize::try_from(until_cp).unwrap_or(usize::MAX));
                     }
                 }
-                let drafts: Vec<AuditRecord> = queue.iter().take(n).cloned().collect();
+                let more_queued = n < queue.len();
+                // The drafts move into the store call and come back with its answer: a failed
+                // append puts them back at the queue's front, to be sealed again.
+                let drafts: Vec<AuditRecord> = queue.drain(..n).collect();
                 let (sealed, new_head) = seal_all(&node, &head, drafts)?;
                 let want_cp = opt.key.is_some()
                     && new_head.seq > last_cp_seq
                     && (new_head.seq - last_cp_seq >= opt.checkpoint_every
                         || last_cp_at.elapsed() >= opt.checkpoint_interval
-                        || (stopping && n == queue.len()));
+                        || (stopping && !more_queued));
                 let checkpoint = if want_cp {
                     opt.key.as_ref().map(|k| k.sign(&node, &new_head, now_ms()))
                 } else {
                     None
                 };
                 let batch = Batch {
-                    sealed,
+                    records: n,
                     head: new_head,
-                    checkpoint,
+                    checkpoint: checkpoint.is_some(),
+                    started: Instant::now(),
+                    more_queued,
                 };
                 let Some(s) = store.take() else {
                     return Err(AuditError::Task("store lost".into()));
                 };
                 let expected = head;
                 let n_node = node.clone();
-                let recs = batch.sealed.clone();
-                let cp = batch.checkpoint.clone();
                 let job = tokio::spawn(blocking(s, move |s| {
-                    s.append(&n_node, &expected, &recs, cp.as_ref())
+                    let r = s.append(&n_node, &expected, &sealed, checkpoint.as_ref());
+                    (sealed, r)
                 }));
-                inflight = Some((job, n, batch));
+                inflight = Some((job, batch));
             }
         }
         if stopping && !rx_open && inflight.is_none() && queue.is_empty() {
@@ -366,24 +386,33 @@ async fn run(
             biased;
             res = async {
                 match inflight.as_mut() {
-                    Some((job, _, _)) => job.await,
+                    Some((job, _)) => job.await,
                     None => std::future::pending().await,
                 }
             } => {
-                let Some((_, n, batch)) = inflight.take() else { continue };
-                let (s, r) = match res {
+                let Some((_, batch)) = inflight.take() else { continue };
+                let (s, (sealed, r)) = match res {
                     Ok(x) => x,
                     Err(e) => return Err(AuditError::Task(e.to_string())),
                 };
                 store = Some(s);
                 match r {
                     Ok(()) => {
-                        queue.drain(..n);
+                        drop(sealed);
                         head = batch.head;
-                        stats.records += n as u64;
+                        stats.records += batch.records as u64;
                         stats.transactions += 1;
                         stats.head_seq = head.seq;
-                        if batch.checkpoint.is_some() {
+                        // The next batch starts `batch_delay` after this one did (unless
+                        // records were already waiting behind this one): records that arrived
+                        // during this write have waited since at most its start, so none
+                        // waits longer than before, and a steady stream is written in
+                        // transactions `batch_delay` apart rather than back to back, one
+                        // commit (and fsync) per store round trip.
+                        if !batch.more_queued && !stopping {
+                            gather_until = Some(batch.started + opt.batch_delay);
+                        }
+                        if batch.checkpoint {
                             stats.checkpoints += 1;
                             last_cp_seq = head.seq;
                             last_cp_at = Instant::now();
@@ -399,6 +428,10 @@ async fn run(
                         });
                     }
                     Err(e) => {
+                        // Back at the queue's front, in order, to be sealed again.
+                        for r in sealed.into_iter().rev() {
+                            queue.push_front(r.record);
+                        }
                         tracing::error!(target: "radguard::audit", error = %e, pending = queue.len(), "audit append failed");
                         if let AuditError::HeadMoved { .. } = e {
                             // Another writer extended this chain (a second gateway with the

@@ -476,9 +476,8 @@ async fn trickling_records_are_gathered_into_few_transactions(b: Backend) {
     .await
     .unwrap()
     .unwrap();
-    // Let the writer go idle on the bus (records that reach it right as a commit ends are
-    // written at once, with no delay: they count as having waited for that commit).
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Records that reach the writer while a commit is in flight wait until `batch_delay`
+    // after it started: these wait for audit-started's.
     let t0 = std::time::Instant::now();
     for id in 0..20 {
         emit_assoc(&bus, id, 1);
@@ -531,6 +530,105 @@ async fn trickling_records_are_gathered_into_few_transactions(b: Backend) {
     .expect("a lone association is written after batch_delay")
     .unwrap();
     h.shutdown().await.unwrap();
+}
+
+/// A steady stream (a relay emitting records while the writer is committing) is written in
+/// transactions `batch_delay` apart, not one per store round trip; across every batch
+/// boundary, including a batch whose append failed and went back to the queue, each event is
+/// in the chain once, in the order it was emitted, and the chain verifies.
+async fn steady_stream_is_written_once_per_batch_delay_in_order(b: Backend) {
+    let down = Arc::new(AtomicBool::new(false));
+    let bus = EventBus::new(65536);
+    let mut opt = WriterOptions::new("gw");
+    opt.batch_delay = Duration::from_millis(250);
+    opt.retry_min = Duration::from_millis(20);
+    opt.retry_max = Duration::from_millis(50);
+    let h = AuditWriter::spawn(
+        Box::new(Flaky {
+            inner: b.open(),
+            down: down.clone(),
+            // Records keep arriving during every append.
+            append_takes: Duration::from_millis(20),
+        }),
+        bus.subscribe(),
+        opt.clone(),
+    );
+    let mut health = h.health();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        health.wait_for(|x| x.store_ok && x.head_seq >= 1),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    /// Emits associations (2 C-STOREs each) from `start`, 5 ms apart, until `until` holds
+    /// (at most 600); returns how many.
+    async fn stream(
+        bus: &EventBus,
+        health: &tokio::sync::watch::Receiver<radguard_audit::Health>,
+        start: u64,
+        until: impl Fn(&radguard_audit::Health) -> bool,
+    ) -> u64 {
+        let mut n = 0;
+        while !until(&health.borrow()) {
+            assert!(n < 600, "the writer did not get there in 600 associations");
+            emit_assoc(bus, start + n, 2);
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        n
+    }
+    let t0 = std::time::Instant::now();
+    let mut id = 0u64;
+    // Batches land while the stream goes on...
+    id += stream(&bus, &health, id, |x| x.head_seq > 1 + 9 * 40).await;
+    // ...one fails (its records go back to the queue, ahead of what came since)...
+    down.store(true, Ordering::SeqCst);
+    id += stream(&bus, &health, id, |x| !x.store_ok).await;
+    down.store(false, Ordering::SeqCst);
+    // ...and the stream goes on after it, for at least another second.
+    id += stream(&bus, &health, id, |x| x.store_ok).await;
+    let more = std::time::Instant::now();
+    id += stream(&bus, &health, id, |_| {
+        more.elapsed() >= Duration::from_secs(1)
+    })
+    .await;
+    let streamed = t0.elapsed();
+    let stats = h.shutdown().await.unwrap();
+    assert_eq!(stats.lost_events, 0);
+    // Per association: requested, accepted, 2 x (request, response), transfer-begun,
+    // instances-transferred, released = 9; plus audit-started and audit-stopped.
+    assert_eq!(stats.head_seq, id * 9 + 2, "{stats:?}");
+    // One per `batch_delay` of streaming, plus audit-started's, the retry's, the one at
+    // shutdown and one for a boundary falling at the stream's start. Without the delay between
+    // batches it is one per append (20 ms here): back to back while records keep coming.
+    let most = streamed.as_millis() / opt.batch_delay.as_millis() + 4;
+    assert!(
+        u128::from(stats.transactions) <= most,
+        "{} transactions in {streamed:?} (at most {most})",
+        stats.transactions
+    );
+    // Batch boundaries fell inside the stream: audit-started's, one before the failure, one
+    // after it, and the rest at shutdown.
+    assert!(stats.transactions >= 3, "{stats:?}");
+    assert_each_event_once(&b, None, stats.head_seq, id as usize, 2);
+    // In emission order along the chain: the bus events' sequence numbers never go back (one
+    // event may make two records: a first C-STORE response and its transfer-begun).
+    let rows = sync(|| b.open().read_after("gw", 0, 100_000).unwrap());
+    assert_eq!(rows.len() as u64, stats.head_seq);
+    let mut last: Option<u64> = None;
+    for row in &rows {
+        let r: AuditRecord = serde_json::from_str(&row.entry).unwrap();
+        if let Some(ev) = r.event_seq {
+            assert!(
+                last.is_none_or(|l| ev >= l),
+                "record {} (event {ev}) after event {last:?}",
+                row.seq
+            );
+            last = Some(ev);
+        }
+    }
+    assert!(last.is_some());
 }
 
 async fn crash_mid_stream_then_reopen_still_verifies(b: Backend) {
@@ -636,14 +734,17 @@ fn admitted_associations_by_time(b: Backend) {
     let mut through_search = Flaky {
         inner: b.open(),
         down: Arc::new(AtomicBool::new(false)),
+        append_takes: Duration::ZERO,
     };
     assert_eq!(read(&mut through_search, 1000, 5000), want);
 }
 
-/// A store whose appends fail while `down` is set.
+/// A store whose appends fail while `down` is set, and each take at least `append_takes` (a
+/// slow disk's fsync, a distant server).
 struct Flaky {
     inner: Box<dyn AuditStore>,
     down: Arc<AtomicBool>,
+    append_takes: Duration,
 }
 
 impl AuditStore for Flaky {
@@ -660,6 +761,7 @@ impl AuditStore for Flaky {
         records: &[SealedRecord],
         cp: Option<&Checkpoint>,
     ) -> radguard_audit::Result<()> {
+        std::thread::sleep(self.append_takes);
         if self.down.load(Ordering::SeqCst) {
             return Err(AuditError::Store("disk full (simulated)".into()));
         }
@@ -1094,6 +1196,7 @@ async fn unwritable_store_turns_health_off_and_nothing_is_lost(b: Backend) {
         Box::new(Flaky {
             inner: b.open(),
             down: down.clone(),
+            append_takes: Duration::ZERO,
         }),
         bus.subscribe(),
         opt,
@@ -1280,6 +1383,11 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn trickling_records_are_gathered_into_few_transactions() {
                 super::trickling_records_are_gathered_into_few_transactions($make("gather")).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn steady_stream_is_written_once_per_batch_delay_in_order() {
+                super::steady_stream_is_written_once_per_batch_delay_in_order($make("stream"))
+                    .await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn crash_mid_stream_then_reopen_still_verifies() {

@@ -144,12 +144,10 @@ impl AuditStore for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Statements prepared once per connection: an append is one of many small batches.
         let current: Option<(i64, String)> = tx
-            .query_row(
-                "SELECT seq, hash FROM audit_head WHERE node = ?1",
-                [node],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT seq, hash FROM audit_head WHERE node = ?1")?
+            .query_row([node], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let stored = match current {
             Some((s, h)) => ChainHead {
@@ -196,25 +194,29 @@ impl AuditStore for SqliteStore {
             }
         }
         if let Some(last) = records.last() {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO audit_head (node, seq, hash) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-                params![node, to_i64(last.record.seq), hex::encode(last.hash)],
-            )?;
+            )?
+            .execute(params![
+                node,
+                to_i64(last.record.seq),
+                hex::encode(last.hash)
+            ])?;
         }
         if let Some(cp) = checkpoint {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR REPLACE INTO audit_checkpoint (node, seq, time_ms, hash, key_id, signature) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
+            )?
+            .execute(params![
                     cp.node,
                     to_i64(cp.seq),
                     cp.time_ms,
                     hex::encode(cp.hash),
                     cp.key_id,
                     hex::encode(cp.signature)
-                ],
-            )?;
+                ])?;
         }
         tx.commit()?;
         Ok(())
