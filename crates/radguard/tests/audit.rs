@@ -572,10 +572,13 @@ fn verify_names_the_altered_or_deleted_record_postgresql() {
         ),
         data.path(),
     );
+    // Printed before "listening", but read from the child's stdout by another thread: wait for
+    // it rather than assume it has been read.
     assert!(
-        rg.stdout_lines()
+        wait_until(Duration::from_secs(30), || rg
+            .stdout_lines()
             .iter()
-            .any(|l| l.contains("audit trail in PostgreSQL")),
+            .any(|l| l.contains("audit trail in PostgreSQL"))),
         "{:?}",
         rg.stdout_lines()
     );
