@@ -1078,8 +1078,9 @@ fn an_instance_past_the_memory_bound_in_flight_when_the_archive_dies_is_held_who
 
 // ------------------------------------------------------------------ hold with upstream TLS
 
-/// DCMTK `storescp +tls` on a given port (the TLS archive, started late): it speaks TLS only,
-/// presents `server`'s gateway certificate and requires a client certificate of `client_ca`.
+/// DCMTK `storescp` on a given port (the archive, started late). With `tls = (server,
+/// client_ca)` (`+tls`) it speaks TLS only, presents `server`'s gateway certificate and requires
+/// a client certificate of `client_ca`; without, plain TCP only.
 struct TlsArchive {
     dir: PathBuf,
     proc: Proc,
@@ -1088,6 +1089,10 @@ struct TlsArchive {
 
 impl TlsArchive {
     fn start(port: u16, server: &Pki, client_ca: &Path) -> TlsArchive {
+        TlsArchive::start_with(port, Some((server, client_ca)))
+    }
+
+    fn start_with(port: u16, tls: Option<(&Pki, &Path)>) -> TlsArchive {
         let exe = require_tool(&format!("{DCMTK_BIN}/storescp"));
         let tmp = tmp_dir("tls-archive");
         let dir = tmp.path().join("recv");
@@ -1097,11 +1102,12 @@ impl TlsArchive {
             .args(["-v", "-aet", "ORTHANC", "-od"])
             .arg(&dir)
             .args(["+B", "-fe", ".dcm", "-ta", "30", "-td", "60"])
-            .args(dcmtk_tls(
-                &server.gateway_key(),
-                &server.gateway_cert(),
-                client_ca,
-            ))
+            .args(
+                tls.map(|(server, client_ca)| {
+                    dcmtk_tls(&server.gateway_key(), &server.gateway_cert(), client_ca)
+                })
+                .unwrap_or_default(),
+            )
             .arg(port.to_string());
         let mut proc = Proc::spawn("storescp-tls", &mut cmd, tmp.path(), false);
         let up = wait_until(Duration::from_secs(30), || {
@@ -1109,7 +1115,7 @@ impl TlsArchive {
         });
         assert!(
             up && proc.exited().is_none(),
-            "storescp +tls did not start on {port}:\n{}",
+            "storescp did not start on {port}:\n{}",
             proc.log()
         );
         TlsArchive {
@@ -1271,4 +1277,69 @@ fn tls_hold_forwarder_refuses_an_untrusted_archive_then_delivers_to_the_trusted_
         ar.proc.log()
     );
     assert_same_dirs(&series, &ar.dir);
+}
+
+/// Held on a TLS route, an instance keeps needing TLS: after a reload drops the route's `tls`,
+/// its waiting instances are not sent to the (now plain) archive on the same address — the
+/// forwarder says no route gives TLS settings for their destination — while a new association
+/// of the now plain route reaches that archive directly.
+#[test]
+fn instances_held_on_a_tls_route_never_leave_in_clear_text_after_a_reload() {
+    let tmp = tmp_dir("hold-tls-reload");
+    let n = 3;
+    let (files, _) = make_series(&tmp.path().join("series"), n, "23");
+    let gw = Pki::init("hold-rl-gw", &["modality"]);
+    let archive = Pki::init("hold-rl-ar", &["unused"]);
+    let archive_port = free_port();
+    let rg = Radguard::start_fresh(&hold_tls_config(archive_port, &gw, &archive));
+    storescu(rg.port(), "MOD", "HOLD", &files)
+        .assert_success("storescu -> TLS hold route, archive down");
+    let queued = wait_events(&rg, "hold-queued", n, Duration::from_secs(30));
+    let dest = format!("ORTHANC@tls://127.0.0.1:{archive_port}");
+    assert!(
+        queued.iter().all(|e| e["dest"] == dest.as_str()),
+        "{queued:#?}"
+    );
+
+    // The route loses its `tls`; a plain archive listens on the same address.
+    let before = rg.reload_events().len();
+    rg.rewrite_config(&hold_config(archive_port, "", None));
+    rg.reload_cli().assert_success("radguard reload");
+    rg.wait_reload(before);
+    let plain = TlsArchive::start_with(archive_port, None);
+    let one = test_data().ct_files()[..1].to_vec();
+    storescu(rg.port(), "MOD", "HOLD", &one).assert_success("storescu -> the now plain route");
+    let ok = wait_until(Duration::from_secs(30), || plain.files().len() == 1);
+    assert!(
+        ok,
+        "the plain route's new association did not reach the archive:\n{}",
+        plain.proc.log()
+    );
+
+    // A forwarder attempt made while the plain archive is up refuses to send without TLS.
+    let refusals = |rg: &Radguard| {
+        events_named(rg, "hold-retry")
+            .iter()
+            .filter(|e| {
+                e["dest"] == dest.as_str()
+                    && e["why"]
+                        .as_str()
+                        .is_some_and(|w| w.contains("no route in force gives TLS settings"))
+            })
+            .count()
+    };
+    let seen = refusals(&rg);
+    let ok = wait_until(Duration::from_secs(30), || refusals(&rg) > seen);
+    assert!(
+        ok,
+        "no hold-retry refusing clear text:\n{}",
+        tail(&rg.log())
+    );
+    rg.wait_alert(&format!("hold forwarder: no TLS with {dest}"));
+    assert!(
+        events_named(&rg, "hold-forwarded").is_empty(),
+        "a held instance of the TLS route left in clear text"
+    );
+    assert_eq!(plain.files().len(), 1, "{}", plain.proc.log());
+    assert_eq!(plain.associations(), 1, "{}", plain.proc.log());
 }
