@@ -17,11 +17,10 @@
 //! backoff applies. A held instance of a TLS route never leaves in clear text.
 
 use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-
-use std::io::{Read, Write};
 
 use dicom_ul::association::CloseSocket;
 use dicom_ul::{ClientAssociation, ClientAssociationOptions};
