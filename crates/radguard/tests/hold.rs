@@ -7,8 +7,10 @@
 //! archive keeps refusing is parked after `hold_max_attempts` and the rest goes on; a long
 //! outage with traffic arriving backs off to the cap with a bounded number of retries; an
 //! archive address that drops SYNs holds the modality after `connect_timeout_secs`, and once
-//! the forwarder knows it down, at once. Backoff is
-//! shortened (200 ms .. 1 s).
+//! the forwarder knows it down, at once. A route with upstream TLS forwards over TLS only
+//! (DCMTK `storescp +tls` requiring radguard's client certificate): an archive certificate the
+//! route does not trust gets nothing, and instances held on a TLS route are not sent in clear
+//! text after a reload drops its `tls`. Backoff is shortened (200 ms .. 1 s).
 
 mod common;
 
