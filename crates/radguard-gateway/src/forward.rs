@@ -8,18 +8,28 @@
 //! an archive that is coming back up). A supervisor task starts forwarders for every
 //! destination with waiting instances, emits the queue depth and age, and raises an alert for
 //! an instance waiting longer than its route's `hold_max_age_secs`.
+//!
+//! A destination queued over TLS (`AE@tls://host:port`: its route has `tls`) is reached with
+//! that route's TLS client configuration (CA, server name, client certificate: the relay's
+//! own, [`crate::tls::TlsState`]). If no route in force gives TLS settings for it, or the
+//! handshake fails (an archive certificate the route's CA does not trust: a man in the
+//! middle), nothing is sent: the attempt counts as failed, the instances stay queued and the
+//! backoff applies. A held instance of a TLS route never leaves in clear text.
 
 use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use dicom_ul::ClientAssociationOptions;
+use dicom_ul::association::CloseSocket;
+use dicom_ul::{ClientAssociation, ClientAssociationOptions};
 use radguard_events::{AlertKind, Event, EventBus};
 use radguard_policy::{HoldSettings, Route};
+use radguard_tls::rustls::ClientConfig;
 use radguard_vault::queue::{Held, HoldQueue};
 
-use crate::hold::dest_key;
+use crate::hold::{dest_key, split_dest};
 use crate::scu;
 use crate::shared::{unix_ms, Shared};
 
@@ -66,10 +76,72 @@ fn settings_for(shared: &Shared, dest: &str) -> HoldSettings {
                     addr, upstream_ae, ..
                 },
                 Some(h),
-            ) if dest_key(upstream_ae.as_str(), addr) == dest => Some(h),
+            ) if dest_key(upstream_ae.as_str(), addr, r.tls.is_some()) == dest => Some(h),
             _ => None,
         })
         .unwrap_or(FALLBACK)
+}
+
+/// How a forwarder reaches its destination.
+#[derive(Clone)]
+enum Transport {
+    Plain,
+    /// TLS with a route's client configuration; the name the archive's certificate must carry.
+    Tls(Arc<ClientConfig>, String),
+}
+
+/// The transport of `dest` under the policy in force: that of the hold route whose upstream
+/// and `tls` make this destination. A destination no hold route names any more (a reload
+/// changed the routes while instances waited) leaves over TLS when any route to the same
+/// upstream has `tls`; a destination queued over TLS without such a route is not sent at all
+/// (the error says why): a held instance of a TLS route never leaves in clear text.
+fn transport_for(shared: &Shared, dest: &str) -> Result<Transport, String> {
+    let Some((ae, addr, tls)) = split_dest(dest) else {
+        return Err(format!("bad destination {dest:?}"));
+    };
+    let policy = shared.policy_now();
+    let state = shared.tls.borrow().clone();
+    let mut other = None;
+    for r in policy.routes() {
+        let Route::Upstream {
+            addr: a,
+            upstream_ae,
+            ..
+        } = &r.route
+        else {
+            continue;
+        };
+        if a != addr || upstream_ae.as_str() != ae {
+            continue;
+        }
+        let t = match &r.tls {
+            None => None,
+            Some(t) => match state.upstream.get(&r.called_ae) {
+                Some(cfg) => Some(Transport::Tls(cfg.clone(), t.server_name.clone())),
+                None => {
+                    return Err(format!(
+                        "{TLS_FAILED} {dest}: route {} has no TLS client configuration loaded",
+                        r.called_ae
+                    ))
+                }
+            },
+        };
+        if r.hold.is_some() && r.tls.is_some() == tls {
+            // The route that queues for this destination decides.
+            return Ok(t.unwrap_or(Transport::Plain));
+        }
+        if other.is_none() {
+            other = t;
+        }
+    }
+    match other {
+        Some(t) => Ok(t),
+        None if tls => Err(format!(
+            "{TLS_FAILED} {dest}: no route in force gives TLS settings for it \
+             (its instances stay queued: never sent in clear text)"
+        )),
+        None => Ok(Transport::Plain),
+    }
 }
 
 async fn supervise(shared: Arc<Shared>, queue: Arc<HoldQueue>, data_dir: PathBuf) {
@@ -174,16 +246,40 @@ fn marker_time(p: &Path) -> Option<SystemTime> {
 
 async fn forward(shared: Arc<Shared>, queue: Arc<HoldQueue>, dest: String, marker: PathBuf) {
     let mut failures: u32 = 0;
+    // The last TLS failure alerted (one alert per distinct failure, not one per retry).
+    let mut tls_alerted: Option<String> = None;
     loop {
         let (q, d, bus) = (queue.clone(), dest.clone(), shared.bus.clone());
-        let link = Link {
-            timeout: shared.settings.connect_timeout,
-            max_pdu: shared.settings.max_pdu_length,
-            max_attempts: settings_for(&shared, &dest).max_attempts,
+        let r = match transport_for(&shared, &dest) {
+            Ok(transport) => {
+                let link = Link {
+                    timeout: shared.settings.connect_timeout,
+                    max_pdu: shared.settings.max_pdu_length,
+                    max_attempts: settings_for(&shared, &dest).max_attempts,
+                    transport,
+                };
+                tokio::task::spawn_blocking(move || send_batch(&q, &d, &bus, &link))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("forwarder task: {e}")))
+            }
+            Err(why) => Err(why),
         };
-        let r = tokio::task::spawn_blocking(move || send_batch(&q, &d, &bus, &link))
-            .await
-            .unwrap_or_else(|e| Err(format!("forwarder task: {e}")));
+        match &r {
+            Err(why) if why.starts_with(TLS_FAILED) && tls_alerted.as_ref() != Some(why) => {
+                tls_alerted = Some(why.clone());
+                tracing::warn!(dest = %dest, "held instances not sent: {why}");
+                // As the relay's failed upstream handshake: the archive is not the one the
+                // route trusts (or cannot be verified), so nothing leaves.
+                shared.bus.emit(Event::SecurityAlert {
+                    assoc: None,
+                    kind: AlertKind::PeerNotRecognized,
+                    source: None,
+                    detail: format!("hold forwarder: {why}"),
+                });
+            }
+            Ok(n) if *n > 0 => tls_alerted = None,
+            _ => {}
+        }
         // New associations of the route are held at once while the destination is known down
         // (its last connect failed); any delivery clears that.
         if let Ok(mut down) = shared.hold_down.lock() {
@@ -246,6 +342,8 @@ fn integrity(h: &Held, bytes: &[u8]) -> Result<(), String> {
 
 /// How a failure to connect to the destination begins (the destination is then known down).
 const UNREACHABLE: &str = "cannot connect to";
+/// How a failure to set up TLS with the destination begins (nothing was sent).
+const TLS_FAILED: &str = "no TLS with";
 
 /// How a forwarder talks to its destination.
 struct Link {
@@ -253,6 +351,24 @@ struct Link {
     max_pdu: u32,
     /// Failure statuses for one instance before it is parked.
     max_attempts: u32,
+    transport: Transport,
+}
+
+/// An error and its causes, outermost first (dicom-ul's TLS errors name the certificate
+/// problem only in their source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    for _ in 0..8 {
+        let Some(c) = cur else { break };
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 /// Sends up to [`BATCH`] waiting instances of `dest` over one association. `Ok(n)`: `n` were
@@ -264,7 +380,7 @@ fn send_batch(q: &HoldQueue, dest: &str, bus: &EventBus, link: &Link) -> Result<
     let Some(first) = batch.first() else {
         return Ok(0);
     };
-    let Some((ae, addr)) = dest.rsplit_once('@') else {
+    let Some((ae, addr, _)) = split_dest(dest) else {
         return Err(format!("bad destination {dest:?}"));
     };
     // One association per calling AE title: the batch is the run of rows sharing the first's.
@@ -287,13 +403,46 @@ fn send_batch(q: &HoldQueue, dest: &str, bus: &EventBus, link: &Link) -> Result<
             opts = opts.with_presentation_context(key.0, vec![key.1]);
         }
     }
-    let mut a = opts.establish(addr).map_err(|e| match e {
-        dicom_ul::association::Error::Connect { .. } => format!("{UNREACHABLE} {dest}: {e}"),
-        e => format!("association with {dest}: {e}"),
-    })?;
+    use dicom_ul::association::Error as E;
+    let failed = |e: E| match e {
+        E::Connect { .. } => format!("{UNREACHABLE} {dest}: {}", chain(&e)),
+        E::TlsHandshake { .. } | E::TlsConnection { .. } | E::InvalidServerName { .. } => {
+            format!("{TLS_FAILED} {dest}: {}", chain(&e))
+        }
+        e => format!("association with {dest}: {}", chain(&e)),
+    };
     // Command set and data set leave as separate writes: without TCP_NODELAY, Nagle and the
     // archive's delayed ACK stall every C-STORE (17x slower on loopback).
-    let _ = a.inner_stream().set_nodelay(true);
+    match &link.transport {
+        Transport::Plain => {
+            let mut a = opts.establish(addr).map_err(failed)?;
+            let _ = a.inner_stream().set_nodelay(true);
+            send_over(a, q, dest, bus, link, batch)
+        }
+        Transport::Tls(cfg, name) => {
+            let mut a = opts
+                .tls_config(cfg.clone())
+                .server_name(name)
+                .establish_tls(addr)
+                .map_err(failed)?;
+            let _ = a.inner_stream().sock.set_nodelay(true);
+            send_over(a, q, dest, bus, link, batch)
+        }
+    }
+}
+
+/// Sends `batch` over an established association (plain or TLS), then releases it.
+fn send_over<S>(
+    mut a: ClientAssociation<S>,
+    q: &HoldQueue,
+    dest: &str,
+    bus: &EventBus,
+    link: &Link,
+    batch: Vec<Held>,
+) -> Result<usize, String>
+where
+    S: CloseSocket + Read + Write,
+{
     let mut sent = 0;
     let mut message_id: u16 = 0;
     for h in batch {

@@ -33,9 +33,37 @@ use crate::session::Session;
 use crate::shared::{unix_ms, Shared};
 use crate::vault_scp::{self, StoreHook, VaultEnd, VaultSide};
 
-/// The queue key of a destination: `AE@host:port`.
-pub fn dest_key(upstream_ae: &str, addr: &str) -> String {
-    format!("{upstream_ae}@{addr}")
+/// The queue key of a destination: `AE@host:port`, or `AE@tls://host:port` for a route whose
+/// upstream speaks TLS. The scheme is kept with each queued instance, so an instance accepted
+/// on a TLS route never leaves in clear text, whatever the config says later
+/// ([`crate::forward`] refuses to send it without TLS settings).
+pub fn dest_key(upstream_ae: &str, addr: &str, tls: bool) -> String {
+    if tls {
+        format!("{upstream_ae}@{TLS_SCHEME}{addr}")
+    } else {
+        format!("{upstream_ae}@{addr}")
+    }
+}
+
+/// How a TLS destination's address begins in its queue key.
+const TLS_SCHEME: &str = "tls://";
+
+/// A queue key's parts: upstream AE title, `host:port`, and whether it is a TLS destination.
+pub fn split_dest(dest: &str) -> Option<(&str, &str, bool)> {
+    let (ae, rest) = dest.rsplit_once('@')?;
+    Some(match rest.strip_prefix(TLS_SCHEME) {
+        Some(addr) => (ae, addr, true),
+        None => (ae, rest, false),
+    })
+}
+
+/// The queue key of this association's route: its upstream, over TLS when the route has `tls`.
+pub fn route_dest(adm: &Admitted, upstream_ae: &str, addr: &str) -> String {
+    let tls = adm
+        .policy
+        .route_entry(adm.admission.called_ae())
+        .is_some_and(|r| r.tls.is_some());
+    dest_key(upstream_ae, addr, tls)
 }
 
 /// Whether this association's route holds when its upstream is down (and the gateway can).
@@ -63,7 +91,7 @@ pub fn held_at_once(
     if !holds(shared, adm) {
         return None;
     }
-    let dest = dest_key(upstream_ae.as_str(), addr);
+    let dest = route_dest(adm, upstream_ae.as_str(), addr);
     if shared.hold_down.lock().is_ok_and(|d| d.contains(&dest)) {
         return Some(format!(
             "upstream {addr} known down (the forwarder's last connect failed)"
@@ -270,7 +298,7 @@ pub(crate) fn hook(
         ledger,
         settings,
         route: adm.admission.called_ae().as_str().to_string(),
-        dest: dest_key(upstream_ae.as_str(), addr),
+        dest: route_dest(adm, upstream_ae.as_str(), addr),
         calling_ae: calling.as_str().to_string(),
         data_dir: vault.root().to_path_buf(),
         why_down,
@@ -345,4 +373,25 @@ async fn resume(side: &mut VaultSide<'_>, b: Buffered) -> Result<(), VaultEnd> {
         side.data(0, &[], true).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destination_keys_keep_the_tls_scheme() {
+        let plain = dest_key("PACS", "10.0.0.5:104", false);
+        let tls = dest_key("PACS", "10.0.0.5:2762", true);
+        assert_eq!(plain, "PACS@10.0.0.5:104");
+        assert_eq!(tls, "PACS@tls://10.0.0.5:2762");
+        assert_eq!(split_dest(&plain), Some(("PACS", "10.0.0.5:104", false)));
+        assert_eq!(split_dest(&tls), Some(("PACS", "10.0.0.5:2762", true)));
+        // An AE title may hold `@`: the address is after the last one.
+        assert_eq!(
+            split_dest("A@B@tls://[fd00::5]:2762"),
+            Some(("A@B", "[fd00::5]:2762", true))
+        );
+        assert_eq!(split_dest("no-at-sign"), None);
+    }
 }

@@ -1216,7 +1216,7 @@ impl<'s> ClientSide<'s, '_> {
             hook,
         });
         let (stores, pending) = inflight.take();
-        let dest = crate::hold::dest_key(st.names.1.as_str(), st.addr);
+        let dest = crate::hold::route_dest(st.adm, st.names.1.as_str(), st.addr);
         let current = self.current.take();
         let r = crate::hold::resume_all(&mut side, stores, pending, current, &dest).await;
         self.held = Some(side);

@@ -2083,6 +2083,7 @@ fn validate_routes(
     }
     let mut out: Vec<RouteEntry> = Vec::new();
     let mut seen: HashMap<AeTitle, usize> = HashMap::new();
+    let mut held_tls = HashMap::new();
     for (i, sp) in raw.iter().enumerate() {
         let header = span(sp);
         let base = format!("route[{i}]");
@@ -2284,7 +2285,7 @@ fn validate_routes(
                 }
             },
         };
-        let hold = validate_hold(cx, &base, r, &route, tls.as_ref());
+        let hold = validate_hold(cx, &base, r, &route, tls.as_ref(), &mut held_tls);
         if let (Some(called_ae), Some(route), Some(tls), Some(hold)) = (called_ae, route, tls, hold)
         {
             out.push(RouteEntry {
@@ -2309,6 +2310,7 @@ fn validate_hold(
     r: &RawRoute,
     route: &Option<Route>,
     tls: Option<&Option<UpstreamTls>>,
+    held_tls: &mut HashMap<(String, String), (String, UpstreamTls)>,
 ) -> Option<Option<HoldSettings>> {
     let hold = match &r.on_upstream_down {
         None => false,
@@ -2351,21 +2353,41 @@ fn validate_hold(
         return (!bad).then_some(None);
     }
     let at = r.on_upstream_down.as_ref().and_then(span);
+    // Held instances of TLS routes to one upstream share one queue and one forwarder, which
+    // connects with one `tls` table: two such routes verifying the archive differently (another
+    // CA, server name or client certificate) would make that choice arbitrary.
+    if let (
+        Some(Route::Upstream {
+            addr, upstream_ae, ..
+        }),
+        Some(Some(t)),
+    ) = (route, tls)
+    {
+        let key = (upstream_ae.as_str().to_string(), addr.clone());
+        match held_tls.get(&key) {
+            Some((first, had)) if had != t => {
+                cx.at(
+                    r.tls.as_ref().and_then(span).or(at),
+                    format!("{base}.tls"),
+                    format!(
+                        "differs from the `tls` of {first}, a hold route to the same upstream \
+                         {}@{}: their held instances share one forwarder (use the same `tls`)",
+                        key.0, key.1
+                    ),
+                );
+                return None;
+            }
+            Some(_) => {}
+            None => {
+                held_tls.insert(key, (base.to_string(), t.clone()));
+            }
+        }
+    }
     if matches!(route, Some(Route::Vault)) {
         cx.at(
             at,
             format!("{base}.on_upstream_down"),
             "only for upstream routes (the vault is inside the gateway)",
-        );
-        return None;
-    }
-    if matches!(tls, Some(Some(_))) {
-        // The forwarder speaks plain TCP only: a held instance must not leave in clear text
-        // on a route the operator protected with TLS.
-        cx.at(
-            at,
-            format!("{base}.on_upstream_down"),
-            "\"hold\" is not available with `tls` (the forwarder speaks plain TCP)",
         );
         return None;
     }

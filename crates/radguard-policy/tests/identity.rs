@@ -968,6 +968,69 @@ fn route_tls_errors() {
     assert_eq!(fields, ["route[1].upstream", "route[1].tls.ca"]);
 }
 
+/// `on_upstream_down = "hold"` with upstream TLS: accepted (the forwarder connects with the
+/// route's `tls`); two hold routes to one upstream must verify it the same way (their held
+/// instances share one forwarder), while equal tables are fine.
+#[test]
+fn hold_with_route_tls() {
+    let f = Files::new();
+    let ca = format!("ca = {:?}", f.path("up-ca.pem"));
+    let route = |called: &str, tls: &str| {
+        format!(
+            "\n[[route]]\ncalled_ae = {called:?}\nupstream = \"pacs:2762\"\nupstream_ae = \"ORTHANC\"\non_upstream_down = \"hold\"\ntls = {{ {tls} }}\n"
+        )
+    };
+    let c = parse_ok(&format!("{}{}", peer_echo(""), route("PACS", &ca)));
+    let entry = c.policy.route_entry(&ae("PACS")).expect("route");
+    assert!(entry.hold.is_some(), "hold kept");
+    assert_eq!(
+        entry.tls.as_ref().map(|t| t.server_name.as_str()),
+        Some("pacs")
+    );
+    // Same upstream, same tls: both hold.
+    let c = parse_ok(&format!(
+        "{}{}{}",
+        peer_echo(""),
+        route("PACS", &ca),
+        route("PACS2", &ca)
+    ));
+    assert!(c
+        .policy
+        .route_entry(&ae("PACS2"))
+        .is_some_and(|r| r.hold.is_some()));
+    // Same upstream, another server name: refused at the second route's tls.
+    let src = format!(
+        "{}{}{}",
+        peer_echo(""),
+        route("PACS", &ca),
+        route(
+            "PACS2",
+            &format!("{ca}, server_name = \"archive.example.org\"")
+        )
+    );
+    let errs = parse_config(&src, "test.toml").expect_err("refused").errors;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].field, "route[2].tls", "{errs:#?}");
+    assert_eq!(
+        errs[0].line,
+        Some(line_of(&src, "server_name")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[0]
+            .problem
+            .contains("differs from the `tls` of route[1]"),
+        "{errs:#?}"
+    );
+    // A route that does not hold may verify the same upstream differently.
+    let refuse = route(
+        "PACS2",
+        &format!("{ca}, server_name = \"archive.example.org\""),
+    )
+    .replace("on_upstream_down = \"hold\"\n", "");
+    parse_ok(&format!("{}{}{refuse}", peer_echo(""), route("PACS", &ca)));
+}
+
 // ------------------------------------------------------------------------------------------
 // Decisions: certificates.
 

@@ -93,6 +93,29 @@ fn deid_route(table: &str) -> String {
     )
 }
 
+/// Hold is refused on a de-identifying route: held instances would leave unchanged.
+#[test]
+fn hold_is_refused_on_a_deidentifying_route() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("site.key"),
+        "00112233445566778899aabbccddeeff\n",
+    )
+    .expect("write");
+    let src = format!(
+        "{}on_upstream_down = \"hold\"\n",
+        deid_route("{ key_file = \"site.key\" }")
+    );
+    let got = errors_in(&src, dir.path());
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("test.toml:12:")
+            && got[0].contains("field `route[0].on_upstream_down`")
+            && got[0].contains("not available with `deidentify`"),
+        "{got:#?}"
+    );
+}
+
 #[test]
 fn deidentify_errors_are_placed() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -7,11 +7,14 @@
 //! archive keeps refusing is parked after `hold_max_attempts` and the rest goes on; a long
 //! outage with traffic arriving backs off to the cap with a bounded number of retries; an
 //! archive address that drops SYNs holds the modality after `connect_timeout_secs`, and once
-//! the forwarder knows it down, at once. Backoff is
-//! shortened (200 ms .. 1 s).
+//! the forwarder knows it down, at once. A route with upstream TLS forwards over TLS only
+//! (DCMTK `storescp +tls` requiring radguard's client certificate): an archive certificate the
+//! route does not trust gets nothing, and instances held on a TLS route are not sent in clear
+//! text after a reload drops its `tls`. Backoff is shortened (200 ms .. 1 s).
 
 mod common;
 
+use common::tls_peers::*;
 use common::*;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -1073,4 +1076,272 @@ fn an_instance_past_the_memory_bound_in_flight_when_the_archive_dies_is_held_who
     let mut cmp = Command::new(venv_python());
     cmp.arg(py_script("compare.py")).arg(&big[0]).arg(&got[0]);
     run(&mut cmp, Duration::from_secs(120)).assert_success("the forwarded data set = the sent one");
+}
+
+// ------------------------------------------------------------------ hold with upstream TLS
+
+/// DCMTK `storescp` on a given port (the archive, started late). With `tls = (server,
+/// client_ca)` (`+tls`) it speaks TLS only, presents `server`'s gateway certificate and requires
+/// a client certificate of `client_ca`; without, plain TCP only.
+struct TlsArchive {
+    dir: PathBuf,
+    proc: Proc,
+    _tmp: tempfile::TempDir,
+}
+
+impl TlsArchive {
+    fn start(port: u16, server: &Pki, client_ca: &Path) -> TlsArchive {
+        TlsArchive::start_with(port, Some((server, client_ca)))
+    }
+
+    fn start_with(port: u16, tls: Option<(&Pki, &Path)>) -> TlsArchive {
+        let exe = require_tool(&format!("{DCMTK_BIN}/storescp"));
+        let tmp = tmp_dir("tls-archive");
+        let dir = tmp.path().join("recv");
+        fs::create_dir_all(&dir).unwrap();
+        let mut cmd = Command::new(&exe);
+        cmd.env("TCP_NODELAY", "1")
+            .args(["-v", "-aet", "ORTHANC", "-od"])
+            .arg(&dir)
+            .args(["+B", "-fe", ".dcm", "-ta", "30", "-td", "60"])
+            .args(
+                tls.map(|(server, client_ca)| {
+                    dcmtk_tls(&server.gateway_key(), &server.gateway_cert(), client_ca)
+                })
+                .unwrap_or_default(),
+            )
+            .arg(port.to_string());
+        let mut proc = Proc::spawn("storescp-tls", &mut cmd, tmp.path(), false);
+        let up = wait_until(Duration::from_secs(30), || {
+            proc.exited().is_some() || is_listening(port)
+        });
+        assert!(
+            up && proc.exited().is_none(),
+            "storescp did not start on {port}:\n{}",
+            proc.log()
+        );
+        TlsArchive {
+            dir,
+            proc,
+            _tmp: tmp,
+        }
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        files_under(&self.dir, "")
+    }
+
+    fn associations(&self) -> usize {
+        self.proc.log().matches("Association Received").count()
+    }
+
+    fn stop(mut self, port: u16) {
+        self.proc.kill();
+        let gone = wait_until(Duration::from_secs(30), || !is_listening(port));
+        assert!(
+            gone,
+            "port {port} still listening after the archive was killed"
+        );
+    }
+}
+
+/// Radguard's PKI (its gateway certificate is its client certificate to the archive) and the
+/// archive's (the route's `tls.ca` is the archive's CA).
+fn hold_tls_config(archive_port: u16, gw: &Pki, archive: &Pki) -> String {
+    let tls = format!(
+        "tls = {{ ca = {:?}, server_name = \"localhost\", client_cert = {:?}, client_key = {:?} }}",
+        archive.ca(),
+        gw.gateway_cert(),
+        gw.gateway_key()
+    );
+    hold_config(archive_port, &tls, None)
+}
+
+/// A hold route whose upstream speaks TLS: with the archive down, a series succeeds (stored,
+/// queued for `ORTHANC@tls://...`); once the archive is up — TLS only, requiring radguard's
+/// client certificate, so a plain connection cannot deliver — every instance arrives once,
+/// unchanged.
+#[test]
+fn tls_archive_down_series_held_then_forwarded_over_tls_once() {
+    let tmp = tmp_dir("hold-tls");
+    let n = 20;
+    let series = tmp.path().join("series");
+    let (files, uids) = make_series(&series, n, "21");
+    let gw = Pki::init("hold-tls-gw", &["modality"]);
+    let archive = Pki::init("hold-tls-ar", &["unused"]);
+    let archive_port = free_port();
+    let rg = Radguard::start_fresh(&hold_tls_config(archive_port, &gw, &archive));
+
+    storescu(rg.port(), "MOD", "HOLD", &files)
+        .assert_success("storescu -> TLS hold route, archive down");
+    let queued = wait_events(&rg, "hold-queued", n, Duration::from_secs(30));
+    let dest = format!("ORTHANC@tls://127.0.0.1:{archive_port}");
+    assert!(
+        queued.iter().all(|e| e["dest"] == dest.as_str()),
+        "queued for {dest}: {queued:#?}"
+    );
+    // The forwarder is failing against the closed port.
+    wait_events(&rg, "hold-retry", 1, Duration::from_secs(30));
+
+    let ar = TlsArchive::start(archive_port, &archive, &gw.ca());
+    // The archive speaks TLS only: a plain association cannot reach it.
+    assert!(
+        !echoscu(archive_port, "DIRECT", "ORTHANC").success(),
+        "storescp +tls answered a plain echo"
+    );
+    let fwd = wait_events(&rg, "hold-forwarded", n, Duration::from_secs(120));
+    let fwd_uids: HashSet<&str> = fwd
+        .iter()
+        .filter_map(|e| e["sop_instance"].as_str())
+        .collect();
+    assert_eq!(fwd.len(), n, "each instance forwarded once: {fwd:#?}");
+    assert_eq!(
+        fwd_uids,
+        uids.iter().map(String::as_str).collect::<HashSet<_>>()
+    );
+    assert!(fwd.iter().all(|e| e["dest"] == dest.as_str()), "{fwd:#?}");
+    let ok = wait_until(Duration::from_secs(30), || ar.files().len() == n);
+    assert!(
+        ok,
+        "{} files at the archive:\n{}",
+        ar.files().len(),
+        ar.proc.log()
+    );
+    assert_same_dirs(&series, &ar.dir);
+    assert!(ar.associations() >= 1, "{}", ar.proc.log());
+}
+
+/// The archive presents a certificate the route's CA does not trust (a man in the middle on
+/// the archive's address): the forwarder's handshake fails, a security alert and the retry
+/// say why, nothing reaches it and the instances stay queued; then the trusted archive on the
+/// same address gets every one, once.
+#[test]
+fn tls_hold_forwarder_refuses_an_untrusted_archive_then_delivers_to_the_trusted_one() {
+    let tmp = tmp_dir("hold-tls-mitm");
+    let n = 5;
+    let series = tmp.path().join("series");
+    let (files, uids) = make_series(&series, n, "22");
+    let gw = Pki::init("hold-mitm-gw", &["modality"]);
+    let archive = Pki::init("hold-mitm-ar", &["unused"]);
+    let rogue = Pki::init("hold-mitm-rogue", &["unused"]);
+    let archive_port = free_port();
+    let rg = Radguard::start_fresh(&hold_tls_config(archive_port, &gw, &archive));
+
+    storescu(rg.port(), "MOD", "HOLD", &files)
+        .assert_success("storescu -> TLS hold route, archive down");
+    wait_events(&rg, "hold-queued", n, Duration::from_secs(30));
+
+    // The rogue archive: its own CA, and it would take radguard's client certificate.
+    let fake = TlsArchive::start(archive_port, &rogue, &gw.ca());
+    let mut why = String::new();
+    let ok = wait_until(Duration::from_secs(60), || {
+        why = events_named(&rg, "hold-retry")
+            .iter()
+            .filter_map(|e| e["why"].as_str())
+            .find(|w| w.starts_with("no TLS with"))
+            .unwrap_or_default()
+            .to_string();
+        !why.is_empty()
+    });
+    assert!(
+        ok,
+        "no hold-retry for a failed handshake:\n{}",
+        tail(&rg.log())
+    );
+    assert!(
+        why.contains("certificate") || why.contains("UnknownIssuer"),
+        "the retry names the certificate problem: {why}"
+    );
+    let alert = rg.wait_alert("hold forwarder: no TLS with");
+    assert_eq!(alert["kind"], "peer-not-recognized", "{alert:#?}");
+    assert!(
+        events_named(&rg, "hold-forwarded").is_empty(),
+        "nothing may be forwarded to an untrusted archive"
+    );
+    assert!(fake.files().is_empty(), "the rogue archive got files");
+    assert_eq!(fake.associations(), 0, "{}", fake.proc.log());
+    fake.stop(archive_port);
+
+    // The trusted archive on the same address: every held instance arrives, once.
+    let ar = TlsArchive::start(archive_port, &archive, &gw.ca());
+    let fwd = wait_events(&rg, "hold-forwarded", n, Duration::from_secs(120));
+    assert_eq!(fwd.len(), n, "each instance forwarded once: {fwd:#?}");
+    let got: HashSet<&str> = fwd
+        .iter()
+        .filter_map(|e| e["sop_instance"].as_str())
+        .collect();
+    assert_eq!(got, uids.iter().map(String::as_str).collect::<HashSet<_>>());
+    let ok = wait_until(Duration::from_secs(30), || ar.files().len() == n);
+    assert!(
+        ok,
+        "{} files at the archive:\n{}",
+        ar.files().len(),
+        ar.proc.log()
+    );
+    assert_same_dirs(&series, &ar.dir);
+}
+
+/// Held on a TLS route, an instance keeps needing TLS: after a reload drops the route's `tls`,
+/// its waiting instances are not sent to the (now plain) archive on the same address — the
+/// forwarder says no route gives TLS settings for their destination — while a new association
+/// of the now plain route reaches that archive directly.
+#[test]
+fn instances_held_on_a_tls_route_never_leave_in_clear_text_after_a_reload() {
+    let tmp = tmp_dir("hold-tls-reload");
+    let n = 3;
+    let (files, _) = make_series(&tmp.path().join("series"), n, "23");
+    let gw = Pki::init("hold-rl-gw", &["modality"]);
+    let archive = Pki::init("hold-rl-ar", &["unused"]);
+    let archive_port = free_port();
+    let rg = Radguard::start_fresh(&hold_tls_config(archive_port, &gw, &archive));
+    storescu(rg.port(), "MOD", "HOLD", &files)
+        .assert_success("storescu -> TLS hold route, archive down");
+    let queued = wait_events(&rg, "hold-queued", n, Duration::from_secs(30));
+    let dest = format!("ORTHANC@tls://127.0.0.1:{archive_port}");
+    assert!(
+        queued.iter().all(|e| e["dest"] == dest.as_str()),
+        "{queued:#?}"
+    );
+
+    // The route loses its `tls`; a plain archive listens on the same address.
+    let before = rg.reload_events().len();
+    rg.rewrite_config(&hold_config(archive_port, "", None));
+    rg.reload_cli().assert_success("radguard reload");
+    rg.wait_reload(before);
+    let plain = TlsArchive::start_with(archive_port, None);
+    let one = test_data().ct_files()[..1].to_vec();
+    storescu(rg.port(), "MOD", "HOLD", &one).assert_success("storescu -> the now plain route");
+    let ok = wait_until(Duration::from_secs(30), || plain.files().len() == 1);
+    assert!(
+        ok,
+        "the plain route's new association did not reach the archive:\n{}",
+        plain.proc.log()
+    );
+
+    // A forwarder attempt made while the plain archive is up refuses to send without TLS.
+    let refusals = |rg: &Radguard| {
+        events_named(rg, "hold-retry")
+            .iter()
+            .filter(|e| {
+                e["dest"] == dest.as_str()
+                    && e["why"]
+                        .as_str()
+                        .is_some_and(|w| w.contains("no route in force gives TLS settings"))
+            })
+            .count()
+    };
+    let seen = refusals(&rg);
+    let ok = wait_until(Duration::from_secs(30), || refusals(&rg) > seen);
+    assert!(
+        ok,
+        "no hold-retry refusing clear text:\n{}",
+        tail(&rg.log())
+    );
+    rg.wait_alert(&format!("hold forwarder: no TLS with {dest}"));
+    assert!(
+        events_named(&rg, "hold-forwarded").is_empty(),
+        "a held instance of the TLS route left in clear text"
+    );
+    assert_eq!(plain.files().len(), 1, "{}", plain.proc.log());
+    assert_eq!(plain.associations(), 1, "{}", plain.proc.log());
 }

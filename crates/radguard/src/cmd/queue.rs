@@ -34,7 +34,8 @@ pub enum QueueCommand {
     /// (in their place of arrival), and
     /// forwarders waiting out a backoff try at once. Exit status 0, 2 on error.
     Retry {
-        /// Only this destination (`AE@host:port`, as `list` shows it).
+        /// Only this destination (`AE@host:port`, `AE@tls://host:port` for a TLS route, as `list`
+        /// shows it).
         #[arg(long)]
         dest: Option<String>,
         #[arg(long, default_value = "./radguard-data")]
