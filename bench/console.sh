@@ -9,6 +9,10 @@
 #   REPS=40 bash bench/console.sh     # plain relay, the series 8 times per association
 #   ROUTES="BENCH_SCP BENCH_ORIGIN BENCH_DEID" REPEAT=2 REPS=30 bash bench/console.sh
 #
+# Both gateways are started afresh every RESTART_EVERY reps (default 10; the browser's event
+# stream reconnects by itself): a pair of processes keeps a bias of its own for its lifetime, so
+# one pair per run made run-to-run differences of ±0.015 (RESULTS §24).
+#
 # Read the paired table: per rep, the watched side's ratio to direct minus the unwatched one's,
 # its median and a 95 % bootstrap interval. An A/A run of the method (the same config on both
 # sides) is `BEFORE=target/release/radguard ROUTES=BENCH_SCP REPEAT=8 BEFORE_TOML=$'[admin]\nenabled
@@ -58,11 +62,13 @@ PROM_PID=$!
 CHROME_PID=$!
 
 cargo build --release -q -p radguard --bin radguard
-ROUTES="${ROUTES:-BENCH_SCP}" REPEAT="${REPEAT:-8}" REPS="${REPS:-40}" \
+ROUTES="${ROUTES:-BENCH_SCP}" REPEAT="${REPEAT:-8}" REPS="${REPS:-40}" RESTART_EVERY="${RESTART_EVERY:-10}" \
 BEFORE="$ROOT/target/release/radguard" \
 BEFORE_TOML=$'[admin]\nenabled = false' \
 AFTER_TOML=$'[admin]\nlisten = "127.0.0.1:'"$ADMIN_PORT"$'"' \
   bash bench/grammar_relay.sh
+# The run's paired reps, kept for pooling with other runs (bench/paired_pool.py).
+cp bench/out/grammar-relay-raw.tsv "bench/out/console-raw-$(date -u +%Y%m%dT%H%M).tsv"
 
 # The watchers watched: Prometheus scraped the console (failed scrapes counted before and after
 # the first successful one: before it, the watched gateway was not started yet), the browser

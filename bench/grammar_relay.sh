@@ -9,6 +9,7 @@
 #   BEFORE=/path/to/old/radguard bash bench/grammar_relay.sh     # REPS=3 by default
 #   BASE_COMMIT=c10059a bash bench/grammar_relay.sh
 #   BEFORE_TOML=... / AFTER_TOML=...: TOML appended to that side's config (see below)
+#   RESTART_EVERY=10: both gateways started afresh every 10 reps (see below)
 #
 # BEFORE defaults to a release build of BASE_COMMIT in a git worktree at
 # bench/out/before-<commit> (built on first use). Needs: Debian dcmtk, the project's .venv.
@@ -89,13 +90,30 @@ now() { echo "$EPOCHREALTIME"; }
 
 "$DCMTK/storescp" -aet BENCH_SCP --ignore "$SCP_PORT" > "$WORK/scp.log" 2>&1 & SCP_PID=$!
 # BEFORE_DATA / AFTER_DATA: a side's data folder (default a fresh one), e.g. a filled vault.
-RADGUARD_LOG=warn "$BEFORE" serve --config "$WORK/before.toml" --data "${BEFORE_DATA:-$WORK/a-data}" > "$WORK/a.out" 2> "$WORK/a.err" & A_PID=$!
-RADGUARD_LOG=warn "$AFTER" serve --config "$WORK/after.toml" --data "${AFTER_DATA:-$WORK/b-data}" > "$WORK/b.out" 2> "$WORK/b.err" & B_PID=$!
-wait_port "$SCP_PORT"; wait_port "$A_PORT"; wait_port "$B_PORT"
+start_gateways() {
+  RADGUARD_LOG=warn "$BEFORE" serve --config "$WORK/before.toml" --data "${BEFORE_DATA:-$WORK/a-data}" > "$WORK/a.out" 2> "$WORK/a.err" & A_PID=$!
+  RADGUARD_LOG=warn "$AFTER" serve --config "$WORK/after.toml" --data "${AFTER_DATA:-$WORK/b-data}" > "$WORK/b.out" 2> "$WORK/b.err" & B_PID=$!
+  wait_port "$A_PORT"; wait_port "$B_PORT"
+}
+# RESTART_EVERY=N: both gateways are stopped and started again (fresh default data folders)
+# every N reps. Two processes keep what they drew at start for a whole run — where the loader
+# and allocator put things, which threads share a core — and an A/A run of two identical
+# gateways showed their CPU per GB 7-12 % apart (RESULTS §18): within one run that difference
+# is fixed and looks like an effect. Restarting makes it noise that the reps average out.
+stop_gateways() {
+  kill "$A_PID" "$B_PID" 2>/dev/null || true
+  wait "$A_PID" "$B_PID" 2>/dev/null || true
+  for d in a-data b-data; do chattr -R -i "$WORK/$d" 2>/dev/null || true; rm -rf "${WORK:?}/$d"; done
+}
+start_gateways
+wait_port "$SCP_PORT"
 
 results="$OUT/grammar-relay-raw.tsv"
 : > "$results"
 for rep in $(seq 0 "$REPS"); do   # rep 0 = warm-up, not recorded
+  if [ "${RESTART_EVERY:-0}" -gt 0 ] && [ "$rep" -gt 1 ] && [ $(((rep - 1) % RESTART_EVERY)) = 0 ]; then
+    stop_gateways; start_gateways
+  fi
   for route in $ROUTES; do
     # Alternate which binary goes first, so neither gains from its position in the rep.
     order="direct before after"; [ $((rep % 2)) = 1 ] && order="direct after before"
