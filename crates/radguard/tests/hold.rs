@@ -1157,21 +1157,28 @@ fn hold_tls_config(archive_port: u16, gw: &Pki, archive: &Pki) -> String {
     hold_config(archive_port, &tls, None)
 }
 
-/// A hold route whose upstream speaks TLS: with the archive down, a series succeeds (stored,
-/// queued for `ORTHANC@tls://...`); once the archive is up — TLS only, requiring radguard's
-/// client certificate, so a plain connection cannot deliver — every instance arrives once,
-/// unchanged.
-#[test]
-fn tls_archive_down_series_held_then_forwarded_over_tls_once() {
-    let tmp = tmp_dir("hold-tls");
-    let n = 20;
+/// A TLS hold route with its archive down and `n` instances sent to it: the series, the PKIs,
+/// the gateway, and the `hold-queued` events of the series (each checked to name the TLS
+/// destination `ORTHANC@tls://127.0.0.1:PORT`).
+struct HeldOverTls {
+    _tmp: tempfile::TempDir,
+    series: PathBuf,
+    uids: Vec<String>,
+    gw: Pki,
+    archive: Pki,
+    archive_port: u16,
+    dest: String,
+    rg: Radguard,
+}
+
+fn held_over_tls(name: &str, n: usize, uid_root: &str) -> HeldOverTls {
+    let tmp = tmp_dir(name);
     let series = tmp.path().join("series");
-    let (files, uids) = make_series(&series, n, "21");
-    let gw = Pki::init("hold-tls-gw", &["modality"]);
-    let archive = Pki::init("hold-tls-ar", &["unused"]);
+    let (files, uids) = make_series(&series, n, uid_root);
+    let gw = Pki::init(&format!("{name}-gw"), &["modality"]);
+    let archive = Pki::init(&format!("{name}-ar"), &["unused"]);
     let archive_port = free_port();
     let rg = Radguard::start_fresh(&hold_tls_config(archive_port, &gw, &archive));
-
     storescu(rg.port(), "MOD", "HOLD", &files)
         .assert_success("storescu -> TLS hold route, archive down");
     let queued = wait_events(&rg, "hold-queued", n, Duration::from_secs(30));
@@ -1180,26 +1187,33 @@ fn tls_archive_down_series_held_then_forwarded_over_tls_once() {
         queued.iter().all(|e| e["dest"] == dest.as_str()),
         "queued for {dest}: {queued:#?}"
     );
-    // The forwarder is failing against the closed port.
-    wait_events(&rg, "hold-retry", 1, Duration::from_secs(30));
+    HeldOverTls {
+        _tmp: tmp,
+        series,
+        uids,
+        gw,
+        archive,
+        archive_port,
+        dest,
+        rg,
+    }
+}
 
-    let ar = TlsArchive::start(archive_port, &archive, &gw.ca());
-    // The archive speaks TLS only: a plain association cannot reach it.
-    assert!(
-        !echoscu(archive_port, "DIRECT", "ORTHANC").success(),
-        "storescp +tls answered a plain echo"
-    );
-    let fwd = wait_events(&rg, "hold-forwarded", n, Duration::from_secs(120));
-    let fwd_uids: HashSet<&str> = fwd
+/// Every held instance of `h` forwarded once (by the gateway's events) and arrived unchanged
+/// at `ar`.
+fn assert_forwarded_once(h: &HeldOverTls, ar: &TlsArchive) {
+    let n = h.uids.len();
+    let fwd = wait_events(&h.rg, "hold-forwarded", n, Duration::from_secs(120));
+    assert_eq!(fwd.len(), n, "each instance forwarded once: {fwd:#?}");
+    let got: HashSet<&str> = fwd
         .iter()
         .filter_map(|e| e["sop_instance"].as_str())
         .collect();
-    assert_eq!(fwd.len(), n, "each instance forwarded once: {fwd:#?}");
     assert_eq!(
-        fwd_uids,
-        uids.iter().map(String::as_str).collect::<HashSet<_>>()
+        got,
+        h.uids.iter().map(String::as_str).collect::<HashSet<_>>()
     );
-    assert!(fwd.iter().all(|e| e["dest"] == dest.as_str()), "{fwd:#?}");
+    assert!(fwd.iter().all(|e| e["dest"] == h.dest.as_str()), "{fwd:#?}");
     let ok = wait_until(Duration::from_secs(30), || ar.files().len() == n);
     assert!(
         ok,
@@ -1207,7 +1221,26 @@ fn tls_archive_down_series_held_then_forwarded_over_tls_once() {
         ar.files().len(),
         ar.proc.log()
     );
-    assert_same_dirs(&series, &ar.dir);
+    assert_same_dirs(&h.series, &ar.dir);
+}
+
+/// A hold route whose upstream speaks TLS: with the archive down, a series succeeds (stored,
+/// queued for `ORTHANC@tls://...`); once the archive is up — TLS only, requiring radguard's
+/// client certificate, so a plain connection cannot deliver — every instance arrives once,
+/// unchanged.
+#[test]
+fn tls_archive_down_series_held_then_forwarded_over_tls_once() {
+    let h = held_over_tls("hold-tls", 20, "21");
+    // The forwarder is failing against the closed port.
+    wait_events(&h.rg, "hold-retry", 1, Duration::from_secs(30));
+
+    let ar = TlsArchive::start(h.archive_port, &h.archive, &h.gw.ca());
+    // The archive speaks TLS only: a plain association cannot reach it.
+    assert!(
+        !echoscu(h.archive_port, "DIRECT", "ORTHANC").success(),
+        "storescp +tls answered a plain echo"
+    );
+    assert_forwarded_once(&h, &ar);
     assert!(ar.associations() >= 1, "{}", ar.proc.log());
 }
 
@@ -1217,25 +1250,15 @@ fn tls_archive_down_series_held_then_forwarded_over_tls_once() {
 /// same address gets every one, once.
 #[test]
 fn tls_hold_forwarder_refuses_an_untrusted_archive_then_delivers_to_the_trusted_one() {
-    let tmp = tmp_dir("hold-tls-mitm");
-    let n = 5;
-    let series = tmp.path().join("series");
-    let (files, uids) = make_series(&series, n, "22");
-    let gw = Pki::init("hold-mitm-gw", &["modality"]);
-    let archive = Pki::init("hold-mitm-ar", &["unused"]);
+    let h = held_over_tls("hold-tls-mitm", 5, "22");
     let rogue = Pki::init("hold-mitm-rogue", &["unused"]);
-    let archive_port = free_port();
-    let rg = Radguard::start_fresh(&hold_tls_config(archive_port, &gw, &archive));
-
-    storescu(rg.port(), "MOD", "HOLD", &files)
-        .assert_success("storescu -> TLS hold route, archive down");
-    wait_events(&rg, "hold-queued", n, Duration::from_secs(30));
+    let (rg, archive_port, gw) = (&h.rg, h.archive_port, &h.gw);
 
     // The rogue archive: its own CA, and it would take radguard's client certificate.
     let fake = TlsArchive::start(archive_port, &rogue, &gw.ca());
     let mut why = String::new();
     let ok = wait_until(Duration::from_secs(60), || {
-        why = events_named(&rg, "hold-retry")
+        why = events_named(rg, "hold-retry")
             .iter()
             .filter_map(|e| e["why"].as_str())
             .find(|w| w.starts_with("no TLS with"))
@@ -1255,7 +1278,7 @@ fn tls_hold_forwarder_refuses_an_untrusted_archive_then_delivers_to_the_trusted_
     let alert = rg.wait_alert("hold forwarder: no TLS with");
     assert_eq!(alert["kind"], "peer-not-recognized", "{alert:#?}");
     assert!(
-        events_named(&rg, "hold-forwarded").is_empty(),
+        events_named(rg, "hold-forwarded").is_empty(),
         "nothing may be forwarded to an untrusted archive"
     );
     assert!(fake.files().is_empty(), "the rogue archive got files");
@@ -1263,22 +1286,8 @@ fn tls_hold_forwarder_refuses_an_untrusted_archive_then_delivers_to_the_trusted_
     fake.stop(archive_port);
 
     // The trusted archive on the same address: every held instance arrives, once.
-    let ar = TlsArchive::start(archive_port, &archive, &gw.ca());
-    let fwd = wait_events(&rg, "hold-forwarded", n, Duration::from_secs(120));
-    assert_eq!(fwd.len(), n, "each instance forwarded once: {fwd:#?}");
-    let got: HashSet<&str> = fwd
-        .iter()
-        .filter_map(|e| e["sop_instance"].as_str())
-        .collect();
-    assert_eq!(got, uids.iter().map(String::as_str).collect::<HashSet<_>>());
-    let ok = wait_until(Duration::from_secs(30), || ar.files().len() == n);
-    assert!(
-        ok,
-        "{} files at the archive:\n{}",
-        ar.files().len(),
-        ar.proc.log()
-    );
-    assert_same_dirs(&series, &ar.dir);
+    let ar = TlsArchive::start(archive_port, &h.archive, &gw.ca());
+    assert_forwarded_once(&h, &ar);
 }
 
 /// Held on a TLS route, an instance keeps needing TLS: after a reload drops the route's `tls`,
@@ -1287,21 +1296,8 @@ fn tls_hold_forwarder_refuses_an_untrusted_archive_then_delivers_to_the_trusted_
 /// of the now plain route reaches that archive directly.
 #[test]
 fn instances_held_on_a_tls_route_never_leave_in_clear_text_after_a_reload() {
-    let tmp = tmp_dir("hold-tls-reload");
-    let n = 3;
-    let (files, _) = make_series(&tmp.path().join("series"), n, "23");
-    let gw = Pki::init("hold-rl-gw", &["modality"]);
-    let archive = Pki::init("hold-rl-ar", &["unused"]);
-    let archive_port = free_port();
-    let rg = Radguard::start_fresh(&hold_tls_config(archive_port, &gw, &archive));
-    storescu(rg.port(), "MOD", "HOLD", &files)
-        .assert_success("storescu -> TLS hold route, archive down");
-    let queued = wait_events(&rg, "hold-queued", n, Duration::from_secs(30));
-    let dest = format!("ORTHANC@tls://127.0.0.1:{archive_port}");
-    assert!(
-        queued.iter().all(|e| e["dest"] == dest.as_str()),
-        "{queued:#?}"
-    );
+    let h = held_over_tls("hold-tls-reload", 3, "23");
+    let (rg, archive_port, dest) = (&h.rg, h.archive_port, &h.dest);
 
     // The route loses its `tls`; a plain archive listens on the same address.
     let before = rg.reload_events().len();
@@ -1330,8 +1326,8 @@ fn instances_held_on_a_tls_route_never_leave_in_clear_text_after_a_reload() {
             })
             .count()
     };
-    let seen = refusals(&rg);
-    let ok = wait_until(Duration::from_secs(30), || refusals(&rg) > seen);
+    let seen = refusals(rg);
+    let ok = wait_until(Duration::from_secs(30), || refusals(rg) > seen);
     assert!(
         ok,
         "no hold-retry refusing clear text:\n{}",
@@ -1339,7 +1335,7 @@ fn instances_held_on_a_tls_route_never_leave_in_clear_text_after_a_reload() {
     );
     rg.wait_alert(&format!("hold forwarder: no TLS with {dest}"));
     assert!(
-        events_named(&rg, "hold-forwarded").is_empty(),
+        events_named(rg, "hold-forwarded").is_empty(),
         "a held instance of the TLS route left in clear text"
     );
     assert_eq!(plain.files().len(), 1, "{}", plain.proc.log());
